@@ -1,0 +1,492 @@
+"""One async client for any OpenAI-compatible endpoint (OpenAI, vLLM, llama.cpp server, Ollama, ``datagen serve``).
+
+What it adds over a bare ``AsyncOpenAI``: bounded concurrency; retries with exponential backoff and full
+jitter on 408/409/429/5xx, timeouts, connection errors and malformed answers, honouring ``Retry-After``;
+requests-per-minute and tokens-per-minute pacing; load balancing over several base URLs; a circuit breaker;
+an on-disk answer cache (``cache.py``) so a resumed run pays only for what is missing; and a usage ledger
+for the manifest. ``openai.*`` exceptions never leave this module: they become ``datagen.errors.LLMError``s.
+
+API keys come from the environment only (``DATAGEN_API_KEY``, then ``OPENAI_API_KEY``) and never appear in
+logs, errors, the cache or the ledger.
+
+    async with LLMClient(LLMConfig(base_urls=("http://127.0.0.1:8000/v1",))) as llm:
+        answer = await llm.chat([{"role": "user", "content": "Name a prime."}], SamplingParams(max_tokens=16))
+        print(answer.text, answer.finish_reason, answer.usage)
+"""
+
+from __future__ import annotations
+
+import asyncio
+import email.utils
+import json
+import logging
+import os
+import random
+import time
+from collections import Counter
+from collections.abc import AsyncIterator, Awaitable, Callable, Iterable
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+from typing import Any, TypeVar
+from urllib.parse import urlparse
+
+import openai
+
+from datagen.errors import (
+    CircuitOpen,
+    ConfigError,
+    LLMBadResponse,
+    LLMConnectionError,
+    LLMError,
+    LLMRateLimited,
+    LLMRequestError,
+    LLMServerError,
+    LLMTimeout,
+)
+from datagen.home import datagen_home
+from datagen.llm.cache import ResponseCache, cache_key
+from datagen.llm.limits import CircuitBreaker, TokenBucket
+
+log = logging.getLogger("datagen.llm")
+
+API_KEY_ENV = ("DATAGEN_API_KEY", "OPENAI_API_KEY")
+BASE_URL_ENV = ("DATAGEN_BASE_URL", "OPENAI_BASE_URL")
+RETRYABLE_STATUS = frozenset({408, 409, 429})
+_LOCAL_HOSTS = {"127.0.0.1", "localhost", "::1", "0.0.0.0"}
+
+
+@dataclass(frozen=True)
+class LLMConfig:
+    """How to reach the endpoint and how hard to push it. Defaults suit a laptop against a local server."""
+
+    base_urls: tuple[str, ...] = ()       # several URLs are load-balanced; empty → $DATAGEN_BASE_URL/$OPENAI_BASE_URL
+    model: str | None = None              # None → the first model the endpoint lists at /v1/models
+    concurrency: int = 16                 # requests in flight at once, over all base URLs
+    timeout: float = 120.0                # seconds per request attempt
+    max_retries: int = 6                  # retries after the first attempt, for retryable failures only
+    backoff_base: float = 1.0             # seconds; attempt k waits uniform(0, min(backoff_max, base·2^k))
+    backoff_max: float = 60.0
+    retry_after_max: float = 300.0        # never sleep longer than this for a server's Retry-After
+    rpm: float | None = None              # requests per minute; None = unlimited
+    tpm: float | None = None              # tokens per minute (prompt estimate + max_tokens); None = unlimited
+    cache: bool = True                    # replay answers from the on-disk cache
+    cache_path: Path | None = None        # None → $DATAGEN_HOME/llm_cache.sqlite
+    circuit_breaker: float | None = 600.0  # stop the run after this many seconds of nothing but failures
+
+    def __post_init__(self) -> None:
+        if isinstance(self.base_urls, str):
+            object.__setattr__(self, "base_urls", tuple(u for u in self.base_urls.split(",") if u))
+        if self.concurrency < 1:
+            raise ConfigError(f"llm.concurrency must be ≥ 1, got {self.concurrency}")
+        if self.timeout <= 0:
+            raise ConfigError(f"llm.timeout must be > 0 seconds, got {self.timeout}")
+        if self.max_retries < 0:
+            raise ConfigError(f"llm.max_retries must be ≥ 0, got {self.max_retries}")
+        for name in ("rpm", "tpm"):
+            value = getattr(self, name)
+            if value is not None and value <= 0:
+                raise ConfigError(f"llm.{name} must be > 0 or unset, got {value}")
+        if self.circuit_breaker is not None and self.circuit_breaker <= 0:
+            raise ConfigError(f"llm.circuit_breaker must be > 0 seconds or unset, got {self.circuit_breaker}")
+        for url in self.base_urls:
+            if urlparse(url).scheme not in ("http", "https"):
+                raise ConfigError(f"llm.base_url must start with http:// or https://, got {url!r}")
+
+    def public_dict(self) -> dict[str, Any]:
+        """The config for manifests: nothing secret lives here, keys stay in the environment."""
+        out = asdict(self)
+        out["cache_path"] = str(self.cache_path) if self.cache_path else None
+        out["base_urls"] = list(self.base_urls)
+        return out
+
+
+@dataclass(frozen=True)
+class SamplingParams:
+    """OpenAI sampling parameters. With a ``seed``, sample k is requested with ``seed + k``."""
+
+    temperature: float = 0.7
+    top_p: float = 1.0
+    max_tokens: int = 512
+    stop: tuple[str, ...] | None = None
+    seed: int | None = None
+    presence_penalty: float | None = None
+    frequency_penalty: float | None = None
+
+    def to_request(self, sample_index: int = 0) -> dict[str, Any]:
+        """The keyword arguments sent to the endpoint (and hashed into the cache key)."""
+        out: dict[str, Any] = {"temperature": self.temperature, "top_p": self.top_p, "max_tokens": self.max_tokens}
+        if self.stop:
+            out["stop"] = list(self.stop)
+        if self.seed is not None:
+            out["seed"] = self.seed + sample_index
+        for name in ("presence_penalty", "frequency_penalty"):
+            if getattr(self, name) is not None:
+                out[name] = getattr(self, name)
+        return out
+
+
+@dataclass
+class Completion:
+    """One answer. ``truncated`` means the model hit ``max_tokens`` (``finish_reason == "length"``)."""
+
+    text: str
+    finish_reason: str
+    model: str
+    prompt_tokens: int = 0
+    completion_tokens: int = 0
+    cached: bool = False
+    attempts: int = 0
+
+    @property
+    def truncated(self) -> bool:
+        return self.finish_reason == "length"
+
+    @property
+    def usage(self) -> dict[str, int]:
+        return {"prompt_tokens": self.prompt_tokens, "completion_tokens": self.completion_tokens}
+
+    def to_cache(self) -> dict[str, Any]:
+        return {"text": self.text, "finish_reason": self.finish_reason, "model": self.model,
+                "prompt_tokens": self.prompt_tokens, "completion_tokens": self.completion_tokens}
+
+
+@dataclass
+class UsageLedger:
+    """Counts for the manifest: calls made, replayed from cache and failed, retries, tokens."""
+
+    requests: int = 0            # HTTP attempts sent, retries included
+    succeeded: int = 0           # answers received from the endpoint
+    cached: int = 0              # answers replayed from the cache
+    failed: int = 0              # requests given up on
+    retries: int = 0
+    truncated: int = 0
+    prompt_tokens: int = 0
+    completion_tokens: int = 0
+    errors: Counter = field(default_factory=Counter)          # attempt failures by reason
+    failures: list[dict[str, Any]] = field(default_factory=list)  # permanent failures, with reasons
+
+    def as_dict(self) -> dict[str, Any]:
+        out = asdict(self)
+        out["errors"] = dict(self.errors)
+        return out
+
+
+class _Retryable(Exception):
+    def __init__(self, error: LLMError, retry_after: float | None = None):
+        super().__init__(str(error))
+        self.error = error
+        self.retry_after = retry_after
+
+
+def resolve_api_key() -> str | None:
+    """The API key from the environment, or None. Never from a flag or a config file."""
+    for name in API_KEY_ENV:
+        value = os.environ.get(name)
+        if value:
+            return value
+    return None
+
+
+def resolve_base_urls(cfg: LLMConfig) -> tuple[str, ...]:
+    if cfg.base_urls:
+        return cfg.base_urls
+    for name in BASE_URL_ENV:
+        if os.environ.get(name):
+            return tuple(u.strip() for u in os.environ[name].split(",") if u.strip())
+    raise ConfigError("no LLM endpoint: pass --base-url URL, set DATAGEN_BASE_URL or OPENAI_BASE_URL, "
+                      "or run `datagen serve` and point --base-url at it")
+
+
+def parse_retry_after(headers: Any) -> float | None:
+    """Seconds to wait from ``retry-after-ms`` or ``Retry-After`` (seconds or an HTTP date); None if absent."""
+    if headers is None:
+        return None
+    try:
+        if headers.get("retry-after-ms") is not None:
+            return max(0.0, float(headers["retry-after-ms"]) / 1000.0)
+        value = headers.get("retry-after")
+        if value is None:
+            return None
+        try:
+            return max(0.0, float(value))
+        except ValueError:
+            when = email.utils.parsedate_to_datetime(value)
+            return max(0.0, when.timestamp() - time.time())
+    except (TypeError, ValueError):
+        return None
+
+
+def backoff_delay(attempt: int, base: float, cap: float, rng: random.Random) -> float:
+    """Full-jitter exponential backoff (AWS architecture blog): uniform(0, min(cap, base·2^attempt))."""
+    return rng.uniform(0.0, min(cap, base * (2 ** attempt)))
+
+
+class LLMClient:
+    """Async, cached, rate-limited access to one or more OpenAI-compatible endpoints. Use as ``async with``."""
+
+    def __init__(self, cfg: LLMConfig, cache: ResponseCache | None = None, rng: random.Random | None = None):
+        self.cfg = cfg
+        self.base_urls = resolve_base_urls(cfg)
+        self._api_key = resolve_api_key()
+        if self._api_key is None and any(urlparse(u).hostname not in _LOCAL_HOSTS for u in self.base_urls):
+            raise ConfigError("no API key for a remote endpoint: set DATAGEN_API_KEY or OPENAI_API_KEY")
+        self._clients = [
+            openai.AsyncOpenAI(base_url=url, api_key=self._api_key or "no-key-needed", max_retries=0, timeout=cfg.timeout)
+            for url in self.base_urls
+        ]
+        self._in_flight = [0] * len(self._clients)
+        self._next = 0
+        self._semaphore = asyncio.Semaphore(cfg.concurrency)
+        self._rpm = TokenBucket(cfg.rpm) if cfg.rpm else None
+        self._tpm = TokenBucket(cfg.tpm) if cfg.tpm else None
+        self._breaker = CircuitBreaker(cfg.circuit_breaker)
+        self._pending: dict[str, asyncio.Future[Completion]] = {}
+        self._model: str | None = cfg.model
+        self._model_lock = asyncio.Lock()
+        self._rng = rng or random.Random()
+        self.cache = cache if cache is not None else (
+            ResponseCache(cfg.cache_path or datagen_home() / "llm_cache.sqlite") if cfg.cache else None)
+        self.ledger = UsageLedger()
+
+    async def __aenter__(self) -> LLMClient:
+        return self
+
+    async def __aexit__(self, *exc: object) -> None:
+        await self.aclose()
+
+    async def aclose(self) -> None:
+        for client in self._clients:
+            await client.close()
+
+    # ------------------------------------------------------------------------------------------ public
+
+    async def chat(self, messages: list[dict[str, str]], params: SamplingParams = SamplingParams(),
+                   sample_index: int = 0) -> Completion:
+        """One chat completion (``/v1/chat/completions``); the k-th sample of a request is ``sample_index=k``."""
+        return await self._cached_request("chat", messages, params, sample_index)
+
+    async def complete(self, prompt: str, params: SamplingParams = SamplingParams(), sample_index: int = 0) -> Completion:
+        """One text completion (``/v1/completions``): the model continues ``prompt`` as-is."""
+        return await self._cached_request("completion", prompt, params, sample_index)
+
+    async def model_name(self) -> str:
+        """The configured model, or the first one the endpoint lists (asked once)."""
+        if self._model:
+            return self._model
+        async with self._model_lock:
+            if not self._model:
+                try:
+                    page = await self._clients[0].models.list()
+                    models = [m.id for m in page.data]
+                except openai.OpenAIError as exc:
+                    raise self._translate(exc) from exc
+                if not models:
+                    raise LLMBadResponse(f"{self.base_urls[0]}/models lists no model; pass --model")
+                self._model = models[0]
+        return self._model
+
+    # ------------------------------------------------------------------------------------------ internals
+
+    async def _cached_request(self, kind: str, payload: Any, params: SamplingParams, sample_index: int) -> Completion:
+        model = await self.model_name()
+        request = params.to_request(sample_index)
+        key = cache_key(kind, model, payload, request, sample_index)
+        if self.cache is not None:
+            hit = self.cache.get(key)
+            if hit is not None:
+                self.ledger.cached += 1
+                return Completion(**hit, cached=True)
+        # The same request twice at once (a resumed run racing itself): send it once, share the answer.
+        if key in self._pending:
+            return await asyncio.shield(self._pending[key])
+        future: asyncio.Future[Completion] = asyncio.get_running_loop().create_future()
+        self._pending[key] = future
+        try:
+            completion = await self._send_with_retries(kind, model, payload, request)
+            if self.cache is not None:
+                self.cache.put(key, model, completion.to_cache())
+            future.set_result(completion)
+            return completion
+        except BaseException as exc:
+            future.set_exception(exc)
+            future.exception()  # mark retrieved: nobody else may be waiting
+            raise
+        finally:
+            del self._pending[key]
+
+    async def _send_with_retries(self, kind: str, model: str, payload: Any, request: dict[str, Any]) -> Completion:
+        attempts = 0
+        avoid: int | None = None
+        while True:
+            self._breaker.check()
+            attempts += 1
+            async with self._semaphore:
+                await self._pace(payload, request)
+                index = self._pick_endpoint(avoid)
+                self._in_flight[index] += 1
+                self.ledger.requests += 1
+                try:
+                    completion = await self._send(index, kind, model, payload, request)
+                except _Retryable as retry:
+                    error, retry_after = retry.error, retry.retry_after
+                except LLMError as fatal:
+                    fatal.attempts = attempts
+                    self._fail(fatal)
+                    raise
+                else:
+                    self._breaker.record_success()
+                    completion.attempts = attempts
+                    self._account(completion)
+                    return completion
+                finally:
+                    self._in_flight[index] -= 1
+            # Back off outside the semaphore, so other requests keep the endpoint busy meanwhile.
+            self._breaker.record_failure()
+            self.ledger.errors[error.reason] += 1
+            avoid = index if len(self._clients) > 1 else None
+            if attempts > self.cfg.max_retries:
+                error.attempts = attempts
+                self._fail(error)
+                raise error
+            self.ledger.retries += 1
+            delay = backoff_delay(attempts - 1, self.cfg.backoff_base, self.cfg.backoff_max, self._rng)
+            if retry_after is not None:
+                delay = min(retry_after, self.cfg.retry_after_max) + self._rng.uniform(0, 0.1 * self.cfg.backoff_base)
+            log.info("retrying after %s (attempt %d/%d, waiting %.2f s)", error.reason, attempts,
+                     self.cfg.max_retries + 1, delay)
+            await asyncio.sleep(delay)
+
+    async def _pace(self, payload: Any, request: dict[str, Any]) -> None:
+        if self._rpm:
+            await self._rpm.acquire(1)
+        if self._tpm:
+            # ~4 characters per token is the usual estimate; the completion budget is counted in full.
+            estimate = len(json.dumps(payload, ensure_ascii=False)) / 4 + request.get("max_tokens", 0)
+            await self._tpm.acquire(estimate)
+
+    def _pick_endpoint(self, avoid: int | None) -> int:
+        """Least requests in flight, round-robin among ties; after a failure prefer another endpoint."""
+        order = [(self._next + i) % len(self._clients) for i in range(len(self._clients))]
+        self._next = (self._next + 1) % len(self._clients)
+        candidates = [i for i in order if i != avoid] or order
+        return min(candidates, key=lambda i: self._in_flight[i])
+
+    async def _send(self, index: int, kind: str, model: str, payload: Any, request: dict[str, Any]) -> Completion:
+        client = self._clients[index]
+        try:
+            if kind == "chat":
+                raw = await client.chat.completions.with_raw_response.create(model=model, messages=payload, **request)
+            else:
+                raw = await client.completions.with_raw_response.create(model=model, prompt=payload, **request)
+            body = raw.http_response.text
+        except openai.APIStatusError as exc:
+            error = self._translate(exc)
+            status = exc.status_code
+            if status in RETRYABLE_STATUS or status >= 500:
+                raise _Retryable(error, parse_retry_after(exc.response.headers)) from exc
+            raise error from exc
+        except (openai.APITimeoutError, openai.APIConnectionError) as exc:
+            raise _Retryable(self._translate(exc)) from exc
+        except openai.OpenAIError as exc:  # e.g. a response the SDK could not even read
+            raise _Retryable(LLMBadResponse(self._redact(f"unreadable response: {exc}"))) from exc
+        return self._parse(kind, model, body)
+
+    def _parse(self, kind: str, model: str, body: str) -> Completion:
+        """Validate an answer by hand: a malformed body is a retryable LLMBadResponse, never a crash."""
+        try:
+            data = json.loads(body)
+            choice = data["choices"][0]
+            text = choice["message"]["content"] if kind == "chat" else choice["text"]
+            if not isinstance(text, str):
+                raise TypeError("content is not a string")
+            finish_reason = choice.get("finish_reason") or "stop"
+            usage = data.get("usage") or {}
+        except (ValueError, KeyError, IndexError, TypeError) as exc:
+            snippet = body[:200].replace("\n", " ")
+            raise _Retryable(LLMBadResponse(self._redact(f"malformed completion ({type(exc).__name__}: {exc}): {snippet!r}"))) from None
+        return Completion(text=text, finish_reason=finish_reason, model=data.get("model") or model,
+                          prompt_tokens=int(usage.get("prompt_tokens") or 0),
+                          completion_tokens=int(usage.get("completion_tokens") or 0))
+
+    def _account(self, completion: Completion) -> None:
+        self.ledger.succeeded += 1
+        self.ledger.prompt_tokens += completion.prompt_tokens
+        self.ledger.completion_tokens += completion.completion_tokens
+        if completion.truncated:
+            self.ledger.truncated += 1
+        log.debug("completion: finish_reason=%s usage=%s attempts=%d", completion.finish_reason,
+                  completion.usage, completion.attempts)
+
+    def _fail(self, error: LLMError) -> None:
+        self.ledger.failed += 1
+        self.ledger.failures.append({"reason": error.reason, "message": str(error), "attempts": error.attempts,
+                                     "status": error.status})
+        log.warning("request failed for good after %s attempt(s): %s", error.attempts, error)
+
+    def _redact(self, text: str) -> str:
+        return text.replace(self._api_key, "***") if self._api_key else text
+
+    def _translate(self, exc: openai.OpenAIError) -> LLMError:
+        """Map an ``openai`` exception to ours, keeping the server's message but never the key."""
+        if isinstance(exc, openai.APITimeoutError):
+            return LLMTimeout(f"no answer within {self.cfg.timeout:g} s")
+        if isinstance(exc, openai.APIConnectionError):
+            cause = exc.__cause__ or exc
+            return LLMConnectionError(self._redact(f"connection failed: {type(cause).__name__}: {cause}"))
+        if isinstance(exc, openai.APIStatusError):
+            status = exc.status_code
+            detail = exc.body.get("message") if isinstance(exc.body, dict) else None
+            message = self._redact(f"HTTP {status}: {detail or exc.message}")
+            if status == 429:
+                return LLMRateLimited(message, status=status)
+            if status >= 500:
+                return LLMServerError(message, status=status)
+            if status in (401, 403):
+                return LLMRequestError(self._redact(f"HTTP {status}: authentication failed; check DATAGEN_API_KEY "
+                                                    "or OPENAI_API_KEY"), status=status)
+            if status in (408, 409):
+                return LLMServerError(message, status=status)
+            return LLMRequestError(message, status=status)
+        return LLMError(self._redact(str(exc)))
+
+
+T = TypeVar("T")
+R = TypeVar("R")
+
+
+async def map_bounded(fn: Callable[[T], Awaitable[R]], items: Iterable[T], limit: int) -> AsyncIterator[tuple[T, R | BaseException]]:
+    """Run ``fn`` over ``items`` with at most ``limit`` in flight; yield ``(item, result)`` as each finishes.
+
+    Tasks are created lazily (a million items never become a million tasks), and an exception is yielded
+    as the result instead of cancelling the rest: the caller writes a reject and goes on. ``CircuitOpen``
+    and cancellation still propagate.
+    """
+    iterator = iter(items)
+    running: dict[asyncio.Task, T] = {}
+
+    def start_next() -> bool:
+        try:
+            item = next(iterator)
+        except StopIteration:
+            return False
+        running[asyncio.ensure_future(fn(item))] = item
+        return True
+
+    for _ in range(limit):
+        if not start_next():
+            break
+    try:
+        while running:
+            done, _ = await asyncio.wait(running, return_when=asyncio.FIRST_COMPLETED)
+            for task in done:
+                item = running.pop(task)
+                exc = task.exception()
+                if exc is not None and (not isinstance(exc, LLMError) or isinstance(exc, CircuitOpen)):
+                    raise exc
+                yield item, (exc if exc is not None else task.result())
+                start_next()
+    finally:
+        for task in running:
+            task.cancel()
+        if running:
+            await asyncio.gather(*running, return_exceptions=True)

@@ -1,0 +1,364 @@
+"""The Example record and the only code that reads or writes JSONL.
+
+Every stage meets every other stage here: generators write ``Example``s, the filter reads and writes them,
+the trainer reads them. Reads validate line by line and report ``path:line: what is wrong``; writes are
+atomic (temp file + fsync + ``os.replace``), so a file is whole or absent; long runs append through
+``ShardWriter``, which repairs a torn last line on reopen, so a killed run never leaves half a record.
+
+    >>> ex = Example(instruction="Add the numbers.", input="2 3", output="5")
+    >>> ex.id == Example(instruction="Add the numbers.", input="2 3", output="5").id
+    True
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+import tempfile
+from collections.abc import Iterable, Iterator
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from datagen.errors import RecordError
+
+#: Roles accepted in ``messages`` (OpenAI chat roles).
+ROLES = ("system", "user", "assistant", "tool")
+#: Values of ``meta.method``.
+METHODS = ("seed", "self-instruct", "self-instruct-multiturn", "self-qa", "self-kg")
+
+_RECORD_KEYS = {"id", "instruction", "input", "output", "messages", "is_classification", "lang", "meta", "reject"}
+
+
+def content_id(instruction: str, input: str, output: str, messages: list[dict] | None = None) -> str:
+    """Stable id from the content alone, so the same example gets the same id in every run.
+
+    Metadata (model, round, scores) is left out on purpose: two runs that produce the same text must
+    agree on its id, which is what dedup and resume compare.
+    """
+    payload = {"instruction": instruction, "input": input, "output": output}
+    if messages:
+        payload["messages"] = [{"role": m["role"], "content": m["content"]} for m in messages]
+    digest = hashlib.sha256(json.dumps(payload, ensure_ascii=False, sort_keys=True).encode()).hexdigest()
+    return "dg-" + digest[:20]
+
+
+@dataclass
+class Example:
+    """One instruction-tuning example: DESIGN.md's record, the contract between stages.
+
+    ``messages`` holds multi-turn data (OpenAI roles); single-turn tools read ``instruction``/``input``/
+    ``output``, which for a conversation hold its first exchange. ``meta`` is free-form provenance
+    (method, round, model, prompt, source, similar, usage, filter); ``reject`` is set only in rejects files.
+    """
+
+    instruction: str
+    output: str
+    input: str = ""
+    messages: list[dict[str, str]] | None = None
+    is_classification: bool | None = None
+    lang: str | None = None
+    meta: dict[str, Any] = field(default_factory=dict)
+    id: str = ""
+    reject: dict[str, Any] | None = None
+
+    def __post_init__(self) -> None:
+        if not self.id:
+            self.id = content_id(self.instruction, self.input, self.output, self.messages)
+
+    def to_dict(self) -> dict[str, Any]:
+        """The JSON object written to disk; optional fields are left out when unset."""
+        out: dict[str, Any] = {"id": self.id, "instruction": self.instruction, "input": self.input, "output": self.output}
+        if self.messages is not None:
+            out["messages"] = self.messages
+        if self.is_classification is not None:
+            out["is_classification"] = self.is_classification
+        if self.lang is not None:
+            out["lang"] = self.lang
+        out["meta"] = self.meta
+        if self.reject is not None:
+            out["reject"] = self.reject
+        return out
+
+    @classmethod
+    def from_dict(cls, obj: Any, where: str = "record") -> Example:
+        """Validate a decoded JSON object as a record; errors name ``where`` (``path:line``) and the field."""
+        if not isinstance(obj, dict):
+            raise RecordError(f"{where}: expected a JSON object, got {_json_type(obj)}")
+        unknown = set(obj) - _RECORD_KEYS
+        if unknown:
+            raise RecordError(f"{where}: unknown field(s) {sorted(unknown)}; allowed: {sorted(_RECORD_KEYS)}")
+        for key in ("instruction", "output"):
+            if key not in obj:
+                raise RecordError(f"{where}: missing required field '{key}'")
+        for key in ("id", "instruction", "input", "output", "lang"):
+            if key in obj and obj[key] is not None and not isinstance(obj[key], str):
+                raise RecordError(f"{where}: field '{key}' must be a string, got {_json_type(obj[key])}")
+        if obj.get("instruction") is None or obj.get("output") is None:
+            raise RecordError(f"{where}: fields 'instruction' and 'output' must not be null")
+        if "is_classification" in obj and obj["is_classification"] is not None:
+            if not isinstance(obj["is_classification"], bool):
+                raise RecordError(f"{where}: field 'is_classification' must be true/false, got {_json_type(obj['is_classification'])}")
+        meta = obj.get("meta") or {}
+        if not isinstance(meta, dict):
+            raise RecordError(f"{where}: field 'meta' must be an object, got {_json_type(meta)}")
+        reject = obj.get("reject")
+        if reject is not None and not isinstance(reject, dict):
+            raise RecordError(f"{where}: field 'reject' must be an object, got {_json_type(reject)}")
+        messages = obj.get("messages")
+        if messages is not None:
+            messages = validate_messages(messages, f"{where}: field 'messages'")
+        return cls(
+            instruction=obj["instruction"],
+            output=obj["output"],
+            input=obj.get("input") or "",
+            messages=messages,
+            is_classification=obj.get("is_classification"),
+            lang=obj.get("lang"),
+            meta=meta,
+            id=obj.get("id") or "",
+            reject=reject,
+        )
+
+
+def validate_messages(messages: Any, where: str) -> list[dict[str, str]]:
+    """Check an OpenAI ``messages`` list: objects with a known role and string content."""
+    if not isinstance(messages, list) or not messages:
+        raise RecordError(f"{where} must be a non-empty list of {{role, content}} objects")
+    clean = []
+    for i, message in enumerate(messages):
+        if not isinstance(message, dict):
+            raise RecordError(f"{where}[{i}] must be an object, got {_json_type(message)}")
+        role, content = message.get("role"), message.get("content")
+        if role not in ROLES:
+            raise RecordError(f"{where}[{i}].role must be one of {list(ROLES)}, got {role!r}")
+        if not isinstance(content, str):
+            raise RecordError(f"{where}[{i}].content must be a string, got {_json_type(content)}")
+        clean.append({"role": role, "content": content})
+    return clean
+
+
+# ---------------------------------------------------------------------------------------------- reading
+
+
+def _json_type(value: Any) -> str:
+    return {dict: "an object", list: "an array", str: "a string", bool: "a boolean", type(None): "null"}.get(
+        type(value), "a number" if isinstance(value, (int, float)) else type(value).__name__
+    )
+
+
+def _reject_constant(name: str) -> float:
+    raise ValueError(f"{name} is not valid JSON")
+
+
+def iter_json_lines(path: str | Path) -> Iterator[tuple[int, Any]]:
+    """Yield ``(line_number, decoded_value)`` for each non-blank line, raising RecordError at the first bad one.
+
+    Checks that the bytes are UTF-8 (a UTF-8 BOM on line 1 is tolerated, UTF-16 is named as such), that each
+    line is one JSON value with nothing after it, and that no NaN/Infinity sneaks in (Python's json accepts
+    them; every other JSON reader rejects them).
+    """
+    path = Path(path)
+    if not path.exists():
+        raise RecordError(f"{path}: no such file")
+    if path.is_dir():
+        raise RecordError(f"{path}: is a directory, expected a JSONL file")
+    decoder = json.JSONDecoder(parse_constant=_reject_constant)
+    with path.open("rb") as handle:
+        for number, raw in enumerate(handle, start=1):
+            where = f"{path}:{number}"
+            if number == 1:
+                if raw.startswith((b"\xff\xfe", b"\xfe\xff")):
+                    raise RecordError(f"{where}: file is UTF-16 encoded; convert it to UTF-8")
+                raw = raw.removeprefix(b"\xef\xbb\xbf")
+            if b"\x00" in raw:
+                raise RecordError(f"{where}: contains NUL bytes (binary file, or UTF-16/32 text?); expected UTF-8 JSON lines")
+            try:
+                text = raw.decode("utf-8")
+            except UnicodeDecodeError as exc:
+                raise RecordError(f"{where}: not valid UTF-8 (byte {exc.start + 1} of the line); re-save the file as UTF-8") from None
+            if not text.strip():
+                continue
+            try:
+                value, end = decoder.raw_decode(text.strip())
+            except json.JSONDecodeError as exc:
+                raise RecordError(f"{where}: invalid JSON: {exc.msg} at column {exc.colno}") from None
+            except ValueError as exc:
+                raise RecordError(f"{where}: invalid JSON: {exc}") from None
+            if end != len(text.strip()):
+                raise RecordError(f"{where}: extra data after the JSON value at column {end + 1} (one object per line)")
+            yield number, value
+
+
+def read_examples(path: str | Path) -> list[Example]:
+    """Read a file of datagen records (``Example.to_dict`` lines), validating every line."""
+    return [Example.from_dict(obj, f"{path}:{number}") for number, obj in iter_json_lines(path)]
+
+
+def iter_examples(path: str | Path) -> Iterator[Example]:
+    """Stream datagen records one at a time (for files too big to hold)."""
+    for number, obj in iter_json_lines(path):
+        yield Example.from_dict(obj, f"{path}:{number}")
+
+
+# ---------------------------------------------------------------------------------------------- writing
+
+
+def _dump_line(obj: Any) -> str:
+    if isinstance(obj, Example):
+        obj = obj.to_dict()
+    return json.dumps(obj, ensure_ascii=False, allow_nan=False) + "\n"
+
+
+def _fsync_dir(directory: Path) -> None:
+    try:
+        fd = os.open(directory, os.O_RDONLY)
+    except OSError:
+        return
+    try:
+        os.fsync(fd)
+    except OSError:
+        pass
+    finally:
+        os.close(fd)
+
+
+def write_atomic(path: str | Path, data: str | bytes) -> None:
+    """Write a whole file so that it is either complete or absent: temp file, fsync, rename, fsync dir."""
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
+    try:
+        with os.fdopen(fd, "wb") as handle:
+            handle.write(data.encode("utf-8") if isinstance(data, str) else data)
+            handle.flush()
+            os.fsync(handle.fileno())
+        os.replace(tmp, path)
+    except BaseException:
+        Path(tmp).unlink(missing_ok=True)
+        raise
+    _fsync_dir(path.parent)
+
+
+def write_json(path: str | Path, obj: Any) -> None:
+    """Atomically write pretty JSON (manifests, stats)."""
+    write_atomic(path, json.dumps(obj, ensure_ascii=False, indent=2, sort_keys=False, allow_nan=False) + "\n")
+
+
+def write_jsonl(path: str | Path, rows: Iterable[Example | dict[str, Any]]) -> int:
+    """Atomically write records (or plain dicts) as JSON lines; returns the number written."""
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
+    count = 0
+    try:
+        with os.fdopen(fd, "w", encoding="utf-8") as handle:
+            for row in rows:
+                handle.write(_dump_line(row))
+                count += 1
+            handle.flush()
+            os.fsync(handle.fileno())
+        os.replace(tmp, path)
+    except BaseException:
+        Path(tmp).unlink(missing_ok=True)
+        raise
+    _fsync_dir(path.parent)
+    return count
+
+
+class ShardWriter:
+    """Append-only JSONL for long runs: each record is flushed as it arrives and survives a kill.
+
+    A kill can tear the last line in half. On open, the writer cuts the file back to its last newline, so
+    what remains is only whole records, and the caller's resume logic re-creates the torn one (its LLM
+    answer is in the cache, so that costs nothing). ``fsync_every`` trades durability against speed.
+
+        with ShardWriter(out / "instances.jsonl") as shard:
+            for record in produce():
+                shard.write(record)
+    """
+
+    def __init__(self, path: str | Path, fsync_every: int = 1):
+        self.path = Path(path)
+        self.path.parent.mkdir(parents=True, exist_ok=True)
+        self.repaired_bytes = _truncate_torn_tail(self.path)
+        self._handle = self.path.open("a", encoding="utf-8")
+        self._fsync_every = max(1, fsync_every)
+        self._pending = 0
+        self.written = 0
+
+    def write(self, row: Example | dict[str, Any]) -> None:
+        """Append one record as one line and flush it to the OS (and to disk every ``fsync_every``)."""
+        self._handle.write(_dump_line(row))
+        self._handle.flush()
+        self._pending += 1
+        self.written += 1
+        if self._pending >= self._fsync_every:
+            os.fsync(self._handle.fileno())
+            self._pending = 0
+
+    def close(self) -> None:
+        if not self._handle.closed:
+            self._handle.flush()
+            os.fsync(self._handle.fileno())
+            self._handle.close()
+
+    def __enter__(self) -> ShardWriter:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
+
+
+def _truncate_torn_tail(path: Path) -> int:
+    """Cut a file back to just after its last newline; returns how many bytes were removed."""
+    if not path.exists():
+        return 0
+    size = path.stat().st_size
+    if size == 0:
+        return 0
+    with path.open("rb+") as handle:
+        block = 1 << 16
+        position = size
+        while position > 0:
+            start = max(0, position - block)
+            handle.seek(start)
+            chunk = handle.read(position - start)
+            cut = chunk.rfind(b"\n")
+            if cut != -1:
+                keep = start + cut + 1
+                break
+            position = start
+        else:
+            keep = 0
+        if keep != size:
+            handle.truncate(keep)
+            handle.flush()
+            os.fsync(handle.fileno())
+        return size - keep
+
+
+def read_jsonl_tolerant(path: str | Path) -> list[dict[str, Any]]:
+    """Read our own append-only state file, ignoring a torn final line (the writer repairs it on reopen).
+
+    Only for files this program wrote itself (resume state); user input goes through ``iter_json_lines``.
+    """
+    path = Path(path)
+    if not path.exists():
+        return []
+    rows = []
+    with path.open("rb") as handle:
+        data = handle.read()
+    lines = data.split(b"\n")
+    for number, raw in enumerate(lines, start=1):
+        if not raw.strip():
+            continue
+        try:
+            rows.append(json.loads(raw))
+        except ValueError:
+            if number == len(lines):  # the torn tail of a killed write
+                break
+            raise RecordError(f"{path}:{number}: corrupt line in a state file; delete the file to start over") from None
+    return rows
+
