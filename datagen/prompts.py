@@ -6,8 +6,7 @@ with a hole. Untrusted text (documents, generated instructions) is only ever pas
 inserts a variable's value verbatim and never compiles it, so ``{{ 7*7 }}`` inside a document stays
 literal. The sandbox is a second wall, in case a template is ever loaded from a user-supplied folder.
 
-    >>> render("en/_test_echo", text="{{ 7*7 }}")
-    'Echo: {{ 7*7 }}'
+    render("en/self_qa_answer", chunk=document_text, question=question)   # document text stays data
 """
 
 from __future__ import annotations

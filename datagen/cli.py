@@ -1,0 +1,237 @@
+"""The ``datagen`` command line: one thin command per stage, no logic.
+
+Each command parses options, builds its stage's config, calls one function and prints a one-line summary.
+Errors the user can fix (bad flags, config, input files) exit with code 2 and a message naming the file
+and line or the key; other failures exit 1. ``DATAGEN_DEBUG=1`` shows tracebacks of unexpected errors.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import functools
+import logging
+import os
+import sys
+from pathlib import Path
+from typing import Any
+
+import click
+
+from datagen import __version__
+from datagen.errors import DatagenError
+
+log = logging.getLogger("datagen")
+
+
+class _Group(click.Group):
+    """Maps DatagenError to its exit code and a one-line message, for every subcommand."""
+
+    def invoke(self, ctx: click.Context) -> Any:
+        try:
+            return super().invoke(ctx)
+        except DatagenError as exc:
+            click.echo(f"error: {exc}", err=True)
+            ctx.exit(exc.exit_code)
+        except KeyboardInterrupt:
+            click.echo("interrupted; re-run the same command to resume", err=True)
+            ctx.exit(130)
+
+
+def _setup_logging(verbose: int, quiet: bool) -> None:
+    level = logging.WARNING if quiet else (logging.DEBUG if verbose else logging.INFO)
+    handler = logging.StreamHandler(sys.stderr)
+    handler.setFormatter(logging.Formatter("%(levelname)s %(name)s: %(message)s" if verbose else "%(message)s"))
+    root = logging.getLogger("datagen")
+    root.handlers[:] = [handler]
+    root.setLevel(level)
+    root.propagate = False
+    for noisy in ("httpx", "openai", "urllib3"):  # their debug logs include request headers
+        logging.getLogger(noisy).setLevel(logging.WARNING)
+
+
+@click.group(cls=_Group, context_settings={"help_option_names": ["-h", "--help"], "max_content_width": 100})
+@click.version_option(__version__, prog_name="datagen")
+@click.option("-v", "--verbose", count=True, help="More logging (-v: debug).")
+@click.option("-q", "--quiet", is_flag=True, help="Only warnings and errors.")
+def cli(verbose: int, quiet: bool) -> None:
+    """Turn a little human input into curated instruction-tuning data and a fine-tuned model.
+
+    \b
+    Quick start (the embedded model, no API key needed):
+      datagen serve &                                   # OpenAI-compatible server on 127.0.0.1:8000
+      datagen respond --in prompts.jsonl --out out/ --base-url http://127.0.0.1:8000/v1
+    """
+    _setup_logging(verbose, quiet)
+
+
+def llm_options(fn):
+    """The endpoint options every LLM-calling command shares (keys come from the environment only)."""
+    options = [
+        click.option("--base-url", "base_urls", multiple=True, metavar="URL",
+                     help="OpenAI-compatible base URL; repeat to load-balance. Default: $DATAGEN_BASE_URL or "
+                          "$OPENAI_BASE_URL. 'embedded' starts the bundled model for this command."),
+        click.option("--model", default=None, help="Model name. Default: the first model the endpoint lists."),
+        click.option("--concurrency", type=click.IntRange(min=1), default=16, show_default=True,
+                     help="Requests in flight at once."),
+        click.option("--timeout", type=click.FloatRange(min=0, min_open=True), default=120.0, show_default=True,
+                     help="Seconds per request attempt."),
+        click.option("--max-retries", type=click.IntRange(min=0), default=6, show_default=True,
+                     help="Retries on 408/409/429/5xx, timeouts and connection errors."),
+        click.option("--rpm", type=click.FloatRange(min=0, min_open=True), default=None,
+                     help="Requests-per-minute limit."),
+        click.option("--tpm", type=click.FloatRange(min=0, min_open=True), default=None,
+                     help="Tokens-per-minute limit."),
+        click.option("--no-cache", is_flag=True, help="Do not replay or store answers in the on-disk cache."),
+        click.option("--cache-path", type=click.Path(dir_okay=False, path_type=Path), default=None,
+                     help="SQLite answer cache. Default: $DATAGEN_HOME/llm_cache.sqlite."),
+        click.option("--circuit-breaker", type=click.FloatRange(min=0, min_open=True), default=600.0,
+                     show_default=True, help="Stop after this many seconds of nothing but failures."),
+    ]
+    return functools.reduce(lambda f, option: option(f), reversed(options), fn)
+
+
+def llm_config(base_urls: tuple[str, ...], model: str | None, concurrency: int, timeout: float, max_retries: int,
+               rpm: float | None, tpm: float | None, no_cache: bool, cache_path: Path | None,
+               circuit_breaker: float) -> Any:
+    from datagen.llm.client import LLMConfig
+
+    return LLMConfig(base_urls=base_urls, model=model, concurrency=concurrency, timeout=timeout,
+                     max_retries=max_retries, rpm=rpm, tpm=tpm, cache=not no_cache, cache_path=cache_path,
+                     circuit_breaker=circuit_breaker)
+
+
+def sampling_options(fn):
+    options = [
+        click.option("--temperature", type=click.FloatRange(min=0), default=0.7, show_default=True),
+        click.option("--top-p", type=click.FloatRange(min=0, max=1, min_open=True), default=1.0, show_default=True),
+        click.option("--max-tokens", type=click.IntRange(min=1), default=512, show_default=True),
+        click.option("--seed", type=int, default=None, help="Sampling seed sent to the endpoint."),
+    ]
+    return functools.reduce(lambda f, option: option(f), reversed(options), fn)
+
+
+# ---------------------------------------------------------------------------------------------- commands
+
+
+@cli.command("serve")
+@click.option("--model", default=None, help="HF model folder or .gguf file. Default: embedded SmolLM2-135M-Instruct.")
+@click.option("--adapter", type=click.Path(exists=True, file_okay=False, path_type=Path), default=None,
+              help="LoRA adapter folder to serve on top of the model (serve a tuned model).")
+@click.option("--host", default="127.0.0.1", show_default=True, help="Interface to bind; 0.0.0.0 exposes it.")
+@click.option("--port", type=click.IntRange(0, 65535), default=8000, show_default=True, help="0 picks a free port.")
+@click.option("--api-key", envvar="DATAGEN_SERVE_API_KEY", default=None,
+              help="Require this bearer key (prefer the env var DATAGEN_SERVE_API_KEY).")
+@click.option("--served-model-name", default=None, help="Model id clients must use. Default: derived from --model.")
+@click.option("--max-batch-size", type=click.IntRange(min=1), default=16, show_default=True,
+              help="Concurrent requests gathered into one generate call.")
+@click.option("--max-request-bytes", type=click.IntRange(min=1), default=1_000_000, show_default=True)
+@click.option("--url-file", type=click.Path(dir_okay=False, path_type=Path), default=None,
+              help="Write the base URL here once healthy (for scripts that start it on port 0).")
+def serve_cmd(model, adapter, host, port, api_key, served_model_name, max_batch_size, max_request_bytes, url_file):
+    """Serve a local model as an OpenAI-compatible endpoint.
+
+    Endpoints: /v1/chat/completions, /v1/completions, /v1/models, /health.
+
+    \b
+    Example:  datagen serve --port 8000
+              datagen serve --model outputs/run/merged --port 8001
+    """
+    from datagen.llm.server import ServeConfig, run_server
+
+    cfg = ServeConfig(model=model, adapter=adapter, host=host, port=port, api_key=api_key,
+                      served_model_name=served_model_name, max_batch_size=max_batch_size,
+                      max_request_bytes=max_request_bytes)
+    run_server(cfg, url_file=url_file)
+
+
+@cli.command("respond")
+@click.option("--in", "inputs", type=click.Path(path_type=Path), required=True,
+              help="Records in any format (alpaca, sharegpt, messages, seed, datagen).")
+@click.option("--out", type=click.Path(file_okay=False, path_type=Path), required=True, help="Output folder.")
+@click.option("--system", default=None, help="System message to put before each conversation.")
+@llm_options
+@sampling_options
+def respond_cmd(inputs, out, system, temperature, top_p, max_tokens, seed, **llm_opts):
+    """Answer every prompt in a file with an LLM.
+
+    Resumable: re-run the same command to continue.
+
+    Writes OUT/responses.jsonl, OUT/rejects.jsonl (failed or truncated answers, with reasons) and
+    OUT/stats.json. Useful to re-answer instructions with a stronger model.
+
+    \b
+    Example:  datagen respond --in curated.jsonl --out answers/ --base-url http://127.0.0.1:8000/v1
+    """
+    from datagen.generate.respond import RespondConfig, respond
+    from datagen.llm.client import SamplingParams
+    from datagen.llm.endpoint import endpoint
+
+    sampling = SamplingParams(temperature=temperature, top_p=top_p, max_tokens=max_tokens, seed=seed)
+    with endpoint(llm_config(**llm_opts)) as llm_cfg:
+        cfg = RespondConfig(inputs=inputs, out=out, llm=llm_cfg, sampling=sampling, system=system)
+        stats = asyncio.run(respond(cfg))
+    click.echo(f"wrote {stats['kept']} responses to {out / 'responses.jsonl'}, {stats['rejected']} rejected "
+               f"({stats['llm']['succeeded']} calls, {stats['llm']['cached']} from cache)")
+
+
+@cli.command("convert")
+@click.argument("source", type=click.Path(path_type=Path))
+@click.argument("dest", type=click.Path(path_type=Path))
+@click.option("--to", "to", required=True, type=click.Choice(["datagen", "alpaca", "sharegpt", "messages", "seed", "hf", "parquet"]),
+              help="Output format; 'hf' writes a datasets save_to_disk folder.")
+def convert_cmd(source: Path, dest: Path, to: str) -> None:
+    """Convert records between formats.
+
+    The input format is detected per line.
+
+    \b
+    Example:  datagen convert curated.jsonl chat.jsonl --to sharegpt
+              datagen convert alpaca.jsonl ds/ --to hf
+    """
+    from datagen.formats import export, read_any
+
+    examples = read_any(source)
+    count = export(examples, dest, to)
+    click.echo(f"wrote {count} {'tasks' if to == 'seed' else 'records'} to {dest} ({to})")
+
+
+@cli.group("prompts")
+def prompts_group() -> None:
+    """List and show prompt templates."""
+
+
+@prompts_group.command("list")
+def prompts_list() -> None:
+    """List template names.
+
+    \b
+    Example:  datagen prompts list
+    """
+    from datagen.prompts import list_templates
+
+    for name in list_templates():
+        click.echo(name)
+
+
+@prompts_group.command("show")
+@click.argument("name")
+def prompts_show(name: str) -> None:
+    """Render template NAME with a <<placeholder>> for each variable.
+
+    \b
+    Example:  datagen prompts show en/self_instruct_generate
+    """
+    from datagen.prompts import show
+
+    click.echo(show(name))
+
+
+def main() -> None:
+    """Console entry point: unexpected errors get one line (or a traceback with DATAGEN_DEBUG=1) and exit 1."""
+    try:
+        cli.main(prog_name="datagen", standalone_mode=True)
+    except Exception as exc:  # click already handled usage errors and DatagenError
+        if os.environ.get("DATAGEN_DEBUG"):
+            raise
+        click.echo(f"internal error: {type(exc).__name__}: {exc} (set DATAGEN_DEBUG=1 for a traceback)", err=True)
+        sys.exit(1)

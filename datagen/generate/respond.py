@@ -1,0 +1,114 @@
+"""Answer every prompt in a file with an LLM: the simplest generator, and the resumable-stage pattern.
+
+Run it:  datagen respond --in curated.jsonl --out answers/ --base-url http://127.0.0.1:8000/v1
+
+Each input record becomes a conversation (its ``messages`` minus a final assistant turn, or one user turn
+built from ``instruction`` + ``input``); the answer becomes the record's ``output``. Answers are appended to
+``OUT/.state/responses.partial.jsonl`` as they arrive; a killed run re-reads that file, skips what is done,
+and the LLM cache replays answers that arrived but were not yet written. Requests that failed for good
+are written as rejects and asked again by the next run. When every prompt is settled the
+final files are written atomically in input order, so ``responses.jsonl`` is whole or absent.
+"""
+
+from __future__ import annotations
+
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from datagen.errors import ConfigError, LLMError
+from datagen.formats import read_any, render_user_turn
+from datagen.llm.client import LLMClient, LLMConfig, SamplingParams, map_bounded
+from datagen.records import Example, ShardWriter, read_jsonl_tolerant, write_json, write_jsonl
+
+STAGE = "respond"
+
+
+@dataclass(frozen=True)
+class RespondConfig:
+    inputs: Path                              # records in any supported format
+    out: Path                                 # output folder
+    llm: LLMConfig = field(default_factory=LLMConfig)
+    sampling: SamplingParams = field(default_factory=SamplingParams)
+    system: str | None = None                 # system message prepended to every conversation
+
+
+def build_messages(example: Example, system: str | None) -> list[dict[str, str]]:
+    """The conversation to answer: the record's turns up to its last user turn, or one user turn."""
+    if example.messages:
+        messages = list(example.messages)
+        while messages and messages[-1]["role"] == "assistant":
+            messages.pop()
+    else:
+        messages = [{"role": "user", "content": render_user_turn(example.instruction, example.input)}]
+    if system and not (messages and messages[0]["role"] == "system"):
+        messages = [{"role": "system", "content": system}, *messages]
+    return messages
+
+
+def _answered(example: Example, messages: list[dict[str, str]], text: str, model: str, usage: dict) -> Example:
+    meta = {**example.meta, "model": model, "usage": usage, "source": example.meta.get("source", example.id)}
+    if example.messages:
+        return Example(instruction=example.instruction, input=example.input, output=example.output or text,
+                       messages=[*messages, {"role": "assistant", "content": text}], lang=example.lang, meta=meta,
+                       is_classification=example.is_classification)
+    return Example(instruction=example.instruction, input=example.input, output=text, lang=example.lang,
+                   is_classification=example.is_classification, meta=meta)
+
+
+async def respond(cfg: RespondConfig) -> dict[str, Any]:
+    """Answer every input record; returns the stats also written to ``OUT/stats.json``."""
+    started = time.monotonic()
+    examples = read_any(cfg.inputs)  # validates the whole input before anything is written
+    if not examples:
+        raise ConfigError(f"{cfg.inputs}: no records to answer")
+    state = cfg.out / ".state"
+    state.mkdir(parents=True, exist_ok=True)
+    partial_path = state / "responses.partial.jsonl"
+    # Requests that failed for good last time are tried again: the endpoint may have recovered.
+    done = {row["key"]: row for row in read_jsonl_tolerant(partial_path) if not row.get("llm_failed")}
+    keyed = [(f"{i}:{e.id}", e) for i, e in enumerate(examples)]
+    todo = [(key, e) for key, e in keyed if key not in done]
+
+    async with LLMClient(cfg.llm) as llm:
+        async def answer(item: tuple[str, Example]):
+            key, example = item
+            messages = build_messages(example, cfg.system)
+            return messages, await llm.chat(messages, cfg.sampling)
+
+        with ShardWriter(partial_path) as shard:
+            async for (key, example), result in map_bounded(answer, todo, limit=cfg.llm.concurrency * 2):
+                if isinstance(result, LLMError):
+                    row = {"key": key, "reject": {"stage": STAGE, "reason": result.reason, "detail": str(result)},
+                           "record": example.to_dict(), "llm_failed": True}
+                else:
+                    messages, completion = result
+                    record = _answered(example, messages, completion.text, completion.model, completion.usage)
+                    row = {"key": key, "record": record.to_dict()}
+                    if completion.truncated:
+                        row["reject"] = {"stage": STAGE, "reason": "truncated",
+                                         "detail": f"finish_reason=length after {completion.completion_tokens} tokens"}
+                shard.write(row)
+                done[key] = row
+        ledger = llm.ledger.as_dict()
+
+    kept, rejects = [], []
+    for key, _ in keyed:
+        row = done[key]
+        record = Example.from_dict(row["record"], f"{partial_path}:{key}")
+        if "reject" in row:
+            record.reject = row["reject"]
+            rejects.append(record)
+        else:
+            kept.append(record)
+    write_jsonl(cfg.out / "rejects.jsonl", rejects)
+    write_jsonl(cfg.out / "responses.jsonl", kept)
+    reasons: dict[str, int] = {}
+    for record in rejects:
+        reasons[record.reject["reason"]] = reasons.get(record.reject["reason"], 0) + 1
+    stats = {"stage": STAGE, "inputs": len(examples), "kept": len(kept), "rejected": len(rejects),
+             "rejects_by_reason": reasons, "resumed_from": len(examples) - len(todo), "llm": ledger,
+             "seconds": round(time.monotonic() - started, 3)}
+    write_json(cfg.out / "stats.json", stats)
+    return stats
