@@ -174,6 +174,17 @@ def respond_cmd(inputs, out, system, temperature, top_p, max_tokens, seed, **llm
                f"({stats['llm']['succeeded']} calls, {stats['llm']['cached']} from cache)")
 
 
+# ---- generator commands: self-instruct ----
+
+# ---- generator commands: self-qa ----
+
+# ---- generator commands: self-kg ----
+
+# ---- filter / train / eval / merge commands ----
+
+# ---- pipeline commands: run / inspect / export ----
+
+
 @cli.command("convert")
 @click.argument("source", type=click.Path(path_type=Path))
 @click.argument("dest", type=click.Path(path_type=Path))

@@ -4,7 +4,7 @@ Run it:  datagen respond --in curated.jsonl --out answers/ --base-url http://127
 
 Each input record becomes a conversation (its ``messages`` minus a final assistant turn, or one user turn
 built from ``instruction`` + ``input``); the answer becomes the record's ``output``. Answers are appended to
-``OUT/.state/responses.partial.jsonl`` as they arrive; a killed run re-reads that file, skips what is done,
+``OUT/.state/responses.jsonl`` as they arrive; a killed run re-reads that file, skips what is done,
 and the LLM cache replays answers that arrived but were not yet written. Requests that failed for good
 are written as rejects and asked again by the next run. When every prompt is settled the
 final files are written atomically in input order, so ``responses.jsonl`` is whole or absent.
@@ -17,10 +17,12 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from datagen.checkpoint import StageLog, make_reject, write_outputs
 from datagen.errors import ConfigError, LLMError
 from datagen.formats import read_any, render_user_turn
 from datagen.llm.client import LLMClient, LLMConfig, SamplingParams, map_bounded
-from datagen.records import Example, ShardWriter, read_jsonl_tolerant, write_json, write_jsonl
+from datagen.progress import progress
+from datagen.records import Example
 
 STAGE = "respond"
 
@@ -63,52 +65,44 @@ async def respond(cfg: RespondConfig) -> dict[str, Any]:
     examples = read_any(cfg.inputs)  # validates the whole input before anything is written
     if not examples:
         raise ConfigError(f"{cfg.inputs}: no records to answer")
-    state = cfg.out / ".state"
-    state.mkdir(parents=True, exist_ok=True)
-    partial_path = state / "responses.partial.jsonl"
-    # Requests that failed for good last time are tried again: the endpoint may have recovered.
-    done = {row["key"]: row for row in read_jsonl_tolerant(partial_path) if not row.get("llm_failed")}
     keyed = [(f"{i}:{e.id}", e) for i, e in enumerate(examples)]
-    todo = [(key, e) for key, e in keyed if key not in done]
 
-    async with LLMClient(cfg.llm) as llm:
-        async def answer(item: tuple[str, Example]):
-            key, example = item
-            messages = build_messages(example, cfg.system)
-            return messages, await llm.chat(messages, cfg.sampling)
+    # Requests that failed for good last time are asked again: the endpoint may have recovered.
+    with StageLog(cfg.out, "responses", keep=lambda row: not row.get("llm_failed")) as log:
+        todo = [(key, e) for key, e in keyed if key not in log.done]
+        async with LLMClient(cfg.llm) as llm:
+            async def answer(item: tuple[str, Example]):
+                messages = build_messages(item[1], cfg.system)
+                return messages, await llm.chat(messages, cfg.sampling)
 
-        with ShardWriter(partial_path) as shard:
-            async for (key, example), result in map_bounded(answer, todo, limit=cfg.llm.concurrency * 2):
-                if isinstance(result, LLMError):
-                    row = {"key": key, "reject": {"stage": STAGE, "reason": result.reason, "detail": str(result)},
-                           "record": example.to_dict(), "llm_failed": True}
-                else:
-                    messages, completion = result
-                    record = _answered(example, messages, completion.text, completion.model, completion.usage)
-                    row = {"key": key, "record": record.to_dict()}
-                    if completion.truncated:
-                        row["reject"] = {"stage": STAGE, "reason": "truncated",
-                                         "detail": f"finish_reason=length after {completion.completion_tokens} tokens"}
-                shard.write(row)
-                done[key] = row
-        ledger = llm.ledger.as_dict()
+            with progress(len(keyed), "respond", initial=len(keyed) - len(todo)) as bar:
+                async for (key, example), result in map_bounded(answer, todo, limit=cfg.llm.concurrency * 2):
+                    log.append(_settle(key, example, result))
+                    bar.update()
+            ledger = llm.ledger.as_dict()
 
     kept, rejects = [], []
     for key, _ in keyed:
-        row = done[key]
-        record = Example.from_dict(row["record"], f"{partial_path}:{key}")
+        row = log.done[key]
+        record = Example.from_dict(row["record"], f"{log.path}:{key}")
         if "reject" in row:
-            record.reject = row["reject"]
-            rejects.append(record)
+            rejects.append(make_reject(record, **row["reject"]))
         else:
             kept.append(record)
-    write_jsonl(cfg.out / "rejects.jsonl", rejects)
-    write_jsonl(cfg.out / "responses.jsonl", kept)
-    reasons: dict[str, int] = {}
-    for record in rejects:
-        reasons[record.reject["reason"]] = reasons.get(record.reject["reason"], 0) + 1
-    stats = {"stage": STAGE, "inputs": len(examples), "kept": len(kept), "rejected": len(rejects),
-             "rejects_by_reason": reasons, "resumed_from": len(examples) - len(todo), "llm": ledger,
+    stats = {"stage": STAGE, "inputs": len(examples), "resumed_from": len(examples) - len(todo), "llm": ledger,
              "seconds": round(time.monotonic() - started, 3)}
-    write_json(cfg.out / "stats.json", stats)
-    return stats
+    return write_outputs(cfg.out, kept, rejects, stats, kept_name="responses.jsonl")
+
+
+def _settle(key: str, example: Example, result: Any) -> dict[str, Any]:
+    """The state row for one finished request: the answered record, or a reject with its reason."""
+    if isinstance(result, LLMError):
+        return {"key": key, "record": example.to_dict(), "llm_failed": True,
+                "reject": {"stage": STAGE, "reason": result.reason, "detail": str(result)}}
+    messages, completion = result
+    record = _answered(example, messages, completion.text, completion.model, completion.usage)
+    row: dict[str, Any] = {"key": key, "record": record.to_dict()}
+    if completion.truncated:
+        row["reject"] = {"stage": STAGE, "reason": "truncated",
+                         "detail": f"finish_reason=length after {completion.completion_tokens} tokens"}
+    return row

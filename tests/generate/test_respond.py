@@ -73,7 +73,7 @@ def test_killed_run_resumes_without_repeating_cached_calls(fault_server, tmp_pat
     env = {**os.environ, "DATAGEN_HOME": str(tmp_path / "home"), "DATAGEN_API_KEY": PLANTED_API_KEY}
     cmd = [sys.executable, "-m", "datagen", "respond", "--in", str(tmp_path / "in.jsonl"), "--out",
            str(tmp_path / "out"), "--base-url", fault_server.url, *ARGS, "--concurrency", "4"]
-    partial = tmp_path / "out" / ".state" / "responses.partial.jsonl"
+    partial = tmp_path / "out" / ".state" / "responses.jsonl"
     proc = subprocess.Popen(cmd, env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE)
     deadline = time.monotonic() + 60
     while time.monotonic() < deadline:
