@@ -176,6 +176,48 @@ def respond_cmd(inputs, out, system, temperature, top_p, max_tokens, seed, **llm
 
 # ---- generator commands: self-instruct ----
 
+@cli.command("self-instruct")
+@click.option("--seeds", type=click.Path(path_type=Path), required=True, help="Seed tasks (self-instruct JSONL).")
+@click.option("--out", type=click.Path(file_okay=False, path_type=Path), required=True, help="Output folder.")
+@click.option("--num-instructions", type=click.IntRange(min=1), default=100, show_default=True,
+              help="New instructions to generate.")
+@click.option("--lang", type=click.Choice(["en", "zh"]), default="en", show_default=True)
+@click.option("--style", type=click.Choice(["completion", "chat"]), default="completion", show_default=True,
+              help="completion: the model continues a numbered list (/v1/completions; best for small models). "
+                   "chat: ask an instruction-following model.")
+@click.option("--batch-size", type=click.IntRange(min=1), default=5, show_default=True,
+              help="Bootstrap requests in flight per round.")
+@click.option("--num-prompt-instructions", type=click.IntRange(min=1), default=8, show_default=True)
+@click.option("--num-machine-in-prompt", type=click.IntRange(min=0), default=2, show_default=True)
+@click.option("--rouge-threshold", type=click.FloatRange(0, 1, min_open=True), default=0.7, show_default=True)
+@click.option("--max-instances", type=click.IntRange(min=1), default=5, show_default=True)
+@click.option("--max-rounds", type=click.IntRange(min=1), default=None, help="Default: 4× the minimum needed.")
+@click.option("--seed", type=int, default=0, show_default=True, help="RNG seed for in-context sampling.")
+@llm_options
+def self_instruct_cmd(seeds, out, num_instructions, lang, style, batch_size, num_prompt_instructions,
+                      num_machine_in_prompt, rouge_threshold, max_instances, max_rounds, seed, **llm_opts):
+    """Bootstrap new instructions from seed tasks (Self-Instruct).
+
+    Classification tasks get output-first instances, the rest input-first. Resumable.
+
+    \b
+    Example:  datagen self-instruct --seeds seeds/seed_tasks.jsonl --num-instructions 30 \\
+                  --out outputs/si --base-url embedded
+    """
+    from datagen.generate import self_instruct
+    from datagen.llm.endpoint import endpoint
+
+    with endpoint(llm_config(**llm_opts)) as llm_cfg:
+        cfg = self_instruct.SelfInstructConfig(
+            seeds=seeds, out=out, num_instructions=num_instructions, lang=lang, style=style, batch_size=batch_size,
+            num_prompt_instructions=num_prompt_instructions, num_machine_in_prompt=num_machine_in_prompt,
+            rouge_threshold=rouge_threshold, max_instances=max_instances, max_rounds=max_rounds, seed=seed,
+            llm=llm_cfg)
+        stats = asyncio.run(self_instruct.generate(cfg))
+    click.echo(f"wrote {stats['kept']} records from {stats['machine_instructions']} new instructions to "
+               f"{out / 'records.jsonl'}; {stats['rejected']} rejected ({stats['llm']['succeeded']} calls, "
+               f"{stats['llm']['cached']} from cache)")
+
 # ---- generator commands: self-qa ----
 
 # ---- generator commands: self-kg ----

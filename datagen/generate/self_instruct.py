@@ -1,0 +1,407 @@
+"""Self-Instruct (Wang et al. 2022): bootstrap new instructions from seeds, classify them, write instances.
+
+Run it:  datagen self-instruct --seeds seeds/seed_tasks.jsonl --num-instructions 30 --out out/si --base-url embedded
+
+1. Bootstrap. Each request shows 8 in-context tasks (6 human seeds + 2 accepted machine tasks once there are
+   any, shuffled) and asks for more; ``batch_size`` requests run concurrently per round. Each answer is parsed
+   as a numbered list (the last item dropped when ``finish_reason == "length"``), every candidate filtered
+   (length, keyword blacklist, leading punctuation, language, ROUGE-L ≥ 0.7 against the whole pool), and the
+   survivors join the pool at once, so later candidates of the same round are checked against them too.
+2. Classify each new instruction with a few-shot prompt: "classification task with finite output labels?".
+3. Instances: classification tasks are generated *output-first* (class labels, then an input for each, which
+   keeps inputs from all landing on one label); the rest *input-first* (input, then output; empty input
+   allowed). Instance filters drop empty outputs, input == output, fields ending in ":", duplicates, and whole
+   tasks whose same input got conflicting outputs.
+
+Resumable and reproducible: every raw answer is appended to ``OUT/.state/*.jsonl`` as it arrives, and a
+re-run replays the bootstrap rounds from that log with the same seeded RNG, so a killed run ends with exactly
+the result of an uninterrupted one, asking the endpoint only for what is missing.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import hashlib
+import math
+import random
+import re
+import string
+import time
+from collections import Counter, defaultdict
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from datagen.checkpoint import StageLog, count_reasons, make_reject, write_outputs
+from datagen.errors import ConfigError, LLMError
+from datagen.filter.rouge import RougePool
+from datagen.formats import read_seed_tasks
+from datagen.generate.parsing import (
+    parse_instances_input_first,
+    parse_instances_output_first,
+    parse_numbered_list,
+    parse_yes_no,
+)
+from datagen.lang import LANGS, count_units, detect_lang
+from datagen.llm.client import Completion, LLMClient, LLMConfig, SamplingParams, map_bounded
+from datagen.progress import progress
+from datagen.prompts import render, template_ref
+from datagen.records import Example, write_jsonl
+
+STAGE = "self-instruct"
+STYLES = ("completion", "chat")
+
+#: Tasks a text-only model cannot do (the paper's list, plus the media the issue names).
+BLACKLIST = {
+    "en": ("image", "images", "picture", "pictures", "photo", "photos", "graph", "graphs", "file", "files",
+           "map", "maps", "draw", "drawing", "plot", "go to", "video", "videos", "audio", "music",
+           "flowchart", "diagram", "diagrams"),
+    "zh": ("图片", "图像", "照片", "图表", "画图", "画一", "绘制", "绘图", "视频", "音频", "音乐", "歌曲",
+           "流程图", "示意图", "地图", "文件", "网页", "上网", "打开网站"),
+}
+#: Length bounds per language, in words (English) or characters (Chinese): keep lo < n ≤ hi.
+LENGTH_BOUNDS = {"en": (3, 150), "zh": (5, 300)}
+_PUNCTUATION = set(string.punctuation) | set("，。！？；：、（）《》【】“”‘’…—·")
+
+
+@dataclass(frozen=True)
+class SelfInstructConfig:
+    """Every knob of the method, defaulted to the paper's values (Wang et al. 2022, §2 and App. A)."""
+
+    seeds: Path                                   # self-instruct seed format JSONL
+    out: Path                                     # output folder
+    num_instructions: int = 100                   # machine instructions to produce
+    lang: str = "en"                              # en | zh: prompts, filters and tokenization
+    style: str = "completion"                     # completion (numbered list continued, /v1/completions) | chat
+    batch_size: int = 5                           # bootstrap requests in flight per round
+    num_prompt_instructions: int = 8              # in-context tasks per request
+    num_machine_in_prompt: int = 2                # of which machine-generated, once there are any
+    rouge_threshold: float = 0.7                  # reject a candidate with ROUGE-L F ≥ this against the pool
+    max_instances: int = 5                        # instances kept per task
+    max_rounds: int | None = None                 # bootstrap rounds before giving up; None = 4× the minimum
+    classifier_eval_seeds: int = 40               # seeds classified to measure the classifier's agreement
+    seed: int = 0                                 # RNG seed for in-context sampling
+    generate_sampling: SamplingParams = SamplingParams(temperature=0.7, top_p=0.5, max_tokens=1024,
+                                                       stop=("\n\n", "\n16", "16.", "16 ."))
+    classify_sampling: SamplingParams = SamplingParams(temperature=0.0, top_p=1.0, max_tokens=3,
+                                                       stop=("\n", "Task", "任务"))
+    instance_sampling: SamplingParams = SamplingParams(temperature=0.0, top_p=1.0, max_tokens=350,
+                                                       stop=("Example 6", "Task:", "任务：", "示例 6"))
+    llm: LLMConfig = field(default_factory=LLMConfig)
+
+    def __post_init__(self) -> None:
+        if self.lang not in LANGS:
+            raise ConfigError(f"self_instruct.lang must be one of {list(LANGS)}, got {self.lang!r}")
+        if self.style not in STYLES:
+            raise ConfigError(f"self_instruct.style must be one of {list(STYLES)}, got {self.style!r}")
+        for name in ("num_instructions", "batch_size", "num_prompt_instructions", "max_instances"):
+            if getattr(self, name) < 1:
+                raise ConfigError(f"self_instruct.{name} must be ≥ 1, got {getattr(self, name)}")
+        if not 0 <= self.num_machine_in_prompt <= self.num_prompt_instructions:
+            raise ConfigError("self_instruct.num_machine_in_prompt must be between 0 and num_prompt_instructions, "
+                              f"got {self.num_machine_in_prompt}")
+        if not 0 < self.rouge_threshold <= 1:
+            raise ConfigError(f"self_instruct.rouge_threshold must be in (0, 1], got {self.rouge_threshold}")
+        if self.max_rounds is not None and self.max_rounds < 1:
+            raise ConfigError(f"self_instruct.max_rounds must be ≥ 1, got {self.max_rounds}")
+
+    @property
+    def rounds_limit(self) -> int:
+        return self.max_rounds or 4 * math.ceil(self.num_instructions / self.batch_size) + 10
+
+
+# ---------------------------------------------------------------------------------------------- pure steps
+
+
+def build_bootstrap_prompt(tasks: list[str], cfg: SelfInstructConfig) -> str:
+    """The bootstrap prompt for ``tasks`` in the configured language and style."""
+    if cfg.style == "completion":
+        return render(f"{cfg.lang}/self_instruct_generate", tasks=tasks)
+    return render(f"{cfg.lang}/self_instruct_generate_chat", tasks=tasks, num_new=cfg.num_prompt_instructions)
+
+
+def sample_prompt_tasks(rng: random.Random, seeds: list[dict], machine: list[dict], cfg: SelfInstructConfig) -> list[dict]:
+    """6 human + 2 machine tasks (fewer machine ones while the pool has fewer), shuffled — the paper's mix."""
+    chosen = rng.sample(machine, min(cfg.num_machine_in_prompt, len(machine)))
+    chosen += rng.sample(seeds, min(cfg.num_prompt_instructions - len(chosen), len(seeds)))
+    rng.shuffle(chosen)
+    return chosen
+
+
+def clean_instruction(text: str) -> str:
+    """Collapse whitespace and capitalise the first letter (only the first: ``str.capitalize`` lowercases names)."""
+    text = re.sub(r"\s+", " ", text).strip()
+    return text[:1].upper() + text[1:]
+
+
+def check_instruction(text: str, lang: str) -> tuple[str, Any] | None:
+    """The first rule ``text`` breaks as ``(reason, detail)``, or None when it passes (ROUGE-L is separate)."""
+    if not text:
+        return "empty", None
+    lo, hi = LENGTH_BOUNDS[lang]
+    units = count_units(text, lang)
+    if units <= lo:
+        return "too_short", units
+    if units > hi:
+        return "too_long", units
+    lowered = text.lower()
+    for word in BLACKLIST[lang]:
+        if (re.search(rf"\b{re.escape(word)}\b", lowered) if lang == "en" else word in text):
+            return "blacklisted_keyword", word
+    if text[0] in _PUNCTUATION:
+        return "leading_punctuation", text[0]
+    if lang == "en":
+        if lowered.startswith("write a program"):
+            return "write_a_program", None  # the paper: ambiguous whether to write code or give the result
+        if not text[0].isascii():
+            return "non_ascii_start", text[0]  # the paper's rule, for English runs only
+    if detect_lang(text) != lang:
+        return "wrong_language", detect_lang(text)
+    return None
+
+
+def filter_instances(pairs: list[tuple[str, str]], truncated: bool, max_instances: int) -> tuple[list[tuple[str, str]], list[tuple[tuple[str, str], str]], bool]:
+    """Apply the instance filters; returns ``(kept, [(pair, reason)], conflicting)``.
+
+    ``conflicting`` is True when one input got different outputs: the task itself is unreliable, so the
+    caller drops it whole.
+    """
+    dropped: list[tuple[tuple[str, str], str]] = []
+    if truncated and pairs:
+        dropped.append((pairs[-1], "truncated"))
+        pairs = pairs[:-1]
+    kept: list[tuple[str, str]] = []
+    outputs_by_input: dict[str, set[str]] = defaultdict(set)
+    for inp, out in pairs:
+        inp, out = inp.strip(), out.strip()
+        if not out:
+            reason = "empty_output"
+        elif inp == out:
+            reason = "input_equals_output"
+        elif inp.endswith((":", "：")) or out.endswith((":", "：")):
+            reason = "ends_with_colon"
+        elif (inp, out) in kept:
+            reason = "duplicate_instance"
+        else:
+            kept.append((inp, out))
+            outputs_by_input[inp].add(out)
+            continue
+        dropped.append(((inp, out), reason))
+    conflicting = any(len(outs) > 1 for inp, outs in outputs_by_input.items() if inp)
+    if len(kept) > max_instances:
+        dropped += [(p, "over_max_instances") for p in kept[max_instances:]]
+        kept = kept[:max_instances]
+    return kept, dropped, conflicting
+
+
+def _key(*parts: Any) -> str:
+    return hashlib.sha256("\x1f".join(map(str, parts)).encode()).hexdigest()[:24]
+
+
+def _log_row(key: str, prompt_hash: str, result: Completion | BaseException) -> dict[str, Any]:
+    if isinstance(result, LLMError):
+        return {"key": key, "prompt": prompt_hash, "error": result.reason, "detail": str(result)}
+    return {"key": key, "prompt": prompt_hash, "text": result.text, "finish_reason": result.finish_reason,
+            "model": result.model, "usage": result.usage}
+
+
+# ---------------------------------------------------------------------------------------------- the stage
+
+
+class _Run:
+    """State of one run: the pool, the logs, the client. Methods are the paper's steps."""
+
+    def __init__(self, cfg: SelfInstructConfig, llm: LLMClient, seeds: list[dict]):
+        self.cfg, self.llm, self.seeds = cfg, llm, seeds
+        self.pool = RougePool(t["instruction"] for t in seeds)
+        self.machine: list[dict[str, Any]] = []
+        self.rejects: list[Example] = []
+        self.calls = Counter()
+
+    async def ask(self, prompt: str, params: SamplingParams, sample_index: int = 0) -> Completion:
+        self.calls["requests"] += 1
+        if self.cfg.style == "completion":
+            return await self.llm.complete(prompt, params, sample_index)
+        return await self.llm.chat([{"role": "user", "content": prompt}], params, sample_index)
+
+    async def bootstrap(self, log: StageLog) -> int:
+        cfg = self.cfg
+        rng = random.Random(cfg.seed)
+        template = f"{cfg.lang}/self_instruct_generate" + ("" if cfg.style == "completion" else "_chat")
+        ref = template_ref(template)
+        rounds = 0
+        with progress(cfg.num_instructions, "self-instruct: bootstrap") as bar:
+            while len(self.machine) < cfg.num_instructions and rounds < cfg.rounds_limit:
+                batch = []
+                for j in range(cfg.batch_size):
+                    tasks = sample_prompt_tasks(rng, self.seeds, self.machine, cfg)
+                    prompt = build_bootstrap_prompt([t["instruction"] for t in tasks], cfg)
+                    batch.append((f"r{rounds}-{j}", _key(prompt), prompt, tasks))
+                for k, h, _, _ in batch:
+                    if k in log.done and log.done[k]["prompt"] != h:
+                        raise ConfigError(f"{log.path}: state was written by a run with other seeds or settings; "
+                                          "use a new --out folder (or delete it) to start over")
+                # Each request is its own sample: the same prompt drawn twice must not replay one cached answer.
+                missing = [(k, h, p, rounds * cfg.batch_size + j) for j, (k, h, p, _) in enumerate(batch)
+                           if k not in log.done]
+                answers = await asyncio.gather(*[self.ask(p, cfg.generate_sampling, sample_index=i)
+                                                 for _, _, p, i in missing], return_exceptions=True)
+                for (k, h, _, _), answer in zip(missing, answers):
+                    if isinstance(answer, BaseException) and not isinstance(answer, LLMError):
+                        raise answer
+                    log.append(_log_row(k, h, answer))
+                before = len(self.machine)
+                for k, _, _, tasks in batch:
+                    self._absorb(log.done[k], rounds, tasks, ref)
+                bar.update(min(len(self.machine), cfg.num_instructions) - min(before, cfg.num_instructions))
+                rounds += 1
+        del self.machine[cfg.num_instructions:]
+        return rounds
+
+    def _absorb(self, row: dict[str, Any], round_: int, tasks: list[dict], ref: dict) -> None:
+        """Parse one bootstrap answer, filter its candidates, add survivors to the pool."""
+        source = {"seeds": [t["id"] for t in tasks if "round" not in t],
+                  "machine": [t["instruction"] for t in tasks if "round" in t]}
+        if "error" in row:
+            self.rejects.append(make_reject(Example(instruction="", output="", meta={"method": STAGE, "round": round_}),
+                                            STAGE, f"llm_{row['error']}", row["detail"], step="bootstrap"))
+            return
+        candidates = parse_numbered_list(row["text"], continuation=self.cfg.style == "completion")
+        if row["finish_reason"] == "length" and candidates:
+            self._reject(clean_instruction(candidates.pop()), round_, "truncated", None)
+        for raw in candidates:
+            text = clean_instruction(raw)
+            broken = check_instruction(text, self.cfg.lang)
+            if broken:
+                self._reject(text, round_, *broken)
+                continue
+            if len(self.machine) >= self.cfg.num_instructions:
+                self._reject(text, round_, "over_target", None)
+                continue
+            top = self.pool.top_k(text, 10)
+            if top and top[0][1] >= self.cfg.rouge_threshold:
+                self._reject(text, round_, "near_duplicate", {"similar": self.pool[top[0][0]], "rougeL": top[0][1]})
+                continue
+            similar = [[self.pool[i], round(score, 4)] for i, score in top]
+            self.pool.add(text)
+            self.machine.append({"instruction": text, "round": round_, "similar": similar, "source": source,
+                                 "model": row["model"], "prompt": ref, "usage": row["usage"]})
+
+    def _reject(self, text: str, round_: int, reason: str, detail: Any) -> None:
+        self.rejects.append(make_reject(Example(instruction=text, output="", lang=self.cfg.lang,
+                                                meta={"method": STAGE, "round": round_}),
+                                        STAGE, reason, detail, step="bootstrap"))
+
+    async def answer_all(self, log: StageLog, jobs: list[tuple[str, str, SamplingParams]], desc: str) -> None:
+        """Ask every ``(key, prompt, params)`` job not yet in ``log``, appending answers as they arrive."""
+        todo = [job for job in jobs if job[0] not in log.done]
+
+        async def one(job: tuple[str, str, SamplingParams]) -> Completion:
+            return await self.ask(job[1], job[2])
+        with progress(len(jobs), desc, initial=len(jobs) - len(todo)) as bar:
+            async for (key, prompt, _), result in map_bounded(one, todo, limit=self.cfg.llm.concurrency * 2):
+                log.append(_log_row(key, _key(prompt), result))
+                bar.update()
+
+
+def classify_prompt(instruction: str, lang: str) -> str:
+    return render(f"{lang}/self_instruct_classify", instruction=instruction)
+
+
+def instance_prompt(instruction: str, is_classification: bool, lang: str) -> str:
+    name = "self_instruct_output_first" if is_classification else "self_instruct_input_first"
+    return render(f"{lang}/{name}", instruction=instruction) + "\n"
+
+
+async def generate(cfg: SelfInstructConfig) -> dict[str, Any]:
+    """Run the whole method; returns the stats also written to ``OUT/stats.json``."""
+    started = time.monotonic()
+    seeds = read_seed_tasks(cfg.seeds)  # validates the whole file before anything is written
+    out = cfg.out
+    async with LLMClient(cfg.llm) as llm:
+        run = _Run(cfg, llm, seeds)
+        with StageLog(out, "bootstrap") as log:
+            rounds = await run.bootstrap(log)
+
+        # Step 2: classification, for the new tasks and (to measure agreement) a sample of labelled seeds.
+        eval_seeds = [t for t in seeds if isinstance(t.get("is_classification"), bool)]
+        eval_seeds = random.Random(cfg.seed).sample(eval_seeds, min(cfg.classifier_eval_seeds, len(eval_seeds)))
+        to_classify = [m["instruction"] for m in run.machine] + [t["instruction"] for t in eval_seeds]
+        with StageLog(out, "classify") as clf_log:
+            await run.answer_all(clf_log, [(_key("clf", t), classify_prompt(t, cfg.lang), cfg.classify_sampling)
+                                           for t in dict.fromkeys(to_classify)], "self-instruct: classify")
+        decisions = {t: _decision(clf_log.done[_key("clf", t)]) for t in to_classify}
+        for task in run.machine:
+            task["is_classification"] = bool(decisions[task["instruction"]])
+
+        # Step 3: instances, output-first for classification tasks, input-first for the rest.
+        with StageLog(out, "instances") as inst_log:
+            jobs = [(_key("inst", m["instruction"], m["is_classification"]),
+                     instance_prompt(m["instruction"], m["is_classification"], cfg.lang), cfg.instance_sampling)
+                    for m in run.machine]
+            await run.answer_all(inst_log, jobs, "self-instruct: instances")
+        ledger = llm.ledger.as_dict()
+
+    records, tasks_out = _assemble(cfg, run, inst_log)
+    write_jsonl(out / "machine_instructions.jsonl", [
+        {"instruction": m["instruction"], "round": m["round"], "most_similar_instructions": dict(m["similar"]),
+         "avg_similarity_score": round(sum(s for _, s in m["similar"]) / max(1, len(m["similar"])), 4),
+         "source": m["source"]} for m in run.machine])
+    write_jsonl(out / "is_clf.jsonl", [{"instruction": m["instruction"], "is_classification": m["is_classification"]}
+                                       for m in run.machine])
+    write_jsonl(out / "instances.jsonl", tasks_out)
+    stats = {"stage": STAGE, "lang": cfg.lang, "style": cfg.style, "seeds": len(seeds), "rounds": rounds,
+             "machine_instructions": len(run.machine), "target_reached": len(run.machine) >= cfg.num_instructions,
+             "routes": dict(Counter("output_first" if m["is_classification"] else "input_first" for m in run.machine)),
+             "tasks_with_instances": len(tasks_out),
+             "classifier_agreement": _agreement(eval_seeds, decisions),
+             "instruction_rejects": count_reasons(r for r in run.rejects if r.reject.get("step") == "bootstrap"),
+             "llm": ledger, "seconds": round(time.monotonic() - started, 3)}
+    return write_outputs(out, records, run.rejects, stats)
+
+
+def _decision(row: dict[str, Any]) -> bool | None:
+    return None if "error" in row else parse_yes_no(row["text"])
+
+
+def _agreement(eval_seeds: list[dict], decisions: dict[str, bool | None]) -> dict[str, Any] | None:
+    """How often the classifier agrees with the seeds' own ``is_classification`` labels."""
+    if not eval_seeds:
+        return None
+    pairs = [(bool(t["is_classification"]), decisions[t["instruction"]]) for t in eval_seeds]
+    agree = sum(1 for label, guess in pairs if guess is not None and label == guess)
+    return {"evaluated": len(pairs), "agree": agree, "rate": round(agree / len(pairs), 4),
+            "unparsed": sum(1 for _, guess in pairs if guess is None),
+            "confusion": {f"label={label}/predicted={guess}": n for (label, guess), n in sorted(Counter(pairs).items(), key=str)}}
+
+
+def _assemble(cfg: SelfInstructConfig, run: _Run, inst_log: StageLog) -> tuple[list[Example], list[dict[str, Any]]]:
+    """Parse and filter the instances of every task into final records (and seed-format tasks)."""
+    records: list[Example] = []
+    tasks_out: list[dict[str, Any]] = []
+    for index, task in enumerate(run.machine):
+        instruction, is_clf = task["instruction"], task["is_classification"]
+        row = inst_log.done[_key("inst", instruction, is_clf)]
+        meta = {"method": STAGE, "round": task["round"], "model": task["model"], "prompt": task["prompt"],
+                "source": task["source"], "similar": task["similar"], "usage": task["usage"],
+                "route": "output_first" if is_clf else "input_first"}
+        if "error" in row:
+            run.rejects.append(make_reject(Example(instruction=instruction, output="", meta=meta), STAGE,
+                                           f"llm_{row['error']}", row["detail"], step="instances"))
+            continue
+        parse = parse_instances_output_first if is_clf else parse_instances_input_first
+        pairs = parse(row["text"], cfg.lang)
+        kept, dropped, conflicting = filter_instances(pairs, row["finish_reason"] == "length", cfg.max_instances)
+        for (inp, out), reason in dropped:
+            run.rejects.append(make_reject(Example(instruction=instruction, input=inp, output=out, meta=meta),
+                                           STAGE, reason, None, step="instances"))
+        if conflicting or not kept:
+            reason = "conflicting_outputs" if conflicting else "no_valid_instances"
+            run.rejects.append(make_reject(Example(instruction=instruction, output="", meta=meta), STAGE, reason,
+                                           {"raw": row["text"][:500]}, step="task"))
+            continue
+        tasks_out.append({"id": f"machine_task_{index}", "name": f"machine_task_{index}", "instruction": instruction,
+                          "instances": [{"input": i, "output": o} for i, o in kept], "is_classification": is_clf})
+        records += [Example(instruction=instruction, input=i, output=o, is_classification=is_clf, lang=cfg.lang,
+                            meta=meta) for i, o in kept]
+    return records, tasks_out
