@@ -220,11 +220,166 @@ def self_instruct_cmd(seeds, out, num_instructions, lang, style, batch_size, num
 
 # ---- generator commands: self-qa ----
 
+
+@cli.command("self-qa")
+@click.option("--docs", required=True, metavar="DIR_OR_GLOB",
+              help="Folder (walked recursively), file or glob of .txt .md .html .jsonl .csv .tsv .pdf documents.")
+@click.option("--out", type=click.Path(file_okay=False, path_type=Path), required=True, help="Output folder.")
+@click.option("--questions-per-chunk", type=click.IntRange(1, 20), default=3, show_default=True)
+@click.option("--chunk-tokens", type=click.IntRange(min=16), default=200, show_default=True,
+              help="Chunk size in tokens (words; a CJK character counts as one).")
+@click.option("--chunk-overlap", type=click.IntRange(min=0), default=40, show_default=True,
+              help="Tokens consecutive chunks may share.")
+@click.option("--lang", type=click.Choice(["auto", "en", "zh"]), default="auto", show_default=True,
+              help="Prompt language; auto picks it per chunk.")
+@click.option("--max-chunks", type=click.IntRange(min=1), default=None,
+              help="Use at most this many chunks, round-robin over documents.")
+@click.option("--min-support", type=click.FloatRange(0, 1), default=0.5, show_default=True,
+              help="Drop answers with a smaller share of content words found in their chunk.")
+@click.option("--text-field", default="text", show_default=True, help="Field holding the text in .jsonl documents.")
+@llm_options
+@sampling_options
+def self_qa_cmd(docs, out, questions_per_chunk, chunk_tokens, chunk_overlap, lang, max_chunks, min_support,
+                text_field, temperature, top_p, max_tokens, seed, **llm_opts):
+    """Generate question-answer pairs grounded in documents (Self-QA).
+
+    Resumable: re-run the same command to continue. Writes OUT/records.jsonl, OUT/rejects.jsonl (with
+    reasons) and OUT/stats.json; --max-tokens bounds each answer.
+
+    \b
+    Example:  datagen self-qa --docs seeds/docs --out gen/qa --base-url embedded \\
+                --max-chunks 6 --questions-per-chunk 2 --max-tokens 160
+    """
+    from datagen.generate.self_qa import SelfQAConfig, generate
+    from datagen.llm.client import SamplingParams
+    from datagen.llm.endpoint import endpoint
+
+    sampling = SamplingParams(temperature=temperature, top_p=top_p, max_tokens=max_tokens, seed=seed)
+    with endpoint(llm_config(**llm_opts)) as llm_cfg:
+        cfg = SelfQAConfig(docs=docs, out=out, llm=llm_cfg, sampling=sampling, questions_per_chunk=questions_per_chunk,
+                           chunk_tokens=chunk_tokens, chunk_overlap=chunk_overlap, lang=lang, max_chunks=max_chunks,
+                           min_support=min_support, text_field=text_field)
+        stats = asyncio.run(generate(cfg))
+    click.echo(f"wrote {stats['kept']} records from {stats['documents']} documents to {out / 'records.jsonl'}, "
+               f"{stats['rejected']} rejected ({stats['llm']['succeeded']} calls, {stats['llm']['cached']} from cache)")
+
 # ---- generator commands: self-kg ----
+
+
+@cli.command("self-kg")
+@click.option("--graph", type=click.Path(exists=True, dir_okay=False, path_type=Path), required=True,
+              help="Triples (.tsv/.csv/.jsonl: head, relation, tail) or a graph (.graphml/.gml/.json node-link).")
+@click.option("--num", type=click.IntRange(min=1), default=100, show_default=True, help="Samples to draw.")
+@click.option("--mode", type=click.Choice(["template", "llm"]), default="template", show_default=True,
+              help="template: fixed phrasings, no LLM; llm: the LLM phrases the facts (grounding-checked).")
+@click.option("--out", type=click.Path(file_okay=False, path_type=Path), required=True, help="Output folder.")
+@click.option("--labels", type=click.Path(exists=True, dir_okay=False, path_type=Path), default=None,
+              help="Display labels: id<TAB>label rows, or a header such as id<TAB>label_zh.")
+@click.option("--lang", type=click.Choice(["en", "zh"]), default="en", show_default=True)
+@click.option("--skip-bad-rows", is_flag=True, help="Skip and count bad input rows instead of stopping.")
+@click.option("--dangling", type=click.Choice(["drop", "add", "error"]), default="drop", show_default=True,
+              help="Edges to nodes the file never declares (GraphML, GML, node-link).")
+@click.option("--keep-self-loops", is_flag=True, help="Keep head == tail facts (dropped by default).")
+@llm_options
+@sampling_options
+def self_kg_cmd(graph, num, mode, out, labels, lang, skip_bad_rows, dangling, keep_self_loops, temperature, top_p,
+                max_tokens, seed, **llm_opts):
+    """Generate question-answer pairs from a knowledge graph (Self-KG).
+
+    Samples entity neighbourhoods, single facts, 2-hop paths and comparisons, least-used parts of the graph
+    first; --seed seeds this sampling (default 0) and, in llm mode, the endpoint too. LLM options apply to
+    --mode llm only (default there: --temperature 0.3 --max-tokens 160). Resumable: re-run the same command.
+
+    Writes OUT/records.jsonl, OUT/rejects.jsonl (with reasons) and OUT/stats.json (graph, coverage, rejects).
+
+    \b
+    Example:  datagen self-kg --graph seeds/kg/plants.tsv --num 50 --mode template --out gen/kg
+              datagen self-kg --graph seeds/kg/plants.tsv --labels seeds/kg/labels.zh.tsv --lang zh \\
+                  --num 20 --mode llm --base-url embedded --out gen/kg-zh
+    """
+    import contextlib
+    import dataclasses
+
+    from datagen.generate.self_kg import DEFAULT_SAMPLING, SelfKGConfig, generate
+    from datagen.llm.endpoint import endpoint
+
+    ctx = click.get_current_context()
+    given = {name: value for name, value in {"temperature": temperature, "top_p": top_p, "max_tokens": max_tokens,
+                                              "seed": seed}.items()
+             if ctx.get_parameter_source(name) is not click.core.ParameterSource.DEFAULT}
+    settings = dict(graph=graph, out=out, num=num, mode=mode, labels=labels, lang=lang, seed=seed or 0,
+                    skip_bad_rows=skip_bad_rows, dangling=dangling, keep_self_loops=keep_self_loops,
+                    sampling=dataclasses.replace(DEFAULT_SAMPLING, **given))
+    with endpoint(llm_config(**llm_opts)) if mode == "llm" else contextlib.nullcontext(None) as llm_cfg:
+        cfg = SelfKGConfig(**settings, **({"llm": llm_cfg} if llm_cfg else {}))
+        stats = asyncio.run(generate(cfg))
+    coverage = stats["coverage"]
+    click.echo(f"wrote {stats['kept']} records to {out / 'records.jsonl'}, {stats['rejected']} rejected; "
+               f"covered {coverage['entities']['share']:.0%} of entities, {coverage['relations']['share']:.0%} "
+               f"of relations")
+
+@cli.command("filter")
+@click.argument("inputs", nargs=-1, type=click.Path(path_type=Path))
+@click.option("--out", type=click.Path(file_okay=False, path_type=Path), default=None,
+              help="Output folder (or 'out' in --config).")
+@click.option("--config", "config_path", type=click.Path(exists=True, dir_okay=False, path_type=Path), default=None,
+              help="filter.yaml with any FilterConfig key; flags given here override it.")
+@click.option("--heuristics/--no-heuristics", default=True, show_default=True, help="Stage 1: named rules.")
+@click.option("--exact-dedup/--no-exact-dedup", default=True, show_default=True, help="Stage 2: same prompt.")
+@click.option("--rouge-dedup/--no-rouge-dedup", default=True, show_default=True, help="Stage 3: ROUGE-L near-dups.")
+@click.option("--embed-dedup/--no-embed-dedup", default=True, show_default=True, help="Stage 4: embedding near-dups.")
+@click.option("--judge/--no-judge", default=False, show_default=True, help="Stage 5: LLM judge (needs --base-url).")
+@click.option("--keep", type=click.Choice(["first", "longest_output", "heuristic_score"]), default="first",
+              show_default=True, help="Which record of a duplicate group survives.")
+@click.option("--rouge-threshold", type=click.FloatRange(0, 1, min_open=True), default=0.7, show_default=True)
+@click.option("--embed-threshold", type=click.FloatRange(0, 1, min_open=True), default=0.9, show_default=True,
+              help="Cosine for English pairs (Chinese pairs: embed_threshold_zh in --config, default 0.97).")
+@click.option("--embed-model", default=None, help="sentence-transformers folder. Default: bundled all-MiniLM-L6-v2.")
+@click.option("--judge-min-score", type=click.IntRange(1, 5), default=3, show_default=True)
+@llm_options
+def filter_cmd(config_path, **options):
+    """Filter records: heuristics, exact dedup, ROUGE-L and embedding near-dups, optional LLM judge.
+
+    Writes OUT/curated.jsonl, OUT/rejects.jsonl (each with reject.stage/reason) and OUT/filter_stats.json.
+
+    \b
+    Example:  datagen filter outputs/si/records.jsonl --out outputs/filter
+              datagen filter a.jsonl b.jsonl --out f/ --keep longest_output --no-embed-dedup
+              datagen filter gen.jsonl --out f/ --judge --base-url embedded
+    """
+    from click.core import ParameterSource
+
+    from datagen.filter.pipeline import load_config, run_filter
+
+    ctx = click.get_current_context()
+    given = {k: v for k, v in options.items() if ctx.get_parameter_source(k) is not ParameterSource.DEFAULT}
+    stats = asyncio.run(run_filter(load_config(config_path, **given)))
+    click.echo(f"kept {stats['curated']} of {stats['records_in']} records in {stats['out']}/curated.jsonl; "
+               f"{stats['rejected']} rejected {stats['rejects_by_stage'] or ''}".rstrip())
 
 # ---- filter / train / eval / merge commands ----
 
 # ---- pipeline commands: run / inspect / export ----
+
+@cli.command("run")
+@click.argument("config", type=click.Path(path_type=Path))
+@click.argument("overrides", nargs=-1, metavar="[KEY=VALUE]...")
+@click.option("--resume", is_flag=True, help="Continue an existing run: finished stages are skipped, "
+                                             "unfinished ones resume from their state and the LLM cache.")
+def run_cmd(config: Path, overrides: tuple[str, ...], resume: bool) -> None:
+    """Run the stages a YAML config names, then write manifest.json and report.html.
+
+    \b
+    Example:  datagen run configs/seeds-to-sft.yaml --resume
+              datagen run configs/seeds-to-sft.yaml self_instruct.num_instructions=10 name=small
+    """
+    from datagen.run import run_pipeline
+
+    manifest = run_pipeline(config, overrides, resume=resume)
+    ran = [n for n, s in manifest["stages"].items() if not s.get("skipped")]
+    run_dir = Path(manifest["config"].get("out_dir") or "outputs") / manifest["name"]
+    click.echo(f"run {manifest['name']}: {len(ran)} stage(s) ran, {len(manifest['stages']) - len(ran)} skipped; "
+               f"results in {run_dir}/ (manifest.json, report.html)")
 
 
 @cli.command("convert")

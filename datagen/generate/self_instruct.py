@@ -33,7 +33,7 @@ from pathlib import Path
 from typing import Any
 
 from datagen.checkpoint import StageLog, count_reasons, make_reject, write_outputs
-from datagen.errors import ConfigError, LLMError
+from datagen.errors import CircuitOpen, ConfigError, LLMError
 from datagen.filter.rouge import RougePool
 from datagen.formats import read_seed_tasks
 from datagen.generate.parsing import (
@@ -247,7 +247,8 @@ class _Run:
                 answers = await asyncio.gather(*[self.ask(p, cfg.generate_sampling, sample_index=i)
                                                  for _, _, p, i in missing], return_exceptions=True)
                 for (k, h, _, _), answer in zip(missing, answers):
-                    if isinstance(answer, BaseException) and not isinstance(answer, LLMError):
+                    # A failed request is data (logged, replayed); a dead endpoint or a bug stops the run.
+                    if isinstance(answer, BaseException) and (isinstance(answer, CircuitOpen) or not isinstance(answer, LLMError)):
                         raise answer
                     log.append(_log_row(k, h, answer))
                 before = len(self.machine)

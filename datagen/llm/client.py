@@ -59,7 +59,7 @@ _LOCAL_HOSTS = {"127.0.0.1", "localhost", "::1", "0.0.0.0"}
 class LLMConfig:
     """How to reach the endpoint and how hard to push it. Defaults suit a laptop against a local server."""
 
-    base_urls: tuple[str, ...] = ()       # several URLs are load-balanced; empty → $DATAGEN_BASE_URL/$OPENAI_BASE_URL
+    base_urls: tuple[str, ...] = ()       # load-balanced; empty → $DATAGEN_BASE_URL/$OPENAI_BASE_URL; "embedded" = bundled model
     model: str | None = None              # None → the first model the endpoint lists at /v1/models
     concurrency: int = 16                 # requests in flight at once, over all base URLs
     timeout: float = 120.0                # seconds per request attempt
@@ -89,7 +89,7 @@ class LLMConfig:
         if self.circuit_breaker is not None and self.circuit_breaker <= 0:
             raise ConfigError(f"llm.circuit_breaker must be > 0 seconds or unset, got {self.circuit_breaker}")
         for url in self.base_urls:
-            if urlparse(url).scheme not in ("http", "https"):
+            if url != "embedded" and urlparse(url).scheme not in ("http", "https"):
                 raise ConfigError(f"llm.base_url must start with http:// or https://, got {url!r}")
 
     def public_dict(self) -> dict[str, Any]:
@@ -188,6 +188,9 @@ def resolve_api_key() -> str | None:
 
 
 def resolve_base_urls(cfg: LLMConfig) -> tuple[str, ...]:
+    if "embedded" in cfg.base_urls:
+        raise ConfigError("base URL 'embedded' is started by the command that uses it "
+                          "(datagen.llm.endpoint.endpoint); the client needs a real URL")
     if cfg.base_urls:
         return cfg.base_urls
     for name in BASE_URL_ENV:

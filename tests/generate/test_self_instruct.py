@@ -364,3 +364,18 @@ def test_cli_reports_bad_seed_file_with_line(tmp_path):
 def test_config_errors_name_the_key(field, value):
     with pytest.raises(ConfigError, match=f"self_instruct.{field}"):
         SelfInstructConfig(seeds="s", out="o", **{field: value})
+
+
+def test_dead_endpoint_stops_the_run_and_resume_finishes_it(fault_server, tmp_path):
+    fault_server.responder = scripted()
+    fault_server.plan.down = True
+    cfg = config(tmp_path, fault_server.url)
+    cfg = SelfInstructConfig(**{**cfg.__dict__, "llm": LLMConfig(**{**cfg.llm.__dict__, "circuit_breaker": 0.3})})
+    from datagen.errors import CircuitOpen
+    with pytest.raises(CircuitOpen):
+        asyncio.run(generate(cfg))
+    state = tmp_path / "out" / ".state" / "bootstrap.jsonl"
+    assert not state.exists() or "circuit_open" not in state.read_text()  # nothing false was logged as settled
+    fault_server.plan.down = False
+    stats = asyncio.run(generate(cfg))
+    assert stats["machine_instructions"] == 12

@@ -1,0 +1,233 @@
+"""Building frozen config dataclasses from YAML and ``key=value`` overrides, with errors that say what to fix.
+
+Precedence: dataclass default < YAML < command-line ``key=value``. An unknown key is an error that names it,
+lists the allowed keys and suggests the nearest one ("did you mean 'num_instructions'?"); a value of the
+wrong type names the key, the expected type and what was given.
+
+    >>> from dataclasses import dataclass
+    >>> @dataclass(frozen=True)
+    ... class Demo:
+    ...     size: int = 3
+    >>> build(Demo, {"size": 5}, "demo")
+    Demo(size=5)
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import difflib
+import types
+import typing
+from collections.abc import Iterable
+from pathlib import Path
+from typing import Any
+
+import yaml
+
+from datagen.errors import ConfigError
+
+_SECRET_WORDS = ("key", "token", "secret", "password")
+
+
+def suggest(word: str, allowed: Iterable[str]) -> str:
+    """`` (did you mean 'x'?)`` for the closest allowed word, or an empty string."""
+    close = difflib.get_close_matches(word, list(allowed), n=1, cutoff=0.6)
+    return f" (did you mean '{close[0]}'?)" if close else ""
+
+
+def load_yaml(path: str | Path) -> dict[str, Any]:
+    """Read a YAML mapping; syntax errors name the file and line."""
+    path = Path(path)
+    try:
+        text = path.read_text(encoding="utf-8")
+    except FileNotFoundError:
+        raise ConfigError(f"{path}: no such config file") from None
+    except (OSError, UnicodeDecodeError) as exc:
+        raise ConfigError(f"{path}: cannot read config: {exc}") from None
+    try:
+        data = yaml.safe_load(text)
+    except yaml.YAMLError as exc:
+        mark = getattr(exc, "problem_mark", None)
+        where = f"{path}:{mark.line + 1}" if mark else str(path)
+        raise ConfigError(f"{where}: invalid YAML: {getattr(exc, 'problem', exc)}") from None
+    if data is None:
+        return {}
+    if not isinstance(data, dict):
+        raise ConfigError(f"{path}: the config must be a mapping of keys to values, got {type(data).__name__}")
+    return data
+
+
+def apply_overrides(data: dict[str, Any], overrides: Iterable[str]) -> dict[str, Any]:
+    """Apply ``a.b.c=value`` overrides (values parsed as YAML: ``3``, ``true``, ``[a, b]``) to a nested dict."""
+    data = _deep_copy(data)
+    for item in overrides:
+        if "=" not in item:
+            raise ConfigError(f"override {item!r} must look like key=value (e.g. self_instruct.num_instructions=10)")
+        dotted, raw = item.split("=", 1)
+        try:
+            value = yaml.safe_load(raw) if raw.strip() else ""
+        except yaml.YAMLError:
+            value = raw
+        node = data
+        parts = dotted.strip().split(".")
+        for part in parts[:-1]:
+            child = node.get(part)
+            if child is None:
+                child = node[part] = {}
+            if not isinstance(child, dict):
+                raise ConfigError(f"override {dotted}: '{part}' is not a section")
+            node = child
+        node[parts[-1]] = value
+    return data
+
+
+def _deep_copy(data: Any) -> Any:
+    if isinstance(data, dict):
+        return {k: _deep_copy(v) for k, v in data.items()}
+    if isinstance(data, list):
+        return [_deep_copy(v) for v in data]
+    return data
+
+
+def field_names(cls: type, exclude: Iterable[str] = ()) -> list[str]:
+    return [f.name for f in dataclasses.fields(cls) if f.name not in set(exclude)]
+
+
+def check_keys(mapping: dict[str, Any], allowed: Iterable[str], where: str) -> None:
+    """Raise ConfigError for the first key of ``mapping`` not in ``allowed``."""
+    allowed = list(allowed)
+    for key in mapping:
+        if key not in allowed:
+            raise ConfigError(f"{where}: unknown key '{key}'{suggest(str(key), allowed)}; "
+                              f"allowed: {', '.join(sorted(allowed))}")
+
+
+def build(cls: type, mapping: dict[str, Any] | None, where: str, exclude: Iterable[str] = (), **fixed: Any) -> Any:
+    """Instantiate dataclass ``cls`` from ``mapping`` after checking every key and value type.
+
+    ``fixed`` fields (paths the runner decides, the endpoint) are set by the caller and may not come from
+    the mapping; ``exclude`` names fields the mapping may not set either.
+    """
+    mapping = dict(mapping or {})
+    if not isinstance(mapping, dict):
+        raise ConfigError(f"{where}: must be a mapping of keys to values")
+    allowed = field_names(cls, exclude=set(exclude) | set(fixed))
+    check_keys(mapping, allowed, where)
+    hints = typing.get_type_hints(cls)
+    defaults = {f.name: f.default for f in dataclasses.fields(cls)}
+    values = {}
+    for key, value in mapping.items():
+        default = defaults.get(key)
+        if isinstance(value, dict) and dataclasses.is_dataclass(default) and not isinstance(default, type):
+            values[key] = _merge(default, value, f"{where}.{key}")
+        else:
+            values[key] = coerce(value, hints[key], f"{where}.{key}")
+    try:
+        return cls(**values, **fixed)
+    except ConfigError as exc:
+        # the dataclass names its own key (e.g. "self_instruct.lang"); say which file section it came from
+        raise ConfigError(f"{where}: {exc}") from None
+    except TypeError as exc:
+        raise ConfigError(f"{where}: {exc}") from None
+
+
+def _merge(default: Any, mapping: dict[str, Any], where: str) -> Any:
+    """A partial nested section updates the field's own default (e.g. one sampling knob), not the class defaults."""
+    cls = type(default)
+    check_keys(mapping, field_names(cls), where)
+    hints = typing.get_type_hints(cls)
+    try:
+        return dataclasses.replace(default, **{k: coerce(v, hints[k], f"{where}.{k}") for k, v in mapping.items()})
+    except (ConfigError, TypeError, ValueError) as exc:
+        raise ConfigError(f"{where}: {exc}") from None
+
+
+def coerce(value: Any, hint: Any, where: str) -> Any:
+    """Check ``value`` against a type hint, converting the harmless cases (int → float, str → Path, list → tuple)."""
+    origin = typing.get_origin(hint)
+    if origin in (typing.Union, types.UnionType):
+        options = typing.get_args(hint)
+        if value is None and type(None) in options:
+            return None
+        errors = []
+        for option in options:
+            if option is type(None):
+                continue
+            try:
+                return coerce(value, option, where)
+            except ConfigError as exc:
+                errors.append(exc)
+        raise errors[0] if len(errors) == 1 else ConfigError(f"{where}: expected {_name(hint)}, got {value!r}")
+    if origin in (tuple, list):
+        if isinstance(value, str):
+            value = [value]
+        if not isinstance(value, (list, tuple)):
+            raise ConfigError(f"{where}: expected a list, got {value!r}")
+        args = [a for a in typing.get_args(hint) if a is not Ellipsis]
+        items = [coerce(v, args[0], f"{where}[{i}]") if args else v for i, v in enumerate(value)]
+        return tuple(items) if origin is tuple else items
+    if origin is dict or hint is dict:
+        if not isinstance(value, dict):
+            raise ConfigError(f"{where}: expected a mapping, got {value!r}")
+        return value
+    if hint is Any:
+        return value
+    if hint is bool:
+        if not isinstance(value, bool):
+            raise ConfigError(f"{where}: expected true or false, got {value!r}")
+        return value
+    if hint is int:
+        if isinstance(value, bool) or not isinstance(value, int):
+            raise ConfigError(f"{where}: expected an integer, got {value!r}")
+        return value
+    if hint is float:
+        if isinstance(value, bool) or not isinstance(value, (int, float)):
+            raise ConfigError(f"{where}: expected a number, got {value!r}")
+        return float(value)
+    if hint is str:
+        if not isinstance(value, str):
+            raise ConfigError(f"{where}: expected a string, got {value!r}")
+        return value
+    if hint is Path:
+        if not isinstance(value, (str, Path)):
+            raise ConfigError(f"{where}: expected a path, got {value!r}")
+        return Path(value)
+    if dataclasses.is_dataclass(hint):
+        if isinstance(value, hint):
+            return value
+        return build(hint, value, where)
+    if isinstance(hint, type) and isinstance(value, hint):
+        return value
+    if typing.get_origin(hint) is typing.Literal:
+        if value not in typing.get_args(hint):
+            raise ConfigError(f"{where}: must be one of {list(typing.get_args(hint))}, got {value!r}")
+        return value
+    raise ConfigError(f"{where}: expected {_name(hint)}, got {value!r}")
+
+
+def _name(hint: Any) -> str:
+    return getattr(hint, "__name__", None) or str(hint).replace("typing.", "")
+
+
+def redact(data: Any) -> Any:
+    """A copy with values of secret-looking keys replaced, for manifests (keys never enter configs anyway)."""
+    if isinstance(data, dict):
+        return {k: ("***" if any(w in str(k).lower() for w in _SECRET_WORDS) and v else redact(v)) for k, v in data.items()}
+    if isinstance(data, (list, tuple)):
+        return [redact(v) for v in data]
+    if isinstance(data, Path):
+        return str(data)
+    return data
+
+
+def to_plain(obj: Any) -> Any:
+    """A dataclass (or nested structure) as JSON-ready plain data."""
+    if dataclasses.is_dataclass(obj) and not isinstance(obj, type):
+        return {f.name: to_plain(getattr(obj, f.name)) for f in dataclasses.fields(obj)}
+    if isinstance(obj, dict):
+        return {str(k): to_plain(v) for k, v in obj.items()}
+    if isinstance(obj, (list, tuple)):
+        return [to_plain(v) for v in obj]
+    if isinstance(obj, Path):
+        return str(obj)
+    return obj

@@ -1,0 +1,282 @@
+"""``datagen run CONFIG.yaml``: every stage in order, each skipped when already done, then manifest and report.
+
+Run it:  datagen run configs/seeds-to-sft.yaml --resume
+
+A plain loop over stages, no framework. The whole config is validated before any work starts (an unknown
+key or a wrong type is an error naming it). Each stage writes into ``outputs/<run>/<stage>/`` and, when it
+finishes, a ``.done.json`` holding a fingerprint of its config and inputs plus hashes of its outputs. A
+stage whose fingerprint and outputs are unchanged is skipped; any other stage runs, and resumes from its own
+``.state`` logs and the LLM cache. The embedded model server is started only if a stage that needs an LLM
+actually has to run, so a finished run re-run with ``--resume`` starts nothing and calls nothing.
+
+``manifest.json`` (config with secrets redacted, versions, git commit, per stage inputs/outputs with hashes
+and counts, rejects by reason, LLM calls and tokens, wall time) is rewritten after every stage, and marked
+``complete`` at the end; ``report.html`` is written last.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import dataclasses
+import hashlib
+import importlib
+import json
+import logging
+import platform
+import subprocess
+import sys
+import time
+from collections.abc import Callable
+from contextlib import ExitStack
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from datagen.config import apply_overrides, build, check_keys, load_yaml, redact, to_plain
+from datagen.errors import ConfigError
+from datagen.llm.client import LLMConfig
+from datagen.records import write_json
+
+log = logging.getLogger("datagen.run")
+
+TOP_KEYS = ("name", "out_dir", "endpoint", "self_instruct", "self_qa", "self_kg", "filter", "train", "eval")
+VERSIONED_PACKAGES = ("datagen", "openai", "torch", "transformers", "peft", "sentence-transformers", "faiss-cpu",
+                      "rapidfuzz", "networkx", "datasets", "bitsandbytes", "accelerate")
+
+
+@dataclass(frozen=True)
+class StageSpec:
+    """How the runner drives one stage: its config class, the call, and where its inputs and outputs are."""
+
+    name: str
+    module: str
+    config_class: str
+    entry: str                                     # async or sync function taking the config
+    needs_llm: bool
+    fixed: Callable[[Path, dict[str, Path]], dict[str, Any]]   # run-decided fields (paths of other stages)
+    outputs: tuple[str, ...]                       # files inside the stage folder that hold its result
+
+
+def _generator_fixed(out: Path, _: dict[str, Path]) -> dict[str, Any]:
+    return {"out": out}
+
+
+STAGES: tuple[StageSpec, ...] = (
+    StageSpec("self_instruct", "datagen.generate.self_instruct", "SelfInstructConfig", "generate", True,
+              _generator_fixed, ("records.jsonl", "rejects.jsonl", "stats.json")),
+    StageSpec("self_qa", "datagen.generate.self_qa", "SelfQAConfig", "generate", True,
+              _generator_fixed, ("records.jsonl", "rejects.jsonl", "stats.json")),
+    StageSpec("self_kg", "datagen.generate.self_kg", "SelfKGConfig", "generate", False,  # llm only in llm mode
+              _generator_fixed, ("records.jsonl", "rejects.jsonl", "stats.json")),
+)
+
+
+@dataclass
+class Plan:
+    """A validated run: its folder, endpoint and the configured stages in order."""
+
+    name: str
+    run_dir: Path
+    llm: LLMConfig
+    raw: dict[str, Any]
+    stages: list[tuple[StageSpec, Any]]
+
+
+def load_plan(path: str | Path, overrides: tuple[str, ...] = ()) -> Plan:
+    """Read and validate the whole config (every section) before anything runs."""
+    raw = apply_overrides(load_yaml(path), overrides)
+    where = str(path)
+    check_keys(raw, TOP_KEYS, where)
+    name = raw.get("name") or Path(path).stem
+    if not isinstance(name, str) or not name.replace("-", "").replace("_", "").isalnum():
+        raise ConfigError(f"{where}: name must be letters, digits, '-' or '_', got {name!r}")
+    run_dir = Path(raw.get("out_dir") or "outputs") / name
+    endpoint = raw.get("endpoint") or {}
+    if isinstance(endpoint, str):
+        endpoint = {"base_urls": [endpoint]}
+    if isinstance(endpoint, dict) and "base_url" in endpoint:  # the singular spelling reads better in YAML
+        endpoint = dict(endpoint)
+        endpoint["base_urls"] = endpoint.pop("base_url")
+    llm = build(LLMConfig, endpoint, f"{where}: endpoint")
+    stages = []
+    for spec in STAGES:
+        section = raw.get(spec.name)
+        if section is None or (isinstance(section, dict) and section.get("enabled") is False):
+            continue
+        if not isinstance(section, dict):
+            raise ConfigError(f"{where}: {spec.name} must be a mapping of settings (or enabled: false)")
+        section = {k: v for k, v in section.items() if k != "enabled"}
+        cls = getattr(importlib.import_module(spec.module), spec.config_class)
+        fixed = spec.fixed(run_dir / spec.name, {})
+        if "llm" in {f.name for f in dataclasses.fields(cls)}:
+            fixed["llm"] = llm
+        stages.append((spec, build(cls, section, f"{where}: {spec.name}", **fixed)))
+    if not stages:
+        raise ConfigError(f"{where}: no stage is configured; add at least one of {', '.join(s.name for s in STAGES)}")
+    return Plan(name=name, run_dir=run_dir, llm=llm, raw=raw, stages=stages)
+
+
+# ---------------------------------------------------------------------------------------------- hashing
+
+
+def hash_path(path: Path) -> str | None:
+    """sha256 of a file, or of a folder's files (names and contents, sorted); None if absent."""
+    path = Path(path)
+    if not path.exists():
+        return None
+    digest = hashlib.sha256()
+    files = [path] if path.is_file() else sorted(p for p in path.rglob("*") if p.is_file() and ".state" not in p.parts)
+    for file in files:
+        digest.update(str(file.relative_to(path) if file != path else file.name).encode())
+        with file.open("rb") as handle:
+            for block in iter(lambda: handle.read(1 << 20), b""):
+                digest.update(block)
+    return digest.hexdigest()
+
+
+def _count_lines(path: Path) -> int | None:
+    if path.suffix != ".jsonl" or not path.exists():
+        return None
+    with path.open("rb") as handle:
+        return sum(1 for line in handle if line.strip())
+
+
+def stage_inputs(cfg: Any) -> dict[str, str | None]:
+    """Hashes of every input path in a stage config (outputs and caches excluded)."""
+    inputs = {}
+    for f in dataclasses.fields(cfg):
+        value = getattr(cfg, f.name)
+        values = value if isinstance(value, (list, tuple)) else [value]
+        for i, item in enumerate(values):
+            if isinstance(item, Path) and f.name not in ("out", "cache_path") and not f.name.startswith("out"):
+                inputs[f"{f.name}[{i}]" if len(values) > 1 else f.name] = hash_path(item)
+    return inputs
+
+
+def fingerprint(spec: StageSpec, cfg: Any) -> str:
+    """What decides a stage's result: its config (minus where the endpoint lives) and its inputs' contents."""
+    plain = to_plain(cfg)
+    if "llm" in plain:
+        plain["llm"] = {"model": plain["llm"].get("model")}  # the URL (a fresh port each run) is not content
+    blob = json.dumps({"stage": spec.name, "config": plain, "inputs": stage_inputs(cfg)}, sort_keys=True, default=str)
+    return hashlib.sha256(blob.encode()).hexdigest()
+
+
+def _done_marker(run_dir: Path, spec: StageSpec) -> Path:
+    return run_dir / spec.name / ".done.json"
+
+
+def is_done(run_dir: Path, spec: StageSpec, print_: str) -> bool:
+    marker = _done_marker(run_dir, spec)
+    if not marker.exists():
+        return False
+    try:
+        done = json.loads(marker.read_text())
+    except ValueError:
+        return False
+    if done.get("fingerprint") != print_:
+        return False
+    return all(hash_path(run_dir / spec.name / name) == h for name, h in done.get("outputs", {}).items())
+
+
+# ---------------------------------------------------------------------------------------------- running
+
+
+def run_pipeline(config_path: str | Path, overrides: tuple[str, ...] = (), resume: bool = False) -> dict[str, Any]:
+    """Run every configured stage; returns the manifest (also written to ``<run>/manifest.json``)."""
+    started = time.monotonic()
+    plan = load_plan(config_path, overrides)
+    run_dir = plan.run_dir
+    if run_dir.exists() and any(run_dir.iterdir()) and not resume:
+        raise ConfigError(f"{run_dir} already holds a run: pass --resume to continue it (finished stages are "
+                          "skipped), or choose another name")
+    run_dir.mkdir(parents=True, exist_ok=True)
+    manifest: dict[str, Any] = {
+        "name": plan.name, "complete": False, "config": redact(plan.raw), "config_file": str(config_path),
+        "overrides": list(overrides), "versions": package_versions(), "git_commit": git_commit(),
+        "python": sys.version.split()[0], "platform": platform.platform(), "stages": {},
+    }
+    with ExitStack() as stack:
+        started_llm: list[LLMConfig] = []
+
+        def live_llm() -> LLMConfig:
+            """Start the endpoint (the embedded server if asked for) the first time a stage needs it."""
+            if not started_llm:
+                from datagen.llm.endpoint import endpoint
+
+                started_llm.append(stack.enter_context(endpoint(plan.llm)))
+            return started_llm[0]
+
+        for spec, cfg in plan.stages:
+            print_ = fingerprint(spec, cfg)
+            if is_done(run_dir, spec, print_):
+                log.info("%s: done already, skipped", spec.name)
+                previous = json.loads(_done_marker(run_dir, spec).read_text())
+                manifest["stages"][spec.name] = {**previous.get("manifest", {}), "skipped": True}
+                continue
+            log.info("%s: running", spec.name)
+            stage_started = time.monotonic()
+            if "llm" in {f.name for f in dataclasses.fields(cfg)} and _uses_llm(spec, cfg):
+                cfg = dataclasses.replace(cfg, llm=live_llm())
+            stats = _call(spec, cfg)
+            entry = _stage_manifest(run_dir, spec, cfg, stats, time.monotonic() - stage_started)
+            write_json(_done_marker(run_dir, spec), {"fingerprint": print_, "manifest": entry,
+                                                     "outputs": {n: o["sha256"] for n, o in entry["outputs"].items()}})
+            manifest["stages"][spec.name] = entry
+            write_json(run_dir / "manifest.json", manifest)
+    manifest["complete"] = True
+    manifest["seconds"] = round(time.monotonic() - started, 3)
+    write_json(run_dir / "manifest.json", manifest)
+    return manifest
+
+
+def _uses_llm(spec: StageSpec, cfg: Any) -> bool:
+    return spec.needs_llm or getattr(cfg, "mode", None) == "llm" or bool(getattr(cfg, "judge", False))
+
+
+def _call(spec: StageSpec, cfg: Any) -> dict[str, Any]:
+    function = getattr(importlib.import_module(spec.module), spec.entry)
+    result = function(cfg)
+    return asyncio.run(result) if asyncio.iscoroutine(result) else result
+
+
+def _stage_manifest(run_dir: Path, spec: StageSpec, cfg: Any, stats: dict[str, Any], seconds: float) -> dict[str, Any]:
+    folder = run_dir / spec.name
+    outputs = {}
+    for name in spec.outputs:
+        path = folder / name
+        outputs[name] = {"sha256": hash_path(path), "records": _count_lines(path)}
+    llm = stats.get("llm") or {}
+    return {
+        "inputs": stage_inputs(cfg),
+        "outputs": outputs,
+        "kept": stats.get("kept"),
+        "rejected": stats.get("rejected"),
+        "rejects_by_reason": stats.get("rejects_by_reason", {}),
+        "llm": {k: llm.get(k) for k in ("requests", "succeeded", "cached", "failed", "retries", "prompt_tokens",
+                                        "completion_tokens")} if llm else None,
+        "llm_failures": llm.get("failures", []) if llm else [],
+        "seconds": round(seconds, 3),
+        "stats_file": str(folder / "stats.json"),
+    }
+
+
+def package_versions() -> dict[str, str | None]:
+    from importlib.metadata import PackageNotFoundError, version
+
+    out = {}
+    for name in VERSIONED_PACKAGES:
+        try:
+            out[name] = version(name)
+        except PackageNotFoundError:
+            out[name] = None
+    return out
+
+
+def git_commit() -> str | None:
+    try:
+        done = subprocess.run(["git", "rev-parse", "HEAD"], capture_output=True, text=True, timeout=5,
+                              cwd=Path(__file__).resolve().parent.parent)
+    except (OSError, subprocess.TimeoutExpired):
+        return None
+    return done.stdout.strip() or None if done.returncode == 0 else None

@@ -1,0 +1,104 @@
+"""`datagen run`: config validation, stage skipping, resume with zero calls, manifest contents."""
+
+from __future__ import annotations
+
+import json
+
+import pytest
+import yaml
+from click.testing import CliRunner
+
+from datagen.cli import cli
+from tests.conftest import PLANTED_API_KEY
+from tests.generate.test_self_instruct import scripted
+from tests.plugins.faults import MODEL_ID
+
+
+def write_config(tmp_path, url, **sections):
+    config = {"name": "t", "out_dir": str(tmp_path / "outputs"),
+              "endpoint": {"base_url": url, "model": MODEL_ID, "cache_path": str(tmp_path / "cache.sqlite")},
+              "self_instruct": {"seeds": "seeds/seed_tasks.jsonl", "num_instructions": 6, "batch_size": 2,
+                                "classifier_eval_seeds": 4}}
+    config.update(sections)
+    path = tmp_path / "run.yaml"
+    path.write_text(yaml.safe_dump(config))
+    return path
+
+
+def invoke(*args):
+    return CliRunner().invoke(cli, [str(a) for a in args], catch_exceptions=False)
+
+
+def test_run_then_resume_does_nothing_and_calls_nothing(fault_server, tmp_path, monkeypatch):
+    monkeypatch.setenv("DATAGEN_API_KEY", PLANTED_API_KEY)
+    fault_server.responder = scripted()
+    config = write_config(tmp_path, fault_server.url)
+    first = invoke("run", config)
+    assert first.exit_code == 0, first.output
+    run_dir = tmp_path / "outputs" / "t"
+    manifest = json.loads((run_dir / "manifest.json").read_text())
+    stage = manifest["stages"]["self_instruct"]
+    assert manifest["complete"] and stage["outputs"]["records.jsonl"]["records"] > 0
+    assert stage["llm"]["succeeded"] == len(fault_server.log) and stage["inputs"]["seeds"]
+    assert manifest["versions"]["openai"] and "self_instruct" in manifest["config"]
+    calls = len(fault_server.log)
+
+    again = invoke("run", config, "--resume")
+    assert again.exit_code == 0 and "0 stage(s) ran, 1 skipped" in again.output
+    assert len(fault_server.log) == calls
+    for path in run_dir.rglob("*"):
+        if path.is_file():
+            assert PLANTED_API_KEY.encode() not in path.read_bytes(), path
+
+
+def test_changed_config_reruns_only_that_stage(fault_server, tmp_path):
+    fault_server.responder = scripted()
+    config = write_config(tmp_path, fault_server.url)
+    assert invoke("run", config).exit_code == 0
+    more = invoke("run", config, "--resume", "self_instruct.num_instructions=8")
+    assert more.exit_code == 0 and "1 stage(s) ran" in more.output
+    manifest = json.loads((tmp_path / "outputs" / "t" / "manifest.json").read_text())
+    assert json.loads((tmp_path / "outputs" / "t" / "self_instruct" / "stats.json").read_text())["machine_instructions"] == 8
+    assert manifest["overrides"] == ["self_instruct.num_instructions=8"]
+
+
+def test_existing_run_needs_resume(fault_server, tmp_path):
+    fault_server.responder = scripted()
+    config = write_config(tmp_path, fault_server.url)
+    assert invoke("run", config).exit_code == 0
+    again = invoke("run", config)
+    assert again.exit_code == 2 and "--resume" in again.output
+
+
+@pytest.mark.parametrize("mutate,fragment", [
+    (lambda c: c.update(self_instrct={}), "unknown key 'self_instrct' (did you mean 'self_instruct'?)"),
+    (lambda c: c["self_instruct"].update(num_instruction=3), "unknown key 'num_instruction' (did you mean 'num_instructions'?)"),
+    (lambda c: c["self_instruct"].update(num_instructions="many"), "self_instruct.num_instructions: expected an integer"),
+    (lambda c: c["self_instruct"].update(num_instructions=-3), "must be ≥ 1"),
+    (lambda c: c["self_instruct"].update(lang="fr"), "lang must be one of"),
+    (lambda c: c["endpoint"].update(concurrency=0), "llm.concurrency must be ≥ 1"),
+    (lambda c: c["endpoint"].update(timeout="soon"), "endpoint.timeout: expected a number"),
+    (lambda c: c.update(name="bad name!"), "name must be letters"),
+    (lambda c: c.pop("self_instruct"), "no stage is configured"),
+])
+def test_config_errors_name_the_key_and_exit_2(tmp_path, mutate, fragment):
+    config = {"name": "t", "out_dir": str(tmp_path / "o"), "endpoint": {"base_url": "http://127.0.0.1:9/v1"},
+              "self_instruct": {"seeds": "seeds/seed_tasks.jsonl"}}
+    mutate(config)
+    path = tmp_path / "c.yaml"
+    path.write_text(yaml.safe_dump(config, allow_unicode=True))
+    result = invoke("run", path)
+    assert result.exit_code == 2 and fragment in result.output, result.output
+    assert not (tmp_path / "o").exists()
+
+
+def test_yaml_syntax_error_names_line(tmp_path):
+    path = tmp_path / "c.yaml"
+    path.write_text("name: x\nself_instruct:\n  seeds: [unclosed\n")
+    result = invoke("run", path)
+    assert result.exit_code == 2 and f"{path}:" in result.output and "invalid YAML" in result.output
+
+
+def test_bad_override_is_a_usage_error(tmp_path):
+    result = invoke("run", "configs/none.yaml", "novalue")
+    assert result.exit_code == 2
