@@ -227,6 +227,9 @@ def run_pipeline(config_path: str | Path, overrides: tuple[str, ...] = (), resum
     manifest["complete"] = True
     manifest["seconds"] = round(time.monotonic() - started, 3)
     write_json(run_dir / "manifest.json", manifest)
+    from datagen.report import write_report
+
+    write_report(run_dir)
     return manifest
 
 

@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
+import base64
 import json
+import re
 
 import pytest
 import yaml
@@ -102,3 +104,31 @@ def test_yaml_syntax_error_names_line(tmp_path):
 def test_bad_override_is_a_usage_error(tmp_path):
     result = invoke("run", "configs/none.yaml", "novalue")
     assert result.exit_code == 2
+
+
+def test_report_is_self_contained_and_escapes_generated_text(fault_server, tmp_path):
+    base = scripted()
+
+    def respond(kind, body):
+        prompt = body.get("prompt", "")
+        if "Come up with examples" in prompt:
+            return "Input: <noinput>\nOutput: <script>alert('x')</script> {{ 7*7 }}"
+        return base(kind, body)
+    fault_server.responder = respond
+    config = write_config(tmp_path, fault_server.url)
+    assert invoke("run", config).exit_code == 0
+    html = (tmp_path / "outputs" / "t" / "report.html").read_text(encoding="utf-8")
+    assert "<script>alert" not in html and "&lt;script&gt;alert" in html and "{{ 7*7 }}" in html
+    assert "http://" not in html.replace(fault_server.url, "") and "https://" not in html  # nothing fetched
+    images = re.findall(r'<img alt="([^"]+)" src="data:image/png;base64,([A-Za-z0-9+/=]+)"', html)
+    assert {"records kept per stage", "length distributions", "root verbs and objects", "similarity to pool"} <= \
+        {alt for alt, _ in images}
+    assert all(base64.b64decode(data)[:8] == b"\x89PNG\r\n\x1a\n" for _, data in images)
+
+
+def test_verb_object_extraction():
+    from datagen.report import verb_object
+    assert verb_object("Write a short poem about the sea.") == ("write", "poem")
+    assert verb_object("Please classify the following review.") == ("classify", "review")
+    assert verb_object("把下面这句话翻译成英文。") == ("把下", "面这")
+    assert verb_object("") is None
