@@ -26,6 +26,13 @@ log = logging.getLogger("datagen")
 class _Group(click.Group):
     """Maps DatagenError to its exit code and a one-line message, for every subcommand."""
 
+    def format_commands(self, ctx: click.Context, formatter: click.HelpFormatter) -> None:
+        # click cuts summaries to fit one line ("..."); wrap the whole first sentence instead.
+        rows = [(name, self.get_command(ctx, name).get_short_help_str(limit=200)) for name in self.list_commands(ctx)]
+        if rows:
+            with formatter.section("Commands"):
+                formatter.write_dl(rows)
+
     def invoke(self, ctx: click.Context) -> Any:
         try:
             return super().invoke(ctx)
@@ -380,6 +387,43 @@ def run_cmd(config: Path, overrides: tuple[str, ...], resume: bool) -> None:
     run_dir = Path(manifest["config"].get("out_dir") or "outputs") / manifest["name"]
     click.echo(f"run {manifest['name']}: {len(ran)} stage(s) ran, {len(manifest['stages']) - len(ran)} skipped; "
                f"results in {run_dir}/ (manifest.json, report.html)")
+
+
+@cli.command("inspect")
+@click.argument("path", type=click.Path(path_type=Path))
+@click.option("--samples", type=click.IntRange(min=0), default=3, show_default=True, help="Random records to show.")
+def inspect_cmd(path: Path, samples: int) -> None:
+    """Summarise a dataset file: counts, lengths, methods, languages, samples.
+
+    \b
+    Example:  datagen inspect outputs/seeds-to-sft/filter/curated.jsonl
+    """
+    from datagen.inspect import render, summarize
+
+    click.echo(render(summarize(path, samples=samples)))
+
+
+@cli.command("export")
+@click.argument("run", type=click.Path(exists=True, file_okay=False, path_type=Path))
+@click.argument("dest", type=click.Path(path_type=Path))
+@click.option("--to", "to", required=True, type=click.Choice(["alpaca", "sharegpt", "messages", "seed", "hf", "parquet", "datagen"]))
+def export_cmd(run: Path, dest: Path, to: str) -> None:
+    """Export a run's curated data (or its generated records when it has no filter stage).
+
+    \b
+    Example:  datagen export outputs/seeds-to-sft out/ds --to hf
+              datagen export outputs/seeds-to-sft chat.jsonl --to sharegpt
+    """
+    from datagen.errors import ConfigError
+    from datagen.formats import export, read_any
+
+    curated = run / "filter" / "curated.jsonl"
+    sources = [curated] if curated.exists() else sorted(run.glob("*/records.jsonl"))
+    if not sources:
+        raise ConfigError(f"{run}: no filter/curated.jsonl or */records.jsonl; is it a `datagen run` output folder?")
+    examples = [e for source in sources for e in read_any(source)]
+    count = export(examples, dest, to)
+    click.echo(f"wrote {count} {'tasks' if to == 'seed' else 'records'} from {len(sources)} file(s) to {dest} ({to})")
 
 
 @cli.command("convert")
