@@ -224,12 +224,20 @@ def _fsync_dir(directory: Path) -> None:
         os.close(fd)
 
 
+def _file_mode() -> int:
+    """The mode a plain ``open()`` would give: mkstemp makes 0600 files, outputs should be readable."""
+    mask = os.umask(0)
+    os.umask(mask)
+    return 0o666 & ~mask
+
+
 def write_atomic(path: str | Path, data: str | bytes) -> None:
     """Write a whole file so that it is either complete or absent: temp file, fsync, rename, fsync dir."""
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
     fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
     try:
+        os.chmod(tmp, _file_mode())
         with os.fdopen(fd, "wb") as handle:
             handle.write(data.encode("utf-8") if isinstance(data, str) else data)
             handle.flush()
@@ -253,6 +261,7 @@ def write_jsonl(path: str | Path, rows: Iterable[Example | dict[str, Any]]) -> i
     fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
     count = 0
     try:
+        os.chmod(tmp, _file_mode())
         with os.fdopen(fd, "w", encoding="utf-8") as handle:
             for row in rows:
                 handle.write(_dump_line(row))

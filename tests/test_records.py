@@ -174,3 +174,12 @@ def test_fsync_is_not_required_for_correct_reads(tmp_path):
     path = tmp_path / "big.jsonl"
     write_jsonl(path, [Example(**GOOD) for _ in range(1000)])
     assert len(read_examples(path)) == 1000 and os.path.getsize(path) > 0
+
+
+def test_outputs_get_normal_file_permissions(tmp_path):
+    write_jsonl(tmp_path / "a.jsonl", [Example(**GOOD)])
+    write_atomic(tmp_path / "b.json", "{}")
+    mask = os.umask(0)
+    os.umask(mask)
+    for name in ("a.jsonl", "b.json"):
+        assert (tmp_path / name).stat().st_mode & 0o777 == 0o666 & ~mask
