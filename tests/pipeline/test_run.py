@@ -5,6 +5,8 @@ from __future__ import annotations
 import base64
 import json
 import re
+import shutil
+import subprocess
 
 import pytest
 import yaml
@@ -132,3 +134,21 @@ def test_verb_object_extraction():
     assert verb_object("Please classify the following review.") == ("classify", "review")
     assert verb_object("把下面这句话翻译成英文。") == ("把下", "面这")
     assert verb_object("") is None
+
+
+@pytest.mark.skipif(shutil.which("chromium") is None, reason="needs Debian's chromium (apt-get install chromium)")
+def test_report_renders_in_headless_chromium(fault_server, tmp_path):
+    fault_server.responder = scripted()
+    config = write_config(tmp_path, fault_server.url)
+    assert invoke("run", config).exit_code == 0
+    report = tmp_path / "outputs" / "t" / "report.html"
+    flags = ["--headless", "--no-sandbox", "--disable-gpu", "--disable-quic", "--no-first-run",
+             "--disable-background-networking", "--disable-component-update", "--disable-sync",
+             f"--user-data-dir={tmp_path / 'profile'}", "--window-size=1280,3000"]
+    shot = tmp_path / "shot.png"
+    done = subprocess.run(["chromium", *flags, f"--screenshot={shot}", report.as_uri()], capture_output=True,
+                          text=True, timeout=120)
+    assert done.returncode == 0 and shot.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n" and shot.stat().st_size > 50_000
+    dom = subprocess.run(["chromium", *flags, "--dump-dom", report.as_uri()], capture_output=True, text=True, timeout=120)
+    assert dom.returncode == 0 and dom.stdout.count('src="data:image/png;base64,') >= 4
+    assert "Uncaught" not in dom.stderr
