@@ -128,6 +128,8 @@ class SamplingParams:
     max_tokens: int = 256  # completion budget; finish_reason "length" when reached
     stop: tuple[str, ...] = ()  # cut the text at the first of these; finish_reason "stop"
     seed: int | None = None  # same seed + same request -> same text
+    presence_penalty: float = 0.0  # OpenAI semantics: minus this from logits of tokens already generated
+    frequency_penalty: float = 0.0  # minus this times how often the token was generated
 
     def __post_init__(self) -> None:
         if isinstance(self.stop, str):
@@ -138,6 +140,8 @@ class SamplingParams:
             ("top_p", 0 < self.top_p <= 1, "in (0, 1]"),
             ("max_tokens", self.max_tokens >= 1, "at least 1"),
             ("stop", all(isinstance(s, str) and s for s in self.stop), "non-empty strings"),
+            ("presence_penalty", -2 <= self.presence_penalty <= 2, "in [-2, 2]"),
+            ("frequency_penalty", -2 <= self.frequency_penalty <= 2, "in [-2, 2]"),
         ]
         for name, ok, expected in checks:
             if not ok:
@@ -331,6 +335,7 @@ class _RowSampler:
         import torch
 
         self.params = params
+        self.prompt_length: int | None = None
         self.generators: list[Any] = []
         for p, j in zip(params, choice_index):
             g = torch.Generator()
@@ -342,8 +347,16 @@ class _RowSampler:
         import torch
 
         scores = scores.float()
+        if self.prompt_length is None:  # first step: everything so far is (left-padded) prompt
+            self.prompt_length = input_ids.shape[1]
+        generated = input_ids[:, self.prompt_length:]
         chosen = torch.empty(len(self.params), dtype=torch.long)
         for i, p in enumerate(self.params):
+            if (p.presence_penalty or p.frequency_penalty) and generated.shape[1]:
+                # OpenAI's definition: logit[j] -= count[j]·frequency + (count[j] > 0)·presence, over the
+                # completion only. Tiny models loop on a list item without it (the paper used presence 2).
+                counts = torch.bincount(generated[i], minlength=scores.shape[-1])[: scores.shape[-1]].to(scores.dtype)
+                scores[i] -= counts * p.frequency_penalty + (counts > 0).to(scores.dtype) * p.presence_penalty
             if p.temperature == 0:
                 chosen[i] = int(scores[i].argmax())
                 continue

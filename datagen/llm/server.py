@@ -441,6 +441,8 @@ def _sampling(body: dict[str, Any], default_max_tokens: int) -> SamplingParams:
             max_tokens=max_tokens,
             stop=tuple(stop),
             seed=get("seed", (int,), None),
+            presence_penalty=float(get("presence_penalty", (int, float), 0.0)),
+            frequency_penalty=float(get("frequency_penalty", (int, float), 0.0)),
         )
     except ConfigError as exc:  # the message starts with the field's name: "top_p must be in (0, 1], ..."
         raise _ApiError(400, str(exc), param=str(exc).split(" ", 1)[0]) from None
