@@ -46,28 +46,79 @@ VERSIONED_PACKAGES = ("datagen", "openai", "torch", "transformers", "peft", "sen
 
 @dataclass(frozen=True)
 class StageSpec:
-    """How the runner drives one stage: its config class, the call, and where its inputs and outputs are."""
+    """How the runner drives one stage: its config class, where its inputs come from, how to call it."""
 
     name: str
     module: str
     config_class: str
-    entry: str                                     # async or sync function taking the config
     needs_llm: bool
-    fixed: Callable[[Path, dict[str, Path]], dict[str, Any]]   # run-decided fields (paths of other stages)
+    fixed: Callable[[Path], dict[str, Any]]        # run-decided config fields, from the run folder
+    execute: Callable[[Any, Path], dict[str, Any]]  # (config, run folder) -> stats
     outputs: tuple[str, ...]                       # files inside the stage folder that hold its result
+    inputs: Callable[[Path], dict[str, Path]] = lambda run_dir: {}  # files from other stages it reads
 
 
-def _generator_fixed(out: Path, _: dict[str, Path]) -> dict[str, Any]:
-    return {"out": out}
+GENERATORS = ("self_instruct", "self_qa", "self_kg")
+
+
+def _call(module: str, function: str, *args: Any) -> dict[str, Any]:
+    result = getattr(importlib.import_module(module), function)(*args)
+    return asyncio.run(result) if asyncio.iscoroutine(result) else result
+
+
+def _generated(run_dir: Path) -> dict[str, Path]:
+    return {name: run_dir / name / "records.jsonl" for name in GENERATORS if (run_dir / name / "records.jsonl").exists()}
+
+
+def _training_data(run_dir: Path) -> dict[str, Path]:
+    curated = run_dir / "filter" / "curated.jsonl"
+    return {"data": curated} if curated.exists() else dict(list(_generated(run_dir).items())[:1])
+
+
+def _train(cfg: Any, run_dir: Path) -> dict[str, Any]:
+    data = _training_data(run_dir)
+    if not data:
+        raise ConfigError("train: no data; enable the filter stage or a generator before it")
+    summary = _call("datagen.train.sft", "train", next(iter(data.values())), run_dir / "train", cfg)
+    return {**summary, "kept": summary.get("train_records"), "rejected": summary.get("dropped_rows")}
+
+
+def _eval(cfg: Any, run_dir: Path) -> dict[str, Any]:
+    """Score base vs tuned on the split the trainer held out (or, without one, the training data)."""
+    held_out = run_dir / "train" / "eval.jsonl"
+    data = held_out if held_out.exists() and held_out.stat().st_size else next(iter(_training_data(run_dir).values()), None)
+    if data is None:
+        raise ConfigError("eval: no data; enable train (its held-out split) or a generator before it")
+    adapter = run_dir / "train" / "adapter"
+    if adapter.exists():
+        cfg = dataclasses.replace(cfg, adapter=adapter)
+    return _call("datagen.train.evaluate", "evaluate", data, run_dir / "eval", cfg)
+
+
+def _filter(cfg: Any, run_dir: Path) -> dict[str, Any]:
+    inputs = tuple(_generated(run_dir).values())
+    if not inputs:
+        raise ConfigError("filter: no generated records; enable at least one generator")
+    return _call("datagen.filter.pipeline", "run_filter", dataclasses.replace(cfg, inputs=inputs))
 
 
 STAGES: tuple[StageSpec, ...] = (
-    StageSpec("self_instruct", "datagen.generate.self_instruct", "SelfInstructConfig", "generate", True,
-              _generator_fixed, ("records.jsonl", "rejects.jsonl", "stats.json")),
-    StageSpec("self_qa", "datagen.generate.self_qa", "SelfQAConfig", "generate", True,
-              _generator_fixed, ("records.jsonl", "rejects.jsonl", "stats.json")),
-    StageSpec("self_kg", "datagen.generate.self_kg", "SelfKGConfig", "generate", False,  # llm only in llm mode
-              _generator_fixed, ("records.jsonl", "rejects.jsonl", "stats.json")),
+    StageSpec("self_instruct", "datagen.generate.self_instruct", "SelfInstructConfig", True,
+              lambda d: {"out": d / "self_instruct"}, lambda c, d: _call("datagen.generate.self_instruct", "generate", c),
+              ("records.jsonl", "rejects.jsonl", "stats.json")),
+    StageSpec("self_qa", "datagen.generate.self_qa", "SelfQAConfig", True,
+              lambda d: {"out": d / "self_qa"}, lambda c, d: _call("datagen.generate.self_qa", "generate", c),
+              ("records.jsonl", "rejects.jsonl", "stats.json")),
+    StageSpec("self_kg", "datagen.generate.self_kg", "SelfKGConfig", False,  # needs the LLM in llm mode only
+              lambda d: {"out": d / "self_kg"}, lambda c, d: _call("datagen.generate.self_kg", "generate", c),
+              ("records.jsonl", "rejects.jsonl", "stats.json")),
+    StageSpec("filter", "datagen.filter.pipeline", "FilterConfig", False,  # needs the LLM for the judge only
+              lambda d: {"out": d / "filter"}, _filter,
+              ("curated.jsonl", "rejects.jsonl", "filter_stats.json"), _generated),
+    StageSpec("train", "datagen.train.config", "TrainConfig", False, lambda d: {}, _train,
+              ("adapter", "train_summary.json", "loss_curve.json", "eval.jsonl"), _training_data),
+    StageSpec("eval", "datagen.train.evaluate", "EvalConfig", False, lambda d: {"adapter": None}, _eval,
+              ("eval.json",), lambda d: {"adapter": d / "train" / "adapter", "held_out": d / "train" / "eval.jsonl"}),
 )
 
 
@@ -107,7 +158,7 @@ def load_plan(path: str | Path, overrides: tuple[str, ...] = ()) -> Plan:
             raise ConfigError(f"{where}: {spec.name} must be a mapping of settings (or enabled: false)")
         section = {k: v for k, v in section.items() if k != "enabled"}
         cls = getattr(importlib.import_module(spec.module), spec.config_class)
-        fixed = spec.fixed(run_dir / spec.name, {})
+        fixed = spec.fixed(run_dir)
         if "llm" in {f.name for f in dataclasses.fields(cls)}:
             fixed["llm"] = llm
         stages.append((spec, build(cls, section, f"{where}: {spec.name}", **fixed)))
@@ -148,17 +199,25 @@ def stage_inputs(cfg: Any) -> dict[str, str | None]:
         value = getattr(cfg, f.name)
         values = value if isinstance(value, (list, tuple)) else [value]
         for i, item in enumerate(values):
-            if isinstance(item, Path) and f.name not in ("out", "cache_path") and not f.name.startswith("out"):
-                inputs[f"{f.name}[{i}]" if len(values) > 1 else f.name] = hash_path(item)
+            if f.name == "out" or not isinstance(item, (str, Path)) or not item or len(str(item)) > 4096:
+                continue
+            if isinstance(item, Path) or Path(item).exists():  # a str field naming a file is an input too
+                inputs[f"{f.name}[{i}]" if len(values) > 1 else f.name] = hash_path(Path(item))
     return inputs
 
 
-def fingerprint(spec: StageSpec, cfg: Any) -> str:
+def all_inputs(spec: StageSpec, cfg: Any, run_dir: Path) -> dict[str, str | None]:
+    """Hashes of a stage's inputs: paths in its config plus the files of earlier stages it reads."""
+    return {**stage_inputs(cfg), **{name: hash_path(path) for name, path in spec.inputs(run_dir).items()}}
+
+
+def fingerprint(spec: StageSpec, cfg: Any, run_dir: Path) -> str:
     """What decides a stage's result: its config (minus where the endpoint lives) and its inputs' contents."""
     plain = to_plain(cfg)
     if "llm" in plain:
         plain["llm"] = {"model": plain["llm"].get("model")}  # the URL (a fresh port each run) is not content
-    blob = json.dumps({"stage": spec.name, "config": plain, "inputs": stage_inputs(cfg)}, sort_keys=True, default=str)
+    blob = json.dumps({"stage": spec.name, "config": plain, "inputs": all_inputs(spec, cfg, run_dir)},
+                      sort_keys=True, default=str)
     return hashlib.sha256(blob.encode()).hexdigest()
 
 
@@ -208,7 +267,7 @@ def run_pipeline(config_path: str | Path, overrides: tuple[str, ...] = (), resum
             return started_llm[0]
 
         for spec, cfg in plan.stages:
-            print_ = fingerprint(spec, cfg)
+            print_ = fingerprint(spec, cfg, run_dir)
             if is_done(run_dir, spec, print_):
                 log.info("%s: done already, skipped", spec.name)
                 previous = json.loads(_done_marker(run_dir, spec).read_text())
@@ -218,7 +277,7 @@ def run_pipeline(config_path: str | Path, overrides: tuple[str, ...] = (), resum
             stage_started = time.monotonic()
             if "llm" in {f.name for f in dataclasses.fields(cfg)} and _uses_llm(spec, cfg):
                 cfg = dataclasses.replace(cfg, llm=live_llm())
-            stats = _call(spec, cfg)
+            stats = spec.execute(cfg, run_dir)
             entry = _stage_manifest(run_dir, spec, cfg, stats, time.monotonic() - stage_started)
             write_json(_done_marker(run_dir, spec), {"fingerprint": print_, "manifest": entry,
                                                      "outputs": {n: o["sha256"] for n, o in entry["outputs"].items()}})
@@ -234,13 +293,7 @@ def run_pipeline(config_path: str | Path, overrides: tuple[str, ...] = (), resum
 
 
 def _uses_llm(spec: StageSpec, cfg: Any) -> bool:
-    return spec.needs_llm or getattr(cfg, "mode", None) == "llm" or bool(getattr(cfg, "judge", False))
-
-
-def _call(spec: StageSpec, cfg: Any) -> dict[str, Any]:
-    function = getattr(importlib.import_module(spec.module), spec.entry)
-    result = function(cfg)
-    return asyncio.run(result) if asyncio.iscoroutine(result) else result
+    return spec.needs_llm or getattr(cfg, "mode", None) == "llm" or getattr(cfg, "judge", False) is True
 
 
 def _stage_manifest(run_dir: Path, spec: StageSpec, cfg: Any, stats: dict[str, Any], seconds: float) -> dict[str, Any]:
@@ -251,7 +304,7 @@ def _stage_manifest(run_dir: Path, spec: StageSpec, cfg: Any, stats: dict[str, A
         outputs[name] = {"sha256": hash_path(path), "records": _count_lines(path)}
     llm = stats.get("llm") or {}
     return {
-        "inputs": stage_inputs(cfg),
+        "inputs": all_inputs(spec, cfg, run_dir),
         "outputs": outputs,
         "kept": stats.get("kept"),
         "rejected": stats.get("rejected"),
