@@ -90,11 +90,10 @@ def collect(run_dir: Path) -> dict[str, Any]:
 
 
 def _loss_history(train_dir: Path) -> list[dict[str, Any]]:
-    for name in ("loss_curve.json", "loss.json", "loss_history.json"):
-        data = _json(train_dir / name)
-        if data:
-            return data if isinstance(data, list) else data.get("history") or data.get("log_history") or []
-    return []
+    """Rows of ``{step, loss | eval_loss}`` from the trainer's ``loss_curve.json`` (``{"train": [..], "eval": [..]}``)."""
+    curve = _json(train_dir / "loss_curve.json")
+    return [{"step": r.get("step"), "loss": r.get("loss")} for r in curve.get("train", [])] + \
+           [{"step": r.get("step"), "eval_loss": r.get("eval_loss")} for r in curve.get("eval", [])]
 
 
 def _plots(data: dict[str, Any]) -> dict[str, str]:
@@ -177,8 +176,18 @@ def _verb_table(records: list[Example]) -> list[dict[str, Any]]:
             for verb, n in counts.most_common(20)]
 
 
+def _flatten(scores: Any, prefix: str = "") -> dict[str, Any]:
+    if not isinstance(scores, dict):
+        return {}
+    out: dict[str, Any] = {}
+    for key, value in scores.items():
+        name = f"{prefix}{key}"
+        out.update(_flatten(value, f"{name}.") if isinstance(value, dict) else {name: value})
+    return out
+
+
 def _evaluation_rows(evaluation: dict[str, Any]) -> list[dict[str, str]]:
-    base, tuned = evaluation.get("base") or {}, evaluation.get("tuned") or {}
+    base, tuned = _flatten(evaluation.get("base")), _flatten(evaluation.get("tuned"))
     rows = []
     for metric in sorted(set(base) & set(tuned)):
         b, t = base[metric], tuned[metric]
