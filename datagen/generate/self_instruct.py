@@ -215,6 +215,8 @@ class _Run:
         self.cfg, self.llm, self.seeds = cfg, llm, seeds
         self.pool = RougePool(t["instruction"] for t in seeds)
         self.machine: list[dict[str, Any]] = []
+        self.rng = random.Random(cfg.seed)
+        self.rounds = 0
         self.rejects: list[Example] = []
         self.calls = Counter()
 
@@ -224,14 +226,15 @@ class _Run:
             return await self.llm.complete(prompt, params, sample_index)
         return await self.llm.chat([{"role": "user", "content": prompt}], params, sample_index)
 
-    async def bootstrap(self, log: StageLog) -> int:
+    async def bootstrap(self, log: StageLog, goal: int) -> None:
+        """Run rounds until the pool holds ``goal`` machine tasks (or the round limit is reached)."""
         cfg = self.cfg
-        rng = random.Random(cfg.seed)
         template = f"{cfg.lang}/self_instruct_generate" + ("" if cfg.style == "completion" else "_chat")
         ref = template_ref(template)
-        rounds = 0
-        with progress(cfg.num_instructions, "self-instruct: bootstrap") as bar:
-            while len(self.machine) < cfg.num_instructions and rounds < cfg.rounds_limit:
+        rng = self.rng
+        with progress(goal, "self-instruct: bootstrap", initial=min(goal, len(self.machine))) as bar:
+            while len(self.machine) < goal and self.rounds < cfg.rounds_limit:
+                rounds = self.rounds
                 batch = []
                 for j in range(cfg.batch_size):
                     tasks = sample_prompt_tasks(rng, self.seeds, self.machine, cfg)
@@ -253,13 +256,11 @@ class _Run:
                     log.append(_log_row(k, h, answer))
                 before = len(self.machine)
                 for k, _, _, tasks in batch:
-                    self._absorb(log.done[k], rounds, tasks, ref)
-                bar.update(min(len(self.machine), cfg.num_instructions) - min(before, cfg.num_instructions))
-                rounds += 1
-        del self.machine[cfg.num_instructions:]
-        return rounds
+                    self._absorb(log.done[k], rounds, tasks, ref, goal)
+                bar.update(min(len(self.machine), goal) - min(before, goal))
+                self.rounds += 1
 
-    def _absorb(self, row: dict[str, Any], round_: int, tasks: list[dict], ref: dict) -> None:
+    def _absorb(self, row: dict[str, Any], round_: int, tasks: list[dict], ref: dict, goal: int) -> None:
         """Parse one bootstrap answer, filter its candidates, add survivors to the pool."""
         source = {"seeds": [t["id"] for t in tasks if "round" not in t],
                   "machine": [t["instruction"] for t in tasks if "round" in t]}
@@ -276,7 +277,7 @@ class _Run:
             if broken:
                 self._reject(text, round_, *broken)
                 continue
-            if len(self.machine) >= self.cfg.num_instructions:
+            if len(self.machine) >= goal:
                 self._reject(text, round_, "over_target", None)
                 continue
             top = self.pool.top_k(text, 10)
@@ -315,32 +316,40 @@ def instance_prompt(instruction: str, is_classification: bool, lang: str) -> str
 
 
 async def generate(cfg: SelfInstructConfig) -> dict[str, Any]:
-    """Run the whole method; returns the stats also written to ``OUT/stats.json``."""
+    """Run the whole method; returns the stats also written to ``OUT/stats.json``.
+
+    Some tasks end with no valid instance (the model repeated the input, contradicted itself…). So the run
+    tops up: it bootstraps more instructions for the shortfall and repeats steps 2–3 until
+    ``num_instructions`` tasks have instances or the round limit is hit. Every decision depends only on
+    logged answers, so a resumed run takes the same path.
+    """
     started = time.monotonic()
     seeds = read_seed_tasks(cfg.seeds)  # validates the whole file before anything is written
     out = cfg.out
+    eval_seeds = [t for t in seeds if isinstance(t.get("is_classification"), bool)]
+    eval_seeds = random.Random(cfg.seed).sample(eval_seeds, min(cfg.classifier_eval_seeds, len(eval_seeds)))
     async with LLMClient(cfg.llm) as llm:
         run = _Run(cfg, llm, seeds)
-        with StageLog(out, "bootstrap") as log:
-            rounds = await run.bootstrap(log)
-
-        # Step 2: classification, for the new tasks and (to measure agreement) a sample of labelled seeds.
-        eval_seeds = [t for t in seeds if isinstance(t.get("is_classification"), bool)]
-        eval_seeds = random.Random(cfg.seed).sample(eval_seeds, min(cfg.classifier_eval_seeds, len(eval_seeds)))
-        to_classify = [m["instruction"] for m in run.machine] + [t["instruction"] for t in eval_seeds]
-        with StageLog(out, "classify") as clf_log:
-            await run.answer_all(clf_log, [(_key("clf", t), classify_prompt(t, cfg.lang), cfg.classify_sampling)
-                                           for t in dict.fromkeys(to_classify)], "self-instruct: classify")
-        decisions = {t: _decision(clf_log.done[_key("clf", t)]) for t in to_classify}
-        for task in run.machine:
-            task["is_classification"] = bool(decisions[task["instruction"]])
-
-        # Step 3: instances, output-first for classification tasks, input-first for the rest.
-        with StageLog(out, "instances") as inst_log:
-            jobs = [(_key("inst", m["instruction"], m["is_classification"]),
-                     instance_prompt(m["instruction"], m["is_classification"], cfg.lang), cfg.instance_sampling)
-                    for m in run.machine]
-            await run.answer_all(inst_log, jobs, "self-instruct: instances")
+        with StageLog(out, "bootstrap") as boot_log, StageLog(out, "classify") as clf_log, \
+                StageLog(out, "instances") as inst_log:
+            goal = cfg.num_instructions
+            while True:
+                await run.bootstrap(boot_log, goal)
+                # Step 2: classify new tasks (and, to measure agreement, a sample of labelled seeds).
+                to_classify = [m["instruction"] for m in run.machine] + [t["instruction"] for t in eval_seeds]
+                await run.answer_all(clf_log, [(_key("clf", t), classify_prompt(t, cfg.lang), cfg.classify_sampling)
+                                               for t in dict.fromkeys(to_classify)], "self-instruct: classify")
+                decisions = {t: _decision(clf_log.done[_key("clf", t)]) for t in to_classify}
+                for task in run.machine:
+                    task["is_classification"] = bool(decisions[task["instruction"]])
+                # Step 3: instances, output-first for classification tasks, input-first for the rest.
+                await run.answer_all(inst_log, [(_instance_key(m), instance_prompt(m["instruction"], m["is_classification"],
+                                                                                   cfg.lang), cfg.instance_sampling)
+                                                for m in run.machine], "self-instruct: instances")
+                valid = sum(1 for m in run.machine if _instances(cfg, m, inst_log.done[_instance_key(m)])[0])
+                if valid >= cfg.num_instructions or run.rounds >= cfg.rounds_limit or len(run.machine) < goal:
+                    break
+                goal = len(run.machine) + cfg.num_instructions - valid
         ledger = llm.ledger.as_dict()
 
     records, tasks_out = _assemble(cfg, run, inst_log)
@@ -351,14 +360,28 @@ async def generate(cfg: SelfInstructConfig) -> dict[str, Any]:
     write_jsonl(out / "is_clf.jsonl", [{"instruction": m["instruction"], "is_classification": m["is_classification"]}
                                        for m in run.machine])
     write_jsonl(out / "instances.jsonl", tasks_out)
-    stats = {"stage": STAGE, "lang": cfg.lang, "style": cfg.style, "seeds": len(seeds), "rounds": rounds,
-             "machine_instructions": len(run.machine), "target_reached": len(run.machine) >= cfg.num_instructions,
-             "routes": dict(Counter("output_first" if m["is_classification"] else "input_first" for m in run.machine)),
-             "tasks_with_instances": len(tasks_out),
+    stats = {"stage": STAGE, "lang": cfg.lang, "style": cfg.style, "seeds": len(seeds), "rounds": run.rounds,
+             "machine_instructions": len(run.machine), "tasks_with_instances": len(tasks_out),
+             "target_reached": len(tasks_out) >= cfg.num_instructions,
+             "routes": dict(Counter(t["is_classification"] and "output_first" or "input_first" for t in tasks_out)),
              "classifier_agreement": _agreement(eval_seeds, decisions),
              "instruction_rejects": count_reasons(r for r in run.rejects if r.reject.get("step") == "bootstrap"),
              "llm": ledger, "seconds": round(time.monotonic() - started, 3)}
     return write_outputs(out, records, run.rejects, stats)
+
+
+def _instance_key(task: dict[str, Any]) -> str:
+    return _key("inst", task["instruction"], task["is_classification"])
+
+
+def _instances(cfg: SelfInstructConfig, task: dict[str, Any], row: dict[str, Any]):
+    """Parse and filter one task's instances: ``(kept, dropped, conflicting)``; nothing kept after an LLM error."""
+    if "error" in row:
+        return [], [], False
+    parse = parse_instances_output_first if task["is_classification"] else parse_instances_input_first
+    kept, dropped, conflicting = filter_instances(parse(row["text"], cfg.lang), row["finish_reason"] == "length",
+                                                  cfg.max_instances)
+    return ([] if conflicting else kept), dropped, conflicting
 
 
 def _decision(row: dict[str, Any]) -> bool | None:
@@ -377,12 +400,12 @@ def _agreement(eval_seeds: list[dict], decisions: dict[str, bool | None]) -> dic
 
 
 def _assemble(cfg: SelfInstructConfig, run: _Run, inst_log: StageLog) -> tuple[list[Example], list[dict[str, Any]]]:
-    """Parse and filter the instances of every task into final records (and seed-format tasks)."""
+    """Final records (and seed-format tasks) from the first ``num_instructions`` tasks with valid instances."""
     records: list[Example] = []
     tasks_out: list[dict[str, Any]] = []
     for index, task in enumerate(run.machine):
         instruction, is_clf = task["instruction"], task["is_classification"]
-        row = inst_log.done[_key("inst", instruction, is_clf)]
+        row = inst_log.done[_instance_key(task)]
         meta = {"method": STAGE, "round": task["round"], "model": task["model"], "prompt": task["prompt"],
                 "source": task["source"], "similar": task["similar"], "usage": task["usage"],
                 "route": "output_first" if is_clf else "input_first"}
@@ -390,14 +413,12 @@ def _assemble(cfg: SelfInstructConfig, run: _Run, inst_log: StageLog) -> tuple[l
             run.rejects.append(make_reject(Example(instruction=instruction, output="", meta=meta), STAGE,
                                            f"llm_{row['error']}", row["detail"], step="instances"))
             continue
-        parse = parse_instances_output_first if is_clf else parse_instances_input_first
-        pairs = parse(row["text"], cfg.lang)
-        kept, dropped, conflicting = filter_instances(pairs, row["finish_reason"] == "length", cfg.max_instances)
+        kept, dropped, conflicting = _instances(cfg, task, row)
         for (inp, out), reason in dropped:
             run.rejects.append(make_reject(Example(instruction=instruction, input=inp, output=out, meta=meta),
                                            STAGE, reason, None, step="instances"))
-        if conflicting or not kept:
-            reason = "conflicting_outputs" if conflicting else "no_valid_instances"
+        if not kept or len(tasks_out) >= cfg.num_instructions:
+            reason = "conflicting_outputs" if conflicting else "no_valid_instances" if not kept else "over_target"
             run.rejects.append(make_reject(Example(instruction=instruction, output="", meta=meta), STAGE, reason,
                                            {"raw": row["text"][:500]}, step="task"))
             continue
