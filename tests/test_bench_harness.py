@@ -1,0 +1,18 @@
+"""`make bench`'s harness at tiny sizes: every benchmark script runs, checks its result, and renders."""
+
+from __future__ import annotations
+
+import subprocess
+import sys
+
+
+def test_bench_harness_smoke(tmp_path):
+    doc = tmp_path / "BENCHMARKS.md"
+    done = subprocess.run([sys.executable, "bench/run.py", "--smoke", "--only", "rouge,client,kg", "--doc", str(doc),
+                           "--results", str(tmp_path / "results")], capture_output=True, text=True, timeout=600)
+    assert done.returncode == 0, done.stdout + done.stderr
+    text = doc.read_text()
+    for name in ("## rouge:", "## client:", "## kg:"):
+        assert name in text
+    assert "Failed:" not in text and "identical_kept | true" in text
+    assert "ours_rps" in text and "Smoke run" in text
