@@ -232,7 +232,8 @@ def self_instruct_cmd(seeds, out, num_instructions, lang, style, batch_size, num
 @click.option("--docs", required=True, metavar="DIR_OR_GLOB",
               help="Folder (walked recursively), file or glob of .txt .md .html .jsonl .csv .tsv .pdf documents.")
 @click.option("--out", type=click.Path(file_okay=False, path_type=Path), required=True, help="Output folder.")
-@click.option("--questions-per-chunk", type=click.IntRange(1, 20), default=3, show_default=True)
+@click.option("--questions-per-chunk", type=click.IntRange(1, 20), default=3, show_default=True,
+              help="Questions asked for, and kept at most, per chunk.")
 @click.option("--chunk-tokens", type=click.IntRange(min=16), default=200, show_default=True,
               help="Chunk size in tokens (words; a CJK character counts as one).")
 @click.option("--chunk-overlap", type=click.IntRange(min=0), default=40, show_default=True,
@@ -340,7 +341,7 @@ def self_kg_cmd(graph, num, mode, out, labels, lang, skip_bad_rows, dangling, ke
               show_default=True, help="Which record of a duplicate group survives.")
 @click.option("--rouge-threshold", type=click.FloatRange(0, 1, min_open=True), default=0.7, show_default=True)
 @click.option("--embed-threshold", type=click.FloatRange(0, 1, min_open=True), default=0.9, show_default=True,
-              help="Cosine for English pairs (Chinese pairs: embed_threshold_zh in --config, default 0.97).")
+              help="Cosine at or above which two instructions are duplicates.")
 @click.option("--embed-model", default=None, help="sentence-transformers folder. Default: bundled all-MiniLM-L6-v2.")
 @click.option("--judge-min-score", type=click.IntRange(1, 5), default=3, show_default=True)
 @llm_options
@@ -365,6 +366,88 @@ def filter_cmd(config_path, **options):
                f"{stats['rejected']} rejected {stats['rejects_by_stage'] or ''}".rstrip())
 
 # ---- filter / train / eval / merge commands ----
+
+@cli.command("train")
+@click.option("--data", type=click.Path(exists=True, path_type=Path), required=True,
+              help="Training records in any format (alpaca, sharegpt, messages, seed, datagen, HF folder/parquet).")
+@click.option("--base", default=None, help="Base model: 'embedded' (SmolLM2-135M-Instruct, default), a .gguf file "
+                                           "or an HF model folder.")
+@click.option("--out", type=click.Path(file_okay=False, path_type=Path), required=True, help="Output folder.")
+@click.option("--config", "config_path", type=click.Path(exists=True, dir_okay=False, path_type=Path), default=None,
+              help="YAML file of train settings (see datagen/train/config.py); key=value arguments override it.")
+@click.option("--debug-labels", type=click.IntRange(min=0), default=0, show_default=True,
+              help="Print N training rows with the trained tokens highlighted, then train.")
+@click.argument("overrides", nargs=-1, metavar="[KEY=VALUE]...")
+def train_cmd(data, base, out, config_path, debug_labels, overrides):
+    """Fine-tune a LoRA (or QLoRA) adapter on DATA.
+
+    Settings: dataclass defaults < --config YAML < KEY=VALUE arguments < --base. Re-run the same command to
+    resume from the last checkpoint. Writes OUT/adapter, OUT/train_summary.json, OUT/loss_curve.png, and
+    OUT/eval.jsonl (the held-out records).
+
+    \b
+    Example:  datagen train --data curated.jsonl --out outputs/sft max_steps=30 learning_rate=1e-3
+              datagen train --data chat.jsonl --out sft/ --config train.yaml packing=true load_in_4bit=true
+    """
+    from datagen.train.config import load_train_config
+    from datagen.train.sft import train
+
+    cfg = load_train_config(config_path, overrides, {"base": base})
+    s = train(data, out, cfg, debug_labels=debug_labels, echo=click.echo)
+    before, after = s["eval_loss_before"], s["eval_loss_after"]
+    loss = f"; eval loss {before:.4f} -> {after:.4f}" if before is not None and after is not None else ""
+    dropped = s["data_stats"]["all_masked"] + s["data_stats"]["template_mismatch"]
+    click.echo(f"trained {s['global_step']} steps on {s['data_stats']['rows']} rows ({dropped} dropped), "
+               f"{s['trainable_params']:,} trainable parameters{loss}; adapter in {s['adapter']}")
+
+
+@cli.command("eval")
+@click.option("--base", default=None, help="Base model. Default: the one the adapter was trained on, else 'embedded'.")
+@click.option("--adapter", type=click.Path(exists=True, file_okay=False, path_type=Path), default=None,
+              help="LoRA adapter folder (OUT/adapter of datagen train); without it only the base is scored.")
+@click.option("--data", type=click.Path(exists=True, path_type=Path), required=True,
+              help="Held-out records (e.g. OUT/eval.jsonl of datagen train); the last reply is the reference.")
+@click.option("--max-samples", type=click.IntRange(min=1), default=100, show_default=True)
+@click.option("--max-new-tokens", type=click.IntRange(min=1), default=128, show_default=True)
+@click.option("--batch-size", type=click.IntRange(min=1), default=16, show_default=True)
+@click.option("--out", type=click.Path(file_okay=False, path_type=Path), required=True, help="Output folder.")
+def eval_cmd(base, adapter, data, max_samples, max_new_tokens, batch_size, out):
+    """Score the base and the tuned model: ROUGE-1/2/L, loss, perplexity.
+
+    Greedy answers side by side (base | tuned | reference) go to OUT/samples.md and OUT/samples.jsonl,
+    scores to OUT/eval.json.
+
+    \b
+    Example:  datagen eval --adapter outputs/sft/adapter --data outputs/sft/eval.jsonl --out outputs/sft/eval
+    """
+    from datagen.train.evaluate import EvalConfig, evaluate
+
+    cfg = EvalConfig(base=base, adapter=adapter, max_samples=max_samples, max_new_tokens=max_new_tokens,
+                     batch_size=batch_size)
+    r = evaluate(data, out, cfg)
+    line = f"base ROUGE-L F {r['base']['rougeL']['fmeasure']:.4f}, loss {r['base']['loss']:.4f}"
+    if adapter:
+        line += f"; tuned ROUGE-L F {r['tuned']['rougeL']['fmeasure']:.4f}, loss {r['tuned']['loss']:.4f}"
+    click.echo(f"scored {r['samples']} samples: {line}; wrote {out / 'eval.json'}")
+
+
+@cli.command("merge")
+@click.option("--base", default=None, help="Base model. Default: the one the adapter was trained on, else 'embedded'.")
+@click.option("--adapter", type=click.Path(exists=True, file_okay=False, path_type=Path), required=True)
+@click.option("--out", type=click.Path(file_okay=False, path_type=Path), required=True, help="Merged model folder.")
+@click.option("--dtype", type=click.Choice(["float32", "bfloat16", "float16"]), default="float32", show_default=True)
+def merge_cmd(base, adapter, out, dtype):
+    """Merge a LoRA adapter into its full-precision base and save a plain HF model folder.
+
+    \b
+    Example:  datagen merge --adapter outputs/sft/adapter --out outputs/sft/merged
+              datagen serve --model outputs/sft/merged
+    """
+    from datagen.train.merge import merge
+
+    path = merge(adapter, out, base=base, dtype=dtype)
+    click.echo(f"merged {adapter} into {path}")
+
 
 # ---- pipeline commands: run / inspect / export ----
 

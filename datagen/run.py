@@ -59,6 +59,7 @@ class StageSpec:
 
 
 GENERATORS = ("self_instruct", "self_qa", "self_kg")
+_STATS_FILES = ("stats.json", "filter_stats.json", "train_summary.json", "eval.json")
 
 
 def _call(module: str, function: str, *args: Any) -> dict[str, Any]:
@@ -313,7 +314,7 @@ def _stage_manifest(run_dir: Path, spec: StageSpec, cfg: Any, stats: dict[str, A
                                         "completion_tokens")} if llm else None,
         "llm_failures": llm.get("failures", []) if llm else [],
         "seconds": round(seconds, 3),
-        "stats_file": str(folder / "stats.json"),
+        "stats_file": next((str(folder / n) for n in _STATS_FILES if (folder / n).exists()), None),
     }
 
 

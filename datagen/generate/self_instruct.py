@@ -25,7 +25,6 @@ import hashlib
 import math
 import random
 import re
-import string
 import time
 from collections import Counter, defaultdict
 from dataclasses import dataclass, field
@@ -47,21 +46,13 @@ from datagen.llm.client import Completion, LLMClient, LLMConfig, SamplingParams,
 from datagen.progress import progress
 from datagen.prompts import render, template_ref
 from datagen.records import Example, write_jsonl
+from datagen.textrules import find_blacklisted, starts_with_punctuation
 
 STAGE = "self-instruct"
 STYLES = ("completion", "chat")
 
-#: Tasks a text-only model cannot do (the paper's list, plus the media the issue names).
-BLACKLIST = {
-    "en": ("image", "images", "picture", "pictures", "photo", "photos", "graph", "graphs", "file", "files",
-           "map", "maps", "draw", "drawing", "plot", "go to", "video", "videos", "audio", "music",
-           "flowchart", "diagram", "diagrams"),
-    "zh": ("图片", "图像", "照片", "图表", "画图", "画一", "绘制", "绘图", "视频", "音频", "音乐", "歌曲",
-           "流程图", "示意图", "地图", "文件", "网页", "上网", "打开网站"),
-}
 #: Length bounds per language, in words (English) or characters (Chinese): keep lo < n ≤ hi.
 LENGTH_BOUNDS = {"en": (3, 150), "zh": (5, 300)}
-_PUNCTUATION = set(string.punctuation) | set("，。！？；：、（）《》【】“”‘’…—·")
 
 
 @dataclass(frozen=True)
@@ -145,10 +136,10 @@ def check_instruction(text: str, lang: str) -> tuple[str, Any] | None:
     if units > hi:
         return "too_long", units
     lowered = text.lower()
-    for word in BLACKLIST[lang]:
-        if (re.search(rf"\b{re.escape(word)}\b", lowered) if lang == "en" else word in text):
-            return "blacklisted_keyword", word
-    if text[0] in _PUNCTUATION:
+    word = find_blacklisted(text, lang)
+    if word:
+        return "blacklisted_keyword", word
+    if starts_with_punctuation(text, allow_openers=False):  # the paper's rule: no exception for quotes
         return "leading_punctuation", text[0]
     if lang == "en":
         if lowered.startswith("write a program"):

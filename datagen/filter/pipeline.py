@@ -1,0 +1,419 @@
+"""The filter stage: heuristics → exact dedup → ROUGE-L near-dup → embedding near-dup → optional LLM judge.
+
+Run it:  datagen filter gen/self_instruct/records.jsonl gen/qa/records.jsonl --out outputs/run/filter
+   or:   datagen filter gen/*.jsonl --out outputs/run/filter --config filter.yaml --no-embed-dedup
+
+Writes ``OUT/curated.jsonl`` (kept records, input order, ``meta.filter`` scores added), ``OUT/rejects.jsonl``
+(every dropped record with ``reject: {stage, reason, detail}``, and ``duplicate_of``/``score`` for dedup
+stages) and ``OUT/filter_stats.json`` (counts per stage and reason, seconds per stage, the resolved config).
+Always ``|in| = |curated| + |rejects|``. Every input file is read and validated before anything is written:
+a bad line is a RecordError naming ``path:line`` and leaves no output behind.
+
+What the dedup stages compare:
+
+- exact dedup: the normalised prompt (NFKC, case, punctuation and whitespace folded): instruction + input,
+  or the whole conversation of a ``messages`` record; same prompt → one record kept.
+- ROUGE-L and embeddings: the instruction, or, for a ``messages`` record, its opening user turn followed by
+  the rest of the conversation. Records with the same instruction (the instances of one Self-Instruct task)
+  form one unit: they are never compared with each other and are kept or dropped together, so a task's
+  instances survive while a near-copy of the task goes, as in Self-Instruct's own ROUGE-L filter.
+
+The embedding stage leaves alone the texts its model cannot read (mostly ``[UNK]`` tokens: Chinese under the
+default English-only MiniLM); for those, the per-character ROUGE-L stage is the near-duplicate check.
+
+In each duplicate group the kept record is chosen by ``keep``: ``first`` (input order), ``longest_output``
+or ``heuristic_score`` (ties go to the earlier record). The ROUGE-L stage visits units in that order and keeps
+a unit unless it scores ``>= rouge_threshold`` against one kept before it.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import logging
+import time
+from collections import Counter, defaultdict
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from datagen.checkpoint import count_reasons, make_reject
+from datagen.config import build, load_yaml
+from datagen.errors import ConfigError
+from datagen.filter import heuristics, judge, semantic
+from datagen.filter.rouge import greedy_dedup
+from datagen.formats import read_any, render_user_turn
+from datagen.llm.client import LLMConfig
+from datagen.records import Example, write_json, write_jsonl
+from datagen.textrules import normalize_text
+
+log = logging.getLogger("datagen.filter")
+
+STAGES = ("heuristics", "exact_dedup", "rouge_dedup", "embed_dedup", "judge")
+KEEP_POLICIES = ("first", "longest_output", "heuristic_score")
+CURATED, REJECTS, STATS = "curated.jsonl", "rejects.jsonl", "filter_stats.json"
+
+
+@dataclass(frozen=True)
+class FilterConfig:
+    """Every knob of the filter stage. YAML keys and ``--kebab-case`` flags use these names."""
+
+    inputs: tuple[Path, ...] = ()                   # record files in any format datagen reads
+    out: Path | None = None                         # output folder
+    # --- stages, in order; each can be switched off
+    heuristics: bool = True                         # 1. named rules (datagen/filter/heuristics.py)
+    exact_dedup: bool = True                        # 2. same normalised prompt
+    rouge_dedup: bool = True                        # 3. ROUGE-L near-duplicates (datagen/filter/rouge.py)
+    embed_dedup: bool = True                        # 4. embedding near-duplicates (datagen/filter/semantic.py)
+    judge: bool = False                             # 5. LLM judge (datagen/filter/judge.py); needs an endpoint
+    keep: str = "first"                             # which duplicate survives: first | longest_output | heuristic_score
+    # --- 1. heuristics. Lengths are inclusive (min, max): words for English text, characters for Chinese.
+    skip_rules: tuple[str, ...] = ()                # rule names to skip (see heuristics.RULES)
+    instruction_length: tuple[int, int] = (3, 150)  # Self-Instruct keeps 3 < words <= 150 for new instructions
+    instruction_length_zh: tuple[int, int] = (4, 300)
+    output_length: tuple[int, int] = (1, 2000)      # min 1: "Yes" and "正面" are whole answers
+    output_length_zh: tuple[int, int] = (1, 4000)
+    blacklist: tuple[str, ...] | None = None        # instruction keywords; None = textrules.BLACKLIST (en+zh); [] = off
+    repetition_ngram: int = 4                       # n of the repeated-n-gram ratio (words; characters for Chinese)
+    repetition_max: float = 0.4                     # reject an answer whose repeated n-gram share is above this
+    language_min_units: int = 4                     # shorter answers (words/characters) skip the language check
+    # --- 3. ROUGE-L
+    rouge_threshold: float = 0.7                    # drop a unit with ROUGE-L F >= this against one kept before it
+    # --- 4. embeddings
+    embed_model: str | None = None                  # sentence-transformers folder or hub id; None = bundled MiniLM
+    embed_threshold: float = 0.9                    # cosine at or above which two texts are duplicates
+    embed_grouping: str = "connected"               # connected: one survivor per union-find group of pairs;
+                                                    # greedy: drop only texts paired with a kept one (no chaining)
+    embed_max_unknown: float = 0.1                  # texts with a larger share of [UNK] tokens are not compared:
+                                                    # MiniLM reads Chinese as 20-90% [UNK] (ROUGE-L dedups those)
+    embed_batch_size: int = 64                      # texts per encoder batch
+    embed_device: str | None = None                 # cpu, cuda, mps; None = what sentence-transformers picks
+    embed_ivf_above: int = 100_000                  # exact IndexFlatIP up to this many texts, IndexIVFFlat above
+    embed_nprobe: int = 16                          # IVF lists searched per query (more = fewer missed pairs, slower)
+    # --- 5. LLM judge
+    judge_min_score: int = 3                        # keep records the judge scores >= this (1-5)
+    judge_max_tokens: int = 256                     # room for the rationale and the score line
+    llm: LLMConfig = field(default_factory=LLMConfig)
+
+    def __post_init__(self) -> None:
+        inputs = (self.inputs,) if isinstance(self.inputs, (str, Path)) else self.inputs
+        if not isinstance(inputs, (list, tuple)) or not all(isinstance(p, (str, Path)) for p in inputs):
+            raise ConfigError(f"filter.inputs must be a list of paths, got {self.inputs!r}")
+        object.__setattr__(self, "inputs", tuple(Path(p) for p in inputs))
+        if self.out is not None:
+            if not isinstance(self.out, (str, Path)):
+                raise ConfigError(f"filter.out must be a folder path, got {self.out!r}")
+            object.__setattr__(self, "out", Path(self.out))
+        for name in (*STAGES,):
+            if not isinstance(getattr(self, name), bool):
+                raise ConfigError(f"filter.{name} must be true or false, got {getattr(self, name)!r}")
+        if self.keep not in KEEP_POLICIES:
+            raise ConfigError(f"filter.keep must be one of {list(KEEP_POLICIES)}, got {self.keep!r}")
+        object.__setattr__(self, "skip_rules", _strings("skip_rules", self.skip_rules))
+        unknown = sorted(set(self.skip_rules) - set(heuristics.RULES))
+        if unknown:
+            raise ConfigError(f"filter.skip_rules: unknown rule(s) {unknown}; rules: {list(heuristics.RULES)}")
+        if self.blacklist is not None:
+            object.__setattr__(self, "blacklist", _strings("blacklist", self.blacklist))
+        for name in ("instruction_length", "instruction_length_zh", "output_length", "output_length_zh"):
+            object.__setattr__(self, name, _bounds(name, getattr(self, name)))
+        _number("repetition_ngram", self.repetition_ngram, 1, 20, integer=True)
+        _number("repetition_max", self.repetition_max, 0, 1)
+        _number("language_min_units", self.language_min_units, 0, 10_000, integer=True)
+        _number("rouge_threshold", self.rouge_threshold, 0, 1, lo_open=True)
+        _number("embed_threshold", self.embed_threshold, 0, 1, lo_open=True)
+        _number("embed_max_unknown", self.embed_max_unknown, 0, 1)
+        if self.embed_grouping not in semantic.GROUPINGS:
+            raise ConfigError(f"filter.embed_grouping must be one of {list(semantic.GROUPINGS)}, "
+                              f"got {self.embed_grouping!r}")
+        _number("embed_batch_size", self.embed_batch_size, 1, 1 << 16, integer=True)
+        _number("embed_ivf_above", self.embed_ivf_above, 1, 1 << 40, integer=True)
+        _number("embed_nprobe", self.embed_nprobe, 1, 1 << 20, integer=True)
+        _number("judge_min_score", self.judge_min_score, 1, 5, integer=True)
+        _number("judge_max_tokens", self.judge_max_tokens, 1, 1 << 20, integer=True)
+        for name in ("embed_model", "embed_device"):
+            value = getattr(self, name)
+            if value is not None and (not isinstance(value, str) or not value):
+                raise ConfigError(f"filter.{name} must be a non-empty string or unset, got {value!r}")
+        if not isinstance(self.llm, LLMConfig):
+            raise ConfigError(f"filter.llm must be a mapping of LLM settings, got {self.llm!r}")
+
+    def public_dict(self) -> dict[str, Any]:
+        """The resolved config for ``filter_stats.json`` (no secrets live in it)."""
+        out = {f.name: getattr(self, f.name) for f in dataclasses.fields(self) if f.name != "llm"}
+        out["inputs"] = [str(p) for p in self.inputs]
+        out["out"] = str(self.out) if self.out else None
+        for name, value in out.items():
+            if isinstance(value, tuple):
+                out[name] = list(value)
+        out["llm"] = self.llm.public_dict() if self.judge else None
+        return out
+
+
+def _strings(name: str, value: Any) -> tuple[str, ...]:
+    if isinstance(value, str) or not isinstance(value, (list, tuple)) or not all(isinstance(v, str) for v in value):
+        raise ConfigError(f"filter.{name} must be a list of strings, got {value!r}")
+    return tuple(value)
+
+
+def _bounds(name: str, value: Any) -> tuple[int, int]:
+    ok = isinstance(value, (list, tuple)) and len(value) == 2 and all(
+        isinstance(v, int) and not isinstance(v, bool) for v in value)
+    if not ok or not 0 <= value[0] <= value[1]:
+        raise ConfigError(f"filter.{name} must be [min, max] with 0 <= min <= max, got {value!r}")
+    return int(value[0]), int(value[1])
+
+
+def _number(name: str, value: Any, lo: float, hi: float, *, integer: bool = False, lo_open: bool = False) -> None:
+    kinds = (int,) if integer else (int, float)
+    if isinstance(value, bool) or not isinstance(value, kinds):
+        raise ConfigError(f"filter.{name} must be {'an integer' if integer else 'a number'}, got {value!r}")
+    if not (lo < value <= hi if lo_open else lo <= value <= hi):
+        raise ConfigError(f"filter.{name} must be in {'(' if lo_open else '['}{lo:g}, {hi:g}], got {value!r}")
+
+
+# ---------------------------------------------------------------------------------------------- config loading
+
+#: CLI options that configure the judge's endpoint, by click parameter name → LLMConfig field.
+_LLM_FLAGS = {"base_urls": "base_urls", "model": "model", "concurrency": "concurrency", "timeout": "timeout",
+              "max_retries": "max_retries", "rpm": "rpm", "tpm": "tpm", "cache_path": "cache_path",
+              "circuit_breaker": "circuit_breaker"}
+
+
+def load_config(path: Path | None = None, **flags: Any) -> FilterConfig:
+    """Build the config: dataclass defaults < YAML file ``path`` < ``flags`` (CLI options the user gave).
+
+    The YAML holds ``FilterConfig`` keys at the top level or under ``filter:``, with endpoint settings under
+    ``llm:``. An unknown key or a value of the wrong type is an error naming it (``datagen.config``).
+    """
+    values: dict[str, Any] = load_yaml(path) if path is not None else {}
+    if set(values) == {"filter"} and isinstance(values["filter"], dict):
+        values = dict(values["filter"])
+    where = f"{path}: filter" if path is not None else "filter"
+    llm_values = values.pop("llm", None) or {}
+    if not isinstance(llm_values, dict):
+        raise ConfigError(f"{where}.llm must be a mapping of LLM settings, got {llm_values!r}")
+    for name, value in flags.items():
+        if name == "no_cache":
+            llm_values["cache"] = not value
+        elif name in _LLM_FLAGS:
+            llm_values[_LLM_FLAGS[name]] = value
+        else:
+            values[name] = value
+    return build(FilterConfig, values, where, llm=build(LLMConfig, llm_values, f"{where}.llm"))
+
+
+# ---------------------------------------------------------------------------------------------- texts compared
+
+
+def exact_text(example: Example) -> str:
+    """What exact dedup compares (before normalising): the prompt, or the whole conversation."""
+    if example.messages:
+        return "\n".join(m["content"] for m in example.messages if m["role"] != "system")
+    return render_user_turn(example.instruction, example.input)
+
+
+def similarity_text(example: Example) -> str:
+    """What the ROUGE-L and embedding stages compare: the instruction, or for a conversation its opening
+    user turn followed by the rest of the conversation."""
+    if not example.messages:
+        return example.instruction
+    turns = [m for m in example.messages if m["role"] != "system"]
+    first = next((k for k, m in enumerate(turns) if m["role"] == "user"), 0)
+    return "\n".join([turns[first]["content"], *(m["content"] for k, m in enumerate(turns) if k != first)])
+
+
+def _answer_chars(example: Example) -> int:
+    if example.messages:
+        return sum(len(m["content"]) for m in example.messages if m["role"] == "assistant")
+    return len(example.output)
+
+
+# ---------------------------------------------------------------------------------------------- the run
+
+
+class _Run:
+    """The records, who is still in, and what each stage did."""
+
+    def __init__(self, cfg: FilterConfig, examples: list[Example]):
+        self.cfg = cfg
+        self.examples = examples
+        self.alive = list(range(len(examples)))
+        self.rejected: dict[int, Example] = {}
+        self.scores: list[float | None] = [None] * len(examples)
+        self.stages: dict[str, dict[str, Any]] = {name: {"enabled": getattr(cfg, name)} for name in STAGES}
+        for example in examples:  # a re-filtered file's old scores are stale
+            example.meta = {k: v for k, v in example.meta.items() if k != "filter"}
+
+    def filter_meta(self, i: int) -> dict[str, Any]:
+        return self.examples[i].meta.setdefault("filter", {})
+
+    def priority(self, i: int) -> tuple:
+        """Sort key: the smallest is the record a duplicate group keeps."""
+        if self.cfg.keep == "longest_output":
+            return (-_answer_chars(self.examples[i]), i)
+        if self.cfg.keep == "heuristic_score":
+            if self.scores[i] is None:
+                self.scores[i] = heuristics.graded_score(self.examples[i], self.cfg)
+            return (-self.scores[i], i)
+        return (i,)
+
+    def drop(self, i: int, stage: str, reason: str, detail: Any = None, **extra: Any) -> None:
+        self.rejected[i] = make_reject(self.examples[i], stage, reason, detail, **extra)
+
+    def stage(self, name: str, survivors: list[int], started: float, **extra: Any) -> None:
+        dropped = [i for i in self.alive if i in self.rejected and self.rejected[i].reject["stage"] == name]
+        self.stages[name].update({"in": len(self.alive), "kept": len(survivors), "rejected": len(dropped),
+                                  "reasons": dict(Counter(self.rejected[i].reject["reason"] for i in dropped)),
+                                  "seconds": round(time.perf_counter() - started, 4), **extra})
+        log.info("filter %s: kept %d of %d", name, len(survivors), len(self.alive))
+        self.alive = survivors
+
+    def units(self) -> list[list[int]]:
+        """Alive records grouped by their normalised similarity text, each unit best-first, units best-first."""
+        groups: dict[str, list[int]] = defaultdict(list)
+        for i in self.alive:
+            groups[normalize_text(similarity_text(self.examples[i]))].append(i)
+        units = [sorted(members, key=self.priority) for members in groups.values()]
+        return sorted(units, key=lambda unit: self.priority(unit[0]))
+
+
+def _heuristics(run: _Run) -> None:
+    started, survivors = time.perf_counter(), []
+    for i in run.alive:
+        result = heuristics.evaluate(run.examples[i], run.cfg)
+        meta = run.filter_meta(i)
+        meta["heuristic_score"] = run.scores[i] = result.score
+        if result.flags:
+            meta["heuristic_flags"] = [rule for rule, _ in result.flags]
+            rule, detail = result.flags[0]
+            run.drop(i, heuristics.STAGE, rule, detail)
+        else:
+            survivors.append(i)
+    run.stage("heuristics", survivors, started)
+
+
+def _exact_dedup(run: _Run) -> None:
+    started = time.perf_counter()
+    groups: dict[str, list[int]] = defaultdict(list)
+    for i in run.alive:
+        groups[normalize_text(exact_text(run.examples[i]))].append(i)
+    for members in groups.values():
+        keep, *rest = sorted(members, key=run.priority)
+        for i in rest:
+            run.drop(i, "exact_dedup", "exact_duplicate", "same normalised prompt",
+                     duplicate_of=run.examples[keep].id, score=1.0)
+    run.stage("exact_dedup", sorted(i for i in run.alive if i not in run.rejected), started)
+
+
+def _drop_units(run: _Run, stage: str, reason: str, units: list[list[int]],
+                dropped: list[tuple[int, int, float]], detail: str) -> None:
+    for unit, dup_unit, score in dropped:
+        kept = run.examples[units[dup_unit][0]].id
+        for i in units[unit]:
+            run.drop(i, stage, reason, detail, duplicate_of=kept, score=round(float(score), 4))
+
+
+def _rouge_dedup(run: _Run) -> None:
+    started = time.perf_counter()
+    units = run.units()
+    texts = [similarity_text(run.examples[unit[0]]) for unit in units]
+    _, dropped = greedy_dedup(texts, run.cfg.rouge_threshold)
+    _drop_units(run, "rouge_dedup", "rouge_near_duplicate", units, dropped,
+                f"ROUGE-L F >= {run.cfg.rouge_threshold} against a kept record")
+    run.stage("rouge_dedup", sorted(i for i in run.alive if i not in run.rejected), started, units=len(units))
+
+
+def _embed_dedup(run: _Run) -> dict[str, Any]:
+    cfg, started = run.cfg, time.perf_counter()
+    units = run.units()
+    texts = [similarity_text(run.examples[unit[0]]) for unit in units]
+    result = semantic.embed_dedup(
+        texts, priority=list(range(len(units))), threshold=cfg.embed_threshold, grouping=cfg.embed_grouping,
+        max_unknown=cfg.embed_max_unknown,
+        model=cfg.embed_model, device=cfg.embed_device, batch_size=cfg.embed_batch_size,
+        ivf_above=cfg.embed_ivf_above, nprobe=cfg.embed_nprobe)
+    _drop_units(run, "embed_dedup", "embedding_near_duplicate", units, result.dropped,
+                f"cosine >= {cfg.embed_threshold} in a group with a kept record" if cfg.embed_grouping == "connected"
+                else f"cosine >= {cfg.embed_threshold} against a kept record")
+    run.stage("embed_dedup", sorted(i for i in run.alive if i not in run.rejected), started, **result.stats)
+    return result.stats
+
+
+async def _judge(run: _Run) -> dict[str, Any]:
+    from datagen.llm.endpoint import endpoint
+
+    cfg, started = run.cfg, time.perf_counter()
+    sampling = dataclasses.replace(judge.SAMPLING, max_tokens=cfg.judge_max_tokens)
+    with endpoint(cfg.llm) as llm_cfg:
+        verdicts, ledger = await judge.judge_examples([run.examples[i] for i in run.alive], llm_cfg, sampling)
+    survivors = []
+    for i, verdict in zip(run.alive, verdicts):
+        run.filter_meta(i)["judge"] = verdict.meta()
+        if verdict.error:
+            run.drop(i, judge.STAGE, verdict.error, verdict.detail)
+        elif verdict.score < cfg.judge_min_score:
+            run.drop(i, judge.STAGE, "low_judge_score", f"score {verdict.score} < {cfg.judge_min_score}",
+                     score=verdict.score)
+        else:
+            survivors.append(i)
+    run.stage("judge", survivors, started, llm=ledger)
+    return ledger
+
+
+def _preflight(cfg: FilterConfig) -> None:
+    """Fail on what can be checked up front, before minutes of work and before anything is written."""
+    if not cfg.inputs:
+        raise ConfigError("filter: no input files; pass IN... or set 'inputs' in the config")
+    if cfg.out is None:
+        raise ConfigError("filter: no output folder; pass --out DIR or set 'out' in the config")
+    if cfg.out.exists() and not cfg.out.is_dir():
+        raise ConfigError(f"--out {cfg.out}: exists and is not a folder")
+    if cfg.embed_dedup and cfg.embed_model is None:
+        semantic.default_model_path()
+    if cfg.judge:
+        from datagen.llm.client import resolve_base_urls
+        from datagen.prompts import get_template
+
+        resolve_base_urls(cfg.llm)
+        for lang in ("en", "zh"):
+            get_template(f"{lang}/{judge.TEMPLATE}")
+
+
+async def run_filter(cfg: FilterConfig) -> dict[str, Any]:
+    """Run the enabled stages over every input record; write the outputs; return the stats."""
+    total_started = time.perf_counter()
+    _preflight(cfg)
+    examples: list[Example] = []
+    for path in cfg.inputs:
+        examples.extend(read_any(path))  # RecordError (path:line) before anything is written
+    run = _Run(cfg, examples)
+    if cfg.heuristics:
+        _heuristics(run)
+    if cfg.exact_dedup:
+        _exact_dedup(run)
+    if cfg.rouge_dedup:
+        _rouge_dedup(run)
+    if cfg.embed_dedup:
+        _embed_dedup(run)
+    if cfg.judge and run.alive:
+        await _judge(run)
+
+    curated = [examples[i] for i in run.alive]
+    rejects = [run.rejected[i] for i in sorted(run.rejected)]
+    if len(curated) + len(rejects) != len(examples) or set(run.alive) & set(run.rejected):
+        raise AssertionError(f"filter lost track of records: {len(examples)} in, {len(curated)} curated + "
+                             f"{len(rejects)} rejected")  # never under -O: this is the stage's contract
+    stats = {
+        "stage": "filter", "inputs": [str(p) for p in cfg.inputs], "out": str(cfg.out), "records_in": len(examples),
+        "curated": len(curated), "kept": len(curated), "rejected": len(rejects),
+        "rejects_by_reason": count_reasons(rejects),
+        "rejects_by_stage": dict(Counter(r.reject["stage"] for r in rejects)), "stages": run.stages,
+        "llm": run.stages["judge"].get("llm"), "seconds": round(time.perf_counter() - total_started, 4),
+        "config": cfg.public_dict(),
+    }
+    out = Path(cfg.out)
+    (out / STATS).unlink(missing_ok=True)  # a stale marker must not vouch for half-replaced outputs
+    write_jsonl(out / REJECTS, rejects)
+    write_jsonl(out / CURATED, curated)
+    write_json(out / STATS, stats)  # written last: its presence means the stage finished
+    return stats

