@@ -225,6 +225,48 @@ def self_instruct_cmd(seeds, out, num_instructions, lang, style, batch_size, num
                f"{out / 'records.jsonl'}; {stats['rejected']} rejected ({stats['llm']['succeeded']} calls, "
                f"{stats['llm']['cached']} from cache)")
 
+@cli.command("self-instruct-multiturn")
+@click.option("--seeds", type=click.Path(path_type=Path), required=True,
+              help="Seed conversations (JSONL of OpenAI messages or sharegpt conversations).")
+@click.option("--num-conversations", type=click.IntRange(min=1), default=50, show_default=True,
+              help="Conversations to keep, each with at least 2 user turns.")
+@click.option("--out", type=click.Path(file_okay=False, path_type=Path), required=True, help="Output folder.")
+@click.option("--lang", type=click.Choice(["en", "zh"]), default="en", show_default=True)
+@click.option("--min-turns", type=click.IntRange(min=2), default=2, show_default=True,
+              help="Fewest user turns a conversation is planned with.")
+@click.option("--max-turns", type=click.IntRange(min=2), default=3, show_default=True,
+              help="Most user turns; each conversation draws its count from [min, max].")
+@click.option("--style", type=click.Choice(["completion", "chat"]), default="completion", show_default=True,
+              help="completion: openers continue a numbered list and the simulated user continues a transcript "
+                   "(/v1/completions; best for small models). chat: ask an instruction-following model.")
+@click.option("--batch-size", type=click.IntRange(min=1), default=5, show_default=True,
+              help="Opener requests in flight per bootstrap round.")
+@click.option("--seed", type=int, default=0, show_default=True,
+              help="RNG seed: in-context sampling, turn counts and follow-up kinds.")
+@llm_options
+def self_instruct_multiturn_cmd(seeds, num_conversations, out, lang, min_turns, max_turns, style, batch_size, seed,
+                                **llm_opts):
+    """Grow multi-turn conversations from seed dialogues (multi-turn Self-Instruct).
+
+    New first turns are bootstrapped from the seeds' first turns; the LLM then answers, plays the user with a
+    follow-up, and answers again. Failed turns cut a conversation back (kept with >= 2 user turns). Resumable.
+    Writes OUT/records.jsonl (with messages), OUT/rejects.jsonl and OUT/stats.json.
+
+    \b
+    Example:  datagen self-instruct-multiturn --seeds seeds/seed_dialogues.jsonl --num-conversations 10 \\
+                  --out outputs/mt --base-url embedded
+    """
+    from datagen.generate.multiturn import MultiTurnConfig, generate
+    from datagen.llm.endpoint import endpoint
+
+    with endpoint(llm_config(**llm_opts)) as llm_cfg:
+        cfg = MultiTurnConfig(seeds=seeds, out=out, num_conversations=num_conversations, lang=lang,
+                              min_turns=min_turns, max_turns=max_turns, style=style, batch_size=batch_size,
+                              seed=seed, llm=llm_cfg)
+        stats = asyncio.run(generate(cfg))
+    click.echo(f"wrote {stats['kept']} conversations (user turns: {stats['turns']}) to {out / 'records.jsonl'}; "
+               f"{stats['rejected']} rejected ({stats['llm']['succeeded']} calls, {stats['llm']['cached']} from cache)")
+
 # ---- generator commands: self-qa ----
 
 
@@ -256,7 +298,7 @@ def self_qa_cmd(docs, out, questions_per_chunk, chunk_tokens, chunk_overlap, lan
 
     \b
     Example:  datagen self-qa --docs seeds/docs --out gen/qa --base-url embedded \\
-                --max-chunks 6 --questions-per-chunk 2 --max-tokens 160
+                --max-chunks 18 --temperature 0.3 --max-tokens 160
     """
     from datagen.generate.self_qa import SelfQAConfig, generate
     from datagen.llm.client import SamplingParams
