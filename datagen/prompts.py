@@ -122,4 +122,10 @@ def show(name: str) -> str:
         raise TemplateError(f"prompt template {root / _template_file(name)} not found; "
                             f"available: {', '.join(list_templates())}") from None
     names = meta.find_undeclared_variables(env.parse(source))
-    return render(name, **{n: _Placeholder(n) for n in names})
+    try:
+        return render(name, **{n: _Placeholder(n) for n in names})
+    except TemplateError as exc:
+        # Templates with logic over their values (lookups, comparisons) cannot run on placeholders:
+        # show the source instead, saying which variables it takes.
+        return (f"{{# {name} needs real values to render ({exc}); variables: {', '.join(sorted(names))} #}}\n"
+                + source.rstrip())

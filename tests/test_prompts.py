@@ -64,4 +64,12 @@ def test_cli_prompts_list_and_show(prompt_dir):
 
 def test_every_shipped_template_renders_with_placeholders():
     for name in prompts.list_templates():
-        assert prompts.show(name).strip(), name
+        shown = prompts.show(name)
+        assert shown.strip(), name
+        prompts.template_ref(name)  # parses and hashes
+
+
+def test_show_falls_back_to_source_for_templates_with_logic(prompt_dir):
+    (prompt_dir / "en" / "lookup.j2").write_text("{% set kinds = {'a': 'Ask'} %}{{ kinds[kind] }}: {{ text }}")
+    shown = prompts.show("en/lookup")
+    assert "needs real values" in shown and "variables: kind, text" in shown and "kinds[kind]" in shown
