@@ -1,0 +1,443 @@
+"""Documents for Self-QA: find files, load them as plain text, and cut the text into overlapping chunks.
+
+    docs, skipped = load_documents("seeds/docs")              # a folder (recursive), a file or a glob
+    chunks = [c for d in docs for c in chunk_document(d, size=200, overlap=40)]
+    chunks[0].doc_id, chunks[0].start, chunks[0].end          # ('history_of_the_bicycle.html', 0, 709)
+    docs[0].text[chunks[0].start:chunks[0].end] == chunks[0].text   # True
+
+Loaders: ``.txt``/``.md``/``.rst`` (the text as it is), ``.html`` (visible text only: scripts, styles and
+other non-content elements are dropped), ``.jsonl`` (one document per line, from a configurable string
+field), ``.csv``/``.tsv`` (one sentence per row: ``name: apple; price: 3.``), and ``.pdf`` when the optional
+``pypdf`` is installed. Bytes that are not UTF-8 are decoded with the encoding charset-normalizer detects.
+A file that is empty, binary, undecodable, unreadable or of an unknown type is skipped and reported with
+its reason; it never stops the run. A path that does not exist is a ConfigError.
+
+A document's ``text`` is what the loader produced (decoded, newlines normalized to ``\\n``); chunk spans
+index into it: ``[start, end)`` in characters, ``[byte_start, byte_end)`` in its UTF-8 encoding.
+
+Chunking counts tokens cheaply and without a model: a Latin word is one token, a CJK character is one
+token (``datagen.lang.is_cjk``). A chunk holds at most ``size`` tokens and ends, by preference, at a
+paragraph break, then a line break, then a sentence end (``. ! ?`` followed by a space, or ``。！？`` anywhere),
+then a clause end (``, ; :`` followed by a space, or ``，、；：``); only a run longer than ``size`` with none of
+these is cut between tokens. The next chunk starts on a sentence boundary inside the last ``overlap`` tokens
+if one shares at least half of them, else on a clause boundary there, else exactly ``overlap`` tokens back.
+So chunks cover the whole text, consecutive chunks share at most ``overlap`` tokens, and no boundary falls
+inside a character.
+"""
+
+from __future__ import annotations
+
+import bisect
+import csv
+import glob
+import hashlib
+import io
+import json
+import re
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass
+from pathlib import Path
+
+from datagen.errors import ConfigError
+from datagen.lang import detect_lang, is_cjk
+
+#: File types a loader exists for (``.pdf`` needs the optional ``pypdf``).
+TEXT_SUFFIXES = (".txt", ".text", ".md", ".markdown", ".rst")
+HTML_SUFFIXES = (".html", ".htm", ".xhtml")
+SUFFIXES = (*TEXT_SUFFIXES, *HTML_SUFFIXES, ".jsonl", ".csv", ".tsv", ".pdf")
+
+
+@dataclass(frozen=True)
+class Document:
+    """One loaded document; ``doc_id`` is its path relative to what was given (``a/b.md``, ``x.jsonl:3``)."""
+
+    doc_id: str
+    text: str
+    path: Path
+    encoding: str = "utf-8"    # the encoding the bytes were decoded with
+
+
+@dataclass(frozen=True)
+class Skipped:
+    """A file that yielded no document, and why (reported in ``stats.json``)."""
+
+    doc_id: str
+    reason: str
+
+
+@dataclass(frozen=True)
+class Chunk:
+    """A piece of a document: ``text == document.text[start:end]``; ``hash`` identifies the content."""
+
+    doc_id: str
+    index: int                 # position among the document's chunks
+    start: int                 # character span [start, end) into the document's text
+    end: int
+    byte_start: int            # the same span in the text's UTF-8 bytes
+    byte_end: int
+    text: str
+    tokens: int
+    hash: str                  # sha256 of the chunk text (first 16 hex digits)
+
+    @property
+    def key(self) -> str:
+        """Stable identity for resume: where the chunk is and what it holds."""
+        return f"{self.doc_id}@{self.start}-{self.end}:{self.hash}"
+
+
+class _Skip(Exception):
+    """Raised by a loader: this file yields no document, for the reason given."""
+
+
+# ---------------------------------------------------------------------------------------------- finding
+
+
+def find_files(spec: str | Path) -> tuple[Path, list[Path]]:
+    """The files ``spec`` names and the folder their ``doc_id``s are relative to.
+
+    ``spec`` is a file, a folder (walked recursively; hidden files and folders are left out) or a glob
+    (``docs/**/*.md``). A spec that matches nothing is a ConfigError.
+    """
+    spec_str = str(spec)
+    path = Path(spec_str).expanduser()
+    if path.is_dir():
+        files = [p for p in path.rglob("*") if not p.is_dir() and not _hidden(p.relative_to(path))]
+        return path, sorted(files)
+    if path.exists() or path.is_symlink():
+        return path.parent, [path]
+    if glob.has_magic(spec_str):
+        matches = [Path(m) for m in glob.glob(str(path), recursive=True)]
+        files = sorted(p for p in matches if not p.is_dir())
+        if not files:
+            raise ConfigError(f"--docs {spec_str!r}: the pattern matches no file")
+        return _glob_root(path), files
+    raise ConfigError(f"--docs {spec_str}: no such file or folder")
+
+
+def _hidden(relative: Path) -> bool:
+    return any(part.startswith(".") for part in relative.parts)
+
+
+def _glob_root(pattern: Path) -> Path:
+    """The longest leading part of a glob without wildcards: what its doc_ids are relative to."""
+    parts = []
+    for part in pattern.parts:
+        if glob.has_magic(part):
+            break
+        parts.append(part)
+    return Path(*parts) if parts else Path(".")
+
+
+# ---------------------------------------------------------------------------------------------- loading
+
+
+def load_documents(spec: str | Path, text_field: str = "text") -> tuple[list[Document], list[Skipped]]:
+    """Load every document ``spec`` names; files that yield nothing come back as ``Skipped`` with a reason."""
+    root, files = find_files(spec)
+    docs: list[Document] = []
+    skipped: list[Skipped] = []
+    for path in files:
+        doc_id = _doc_id(path, root)
+        try:
+            loaded = list(_load_file(path, doc_id, text_field=text_field))
+        except _Skip as exc:
+            skipped.append(Skipped(doc_id, str(exc)))
+            continue
+        for item in loaded:
+            (docs if isinstance(item, Document) else skipped).append(item)
+    return docs, skipped
+
+
+def _doc_id(path: Path, root: Path) -> str:
+    try:
+        return path.relative_to(root).as_posix()
+    except ValueError:
+        return path.as_posix()
+
+
+def _load_file(path: Path, doc_id: str, text_field: str = "text") -> Iterator[Document | Skipped]:
+    """The document(s) in one file (a ``.jsonl`` holds one per line); raises ``_Skip`` when there are none."""
+    suffix = path.suffix.lower()
+    if suffix not in SUFFIXES:
+        raise _Skip(f"unsupported file type {suffix or '(no extension)'}; supported: {' '.join(SUFFIXES)}")
+    if not path.is_file():
+        raise _Skip("unreadable: not a regular file (a broken link?)")
+    try:
+        data = path.read_bytes()
+    except OSError as exc:
+        raise _Skip(f"unreadable: {exc.strerror or exc}") from None
+    if not data.strip():
+        raise _Skip("empty file")
+    if suffix == ".pdf":
+        yield _document(doc_id, path, _pdf_text(data), "pdf")
+        return
+    text, encoding = decode_bytes(data)
+    if suffix == ".jsonl":
+        yield from _jsonl_documents(text, doc_id, path, encoding, text_field)
+        return
+    loader: Callable[[str], str] = _LOADERS.get(suffix, lambda t: t)
+    yield _document(doc_id, path, loader(text), encoding)
+
+
+def _document(doc_id: str, path: Path, text: str, encoding: str) -> Document:
+    if not text.strip():
+        raise _Skip("no text in the file")
+    return Document(doc_id=doc_id, text=text, path=path, encoding=encoding)
+
+
+def decode_bytes(data: bytes) -> tuple[str, str]:
+    """Text and encoding name: UTF-8 (with or without BOM), UTF-16 by BOM, else what charset-normalizer finds.
+
+    Raises ``_Skip`` for binary data (NUL bytes without a UTF-16 BOM) and for bytes no encoding explains.
+    """
+    if data.startswith((b"\xff\xfe", b"\xfe\xff")):
+        encoding, text = "utf-16", data.decode("utf-16", errors="replace")
+    elif b"\x00" in data[:8192]:
+        raise _Skip("binary file (contains NUL bytes)")
+    else:
+        try:
+            encoding, text = "utf-8", data.decode("utf-8-sig")
+        except UnicodeDecodeError:
+            from charset_normalizer import from_bytes
+
+            best = from_bytes(data).best()
+            if best is None:
+                raise _Skip("binary or undecodable file (no text encoding fits its bytes)") from None
+            encoding, text = best.encoding, str(best)
+    text = text.replace("\r\n", "\n").replace("\r", "\n")
+    if _control_share(text) > 0.05:
+        raise _Skip(f"binary file (mostly control characters when decoded as {encoding})")
+    return text, encoding
+
+
+def _control_share(text: str) -> float:
+    sample = text[:8192]
+    control = sum(1 for c in sample if ord(c) < 32 and c not in "\n\t\f\v")
+    return control / max(1, len(sample))
+
+
+def _html_text(markup: str) -> str:
+    """Visible text of an HTML page: one paragraph per block element; scripts, styles and forms dropped."""
+    from bs4 import BeautifulSoup
+
+    soup = BeautifulSoup(markup, "html.parser")
+    for tag in soup(["script", "style", "noscript", "template", "head", "svg", "iframe", "object", "form", "button"]):
+        tag.decompose()
+    blocks = ("p", "div", "section", "article", "main", "header", "footer", "aside", "nav", "blockquote", "pre",
+              "h1", "h2", "h3", "h4", "h5", "h6", "li", "dt", "dd", "tr", "table", "ul", "ol", "dl", "figure",
+              "figcaption", "caption", "address", "hr", "br")
+    for tag in soup.find_all(blocks):
+        prefix = "- " if tag.name == "li" else ""
+        tag.insert_before("\n\n" + prefix)
+        tag.insert_after("\n\n")
+    for cell in soup.find_all(["td", "th"]):
+        cell.insert_after(" ")
+    return _tidy(soup.get_text())
+
+
+def _tidy(text: str) -> str:
+    """Collapse runs of spaces within lines and of blank lines between paragraphs."""
+    lines = [re.sub(r"[ \t\u00a0]+", " ", line).strip() for line in text.split("\n")]
+    text = "\n".join(lines)
+    return re.sub(r"\n{3,}", "\n\n", text).strip()
+
+
+def _table_text(text: str, delimiter: str) -> str:
+    """One sentence per row: ``header: value; header: value.`` (empty cells are left out)."""
+    rows = [row for row in csv.reader(io.StringIO(text), delimiter=delimiter) if any(c.strip() for c in row)]
+    if len(rows) < 2:
+        raise _Skip("table has a header but no rows" if rows else "no text in the file")
+    header = [h.strip() or f"column {i + 1}" for i, h in enumerate(rows[0])]
+    zh = detect_lang(" ".join(header)) == "zh"
+    colon, sep, stop = ("：", "；", "。") if zh else (": ", "; ", ".")
+    sentences = []
+    for row in rows[1:]:
+        cells = [f"{header[i] if i < len(header) else f'column {i + 1}'}{colon}{v.strip()}"
+                 for i, v in enumerate(row) if v.strip()]
+        sentence = sep.join(cells)
+        sentences.append(sentence if sentence.endswith((".", "!", "?", "。", "！", "？")) else sentence + stop)
+    return "\n".join(sentences)
+
+
+def _jsonl_documents(text: str, doc_id: str, path: Path, encoding: str, field: str) -> Iterator[Document | Skipped]:
+    found = False
+    for number, line in enumerate(text.split("\n"), start=1):
+        if not line.strip():
+            continue
+        where = f"{doc_id}:{number}"
+        try:
+            value = json.loads(line)
+        except ValueError as exc:
+            yield Skipped(where, f"invalid JSON: {exc}")
+            continue
+        body = value.get(field) if isinstance(value, dict) else None
+        if not isinstance(body, str) or not body.strip():
+            yield Skipped(where, f"no non-empty string field {field!r}")
+            continue
+        found = True
+        yield Document(doc_id=where, text=body.replace("\r\n", "\n"), path=path, encoding=encoding)
+    if not found:
+        raise _Skip(f"no line with a non-empty string field {field!r}")
+
+
+def _pdf_text(data: bytes) -> str:
+    try:
+        from pypdf import PdfReader
+    except ImportError:
+        raise _Skip("PDF support needs the optional package pypdf: pip install pypdf") from None
+    try:
+        reader = PdfReader(io.BytesIO(data))
+        pages = [(page.extract_text() or "").strip() for page in reader.pages]
+    except Exception as exc:  # pypdf raises many types for broken or encrypted files
+        raise _Skip(f"unreadable PDF: {type(exc).__name__}: {exc}") from None
+    text = _tidy("\n\n".join(p for p in pages if p))
+    if not text:
+        raise _Skip("PDF has no extractable text (a scanned image?)")
+    return text
+
+
+_LOADERS: dict[str, Callable[[str], str]] = {
+    **{s: _html_text for s in HTML_SUFFIXES},
+    ".csv": lambda t: _table_text(t, ","),
+    ".tsv": lambda t: _table_text(t, "\t"),
+}
+
+
+# ---------------------------------------------------------------------------------------------- chunking
+
+_WHITESPACE_RUN = re.compile(r"\S+")
+# Where a new unit may start, with a strength: 3 after a blank line, 2 after a line break, 1 after a sentence.
+_PARAGRAPH = re.compile(r"\n[ \t]*\n\s*")
+_LINE = re.compile(r"\n\s*")
+_CLAUSE = re.compile(r"(?:[,;:]\s+|[，、；：]\s*)")
+_SENTENCE = re.compile(r"(?:[.!?…]+[\"'”’)\]]*\s+|[。！？；]+[”’」』）)]*\s*)")
+_HEADING = re.compile(r"^\s{0,3}#{1,6}\s")
+
+
+def token_starts(text: str) -> list[int]:
+    """Character offsets where tokens start: each Latin word, each CJK character (no model needed)."""
+    starts = []
+    for match in _WHITESPACE_RUN.finditer(text):
+        run, offset = match.group(), match.start()
+        if not any(is_cjk(c) for c in run):
+            starts.append(offset)
+            continue
+        in_word = False
+        for i, char in enumerate(run):
+            if is_cjk(char):
+                starts.append(offset + i)
+                in_word = False
+            elif not in_word:
+                starts.append(offset + i)
+                in_word = True
+    return starts
+
+
+def count_tokens(text: str) -> int:
+    """Tokens as the chunker counts them: Latin words plus CJK characters."""
+    return len(token_starts(text))
+
+
+def _boundaries(text: str) -> dict[int, int]:
+    """Positions where a chunk may end (and the next begin) → strength: 3 paragraph, 2 line, 1 sentence, 0 clause."""
+    strength: dict[int, int] = {}
+    for level, pattern in ((0, _CLAUSE), (1, _SENTENCE), (2, _LINE), (3, _PARAGRAPH)):
+        for match in pattern.finditer(text):
+            end = match.end()
+            if not 0 < end < len(text):
+                continue
+            if level > 1:
+                # A chunk that ends right after a markdown heading would orphan it from its section.
+                line = text[text.rfind("\n", 0, match.start()) + 1 : match.start()]
+                if _HEADING.match(line):
+                    strength[end] = 1
+                    continue
+            strength[end] = max(level, strength.get(end, 0))
+    return strength
+
+
+def chunk_spans(text: str, size: int, overlap: int) -> list[tuple[int, int]]:
+    """Character spans ``[start, end)`` of the chunks of ``text`` (see the module docstring for the rules)."""
+    if size < 1 or not 0 <= overlap < size:
+        raise ConfigError(f"chunking needs size ≥ 1 and 0 ≤ overlap < size, got size={size}, overlap={overlap}")
+    starts = token_starts(text)
+    if not starts:
+        return [(0, len(text))] if text else []
+    strength = _boundaries(text)
+    token_set = set(starts)  # "。word" has a sentence mark inside one token: no cut there
+    cuts = sorted(c for c in strength if c in token_set)
+    spans: list[tuple[int, int]] = []
+    begin = 0
+    while True:
+        first = bisect.bisect_left(starts, begin)
+        if len(starts) - first <= size:
+            spans.append((begin, len(text)))
+            return spans
+        limit = starts[first + size]          # the chunk must end at or before the (size+1)-th token
+        end = _best_cut(cuts, strength, starts, begin, limit, size)
+        spans.append((begin, end))
+        begin = _next_begin(cuts, strength, starts, begin, end, overlap)
+
+
+def _best_cut(cuts: list[int], strength: dict[int, int], starts: list[int], begin: int, limit: int, size: int) -> int:
+    """The end of a chunk starting at ``begin``: the strongest boundary in (begin, limit] that keeps at
+    least half the budget, the latest of equal strength; a shorter chunk only when no such boundary exists."""
+    candidates = cuts[bisect.bisect_right(cuts, begin) : bisect.bisect_right(cuts, limit)]
+    min_end = starts[bisect.bisect_left(starts, begin) + max(1, size // 2)]
+    for level in (3, 2, 1, 0):
+        good = [c for c in candidates if strength[c] >= level and c >= min_end]
+        if good:
+            return good[-1]
+    for level in (1, 0):
+        good = [c for c in candidates if strength[c] >= level]
+        if good:
+            return good[-1]
+    return limit                              # a run longer than `size` with no boundary: cut between tokens
+
+
+def _next_begin(cuts: list[int], strength: dict[int, int], starts: list[int], begin: int, end: int,
+                overlap: int) -> int:
+    """Where the chunk after ``[begin, end)`` starts: a boundary inside its last ``overlap`` tokens."""
+    if overlap == 0:
+        return end
+    end_index = bisect.bisect_left(starts, end)
+    window_index = max(bisect.bisect_left(starts, begin) + 1, end_index - overlap)
+    if window_index >= end_index:
+        return end
+    window = starts[window_index]             # the earliest start that keeps the overlap ≤ `overlap` tokens
+    inside = cuts[bisect.bisect_left(cuts, window) : bisect.bisect_left(cuts, end)]
+    sentences = [c for c in inside if strength[c] >= 1]
+    if sentences and (end_index - bisect.bisect_left(starts, sentences[0])) * 2 >= overlap:
+        return sentences[0]                   # a sentence start sharing at least half the overlap
+    if inside:
+        return inside[0]                      # a clause start
+    return window                             # neither: overlap exactly, between tokens
+
+
+def chunk_document(document: Document, size: int = 200, overlap: int = 40) -> list[Chunk]:
+    """The document's chunks, with character and byte spans and a content hash."""
+    text = document.text
+    spans = chunk_spans(text, size, overlap)
+    chunks = []
+    byte_at = _ByteOffsets(text)
+    for index, (start, end) in enumerate(spans):
+        piece = text[start:end]
+        chunks.append(Chunk(doc_id=document.doc_id, index=index, start=start, end=end,
+                            byte_start=byte_at(start), byte_end=byte_at(end), text=piece,
+                            tokens=count_tokens(piece), hash=hashlib.sha256(piece.encode("utf-8")).hexdigest()[:16]))
+    return chunks
+
+
+class _ByteOffsets:
+    """Character offset → UTF-8 byte offset, for increasing or repeated queries without re-encoding the prefix."""
+
+    def __init__(self, text: str):
+        self.text = text
+        self.char, self.byte = 0, 0
+
+    def __call__(self, position: int) -> int:
+        if position < self.char:
+            self.char, self.byte = 0, 0
+        self.byte += len(self.text[self.char : position].encode("utf-8"))
+        self.char = position
+        return self.byte
