@@ -603,8 +603,17 @@ def prompts_show(name: str) -> None:
     click.echo(show(name))
 
 
+def _exit_on_sigterm(signum: int, frame: Any) -> None:
+    # The default SIGTERM death runs no finally blocks: the embedded server a command started would be
+    # orphaned and half-written temp files left. Exiting through SystemExit unwinds properly.
+    raise SystemExit(128 + signum)
+
+
 def main() -> None:
     """Console entry point: unexpected errors get one line (or a traceback with DATAGEN_DEBUG=1) and exit 1."""
+    import signal
+
+    signal.signal(signal.SIGTERM, _exit_on_sigterm)
     try:
         cli.main(prog_name="datagen", standalone_mode=True)
     except Exception as exc:  # click already handled usage errors and DatagenError

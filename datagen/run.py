@@ -18,11 +18,13 @@ from __future__ import annotations
 
 import asyncio
 import dataclasses
+import glob
 import hashlib
 import importlib
 import json
 import logging
 import platform
+import shutil
 import subprocess
 import sys
 import time
@@ -33,9 +35,9 @@ from pathlib import Path
 from typing import Any
 
 from datagen.config import apply_overrides, build, check_keys, load_yaml, redact, to_plain
-from datagen.errors import ConfigError
+from datagen.errors import ConfigError, UserError
 from datagen.llm.client import LLMConfig
-from datagen.records import write_json
+from datagen.records import make_dirs, write_json
 
 log = logging.getLogger("datagen.run")
 
@@ -165,7 +167,23 @@ def load_plan(path: str | Path, overrides: tuple[str, ...] = ()) -> Plan:
         stages.append((spec, build(cls, section, f"{where}: {spec.name}", **fixed)))
     if not stages:
         raise ConfigError(f"{where}: no stage is configured; add at least one of {', '.join(s.name for s in STAGES)}")
+    _check_input_paths(stages, where)
     return Plan(name=name, run_dir=run_dir, llm=llm, raw=raw, stages=stages)
+
+
+#: Paths a stage reads from the user's disk: a typo must fail before the first stage runs, not after it.
+_INPUT_PATHS = {"self_instruct": ("seeds",), "self_qa": ("docs",), "self_kg": ("graph", "labels"),
+                "train": ("base",), "eval": ("base",)}
+
+
+def _check_input_paths(stages: list[tuple[StageSpec, Any]], where: str) -> None:
+    for spec, cfg in stages:
+        for name in _INPUT_PATHS.get(spec.name, ()):
+            value = getattr(cfg, name, None)
+            if value is None or str(value) == "embedded" or glob.has_magic(str(value)):
+                continue  # the embedded model needs no path; a glob is matched by the stage itself
+            if not Path(value).expanduser().exists():
+                raise ConfigError(f"{where}: {spec.name}.{name}: no such file or folder: {value}")
 
 
 # ---------------------------------------------------------------------------------------------- hashing
@@ -236,6 +254,12 @@ def is_done(run_dir: Path, spec: StageSpec, print_: str) -> bool:
         return False
     if done.get("fingerprint") != print_:
         return False
+    if (done.get("manifest") or {}).get("llm_failures"):
+        # Requests that failed for good are not a result: a resumed run asks them again (the stage's own
+        # state replays everything else, so this costs only the missing calls).
+        log.info("%s: %d request(s) failed for good last time; running it again", spec.name,
+                 len(done["manifest"]["llm_failures"]))
+        return False
     return all(hash_path(run_dir / spec.name / name) == h for name, h in done.get("outputs", {}).items())
 
 
@@ -250,7 +274,19 @@ def run_pipeline(config_path: str | Path, overrides: tuple[str, ...] = (), resum
     if run_dir.exists() and any(run_dir.iterdir()) and not resume:
         raise ConfigError(f"{run_dir} already holds a run: pass --resume to continue it (finished stages are "
                           "skipped), or choose another name")
-    run_dir.mkdir(parents=True, exist_ok=True)
+    created = next((p for p in reversed((run_dir, *run_dir.parents)) if not p.exists()), None)
+    make_dirs(run_dir)
+    try:
+        return _run_stages(plan, config_path, overrides, started)
+    except UserError:
+        # A bad input found by a stage leaves no empty run folder behind (which would demand --resume).
+        if created is not None and not any(p.is_file() for p in created.rglob("*")):
+            shutil.rmtree(created, ignore_errors=True)
+        raise
+
+
+def _run_stages(plan: Plan, config_path: str | Path, overrides: tuple[str, ...], started: float) -> dict[str, Any]:
+    run_dir = plan.run_dir
     manifest: dict[str, Any] = {
         "name": plan.name, "complete": False, "config": redact(plan.raw), "config_file": str(config_path),
         "overrides": list(overrides), "versions": package_versions(), "git_commit": git_commit(),
@@ -267,7 +303,11 @@ def run_pipeline(config_path: str | Path, overrides: tuple[str, ...] = (), resum
                 started_llm.append(stack.enter_context(endpoint(plan.llm)))
             return started_llm[0]
 
-        for spec, cfg in plan.stages:
+        needs = [i for i, (spec, cfg) in enumerate(plan.stages) if _uses_llm(spec, cfg)]
+        for index, (spec, cfg) in enumerate(plan.stages):
+            if started_llm and index > max(needs):
+                stack.close()  # no later stage calls the LLM: free the embedded server's core and memory now
+                started_llm.clear()
             print_ = fingerprint(spec, cfg, run_dir)
             if is_done(run_dir, spec, print_):
                 log.info("%s: done already, skipped", spec.name)

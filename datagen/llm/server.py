@@ -526,6 +526,7 @@ def run_server(cfg: ServeConfig, url_file: Path | None = None) -> None:
         server.should_exit = True
 
     engine.on_ready, engine.on_failed = ready, failed
+    _watch_parent(server)
     # uvicorn handles the signals while it runs, then re-raises them after its graceful shutdown; a no-op
     # handler underneath turns that re-raise into a normal return (exit 0) instead of death by signal.
     previous = {sig: signal.signal(sig, lambda *_: None) for sig in (signal.SIGINT, signal.SIGTERM)}
@@ -540,6 +541,27 @@ def run_server(cfg: ServeConfig, url_file: Path | None = None) -> None:
         if isinstance(error, DatagenError):
             raise error
         raise LLMServerError(f"could not load {cfg.model_id}: {type(error).__name__}: {error}") from error
+
+
+def _watch_parent(server: Any) -> None:
+    """When started by ``start_server_process``, stop once that parent is gone.
+
+    A parent killed by SIGKILL (or an unhandled SIGTERM) runs no cleanup; without this watchdog its
+    embedded server would live on, holding a core and 1.5 GB, until someone noticed.
+    """
+    parent = os.environ.get("DATAGEN_SERVE_PARENT_PID")
+    if not parent or not parent.isdigit():
+        return
+
+    def watch() -> None:
+        while not server.should_exit:
+            if os.getppid() != int(parent):
+                print("datagen serve: parent process is gone; shutting down", flush=True)
+                server.should_exit = True
+                return
+            time.sleep(1.0)
+
+    threading.Thread(target=watch, name="datagen-parent-watch", daemon=True).start()
 
 
 @contextlib.contextmanager
@@ -615,7 +637,7 @@ def start_server_process(cfg: ServeConfig, timeout: float = 300) -> Iterator[str
     """
     with tempfile.TemporaryDirectory(prefix="datagen-serve-") as tmp:
         url_file, log_path = Path(tmp) / "url", Path(tmp) / "serve.log"
-        env = {**os.environ, "HF_HUB_OFFLINE": "1"}
+        env = {**os.environ, "HF_HUB_OFFLINE": "1", "DATAGEN_SERVE_PARENT_PID": str(os.getpid())}
         if cfg.api_key is not None:
             env["DATAGEN_SERVE_API_KEY"] = cfg.api_key  # the environment, not argv: argv is visible in ps
         with open(log_path, "wb") as log:

@@ -418,3 +418,42 @@ def test_embedded_model_serves_concurrent_requests_in_batches(embedded_server_ur
     assert all(r.choices[0].message.content.strip() for r in replies)
     after = _health(embedded_server_url)["batch_sizes"]
     assert any(int(size) > 1 and count > before.get(size, 0) for size, count in after.items())
+
+
+def test_child_server_stops_when_its_parent_is_killed(tiny_model_dir, tmp_path):
+    """A parent that dies by SIGKILL runs no cleanup; the child server must notice and stop by itself."""
+    import signal as _signal
+    import subprocess as _subprocess
+    import sys as _sys
+    import time as _time
+
+    import httpx
+
+    url_file = tmp_path / "url"
+    code = (
+        "import sys, time, pathlib\n"
+        "from datagen.llm.server import ServeConfig, start_server_process\n"
+        f"with start_server_process(ServeConfig(model={str(tiny_model_dir)!r}, port=0)) as url:\n"
+        f"    pathlib.Path({str(url_file)!r}).write_text(url)\n"
+        "    time.sleep(600)\n"
+    )
+    parent = _subprocess.Popen([_sys.executable, "-c", code])
+    try:
+        deadline = _time.monotonic() + 240
+        while not url_file.exists() and _time.monotonic() < deadline:
+            _time.sleep(0.2)
+        url = url_file.read_text()
+        child_pid = httpx.get(url.removesuffix("/v1") + "/health", timeout=10).json()["pid"]
+    finally:
+        parent.send_signal(_signal.SIGKILL)
+        parent.wait()
+    deadline = _time.monotonic() + 30
+    while _time.monotonic() < deadline:
+        try:
+            os.kill(child_pid, 0)
+        except ProcessLookupError:
+            break
+        _time.sleep(0.2)
+    else:
+        os.kill(child_pid, _signal.SIGKILL)
+        raise AssertionError("the orphaned server was still running 30 s after its parent died")
