@@ -12,6 +12,7 @@ atomic (temp file + fsync + ``os.replace``), so a file is whole or absent; long 
 
 from __future__ import annotations
 
+import contextlib
 import hashlib
 import json
 import os
@@ -21,7 +22,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from datagen.errors import RecordError
+from datagen.errors import ConfigError, RecordError
 
 #: Roles accepted in ``messages`` (OpenAI chat roles).
 ROLES = ("system", "user", "assistant", "tool")
@@ -231,15 +232,31 @@ def _file_mode() -> int:
     return 0o666 & ~mask
 
 
-def write_atomic(path: str | Path, data: str | bytes) -> None:
-    """Write a whole file so that it is either complete or absent: temp file, fsync, rename, fsync dir."""
+def make_dirs(path: str | Path) -> Path:
+    """Create a folder and its parents; a path that runs into a file, or is not writable, is a ConfigError
+    naming it (``--out results.jsonl/sub``), not an internal error."""
     path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
+    try:
+        path.mkdir(parents=True, exist_ok=True)
+    except (FileExistsError, NotADirectoryError):
+        blocker = next((p for p in (path, *path.parents) if p.exists() and not p.is_dir()), path)
+        raise ConfigError(f"{path}: cannot create this folder: {blocker} is a file, not a folder") from None
+    except PermissionError:
+        raise ConfigError(f"{path}: cannot create this folder: permission denied") from None
+    return path
+
+
+@contextlib.contextmanager
+def _atomic_file(path: str | Path, mode: str) -> Iterator[Any]:
+    """Yield a temp file beside ``path``; on success fsync it and rename it over ``path`` (then fsync the
+    folder), on any error remove it. Readers see the old file or the whole new one, never a part."""
+    path = Path(path)
+    make_dirs(path.parent)
     fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
     try:
         os.chmod(tmp, _file_mode())
-        with os.fdopen(fd, "wb") as handle:
-            handle.write(data.encode("utf-8") if isinstance(data, str) else data)
+        with os.fdopen(fd, mode, **({} if "b" in mode else {"encoding": "utf-8"})) as handle:
+            yield handle
             handle.flush()
             os.fsync(handle.fileno())
         os.replace(tmp, path)
@@ -247,6 +264,12 @@ def write_atomic(path: str | Path, data: str | bytes) -> None:
         Path(tmp).unlink(missing_ok=True)
         raise
     _fsync_dir(path.parent)
+
+
+def write_atomic(path: str | Path, data: str | bytes) -> None:
+    """Write a whole file so that it is either complete or absent: temp file, fsync, rename, fsync dir."""
+    with _atomic_file(path, "wb") as handle:
+        handle.write(data.encode("utf-8") if isinstance(data, str) else data)
 
 
 def write_json(path: str | Path, obj: Any) -> None:
@@ -256,23 +279,11 @@ def write_json(path: str | Path, obj: Any) -> None:
 
 def write_jsonl(path: str | Path, rows: Iterable[Example | dict[str, Any]]) -> int:
     """Atomically write records (or plain dicts) as JSON lines; returns the number written."""
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
     count = 0
-    try:
-        os.chmod(tmp, _file_mode())
-        with os.fdopen(fd, "w", encoding="utf-8") as handle:
-            for row in rows:
-                handle.write(_dump_line(row))
-                count += 1
-            handle.flush()
-            os.fsync(handle.fileno())
-        os.replace(tmp, path)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
-    _fsync_dir(path.parent)
+    with _atomic_file(path, "w") as handle:
+        for row in rows:
+            handle.write(_dump_line(row))
+            count += 1
     return count
 
 
@@ -290,7 +301,7 @@ class ShardWriter:
 
     def __init__(self, path: str | Path, fsync_every: int = 1):
         self.path = Path(path)
-        self.path.parent.mkdir(parents=True, exist_ok=True)
+        make_dirs(self.path.parent)
         self.repaired_bytes = _truncate_torn_tail(self.path)
         self._handle = self.path.open("a", encoding="utf-8")
         self._fsync_every = max(1, fsync_every)

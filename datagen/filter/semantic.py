@@ -172,33 +172,6 @@ def keep_one_per_group(n: int, i: Sequence[int], j: Sequence[int],
     return kept, dropped
 
 
-def keep_greedy(n: int, i: Sequence[int], j: Sequence[int], scores: Sequence[float],
-                priority: Sequence[Any]) -> tuple[list[int], list[tuple[int, int]]]:
-    """Visit texts best priority first; keep one unless it pairs with a text already kept (then it is a
-    duplicate of the most similar such text). Unlike connected groups, a chain A~B~C keeps A and C when
-    A and C are not a pair: every dropped text is within the threshold of the one it names."""
-    neighbours: list[list[tuple[float, int]]] = [[] for _ in range(n)]
-    for a, b, s in zip(map(int, i), map(int, j), map(float, scores)):
-        neighbours[a].append((s, b))
-        neighbours[b].append((s, a))
-    kept: set[int] = set()
-    dropped: list[tuple[int, int]] = []
-    for x in sorted(range(n), key=lambda k: priority[k]):
-        hits = [(s, y) for s, y in neighbours[x] if y in kept]
-        if hits:
-            dropped.append((x, max(hits, key=lambda h: (h[0], -priority[h[1]]))[1]))
-        else:
-            kept.add(x)
-    return sorted(kept), sorted(dropped)
-
-
-@dataclass
-class EmbedResult:
-    kept: list[int]
-    dropped: list[tuple[int, int, float]]          # (index, duplicate_of index, cosine to it)
-    stats: dict[str, Any] = field(default_factory=dict)
-
-
 def unknown_share(encoder: Any, texts: Sequence[str]) -> np.ndarray:
     """Per text, the share of its tokens the encoder's tokenizer maps to ``[UNK]`` (0 without an unk token).
 
