@@ -16,7 +16,7 @@ export HF_HUB_OFFLINE := 1
 export TRANSFORMERS_OFFLINE := 1
 export TOKENIZERS_PARALLELISM := false
 
-.PHONY: setup test test-fast seeds-to-sft bench clean help
+.PHONY: setup test test-fast reliability seeds-to-sft bench clean help
 
 help:
 	@sed -n 's/^#   //p' Makefile
@@ -42,8 +42,14 @@ test: setup
 test-fast: setup
 	$(PY) -m pytest -q -m "not slow"
 
+#   make reliability    install, then run tests/reliability and regenerate docs/RELIABILITY.md from the results
+reliability: setup
+	@rm -f .cache/reliability.json; DATAGEN_RELIABILITY_RESULTS=$(CURDIR)/.cache/reliability.json \
+	$(PY) -m pytest -q tests/reliability; status=$$?; \
+	$(PY) tests/reliability/render_report.py .cache/reliability.json docs/RELIABILITY.md || status=1; exit $$status
+
 seeds-to-sft: setup
-	$(VENV)/bin/datagen run configs/seeds-to-sft.yaml
+	$(VENV)/bin/datagen run configs/seeds-to-sft.yaml --resume
 
 bench: setup
 	$(PIP) install -q -e ".[test,bench]"

@@ -43,7 +43,7 @@ from datagen.filter import heuristics, judge, semantic
 from datagen.filter.rouge import greedy_dedup
 from datagen.formats import read_any, render_user_turn
 from datagen.llm.client import LLMConfig
-from datagen.records import Example, write_json, write_jsonl
+from datagen.records import Example, make_dirs, write_json, write_jsonl
 from datagen.textrules import normalize_text
 
 log = logging.getLogger("datagen.filter")
@@ -386,6 +386,7 @@ async def run_filter(cfg: FilterConfig) -> dict[str, Any]:
     examples: list[Example] = []
     for path in cfg.inputs:
         examples.extend(read_any(path))  # RecordError (path:line) before anything is written
+    make_dirs(cfg.out)  # an unusable --out fails now, not after the work (and judge calls) are done
     run = _Run(cfg, examples)
     if cfg.heuristics:
         _heuristics(run)

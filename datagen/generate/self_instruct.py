@@ -45,7 +45,7 @@ from datagen.lang import LANGS, count_units, detect_lang
 from datagen.llm.client import Completion, LLMClient, LLMConfig, SamplingParams, map_bounded
 from datagen.progress import progress
 from datagen.prompts import render, template_ref
-from datagen.records import Example, write_jsonl
+from datagen.records import Example, make_dirs, write_jsonl
 from datagen.textrules import find_blacklisted, starts_with_punctuation
 
 STAGE = "self-instruct"
@@ -320,6 +320,7 @@ async def generate(cfg: SelfInstructConfig) -> dict[str, Any]:
     eval_seeds = [t for t in seeds if isinstance(t.get("is_classification"), bool)]
     eval_seeds = random.Random(cfg.seed).sample(eval_seeds, min(cfg.classifier_eval_seeds, len(eval_seeds)))
     async with LLMClient(cfg.llm) as llm:
+        make_dirs(out)  # an unusable --out fails here, before any request is paid for
         run = _Run(cfg, llm, seeds)
         with StageLog(out, "bootstrap") as boot_log, StageLog(out, "classify") as clf_log, \
                 StageLog(out, "instances") as inst_log:

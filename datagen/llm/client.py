@@ -292,7 +292,7 @@ class LLMClient:
                     page = await self._clients[0].models.list()
                     models = [m.id for m in page.data]
                 except openai.OpenAIError as exc:
-                    raise self._translate(exc) from exc
+                    raise self._translate(exc) from self._cause(exc)
                 if not models:
                     raise LLMBadResponse(f"{self.base_urls[0]}/models lists no model; pass --model")
                 self._model = models[0]
@@ -397,7 +397,7 @@ class LLMClient:
             status = exc.status_code
             if status in RETRYABLE_STATUS or status >= 500:
                 raise _Retryable(error, parse_retry_after(exc.response.headers)) from exc
-            raise error from exc
+            raise error from self._cause(exc)
         except (openai.APITimeoutError, openai.APIConnectionError) as exc:
             raise _Retryable(self._translate(exc)) from exc
         except openai.OpenAIError as exc:  # e.g. a response the SDK could not even read
@@ -435,6 +435,11 @@ class LLMClient:
         self.ledger.failures.append({"reason": error.reason, "message": str(error), "attempts": error.attempts,
                                      "status": error.status})
         log.warning("request failed for good after %s attempt(s): %s", error.attempts, error)
+
+    def _cause(self, exc: BaseException) -> BaseException | None:
+        """``exc`` to chain as the cause of our error, or None when its text holds the key (a server that echoes
+        the Authorization header back): a traceback prints every cause in the chain."""
+        return None if self._api_key and self._api_key in str(exc) else exc
 
     def _redact(self, text: str) -> str:
         return text.replace(self._api_key, "***") if self._api_key else text
