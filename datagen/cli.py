@@ -475,7 +475,8 @@ def eval_cmd(base, adapter, data, max_samples, max_new_tokens, batch_size, out):
 
 @cli.command("merge")
 @click.option("--base", default=None, help="Base model. Default: the one the adapter was trained on, else 'embedded'.")
-@click.option("--adapter", type=click.Path(exists=True, file_okay=False, path_type=Path), required=True)
+@click.option("--adapter", type=click.Path(exists=True, file_okay=False, path_type=Path), required=True,
+              help="LoRA adapter folder (OUT/adapter of datagen train).")
 @click.option("--out", type=click.Path(file_okay=False, path_type=Path), required=True, help="Merged model folder.")
 @click.option("--dtype", type=click.Choice(["float32", "bfloat16", "float16"]), default="float32", show_default=True)
 def merge_cmd(base, adapter, out, dtype):

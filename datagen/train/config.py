@@ -1,0 +1,286 @@
+"""The trainer's configuration: one frozen dataclass, its loader, and its conversions to library objects.
+
+    cfg = load_train_config(Path("train.yaml"), ["lora_r=8", "packing=true"])   # default < YAML < key=value
+    to_lora_config(cfg)       # peft.LoraConfig
+    to_bnb_config(cfg)        # transformers.BitsAndBytesConfig, or None without QLoRA
+
+Every field is checked in ``__post_init__``; a bad value or an unknown key is a ``ConfigError`` that names
+the key (``train.lora_r must be an integer >= 1, got 0``). The YAML file is flat (``lora_r: 8``), or keeps
+the same keys under a top-level ``train:`` section so one run config can hold every stage.
+"""
+
+from __future__ import annotations
+
+import difflib
+import json
+import re
+import typing
+from collections.abc import Iterable, Mapping
+from dataclasses import asdict, dataclass, fields
+from pathlib import Path
+from typing import Any
+
+from datagen.errors import ConfigError
+
+#: Values of ``assistant_turns``: train every assistant turn of a conversation, or only its last one.
+ASSISTANT_TURNS = ("all", "last")
+REPORT_TO = ("none", "tensorboard", "wandb")
+DTYPES = ("auto", "float32", "bfloat16", "float16")
+SCHEDULERS = ("cosine", "linear", "constant", "constant_with_warmup", "cosine_with_restarts", "polynomial")
+
+
+@dataclass(frozen=True)
+class TrainConfig:
+    """What ``datagen train`` trains and how; the defaults train SmolLM2-135M on a laptop CPU."""
+
+    # -- model
+    base: str = "embedded"  # "embedded" (SmolLM2-135M-Instruct), a .gguf file, or an HF model folder
+    dtype: str = "auto"  # weights/compute dtype: auto = bfloat16 on a CUDA GPU that supports it, else float32
+
+    # -- data
+    max_seq_len: int = 1024  # tokens per row; longer conversations are cut, rows left with nothing to train dropped
+    assistant_turns: str = "all"  # "all": train every assistant turn; "last": only the final reply
+    chat_template: str | None = None  # None: the tokenizer's own; else a named template (see data.TEMPLATES) or Jinja text
+    fallback_template: str = "chatml"  # named template used when the tokenizer has none and chat_template is None
+    packing: bool = False  # best-fit-decreasing packing of rows into max_seq_len, position_ids restarting per sample
+    eval_fraction: float = 0.1  # share of records held out (seeded) for eval loss; 0 disables evaluation
+
+    # -- LoRA (Hu et al. 2021)
+    lora_r: int = 16  # rank of the update matrices
+    lora_alpha: int = 32  # scale numerator: the update is scaled by alpha/r (alpha/sqrt(r) with rsLoRA)
+    lora_dropout: float = 0.05  # dropout on the LoRA input
+    target_modules: str | tuple[str, ...] = "all-linear"  # "all-linear" or module names, e.g. [q_proj, v_proj]
+    use_rslora: bool = False  # rank-stabilised scaling alpha/sqrt(r) (Kalajdzievski 2023)
+    use_dora: bool = False  # weight-decomposed LoRA (Liu et al. 2024); slower per step
+
+    # -- QLoRA (Dettmers et al. 2023)
+    load_in_4bit: bool = False  # quantize the frozen base with bitsandbytes (runs on CPU too, bitsandbytes >= 0.47)
+    bnb_4bit_quant_type: str = "nf4"  # "nf4" (NormalFloat4, QLoRA's) or "fp4"
+    bnb_4bit_use_double_quant: bool = True  # quantize the quantization constants too (~0.4 bit/param saved)
+    bnb_4bit_compute_dtype: str = "auto"  # dtype of the 4-bit matmuls: auto = bfloat16 on capable CUDA, else float32
+
+    # -- optimisation
+    learning_rate: float = 2e-4  # peak learning rate (AdamW)
+    num_train_epochs: float = 3.0  # passes over the training rows (ignored when max_steps > 0)
+    max_steps: int = -1  # optimizer steps; > 0 overrides num_train_epochs
+    per_device_train_batch_size: int = 8  # rows per forward pass
+    per_device_eval_batch_size: int = 8  # rows per eval forward pass
+    gradient_accumulation_steps: int = 1  # forward passes per optimizer step
+    lr_scheduler_type: str = "cosine"  # learning-rate schedule after warmup
+    warmup_ratio: float = 0.03  # share of the optimizer steps spent warming up linearly from 0
+    weight_decay: float = 0.0  # AdamW weight decay on the LoRA weights
+    max_grad_norm: float = 1.0  # gradient clipping
+    gradient_checkpointing: bool = False  # recompute activations in backward: less memory, ~30% slower
+    seed: int = 42  # seeds the split, LoRA init, dropout and data order
+
+    # -- bookkeeping
+    logging_steps: int = 1  # log the training loss every N optimizer steps (the loss curve's resolution)
+    eval_steps: int = 0  # also evaluate every N steps; 0: only before and after training
+    save_steps: int = 50  # write a resumable checkpoint every N steps
+    save_total_limit: int = 2  # checkpoints kept in OUT/checkpoints
+    resume_from_checkpoint: bool | str = "auto"  # auto: resume when OUT holds checkpoints of this same run; true:
+    #                       from the latest one (must exist); false: delete OUT/checkpoints, start over; or a folder
+    report_to: str = "none"  # none | tensorboard | wandb (each needs its package installed)
+
+    def __post_init__(self) -> None:
+        for f in fields(self):
+            object.__setattr__(self, f.name, _coerce(f.name, getattr(self, f.name), _HINTS[f.name]))
+        checks = [
+            ("dtype", self.dtype in DTYPES, f"one of {', '.join(DTYPES)}"),
+            ("max_seq_len", self.max_seq_len >= 16, "an integer >= 16"),
+            ("assistant_turns", self.assistant_turns in ASSISTANT_TURNS, f"one of {', '.join(ASSISTANT_TURNS)}"),
+            ("chat_template", self.chat_template is None or bool(self.chat_template.strip()), "a template name, Jinja text, or null"),
+            ("eval_fraction", 0 <= self.eval_fraction < 1, "in [0, 1)"),
+            ("lora_r", self.lora_r >= 1, "an integer >= 1"),
+            ("lora_alpha", self.lora_alpha >= 1, "an integer >= 1"),
+            ("lora_dropout", 0 <= self.lora_dropout < 1, "in [0, 1)"),
+            ("target_modules", bool(self.target_modules) and all(self.target_modules), "'all-linear' or a non-empty list of module names"),
+            ("bnb_4bit_quant_type", self.bnb_4bit_quant_type in ("nf4", "fp4"), "nf4 or fp4"),
+            ("bnb_4bit_compute_dtype", self.bnb_4bit_compute_dtype in DTYPES, f"one of {', '.join(DTYPES)}"),
+            ("learning_rate", 0 < self.learning_rate < 1, "in (0, 1)"),
+            ("num_train_epochs", self.num_train_epochs > 0, "> 0"),
+            ("max_steps", self.max_steps == -1 or self.max_steps >= 1, "-1 (use num_train_epochs) or >= 1"),
+            ("per_device_train_batch_size", self.per_device_train_batch_size >= 1, "an integer >= 1"),
+            ("per_device_eval_batch_size", self.per_device_eval_batch_size >= 1, "an integer >= 1"),
+            ("gradient_accumulation_steps", self.gradient_accumulation_steps >= 1, "an integer >= 1"),
+            ("lr_scheduler_type", self.lr_scheduler_type in SCHEDULERS, f"one of {', '.join(SCHEDULERS)}"),
+            ("warmup_ratio", 0 <= self.warmup_ratio < 1, "in [0, 1)"),
+            ("weight_decay", self.weight_decay >= 0, ">= 0"),
+            ("max_grad_norm", self.max_grad_norm > 0, "> 0"),
+            ("logging_steps", self.logging_steps >= 1, "an integer >= 1"),
+            ("eval_steps", self.eval_steps >= 0, "an integer >= 0"),
+            ("save_steps", self.save_steps >= 1, "an integer >= 1"),
+            ("save_total_limit", self.save_total_limit >= 1, "an integer >= 1"),
+            ("resume_from_checkpoint", not isinstance(self.resume_from_checkpoint, str) or bool(self.resume_from_checkpoint),
+             "auto, true, false or a checkpoint folder"),
+            ("report_to", self.report_to in REPORT_TO, f"one of {', '.join(REPORT_TO)}"),
+        ]
+        for name, ok, expected in checks:
+            if not ok:
+                raise ConfigError(f"train.{name} must be {expected}, got {getattr(self, name)!r}")
+
+    def to_dict(self) -> dict[str, Any]:
+        """The resolved config as JSON-ready values (written to ``train_config.json``)."""
+        out = asdict(self)
+        if isinstance(out["target_modules"], tuple):
+            out["target_modules"] = list(out["target_modules"])
+        return out
+
+
+_HINTS = typing.get_type_hints(TrainConfig)
+_UnionType = type(int | None)
+_FLOAT = re.compile(r"[-+]?(\d+\.?\d*|\.\d+)([eE][-+]?\d+)?")
+
+
+def _coerce(name: str, value: Any, hint: Any) -> Any:
+    """Check ``value`` against the field's annotation; ints pass as floats, lists become tuples."""
+    options = typing.get_args(hint) if typing.get_origin(hint) in (typing.Union, _UnionType) else (hint,)
+    for option in options:
+        if option is type(None) and value is None:
+            return None
+        if option is bool and isinstance(value, bool):
+            return value
+        if option is int and isinstance(value, int) and not isinstance(value, bool):
+            return value
+        if option is float and isinstance(value, (int, float)) and not isinstance(value, bool):
+            return float(value)
+        if option is float and isinstance(value, str) and _FLOAT.fullmatch(value.strip()):
+            return float(value)  # PyYAML reads 2e-4 (no dot) as a string: YAML 1.1's float needs one
+        if option is str and isinstance(value, str):
+            if name == "resume_from_checkpoint" and value.lower() in ("true", "false"):
+                return value.lower() == "true"
+            return value
+        if typing.get_origin(option) is tuple and isinstance(value, (list, tuple)) and all(isinstance(v, str) for v in value):
+            return tuple(value)
+    expected = " or ".join(_type_name(o) for o in options)
+    raise ConfigError(f"train.{name} must be {expected}, got {type(value).__name__} {value!r}")
+
+
+def _type_name(hint: Any) -> str:
+    if hint is type(None):
+        return "null"
+    if typing.get_origin(hint) is tuple:
+        return "a list of strings"
+    return {bool: "true/false", int: "an integer", float: "a number", str: "a string"}.get(hint, str(hint))
+
+
+# ------------------------------------------------------------------------------------------- loading
+
+
+def load_train_config(
+    path: Path | None = None, overrides: Iterable[str] = (), extra: Mapping[str, Any] | None = None
+) -> TrainConfig:
+    """Build a TrainConfig: dataclass defaults < YAML file < ``key=value`` overrides < ``extra`` (CLI flags).
+
+    Override values are parsed as YAML scalars, so ``packing=true``, ``lora_r=8``, ``learning_rate=1e-4``
+    and ``target_modules=[q_proj,v_proj]`` get their natural types.
+
+    >>> load_train_config(None, ["lora_r=8", "packing=true"]).lora_r
+    8
+    """
+    values: dict[str, Any] = {}
+    if path is not None:
+        values.update(_read_yaml(Path(path)))
+    for item in overrides:
+        key, sep, raw = item.partition("=")
+        key = key.strip().replace("-", "_")
+        if not sep or not key:
+            raise ConfigError(f"override {item!r} must look like key=value, e.g. lora_r=8")
+        _check_key(key, "override")
+        values[key] = _parse_value(raw)
+    values.update({k: v for k, v in (extra or {}).items() if v is not None})
+    return TrainConfig(**values)
+
+
+def _read_yaml(path: Path) -> dict[str, Any]:
+    import yaml
+
+    try:
+        data = yaml.safe_load(path.read_text(encoding="utf-8"))
+    except OSError as exc:
+        raise ConfigError(f"{path}: cannot read the config file: {exc}") from exc
+    except yaml.YAMLError as exc:
+        raise ConfigError(f"{path}: invalid YAML: {exc}") from exc
+    if data is None:
+        return {}
+    if isinstance(data, dict) and set(data) == {"train"}:
+        data = data["train"]
+    if not isinstance(data, dict):
+        raise ConfigError(f"{path}: expected a mapping of train settings, got {type(data).__name__}")
+    for key in data:
+        _check_key(str(key), str(path))
+    return dict(data)
+
+
+def _check_key(key: str, where: str) -> None:
+    if key not in _HINTS:
+        close = difflib.get_close_matches(key, list(_HINTS), n=1)
+        hint = f"; did you mean '{close[0]}'?" if close else f"; known keys: {', '.join(_HINTS)}"
+        raise ConfigError(f"{where}: unknown train config key '{key}'{hint}")
+
+
+def _parse_value(raw: str) -> Any:
+    import yaml
+
+    try:
+        return yaml.safe_load(raw) if raw.strip() else ""
+    except yaml.YAMLError:
+        return raw
+
+
+def adapter_train_config(adapter: Path) -> dict[str, Any]:
+    """The ``train_config.json`` saved beside an adapter by ``datagen train`` ({} when there is none)."""
+    path = Path(adapter) / "train_config.json"
+    if not path.is_file():
+        return {}
+    try:
+        return json.loads(path.read_text(encoding="utf-8"))
+    except ValueError:
+        return {}
+
+
+# ---------------------------------------------------------------------------------------- conversions
+
+
+def torch_dtype(name: str) -> Any:
+    """The torch dtype for a config dtype name; ``auto`` is bfloat16 on a CUDA GPU that supports it, else float32."""
+    import torch
+
+    if name == "auto":
+        return torch.bfloat16 if torch.cuda.is_available() and torch.cuda.is_bf16_supported() else torch.float32
+    return getattr(torch, name)
+
+
+def to_lora_config(cfg: TrainConfig) -> Any:
+    """The ``peft.LoraConfig`` for ``cfg``: rank, alpha, dropout, target modules, rsLoRA, DoRA."""
+    from peft import LoraConfig, TaskType
+
+    targets = cfg.target_modules if isinstance(cfg.target_modules, str) else list(cfg.target_modules)
+    return LoraConfig(
+        task_type=TaskType.CAUSAL_LM,
+        r=cfg.lora_r,
+        lora_alpha=cfg.lora_alpha,
+        lora_dropout=cfg.lora_dropout,
+        target_modules=targets,
+        use_rslora=cfg.use_rslora,
+        use_dora=cfg.use_dora,
+        bias="none",
+    )
+
+
+def to_bnb_config(cfg: TrainConfig) -> Any:
+    """The ``transformers.BitsAndBytesConfig`` for QLoRA (NF4, double quant), or None when ``load_in_4bit`` is off."""
+    if not cfg.load_in_4bit:
+        return None
+    try:
+        import bitsandbytes  # noqa: F401
+    except ImportError as exc:
+        raise ConfigError("train.load_in_4bit needs bitsandbytes >= 0.47: pip install bitsandbytes") from exc
+    from transformers import BitsAndBytesConfig
+
+    return BitsAndBytesConfig(
+        load_in_4bit=True,
+        bnb_4bit_quant_type=cfg.bnb_4bit_quant_type,
+        bnb_4bit_use_double_quant=cfg.bnb_4bit_use_double_quant,
+        bnb_4bit_compute_dtype=torch_dtype(cfg.bnb_4bit_compute_dtype),
+    )
