@@ -72,7 +72,9 @@ class SelfInstructConfig:
     max_rounds: int | None = None                 # bootstrap rounds before giving up; None = 4× the minimum
     classifier_eval_seeds: int = 40               # seeds classified to measure the classifier's agreement
     seed: int = 0                                 # RNG seed for in-context sampling
-    generate_sampling: SamplingParams = SamplingParams(temperature=0.7, top_p=0.5, max_tokens=1024,
+    # The paper's bootstrap call: temperature 0.7, top_p 0.5, presence_penalty 2 (without it small models
+    # repeat one item down the list), stop at a blank line or item 16. 256 tokens hold the 7 items it asks for.
+    generate_sampling: SamplingParams = SamplingParams(temperature=0.7, top_p=0.5, max_tokens=256, presence_penalty=2.0,
                                                        stop=("\n\n", "\n16", "16.", "16 ."))
     classify_sampling: SamplingParams = SamplingParams(temperature=0.0, top_p=1.0, max_tokens=3,
                                                        stop=("\n", "Task", "任务"))
