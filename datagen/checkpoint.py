@@ -41,6 +41,19 @@ class StageLog:
         self._writer.write(row)
         self.done[row["key"]] = row
 
+    def split_records(self, keys: Iterable[str]) -> tuple[list[Example], list[Example]]:
+        """Kept records and rejects, in ``keys`` order, from settled rows ``{"key", "record", "reject"?}``."""
+        kept: list[Example] = []
+        rejects: list[Example] = []
+        for key in keys:
+            row = self.done[key]
+            record = Example.from_dict(row["record"], f"{self.path}:{key}")
+            if "reject" in row:
+                rejects.append(make_reject(record, **row["reject"]))
+            else:
+                kept.append(record)
+        return kept, rejects
+
     def close(self) -> None:
         if self._writer is not None:
             self._writer.close()

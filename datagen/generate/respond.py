@@ -17,7 +17,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from datagen.checkpoint import StageLog, make_reject, write_outputs
+from datagen.checkpoint import StageLog, write_outputs
 from datagen.errors import ConfigError, LLMError
 from datagen.formats import read_any, render_user_turn
 from datagen.llm.client import LLMClient, LLMConfig, SamplingParams, map_bounded
@@ -81,14 +81,7 @@ async def respond(cfg: RespondConfig) -> dict[str, Any]:
                     bar.update()
             ledger = llm.ledger.as_dict()
 
-    kept, rejects = [], []
-    for key, _ in keyed:
-        row = log.done[key]
-        record = Example.from_dict(row["record"], f"{log.path}:{key}")
-        if "reject" in row:
-            rejects.append(make_reject(record, **row["reject"]))
-        else:
-            kept.append(record)
+    kept, rejects = log.split_records(key for key, _ in keyed)
     stats = {"stage": STAGE, "inputs": len(examples), "resumed_from": len(examples) - len(todo), "llm": ledger,
              "seconds": round(time.monotonic() - started, 3)}
     return write_outputs(cfg.out, kept, rejects, stats, kept_name="responses.jsonl")

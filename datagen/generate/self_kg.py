@@ -310,14 +310,7 @@ async def _from_llm(cfg: SelfKGConfig, G: nx.MultiDiGraph, samples: list[Sample]
                     log.append(_settle(key, sample, result, G, cfg, grounding, prompt))
                     bar.update()
             ledger = llm.ledger.as_dict()
-    kept, rejects = [], []
-    for key, _ in keyed:
-        row = log.done[key]
-        record = Example.from_dict(row["record"], f"{log.path}:{key}")
-        if "reject" in row:
-            rejects.append(make_reject(record, **row["reject"]))
-        else:
-            kept.append(record)
+    kept, rejects = log.split_records(key for key, _ in keyed)
     return kept, rejects, {"llm": ledger, "resumed_from": len(keyed) - len(todo)}
 
 
