@@ -438,8 +438,7 @@ def train_cmd(data, base, out, config_path, debug_labels, overrides):
     s = train(data, out, cfg, debug_labels=debug_labels, echo=click.echo)
     before, after = s["eval_loss_before"], s["eval_loss_after"]
     loss = f"; eval loss {before:.4f} -> {after:.4f}" if before is not None and after is not None else ""
-    dropped = s["data_stats"]["all_masked"] + s["data_stats"]["template_mismatch"]
-    click.echo(f"trained {s['global_step']} steps on {s['data_stats']['rows']} rows ({dropped} dropped), "
+    click.echo(f"trained {s['global_step']} steps on {s['data_stats']['rows']} rows ({s['dropped_rows']} dropped), "
                f"{s['trainable_params']:,} trainable parameters{loss}; adapter in {s['adapter']}")
 
 

@@ -5,21 +5,20 @@
     to_bnb_config(cfg)        # transformers.BitsAndBytesConfig, or None without QLoRA
 
 Every field is checked in ``__post_init__``; a bad value or an unknown key is a ``ConfigError`` that names
-the key (``train.lora_r must be an integer >= 1, got 0``). The YAML file is flat (``lora_r: 8``), or keeps
-the same keys under a top-level ``train:`` section so one run config can hold every stage.
+the key (``train.lora_r must be an integer >= 1, got 0``). Loading, key checks and type checks are the
+project's shared ones (``datagen.config``), as for every stage.
 """
 
 from __future__ import annotations
 
-import difflib
 import json
-import re
 import typing
 from collections.abc import Iterable, Mapping
 from dataclasses import asdict, dataclass, fields
 from pathlib import Path
 from typing import Any
 
+from datagen.config import apply_overrides, build, coerce, load_yaml
 from datagen.errors import ConfigError
 
 #: Values of ``assistant_turns``: train every assistant turn of a conversation, or only its last one.
@@ -83,18 +82,21 @@ class TrainConfig:
     report_to: str = "none"  # none | tensorboard | wandb (each needs its package installed)
 
     def __post_init__(self) -> None:
-        for f in fields(self):
-            object.__setattr__(self, f.name, _coerce(f.name, getattr(self, f.name), _HINTS[f.name]))
+        hints = typing.get_type_hints(TrainConfig)
+        for f in fields(self):  # types too, for configs built in Python rather than loaded
+            object.__setattr__(self, f.name, coerce(getattr(self, f.name), hints[f.name], f"train.{f.name}"))
         checks = [
             ("dtype", self.dtype in DTYPES, f"one of {', '.join(DTYPES)}"),
             ("max_seq_len", self.max_seq_len >= 16, "an integer >= 16"),
             ("assistant_turns", self.assistant_turns in ASSISTANT_TURNS, f"one of {', '.join(ASSISTANT_TURNS)}"),
-            ("chat_template", self.chat_template is None or bool(self.chat_template.strip()), "a template name, Jinja text, or null"),
+            ("chat_template", self.chat_template is None or bool(self.chat_template.strip()),
+             "a template name, Jinja text, or null"),
             ("eval_fraction", 0 <= self.eval_fraction < 1, "in [0, 1)"),
             ("lora_r", self.lora_r >= 1, "an integer >= 1"),
             ("lora_alpha", self.lora_alpha >= 1, "an integer >= 1"),
             ("lora_dropout", 0 <= self.lora_dropout < 1, "in [0, 1)"),
-            ("target_modules", bool(self.target_modules) and all(self.target_modules), "'all-linear' or a non-empty list of module names"),
+            ("target_modules", bool(self.target_modules) and all(self.target_modules),
+             "'all-linear' or a non-empty list of module names"),
             ("bnb_4bit_quant_type", self.bnb_4bit_quant_type in ("nf4", "fp4"), "nf4 or fp4"),
             ("bnb_4bit_compute_dtype", self.bnb_4bit_compute_dtype in DTYPES, f"one of {', '.join(DTYPES)}"),
             ("learning_rate", 0 < self.learning_rate < 1, "in (0, 1)"),
@@ -111,8 +113,7 @@ class TrainConfig:
             ("eval_steps", self.eval_steps >= 0, "an integer >= 0"),
             ("save_steps", self.save_steps >= 1, "an integer >= 1"),
             ("save_total_limit", self.save_total_limit >= 1, "an integer >= 1"),
-            ("resume_from_checkpoint", not isinstance(self.resume_from_checkpoint, str) or bool(self.resume_from_checkpoint),
-             "auto, true, false or a checkpoint folder"),
+            ("resume_from_checkpoint", self.resume_from_checkpoint != "", "auto, true, false or a checkpoint folder"),
             ("report_to", self.report_to in REPORT_TO, f"one of {', '.join(REPORT_TO)}"),
         ]
         for name, ok, expected in checks:
@@ -127,43 +128,6 @@ class TrainConfig:
         return out
 
 
-_HINTS = typing.get_type_hints(TrainConfig)
-_UnionType = type(int | None)
-_FLOAT = re.compile(r"[-+]?(\d+\.?\d*|\.\d+)([eE][-+]?\d+)?")
-
-
-def _coerce(name: str, value: Any, hint: Any) -> Any:
-    """Check ``value`` against the field's annotation; ints pass as floats, lists become tuples."""
-    options = typing.get_args(hint) if typing.get_origin(hint) in (typing.Union, _UnionType) else (hint,)
-    for option in options:
-        if option is type(None) and value is None:
-            return None
-        if option is bool and isinstance(value, bool):
-            return value
-        if option is int and isinstance(value, int) and not isinstance(value, bool):
-            return value
-        if option is float and isinstance(value, (int, float)) and not isinstance(value, bool):
-            return float(value)
-        if option is float and isinstance(value, str) and _FLOAT.fullmatch(value.strip()):
-            return float(value)  # PyYAML reads 2e-4 (no dot) as a string: YAML 1.1's float needs one
-        if option is str and isinstance(value, str):
-            if name == "resume_from_checkpoint" and value.lower() in ("true", "false"):
-                return value.lower() == "true"
-            return value
-        if typing.get_origin(option) is tuple and isinstance(value, (list, tuple)) and all(isinstance(v, str) for v in value):
-            return tuple(value)
-    expected = " or ".join(_type_name(o) for o in options)
-    raise ConfigError(f"train.{name} must be {expected}, got {type(value).__name__} {value!r}")
-
-
-def _type_name(hint: Any) -> str:
-    if hint is type(None):
-        return "null"
-    if typing.get_origin(hint) is tuple:
-        return "a list of strings"
-    return {bool: "true/false", int: "an integer", float: "a number", str: "a string"}.get(hint, str(hint))
-
-
 # ------------------------------------------------------------------------------------------- loading
 
 
@@ -172,60 +136,18 @@ def load_train_config(
 ) -> TrainConfig:
     """Build a TrainConfig: dataclass defaults < YAML file < ``key=value`` overrides < ``extra`` (CLI flags).
 
-    Override values are parsed as YAML scalars, so ``packing=true``, ``lora_r=8``, ``learning_rate=1e-4``
-    and ``target_modules=[q_proj,v_proj]`` get their natural types.
+    The YAML holds TrainConfig keys at the top level or under ``train:``. Override values are parsed as
+    YAML, so ``packing=true``, ``lora_r=8`` and ``target_modules=[q_proj,v_proj]`` get their natural types.
 
     >>> load_train_config(None, ["lora_r=8", "packing=true"]).lora_r
     8
     """
-    values: dict[str, Any] = {}
-    if path is not None:
-        values.update(_read_yaml(Path(path)))
-    for item in overrides:
-        key, sep, raw = item.partition("=")
-        key = key.strip().replace("-", "_")
-        if not sep or not key:
-            raise ConfigError(f"override {item!r} must look like key=value, e.g. lora_r=8")
-        _check_key(key, "override")
-        values[key] = _parse_value(raw)
+    values = load_yaml(path) if path is not None else {}
+    if set(values) == {"train"} and isinstance(values["train"], dict):
+        values = dict(values["train"])
+    values = apply_overrides(values, overrides)
     values.update({k: v for k, v in (extra or {}).items() if v is not None})
-    return TrainConfig(**values)
-
-
-def _read_yaml(path: Path) -> dict[str, Any]:
-    import yaml
-
-    try:
-        data = yaml.safe_load(path.read_text(encoding="utf-8"))
-    except OSError as exc:
-        raise ConfigError(f"{path}: cannot read the config file: {exc}") from exc
-    except yaml.YAMLError as exc:
-        raise ConfigError(f"{path}: invalid YAML: {exc}") from exc
-    if data is None:
-        return {}
-    if isinstance(data, dict) and set(data) == {"train"}:
-        data = data["train"]
-    if not isinstance(data, dict):
-        raise ConfigError(f"{path}: expected a mapping of train settings, got {type(data).__name__}")
-    for key in data:
-        _check_key(str(key), str(path))
-    return dict(data)
-
-
-def _check_key(key: str, where: str) -> None:
-    if key not in _HINTS:
-        close = difflib.get_close_matches(key, list(_HINTS), n=1)
-        hint = f"; did you mean '{close[0]}'?" if close else f"; known keys: {', '.join(_HINTS)}"
-        raise ConfigError(f"{where}: unknown train config key '{key}'{hint}")
-
-
-def _parse_value(raw: str) -> Any:
-    import yaml
-
-    try:
-        return yaml.safe_load(raw) if raw.strip() else ""
-    except yaml.YAMLError:
-        return raw
+    return build(TrainConfig, values, f"{path}: train" if path is not None else "train")
 
 
 def adapter_train_config(adapter: Path) -> dict[str, Any]:

@@ -105,7 +105,9 @@ def resolve_chat_template(tokenizer: Any, chat_template: str | None, fallback: s
     return ChatTemplate(text, name, end_id)
 
 
-def render_ids(tokenizer: Any, messages: Sequence[dict[str, str]], template: ChatTemplate, generation_prompt: bool) -> list[int]:
+def render_ids(
+    tokenizer: Any, messages: Sequence[dict[str, str]], template: ChatTemplate, generation_prompt: bool
+) -> list[int]:
     """Token ids of ``messages`` rendered by ``template`` (special tokens come from the template, never added twice)."""
     try:
         text = tokenizer.apply_chat_template(

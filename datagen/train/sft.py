@@ -14,8 +14,8 @@ with no code change. ``OUT`` receives:
     loss_curve.json/.png training loss per logged step, eval loss before, during and after
     eval.jsonl           the held-out records (``datagen eval --data OUT/eval.jsonl``)
 
-Measured on 2 CPU cores: the tiny test model trains at ~0.2 s/step; SmolLM2-135M with LoRA r=16 on
-all-linear, batch 8 x ~100 tokens, at ~1-2 s/step (see bench/bench_trainer.py).
+Measured on 2 idle CPU cores: SmolLM2-135M, LoRA r=16 on all-linear, batch 4 x ~55 tokens: 0.63 steps/s
+(135 tokens/s; bench/accept_sft.py); 1.3x trl's SFTTrainer tokens/s at equal losses (bench/bench_trainer.py).
 """
 
 from __future__ import annotations
@@ -91,8 +91,9 @@ def train(
         echo(show_labels(tokenizer, row, color=_use_color(color)))
     if stats.all_masked or stats.template_mismatch:
         log.warning("dropped %d of %d training conversations: %d with nothing left to train after truncation to "
-                    "%d tokens, %d the template renders differently turn by turn", stats.all_masked + stats.template_mismatch,
-                    stats.conversations, stats.all_masked, cfg.max_seq_len, stats.template_mismatch)
+                    "%d tokens, %d the template renders differently turn by turn",
+                    stats.all_masked + stats.template_mismatch, stats.conversations, stats.all_masked,
+                    cfg.max_seq_len, stats.template_mismatch)
     if not rows:
         raise ConfigError(f"{data}: no training rows left (all {stats.conversations} conversations dropped; "
                           f"raise max_seq_len above {cfg.max_seq_len}?)")
@@ -112,6 +113,7 @@ def train(
         "records": len(examples),
         "train_records": len(train_examples),
         "eval_records": len(eval_examples),
+        "dropped_rows": stats.all_masked + stats.template_mismatch,
         "data_stats": stats.to_dict(),
         "eval_data_stats": eval_stats.to_dict(),
         "train_rows": len(train_rows),
@@ -131,6 +133,7 @@ def train(
     eval_tokens = (trainer.evaluations - evals_before) * sum(len(r["input_ids"]) for r in eval_rows_fed)
     train_tokens = collator.tokens_seen - tokens_before - eval_tokens
     eval_after = trainer.evaluate()["eval_loss"] if eval_rows_fed else None
+    runtime = result.metrics.get("train_runtime", 0.0)
 
     summary.update({
         "status": "done",
@@ -142,9 +145,9 @@ def train(
         "train_loss": result.training_loss,
         "eval_loss_before": eval_before,
         "eval_loss_after": eval_after,
-        "train_runtime_s": round(result.metrics.get("train_runtime", 0.0), 3),
+        "train_runtime_s": round(runtime, 3),
         "steps_per_second": result.metrics.get("train_steps_per_second"),
-        "tokens_per_second": round(train_tokens / result.metrics["train_runtime"], 1) if result.metrics.get("train_runtime") else None,
+        "tokens_per_second": round(train_tokens / runtime, 1) if runtime else None,
         "peak_rss_mb": round(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024, 1),
         "wall_s": round(time.time() - started, 1),
         "versions": _versions(),

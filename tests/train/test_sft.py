@@ -67,7 +67,7 @@ def trained(tiny_model_dir, tmp_path_factory):
 
 def test_yaml_then_overrides_then_flags(tmp_path):
     path = tmp_path / "train.yaml"
-    path.write_text("lora_r: 8\nlearning_rate: 1e-3\npacking: true\ntarget_modules: [q_proj, v_proj]\nbase: a\n")
+    path.write_text("lora_r: 8\nlearning_rate: 0.001\npacking: true\ntarget_modules: [q_proj, v_proj]\nbase: a\n")
     cfg = load_train_config(path, ["lora_r=4", "max_steps=30"], {"base": "b"})
     assert (cfg.lora_r, cfg.learning_rate, cfg.packing, cfg.max_steps, cfg.base) == (4, 1e-3, True, 30, "b")
     assert cfg.target_modules == ("q_proj", "v_proj") and cfg.lora_alpha == TrainConfig().lora_alpha
@@ -83,9 +83,9 @@ def test_yaml_then_overrides_then_flags(tmp_path):
 def test_unknown_yaml_key_is_an_error_naming_it(tmp_path):
     path = tmp_path / "train.yaml"
     path.write_text("lora_rank: 8\n")
-    with pytest.raises(ConfigError, match=r"train.yaml: unknown train config key 'lora_rank'; did you mean 'lora_r'\?"):
+    with pytest.raises(ConfigError, match=r"train.yaml: train: unknown key 'lora_rank' \(did you mean 'lora_r'\?\)"):
         load_train_config(path)
-    with pytest.raises(ConfigError, match="unknown train config key 'epochs'"):
+    with pytest.raises(ConfigError, match="train: unknown key 'epochs'"):
         load_train_config(None, ["epochs=3"])
     with pytest.raises(ConfigError, match="must look like key=value"):
         load_train_config(None, ["packing"])
@@ -93,9 +93,9 @@ def test_unknown_yaml_key_is_an_error_naming_it(tmp_path):
 
 @pytest.mark.parametrize("override, message", [
     ("lora_r=0", "train.lora_r must be an integer >= 1, got 0"),
-    ("lora_r=2.5", "train.lora_r must be an integer"),
-    ("packing=maybe", "train.packing must be true/false"),
-    ("learning_rate=fast", "train.learning_rate must be a number"),
+    ("lora_r=2.5", "train.lora_r: expected an integer, got 2.5"),
+    ("packing=maybe", "train.packing: expected true or false"),
+    ("learning_rate=fast", "train.learning_rate: expected a number"),
     ("eval_fraction=1", r"train.eval_fraction must be in \[0, 1\)"),
     ("assistant_turns=first", "train.assistant_turns must be one of all, last"),
     ("report_to=mlflow", "train.report_to must be one of none, tensorboard, wandb"),
@@ -125,7 +125,7 @@ def test_lora_and_bnb_configs_come_from_one_function_each():
 def test_cli_maps_config_errors_to_exit_code_2(tmp_path):
     data = write_toy(tmp_path / "toy.jsonl")
     result = CliRunner().invoke(cli, ["train", "--data", str(data), "--out", str(tmp_path / "o"), "lora_rank=3"])
-    assert result.exit_code == 2 and "unknown train config key 'lora_rank'" in result.output
+    assert result.exit_code == 2 and "unknown key 'lora_rank' (did you mean 'lora_r'?)" in result.output
 
 
 @pytest.mark.skipif(importlib.util.find_spec("tensorboard") is not None, reason="tensorboard is installed")
