@@ -17,6 +17,7 @@ count calls per distinct request. Stdlib ``http.server``: it gives the raw socke
 
 from __future__ import annotations
 
+import contextlib
 import hashlib
 import json
 import socket
@@ -25,7 +26,7 @@ import sys
 import threading
 import time
 from collections import Counter
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from typing import Any
@@ -222,9 +223,9 @@ class _Handler(BaseHTTPRequestHandler):
                          "created": int(time.time()), "model": MODEL_ID, "choices": [choice], "usage": usage})
 
 
-@pytest.fixture(scope="session")
-def _fault_server_session():
-    server = FaultServer()
+@contextlib.contextmanager
+def running(server: FaultServer) -> Iterator[FaultServer]:
+    """Serve ``server`` from a daemon thread for the duration of the block, then shut it down."""
     thread = threading.Thread(target=server.serve_forever, kwargs={"poll_interval": 0.05}, daemon=True)
     thread.start()
     try:
@@ -232,6 +233,13 @@ def _fault_server_session():
     finally:
         server.shutdown()
         server.server_close()
+
+
+@pytest.fixture(scope="session")
+def _fault_server_session():
+    server = FaultServer()
+    with running(server):
+        yield server
 
 
 @pytest.fixture
@@ -249,10 +257,5 @@ def fault_server(_fault_server_session):
 def second_fault_server():
     """A separate fault server, for load-balancing tests."""
     server = FaultServer()
-    thread = threading.Thread(target=server.serve_forever, kwargs={"poll_interval": 0.05}, daemon=True)
-    thread.start()
-    try:
+    with running(server):
         yield server
-    finally:
-        server.shutdown()
-        server.server_close()

@@ -11,7 +11,6 @@ whole tracebacks of the client's errors.
 from __future__ import annotations
 
 import asyncio
-import threading
 import traceback
 
 import pytest
@@ -19,7 +18,7 @@ import pytest
 from datagen.errors import LLMError
 from datagen.llm.client import LLMClient, LLMConfig
 from tests.conftest import PLANTED_API_KEY
-from tests.plugins.faults import MODEL_ID, FaultServer, _Handler
+from tests.plugins.faults import MODEL_ID, FaultServer, _Handler, running
 from tests.reliability._support import REPO, SEEDS, responder, run_datagen, subprocess_env, write_config
 
 
@@ -44,13 +43,8 @@ def echo_server():
     server = FaultServer()
     server.RequestHandlerClass = _EchoingHandler
     server.auth_seen = []
-    thread = threading.Thread(target=server.serve_forever, kwargs={"poll_interval": 0.05}, daemon=True)
-    thread.start()
-    try:
+    with running(server):
         yield server
-    finally:
-        server.shutdown()
-        server.server_close()
 
 
 def _files_with_key(root):
