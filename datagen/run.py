@@ -41,7 +41,8 @@ from datagen.records import make_dirs, write_json
 
 log = logging.getLogger("datagen.run")
 
-TOP_KEYS = ("name", "out_dir", "endpoint", "self_instruct", "self_qa", "self_kg", "filter", "train", "eval")
+TOP_KEYS = ("name", "out_dir", "endpoint", "self_instruct", "self_instruct_multiturn", "self_qa", "self_kg", "filter",
+            "train", "eval")
 VERSIONED_PACKAGES = ("datagen", "openai", "torch", "transformers", "peft", "sentence-transformers", "faiss-cpu",
                       "rapidfuzz", "networkx", "datasets", "bitsandbytes", "accelerate")
 
@@ -60,7 +61,7 @@ class StageSpec:
     inputs: Callable[[Path], dict[str, Path]] = lambda run_dir: {}  # files from other stages it reads
 
 
-GENERATORS = ("self_instruct", "self_qa", "self_kg")
+GENERATORS = ("self_instruct", "self_instruct_multiturn", "self_qa", "self_kg")
 _STATS_FILES = ("stats.json", "filter_stats.json", "train_summary.json", "eval.json")
 
 
@@ -108,6 +109,10 @@ def _filter(cfg: Any, run_dir: Path) -> dict[str, Any]:
 STAGES: tuple[StageSpec, ...] = (
     StageSpec("self_instruct", "datagen.generate.self_instruct", "SelfInstructConfig", True,
               lambda d: {"out": d / "self_instruct"}, lambda c, d: _call("datagen.generate.self_instruct", "generate", c),
+              ("records.jsonl", "rejects.jsonl", "stats.json")),
+    StageSpec("self_instruct_multiturn", "datagen.generate.multiturn", "MultiTurnConfig", True,
+              lambda d: {"out": d / "self_instruct_multiturn"},
+              lambda c, d: _call("datagen.generate.multiturn", "generate", c),
               ("records.jsonl", "rejects.jsonl", "stats.json")),
     StageSpec("self_qa", "datagen.generate.self_qa", "SelfQAConfig", True,
               lambda d: {"out": d / "self_qa"}, lambda c, d: _call("datagen.generate.self_qa", "generate", c),
@@ -172,7 +177,7 @@ def load_plan(path: str | Path, overrides: tuple[str, ...] = ()) -> Plan:
 
 
 #: Paths a stage reads from the user's disk: a typo must fail before the first stage runs, not after it.
-_INPUT_PATHS = {"self_instruct": ("seeds",), "self_qa": ("docs",), "self_kg": ("graph", "labels"),
+_INPUT_PATHS = {"self_instruct": ("seeds",), "self_instruct_multiturn": ("seeds",), "self_qa": ("docs",), "self_kg": ("graph", "labels"),
                 "train": ("base",), "eval": ("base",)}
 
 

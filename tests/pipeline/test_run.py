@@ -152,3 +152,27 @@ def test_report_renders_in_headless_chromium(fault_server, tmp_path):
     dom = subprocess.run(["chromium", *flags, "--dump-dom", report.as_uri()], capture_output=True, text=True, timeout=120)
     assert dom.returncode == 0 and dom.stdout.count('src="data:image/png;base64,') >= 4
     assert "Uncaught" not in dom.stderr
+
+
+def test_multiturn_stage_feeds_the_filter_with_conversations(fault_server, tmp_path):
+    from tests.generate.test_multiturn import scripted as scripted_dialogues
+
+    fault_server.responder = scripted_dialogues()
+    config = write_config(tmp_path, fault_server.url, self_instruct=None,
+                          self_instruct_multiturn={"seeds": "seeds/seed_dialogues.jsonl", "num_conversations": 4,
+                                                   "batch_size": 2},
+                          filter={})
+    result = invoke("run", config)
+    assert result.exit_code == 0, result.output
+    run_dir = tmp_path / "outputs" / "t"
+    manifest = json.loads((run_dir / "manifest.json").read_text())
+    assert list(manifest["stages"]) == ["self_instruct_multiturn", "filter"]
+    generated = manifest["stages"]["self_instruct_multiturn"]["outputs"]["records.jsonl"]["records"]
+    assert generated >= 4
+    curated = [json.loads(line) for line in (run_dir / "filter" / "curated.jsonl").read_text().splitlines()]
+    rejects = (run_dir / "filter" / "rejects.jsonl").read_text().splitlines()
+    assert len(curated) + len(rejects) == generated and curated
+    for row in curated:
+        roles = [m["role"] for m in row["messages"] if m["role"] != "system"]
+        assert roles.count("user") >= 2 and roles == ["user", "assistant"] * (len(roles) // 2)
+        assert row["meta"]["method"] == "self-instruct-multiturn"
