@@ -324,7 +324,7 @@ def check_answer(answer: str, question: str, chunk: str, min_support: float) -> 
         return "empty_answer", None, None
     if _SPECIAL_TOKENS.search(answer):
         return "malformed_answer", "special tokens in the answer", None
-    if _norm(answer) == _norm(question):
+    if _norm(question) and not _norm(answer).replace(_norm(question), ""):  # "Q? Q? Q?" from a looping model
         return "malformed_answer", "the answer repeats the question", None
     if count_units(answer, detect_lang(answer)) < 2:
         return "malformed_answer", "fewer than 2 words", None

@@ -169,6 +169,7 @@ def test_names_and_numbers_the_chunk_never_mentions_are_found():
     ("", "empty_answer"),
     ("<|im_start|>assistant Lava.", "malformed_answer"),
     ("What is lava?", "malformed_answer"),
+    ("What is lava?\n\nWhat is lava?\n\nWhat is lava?", "malformed_answer"),
     ("Lava.", "malformed_answer"),
     ("I'm sorry, I cannot answer that.", "refusal"),
     ("抱歉，我不知道。", "refusal"),
