@@ -1,6 +1,6 @@
 """``make bench``: run every comparison and rewrite docs/BENCHMARKS.md with the numbers.
 
-    python bench/run.py                 # full sizes (about 15-25 minutes on 2 cores)
+    python bench/run.py                 # full sizes (about 40-60 minutes on 2 cores, the e2e loop included)
     python bench/run.py --only rouge,client
     python bench/run.py --smoke --doc /tmp/B.md   # tiny sizes: checks the harness works (run by make test)
 
@@ -38,6 +38,10 @@ BENCHES: dict[str, tuple[str, list[str], list[str], str]] = {
            "Self-KG: load 100k triples and sample 1,000 items"),
     "trainer": ("bench_trainer.py", [], ["--smoke"],
                 "Trainer: tokens/s and peak RSS vs trl SFTTrainer, with and without packing"),
+    "e2e": ("bench_e2e.py", [], ["--set", "self_instruct.num_instructions=2", "--set", "self_qa.max_chunks=2",
+                                 "--set", "self_kg.num=4", "--set", "train.max_steps=2", "--set", "eval.max_samples=2",
+                                 "--set", "eval.max_new_tokens=8"],
+            "End to end: `make seeds-to-sft`'s run (configs/seeds-to-sft.yaml), split per stage, yield per generator"),
 }
 PACKAGES = ("datagen", "torch", "transformers", "peft", "trl", "rouge-score", "rapidfuzz", "sentence-transformers",
             "faiss-cpu", "openai", "aiohttp", "distilabel", "networkx")
