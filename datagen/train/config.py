@@ -78,7 +78,8 @@ class TrainConfig:
     save_steps: int = 50  # write a resumable checkpoint every N steps
     save_total_limit: int = 2  # checkpoints kept in OUT/checkpoints
     resume_from_checkpoint: bool | str = "auto"  # auto: resume when OUT holds checkpoints of this same run; true:
-    #                       from the latest one (must exist); false: delete OUT/checkpoints, start over; or a folder
+    #                       from the latest one (must exist); false: delete OUT/checkpoints, start over; or a folder.
+    #                       "latest" is the newest complete one: folders a kill left half-saved are removed
     report_to: str = "none"  # none | tensorboard | wandb (each needs its package installed)
 
     def __post_init__(self) -> None:

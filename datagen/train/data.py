@@ -206,7 +206,7 @@ def pack_rows(rows: Sequence[dict[str, list[int]]], max_seq_len: int) -> list[di
 
     >>> rows = [{"input_ids": [1] * n, "labels": [1] * n} for n in (6, 5, 4, 3, 2)]
     >>> [len(p["input_ids"]) for p in pack_rows(rows, 8)]
-    [8, 7, 5]
+    [8, 8, 4]
     >>> pack_rows(rows, 8)[0]["position_ids"]
     [0, 1, 2, 3, 4, 5, 0, 1]
     """
@@ -244,6 +244,12 @@ class Collator:
     mask: their padding is one more sample whose positions restart at 0, so transformers' packed-sequence
     mask isolates it like any other and its labels are -100.
 
+    With ``trained_logits_only``, the batch also holds ``logits_to_keep``: True where the next token is
+    trained, so the model runs its LM head only there (``sft.trained_token_loss`` takes the loss from those
+    logits). The head and the cross-entropy over a 49k vocabulary are a large share of a small model's step,
+    and prompts, padding and sample boundaries need neither: SmolLM2-135M + LoRA, 2 packed rows of 245 tokens
+    (68% trained), one CPU thread, forward + backward 8.7-9.9 s -> 7.6-8.7 s, interleaved runs on a busy host.
+
     >>> Collator(pad_id=0)([{"input_ids": [5, 6, 7], "labels": [-100, 6, 7]}, {"input_ids": [8], "labels": [-100]}])
     {'input_ids': tensor([[5, 6, 7],
             [8, 0, 0]]), 'labels': tensor([[-100,    6,    7],
@@ -253,6 +259,7 @@ class Collator:
 
     pad_id: int
     pad_to_multiple_of: int | None = None
+    trained_logits_only: bool = False  # add a boolean logits_to_keep: positions whose next label is trained
     tokens_seen: int = field(default=0, repr=False)  # real (non-pad) tokens collated, for tokens/s
 
     def __call__(self, features: Sequence[dict[str, list[int]]]) -> dict[str, Any]:
@@ -274,7 +281,12 @@ class Collator:
                 batch["position_ids"].append(list(f["position_ids"]) + list(range(pad)))
             else:
                 batch["attention_mask"].append([1] * n + [0] * pad)
-        return {key: torch.tensor(value, dtype=torch.long) for key, value in batch.items()}
+        out = {key: torch.tensor(value, dtype=torch.long) for key, value in batch.items()}
+        if self.trained_logits_only:
+            keep = torch.zeros(out["labels"].shape, dtype=torch.bool)
+            keep[:, :-1] = out["labels"][:, 1:] != IGNORE_INDEX  # the logits at t predict the token at t + 1
+            out["logits_to_keep"] = keep
+        return out
 
 
 # ------------------------------------------------------------------------------------ split, hashing

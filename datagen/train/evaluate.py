@@ -6,15 +6,15 @@
 Each record's last assistant reply is the reference; everything before it is the prompt. Both models answer
 greedily in batches (``LocalBackend``: left-padded, 35-50 tokens/s at batch 8-16 on 2 CPU cores). Scores:
 
-- ROUGE-1/2/L precision, recall and F (``rouge_score``, no stemming), averaged over samples;
+- ROUGE-1/2/L precision, recall and F, averaged over samples: ``rouge_score``'s arithmetic (no stemming) on
+  the CJK-aware tokens of ``datagen.filter.rouge.tokenize``, so English scores equal ``rouge_score``'s and
+  Chinese or Japanese ones are not 0 (its tokenizer deletes every CJK character);
 - loss: mean negative log-likelihood per reference token given the prompt (the reply and its end-of-turn
   token, labelled exactly as in training), and perplexity = exp(loss);
 - the relative improvement of the tuned model over the base: ``(tuned - base) / base`` for ROUGE, and
   ``(base - tuned) / base`` for loss and perplexity, so positive is better for every metric.
 
 OUT receives ``eval.json`` (scores), ``samples.jsonl`` and ``samples.md`` (base | tuned | reference).
-ROUGE's default tokenizer keeps only [a-z0-9] tokens: Chinese or Japanese references score 0 here; use
-the loss for them.
 """
 
 from __future__ import annotations
@@ -63,7 +63,6 @@ def evaluate(data: str | Path, out: str | Path, cfg: EvalConfig) -> dict[str, An
     """Generate with the base (and tuned) model on ``data``, score against the references; returns ``eval.json``."""
     from datagen.llm.local import LocalBackend, SamplingParams, resolve_model_dir
 
-    scorer = _rouge_scorer()
     out = Path(out)
     examples = read_any(data)
     if cfg.max_samples is not None:
@@ -90,7 +89,7 @@ def evaluate(data: str | Path, out: str | Path, cfg: EvalConfig) -> dict[str, An
         params = SamplingParams(temperature=0, max_tokens=cfg.max_new_tokens)
         answers[name] = [choices[0].text for choices in backend.chat([(p, params) for p in prompts])]
         loss, tokens = reference_loss(backend.model, backend.tokenizer, conversations, template, cfg)
-        report[name] = {**_rouge(scorer, answers[name], references), "loss": loss,
+        report[name] = {**mean_rouge(answers[name], references), "loss": loss,
                         "perplexity": math.exp(loss) if loss is not None else None, "reference_tokens": tokens}
         del backend
         gc.collect()
@@ -131,23 +130,48 @@ def reference_loss(model: Any, tokenizer: Any, conversations: list[list[dict[str
     return (total / count if count else None), count
 
 
-def _rouge_scorer() -> Any:
-    try:
-        from rouge_score import rouge_scorer
-    except ImportError as exc:
-        raise ConfigError("datagen eval needs the rouge-score package: pip install rouge-score") from exc
-    return rouge_scorer.RougeScorer(list(ROUGE_TYPES), use_stemmer=False)
+def rouge_scores(reference: str, prediction: str) -> dict[str, dict[str, float]]:
+    """ROUGE-1/2/L precision, recall and F of ``prediction`` against ``reference``.
+
+    ``rouge_score``'s formulas (``_score_ngrams``, ``_score_lcs``, ``scoring.fmeasure``) over the tokens of
+    ``datagen.filter.rouge.tokenize``: its tokens for non-CJK text, one token per CJK character.
+
+    >>> rouge_scores("猫坐在垫子上", "猫在垫子上")["rougeL"]  # LCS 猫在垫子上 = 5 of 6 and of 5 characters
+    {'precision': 1.0, 'recall': 0.8333333333333334, 'fmeasure': 0.9090909090909091}
+    """
+    from collections import Counter
+
+    from rapidfuzz.distance import LCSseq
+
+    # A stage-level import of the filter's tokenizer (self_instruct.py does the same): one definition of a
+    # ROUGE token for the whole project.
+    from datagen.filter.rouge import tokenize
+
+    target, pred = tokenize(reference), tokenize(prediction)
+    scores = {}
+    for rouge_type, n in (("rouge1", 1), ("rouge2", 2)):
+        t = Counter(tuple(target[i : i + n]) for i in range(len(target) - n + 1))
+        p = Counter(tuple(pred[i : i + n]) for i in range(len(pred) - n + 1))
+        overlap = sum((t & p).values())
+        scores[rouge_type] = _score(overlap / max(p.total(), 1), overlap / max(t.total(), 1))
+    lcs = LCSseq.similarity(target, pred) if target and pred else 0  # rapidfuzz takes lists of hashables
+    scores["rougeL"] = _score(lcs / len(pred), lcs / len(target)) if target and pred else _score(0.0, 0.0)
+    return scores
 
 
-def _rouge(scorer: Any, predictions: list[str], references: list[str]) -> dict[str, dict[str, float]]:
-    """Mean ROUGE precision/recall/F over samples."""
+def _score(precision: float, recall: float) -> dict[str, float]:
+    fmeasure = 2 * precision * recall / (precision + recall) if precision + recall > 0 else 0.0
+    return {"precision": precision, "recall": recall, "fmeasure": fmeasure}
+
+
+def mean_rouge(predictions: list[str], references: list[str]) -> dict[str, dict[str, float]]:
+    """Mean ROUGE precision/recall/F over samples (see ``rouge_scores``)."""
     sums = {t: {"precision": 0.0, "recall": 0.0, "fmeasure": 0.0} for t in ROUGE_TYPES}
     for prediction, reference in zip(predictions, references):
-        scores = scorer.score(reference, prediction)  # (target, prediction)
+        scores = rouge_scores(reference, prediction)
         for t in ROUGE_TYPES:
-            sums[t]["precision"] += scores[t].precision
-            sums[t]["recall"] += scores[t].recall
-            sums[t]["fmeasure"] += scores[t].fmeasure
+            for k in sums[t]:
+                sums[t][k] += scores[t][k]
     n = max(1, len(predictions))
     return {t: {k: v / n for k, v in parts.items()} for t, parts in sums.items()}
 

@@ -24,6 +24,7 @@ import contextlib
 import json
 import logging
 import os
+import re
 import resource
 import shutil
 import tempfile
@@ -123,7 +124,7 @@ def train(
     model = _load_model(model_dir, cfg, cuda)
     trainable, total = _count_parameters(model)
     log.info("trainable parameters: %s of %s (%.2f%%)", f"{trainable:,}", f"{total:,}", 100 * trainable / total)
-    collator = Collator(pad_id=tokenizer.pad_token_id)
+    collator = Collator(pad_id=tokenizer.pad_token_id, trained_logits_only=_keeps_logits_by_mask(model))
     trainer = _make_trainer(model, tokenizer, collator, train_rows, eval_rows_fed, out / "checkpoints", cfg, cuda)
 
     eval_before = trainer.evaluate()["eval_loss"] if eval_rows_fed else None
@@ -198,6 +199,50 @@ def _load_model(model_dir: Path, cfg: TrainConfig, cuda: bool) -> Any:
     return get_peft_model(model, to_lora_config(cfg))
 
 
+def _keeps_logits_by_mask(model: Any) -> bool:
+    """Whether ``model`` takes a boolean (batch, seq) ``logits_to_keep`` and returns the kept logits flattened.
+
+    transformers 5's ``slice_logits_to_keep`` does, for every model built on it; a model with its own forward
+    (remote code, older versions) may not, so ask it: one forward of two tokens, without gradients.
+    """
+    import inspect
+
+    import torch
+
+    base = model.get_base_model() if hasattr(model, "get_base_model") else model
+    if "logits_to_keep" not in inspect.signature(base.forward).parameters:
+        return False
+    device = next(model.parameters()).device
+    training = model.training
+    model.eval()  # no dropout: the probe must not draw from the RNG that seeds training
+    try:
+        with torch.no_grad():
+            logits = model(input_ids=torch.zeros(1, 2, dtype=torch.long, device=device), use_cache=False,
+                           logits_to_keep=torch.tensor([[True, False]], device=device)).logits
+        return tuple(logits.shape[:-1]) == (1,)
+    except Exception:  # noqa: BLE001 - any failure means "not supported": train with full logits
+        return False
+    finally:
+        model.train(training)
+
+
+def trained_token_loss(outputs: Any, labels: Any, num_items_in_batch: Any = None) -> Any:
+    """transformers' causal-LM loss from logits kept only where the next token is trained (``Collator``'s mask).
+
+    The same positions and targets as ``ForCausalLMLoss`` over the full logits, minus the ones it ignores:
+    summed and divided by ``num_items_in_batch`` in training (tokens over all accumulated batches), the mean
+    without it (evaluation).
+    """
+    import torch
+
+    targets = labels[:, 1:]
+    targets = targets[targets != -100].to(outputs.logits.device)
+    if num_items_in_batch is None:
+        return torch.nn.functional.cross_entropy(outputs.logits.float(), targets)
+    loss = torch.nn.functional.cross_entropy(outputs.logits.float(), targets, reduction="sum")
+    return loss / (num_items_in_batch.to(loss.device) if torch.is_tensor(num_items_in_batch) else num_items_in_batch)
+
+
 def _count_parameters(model: Any) -> tuple[int, int]:
     """(trainable, total) parameters; 4-bit weights count as their logical size, as peft reports it."""
     trainable, total = model.get_nb_trainable_parameters()
@@ -252,7 +297,8 @@ def _make_trainer(model: Any, tokenizer: Any, collator: Collator, train_rows: li
 
     args = to_training_args(cfg, checkpoints, bool(eval_rows), cuda)
     trainer = Trainer(model=model, args=args, data_collator=collator, train_dataset=train_rows,
-                      eval_dataset=eval_rows or None, processing_class=tokenizer, callbacks=[_CountEvaluations()])
+                      eval_dataset=eval_rows or None, processing_class=tokenizer, callbacks=[_CountEvaluations()],
+                      compute_loss_func=trained_token_loss if collator.trained_logits_only else None)
     trainer.evaluations = 0
     return trainer
 
@@ -262,10 +308,7 @@ def _make_trainer(model: Any, tokenizer: Any, collator: Collator, train_rows: li
 
 def _resume_point(out: Path, cfg: TrainConfig, data_sha: str) -> str | None:
     """The checkpoint to resume from, per ``cfg.resume_from_checkpoint`` (auto | true | false | a path)."""
-    from transformers.trainer_utils import get_last_checkpoint
-
     checkpoints = out / "checkpoints"
-    latest = get_last_checkpoint(str(checkpoints)) if checkpoints.is_dir() else None
     choice = cfg.resume_from_checkpoint
     if choice is False:
         if checkpoints.is_dir():
@@ -273,11 +316,14 @@ def _resume_point(out: Path, cfg: TrainConfig, data_sha: str) -> str | None:
             shutil.rmtree(checkpoints)
         return None
     if isinstance(choice, str) and choice != "auto":
-        if not (Path(choice) / "trainer_state.json").is_file():
-            raise ConfigError(f"train.resume_from_checkpoint: {choice} is not a Trainer checkpoint folder")
+        problem = _checkpoint_problem(Path(choice))
+        if problem:
+            raise ConfigError(f"train.resume_from_checkpoint: {choice} is not a complete Trainer checkpoint "
+                              f"({problem})")
         return choice
+    latest = _last_complete_checkpoint(checkpoints, remove_incomplete=True)
     if choice is True and latest is None:
-        raise ConfigError(f"train.resume_from_checkpoint=true but {checkpoints} holds no checkpoint")
+        raise ConfigError(f"train.resume_from_checkpoint=true but {checkpoints} holds no complete checkpoint")
     if latest is None:
         return None
     if choice == "auto":
@@ -288,6 +334,62 @@ def _resume_point(out: Path, cfg: TrainConfig, data_sha: str) -> str | None:
                 "or resume_from_checkpoint=false to start over there"
             )
     log.info("resuming from %s", latest)
+    return latest
+
+
+#: What ``Trainer._load_from_checkpoint`` accepts as model weights (LoRA adapter or full model, maybe sharded).
+_WEIGHTS = ("adapter_model.safetensors", "adapter_model.bin", "model.safetensors", "model.safetensors.index.json",
+            "pytorch_model.bin", "pytorch_model.bin.index.json")
+
+
+def _checkpoint_problem(folder: Path) -> str | None:
+    """Why ``folder`` is not a checkpoint a run can resume from, or None if it is one.
+
+    ``Trainer._save_checkpoint`` writes weights, then optimizer and scheduler, then RNG state, and
+    trainer_state.json last, none of them atomically: a kill during a save leaves the folder with a prefix of
+    those files, the last one possibly torn. So trainer_state.json must parse, and the weights and optimizer
+    state it comes after must be there (an FSDP/DeepSpeed run keeps them in sub-folders).
+    """
+    if not folder.is_dir():
+        return "no such folder"
+    try:
+        state = json.loads((folder / "trainer_state.json").read_text(encoding="utf-8"))
+    except OSError:
+        return "no trainer_state.json"
+    except ValueError:
+        return "trainer_state.json is torn"
+    if not isinstance(state, dict) or not isinstance(state.get("global_step"), int):
+        return "trainer_state.json has no global_step"
+    subfolders = [p.name for p in folder.iterdir() if p.is_dir()]
+    if not (any((folder / name).is_file() and (folder / name).stat().st_size for name in _WEIGHTS)
+            or any("pytorch_model_fsdp" in name or (folder / name / "adapter_model.safetensors").is_file()
+                   for name in subfolders)):
+        return "no model or adapter weights"
+    if not ((folder / "optimizer.pt").is_file() or (folder / "optimizer.bin").is_file()
+            or any("optimizer" in name or name.startswith("global_step") for name in subfolders)):
+        return "no optimizer state"
+    return None
+
+
+def _last_complete_checkpoint(checkpoints: Path, *, remove_incomplete: bool = False) -> str | None:
+    """The newest ``checkpoint-N`` folder in ``checkpoints`` that a run can resume from (see ``_checkpoint_problem``).
+
+    With ``remove_incomplete``, folders a kill left half-written are deleted: a resumed run would otherwise
+    save its step N into the torn ``checkpoint-N`` (mixing old files with new) and rotation by mtime could
+    keep the torn folder over a good one.
+    """
+    if not checkpoints.is_dir():
+        return None
+    numbered = sorted(((int(m.group(1)), p) for p in checkpoints.iterdir()
+                       if (m := re.fullmatch(r"checkpoint-(\d+)", p.name)) and p.is_dir()), reverse=True)
+    latest = None
+    for _, folder in numbered:
+        problem = _checkpoint_problem(folder)
+        if problem is None:
+            latest = latest or str(folder)
+        elif remove_incomplete:
+            log.warning("removing the incomplete checkpoint %s (%s): a run was killed while saving it", folder, problem)
+            shutil.rmtree(folder, ignore_errors=True)  # every rank may try under torchrun
     return latest
 
 
@@ -338,7 +440,9 @@ def staged_dir(target: Path) -> Iterator[Path]:
 def _loss_curve(history: list[dict[str, Any]], before: float | None, after: float | None, last_step: int) -> dict[str, Any]:
     train = [{"step": h["step"], "loss": h["loss"], "learning_rate": h.get("learning_rate"), "epoch": h.get("epoch")}
              for h in history if "loss" in h]
-    evals = [{"step": h["step"], "eval_loss": h["eval_loss"]} for h in history if "eval_loss" in h]
+    # The final evaluate() lands in the history too: at a step where training evaluated already, keep one point.
+    by_step = {h["step"]: {"step": h["step"], "eval_loss": h["eval_loss"]} for h in history if "eval_loss" in h}
+    evals = list(by_step.values())
     if before is not None:
         evals = [{"step": 0, "eval_loss": before}] + [e for e in evals if e["step"] != 0]
     if after is not None and not any(e["step"] == last_step for e in evals):

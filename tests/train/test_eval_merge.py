@@ -11,7 +11,7 @@ from click.testing import CliRunner
 from datagen.cli import cli
 from datagen.errors import ConfigError
 from datagen.train import sft
-from datagen.train.evaluate import EvalConfig, evaluate
+from datagen.train.evaluate import EvalConfig, evaluate, mean_rouge, rouge_scores
 from datagen.train.merge import merge
 from tests.train.test_sft import tiny_config, write_toy
 
@@ -61,6 +61,45 @@ def test_eval_cli_scores_the_base_alone(tiny_model_dir, memorised, tmp_path):
     report = json.loads((tmp_path / "e" / "eval.json").read_text())
     assert report["samples"] == 2 and "tuned" not in report and "improvement" not in report
     assert "| base | reference |" in (tmp_path / "e" / "samples.md").read_text()
+
+
+def test_rouge_counts_chinese_characters_as_tokens():
+    # 猫坐在垫子上 (6 characters) vs 猫在垫子上睡觉 (7): unigrams 猫在垫子上 shared (5); bigrams 在垫 垫子 子上
+    # shared (3 of 5 and of 6); LCS 猫在垫子上 (5).
+    scores = rouge_scores("猫坐在垫子上", "猫在垫子上睡觉")
+    assert scores["rouge1"] == {"precision": 5 / 7, "recall": 5 / 6, "fmeasure": pytest.approx(10 / 13, abs=1e-15)}
+    assert scores["rouge2"] == {"precision": 3 / 6, "recall": 3 / 5, "fmeasure": pytest.approx(6 / 11, abs=1e-15)}
+    assert scores["rougeL"] == scores["rouge1"]
+    # Latin words stay words among CJK characters: 用 python 写 代 码 vs 用 python 写 程 序.
+    mixed = rouge_scores("用 Python 写代码", "用Python写程序")
+    assert mixed["rouge1"]["fmeasure"] == pytest.approx(0.6) and mixed["rougeL"]["fmeasure"] == pytest.approx(0.6)
+    assert mixed["rouge2"] == {"precision": 0.5, "recall": 0.5, "fmeasure": 0.5}
+    assert rouge_scores("猫坐在垫子上", "") == {t: {"precision": 0.0, "recall": 0.0, "fmeasure": 0.0}
+                                                for t in ("rouge1", "rouge2", "rougeL")}
+    mean = mean_rouge(["猫在垫子上睡觉", "狗"], ["猫坐在垫子上", "猫"])
+    assert mean["rougeL"]["recall"] == pytest.approx((5 / 6 + 0) / 2)
+
+
+def test_rouge_equals_rouge_score_on_english():
+    from rouge_score import rouge_scorer
+
+    scorer = rouge_scorer.RougeScorer(["rouge1", "rouge2", "rougeL"], use_stemmer=False)
+    pairs = [
+        ("The sky is blue today.", "the sky is very blue today"),
+        ("Paris is the capital of France.", "The capital of France is Paris, of course."),
+        ("the the the cat", "the cat the cat the"),
+        ("It's 3:00 p.m. -- well-known O'Neil", "its 3 00 pm well known oneil"),
+        ("A single word", ""),
+        ("", ""),
+        ("nothing shared", "at all here"),
+        ("Rust 1.80 ships LazyCell & LazyLock", "LazyLock ships in Rust 1.80"),
+    ]
+    assert scorer.score("猫坐在垫子上", "猫在垫子上睡觉")["rougeL"].fmeasure == 0  # why we do not use its tokenizer
+    for reference, prediction in pairs:
+        theirs = scorer.score(reference, prediction)
+        ours = rouge_scores(reference, prediction)
+        for t in ("rouge1", "rouge2", "rougeL"):
+            assert ours[t] == theirs[t]._asdict(), (reference, prediction, t)
 
 
 def test_merged_model_gives_the_adapter_models_logits(tiny_model_dir, memorised, tmp_path):

@@ -15,7 +15,7 @@ from datagen.errors import ConfigError
 from datagen.formats import read_any
 from datagen.train import sft
 from datagen.train.config import TrainConfig, load_train_config, to_bnb_config, to_lora_config
-from datagen.train.data import records_sha256, split_records
+from datagen.train.data import Collator, records_sha256, split_records
 
 #: Short, fixed replies: enough for the tiny random model to move its loss in a few steps.
 TOY = [(f"Name colour number {i}.", f"Colour {i} is {c}.")
@@ -233,8 +233,58 @@ def test_resume_continues_a_killed_run_to_the_same_weights(tmp_path, tiny_model_
 
     with pytest.raises(ConfigError, match=r"holds checkpoints of a different run \(lora_r changed\)"):
         sft.train(data, out, tiny_config(tiny_model_dir, max_steps=6, save_steps=3, lora_dropout=0.1, lora_r=4))
-    with pytest.raises(ConfigError, match="holds no checkpoint"):
+    with pytest.raises(ConfigError, match="holds no complete checkpoint"):
         sft.train(data, tmp_path / "fresh", tiny_config(tiny_model_dir, resume_from_checkpoint=True))
+
+
+def _fake_checkpoint(folder: Path, *files: str, state: str = '{"global_step": 1}') -> Path:
+    """A checkpoint folder holding ``files`` (a few bytes each) and, unless ``state`` is None, trainer_state.json."""
+    folder.mkdir(parents=True)
+    for name in files:
+        (folder / name).write_bytes(b"x" * 8)
+    if state is not None:
+        (folder / "trainer_state.json").write_text(state)
+    return folder
+
+
+def test_resume_picks_the_newest_complete_checkpoint_and_removes_torn_ones(tmp_path, caplog):
+    full = ("adapter_model.safetensors", "adapter_config.json", "optimizer.pt", "scheduler.pt", "rng_state.pth")
+    checkpoints = tmp_path / "run" / "checkpoints"
+    _fake_checkpoint(checkpoints / "checkpoint-2", *full)
+    good = _fake_checkpoint(checkpoints / "checkpoint-9", *full)  # 9 < 10 < 12 by number, not by name
+    torn = [
+        _fake_checkpoint(checkpoints / "checkpoint-10", *full[:-1], state=None),       # killed before the state
+        _fake_checkpoint(checkpoints / "checkpoint-11", *full, state='{"global_st'),   # killed inside the state
+        _fake_checkpoint(checkpoints / "checkpoint-12", "adapter_config.json", "optimizer.pt"),  # no weights
+        _fake_checkpoint(checkpoints / "checkpoint-13", "adapter_model.safetensors"),             # no optimizer
+        _fake_checkpoint(checkpoints / "checkpoint-14"),                                          # empty
+    ]
+    (checkpoints / "checkpoint-14" / "adapter_model.safetensors").write_bytes(b"")  # a zero-byte file is no weights
+    (checkpoints / "checkpoint-14" / "optimizer.pt").write_bytes(b"x")
+    (checkpoints / "runs").mkdir()  # not a checkpoint: left alone
+    problems = {p.name: sft._checkpoint_problem(p) for p in torn}
+    assert problems == {"checkpoint-10": "no trainer_state.json", "checkpoint-11": "trainer_state.json is torn",
+                        "checkpoint-12": "no model or adapter weights", "checkpoint-13": "no optimizer state",
+                        "checkpoint-14": "no model or adapter weights"}
+    assert sft._checkpoint_problem(good) is None
+    assert sft._last_complete_checkpoint(checkpoints) == str(good)
+    assert all(p.exists() for p in torn)  # looking does not delete
+
+    cfg = TrainConfig(base="unused", resume_from_checkpoint=True)
+    with caplog.at_level("WARNING", logger="datagen.train"):
+        assert sft._resume_point(tmp_path / "run", cfg, "sha") == str(good)
+    assert sorted(p.name for p in checkpoints.iterdir()) == ["checkpoint-2", "checkpoint-9", "runs"]
+    assert "removing the incomplete checkpoint" in caplog.text
+    assert "checkpoint-11 (trainer_state.json is torn)" in caplog.text
+
+    only_torn = tmp_path / "other" / "checkpoints"
+    _fake_checkpoint(only_torn / "checkpoint-1", *full, state=None)
+    named = TrainConfig(base="unused", resume_from_checkpoint=str(only_torn / "checkpoint-1"))
+    with pytest.raises(ConfigError, match=r"not a complete Trainer checkpoint \(no trainer_state.json\)"):
+        sft._resume_point(tmp_path / "other", named, "sha")
+    with pytest.raises(ConfigError, match="holds no complete checkpoint"):
+        sft._resume_point(tmp_path / "other", cfg, "sha")
+    assert sft._resume_point(tmp_path / "other", TrainConfig(base="unused"), "sha") is None  # auto: start afresh
 
 
 def test_qlora_nf4_trains_on_cpu(tmp_path, tiny_model_dir, monkeypatch):
@@ -268,6 +318,33 @@ def test_packing_dora_rslora_checkpointing_accumulation_and_warmup_together(tmp_
     assert math.isfinite(summary["train_loss"]) and summary["global_step"] == 4
     lrs = [p["learning_rate"] for p in json.loads((tmp_path / "p" / "loss_curve.json").read_text())["train"]]
     assert lrs[0] < lrs[1] < lrs[2] and lrs[2] == pytest.approx(1e-2) and lrs[3] < lrs[2]  # warmup 2 steps, cosine
+
+
+@pytest.mark.parametrize("packing", [False, True])
+def test_lm_head_on_trained_positions_only_gives_the_full_logits_losses(tmp_path, tiny_model_dir, monkeypatch, packing):
+    data = write_toy(tmp_path / "toy.jsonl")
+    cfg = tiny_config(tiny_model_dir, max_steps=4, packing=packing, per_device_train_batch_size=2,
+                      gradient_accumulation_steps=2, max_seq_len=96, eval_steps=2, logging_steps=1)
+    probe = sft._keeps_logits_by_mask
+    seen = []
+    monkeypatch.setattr(sft, "_keeps_logits_by_mask", lambda model: seen.append(probe(model)) or seen[-1])
+    kept = sft.train(data, tmp_path / "kept", cfg)
+    monkeypatch.setattr(sft, "_keeps_logits_by_mask", lambda model: False)
+    full = sft.train(data, tmp_path / "full", cfg)
+    assert seen == [True]  # the tiny Llama takes a boolean logits_to_keep
+    curves = [json.loads((tmp_path / name / "loss_curve.json").read_text()) for name in ("kept", "full")]
+    assert [p["loss"] for p in curves[0]["train"]] == pytest.approx([p["loss"] for p in curves[1]["train"]], abs=1e-5)
+    assert [p["eval_loss"] for p in curves[0]["eval"]] == pytest.approx([p["eval_loss"] for p in curves[1]["eval"]],
+                                                                        abs=1e-5)
+    assert len(curves[0]["train"]) == 4 and len(curves[0]["eval"]) == 3  # before, at step 2, at step 4
+    assert kept["tokens_per_second"] > 0 and kept["train_loss"] == pytest.approx(full["train_loss"], abs=1e-5)
+
+
+def test_collator_marks_the_positions_whose_next_token_is_trained():
+    batch = Collator(pad_id=0, trained_logits_only=True)([{"input_ids": [5, 6, 7], "labels": [-100, 6, 7]},
+                                                          {"input_ids": [8, 9], "labels": [-100, 9]}])
+    assert batch["logits_to_keep"].tolist() == [[True, True, False], [True, False, False]]
+    assert "logits_to_keep" not in Collator(pad_id=0)([{"input_ids": [5], "labels": [5]}])
 
 
 def test_cli_trains_and_shows_labels(tmp_path, tiny_model_dir):
