@@ -115,6 +115,24 @@ def _file_lock(path: Path) -> Iterator[None]:
             fcntl.flock(handle, fcntl.LOCK_UN)
 
 
+def _load_tokenizer(model_dir: str | Path, adapter: str | Path | None) -> Any:
+    """The adapter's tokenizer when its folder holds one, else the model's.
+
+    ``datagen train`` saves beside the adapter the tokenizer carrying the chat template it rendered the
+    training data with (a named or custom template, or the fallback for a base that has none); a tuned model
+    answers as trained only when prompts are rendered the same way. An adapter tokenizer without a chat
+    template (saved by other tools) borrows the model's.
+    """
+    from transformers import AutoTokenizer
+
+    if adapter is None or not any((Path(adapter) / f).is_file() for f in ("tokenizer_config.json", "tokenizer.json")):
+        return AutoTokenizer.from_pretrained(model_dir)
+    tokenizer = AutoTokenizer.from_pretrained(adapter)
+    if not tokenizer.chat_template:
+        tokenizer.chat_template = AutoTokenizer.from_pretrained(model_dir).chat_template
+    return tokenizer
+
+
 # ------------------------------------------------------------------------------------------ requests
 
 
@@ -176,14 +194,14 @@ class LocalBackend:
         self, model_dir: str | Path, adapter: str | Path | None = None, device: str = "auto", max_batch_size: int = 16
     ):
         import torch
-        from transformers import AutoModelForCausalLM, AutoTokenizer
+        from transformers import AutoModelForCausalLM
 
         if adapter is not None and not (Path(adapter) / "adapter_config.json").is_file():
             raise ConfigError(f"adapter {str(adapter)!r} is not a folder with adapter_config.json")
         self.device = ("cuda" if torch.cuda.is_available() else "cpu") if device == "auto" else device
         self.threads = _cpu_threads() if self.device == "cpu" else None
         dtype = torch.bfloat16 if self.device.startswith("cuda") and torch.cuda.is_bf16_supported() else torch.float32
-        self.tokenizer = AutoTokenizer.from_pretrained(model_dir)
+        self.tokenizer = _load_tokenizer(model_dir, adapter)
         model = AutoModelForCausalLM.from_pretrained(model_dir, dtype=dtype)
         if adapter is not None:
             from peft import PeftModel

@@ -312,6 +312,48 @@ def test_served_model_name_defaults(tiny_model_dir):
     assert ServeConfig(model=str(tiny_model_dir), served_model_name="mine").model_id == "mine"
 
 
+def test_adapter_is_served_with_the_chat_template_it_was_trained_with(tiny_model_dir, tmp_path):
+    """`datagen train` saves its tokenizer beside the adapter; `serve --adapter` renders chats with its template."""
+    import json
+    import shutil
+
+    from transformers import AutoTokenizer
+
+    from datagen.train.config import TrainConfig
+    from datagen.train.data import TEMPLATES
+    from datagen.train.sft import train
+
+    data = tmp_path / "data.jsonl"
+    rows = [{"instruction": f"Name colour {i}.", "input": "", "output": f"Colour {i}."} for i in range(4)]
+    data.write_text("".join(json.dumps(row) + "\n" for row in rows))
+    cfg = TrainConfig(base=str(tiny_model_dir), chat_template="alpaca", max_steps=1, per_device_train_batch_size=2,
+                      eval_fraction=0.0, max_seq_len=64)
+    train(data, tmp_path / "sft", cfg, echo=lambda *_: None)
+    adapter = tmp_path / "sft" / "adapter"
+
+    tokenizer = AutoTokenizer.from_pretrained(tiny_model_dir)
+    assert tokenizer.chat_template != TEMPLATES["alpaca"]  # the base model's is ChatML
+    alpaca = tokenizer.apply_chat_template(CHAT, chat_template=TEMPLATES["alpaca"], tokenize=False,
+                                           add_generation_prompt=True)
+    assert alpaca.startswith("### Instruction:\nSay something.")
+    alpaca_tokens = len(tokenizer(alpaca, add_special_tokens=False)["input_ids"])
+    assert alpaca_tokens != _chat_prompt_tokens(tiny_model_dir, CHAT)
+
+    backend = LocalBackend(tiny_model_dir, adapter)
+    assert backend.tokenizer.chat_template == TEMPLATES["alpaca"]
+    with serve_in_thread(ServeConfig(model=str(tiny_model_dir), adapter=adapter, port=0, served_model_name="t")) as url:
+        client = openai.OpenAI(base_url=url, api_key="unused", max_retries=0)
+        reply = client.chat.completions.create(model="t", messages=CHAT, max_tokens=2, temperature=0)
+    assert reply.usage.prompt_tokens == alpaca_tokens
+
+    # An adapter folder without a tokenizer (saved by other tools) is served with the base model's template.
+    bare = tmp_path / "bare"
+    bare.mkdir()
+    for name in ("adapter_config.json", "adapter_model.safetensors"):
+        shutil.copy(adapter / name, bare / name)
+    assert LocalBackend(tiny_model_dir, bare).tokenizer.chat_template == tokenizer.chat_template
+
+
 # ---------------------------------------------------------------------------------------- processes
 
 
