@@ -14,6 +14,7 @@ from hypothesis import strategies as st
 from datagen.errors import ConfigError
 from datagen.generate import documents
 from datagen.generate.documents import (
+    MAX_TOKEN_CHARS,
     Document,
     chunk_document,
     chunk_spans,
@@ -22,6 +23,7 @@ from datagen.generate.documents import (
     load_documents,
     token_starts,
 )
+from datagen.lang import is_cjk
 
 # ---------------------------------------------------------------------------------------------- loaders
 
@@ -233,7 +235,7 @@ def assert_chunk_invariants(text: str, chunks, size: int, overlap: int) -> None:
         assert chunk.text == text[chunk.start:chunk.end]
         # The byte span decodes strictly to the chunk: no boundary falls inside a multi-byte character.
         assert encoded[chunk.byte_start:chunk.byte_end].decode("utf-8") == chunk.text
-        assert chunk.tokens == count_tokens(chunk.text) <= size
+        assert 1 <= chunk.tokens == count_tokens(chunk.text) <= size
     for before, after in zip(chunks, chunks[1:]):
         assert before.start < after.start <= before.end  # no gap, always progress
         assert count_tokens(text[after.start:before.end]) <= overlap
@@ -283,6 +285,12 @@ def test_a_run_without_any_boundary_is_cut_between_tokens():
     assert all(text[s] == "w" for s, _ in spans)  # every chunk starts at a word
 
 
+def test_leading_space_is_never_a_chunk_of_its_own():
+    text = "\n\n" + " ".join(f"w{i}" for i in range(250))   # the only boundary is before the first word
+    spans = chunk_spans(text, size=100, overlap=20)
+    assert spans[0] == (0, text.index("w100")) and all(count_tokens(text[s:e]) for s, e in spans)
+
+
 CHINESE_DOC = "\n\n".join(
     "".join(f"第{p}段的第{s}句话讲的是垃圾分类和资源回收的知识。" for s in range(1 + p % 4)) for p in range(30))
 
@@ -290,13 +298,71 @@ CHINESE_DOC = "\n\n".join(
 def test_cjk_text_counts_characters_and_cuts_after_chinese_sentence_marks():
     assert count_tokens("垃圾分类") == 4
     assert count_tokens("用 Python 写一个 script。") == 6  # 用 | Python | 写 一 个 | script。
-    assert token_starts("ab 中文") == [0, 3, 4]
+    assert token_starts("ab 中文").tolist() == [0, 3, 4]
     doc = Document("分类.txt", CHINESE_DOC, Path("分类.txt"))
     chunks = chunk_document(doc, size=80, overlap=20)
     assert_chunk_invariants(CHINESE_DOC, chunks, 80, 20)
     assert all(c.text.rstrip().endswith("。") for c in chunks)
     assert all(c.text[0] == "第" for c in chunks)           # every chunk starts on a sentence
     assert all(c.byte_end - c.byte_start > c.end - c.start for c in chunks)  # multi-byte text
+
+
+def reference_token_starts(text: str) -> list[int]:
+    """The tokenizer's definition, one character at a time."""
+    starts, run = [], 0
+    for i, char in enumerate(text):
+        if char.isspace() or is_cjk(char):
+            run = 0
+            if is_cjk(char):
+                starts.append(i)
+            continue
+        if run % MAX_TOKEN_CHARS == 0:
+            starts.append(i)
+        run += 1
+    return starts
+
+
+_ANY_CHAR = st.characters(exclude_categories=("Cs",)) | st.sampled_from(" \n\t\u3000\u00a0中文한글カナ。，x")
+
+
+@settings(max_examples=300, deadline=None)
+@given(text=st.text(_ANY_CHAR, max_size=200) | st.builds(lambda n: "y" * n + " z", st.integers(0, 100)))
+def test_token_starts_match_the_definition(text):
+    assert token_starts(text).tolist() == reference_token_starts(text)
+
+
+def test_every_bmp_character_tokenizes_as_the_definition_says():
+    text = "".join(map(chr, range(0x10000)))
+    assert token_starts(text).tolist() == reference_token_starts(text)
+
+
+def test_a_run_without_spaces_counts_one_token_per_max_token_chars():
+    assert count_tokens("x" * (2 * MAX_TOKEN_CHARS + 1)) == 3
+    text = "see https://example.org/" + "a" * 100 + " now"
+    spans = chunk_spans(text, size=2, overlap=1)
+    assert all(e - s <= 2 * MAX_TOKEN_CHARS for s, e in spans)
+    assert_chunk_invariants(text, chunk_document(Document("u", text, Path("u")), size=2, overlap=1), 2, 1)
+
+
+def test_a_10mb_line_without_spaces_becomes_many_bounded_chunks():
+    text = "basalt" * (10 * 1024 * 1024 // 6)
+    chunks = chunk_document(Document("huge.txt", text, Path("huge.txt")), size=200, overlap=40)
+    assert len(chunks) > 1000
+    assert chunks[0].start == 0 and chunks[-1].end == len(text)
+    assert all(c.tokens <= 200 and len(c.text) <= 200 * MAX_TOKEN_CHARS for c in chunks)
+    assert all(a.start < b.start <= a.end for a, b in zip(chunks, chunks[1:]))
+
+
+def test_a_5mb_document_chunks_like_a_small_one():
+    """Chunking is linear: a document of 400 copies gives 400 times the chunks of one copy, each as sound as
+    in a short document (how fast belongs in bench/, not in a test)."""
+    unit = LONG_EN + "\n\n" + CHINESE_DOC + "\n\n"
+    copies = 5 * 1024 * 1024 // len(unit.encode("utf-8"))
+    text = unit * copies
+    small = chunk_document(Document("u", unit, Path("u")), size=200, overlap=40)
+    chunks = chunk_document(Document("big", text, Path("big")), size=200, overlap=40)
+    assert_chunk_invariants(text, chunks, 200, 40)
+    assert copies * (len(small) - 1) <= len(chunks) <= copies * (len(small) + 1)
 
 
 def test_chunk_size_and_overlap_are_validated():
