@@ -30,9 +30,10 @@ class StageLog:
 
     def __init__(self, out: Path, name: str, keep: Any = None):
         self.path = Path(out) / ".state" / f"{name}.jsonl"
-        rows = read_jsonl_tolerant(self.path)
-        # ``keep`` lets a stage forget rows it wants redone (e.g. requests that failed for good last time).
-        self.done: dict[str, dict[str, Any]] = {r["key"]: r for r in rows if keep is None or keep(r)}
+        latest = {row["key"]: row for row in read_jsonl_tolerant(self.path)}  # a key's last row is its outcome
+        # ``keep`` lets a stage forget rows it wants redone (e.g. requests that failed for good last time). It
+        # judges a key's last row only: an older answer must not stand in for a newer failure.
+        self.done: dict[str, dict[str, Any]] = {k: r for k, r in latest.items() if keep is None or keep(r)}
         self._writer: ShardWriter | None = None
 
     def append(self, row: dict[str, Any]) -> None:

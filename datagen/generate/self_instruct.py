@@ -15,7 +15,10 @@ Run it:  datagen self-instruct --seeds seeds/seed_tasks.jsonl --num-instructions
 
 Resumable and reproducible: every raw answer is appended to ``OUT/.state/*.jsonl`` as it arrives, and a
 re-run replays the bootstrap rounds from that log with the same seeded RNG, so a killed run ends with exactly
-the result of an uninterrupted one, asking the endpoint only for what is missing.
+the result of an uninterrupted one, asking the endpoint only for what is missing. A request that failed for
+good (retries spent) is a reject with its reason and ``stats.llm.failures``, but not settled: the run builds
+nothing more on top of it (no later bootstrap round, no top-up), and a re-run asks it again, then goes on as a
+fault-free run would have.
 """
 
 from __future__ import annotations
@@ -212,6 +215,9 @@ class _Run:
         self.rounds = 0
         self.rejects: list[Example] = []
         self.calls = Counter()
+        # A request of this run failed for good: build nothing more on the answers so far. Its row is not
+        # settled, so a resumed run asks it again and then goes on exactly as a fault-free run would have.
+        self.failed = False
 
     async def ask(self, prompt: str, params: SamplingParams, sample_index: int = 0) -> Completion:
         self.calls["requests"] += 1
@@ -226,7 +232,7 @@ class _Run:
         ref = template_ref(template)
         rng = self.rng
         with progress(goal, "self-instruct: bootstrap", initial=min(goal, len(self.machine))) as bar:
-            while len(self.machine) < goal and self.rounds < cfg.rounds_limit:
+            while len(self.machine) < goal and self.rounds < cfg.rounds_limit and not self.failed:
                 rounds = self.rounds
                 batch = []
                 for j in range(cfg.batch_size):
@@ -243,13 +249,17 @@ class _Run:
                 answers = await asyncio.gather(*[self.ask(p, cfg.generate_sampling, sample_index=i)
                                                  for _, _, p, i in missing], return_exceptions=True)
                 for (k, h, _, _), answer in zip(missing, answers):
-                    # A failed request is data (logged, replayed); a dead endpoint or a bug stops the run.
+                    # A failed request is data (logged, asked again by a re-run); a dead endpoint or a bug
+                    # stops the run.
                     if isinstance(answer, BaseException) and (isinstance(answer, CircuitOpen) or not isinstance(answer, LLMError)):
                         raise answer
                     log.append(_log_row(k, h, answer))
                 before = len(self.machine)
                 for k, _, _, tasks in batch:
                     self._absorb(log.done[k], rounds, tasks, ref, goal)
+                # A round with a failed request is the last: later rounds would draw their prompts from a pool
+                # that lacks its answer, and could not be replayed once a resumed run has that answer.
+                self.failed |= any("error" in log.done[k] for k, _, _, _ in batch)
                 bar.update(min(len(self.machine), goal) - min(before, goal))
                 self.rounds += 1
 
@@ -296,6 +306,7 @@ class _Run:
         with progress(len(jobs), desc, initial=len(jobs) - len(todo)) as bar:
             async for (key, prompt, _), result in map_bounded(one, todo, limit=self.cfg.llm.concurrency * 2):
                 log.append(_log_row(key, _key(prompt), result))
+                self.failed |= isinstance(result, LLMError)
                 bar.update()
 
 
@@ -324,8 +335,9 @@ async def generate(cfg: SelfInstructConfig) -> dict[str, Any]:
     async with LLMClient(cfg.llm) as llm:
         make_dirs(out)  # an unusable --out fails here, before any request is paid for
         run = _Run(cfg, llm, seeds)
-        with StageLog(out, "bootstrap") as boot_log, StageLog(out, "classify") as clf_log, \
-                StageLog(out, "instances") as inst_log:
+        with StageLog(out, "bootstrap", keep=_settled) as boot_log, \
+                StageLog(out, "classify", keep=_settled) as clf_log, \
+                StageLog(out, "instances", keep=_settled) as inst_log:
             goal = cfg.num_instructions
             while True:
                 await run.bootstrap(boot_log, goal)
@@ -341,7 +353,9 @@ async def generate(cfg: SelfInstructConfig) -> dict[str, Any]:
                                                                                    cfg.lang), cfg.instance_sampling)
                                                 for m in run.machine], "self-instruct: instances")
                 valid = sum(1 for m in run.machine if _instances(cfg, m, inst_log.done[_instance_key(m)])[0])
-                if valid >= cfg.num_instructions or run.rounds >= cfg.rounds_limit or len(run.machine) < goal:
+                # No top-up for a shortfall of failed requests: a resumed run asks them again instead.
+                if valid >= cfg.num_instructions or run.rounds >= cfg.rounds_limit or len(run.machine) < goal \
+                        or run.failed:
                     break
                 goal = len(run.machine) + cfg.num_instructions - valid
         ledger = llm.ledger.as_dict()
@@ -362,6 +376,11 @@ async def generate(cfg: SelfInstructConfig) -> dict[str, Any]:
              "instruction_rejects": count_reasons(r for r in run.rejects if r.reject.get("step") == "bootstrap"),
              "llm": ledger, "seconds": round(time.monotonic() - started, 3)}
     return write_outputs(out, records, run.rejects, stats)
+
+
+def _settled(row: dict[str, Any]) -> bool:
+    """Whether a logged answer stays settled on resume: a request that failed for good is asked again."""
+    return "error" not in row
 
 
 def _instance_key(task: dict[str, Any]) -> str:

@@ -41,7 +41,7 @@ from datagen.lang import LANGS, count_units, detect_lang, is_cjk
 from datagen.llm.client import LLMClient, LLMConfig, SamplingParams, map_bounded
 from datagen.progress import progress
 from datagen.prompts import render, template_ref
-from datagen.records import Example
+from datagen.records import Example, make_dirs
 
 STAGE = "self-qa"
 QUESTIONS_TEMPLATE = "{lang}/self_qa_questions"
@@ -401,6 +401,9 @@ async def generate(cfg: SelfQAConfig) -> dict[str, Any]:
     if not docs:
         reasons = "; ".join(f"{s.doc_id}: {s.reason}" for s in skipped[:5]) or "no files"
         raise ConfigError(f"--docs {cfg.docs}: no readable document ({reasons})")
+    # An unusable --out fails here: after the documents proved usable (so a bad --docs leaves no empty folder
+    # behind), before chunking and before any request is paid for.
+    make_dirs(cfg.out)
     chunks, chunk_counts = select_chunks(docs, cfg)
     langs = {c.key: chunk_lang(c, cfg.lang) for c in chunks}
     refs = {lang: _template_refs(lang) for lang in set(langs.values())}

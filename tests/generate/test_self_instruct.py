@@ -323,6 +323,42 @@ def test_rerun_makes_no_calls_and_gives_the_same_records(fault_server, tmp_path)
     assert len(fault_server.log) == calls and (tmp_path / "out" / "records.jsonl").read_bytes() == first
 
 
+def test_requests_that_failed_for_good_are_asked_again_on_resume(fault_server, tmp_path):
+    """A bootstrap, a classify and an instance request fail for good: the run reports them and builds nothing
+    on them; a re-run asks exactly those again and ends with the fault-free run's files, and then a further
+    re-run asks nothing."""
+    fault_server.responder = scripted()
+    asyncio.run(generate(config(tmp_path / "clean", fault_server.url)))
+    clean = tmp_path / "clean" / "out"
+    first_task = json.loads((clean / "machine_instructions.jsonl").read_text().splitlines()[0])["instruction"]
+    texts = list(dict.fromkeys(e["text"] for e in fault_server.log))
+    boot = [t for t in texts if t.startswith("Come up with a series")]
+    about_first = [t for t in texts if f"Task: {first_task}" in t]
+    fault_server.plan.script = {text: ["500"] for text in [boot[1], *about_first]}   # round 0, classify, instances
+    assert len(fault_server.plan.script) == 3
+    fault_server.log.clear()
+    fault_server.attempts.clear()
+
+    cfg = config(tmp_path / "flaky", fault_server.url)
+    cfg = SelfInstructConfig(**{**cfg.__dict__, "llm": LLMConfig(**{**cfg.llm.__dict__, "max_retries": 0})})
+    stats = asyncio.run(generate(cfg))
+    assert stats["llm"]["failed"] == 3 and {f["reason"] for f in stats["llm"]["failures"]} == {"server_error"}
+    assert stats["rounds"] == 1 and not stats["target_reached"]    # no round was drawn from a pool missing an answer
+    assert stats["rejects_by_reason"]["llm_server_error"] == 2       # the bootstrap and the instance request
+
+    asked = len(fault_server.log)
+    stats = asyncio.run(generate(cfg))
+    assert stats["llm"]["failed"] == 0 and stats["target_reached"]
+    flaky = tmp_path / "flaky" / "out"
+    for name in ("records.jsonl", "rejects.jsonl", "machine_instructions.jsonl", "is_clf.jsonl", "instances.jsonl"):
+        assert (flaky / name).read_bytes() == (clean / name).read_bytes(), name
+    assert {e["text"] for e in fault_server.log[asked:]} >= set(fault_server.plan.script)
+
+    asked = len(fault_server.log)
+    asyncio.run(generate(cfg))
+    assert len(fault_server.log) == asked and (flaky / "records.jsonl").read_bytes() == (clean / "records.jsonl").read_bytes()
+
+
 def test_killed_run_resumes_to_the_uninterrupted_result(fault_server, tmp_path):
     """SIGKILL the CLI mid-bootstrap; the resumed run equals an uninterrupted run with the same seed."""
     fault_server.responder = scripted()

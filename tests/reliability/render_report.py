@@ -54,7 +54,8 @@ NOTES = """
   `datagen serve` answers `stream=true` with a 400.
 - The circuit-breaker test sets the breaker's window below the retry budget. With the defaults
   (`circuit_breaker: 600` s against 6 retries, about a minute of backoff) an outage of a few minutes makes
-  requests fail for good one by one before the breaker opens; see the xfail row under endpoint faults.
+  requests fail for good one by one before the breaker opens: they are listed as failures, and `--resume`
+  asks them again (the outage test under endpoint faults).
 - Output folders that cannot be created are tested with a path under a regular file (`--out afile/sub`):
   the suite runs as root, which ignores permission bits.
 - The crash test trains with `OMP_NUM_THREADS=1`: with two busy cores torch's default two threads made each

@@ -206,15 +206,11 @@ def test_circuit_breaker_stops_the_run_and_resume_finishes_it(fault_server, clea
                               "exit 1; resume matched the clean run")
 
 
-@pytest.mark.xfail(reason="self-instruct logs a request that failed for good as settled and replays it on resume "
-                          "(its later rounds depend on it), so requests that exhausted their retries before the "
-                          "circuit opened are lost for good; the defaults invite this: circuit_breaker 600 s against "
-                          "a retry budget of ~1 min (6 retries, backoff 1 s doubling)", strict=False)
 def test_an_outage_longer_than_the_retry_budget_but_shorter_than_the_breaker_is_recovered_by_resume(
         fault_server, clean_reference, tmp_path, record_property):
     """The endpoint goes down; requests exhaust their retries before the circuit breaker opens (its window is
-    longer than the retry budget, as with the defaults); `--resume` on the recovered endpoint should still end
-    with the fault-free records (Self-QA's do; Self-Instruct's do not)."""
+    longer than the retry budget, as with the defaults); `--resume` on the recovered endpoint asks those requests
+    again and ends with the fault-free records of both stages."""
     reference, clean_calls, _ = clean_reference
     base = responder()
     answered = {"n": 0}
