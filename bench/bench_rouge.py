@@ -1,4 +1,4 @@
-"""Benchmark: Self-Instruct's ROUGE-L pool filter, rouge_score (as stanford_alpaca runs it) vs datagen.filter.rouge.
+"""Benchmark: Self-Instruct's ROUGE-L pool filter, rouge_score (as stanford_alpaca runs it) vs datagen.rouge.
 
     python bench/bench_rouge.py                      # ~4-5 minutes on 2 cores
     python bench/bench_rouge.py --candidates 5000 --classic-budget 120 --out rouge.json
@@ -39,7 +39,7 @@ import numpy as np
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from datagen.filter.rouge import RougePool, greedy_dedup  # noqa: E402
+from datagen.rouge import RougePool, greedy_dedup  # noqa: E402
 
 THRESHOLD = 0.7
 

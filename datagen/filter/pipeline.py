@@ -40,7 +40,7 @@ from datagen.checkpoint import count_reasons, make_reject
 from datagen.config import build, load_yaml
 from datagen.errors import ConfigError
 from datagen.filter import heuristics, judge, semantic
-from datagen.filter.rouge import greedy_dedup
+from datagen.rouge import greedy_dedup
 from datagen.formats import read_any, render_user_turn
 from datagen.llm.client import LLMConfig
 from datagen.records import Example, make_dirs, write_json, write_jsonl
@@ -62,7 +62,7 @@ class FilterConfig:
     # --- stages, in order; each can be switched off
     heuristics: bool = True                         # 1. named rules (datagen/filter/heuristics.py)
     exact_dedup: bool = True                        # 2. same normalised prompt
-    rouge_dedup: bool = True                        # 3. ROUGE-L near-duplicates (datagen/filter/rouge.py)
+    rouge_dedup: bool = True                        # 3. ROUGE-L near-duplicates (datagen/rouge.py)
     embed_dedup: bool = True                        # 4. embedding near-duplicates (datagen/filter/semantic.py)
     judge: bool = False                             # 5. LLM judge (datagen/filter/judge.py); needs an endpoint
     keep: str = "first"                             # which duplicate survives: first | longest_output | heuristic_score

@@ -48,7 +48,7 @@ from typing import Any
 
 from datagen.checkpoint import StageLog, count_reasons, make_reject, write_outputs
 from datagen.errors import CircuitOpen, ConfigError, LLMError, RecordError
-from datagen.filter.rouge import RougePool, rouge_l
+from datagen.rouge import RougePool, rouge_l
 from datagen.formats import example_from_obj
 from datagen.generate.parsing import parse_numbered_list
 from datagen.generate.self_instruct import check_instruction, clean_instruction, sample_prompt_tasks

@@ -36,7 +36,7 @@ from typing import Any
 
 from datagen.checkpoint import StageLog, count_reasons, make_reject, write_outputs
 from datagen.errors import CircuitOpen, ConfigError, LLMError
-from datagen.filter.rouge import RougePool
+from datagen.rouge import RougePool
 from datagen.formats import read_seed_tasks
 from datagen.generate.parsing import (
     parse_instances_input_first,

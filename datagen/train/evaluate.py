@@ -7,7 +7,7 @@ Each record's last assistant reply is the reference; everything before it is the
 greedily in batches (``LocalBackend``: left-padded, 35-50 tokens/s at batch 8-16 on 2 CPU cores). Scores:
 
 - ROUGE-1/2/L precision, recall and F, averaged over samples: ``rouge_score``'s arithmetic (no stemming) on
-  the CJK-aware tokens of ``datagen.filter.rouge.tokenize``, so English scores equal ``rouge_score``'s and
+  the CJK-aware tokens of ``datagen.rouge.tokenize``, so English scores equal ``rouge_score``'s and
   Chinese or Japanese ones are not 0 (its tokenizer deletes every CJK character);
 - loss: mean negative log-likelihood per reference token given the prompt (the reply and its end-of-turn
   token, labelled exactly as in training), and perplexity = exp(loss);
@@ -134,7 +134,7 @@ def rouge_scores(reference: str, prediction: str) -> dict[str, dict[str, float]]
     """ROUGE-1/2/L precision, recall and F of ``prediction`` against ``reference``.
 
     ``rouge_score``'s formulas (``_score_ngrams``, ``_score_lcs``, ``scoring.fmeasure``) over the tokens of
-    ``datagen.filter.rouge.tokenize``: its tokens for non-CJK text, one token per CJK character.
+    ``datagen.rouge.tokenize``: its tokens for non-CJK text, one token per CJK character.
 
     >>> rouge_scores("猫坐在垫子上", "猫在垫子上")["rougeL"]  # LCS 猫在垫子上 = 5 of 6 and of 5 characters
     {'precision': 1.0, 'recall': 0.8333333333333334, 'fmeasure': 0.9090909090909091}
@@ -145,7 +145,7 @@ def rouge_scores(reference: str, prediction: str) -> dict[str, dict[str, float]]
 
     # A stage-level import of the filter's tokenizer (self_instruct.py does the same): one definition of a
     # ROUGE token for the whole project.
-    from datagen.filter.rouge import tokenize
+    from datagen.rouge import tokenize
 
     target, pred = tokenize(reference), tokenize(prediction)
     scores = {}

@@ -25,7 +25,7 @@ from click.testing import CliRunner
 
 from datagen.cli import cli
 from datagen.errors import ConfigError
-from datagen.filter.rouge import rouge_l
+from datagen.rouge import rouge_l
 from datagen.formats import read_any
 from datagen.generate.multiturn import (
     FOLLOWUP_KINDS,

@@ -18,7 +18,7 @@ from click.testing import CliRunner
 
 from datagen.cli import cli
 from datagen.errors import ConfigError
-from datagen.filter.rouge import rouge_l
+from datagen.rouge import rouge_l
 from datagen.generate.parsing import parse_instances_input_first, parse_instances_output_first, parse_numbered_list
 from datagen.generate.self_instruct import (
     SelfInstructConfig,

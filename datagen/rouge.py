@@ -14,6 +14,9 @@ candidate. Here the numbers are the same (tests check rouge_score to 1e-9) but t
 - Chinese, Japanese and Korean characters are one token each. rouge_score's tokenizer deletes them, so
   the reference code scores every pair of Chinese instructions 0 and never catches a duplicate.
 
+It lives beside ``records.py`` rather than in ``filter/`` because three stages use it (Self-Instruct's pool,
+the filter's near-dup pass, eval's ROUGE scores) and stages never import each other.
+
     >>> rouge_l("Give three tips for staying healthy.", "Give 3 tips for staying healthy!")
     0.8333333333333334
     >>> pool = RougePool(["Give three tips for staying healthy.", "Write a poem about the sea."])

@@ -8,8 +8,8 @@ import sys
 import pytest
 
 from datagen.errors import ConfigError
-from datagen.filter import rouge
-from datagen.filter.rouge import RougePool, greedy_dedup, rouge_l, tokenize
+from datagen import rouge
+from datagen.rouge import RougePool, greedy_dedup, rouge_l, tokenize
 
 rouge_scorer = pytest.importorskip("rouge_score.rouge_scorer")
 
