@@ -1,7 +1,7 @@
 """Benchmark: datagen's trainer vs trl's ``SFTTrainer``, LoRA on SmolLM2-135M, without and with packing.
 
     pip install -e ".[bench]"                        # trl (bench-only dependency)
-    python bench/bench_trainer.py                    # 4 runs x 10 steps (--steps 6 took 35 min on a busy 2-core host)
+    python bench/bench_trainer.py                    # 3 repeats x 4 runs x 10 steps
     python bench/bench_trainer.py --steps 20 --batch-size 4 --max-len 512 --out bench-trainer.json
     python bench/bench_trainer.py --smoke           # 2 steps on 8 short records: checks the harness (make bench)
 
@@ -19,12 +19,9 @@ Measured: real (non-padding) tokens per second of training (model loading exclud
 of every step. Unpacked, both see the same batches in the same order, so their per-step losses must agree
 (asserted to --loss-tol); packed, the two packers may build different bins, so only the mean loss is compared.
 
-Measured (--steps 6, batch 2, max length 256, 64 records; 2 shared CPU cores, so +-30% noise between runs):
-ours/trl tokens/s 1.33x unpacked (22.0 vs 16.6) and 1.28x packed (27.1 vs 21.2); peak RSS 0.93x and 0.96x;
-per-step losses equal to 4e-5. After the LM head moved to trained positions only, two runs on the same host
-under other jobs' load gave 4.81x/1.83x and 0.90x/1.21x (unpacked/packed; ours unpacked at 139.9 and 17.1
-tokens/s): here the host's load, not the trainers, sets the ratio. With trl's own defaults (bf16 autocast, gradient checkpointing) trl ran at
-1.9 tokens/s (ours: 8.1 in the same busy period) and its losses drifted from fp32.
+On a shared 2-core host single runs swung the ratio from 0.9x to 4.8x with other jobs' load, hence the
+alternating repeats and per-pair ratios. Numbers: docs/BENCHMARKS.md. With trl's own defaults (bf16 autocast,
+gradient checkpointing) trl ran at 1.9 tokens/s (ours: 8.1 in the same period) and its losses drifted from fp32.
 """
 
 from __future__ import annotations
@@ -35,6 +32,7 @@ import os
 import platform
 import random
 import resource
+import statistics
 import subprocess
 import sys
 import tempfile
@@ -151,6 +149,11 @@ def worker(args: argparse.Namespace) -> None:
 # --------------------------------------------------------------------------------------------- driver
 
 
+def _median_run(runs: list[dict]) -> dict:
+    """The run with the median tokens/s (its losses, rows and memory come with it)."""
+    return sorted(runs, key=lambda r: r["tokens_per_second"])[len(runs) // 2]
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--steps", type=int, default=10)
@@ -162,12 +165,13 @@ def main() -> None:
     parser.add_argument("--loss-tol", type=float, default=2e-3, help="max |ours - trl| per step, unpacked")
     parser.add_argument("--packed-mean-tol", type=float, default=0.05, help="max relative mean-loss gap, packed")
     parser.add_argument("--out", type=Path, default=None, help="also write the JSON here")
-    parser.add_argument("--smoke", action="store_true", help="tiny sizes: 2 steps, 8 records, length 64")
+    parser.add_argument("--repeats", type=int, default=3, help="runs per side and packing mode (median reported)")
+    parser.add_argument("--smoke", action="store_true", help="tiny sizes: 2 steps, 8 records, length 64, 1 repeat")
     parser.add_argument("--worker", choices=["ours", "trl"], default=None, help=argparse.SUPPRESS)
     parser.add_argument("--packing", type=int, default=0, help=argparse.SUPPRESS)
     args = parser.parse_args()
     if args.smoke:
-        args.steps, args.records, args.max_len = 2, 8, 64
+        args.steps, args.records, args.max_len, args.repeats = 2, 8, 64, 1
     if args.worker:
         return worker(args)
 
@@ -176,18 +180,24 @@ def main() -> None:
     from datagen.llm.local import resolve_model_dir
 
     resolve_model_dir(args.base)  # convert the GGUF once, outside the timed runs
-    results = {}
-    for packing in (0, 1):
-        for side in ("ours", "trl"):
-            proc = subprocess.run([sys.executable, __file__, "--worker", side, "--packing", str(packing), *common],
-                                  capture_output=True, text=True)
-            line = next((x for x in proc.stdout.splitlines() if x.startswith("RESULT ")), None)
-            if proc.returncode or line is None:
-                sys.exit(f"{side} (packing={packing}) failed:\n{proc.stderr[-4000:]}")
-            results[(side, packing)] = json.loads(line[len("RESULT "):])
-            r = results[(side, packing)]
-            print(f"  {side:4} packing={packing}: {r['tokens_per_second']} tokens/s, {r['peak_rss_mb']} MB, "
-                  f"mean loss {sum(r['losses']) / len(r['losses']):.4f}", file=sys.stderr)
+    # Repeats alternate which side goes first and each ratio is taken within a pair run back to back, so a
+    # change in the shared box's load between pairs moves both sides of a ratio, not one of them.
+    runs: dict[tuple[str, int], list[dict]] = {(side, p): [] for p in (0, 1) for side in ("ours", "trl")}
+    for repeat in range(args.repeats):
+        for packing in (0, 1):
+            for side in (("ours", "trl") if repeat % 2 == 0 else ("trl", "ours")):
+                proc = subprocess.run([sys.executable, __file__, "--worker", side, "--packing", str(packing), *common],
+                                      capture_output=True, text=True)
+                line = next((x for x in proc.stdout.splitlines() if x.startswith("RESULT ")), None)
+                if proc.returncode or line is None:
+                    sys.exit(f"{side} (packing={packing}) failed:\n{proc.stderr[-4000:]}")
+                r = json.loads(line[len("RESULT "):])
+                runs[(side, packing)].append(r)
+                print(f"  repeat {repeat + 1} {side:4} packing={packing}: {r['tokens_per_second']} tokens/s, "
+                      f"{r['peak_rss_mb']} MB, mean loss {sum(r['losses']) / len(r['losses']):.4f}", file=sys.stderr)
+    results = {key: _median_run(value) for key, value in runs.items()}
+    pair_ratio = {p: statistics.median(o["tokens_per_second"] / t["tokens_per_second"]
+                                       for o, t in zip(runs[("ours", p)], runs[("trl", p)])) for p in (0, 1)}
 
     checks = {}
     diffs = [abs(a - b) for a, b in zip(results[("ours", 0)]["losses"], results[("trl", 0)]["losses"])]
@@ -205,8 +215,9 @@ def main() -> None:
     for packing in (0, 1):
         ours, trl = results[("ours", packing)], results[("trl", packing)]
         lines.append(f"| **ours / trl** | {'yes' if packing else 'no'} | | "
-                     f"**{ours['tokens_per_second'] / trl['tokens_per_second']:.2f}x** | "
+                     f"**{pair_ratio[packing]:.2f}x** | "
                      f"**{ours['peak_rss_mb'] / trl['peak_rss_mb']:.2f}x** | | |")
+    lines.append(f"\nMedians of {args.repeats} repeats; the ratio is the median of the per-pair ratios.")
     lines.append(f"\nunpacked: max per-step |loss(ours) - loss(trl)| = {checks['unpacked_max_step_loss_diff']:.2e} "
                  f"(tolerance {args.loss_tol}); packed: mean-loss gap {100 * checks['packed_mean_loss_rel_diff']:.2f}% "
                  f"(tolerance {100 * args.packed_mean_tol:.0f}%)")
@@ -219,7 +230,9 @@ def main() -> None:
             "markdown": "\n".join(lines),
             "settings": {k: v for k, v in vars(args).items() if k not in ("worker", "packing", "out")},
             "machine": {"python": platform.python_version(), "cpus": len(os.sched_getaffinity(0))},
-            "runs": [{"trainer": side, "packing": bool(packing), **r} for (side, packing), r in results.items()],
+            "runs": [{"trainer": side, "packing": bool(packing), "repeat": i + 1, **r}
+                     for (side, packing), rs in runs.items() for i, r in enumerate(rs)],
+            "tokens_per_second_ratio": {"unpacked": round(pair_ratio[0], 3), "packed": round(pair_ratio[1], 3)},
             "checks": checks,
         })
     sys.exit(0 if checks["passed"] else 1)

@@ -15,7 +15,7 @@ with no code change. ``OUT`` receives:
     eval.jsonl           the held-out records (``datagen eval --data OUT/eval.jsonl``)
 
 Measured on 2 idle CPU cores: SmolLM2-135M, LoRA r=16 on all-linear, batch 4 x ~55 tokens: 0.63 steps/s
-(135 tokens/s; bench/accept_sft.py); tokens/s against trl's SFTTrainer at equal losses: docs/BENCHMARKS.md (bench/bench_trainer.py).
+(135 tokens/s; bench/accept_sft.py); against trl's SFTTrainer at equal losses: docs/BENCHMARKS.md.
 """
 
 from __future__ import annotations
