@@ -18,7 +18,8 @@ import pytest
 
 from datagen.records import iter_json_lines
 
-pytestmark = pytest.mark.slow
+# Minutes of real generation and training: past the suite's 600 s per-test limit when the box is busy.
+pytestmark = [pytest.mark.slow, pytest.mark.timeout(1800)]
 
 REPO = Path(__file__).resolve().parents[2]
 SMALL = (
