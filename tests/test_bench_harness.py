@@ -16,3 +16,4 @@ def test_bench_harness_smoke(tmp_path):
         assert name in text
     assert "Failed:" not in text and "identical_kept | true" in text
     assert "ours_rps" in text and "Smoke run" in text
+    assert "ceiling_rps" in text and "ours_share_of_ceiling" in text and "| ceiling: bare aiohttp |" in text
