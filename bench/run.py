@@ -1,7 +1,7 @@
 """``make bench``: run every comparison and rewrite docs/BENCHMARKS.md with the numbers.
 
     python bench/run.py                 # full sizes (about 40-60 minutes on 2 cores, the e2e loop included)
-    python bench/run.py --only rouge,client
+    python bench/run.py --only rouge,client  # re-runs these two; the doc keeps the others' last results
     python bench/run.py --smoke --doc /tmp/B.md   # tiny sizes: checks the harness works (run by make test)
 
 Each benchmark is a script in bench/ that checks both sides produced the same result (same kept set, same
@@ -89,6 +89,17 @@ def run_bench(name: str, smoke: bool, results_dir: Path) -> dict:
     return entry
 
 
+def earlier_entries(results_dir: Path, skip: list[str]) -> dict[str, dict]:
+    """Entries that an earlier `bench/run.py` left in ``results_dir``, for the benchmarks not run now, so that
+    `--only trainer` refreshes one section of the doc instead of dropping the others."""
+    earlier = {}
+    for name in BENCHES:
+        path = results_dir / f"{name}.entry.json"
+        if name not in skip and path.exists():
+            earlier[name] = json.loads(path.read_text())
+    return earlier
+
+
 def _rows(data: object, prefix: str = "") -> list[tuple[str, str]]:
     """Flatten JSON into (key, value) rows; long lists are summarised."""
     rows: list[tuple[str, str]] = []
@@ -113,7 +124,9 @@ def render(results: dict, info: dict, smoke: bool) -> str:
              f"- date: {info['date']}", *(f"- {k}: {v}" for k, v in info["machine"].items()), "",
              "Package versions: " + ", ".join(f"{k} {v}" for k, v in info["versions"].items()), ""]
     for name, entry in results.items():
-        lines += [f"## {name}: {BENCHES[name][3]}", "", f"`{entry['command']}` ({entry['seconds']} s)", ""]
+        lines += [f"## {name}: {BENCHES[name][3]}", "",
+                  f"`{entry['command']}` ({entry['seconds']} s, run {entry.get('date', info['date'])}, load average "
+                  f"{entry.get('load_before', info['machine']['load_before'])} before it)", ""]
         if "error" in entry:
             lines += ["Failed:", "", "```", entry["error"].strip(), "```", ""]
             continue
@@ -142,12 +155,18 @@ def main() -> None:
     results = {}
     for name in names:
         print(f"bench: {name} …", flush=True)
-        results[name] = run_bench(name, args.smoke, args.results)
+        load_before = " ".join(f"{x:.2f}" for x in os.getloadavg())
+        started = time.strftime("%Y-%m-%d %H:%M UTC", time.gmtime())
+        results[name] = {**run_bench(name, args.smoke, args.results), "load_before": load_before, "date": started}
+        if not args.smoke:
+            (args.results / f"{name}.entry.json").write_text(json.dumps(results[name], ensure_ascii=False))
         print(f"bench: {name} {'failed' if 'error' in results[name] else 'done'} in {results[name]['seconds']} s",
               flush=True)
+    shown = results if args.smoke else {**earlier_entries(args.results, names), **results}
+    shown = {name: shown[name] for name in BENCHES if name in shown}  # the doc's order, whatever ran
     args.doc.parent.mkdir(parents=True, exist_ok=True)
     tmp = args.doc.with_suffix(".tmp")
-    tmp.write_text(render(results, info, args.smoke), encoding="utf-8")
+    tmp.write_text(render(shown, info, args.smoke), encoding="utf-8")
     tmp.replace(args.doc)
     print(f"wrote {args.doc}")
     if any("error" in r for r in results.values()):
