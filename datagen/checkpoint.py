@@ -66,6 +66,12 @@ class StageLog:
         self.close()
 
 
+def not_failed(row: dict[str, Any]) -> bool:
+    """``StageLog``'s ``keep`` for logs whose rows mark a request that failed for good with ``llm_failed``: such
+    a row is not settled, so a re-run asks the request again (the endpoint may be back)."""
+    return not row.get("llm_failed")
+
+
 def make_reject(example: Example, stage: str, reason: str, detail: Any = None, **extra: Any) -> Example:
     """Tag ``example`` as dropped by ``stage`` for ``reason`` (what rejects files hold)."""
     example.reject = {"stage": stage, "reason": reason, "detail": detail, **extra}

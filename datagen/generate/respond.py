@@ -17,7 +17,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from datagen.checkpoint import StageLog, write_outputs
+from datagen.checkpoint import StageLog, not_failed, write_outputs
 from datagen.errors import ConfigError, LLMError
 from datagen.formats import read_any, render_user_turn
 from datagen.llm.client import LLMClient, LLMConfig, SamplingParams, map_bounded
@@ -68,7 +68,7 @@ async def respond(cfg: RespondConfig) -> dict[str, Any]:
     keyed = [(f"{i}:{e.id}", e) for i, e in enumerate(examples)]
 
     # Requests that failed for good last time are asked again: the endpoint may have recovered.
-    with StageLog(cfg.out, "responses", keep=lambda row: not row.get("llm_failed")) as log:
+    with StageLog(cfg.out, "responses", keep=not_failed) as log:
         todo = [(key, e) for key, e in keyed if key not in log.done]
         async with LLMClient(cfg.llm) as llm:
             async def answer(item: tuple[str, Example]):

@@ -39,7 +39,7 @@ from typing import Any
 
 import networkx as nx
 
-from datagen.checkpoint import StageLog, make_reject, write_outputs
+from datagen.checkpoint import StageLog, make_reject, not_failed, write_outputs
 from datagen.errors import ConfigError, LLMError
 from datagen.generate.graph import DANGLING, all_labels, entity_label, load_graph, normalise_label, relation_label
 from datagen.generate.kg_sampling import PATTERNS, FactIndex, KGSampler, Sample
@@ -299,7 +299,7 @@ async def _from_llm(cfg: SelfKGConfig, G: nx.MultiDiGraph, samples: list[Sample]
     prompt = template_ref(f"{cfg.lang}/self_kg_verbalise")
     keyed = [(f"{i}:{s.key}", s) for i, s in enumerate(samples)]
     # Requests that failed for good last time are asked again: the endpoint may have recovered.
-    with StageLog(cfg.out, "verbalise", keep=lambda row: not row.get("llm_failed")) as log:
+    with StageLog(cfg.out, "verbalise", keep=not_failed) as log:
         todo = [(key, s) for key, s in keyed if key not in log.done]
         async with LLMClient(cfg.llm) as llm:
             async def ask(item: tuple[str, Sample]) -> Completion:

@@ -34,7 +34,7 @@ from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any
 
-from datagen.checkpoint import StageLog, make_reject, write_outputs
+from datagen.checkpoint import StageLog, make_reject, not_failed, write_outputs
 from datagen.errors import ConfigError, LLMError
 from datagen.generate.documents import Chunk, Document, chunk_document, load_documents
 from datagen.lang import LANGS, count_units, detect_lang, is_cjk
@@ -410,7 +410,7 @@ async def generate(cfg: SelfQAConfig) -> dict[str, Any]:
     # Keys name the prompt's hash too: a tuned template is asked again, an unchanged one never.
     qkeys = {c.key: f"{c.key}|q:{refs[langs[c.key]]['questions']['sha256']}" for c in chunks}
     q_params, a_params = cfg.question_sampling, cfg.sampling
-    with StageLog(cfg.out, "questions", keep=_settled) as qlog, StageLog(cfg.out, "answers", keep=_settled) as alog:
+    with StageLog(cfg.out, "questions", keep=not_failed) as qlog, StageLog(cfg.out, "answers", keep=not_failed) as alog:
         async with LLMClient(cfg.llm) as llm:
             todo = [c for c in chunks if qkeys[c.key] not in qlog.done]
             resumed_questions = len(chunks) - len(todo)
@@ -453,11 +453,6 @@ async def generate(cfg: SelfQAConfig) -> dict[str, Any]:
         "seconds": round(time.monotonic() - started, 3),
     }
     return write_outputs(cfg.out, kept, rejects, stats)
-
-
-def _settled(row: dict[str, Any]) -> bool:
-    """Whether a logged request stays settled on resume: failures are asked again (the endpoint may be back)."""
-    return not row.get("llm_failed")
 
 
 def _settle(key: str, result: Any, **extra: Any) -> dict[str, Any]:
