@@ -21,13 +21,17 @@ from __future__ import annotations
 
 import gc
 import math
+from collections import Counter
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+from rapidfuzz.distance import LCSseq
+
 from datagen.errors import ConfigError
 from datagen.formats import read_any, to_messages
 from datagen.records import write_atomic, write_json, write_jsonl
+from datagen.rouge import tokenize  # one definition of a ROUGE token for the whole project (CJK-aware)
 from datagen.train.config import adapter_train_config
 from datagen.train.data import Collator, build_rows, resolve_chat_template
 
@@ -139,14 +143,6 @@ def rouge_scores(reference: str, prediction: str) -> dict[str, dict[str, float]]
     >>> rouge_scores("猫坐在垫子上", "猫在垫子上")["rougeL"]  # LCS 猫在垫子上 = 5 of 6 and of 5 characters
     {'precision': 1.0, 'recall': 0.8333333333333334, 'fmeasure': 0.9090909090909091}
     """
-    from collections import Counter
-
-    from rapidfuzz.distance import LCSseq
-
-    # A stage-level import of the filter's tokenizer (self_instruct.py does the same): one definition of a
-    # ROUGE token for the whole project.
-    from datagen.rouge import tokenize
-
     target, pred = tokenize(reference), tokenize(prediction)
     scores = {}
     for rouge_type, n in (("rouge1", 1), ("rouge2", 2)):
