@@ -244,6 +244,11 @@ class Collator:
     mask: their padding is one more sample whose positions restart at 0, so transformers' packed-sequence
     mask isolates it like any other and its labels are -100.
 
+    With ``padding_free``, a batch of rows, packed or not, becomes one row holding all of them end to end,
+    ``position_ids`` restarting at each sample: no padding is computed at all. That is for a model whose
+    attention runs sample by sample (``datagen.train.attention``); under transformers' dense packed-sequence
+    mask that row's attention would grow with its squared length.
+
     With ``trained_logits_only``, the batch also holds ``logits_to_keep``: True where the next token is
     trained, so the model runs its LM head only there (``sft.trained_token_loss`` takes the loss from those
     logits). The head and the cross-entropy over a 49k vocabulary are a large share of a small model's step,
@@ -260,15 +265,22 @@ class Collator:
     pad_id: int
     pad_to_multiple_of: int | None = None
     trained_logits_only: bool = False  # add a boolean logits_to_keep: positions whose next label is trained
+    padding_free: bool = False  # one row per batch: the rows laid end to end, positions restarting per sample
     tokens_seen: int = field(default=0, repr=False)  # real (non-pad) tokens collated, for tokens/s
 
     def __call__(self, features: Sequence[dict[str, list[int]]]) -> dict[str, Any]:
         import torch
 
+        if self.padding_free and len(features) > 1:
+            features = [{
+                "input_ids": [t for f in features for t in f["input_ids"]],
+                "labels": [t for f in features for t in f["labels"]],
+                "position_ids": [p for f in features for p in f.get("position_ids") or range(len(f["input_ids"]))],
+            }]
+        packed = "position_ids" in features[0]
         width = max(len(f["input_ids"]) for f in features)
         if self.pad_to_multiple_of:
             width = -(-width // self.pad_to_multiple_of) * self.pad_to_multiple_of
-        packed = "position_ids" in features[0]
         batch: dict[str, list[list[int]]] = {"input_ids": [], "labels": []}
         batch["position_ids" if packed else "attention_mask"] = []
         for f in features:

@@ -124,7 +124,8 @@ def train(
     model = _load_model(model_dir, cfg, cuda)
     trainable, total = _count_parameters(model)
     log.info("trainable parameters: %s of %s (%.2f%%)", f"{trainable:,}", f"{total:,}", 100 * trainable / total)
-    collator = Collator(pad_id=tokenizer.pad_token_id, trained_logits_only=_keeps_logits_by_mask(model))
+    collator = Collator(pad_id=tokenizer.pad_token_id, trained_logits_only=_keeps_logits_by_mask(model),
+                        padding_free=_segment_attention(model))
     trainer = _make_trainer(model, tokenizer, collator, train_rows, eval_rows_fed, out / "checkpoints", cfg, cuda)
 
     eval_before = trainer.evaluate()["eval_loss"] if eval_rows_fed else None
@@ -192,11 +193,39 @@ def _load_model(model_dir: Path, cfg: TrainConfig, cuda: bool) -> Any:
     # A KV cache in the forward pass disables the packed-sequence mask (masking_utils only derives it
     # without one) and is useless in training.
     model.config.use_cache = False
+    _attend_per_sample(model)
     if bnb is not None:
         # Casts the remaining fp16/bf16 parameters (norms, embeddings) to fp32 for stable training; the
         # Trainer, not peft, turns on gradient checkpointing (activation_checkpointing in to_training_args).
         model = prepare_model_for_kbit_training(model, use_gradient_checkpointing=False)
     return get_peft_model(model, to_lora_config(cfg))
+
+
+def _attend_per_sample(model: Any) -> None:
+    """Switch ``model`` to ``datagen.train.attention``'s per-sample attention, so batches can go padding-free.
+
+    A batch of rows, packed or not, then travels as one flat row (``Collator(padding_free=True)``): no
+    padding token is computed, and no sample's attention spans more than itself. Only from transformers'
+    SDPA or eager attention: flash-attention kernels keep their own handling. A model that refuses the switch
+    (its own attention code) keeps padded batches and, for packed rows, the dense packed-sequence mask.
+    """
+    from datagen.train import attention
+
+    current = getattr(model.config, "_attn_implementation", None)
+    if current not in ("sdpa", "eager"):
+        return
+    try:
+        model.set_attn_implementation(attention.register())
+    except (ValueError, ImportError, AttributeError) as error:
+        log.info("packed rows keep %s attention with a block-diagonal mask: %s", current, error)
+
+
+def _segment_attention(model: Any) -> bool:
+    """Whether ``model`` attends sample by sample inside a row (``_attend_per_sample`` took)."""
+    from datagen.train.attention import SEGMENT_ATTENTION
+
+    base = model.get_base_model() if hasattr(model, "get_base_model") else model
+    return getattr(base.config, "_attn_implementation", None) == SEGMENT_ATTENTION
 
 
 def _keeps_logits_by_mask(model: Any) -> bool:

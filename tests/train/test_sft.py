@@ -340,6 +340,54 @@ def test_lm_head_on_trained_positions_only_gives_the_full_logits_losses(tmp_path
     assert kept["tokens_per_second"] > 0 and kept["train_loss"] == pytest.approx(full["train_loss"], abs=1e-5)
 
 
+@pytest.mark.parametrize("packing", [True, False])
+def test_training_attends_per_sample_on_padding_free_rows_with_the_padded_batches_losses(
+        tmp_path, tiny_model_dir, monkeypatch, packing):
+    """Training switches to per-sample attention and one flat row per batch; every loss stays the same."""
+    from datagen.train.attention import SEGMENT_ATTENTION
+
+    pairs = [(question, answer.replace(" is ", " is a very " * (i % 4) + " ")) for i, (question, answer) in enumerate(TOY)]
+    data = write_toy(tmp_path / "toy.jsonl", pairs)  # replies of different lengths: packed rows differ in length
+    cfg = tiny_config(tiny_model_dir, max_steps=4, packing=packing, per_device_train_batch_size=2, max_seq_len=100,
+                      eval_steps=2, logging_steps=1)
+    captured, widths = Captured(monkeypatch), []
+    collate = sft.Collator.__call__
+    monkeypatch.setattr(sft.Collator, "__call__",
+                        lambda self, rows: widths.append(collate(self, rows)["input_ids"].shape) or collate(self, rows))
+    segment = sft.train(data, tmp_path / "segment", cfg)
+    assert captured.model.get_base_model().config._attn_implementation == SEGMENT_ATTENTION
+    assert widths and all(rows == 1 for rows, _ in widths)  # each batch of 2 rows became one flat row
+    assert max(width for _, width in widths) > (cfg.max_seq_len if packing else 60)
+    segment_widths, widths[:] = list(widths), []
+    monkeypatch.setattr(sft, "_attend_per_sample", lambda model: None)  # padded rows, transformers' own masks
+    dense = sft.train(data, tmp_path / "dense", cfg)
+    assert captured.model.get_base_model().config._attn_implementation == "sdpa"
+    assert any(rows == 2 for rows, _ in widths)
+    curves = [json.loads((tmp_path / name / "loss_curve.json").read_text()) for name in ("segment", "dense")]
+    assert [p["loss"] for p in curves[0]["train"]] == pytest.approx([p["loss"] for p in curves[1]["train"]], abs=1e-5)
+    assert [p["eval_loss"] for p in curves[0]["eval"]] == pytest.approx([p["eval_loss"] for p in curves[1]["eval"]],
+                                                                        abs=1e-5)
+    assert len(curves[0]["train"]) == 4 and segment["train_rows"] == dense["train_rows"]
+    assert (segment["train_rows"] < segment["train_records"]) == packing
+    assert sum(w for _, w in segment_widths) < sum(rows * w for rows, w in widths)  # no padding computed
+    assert segment["tokens_per_second"] > 0
+
+
+def test_collator_lays_a_batch_of_packed_rows_end_to_end_when_padding_free():
+    rows = [{"input_ids": [5, 6, 7], "labels": [-100, 6, 7], "position_ids": [0, 1, 2]},
+            {"input_ids": [8, 9], "labels": [-100, 9], "position_ids": [0, 1]}]
+    flat = Collator(pad_id=0, padding_free=True, trained_logits_only=True)(rows)
+    assert flat["input_ids"].tolist() == [[5, 6, 7, 8, 9]] and flat["position_ids"].tolist() == [[0, 1, 2, 0, 1]]
+    assert flat["labels"].tolist() == [[-100, 6, 7, -100, 9]] and "attention_mask" not in flat
+    assert flat["logits_to_keep"].tolist() == [[True, True, False, True, False]]
+    single = Collator(pad_id=0, padding_free=True)(rows[1:])  # a single row is left as it is
+    assert single["input_ids"].tolist() == [[8, 9]] and single["position_ids"].tolist() == [[0, 1]]
+    unpacked = Collator(pad_id=0, padding_free=True)([{k: r[k] for k in ("input_ids", "labels")} for r in rows])
+    assert unpacked["input_ids"].tolist() == [[5, 6, 7, 8, 9]]  # unpacked rows: each one its own sample
+    assert unpacked["position_ids"].tolist() == [[0, 1, 2, 0, 1]] and "attention_mask" not in unpacked
+    assert Collator(pad_id=0)([rows[0], rows[1]])["input_ids"].tolist() == [[5, 6, 7], [8, 9, 0]]
+
+
 def test_collator_marks_the_positions_whose_next_token_is_trained():
     batch = Collator(pad_id=0, trained_logits_only=True)([{"input_ids": [5, 6, 7], "labels": [-100, 6, 7]},
                                                           {"input_ids": [8, 9], "labels": [-100, 9]}])
