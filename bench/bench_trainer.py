@@ -10,9 +10,10 @@ matrices), learning-rate schedule, batch size, maximum length and records: varia
 (replies of 5-200 words), tokenized once by ``datagen.train.data`` and handed to trl pre-tokenized with our
 labels, so both optimise exactly the same tokens. Each run is a fresh subprocess, so peak RSS is its own.
 
-- ours: ``datagen.train.sft.train`` as ``datagen train`` runs it (rows padded per batch; with packing,
-  best-fit-decreasing rows of at most --max-len tokens, ``position_ids`` restarting, no attention mask; the
-  LM head and loss only at positions whose next token is trained, via a boolean ``logits_to_keep``).
+- ours: ``datagen.train.sft.train`` as ``datagen train`` runs it (each batch laid end to end in one row,
+  no padding, attention sample by sample (``datagen.train.attention``); with packing, the rows are
+  best-fit-decreasing bins of at most --max-len tokens; the LM head and loss only at positions whose next
+  token is trained, via a boolean ``logits_to_keep``).
 - trl: ``SFTTrainer`` (unpacked: padded batches; packed: its ``bfd`` packing, padding-free batches).
 
 Measured: real (non-padding) tokens per second of training (model loading excluded), peak RSS, and the loss

@@ -17,7 +17,9 @@ Packing puts several rows in one sequence of at most ``max_seq_len`` tokens. ``p
 for each sample and the collator passes no ``attention_mask``: transformers then derives a block-diagonal
 causal mask from the restarts (``masking_utils.find_packed_sequence_indices``, sdpa and eager alike; flash
 attention reads the same restarts as varlen boundaries), so packed samples never see each other. Each
-sample's first label is -100, so no sample is trained to predict the next one's first token.
+sample's first label is -100, so no sample is trained to predict the next one's first token. The trainer
+goes one step further where it can (``datagen.train.attention``): attention runs sample by sample, so a
+whole batch, packed or not, travels as one row with no padding (``Collator(padding_free=True)``).
 """
 
 from __future__ import annotations
