@@ -93,18 +93,21 @@ def llm_options(fn):
                      help="SQLite answer cache. Default: $DATAGEN_HOME/llm_cache.sqlite."),
         click.option("--circuit-breaker", type=click.FloatRange(min=0, min_open=True), default=600.0,
                      show_default=True, help="Stop after this many seconds of nothing but failures."),
+        click.option("--processes", type=click.IntRange(min=1), default=1, show_default=True,
+                     help="Send requests from this many child processes: for hundreds of requests/s, where "
+                          "one event loop running the openai SDK runs out of CPU."),
     ]
     return functools.reduce(lambda f, option: option(f), reversed(options), fn)
 
 
 def llm_config(base_urls: tuple[str, ...], model: str | None, concurrency: int, timeout: float, max_retries: int,
                rpm: float | None, tpm: float | None, no_cache: bool, cache_path: Path | None,
-               circuit_breaker: float) -> Any:
+               circuit_breaker: float, processes: int = 1) -> Any:
     from datagen.llm.client import LLMConfig
 
     return LLMConfig(base_urls=base_urls, model=model, concurrency=concurrency, timeout=timeout,
                      max_retries=max_retries, rpm=rpm, tpm=tpm, cache=not no_cache, cache_path=cache_path,
-                     circuit_breaker=circuit_breaker)
+                     circuit_breaker=circuit_breaker, processes=processes)
 
 
 def sampling_options(fn):

@@ -4,7 +4,8 @@ What it adds over a bare ``AsyncOpenAI``: bounded concurrency; retries with expo
 jitter on 408/409/429/5xx, timeouts, connection errors and malformed answers, honouring ``Retry-After``;
 requests-per-minute and tokens-per-minute pacing; load balancing over several base URLs; a circuit breaker;
 an on-disk answer cache (``cache.py``) so a resumed run pays only for what is missing; and a usage ledger
-for the manifest. ``openai.*`` exceptions never leave this module: they become ``datagen.errors.LLMError``s.
+for the manifest. ``openai.*`` exceptions never reach callers: ``transport.py`` turns them into
+``datagen.errors.LLMError``s. With ``processes > 1`` the SDK's per-request work runs in sender processes.
 
 API keys come from the environment only (``DATAGEN_API_KEY``, then ``OPENAI_API_KEY``) and never appear in
 logs, errors, the cache or the ledger.
@@ -17,12 +18,10 @@ logs, errors, the cache or the ledger.
 from __future__ import annotations
 
 import asyncio
-import email.utils
 import json
 import logging
 import os
 import random
-import time
 from collections import Counter
 from collections.abc import AsyncIterator, Awaitable, Callable, Iterable
 from dataclasses import asdict, dataclass, field
@@ -30,28 +29,21 @@ from pathlib import Path
 from typing import Any, TypeVar
 from urllib.parse import urlparse
 
-import openai
-
 from datagen.errors import (
     CircuitOpen,
     ConfigError,
     LLMBadResponse,
-    LLMConnectionError,
     LLMError,
-    LLMRateLimited,
-    LLMRequestError,
-    LLMServerError,
-    LLMTimeout,
 )
 from datagen.home import datagen_home
 from datagen.llm.cache import ResponseCache, cache_key
 from datagen.llm.limits import CircuitBreaker, TokenBucket
+from datagen.llm.transport import ProcessTransport, Retryable, SdkTransport
 
 log = logging.getLogger("datagen.llm")
 
 API_KEY_ENV = ("DATAGEN_API_KEY", "OPENAI_API_KEY")
 BASE_URL_ENV = ("DATAGEN_BASE_URL", "OPENAI_BASE_URL")
-RETRYABLE_STATUS = frozenset({408, 409, 429})
 _LOCAL_HOSTS = {"127.0.0.1", "localhost", "::1", "0.0.0.0"}
 _PATHS = {"chat": "/chat/completions", "completion": "/completions"}
 
@@ -73,6 +65,7 @@ class LLMConfig:
     cache: bool = True                    # replay answers from the on-disk cache
     cache_path: Path | None = None        # None → $DATAGEN_HOME/llm_cache.sqlite
     circuit_breaker: float | None = 600.0  # stop the run after this many seconds of nothing but failures
+    processes: int = 1                    # >1: send from this many child processes (for hundreds of requests/s)
 
     def __post_init__(self) -> None:
         if isinstance(self.base_urls, str):
@@ -81,6 +74,8 @@ class LLMConfig:
             raise ConfigError(f"llm.concurrency must be ≥ 1, got {self.concurrency}")
         if self.timeout <= 0:
             raise ConfigError(f"llm.timeout must be > 0 seconds, got {self.timeout}")
+        if self.processes < 1:
+            raise ConfigError(f"llm.processes must be ≥ 1, got {self.processes}")
         if self.max_retries < 0:
             raise ConfigError(f"llm.max_retries must be ≥ 0, got {self.max_retries}")
         for name in ("rpm", "tpm"):
@@ -172,13 +167,6 @@ class UsageLedger:
         return out
 
 
-class _Retryable(Exception):
-    def __init__(self, error: LLMError, retry_after: float | None = None):
-        super().__init__(str(error))
-        self.error = error
-        self.retry_after = retry_after
-
-
 def resolve_api_key() -> str | None:
     """The API key from the environment, or None. Never from a flag or a config file."""
     for name in API_KEY_ENV:
@@ -201,38 +189,9 @@ def resolve_base_urls(cfg: LLMConfig) -> tuple[str, ...]:
                       "or run `datagen serve` and point --base-url at it")
 
 
-def parse_retry_after(headers: Any) -> float | None:
-    """Seconds to wait from ``retry-after-ms`` or ``Retry-After`` (seconds or an HTTP date); None if absent."""
-    if headers is None:
-        return None
-    try:
-        if headers.get("retry-after-ms") is not None:
-            return max(0.0, float(headers["retry-after-ms"]) / 1000.0)
-        value = headers.get("retry-after")
-        if value is None:
-            return None
-        try:
-            return max(0.0, float(value))
-        except ValueError:
-            when = email.utils.parsedate_to_datetime(value)
-            return max(0.0, when.timestamp() - time.time())
-    except (TypeError, ValueError):
-        return None
-
-
 def backoff_delay(attempt: int, base: float, cap: float, rng: random.Random) -> float:
     """Full-jitter exponential backoff (AWS architecture blog): uniform(0, min(cap, base·2^attempt))."""
     return rng.uniform(0.0, min(cap, base * (2 ** attempt)))
-
-
-def _http_client(cfg: LLMConfig) -> Any:
-    """aiohttp under the SDK: httpx's pool costs O(connections) per request and caps a 2-core client at
-    ~120 requests/s against a 100 ms endpoint at concurrency 64. With aiohttp the SDK's own request building
-    (~1 ms of CPU per request) is the limit: see the client section of docs/BENCHMARKS.md."""
-    try:
-        return openai.DefaultAioHttpClient(timeout=cfg.timeout)
-    except RuntimeError:  # the aiohttp extra is missing: the SDK's default httpx client still works
-        return None
 
 
 class LLMClient:
@@ -244,12 +203,13 @@ class LLMClient:
         self._api_key = resolve_api_key()
         if self._api_key is None and any(urlparse(u).hostname not in _LOCAL_HOSTS for u in self.base_urls):
             raise ConfigError("no API key for a remote endpoint: set DATAGEN_API_KEY or OPENAI_API_KEY")
-        self._clients = [
-            openai.AsyncOpenAI(base_url=url, api_key=self._api_key or "no-key-needed", max_retries=0, timeout=cfg.timeout,
-                               http_client=_http_client(cfg))
-            for url in self.base_urls
-        ]
-        self._in_flight = [0] * len(self._clients)
+        self._transport: SdkTransport | ProcessTransport = (
+            ProcessTransport(self.base_urls, cfg.timeout, cfg.processes) if cfg.processes > 1
+            else SdkTransport(self.base_urls, self._api_key, cfg.timeout))
+        # /models is asked once, from this process.
+        self._lister = (self._transport if isinstance(self._transport, SdkTransport)
+                        else SdkTransport(self.base_urls[:1], self._api_key, cfg.timeout))
+        self._in_flight = [0] * len(self.base_urls)
         self._next = 0
         self._semaphore = asyncio.Semaphore(cfg.concurrency)
         self._rpm = TokenBucket(cfg.rpm) if cfg.rpm else None
@@ -265,14 +225,16 @@ class LLMClient:
         self.ledger = UsageLedger()
 
     async def __aenter__(self) -> LLMClient:
+        await self._transport.start()  # sender processes, if any, are up before the first request is timed
         return self
 
     async def __aexit__(self, *exc: object) -> None:
         await self.aclose()
 
     async def aclose(self) -> None:
-        for client in self._clients:
-            await client.close()
+        await self._transport.aclose()
+        if self._lister is not self._transport:
+            await self._lister.aclose()
         if self._owns_cache and self.cache is not None:  # stops its writer thread
             await asyncio.to_thread(self.cache.close)
 
@@ -293,11 +255,7 @@ class LLMClient:
             return self._model
         async with self._model_lock:
             if not self._model:
-                try:
-                    page = await self._clients[0].models.list()
-                    models = [m.id for m in page.data]
-                except openai.OpenAIError as exc:
-                    raise self._translate(exc) from self._cause(exc)
+                models = await self._lister.models()
                 if not models:
                     raise LLMBadResponse(f"{self.base_urls[0]}/models lists no model; pass --model")
                 self._model = models[0]
@@ -345,7 +303,7 @@ class LLMClient:
                 self.ledger.requests += 1
                 try:
                     completion = await self._send(index, kind, model, payload, request)
-                except _Retryable as retry:
+                except Retryable as retry:
                     error, retry_after = retry.error, retry.retry_after
                 except LLMError as fatal:
                     fatal.attempts = attempts
@@ -361,7 +319,7 @@ class LLMClient:
             # Back off outside the semaphore, so other requests keep the endpoint busy meanwhile.
             self._breaker.record_failure()
             self.ledger.errors[error.reason] += 1
-            avoid = index if len(self._clients) > 1 else None
+            avoid = index if len(self.base_urls) > 1 else None
             if attempts > self.cfg.max_retries:
                 error.attempts = attempts
                 self._fail(error)
@@ -384,31 +342,14 @@ class LLMClient:
 
     def _pick_endpoint(self, avoid: int | None) -> int:
         """Least requests in flight, round-robin among ties; after a failure prefer another endpoint."""
-        order = [(self._next + i) % len(self._clients) for i in range(len(self._clients))]
-        self._next = (self._next + 1) % len(self._clients)
+        order = [(self._next + i) % len(self.base_urls) for i in range(len(self.base_urls))]
+        self._next = (self._next + 1) % len(self.base_urls)
         candidates = [i for i in order if i != avoid] or order
         return min(candidates, key=lambda i: self._in_flight[i])
 
     async def _send(self, index: int, kind: str, model: str, payload: Any, request: dict[str, Any]) -> Completion:
-        client = self._clients[index]
-        # The SDK's generic ``post`` (its documented way to send any request) rather than the typed
-        # ``chat.completions.create``: same client, headers, auth, timeouts and status errors, but without the
-        # walk over the request's TypedDict annotations that ``create`` (``with_raw_response`` too) does on every
-        # call: ~0.6 ms of CPU. The body comes back as bytes and ``_parse`` checks it by hand. At concurrency 64
-        # the client is CPU-bound, so this took it from ~2.1 to ~1.4 ms of CPU per request.
-        try:
-            field = "messages" if kind == "chat" else "prompt"
-            body = await client.post(_PATHS[kind], cast_to=bytes, body={"model": model, field: payload, **request})
-        except openai.APIStatusError as exc:
-            error = self._translate(exc)
-            status = exc.status_code
-            if status in RETRYABLE_STATUS or status >= 500:
-                raise _Retryable(error, parse_retry_after(exc.response.headers)) from exc
-            raise error from self._cause(exc)
-        except (openai.APITimeoutError, openai.APIConnectionError) as exc:
-            raise _Retryable(self._translate(exc)) from exc
-        except openai.OpenAIError as exc:  # e.g. a response the SDK could not even read
-            raise _Retryable(LLMBadResponse(self._redact(f"unreadable response: {exc}"))) from exc
+        field = "messages" if kind == "chat" else "prompt"
+        body = await self._transport.post(index, _PATHS[kind], {"model": model, field: payload, **request})
         return self._parse(kind, model, body)
 
     def _parse(self, kind: str, model: str, body: bytes | str) -> Completion:
@@ -424,10 +365,13 @@ class LLMClient:
         except (ValueError, KeyError, IndexError, TypeError) as exc:
             head = body[:200]
             snippet = (head.decode("utf-8", "replace") if isinstance(head, bytes) else head).replace("\n", " ")
-            raise _Retryable(LLMBadResponse(self._redact(f"malformed completion ({type(exc).__name__}: {exc}): {snippet!r}"))) from None
+            raise Retryable(LLMBadResponse(self._redact(f"malformed completion ({type(exc).__name__}: {exc}): {snippet!r}"))) from None
         return Completion(text=text, finish_reason=finish_reason, model=data.get("model") or model,
                           prompt_tokens=int(usage.get("prompt_tokens") or 0),
                           completion_tokens=int(usage.get("completion_tokens") or 0))
+
+    def _redact(self, text: str) -> str:
+        return text.replace(self._api_key, "***") if self._api_key else text
 
     def _account(self, completion: Completion) -> None:
         self.ledger.succeeded += 1
@@ -444,51 +388,6 @@ class LLMClient:
         self.ledger.failures.append({"reason": error.reason, "message": str(error), "attempts": error.attempts,
                                      "status": error.status})
         log.warning("request failed for good after %s attempt(s): %s", error.attempts, error)
-
-    def _cause(self, exc: BaseException) -> BaseException | None:
-        """``exc`` to chain as the cause of our error, or None when its text holds the key (a server that echoes
-        the Authorization header back): a traceback prints every cause in the chain."""
-        return None if self._api_key and self._api_key in str(exc) else exc
-
-    def _redact(self, text: str) -> str:
-        return text.replace(self._api_key, "***") if self._api_key else text
-
-    def _translate(self, exc: openai.OpenAIError) -> LLMError:
-        """Map an ``openai`` exception to ours, keeping the server's message but never the key."""
-        if isinstance(exc, openai.APITimeoutError) and not _is_disconnect(exc):
-            return LLMTimeout(f"no answer within {self.cfg.timeout:g} s")
-        if isinstance(exc, openai.APIConnectionError):
-            cause = exc.__cause__ or exc
-            return LLMConnectionError(self._redact(f"connection failed: {type(cause).__name__}: {cause}"))
-        if isinstance(exc, openai.APIStatusError):
-            status = exc.status_code
-            detail = exc.body.get("message") if isinstance(exc.body, dict) else None
-            message = self._redact(f"HTTP {status}: {detail or exc.message}")
-            if status == 429:
-                return LLMRateLimited(message, status=status)
-            if status >= 500:
-                return LLMServerError(message, status=status)
-            if status in (401, 403):
-                return LLMRequestError(self._redact(f"HTTP {status}: authentication failed; check DATAGEN_API_KEY "
-                                                    "or OPENAI_API_KEY"), status=status)
-            if status in (408, 409):
-                return LLMServerError(message, status=status)
-            return LLMRequestError(message, status=status)
-        return LLMError(self._redact(str(exc)))
-
-
-def _is_disconnect(exc: BaseException) -> bool:
-    """True when a "timeout" was really a dropped connection (the aiohttp transport reports a reset or a
-    server disconnect as ConnectTimeout): any cause that is a connection error but not a timeout."""
-    seen = exc.__cause__ or exc.__context__
-    while seen is not None:
-        name = type(seen).__name__
-        if not isinstance(seen, TimeoutError) and "Timeout" not in name and (
-                isinstance(seen, (ConnectionError, OSError)) or name.endswith(("DisconnectedError", "ConnectionError"))):
-            return True
-        seen = seen.__cause__ or seen.__context__
-    return False
-
 
 T = TypeVar("T")
 R = TypeVar("R")

@@ -11,7 +11,8 @@ import time
 import pytest
 
 from datagen.errors import CircuitOpen, ConfigError, LLMRequestError, LLMServerError, LLMTimeout
-from datagen.llm.client import LLMClient, LLMConfig, SamplingParams, map_bounded, parse_retry_after
+from datagen.llm.client import LLMClient, LLMConfig, SamplingParams, map_bounded
+from datagen.llm.transport import parse_retry_after
 from tests.conftest import PLANTED_API_KEY
 from tests.plugins.faults import MODEL_ID, default_answer
 
@@ -26,15 +27,21 @@ def run(coro):
     return asyncio.run(coro)
 
 
+@pytest.fixture(params=[1, 2], ids=["in-process", "2-sender-processes"])
+def processes(request) -> int:
+    """Tests that take this run twice: the SDK in the client's own event loop, and in sender processes."""
+    return request.param
+
+
 def make_client(url: str, tmp_path, **overrides) -> LLMClient:
     settings = dict(base_urls=(url,), cache_path=tmp_path / "cache.sqlite", **FAST)
     settings.update(overrides)
     return LLMClient(LLMConfig(**settings), rng=random.Random(0))
 
 
-def test_chat_and_completion_roundtrip_with_usage(fault_server, tmp_path):
+def test_chat_and_completion_roundtrip_with_usage(fault_server, tmp_path, processes):
     async def go():
-        async with make_client(fault_server.url, tmp_path) as llm:
+        async with make_client(fault_server.url, tmp_path, processes=processes) as llm:
             chat = await llm.chat(user("Name a prime."), SamplingParams(max_tokens=8))
             text = await llm.complete("1. apples\n2.", SamplingParams(max_tokens=8))
             return chat, text, llm.ledger
@@ -77,12 +84,12 @@ def test_seed_is_offset_by_sample_index(fault_server, tmp_path):
     assert [e["body"]["seed"] for e in fault_server.log] == [100, 101, 102]
 
 
-def test_every_retryable_fault_is_retried_until_success(fault_server, tmp_path):
+def test_every_retryable_fault_is_retried_until_success(fault_server, tmp_path, processes):
     steps = ["429_plain", "500", "502", "503", "reset", "malformed", "empty_choices", "ok"]
     fault_server.plan.script = {"flaky": steps}
 
     async def go():
-        async with make_client(fault_server.url, tmp_path, max_retries=10) as llm:
+        async with make_client(fault_server.url, tmp_path, processes=processes, max_retries=10) as llm:
             return await llm.chat(user("flaky")), llm.ledger
     answer, ledger = run(go())
     assert answer.attempts == len(steps) and answer.text.endswith("to: flaky")
@@ -91,12 +98,12 @@ def test_every_retryable_fault_is_retried_until_success(fault_server, tmp_path):
     assert ledger.errors == {"rate_limited": 1, "server_error": 3, "connection": 1, "bad_response": 2}
 
 
-def test_retry_after_is_honoured(fault_server, tmp_path):
+def test_retry_after_is_honoured(fault_server, tmp_path, processes):
     fault_server.plan.script = {"slow down": ["429", "ok"]}
     fault_server.plan.retry_after = "1"
 
     async def go():
-        async with make_client(fault_server.url, tmp_path) as llm:
+        async with make_client(fault_server.url, tmp_path, processes=processes) as llm:
             start = time.monotonic()
             await llm.chat(user("slow down"))
             return time.monotonic() - start
@@ -106,22 +113,22 @@ def test_retry_after_is_honoured(fault_server, tmp_path):
     assert elapsed < 3
 
 
-def test_stall_past_timeout_is_a_retried_timeout(fault_server, tmp_path):
+def test_stall_past_timeout_is_a_retried_timeout(fault_server, tmp_path, processes):
     fault_server.plan.script = {"stall": ["stall", "ok"]}
     fault_server.plan.stall_seconds = 2.0
 
     async def go():
-        async with make_client(fault_server.url, tmp_path, timeout=0.5) as llm:
+        async with make_client(fault_server.url, tmp_path, processes=processes, timeout=0.5) as llm:
             return await llm.chat(user("stall")), llm.ledger
     answer, ledger = run(go())
     assert answer.attempts == 2 and ledger.errors == {"timeout": 1}
 
 
-def test_permanent_failure_is_reported_with_reason_after_bounded_retries(fault_server, tmp_path):
+def test_permanent_failure_is_reported_with_reason_after_bounded_retries(fault_server, tmp_path, processes):
     fault_server.plan.script = {"doomed": ["500"] * 10}
 
     async def go():
-        async with make_client(fault_server.url, tmp_path, max_retries=2) as llm:
+        async with make_client(fault_server.url, tmp_path, processes=processes, max_retries=2) as llm:
             with pytest.raises(LLMServerError) as info:
                 await llm.chat(user("doomed"))
             return info.value, llm.ledger
@@ -130,9 +137,9 @@ def test_permanent_failure_is_reported_with_reason_after_bounded_retries(fault_s
     assert ledger.failed == 1 and ledger.failures[0]["reason"] == "server_error" and ledger.failures[0]["attempts"] == 3
 
 
-def test_client_errors_are_not_retried(fault_server, tmp_path):
+def test_client_errors_are_not_retried(fault_server, tmp_path, processes):
     async def go():
-        async with make_client(fault_server.url, tmp_path, model="no-such-model") as llm:
+        async with make_client(fault_server.url, tmp_path, processes=processes, model="no-such-model") as llm:
             with pytest.raises(LLMRequestError) as info:
                 await llm.chat(user("wrong model"))
             return info.value
@@ -151,7 +158,7 @@ def test_truncated_answer_is_marked(fault_server, tmp_path):
     assert answer.truncated and answer.finish_reason == "length" and ledger.truncated == 1
 
 
-def test_thirty_percent_faults_lose_and_duplicate_nothing(fault_server, tmp_path):
+def test_thirty_percent_faults_lose_and_duplicate_nothing(fault_server, tmp_path, processes):
     """200 requests at 30% faults: each one answered exactly once in the output, or listed as failed."""
     fault_server.plan.rate = 0.3
     fault_server.plan.seed = 7
@@ -160,7 +167,7 @@ def test_thirty_percent_faults_lose_and_duplicate_nothing(fault_server, tmp_path
     prompts = [f"question {i}" for i in range(200)]
 
     async def go():
-        async with make_client(fault_server.url, tmp_path, timeout=0.5, max_retries=4, concurrency=16) as llm:
+        async with make_client(fault_server.url, tmp_path, processes=processes, timeout=0.5, max_retries=4, concurrency=16) as llm:
             results = {}
             async for prompt, result in map_bounded(lambda p: llm.chat(user(p)), prompts, limit=32):
                 assert prompt not in results
@@ -251,14 +258,14 @@ def test_load_balances_and_survives_a_dead_endpoint(fault_server, second_fault_s
     assert len(answers) == 20
 
 
-def test_api_key_is_sent_but_never_leaks(fault_server, tmp_path, monkeypatch, caplog):
+def test_api_key_is_sent_but_never_leaks(fault_server, tmp_path, processes, monkeypatch, caplog):
     monkeypatch.setenv("DATAGEN_API_KEY", PLANTED_API_KEY)
     fault_server.plan.require_key = PLANTED_API_KEY
     fault_server.plan.script = {"k1": ["500", "reset", "ok"], "k2": ["500"] * 5}
     caplog.set_level(logging.DEBUG)
 
     async def go():
-        async with make_client(fault_server.url, tmp_path, max_retries=2) as llm:
+        async with make_client(fault_server.url, tmp_path, processes=processes, max_retries=2) as llm:
             await llm.chat(user("k1"))
             with pytest.raises(LLMServerError) as info:
                 await llm.chat(user("k2"))
@@ -271,12 +278,12 @@ def test_api_key_is_sent_but_never_leaks(fault_server, tmp_path, monkeypatch, ca
     assert PLANTED_API_KEY.encode() not in (tmp_path / "cache.sqlite").read_bytes()
 
 
-def test_wrong_key_is_a_clear_non_retried_error(fault_server, tmp_path, monkeypatch):
+def test_wrong_key_is_a_clear_non_retried_error(fault_server, tmp_path, processes, monkeypatch):
     monkeypatch.setenv("OPENAI_API_KEY", "sk-wrong")
     fault_server.plan.require_key = PLANTED_API_KEY
 
     async def go():
-        async with make_client(fault_server.url, tmp_path, model=MODEL_ID) as llm:
+        async with make_client(fault_server.url, tmp_path, processes=processes, model=MODEL_ID) as llm:
             with pytest.raises(LLMRequestError, match="DATAGEN_API_KEY") as info:
                 await llm.chat(user("auth"))
             return info.value

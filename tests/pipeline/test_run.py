@@ -33,10 +33,15 @@ def invoke(*args):
     return CliRunner().invoke(cli, [str(a) for a in args], catch_exceptions=False)
 
 
-def test_run_then_resume_does_nothing_and_calls_nothing(fault_server, tmp_path, monkeypatch):
+@pytest.mark.parametrize("processes", [1, 2])
+def test_run_then_resume_does_nothing_and_calls_nothing(fault_server, tmp_path, monkeypatch, processes):
     monkeypatch.setenv("DATAGEN_API_KEY", PLANTED_API_KEY)
     fault_server.responder = scripted()
     config = write_config(tmp_path, fault_server.url)
+    if processes > 1:  # the same run with the SDK in sender processes
+        plain = yaml.safe_load(config.read_text())
+        plain["endpoint"]["processes"] = processes
+        config.write_text(yaml.safe_dump(plain))
     first = invoke("run", config)
     assert first.exit_code == 0, first.output
     run_dir = tmp_path / "outputs" / "t"
@@ -82,6 +87,8 @@ def test_existing_run_needs_resume(fault_server, tmp_path):
     (lambda c: c["self_instruct"].update(lang="fr"), "lang must be one of"),
     (lambda c: c["endpoint"].update(concurrency=0), "llm.concurrency must be ≥ 1"),
     (lambda c: c["endpoint"].update(timeout="soon"), "endpoint.timeout: expected a number"),
+    (lambda c: c["endpoint"].update(processes=0), "llm.processes must be ≥ 1"),
+    (lambda c: c["endpoint"].update(processes="four"), "endpoint.processes: expected an integer"),
     (lambda c: c.update(name="bad name!"), "name must be letters"),
     (lambda c: c.pop("self_instruct"), "no stage is configured"),
 ])
