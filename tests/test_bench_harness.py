@@ -17,3 +17,4 @@ def test_bench_harness_smoke(tmp_path):
     assert "Failed:" not in text and "identical_kept | true" in text
     assert "ours_rps" in text and "Smoke run" in text
     assert "ceiling_rps" in text and "ours_share_of_ceiling" in text and "| ceiling: bare aiohttp |" in text
+    assert "ours_processes_share_of_ceiling" in text and "processes=4" in text
