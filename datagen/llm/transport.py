@@ -233,7 +233,11 @@ class ProcessTransport:
             self._senders = [s for s in self._senders if s.alive]
             missing = self.processes - len(self._senders)
             if missing > 0:
-                self._senders += await asyncio.gather(*(self._start() for _ in range(missing)))
+                started = await asyncio.gather(*(self._start() for _ in range(missing)), return_exceptions=True)
+                self._senders += [s for s in started if isinstance(s, _Sender)]  # kept, so aclose() ends them
+                failures = [s for s in started if isinstance(s, BaseException)]
+                if failures:
+                    raise failures[0]
         return min(self._senders, key=lambda s: len(s.pending))
 
     async def _start(self) -> _Sender:
