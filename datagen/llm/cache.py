@@ -118,8 +118,7 @@ class _Writer:
         self._queue_lock = threading.Lock()
         self._wake = threading.Event()
         self._stopped = False
-        self._conn = _connect(path)
-        self._conn.execute(_SCHEMA)
+        self._conn = _connect(path)  # the table exists: ResponseCache created it before starting the writer
         self._thread = threading.Thread(target=self._run, name="datagen-cache-writer", daemon=True)
         self._thread.start()
 

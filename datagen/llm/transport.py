@@ -205,7 +205,7 @@ class ProcessTransport:
         self.processes = processes
         self._senders: list[_Sender] = []
         self._next_id = 0
-        self._starting: asyncio.Lock | None = None
+        self._starting = asyncio.Lock()  # one start-up at a time; binds to the loop on first use
 
     async def post(self, index: int, path: str, body: dict[str, Any]) -> bytes:
         sender = await self._pick()
@@ -225,8 +225,6 @@ class ProcessTransport:
         await self._pick()
 
     async def _pick(self) -> _Sender:
-        if self._starting is None:
-            self._starting = asyncio.Lock()
         async with self._starting:
             for dead in [s for s in self._senders if not s.alive]:
                 _close_stdin(dead.process)  # its pipe would otherwise be closed by the GC, maybe after the loop

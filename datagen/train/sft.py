@@ -217,7 +217,8 @@ def _attend_per_sample(model: Any) -> None:
     try:
         model.set_attn_implementation(attention.register())
     except (ValueError, ImportError, AttributeError) as error:
-        log.info("packed rows keep %s attention with a block-diagonal mask: %s", current, error)
+        log.info("training keeps %s attention and padded batches (packed rows: a block-diagonal mask): %s",
+                 current, error)
 
 
 def _segment_attention(model: Any) -> bool:
