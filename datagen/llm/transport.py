@@ -213,11 +213,8 @@ class ProcessTransport:
         future: asyncio.Future[bytes] = asyncio.get_running_loop().create_future()
         sender.pending[request_id] = future
         message = pickle.dumps((request_id, index, path, body), protocol=pickle.HIGHEST_PROTOCOL)
-        try:
-            sender.process.stdin.write(_FRAME.pack(len(message)) + message)
-        except (ConnectionError, RuntimeError) as exc:  # the child is gone: its reader fails the pending
-            sender.pending.pop(request_id, None)
-            raise Retryable(LLMConnectionError(f"sender process exited: {exc}")) from None
+        # A pipe write never raises: if the child has died meanwhile, its reader sees EOF and fails this future.
+        sender.process.stdin.write(_FRAME.pack(len(message)) + message)
         return await future
 
     async def start(self) -> None:
