@@ -31,14 +31,16 @@ PAYLOAD_TASK = f"Explain what {JINJA} and {LOOP} mean to a template engine such 
 
 
 def _with_payload_task(base):
-    """The scripted model, whose first bootstrap answer also proposes a task full of template syntax."""
-    sent = {"done": False}
+    """The scripted model, whose bootstrap answers each propose, first in line, a task full of template syntax.
 
+    Every answer, not only the first to arrive: a round's requests run concurrently and are absorbed in
+    batch order, so the first answer to arrive may belong to a batch item the goal is met without. The
+    first absorbed copy is kept; later ones are near-duplicates.
+    """
     def respond(kind, body):
         answer = base(kind, body)
         prompt = body.get("prompt") or ""
-        if prompt.startswith("Come up with a series") and not sent["done"]:
-            sent["done"] = True
+        if prompt.startswith("Come up with a series"):
             answer = f" {PAYLOAD_TASK}" + answer[answer.index("\n"):]  # the continued item, first in line
         return answer
     return respond
