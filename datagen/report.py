@@ -1,8 +1,11 @@
 """``report.html`` for a run: one self-contained page (plots embedded as PNG, no network) a person can read.
 
-Funnel counts through the stages, rejection reasons, length distributions, the most common root verbs with
-their objects (the Self-Instruct paper's diversity chart, Fig. 2), similarity of new instructions to the
-pool, the training loss curve, the before/after evaluation table, and random samples per method.
+Funnel counts through the stages, a one-line note when the curated set is smaller than asked, rejection
+reasons with three rejected examples per rule, three kept examples per generator, the Self-Instruct
+classifier's agreement with labelled seeds, length distributions, the most common root verbs with their
+first noun objects in English and Chinese (the Self-Instruct paper's diversity chart, Fig. 2), similarity
+of new instructions to the pool, the training and eval loss curve, the before/after evaluation table and
+the base vs tuned answers side by side.
 
 Every piece of generated text goes through Jinja2 autoescaping, so ``<script>`` in a record stays text.
 """
@@ -24,33 +27,144 @@ import jinja2
 from datagen.lang import count_units, detect_lang
 from datagen.records import Example, iter_examples, write_atomic
 
-_STOP = set("a an the me us some this that these those following given your my our its their of to for in on with "
-            "and or as by from at into about what which who how why when where whether there it is are be "
-            "short brief new simple one two three four five few several each every all any more most".split())
-_LEAD = {"please", "now", "then", "also", "kindly"}
-_PLOTS = ("funnel", "rejects", "lengths", "verbs", "similarity", "loss")
+_PLOTS = ("funnel", "rejects", "lengths", "similarity", "loss")
+_GENERATORS = ("self_instruct", "self_instruct_multiturn", "self_qa", "self_kg")
+_EXAMPLES = 3  # rejected examples per rule, kept examples per generator
 
 
 def verb_object(instruction: str) -> tuple[str, str | None] | None:
-    """A cheap (root verb, object) for an instruction, in the spirit of the paper's parse-tree chart.
+    """(root verb, first noun object) of an imperative instruction, as the paper's parse-tree chart counts them.
 
-    English: the first word is the verb of an imperative; the object is the first following word that is
-    not a function word. Chinese: the first two characters, then the next two. No parser model is needed.
+    No parser model: the instruction's opening is read by rule. Politeness ("Please", "Can you", 请, 帮我), a
+    framing clause ("Given the list, …", 根据…，) and, in Chinese, a leading preposition (为/用/从/把…) are
+    stepped over; an instruction that opens with a question word, a determiner or a statement has no
+    imperative root and gives None (the paper's chart leaves those out too). The object is the head of the
+    noun phrase right after the verb: "Give a shell command" → command; 把这句话翻译成英文 → (翻译, 话).
+
+    >>> verb_object("Can you write a short poem about the sea?")
+    ('write', 'poem')
+    >>> verb_object("What is the capital of France?") is None
+    True
+    >>> verb_object("请写一首关于秋天的诗。")
+    ('写', '诗')
     """
     text = instruction.strip()
     if not text:
         return None
-    if detect_lang(text) == "zh":
-        chars = re.sub(r"[^\u4e00-\u9fff]", "", text)
-        return (chars[:2], chars[2:4] or None) if len(chars) >= 2 else None
-    words = [w.lower() for w in re.findall(r"[A-Za-z][A-Za-z'-]*", text)]
-    while words and words[0] in _LEAD:
-        words.pop(0)
-    if not words:
+    return _zh_verb_object(text) if detect_lang(text) == "zh" else _en_verb_object(text)
+
+
+# ---------------------------------------------------------------------------------------------- verbs
+
+# English: an imperative instruction starts with its root verb once politeness and framing are stripped.
+_EN_LEAD = re.compile(r"^(?:(?:please|kindly|now|then|also|just|and)\b[\s,]*|(?:can|could|would|will) you(?: please)?\b\s*|"
+                      r"i (?:want|need|would like) you to\b\s*|(?:help|let) me\b\s*|you (?:should|must|need to|are to)\b\s*)+",
+                      re.I)
+_EN_FRAME = {"given", "for", "in", "using", "based", "with", "from", "after", "according", "if", "when", "as", "by",
+             "imagine", "suppose", "assuming", "considering", "below", "here", "below,"}
+_EN_NOT_VERB = set("one two three four five six seven eight nine ten first if once after before suppose imagine "
+                   "what which who whom whose how why when where whether is are was were do does did can could would "
+                   "will shall should may might must has have had a an the this that these those there it its i you "
+                   "he she we they my your our their his her some any each every all no not".split())
+_EN_SKIP = set("a an the this that these those some any each every all another other following given above below "
+               "my your our his her its their me us him them it one two three four five six seven eight nine ten "
+               "several few many more most short brief simple new good great detailed quick concise clear "
+               "different same single whole entire full basic main key common possible creative funny catchy "
+               "formal informal complete correct appropriate suitable useful interesting important".split())
+_EN_STOP = set("of to for in on with and or as by from at into about what which who how why when where whether "
+               "that if than then so because while is are be between across over under through without within "
+               "against among like using per via during including around onto up out down but".split())
+_EN_PHRASAL = ("come up with", "make up", "figure out", "find out", "point out", "write down", "sum up",
+               "break down", "fill in", "set up", "look up", "think of", "pick out", "work out", "carry out",
+               "put together", "pull out", "turn into", "go through")
+
+
+def _en_verb_object(text: str) -> tuple[str, str | None] | None:
+    clause = text.strip()
+    for _ in range(2):  # "Given the list, sort it" / "Please, ...": the clause after the frame
+        clause = _EN_LEAD.sub("", clause).strip()
+        first = clause.split(maxsplit=1)[0].lower() if clause else ""
+        if first.rstrip(",") in _EN_FRAME and "," in clause:
+            clause = clause.split(",", 1)[1]
+    words = [w.lower() for w in re.findall(r"[A-Za-z0-9][A-Za-z0-9'-]*|[^\sA-Za-z0-9]", clause)]
+    if not words or not words[0].isalpha() or words[0] in _EN_NOT_VERB or words[0] in _EN_FRAME:
+        return None  # a question, a statement or a framing we cannot see through: no imperative root verb
+    verb, rest = words[0], words[1:]
+    for phrase in _EN_PHRASAL:
+        parts = phrase.split()
+        if words[: len(parts)] == parts:
+            verb, rest = phrase, words[len(parts):]
+            break
+    noun: list[str] = []  # the noun phrase after the verb; its last word is the head ("shell command" -> command)
+    for word in rest:
+        if word == ",":
+            noun = []  # "a warm, polite message": what came before the comma was an adjective
+            continue
+        if not (word.isalpha() or "-" in word) or word in _EN_STOP or (noun and word in _EN_SKIP):
+            break
+        if word in _EN_SKIP or any(c.isdigit() for c in word):
+            continue
+        noun.append(word)
+        if len(noun) == 5:
+            break
+    return verb, (noun[-1] if noun else None)
+
+
+# Chinese: the leading instruction verb (longest match), after politeness, a framing clause or a preposition.
+_ZH_VERBS = sorted(set(
+    "写 写出 编写 撰写 起草 创作 续写 改写 重写 扩写 缩写 润色 翻译 解释 说明 介绍 描述 讲 讲述 讲解 告诉 列出 列举 举出 "
+    "举例 给出 提供 推荐 建议 生成 创建 设计 制定 规划 总结 概括 归纳 提取 抽取 整理 分类 归类 判断 识别 指出 找出 "
+    "选出 选择 挑选 比较 对比 分析 评价 评估 计算 求 求解 解答 回答 解决 证明 推导 估算 换算 转换 转写 改成 改为 压缩 "
+    "简化 修改 纠正 修正 检查 校对 排序 去重 统计 填出 填写 补全 预测 回复 想出 构思 标注 标出 输出 实现 优化 模拟 "
+    "扮演 拟 拟定 概述 阐述 论述 复述 辨析 区分 匹配 组织 安排 归入 起 取".split()), key=len, reverse=True)
+_ZH_LEAD = re.compile(r"^(?:请你|请|麻烦你?|你能否|你能不能|你能|能否|能不能|可以|帮我|帮忙|帮助我|试着|尝试|现在|接下来)+")
+_ZH_FRAME = re.compile(r"^(?:根据|依据|按照|基于|针对|结合|参考|假设|如果|假如|以|在|阅读|读|看|对于|关于)[^，,。；;]{0,40}[，,]")
+_ZH_PREP = re.compile(r"^(?:根据|依据|按照|基于|针对|结合|参考|使用|把|将|为|给|向|替|对|从|用|以|按|和|跟|在)")
+_ZH_MEASURE = re.compile(r"^(?:什么是|一下|(?:下面的?|以下的?|如下的?|下列的?|上面的?|上述的?|给出的|给定的?|这些|那些|[这那每各该此]|"
+                         r"[一二两三四五六七八九十百千几多若干\d]+)(?:[个句段篇首种本些条位道项则封张份组点行步幅])?)")
+_ZH_END = re.compile(r"[，,。．.、；;：:？?！!（(\s“”\"'《》]|并且?|然后|再|和|与|及|或|成|为|到|给|是|有")
+_ZH_HEADS = ("宣传语", "计划", "语句", "句子", "文章", "故事", "邮件", "列表", "代码", "函数", "问题", "步骤", "原因", "例子",
+             "建议", "标题", "摘要", "清单", "方案", "表格", "报告", "答案", "公式", "程序", "小诗", "诗", "词", "歌",
+             "对联", "口号", "广告", "说明", "规律", "作用", "用法", "区别", "意思", "含义", "事项", "信息", "名字", "笑话")
+
+
+def _zh_verb_object(text: str) -> tuple[str, str | None] | None:
+    clause = re.sub(r"\s+", "", text)
+    for _ in range(2):
+        clause = _ZH_LEAD.sub("", clause)
+        clause = _ZH_FRAME.sub("", clause)
+    held: str | None = None  # the object a 把/将 phrase moved before the verb
+    start = 0
+    match = _ZH_PREP.match(clause)
+    if match and not any(clause.startswith(v) for v in _ZH_VERBS):
+        verb_at = next((i for i in range(match.end(), min(len(clause), match.end() + 30))
+                        if any(clause.startswith(v, i) for v in _ZH_VERBS)), None)
+        if verb_at is None:
+            return None
+        if match.group() in ("把", "将"):
+            held = clause[match.end():verb_at]
+        start = verb_at
+    verb = next((v for v in _ZH_VERBS if clause.startswith(v, start)), None)
+    if verb is None:
+        return None  # a question or a statement (the paper's parse finds no verb root either)
+    return verb, _zh_head(held if held is not None else clause[start + len(verb):])
+
+
+def _zh_head(phrase: str) -> str | None:
+    """The head noun of the object phrase: quantity and demonstrative dropped, the part after the last 的."""
+    phrase = _ZH_MEASURE.sub("", phrase, count=1)
+    if phrase.startswith(("关于", "有关")) and "的" in phrase:
+        phrase = phrase.split("的", 1)[1]
+    end = _ZH_END.search(phrase)
+    phrase = phrase[: end.start()] if end else phrase
+    phrase = _ZH_MEASURE.sub("", phrase.rsplit("的", 1)[-1], count=1)
+    if not re.search(r"[\u4e00-\u9fffA-Za-z]", phrase):
         return None
-    verb = words[0]
-    obj = next((w for w in words[1:] if w not in _STOP and len(w) > 2), None)
-    return verb, obj
+    head = next((h for h in _ZH_HEADS if phrase.endswith(h)), None)
+    return head or (phrase if len(phrase) <= 4 else phrase[-2:])
+
+
+# ---------------------------------------------------------------------------------------------- gathering
 
 
 def _png(figure: Any) -> str:
@@ -66,103 +180,332 @@ def _load(path: Path) -> list[Example]:
     return list(iter_examples(path)) if path.exists() else []
 
 
-def _json(path: Path) -> dict[str, Any]:
+def _json(path: Path) -> Any:
     try:
         return json.loads(path.read_text(encoding="utf-8"))
     except (OSError, ValueError):
         return {}
 
 
+def _stage_folders(run_dir: Path, manifest: dict[str, Any]) -> list[str]:
+    """Stages in run order: the manifest's, else every generator/filter folder on disk (a run cut short)."""
+    names = list(manifest.get("stages", {}))
+    return names or [n for n in (*_GENERATORS, "filter") if (run_dir / n).is_dir()]
+
+
 def collect(run_dir: Path) -> dict[str, Any]:
     """Everything the report shows, gathered from the run folder's files."""
-    manifest = _json(run_dir / "manifest.json")
+    manifest = _json(run_dir / "manifest.json") or {}
     generated: dict[str, list[Example]] = {}
     rejects: dict[str, Counter] = {}
-    for stage, entry in manifest.get("stages", {}).items():
+    stages = _stage_folders(run_dir, manifest)
+    for stage in stages:
+        entry = manifest.get("stages", {}).get(stage, {})
         folder = run_dir / stage
         stats = _json(folder / "stats.json") or _json(folder / "filter_stats.json")
         rejects[stage] = Counter(entry.get("rejects_by_reason") or stats.get("rejects_by_reason") or {})
         if (folder / "records.jsonl").exists():
             generated[stage] = _load(folder / "records.jsonl")
     curated = _load(run_dir / "filter" / "curated.jsonl")
+    samples = run_dir / "eval" / "samples.jsonl"
     return {"manifest": manifest, "generated": generated, "rejects": rejects, "curated": curated,
-            "loss": _loss_history(run_dir / "train"), "eval": _json(run_dir / "eval" / "eval.json")}
+            "rejected_examples": rejected_examples(run_dir, stages),
+            "classifier": classifier_evidence(run_dir), "loss": _loss_history(run_dir / "train"),
+            "eval": _json(run_dir / "eval" / "eval.json") or {},
+            "eval_samples": [row for row in (_json_lines(samples) if samples.exists() else []) if isinstance(row, dict)]}
+
+
+def _json_lines(path: Path) -> list[Any]:
+    rows = []
+    for line in path.read_text(encoding="utf-8").splitlines():
+        try:
+            rows.append(json.loads(line))
+        except ValueError:
+            continue  # a torn last line of a killed eval: show what is readable
+    return rows
+
+
+def _snippet(text: Any, width: int = 240) -> str:
+    text = " ".join(str(text if text is not None else "").split())
+    return text if len(text) <= width else text[:width] + "…"
+
+
+def _answer(record: Example) -> str:
+    """What the model wrote: the output, or for a conversation its last assistant turn."""
+    if record.messages:
+        replies = [m["content"] for m in record.messages if m.get("role") == "assistant"]
+        if replies and replies[-1]:
+            return replies[-1]
+    return record.output
+
+
+def rejected_examples(run_dir: Path, stages: list[str], per_reason: int = _EXAMPLES,
+                      seed: int = 0) -> list[dict[str, Any]]:
+    """Per stage and rule: how many records it rejected and ``per_reason`` of them (a seeded reservoir sample).
+
+    Streams each ``rejects.jsonl`` once, so a 100K-record rejects file costs one pass and little memory.
+    """
+    out = []
+    for stage in stages:
+        path = run_dir / stage / "rejects.jsonl"
+        if not path.exists():
+            continue
+        rng = random.Random(seed)
+        counts: Counter = Counter()
+        chosen: dict[str, list[Example]] = defaultdict(list)
+        for record in iter_examples(path):
+            reason = str((record.reject or {}).get("reason") or "unknown")
+            counts[reason] += 1
+            picks = chosen[reason]
+            if len(picks) < per_reason:
+                picks.append(record)
+            else:
+                slot = rng.randrange(counts[reason])
+                if slot < per_reason:
+                    picks[slot] = record
+        for reason, n in counts.most_common():
+            out.append({"stage": stage, "reason": reason, "count": n, "examples": [
+                {"instruction": _snippet(r.instruction, 300), "input": _snippet(r.input, 160),
+                 "answer": _snippet(_answer(r)), "detail": _snippet(_detail(r.reject or {}), 300),
+                 "rule_stage": str((r.reject or {}).get("stage") or "")} for r in chosen[reason]]})
+    return out
+
+
+def _detail(reject: dict[str, Any]) -> str:
+    detail = reject.get("detail")
+    extra = {k: v for k, v in reject.items() if k not in ("stage", "reason", "detail")}
+    text = detail if isinstance(detail, str) else json.dumps(detail, ensure_ascii=False) if detail is not None else ""
+    if extra:
+        text = (text + " " if text else "") + json.dumps(extra, ensure_ascii=False, default=str)
+    return text
+
+
+def kept_examples(records: list[Example], per_method: int = _EXAMPLES, seed: int = 0) -> list[tuple[str, list[dict[str, Any]]]]:
+    """``per_method`` records per generating method (seeded), conversations shown turn by turn."""
+    by_method: dict[str, list[Example]] = defaultdict(list)
+    for record in records:
+        by_method[str(record.meta.get("method", "unknown"))].append(record)
+    out = []
+    for method in sorted(by_method):
+        chosen = random.Random(seed).sample(by_method[method], min(per_method, len(by_method[method])))
+        out.append((method, [{"instruction": r.instruction, "input": r.input, "output": r.output,
+                              "turns": [{"role": m["role"], "content": m["content"]} for m in r.messages
+                                        if m.get("role") != "system"] if r.messages else [],
+                              "flags": ", ".join(r.meta.get("flags", []) or [])} for r in chosen]))
+    return out
+
+
+def classifier_evidence(run_dir: Path) -> list[dict[str, str]]:
+    """Rows (source, field, value) of whatever the generators' stats say about the classification decision.
+
+    Self-Instruct writes ``classifier_agreement`` (agreement with labelled seeds) and may add more evidence
+    fields; every key naming classification or agreement is shown, nested values flattened, so a new
+    field appears without a change here and a missing one leaves no hole.
+    """
+    rows = []
+    for stage in ("self_instruct", "self_instruct_multiturn"):
+        stats = _json(run_dir / stage / "stats.json")
+        if not isinstance(stats, dict):
+            continue
+        for key, value in stats.items():
+            if not any(word in key for word in ("classif", "agreement", "routes")) or value is None:
+                continue
+            flat = _flatten(value, f"{key}.") if isinstance(value, dict) else {key: value}
+            for name, item in flat.items():
+                rows.append({"source": stage, "field": name, "value": _format_value(name, item)})
+    return rows
+
+
+def _format_value(name: str, value: Any) -> str:
+    if isinstance(value, float):
+        return f"{value:.1%}" if name.endswith(("rate", "accuracy", "precision", "recall", "agreement")) and 0 <= value <= 1 \
+            else f"{value:.4g}"
+    if isinstance(value, (list, dict)):
+        return _snippet(json.dumps(value, ensure_ascii=False, default=str), 300)
+    return str(value)
+
+
+def shortfall(run_dir: Path, manifest: dict[str, Any], curated: list[Example]) -> str | None:
+    """One line when the curated set holds fewer than the run asked a generator for, else None.
+
+    What was asked comes from the run's config (Self-Instruct ``num_instructions``, multi-turn
+    ``num_conversations``, Self-KG ``num``, Self-QA ``questions_per_chunk`` × ``max_chunks``); what was kept
+    is counted in curated.jsonl per method (distinct instructions for Self-Instruct, whose tasks carry
+    several instances each).
+    """
+    config = manifest.get("config") or {}
+    if not curated and not (run_dir / "filter" / "curated.jsonl").exists():
+        return None
+    missing = []
+    for stage, unit in (("self_instruct", "instructions"), ("self_instruct_multiturn", "conversations"),
+                        ("self_qa", "questions"), ("self_kg", "records")):
+        section = config.get(stage)
+        if not isinstance(section, dict) or section.get("enabled") is False or stage not in manifest.get("stages", {}):
+            continue
+        asked = _asked(stage, section)
+        if not asked:
+            continue
+        method = stage.replace("_", "-")
+        mine = [r for r in curated if r.meta.get("method") == method]
+        kept = len({r.instruction for r in mine}) if stage == "self_instruct" else len(mine)
+        if kept < asked:
+            missing.append(f"{method} {kept} of {asked} {unit}")
+    if not missing:
+        return None
+    return (f"The curated set is smaller than asked ({'; '.join(missing)}): the model could not write enough sound "
+            "records, and the rest are in the rejects files with their reasons.")
+
+
+def _asked(stage: str, section: dict[str, Any]) -> int | None:
+    def number(key: str, default: int | None) -> int | None:
+        value = section.get(key, default)
+        return value if isinstance(value, int) and not isinstance(value, bool) else None
+
+    if stage == "self_instruct":
+        return number("num_instructions", 100)
+    if stage == "self_instruct_multiturn":
+        return number("num_conversations", 50)
+    if stage == "self_kg":
+        return number("num", 100)
+    chunks, per_chunk = number("max_chunks", None), number("questions_per_chunk", None)
+    return chunks * per_chunk if chunks and per_chunk else None
 
 
 def _loss_history(train_dir: Path) -> list[dict[str, Any]]:
-    """Rows of ``{step, loss | eval_loss}`` from the trainer's ``loss_curve.json`` (``{"train": [..], "eval": [..]}``)."""
+    """Rows of ``{step, loss}`` and ``{step, eval_loss}``, one per step and kind, from ``loss_curve.json``.
+
+    Reads the trainer's ``{"train": [..], "eval": [..]}`` and HF ``log_history``-style lists alike (a list of
+    entries, or under ``log_history``), so every eval point logged during training is plotted.
+    """
     curve = _json(train_dir / "loss_curve.json")
-    return [{"step": r.get("step"), "loss": r.get("loss")} for r in curve.get("train", [])] + \
-           [{"step": r.get("step"), "eval_loss": r.get("eval_loss")} for r in curve.get("eval", [])]
+    entries: list[Any] = []
+    if isinstance(curve, list):
+        entries = curve
+    elif isinstance(curve, dict):
+        for key in ("train", "eval", "log_history"):
+            if isinstance(curve.get(key), list):
+                entries += curve[key]
+    rows: dict[tuple[str, float], dict[str, Any]] = {}
+    for entry in entries:
+        if not isinstance(entry, dict) or not isinstance(entry.get("step"), (int, float)):
+            continue
+        for kind in ("loss", "eval_loss"):
+            if isinstance(entry.get(kind), (int, float)):
+                rows[(kind, entry["step"])] = {"step": entry["step"], kind: entry[kind]}
+    return sorted(rows.values(), key=lambda r: (r["step"], "eval_loss" in r))
+
+
+# ---------------------------------------------------------------------------------------------- plots
+
+
+def _fonts(plt: Any) -> None:
+    """DejaVu for Latin text, a CJK font (when one is installed) as fallback for Chinese labels."""
+    from matplotlib import font_manager
+
+    installed = {f.name for f in font_manager.fontManager.ttflist}
+    cjk = [name for name in ("Noto Sans CJK SC", "Noto Sans CJK JP", "Noto Sans SC", "WenQuanYi Zen Hei",
+                             "Source Han Sans SC", "SimHei", "Microsoft YaHei") if name in installed]
+    plt.rcParams["font.family"] = ["DejaVu Sans", *cjk]
 
 
 def _plots(data: dict[str, Any]) -> dict[str, str]:
+    import warnings
+
     import matplotlib
 
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
     plt.rcParams.update({"font.size": 9, "axes.spines.top": False, "axes.spines.right": False})
+    _fonts(plt)
     plots: dict[str, str] = {}
-    stages = data["manifest"].get("stages", {})
-    if stages:
-        fig, ax = plt.subplots(figsize=(8, 2.6))
-        names = list(stages)
-        kept = [stages[n].get("kept") or 0 for n in names]
-        rejected = [stages[n].get("rejected") or 0 for n in names]
-        ax.barh(names, kept, color="#4c6ef5", label="kept")
-        ax.barh(names, rejected, left=kept, color="#ced4da", label="rejected")
-        ax.invert_yaxis()
-        ax.legend(loc="lower right", frameon=False)
-        ax.set_xlabel("records")
-        plots["funnel"] = _png(fig)
-    reasons = [(f"{stage}: {reason}", n) for stage, counter in data["rejects"].items() for reason, n in counter.items()]
-    if reasons:
-        reasons.sort(key=lambda r: -r[1])
-        reasons = reasons[:25]
-        fig, ax = plt.subplots(figsize=(8, 0.3 * len(reasons) + 0.8))
-        ax.barh([r for r, _ in reasons], [n for _, n in reasons], color="#f08c00")
-        ax.invert_yaxis()
-        ax.set_xlabel("rejected records")
-        plots["rejects"] = _png(fig)
-    records = data["curated"] or [r for rs in data["generated"].values() for r in rs]
-    if records:
-        fig, axes = plt.subplots(1, 2, figsize=(9, 2.8))
-        for ax, field in zip(axes, ("instruction", "output")):
-            lengths = [count_units(getattr(r, field), r.lang or detect_lang(getattr(r, field))) for r in records]
-            ax.hist(lengths, bins=30, color="#4c6ef5")
-            ax.set_title(f"{field} length (words; characters for Chinese)")
-            ax.set_ylabel("records")
-        plots["lengths"] = _png(fig)
-    verbs = _verb_table(records)
-    if verbs:
-        top = verbs[:20]
-        fig, ax = plt.subplots(figsize=(8, 0.28 * len(top) + 0.8))
-        ax.barh([v["verb"] for v in top], [v["count"] for v in top], color="#37b24d")
-        ax.invert_yaxis()
-        ax.set_xlabel("instructions")
-        plots["verbs"] = _png(fig)
-    similarity = [r.meta["similar"][0][1] for rs in data["generated"].values() for r in rs
-                  if r.meta.get("similar")]
-    if similarity:
-        fig, ax = plt.subplots(figsize=(6, 2.6))
-        ax.hist(similarity, bins=20, range=(0, 1), color="#7048e8")
-        ax.set_xlabel("ROUGE-L to the most similar instruction already in the pool")
-        ax.set_ylabel("instructions")
-        plots["similarity"] = _png(fig)
-    loss = [(row.get("step"), row.get("loss"), row.get("eval_loss")) for row in data["loss"]]
-    if any(l is not None for _, l, _ in loss):
-        fig, ax = plt.subplots(figsize=(6, 2.8))
-        train = [(s, l) for s, l, _ in loss if l is not None and s is not None]
-        evals = [(s, e) for s, _, e in loss if e is not None and s is not None]
-        if train:
-            ax.plot(*zip(*train), label="train loss", color="#4c6ef5")
-        if evals:
-            ax.plot(*zip(*evals), "o-", label="eval loss", color="#f03e3e")
-        ax.set_xlabel("step")
-        ax.legend(frameon=False)
-        plots["loss"] = _png(fig)
+    with warnings.catch_warnings():
+        warnings.filterwarnings("ignore", message="Glyph .* missing from")  # no CJK font: boxes, not noise
+        stages = data["manifest"].get("stages", {})
+        if stages:
+            fig, ax = plt.subplots(figsize=(8, 2.6))
+            names = list(stages)
+            kept = [stages[n].get("kept") or 0 for n in names]
+            rejected = [stages[n].get("rejected") or 0 for n in names]
+            ax.barh(names, kept, color="#4c6ef5", label="kept")
+            ax.barh(names, rejected, left=kept, color="#ced4da", label="rejected")
+            ax.invert_yaxis()
+            ax.legend(loc="lower right", frameon=False)
+            ax.set_xlabel("records")
+            plots["funnel"] = _png(fig)
+        reasons = [(f"{stage}: {reason}", n) for stage, counter in data["rejects"].items() for reason, n in counter.items()]
+        if reasons:
+            reasons.sort(key=lambda r: -r[1])
+            reasons = reasons[:25]
+            fig, ax = plt.subplots(figsize=(8, 0.3 * len(reasons) + 0.8))
+            ax.barh([r for r, _ in reasons], [n for _, n in reasons], color="#f08c00")
+            ax.invert_yaxis()
+            ax.set_xlabel("rejected records")
+            plots["rejects"] = _png(fig)
+        records = _records(data)
+        if records:
+            fig, axes = plt.subplots(1, 2, figsize=(9, 2.8))
+            for ax, field in zip(axes, ("instruction", "output")):
+                lengths = [count_units(getattr(r, field), r.lang or detect_lang(getattr(r, field))) for r in records]
+                ax.hist(lengths, bins=30, color="#4c6ef5")
+                ax.set_title(f"{field} length (words; characters for Chinese)")
+                ax.set_ylabel("records")
+            plots["lengths"] = _png(fig)
+        for lang, table in _verb_tables(records).items():
+            plots[f"verbs_{lang}"] = _verb_plot(plt, table)
+        similarity = [r.meta["similar"][0][1] for rs in data["generated"].values() for r in rs
+                      if r.meta.get("similar")]
+        if similarity:
+            fig, ax = plt.subplots(figsize=(6, 2.6))
+            ax.hist(similarity, bins=20, range=(0, 1), color="#7048e8")
+            ax.set_xlabel("ROUGE-L to the most similar instruction already in the pool")
+            ax.set_ylabel("instructions")
+            plots["similarity"] = _png(fig)
+        train = [(r["step"], r["loss"]) for r in data["loss"] if "loss" in r]
+        evals = [(r["step"], r["eval_loss"]) for r in data["loss"] if "eval_loss" in r]
+        if train or evals:
+            fig, ax = plt.subplots(figsize=(6, 2.8))
+            if train:
+                ax.plot(*zip(*train), label="train loss", color="#4c6ef5")
+            if evals:
+                ax.plot(*zip(*evals), "o-", label=f"eval loss ({len(evals)} points)", color="#f03e3e")
+            ax.set_xlabel("step")
+            ax.set_ylabel("loss")
+            ax.legend(frameon=False)
+            plots["loss"] = _png(fig)
     return plots
+
+
+def _verb_plot(plt: Any, table: list[dict[str, Any]]) -> str:
+    """The paper's sunburst as stacked bars: each verb's bar split into its four commonest objects and the rest."""
+    top = table[:20]
+    fig, ax = plt.subplots(figsize=(8, 0.32 * len(top) + 0.9))
+    colours = ("#2b8a3e", "#40c057", "#8ce99a", "#d3f9d8")
+    for y, row in enumerate(top):
+        left = 0
+        for i, (obj, n) in enumerate(row["top"]):
+            ax.barh(y, n, left=left, color=colours[i], edgecolor="white")
+            if n / max(1, top[0]["count"]) > 0.06:
+                ax.text(left + n / 2, y, obj, ha="center", va="center", fontsize=7)
+            left += n
+        if row["count"] > left:
+            ax.barh(y, row["count"] - left, left=left, color="#e9ecef", edgecolor="white")
+    ax.set_yticks(range(len(top)), [row["verb"] for row in top])
+    ax.invert_yaxis()
+    ax.set_xlabel("instructions (segments: the verb's commonest objects; grey: other or none)")
+    return _png(fig)
+
+
+def _records(data: dict[str, Any]) -> list[Example]:
+    return data["curated"] or [r for rs in data["generated"].values() for r in rs]
+
+
+def _verb_tables(records: list[Example]) -> dict[str, list[dict[str, Any]]]:
+    """Per language (en first), the 20 commonest root verbs with their 4 commonest objects."""
+    by_lang: dict[str, list[Example]] = defaultdict(list)
+    for record in records:
+        by_lang[detect_lang(record.instruction)].append(record)
+    return {lang: table for lang in sorted(by_lang) if (table := _verb_table(by_lang[lang]))}
 
 
 def _verb_table(records: list[Example]) -> list[dict[str, Any]]:
@@ -172,7 +515,8 @@ def _verb_table(records: list[Example]) -> list[dict[str, Any]]:
     for verb, obj in pairs:
         if obj:
             objects[verb][obj] += 1
-    return [{"verb": verb, "count": n, "objects": ", ".join(f"{o} ({c})" for o, c in objects[verb].most_common(4))}
+    return [{"verb": verb, "count": n, "top": objects[verb].most_common(4),
+             "objects": ", ".join(f"{o} ({c})" for o, c in objects[verb].most_common(4))}
             for verb, n in counts.most_common(20)]
 
 
@@ -197,17 +541,17 @@ def _evaluation_rows(evaluation: dict[str, Any]) -> list[dict[str, str]]:
     return rows
 
 
-def _samples(data: dict[str, Any], per_method: int = 5, seed: int = 0) -> list[tuple[str, list[dict[str, Any]]]]:
-    records = data["curated"] or [r for rs in data["generated"].values() for r in rs]
-    by_method: dict[str, list[Example]] = defaultdict(list)
-    for record in records:
-        by_method[record.meta.get("method", "unknown")].append(record)
-    rng = random.Random(seed)
+def _side_by_side(rows: list[dict[str, Any]], limit: int = 10) -> list[dict[str, str]]:
+    """The eval samples (``eval/samples.jsonl``: prompt messages, reference, base, tuned) as table rows."""
     out = []
-    for method in sorted(by_method):
-        chosen = rng.sample(by_method[method], min(per_method, len(by_method[method])))
-        out.append((method, [{"instruction": r.instruction, "input": r.input, "output": r.output,
-                              "flags": ", ".join(r.meta.get("flags", []) or [])} for r in chosen]))
+    for row in rows[:limit]:
+        prompt = row.get("prompt")
+        if isinstance(prompt, list):
+            users = [m.get("content", "") for m in prompt if isinstance(m, dict) and m.get("role") == "user"]
+            prompt = users[-1] if users else ""
+        out.append({"prompt": _snippet(prompt, 400), "reference": _snippet(row.get("reference"), 400),
+                    "base": _snippet(row.get("base"), 400),
+                    "tuned": _snippet(row.get("tuned"), 400) if row.get("tuned") is not None else ""})
     return out
 
 
@@ -231,14 +575,21 @@ def write_report(run_dir: str | Path) -> Path:
                        "calls": f"{llm.get('succeeded') or 0} / {llm.get('cached') or 0} / {llm.get('failed') or 0}" if llm else "",
                        "tokens": f"{llm.get('prompt_tokens') or 0} / {llm.get('completion_tokens') or 0}" if llm else "",
                        "seconds": entry.get("seconds", "")})
+    records = _records(data)
     html = _environment().get_template("report.html.j2").render(
         name=manifest.get("name", run_dir.name),
         status="complete" if manifest.get("complete") else "incomplete",
         created=time.strftime("%Y-%m-%d %H:%M UTC", time.gmtime()),
         commit=(manifest.get("git_commit") or "")[:10],
         seconds=manifest.get("seconds", ""),
-        funnel=funnel, plots=dict.fromkeys(_PLOTS) | _plots(data), verbs=_verb_table(data["curated"] or [r for rs in data["generated"].values() for r in rs]),
-        evaluation=_evaluation_rows(data["eval"]), samples=_samples(data),
+        funnel=funnel, plots=dict.fromkeys(_PLOTS) | _plots(data),
+        shortfall=shortfall(run_dir, manifest, data["curated"]),
+        verbs=_verb_tables(records), rejected=data["rejected_examples"],
+        classifier=data["classifier"], evaluation=_evaluation_rows(data["eval"]),
+        eval_points=[r for r in data["loss"] if "eval_loss" in r],
+        side_by_side=_side_by_side(data["eval_samples"]),
+        kept_from="curated.jsonl" if data["curated"] else "the generators' records.jsonl (no filter in this run)",
+        samples=kept_examples(records),
     )
     path = run_dir / "report.html"
     write_atomic(path, html)

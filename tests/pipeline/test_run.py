@@ -139,7 +139,7 @@ def test_verb_object_extraction():
     from datagen.report import verb_object
     assert verb_object("Write a short poem about the sea.") == ("write", "poem")
     assert verb_object("Please classify the following review.") == ("classify", "review")
-    assert verb_object("把下面这句话翻译成英文。") == ("把下", "面这")
+    assert verb_object("把下面这句话翻译成英文。") == ("翻译", "话")
     assert verb_object("") is None
 
 
