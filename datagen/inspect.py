@@ -1,11 +1,22 @@
 """``datagen inspect FILE``: a quick terminal summary of any dataset file (any supported format).
 
-Counts, length statistics, methods, languages, reject reasons, and a few samples, so a user can look at
-a file without opening it.
+Counts, length statistics, methods, languages and a few samples, so a user can look at a file without
+opening it. On a rejects file the samples give way to the rejects grouped by reason: each reason's count,
+the stage(s) that applied it and one example with its detail, commonest first, so "why was so much
+dropped?" is answered by one command:
+
+    $ datagen inspect outputs/seeds-to-sft/filter/rejects.jsonl
+    ...
+      rejects by reason (3 reasons):
+        too_short_output: 5 (heuristics)
+          instruction: Describe the water cycle.
+          answer: Rain.
+          detail: 1 word(s) for an open task
 """
 
 from __future__ import annotations
 
+import json
 import random
 import statistics
 from collections import Counter
@@ -38,6 +49,7 @@ def summarize(path: str | Path, samples: int = 3, seed: int = 0) -> dict[str, An
         "multi_turn": sum(1 for r in records if r.messages and sum(m["role"] == "user" for m in r.messages) > 1),
         "classification": sum(1 for r in records if r.is_classification),
         "reject_reasons": dict(Counter(r.reject.get("reason") for r in records if r.reject).most_common()),
+        "reject_groups": reject_groups(records),
         "instruction_length": lengths("instruction"), "output_length": lengths("output"),
         "samples": rng.sample(records, min(samples, len(records))),
     }
@@ -46,7 +58,7 @@ def summarize(path: str | Path, samples: int = 3, seed: int = 0) -> dict[str, An
 def render(summary: dict[str, Any]) -> str:
     """Plain-text rendering of ``summarize``'s result."""
     lines = [f"{summary['path']}: {summary['records']} records"]
-    for key in ("methods", "langs", "reject_reasons"):
+    for key in ("methods", "langs"):
         if summary[key]:
             lines.append(f"  {key.replace('_', ' ')}: " + ", ".join(f"{k} {v}" for k, v in summary[key].items()))
     lines.append(f"  with input: {summary['with_input']}, multi-turn: {summary['multi_turn']}, "
@@ -56,18 +68,65 @@ def render(summary: dict[str, Any]) -> str:
         if stats:
             lines.append(f"  {key.replace('_', ' ')} (words; characters for Chinese): "
                          + ", ".join(f"{k} {v}" for k, v in stats.items()))
+    groups = summary.get("reject_groups") or []
+    if groups:
+        lines.append(f"  rejects by reason ({len(groups)} reason{'s' if len(groups) != 1 else ''}):")
+        for group in groups:
+            stages = ", ".join(group["stages"])
+            lines.append(f"    {group['reason']}: {group['count']}" + (f" ({stages})" if stages else ""))
+            lines.extend("    " + line for line in _sample(group["example"], answer=True))
+            if group["detail"]:
+                lines.append(f"      detail: {_cut(group['detail'])}")
+        return "\n".join(lines)
     for record in summary["samples"]:
         lines.append("  ---")
         lines.extend(_sample(record))
     return "\n".join(lines)
 
 
-def _sample(record: Example, width: int = 300) -> list[str]:
-    def cut(text: str) -> str:
-        text = " ".join(text.split())
-        return text if len(text) <= width else text[:width] + "…"
-    out = [f"  instruction: {cut(record.instruction)}"]
+def reject_groups(records: list[Example]) -> list[dict[str, Any]]:
+    """Rejected records grouped by reason, commonest first: count, stages that applied it, first example.
+
+    >>> from datagen.records import Example
+    >>> rows = [Example("a", "", reject={"stage": "heuristics", "reason": "empty_output"}),
+    ...         Example("b", "x", reject={"stage": "rouge", "reason": "rouge_duplicate", "detail": "0.82"}),
+    ...         Example("c", "", reject={"stage": "heuristics", "reason": "empty_output"})]
+    >>> [(g["reason"], g["count"], g["example"].instruction) for g in reject_groups(rows)]
+    [('empty_output', 2, 'a'), ('rouge_duplicate', 1, 'b')]
+    """
+    groups: dict[str, dict[str, Any]] = {}
+    for record in records:
+        if not record.reject:
+            continue
+        reason = str(record.reject.get("reason") or "unknown")
+        group = groups.setdefault(reason, {"reason": reason, "count": 0, "stages": Counter(), "example": record,
+                                           "detail": _detail(record.reject)})
+        group["count"] += 1
+        if record.reject.get("stage"):
+            group["stages"][str(record.reject["stage"])] += 1
+    ordered = sorted(groups.values(), key=lambda g: (-g["count"], g["reason"]))
+    return [{**g, "stages": [s for s, _ in g["stages"].most_common()]} for g in ordered]
+
+
+def _detail(reject: dict[str, Any]) -> str:
+    detail = reject.get("detail")
+    if detail is None:
+        return ""
+    return detail if isinstance(detail, str) else json.dumps(detail, ensure_ascii=False, default=str)
+
+
+def _cut(text: str, width: int = 300) -> str:
+    text = " ".join(text.split())
+    return text if len(text) <= width else text[:width] + "…"
+
+
+def _sample(record: Example, answer: bool = False) -> list[str]:
+    out = [f"  instruction: {_cut(record.instruction)}"]
     if record.input:
-        out.append(f"  input: {cut(record.input)}")
-    out.append(f"  output: {cut(record.output)}")
+        out.append(f"  input: {_cut(record.input)}")
+    text = record.output
+    if record.messages:  # a conversation: its last answer is what a rule usually judged
+        replies = [m["content"] for m in record.messages if m.get("role") == "assistant" and m.get("content")]
+        text = replies[-1] if replies and answer else text
+    out.append(f"  {'answer' if answer else 'output'}: {_cut(text) or '(empty)'}")
     return out
