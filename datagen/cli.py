@@ -54,6 +54,41 @@ def _setup_logging(verbose: int, quiet: bool) -> None:
     root.propagate = False
     for noisy in ("httpx", "openai", "urllib3"):  # their debug logs include request headers
         logging.getLogger(noisy).setLevel(logging.WARNING)
+    _quiet_libraries(verbose)
+
+
+#: Libraries whose warnings and chatter say nothing a user can act on (bitsandbytes' "Failed to load CPU
+#: gemm_4bit_forward" on every filter run, transformers' generation notices, FutureWarnings of their own APIs).
+_LIBRARIES = ("bitsandbytes", "transformers", "sentence_transformers", "huggingface_hub", "datasets", "accelerate",
+              "peft", "trl", "torch", "kernels", "filelock", "matplotlib", "PIL", "faiss")
+_VERBOSITY_VARS = ("TRANSFORMERS_VERBOSITY", "HF_HUB_VERBOSITY", "DATASETS_VERBOSITY")
+
+
+def _quiet_libraries(verbose: int) -> None:
+    """The one place library noise is silenced: errors still show, everything shows with -v.
+
+    Only other packages' loggers and warnings are touched: a warning raised in datagen's own modules, or
+    logged under ``datagen.*``, is never hidden. The verbosity variables reach child processes (the
+    embedded server) and libraries imported later, which reset their logger level on import.
+    """
+    import warnings
+
+    for name in _LIBRARIES:
+        logging.getLogger(name).setLevel(logging.NOTSET if verbose else logging.ERROR)
+    foreign = r"(?!datagen(\.|$))"  # any module but ours
+    libraries = r"(" + "|".join(_LIBRARIES) + r")(\.|$)"
+    if verbose:
+        for var in _VERBOSITY_VARS:
+            if os.environ.get(var) == "error":
+                del os.environ[var]
+        for category in (FutureWarning, DeprecationWarning, UserWarning):
+            warnings.filterwarnings("default", category=category)
+        return
+    for var in _VERBOSITY_VARS:
+        os.environ.setdefault(var, "error")
+    warnings.filterwarnings("ignore", category=FutureWarning, module=foreign)
+    warnings.filterwarnings("ignore", category=DeprecationWarning, module=foreign)
+    warnings.filterwarnings("ignore", category=UserWarning, module=libraries)
 
 
 @click.group(cls=_Group, context_settings={"help_option_names": ["-h", "--help"], "max_content_width": 100})

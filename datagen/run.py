@@ -329,6 +329,9 @@ def _run_stages(plan: Plan, config_path: str | Path, overrides: tuple[str, ...],
                                                      "outputs": {n: o["sha256"] for n, o in entry["outputs"].items()}})
             manifest["stages"][spec.name] = entry
             write_json(run_dir / "manifest.json", manifest)
+            from datagen.progress import stage_line  # the line that says what the stage did, even with 0 records
+
+            log.info("%s", stage_line(spec.name, entry, run_dir / spec.name, stats))
     manifest["complete"] = True
     manifest["seconds"] = round(time.monotonic() - started, 3)
     write_json(run_dir / "manifest.json", manifest)
