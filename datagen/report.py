@@ -125,7 +125,8 @@ _ZH_MEASURE = re.compile(r"^(?:什么是|一下|(?:下面的?|以下的?|如下�
 _ZH_END = re.compile(r"[，,。．.、；;：:？?！!（(\s“”\"'《》]|并且?|然后|再|和|与|及|或|成|为|到|给|是|有")
 _ZH_HEADS = ("宣传语", "计划", "语句", "句子", "文章", "故事", "邮件", "列表", "代码", "函数", "问题", "步骤", "原因", "例子",
              "建议", "标题", "摘要", "清单", "方案", "表格", "报告", "答案", "公式", "程序", "小诗", "诗", "词", "歌",
-             "对联", "口号", "广告", "说明", "规律", "作用", "用法", "区别", "意思", "含义", "事项", "信息", "名字", "笑话")
+             "对联", "口号", "广告", "说明", "规律", "作用", "用法", "区别", "意思", "含义", "事项", "信息", "名字", "笑话",
+             "原理", "方法", "过程", "特点", "影响", "优缺点")
 
 
 def _zh_verb_object(text: str) -> tuple[str, str | None] | None:
@@ -318,8 +319,8 @@ def classifier_evidence(run_dir: Path) -> list[dict[str, str]]:
 
 def _format_value(name: str, value: Any) -> str:
     if isinstance(value, float):
-        return f"{value:.1%}" if name.endswith(("rate", "accuracy", "precision", "recall", "agreement")) and 0 <= value <= 1 \
-            else f"{value:.4g}"
+        share = re.search(r"rate|accuracy|precision|recall|agreement|f1", name.rsplit(".", 1)[-1])
+        return f"{value:.1%}" if share and 0 <= value <= 1 else f"{value:.4g}"
     if isinstance(value, (list, dict)):
         return _snippet(json.dumps(value, ensure_ascii=False, default=str), 300)
     return str(value)
