@@ -67,7 +67,7 @@ def test_a_run_with_only_one_generator_renders_without_the_optional_files(tmp_pa
                 [Example(instruction="Summarize the passage.", output="It is about tides.", meta={"method": "self-qa"})])
     write_json(run / "manifest.json", {"name": "qa", "config": {"self_qa": {}}, "stages": {"self_qa": {"kept": 1, "rejected": 0}}})
     page = write_report(run).read_text(encoding="utf-8")
-    assert "No rejects files in this run." in _section(page, "rejected-examples")
+    assert "No rejected records in this run." in _section(page, "rejected-examples")
     assert "No classifier agreement recorded" in _section(page, "classifier")
     assert "No evaluation in this run." in _section(page, "side-by-side")
     assert "generators' records.jsonl" in _section(page, "kept-examples")

@@ -159,6 +159,11 @@ def test_report_renders_in_headless_chromium(fault_server, tmp_path):
     dom = subprocess.run(["chromium", *flags, "--dump-dom", report.as_uri()], capture_output=True, text=True, timeout=120)
     assert dom.returncode == 0 and dom.stdout.count('src="data:image/png;base64,') >= 4
     assert "Uncaught" not in dom.stderr
+    for panel in ("rejected-examples", "kept-examples", "classifier", "verbs", "side-by-side"):  # the curation panels
+        assert f'<section id="{panel}">' in dom.stdout, panel
+    assert "classifier_agreement.rate" in dom.stdout and 'alt="root verbs and objects"' in dom.stdout
+    assert dom.stdout.count('class="sample"') == min(3, json.loads((report.parent / "manifest.json").read_text())
+                                                     ["stages"]["self_instruct"]["kept"])
 
 
 def test_multiturn_stage_feeds_the_filter_with_conversations(fault_server, tmp_path):
