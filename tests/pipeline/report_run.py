@@ -21,11 +21,21 @@ KEPT = {
     "self-kg": [("Which family does the rose belong to?", "The rose belongs to Rosaceae."),
                 ("列出玫瑰所属的科。", "玫瑰属于蔷薇科。")],
 }
-REJECTS = {  # stage -> (reason, rule stage, detail, how many)
-    "self_instruct": [("unparseable", "self-instruct", "no 'Input:'/'Output:' block", 2)],
-    "filter": [("too_short_output", "heuristics", "1 word(s) for an open task", 5),
-               ("copied_label", "heuristics", "answer copies an in-context label", 4),
-               ("rouge_duplicate", "rouge", {"of": "dg-1234", "rouge_l": 0.82}, 2)],
+REJECTS = {  # stage -> (reason, rule stage, detail, [(instruction, answer), ...])
+    "self_instruct": [("unparseable", "self-instruct", "no 'Input:'/'Output:' block",
+                       [("Write a haiku about rain.", "Sure! Here is a task for you: ..."),
+                        ("Sort the numbers.", "Example 1 Example 2")])],
+    "filter": [("too_short_output", "heuristics", "1 word(s) for an open task",
+                [("Describe the water cycle.", "Rain."), ("Explain how a bill becomes law.", "Congress."),
+                 ("Outline a plan for learning Spanish.", "Practice."), ("Write a story about a fox.", "Fox."),
+                 ("Describe your ideal weekend.", "Relaxing.")]),
+               ("copied_label", "heuristics", "answer copies an in-context label",
+                [("Classify the sentiment of this tweet.", "Class label: positive"),
+                 ("Is the email spam?", "Output: not spam"), ("Label the animal.", "Class label: mammal"),
+                 ("Classify the news topic.", "Class label: sports")]),
+               ("rouge_duplicate", "rouge", {"of": "dg-1234", "rouge_l": 0.82},
+                [("Write a short poem about the ocean.", "Blue waves..."),
+                 ("Give me a list of three citrus fruits.", "Lemons, limes, oranges.")])],
 }
 
 
@@ -43,9 +53,9 @@ def make_run(run: Path) -> Path:
         write_jsonl(run / stage / "records.jsonl", [r for r in curated if r.meta["method"] == method])
     for stage, rules in REJECTS.items():
         rows = []
-        for reason, rule_stage, detail, n in rules:
-            rows += [Example(instruction=f"Rejected instruction {reason} {i}", output=f"answer {i}",
-                             reject={"stage": rule_stage, "reason": reason, "detail": detail}) for i in range(n)]
+        for reason, rule_stage, detail, pairs in rules:
+            rows += [Example(instruction=i, output=o, reject={"stage": rule_stage, "reason": reason, "detail": detail})
+                     for i, o in pairs]
         write_jsonl(run / stage / "rejects.jsonl", rows)
     write_json(run / "self_instruct" / "stats.json", {
         "stage": "self-instruct", "target_reached": False,
@@ -53,7 +63,7 @@ def make_run(run: Path) -> Path:
                                  "confusion": {"label=True/predicted=True": 6}},
         "rejects_by_reason": {"unparseable": 2}})
     write_jsonl(run / "filter" / "curated.jsonl", curated)
-    by_reason = {reason: n for reason, _, _, n in REJECTS["filter"]}
+    by_reason = {reason: len(pairs) for reason, _, _, pairs in REJECTS["filter"]}
     write_json(run / "train" / "loss_curve.json", {
         "train": [{"step": s, "loss": 3.0 - 0.1 * s} for s in range(1, 11)],
         "eval": [{"step": 0, "eval_loss": 2.9}, {"step": 5, "eval_loss": 2.5}, {"step": 10, "eval_loss": 2.2}]})

@@ -26,10 +26,10 @@ def test_every_curation_panel_is_rendered_from_the_run_files(tmp_path):
 
     rejected = _section(page, "rejected-examples")
     for stage, rules in REJECTS.items():
-        for reason, rule_stage, detail, n in rules:
-            assert re.search(rf"{stage}: {reason}\s+{n} rejected", rejected), (stage, reason)
-            shown = re.findall(rf"Rejected instruction {reason} \d", rejected)
-            assert len(shown) == min(3, n) == len(set(shown))  # three examples (or all there are), no repeats
+        for reason, rule_stage, detail, pairs in rules:
+            assert re.search(rf"{stage}: {reason}\s+{len(pairs)} rejected", rejected), (stage, reason)
+            shown = [i for i, o in pairs if f"Instruction:  {i}" in rejected and f"Answer:  {o}" in rejected]
+            assert len(shown) == min(3, len(pairs))  # three examples (or all there are), each with its answer
     assert "1 word(s) for an open task" in rejected and '"rouge_l": 0.82' in rejected and "[heuristics]" in rejected
 
     kept = _section(page, "kept-examples")
