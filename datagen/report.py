@@ -225,19 +225,27 @@ def shortfall(run_dir: Path, manifest: dict[str, Any], curated: list[Example]) -
             "records, and the rest are in the rejects files with their reasons.")
 
 
-def _asked(stage: str, section: dict[str, Any]) -> int | None:
-    def number(key: str, default: int | None) -> int | None:
-        value = section.get(key, default)
-        return value if isinstance(value, int) and not isinstance(value, bool) else None
+#: Where each generator's config says how much was asked for (the defaults are read from those classes).
+_ASKED = {"self_instruct": ("datagen.generate.self_instruct", "SelfInstructConfig", ("num_instructions",)),
+          "self_instruct_multiturn": ("datagen.generate.multiturn", "MultiTurnConfig", ("num_conversations",)),
+          "self_kg": ("datagen.generate.self_kg", "SelfKGConfig", ("num",)),
+          "self_qa": ("datagen.generate.self_qa", "SelfQAConfig", ("max_chunks", "questions_per_chunk"))}
 
-    if stage == "self_instruct":
-        return number("num_instructions", 100)
-    if stage == "self_instruct_multiturn":
-        return number("num_conversations", 50)
-    if stage == "self_kg":
-        return number("num", 100)
-    chunks, per_chunk = number("max_chunks", None), number("questions_per_chunk", None)
-    return chunks * per_chunk if chunks and per_chunk else None
+
+def _asked(stage: str, section: dict[str, Any]) -> int | None:
+    """The count the run's config asked of ``stage`` (the YAML value, else the config class's default)."""
+    import dataclasses
+    import importlib
+
+    module, name, keys = _ASKED[stage]
+    defaults = {f.name: f.default for f in dataclasses.fields(getattr(importlib.import_module(module), name))}
+    values = [section.get(key, defaults.get(key)) for key in keys]
+    if not all(isinstance(v, int) and not isinstance(v, bool) and v > 0 for v in values):
+        return None  # e.g. Self-QA without max_chunks: as many questions as the documents give
+    product = 1
+    for value in values:
+        product *= value
+    return product
 
 
 def _loss_history(train_dir: Path) -> list[dict[str, Any]]:
