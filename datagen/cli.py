@@ -62,6 +62,7 @@ def _setup_logging(verbose: int, quiet: bool) -> None:
 _LIBRARIES = ("bitsandbytes", "transformers", "sentence_transformers", "huggingface_hub", "datasets", "accelerate",
               "peft", "trl", "torch", "kernels", "filelock", "matplotlib", "PIL", "faiss")
 _VERBOSITY_VARS = ("TRANSFORMERS_VERBOSITY", "HF_HUB_VERBOSITY", "DATASETS_VERBOSITY")
+_QUIET_ENV = {**dict.fromkeys(_VERBOSITY_VARS, "error"), "HF_HUB_DISABLE_PROGRESS_BARS": "1"}  # + "Loading weights" bars
 
 
 def _quiet_libraries(verbose: int) -> None:
@@ -78,14 +79,14 @@ def _quiet_libraries(verbose: int) -> None:
     foreign = r"(?!datagen(\.|$))"  # any module but ours
     libraries = r"(" + "|".join(_LIBRARIES) + r")(\.|$)"
     if verbose:
-        for var in _VERBOSITY_VARS:
-            if os.environ.get(var) == "error":
+        for var, value in _QUIET_ENV.items():
+            if os.environ.get(var) == value:
                 del os.environ[var]
         for category in (FutureWarning, DeprecationWarning, UserWarning):
             warnings.filterwarnings("default", category=category)
         return
-    for var in _VERBOSITY_VARS:
-        os.environ.setdefault(var, "error")
+    for var, value in _QUIET_ENV.items():
+        os.environ.setdefault(var, value)
     warnings.filterwarnings("ignore", category=FutureWarning, module=foreign)
     warnings.filterwarnings("ignore", category=DeprecationWarning, module=foreign)
     warnings.filterwarnings("ignore", category=UserWarning, module=libraries)

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import os
 import re
 import subprocess
 import sys
@@ -81,6 +82,8 @@ logging.getLogger("transformers.generation.utils").warning("Setting `pad_token_i
 warnings.warn_explicit("`resume_download` is deprecated", FutureWarning, "lib.py", 1, module="huggingface_hub.file_download")
 logging.getLogger("datagen.filter").warning("OUR WARNING: 3 records had no output")
 warnings.warn_explicit("OUR FUTURE WARNING", FutureWarning, "datagen/x.py", 1, module="datagen.x")
+from huggingface_hub.utils import are_progress_bars_disabled  # transformers' "Loading weights" bar follows it
+print(f"library bars off: {are_progress_bars_disabled()}", file=sys.stderr)
 """
 
 
@@ -90,8 +93,10 @@ def test_library_noise_is_hidden_unless_verbose_and_ours_never(tmp_path, verbose
     write_jsonl(data, [Example(instruction="a", output="b")])
     args = [sys.executable, "-c", _NOISE, *(["-v"] if verbose else []), "inspect", str(data)]
     done = subprocess.run(args, capture_output=True, text=True, timeout=60,
-                          env={k: v for k, v in __import__("os").environ.items() if not k.endswith("_VERBOSITY")})
+                          env={k: v for k, v in os.environ.items()
+                               if not k.endswith("_VERBOSITY") and k != "HF_HUB_DISABLE_PROGRESS_BARS"})
     assert done.returncode == 0, done.stderr
     noise = ("gemm_4bit_forward", "pad_token_id", "resume_download")
     assert all((text in done.stderr) == verbose for text in noise), done.stderr
     assert "OUR WARNING: 3 records had no output" in done.stderr and "OUR FUTURE WARNING" in done.stderr
+    assert f"library bars off: {not verbose}" in done.stderr
