@@ -176,7 +176,7 @@ def _number(name: str, value: Any, lo: float, hi: float, *, integer: bool = Fals
 #: CLI options that configure the judge's endpoint, by click parameter name → LLMConfig field.
 _LLM_FLAGS = {"base_urls": "base_urls", "model": "model", "concurrency": "concurrency", "timeout": "timeout",
               "max_retries": "max_retries", "rpm": "rpm", "tpm": "tpm", "cache_path": "cache_path",
-              "circuit_breaker": "circuit_breaker"}
+              "circuit_breaker": "circuit_breaker", "batch": "batch", "batch_file": "batch_file"}
 
 
 def load_config(path: Path | None = None, **flags: Any) -> FilterConfig:
