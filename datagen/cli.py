@@ -106,18 +106,28 @@ def llm_options(fn):
                           "(write them to --batch-file for another engine, then `datagen batch import`)."),
         click.option("--batch-file", type=click.Path(dir_okay=False, path_type=Path), default=None,
                      help="--batch=file: where the pending requests are written. Default: batch_requests.jsonl."),
+        click.option("--prices", "prices_file", type=click.Path(exists=True, dir_okay=False, path_type=Path),
+                     default=None, help="YAML price table, model: {input: USD, output: USD} per million tokens "
+                                        "('*' for any model): costs in stats.json, and what --max-cost counts."),
+        click.option("--max-cost", type=click.FloatRange(min=0, min_open=True), default=None, metavar="USD",
+                     help="Stop before a request would take spending past this (needs --prices). Answers "
+                          "received are cached: the same command with a higher limit goes on from there."),
     ]
     return functools.reduce(lambda f, option: option(f), reversed(options), fn)
 
 
 def llm_config(base_urls: tuple[str, ...], model: str | None, concurrency: int, timeout: float, max_retries: int,
                rpm: float | None, tpm: float | None, no_cache: bool, cache_path: Path | None,
-               circuit_breaker: float, processes: int = 1, batch: str = "off", batch_file: Path | None = None) -> Any:
+               circuit_breaker: float, processes: int = 1, batch: str = "off", batch_file: Path | None = None,
+               prices_file: Path | None = None, max_cost: float | None = None) -> Any:
+    from datagen.config import load_yaml
     from datagen.llm.client import LLMConfig
 
+    prices = load_yaml(prices_file) if prices_file is not None else {}
     return LLMConfig(base_urls=base_urls, model=model, concurrency=concurrency, timeout=timeout,
                      max_retries=max_retries, rpm=rpm, tpm=tpm, cache=not no_cache, cache_path=cache_path,
-                     circuit_breaker=circuit_breaker, processes=processes, batch=batch, batch_file=batch_file)
+                     circuit_breaker=circuit_breaker, processes=processes, batch=batch, batch_file=batch_file,
+                     prices=prices, max_cost=max_cost)
 
 
 def sampling_options(fn):

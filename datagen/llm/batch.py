@@ -244,8 +244,12 @@ class BatchGatherer:
     """Holds the cache misses of one step and answers them through batch jobs (or a batch file)."""
 
     def __init__(self, cfg: LLMConfig, api: BatchApi | None, cache: ResponseCache, ledger: UsageLedger,
-                 parse: Callable[[str, str, bytes], Completion], quiet: float = 0.3):
+                 parse: Callable[[str, str, bytes], Completion], charge: Callable[..., None],
+                 check_budget: Callable[[float], None], estimate: Callable[..., float], quiet: float = 0.3):
         self.cfg = cfg
+        self.charge = charge              # adds an answer's price to the ledger
+        self.check_budget = check_budget  # raises CostLimitReached before a job would cross max_cost
+        self.estimate = estimate          # the most one request can cost
         self.api = api
         self.cache = cache
         self.ledger = ledger
@@ -255,6 +259,7 @@ class BatchGatherer:
         self._asks: dict[str, _Ask] = {}
         self._timer: asyncio.TimerHandle | None = None
         self._tasks: set[asyncio.Task] = set()
+        self._committed = 0.0  # USD: the most the jobs submitted and not yet imported can cost
 
     async def ask(self, key: str, kind: str, model: str, payload: Any, request: dict[str, Any]) -> Completion:
         """The answer to one request, once the step it belongs to has gone through a batch job."""
@@ -329,7 +334,7 @@ class BatchGatherer:
             for ask in fresh:
                 attempts[ask.key] += 1
             failures = await self._wait(jobs, todo)
-            jobs = []
+            jobs, self._committed = [], 0.0  # what the jobs cost is in the ledger now
             for key in list(todo):
                 if attempts[key] >= self.cfg.batch_max_attempts:
                     ask = todo.pop(key)
@@ -354,8 +359,12 @@ class BatchGatherer:
             start = 0
             for part in parts:
                 count = part.count(b"\n")
-                keys = [ask.key for ask in group[start:start + count]]
+                members = group[start:start + count]
+                keys = [ask.key for ask in members]
                 start += count
+                estimate = sum(self.estimate(a.model, a.payload, a.request, batch=True) for a in members)
+                self.check_budget(self._committed + estimate)
+                self._committed += estimate
                 job = await self.api.submit(part, PATHS[kind], self.cfg.completion_window)
                 self.journal.record({"id": job["id"], "input_file_id": job.get("input_file_id"), "endpoint": where,
                                      "keys": keys, "submitted_at": time.time(), "imported": False})
@@ -421,6 +430,7 @@ class BatchGatherer:
             self.ledger.batch_succeeded += 1
             self.ledger.batch_prompt_tokens += completion.prompt_tokens
             self.ledger.batch_completion_tokens += completion.completion_tokens
+            self.charge(completion, batch=True)
             if ask is not None:
                 del todo[key]
                 if not ask.future.done():

@@ -22,6 +22,7 @@ import json
 import logging
 import os
 import random
+import sys
 from collections import Counter
 from collections.abc import AsyncIterator, Awaitable, Callable, Iterable
 from dataclasses import asdict, dataclass, field
@@ -38,6 +39,7 @@ from datagen.errors import (
 from datagen.home import datagen_home
 from datagen.llm.batch import BatchApi, BatchGatherer, check_batch_config
 from datagen.llm.cache import ResponseCache, cache_key
+from datagen.llm.costs import CostLimitReached, Price, check_prices, cost, estimate_tokens, price_of
 from datagen.llm.limits import CircuitBreaker, TokenBucket
 from datagen.llm.transport import ProcessTransport, Retryable, SdkTransport
 
@@ -76,6 +78,10 @@ class LLMConfig:
     batch_max_bytes: int = 200_000_000    # bytes per batch input file (the Batch API's limit)
     batch_max_attempts: int = 3           # submissions of one request (failed lines, expired jobs) before it fails
     batch_file: Path | None = None        # file mode: where the pending requests are written
+    # --- cost (datagen/llm/costs.py)
+    prices: dict[str, Any] = field(default_factory=dict)  # model → {input, output} USD per million tokens; "*" = any
+    batch_discount: float = 0.5           # batch jobs cost this much less (OpenAI's Batch API: half)
+    max_cost: float | None = None         # USD: stop before a request would take spending past this
 
     def __post_init__(self) -> None:
         if isinstance(self.base_urls, str):
@@ -110,6 +116,16 @@ class LLMConfig:
             object.__setattr__(self, "batch_file", Path("batch_requests.jsonl"))
         if self.batch_file is not None:
             object.__setattr__(self, "batch_file", Path(self.batch_file))
+        object.__setattr__(self, "prices", {model: {"input": i, "output": o}
+                                            for model, (i, o) in check_prices(self.prices, "llm.prices").items()})
+        if not 0 <= self.batch_discount < 1:
+            raise ConfigError(f"llm.batch_discount must be in [0, 1), got {self.batch_discount}")
+        if self.max_cost is not None:
+            if not 0 < self.max_cost < float("inf"):
+                raise ConfigError(f"llm.max_cost must be a positive number of USD, got {self.max_cost}")
+            if not self.prices:
+                raise ConfigError("llm.max_cost needs prices to count against: add a prices table "
+                                  "(model: {input, output} USD per million tokens) or --prices FILE")
 
     @property
     def gather_limit(self) -> int:
@@ -198,6 +214,8 @@ class UsageLedger:
     batch_prompt_tokens: int = 0
     batch_completion_tokens: int = 0
     batches: list[str] = field(default_factory=list)          # ids of the batch jobs this client submitted
+    cost_usd: float | None = None          # spent, online and batch, at the configured prices (None: unpriced)
+    batch_cost_usd: float | None = None    # the batch part of it
 
     def as_dict(self) -> dict[str, Any]:
         out = asdict(self)
@@ -272,6 +290,7 @@ class LLMClient:
         self.ledger = UsageLedger()
         self._gatherer: BatchGatherer | None = None
         self._batch_api: BatchApi | None = None
+        self._reserved = 0.0  # USD of requests sent and not answered yet, counted against max_cost
 
     async def __aenter__(self) -> LLMClient:
         await self._transport.start()  # sender processes, if any, are up before the first request is timed
@@ -299,7 +318,9 @@ class LLMClient:
                 self._batch_api = None
                 return
         assert self.cache is not None  # check_batch_config
-        self._gatherer = BatchGatherer(self.cfg, self._batch_api, self.cache, self.ledger, self._parse_raw)
+        self._gatherer = BatchGatherer(self.cfg, self._batch_api, self.cache, self.ledger, self._parse_raw,
+                                       charge=self._charge, check_budget=self._check_budget,
+                                       estimate=self.request_cost)
 
     async def __aexit__(self, *exc: object) -> None:
         await self.aclose()
@@ -338,6 +359,38 @@ class LLMClient:
                 self._model = models[0]
         return self._model
 
+    def price(self, model: str) -> Price | None:
+        """The configured (input, output) price of ``model``, USD per million tokens, or None."""
+        return price_of(self.cfg.prices, model)
+
+    def request_cost(self, model: str, payload: Any, request: dict[str, Any], batch: bool = False) -> float:
+        """The most one request can cost (prompt estimated, ``max_tokens`` in full); 0 when unpriced."""
+        price = self.price(model)
+        discount = self.cfg.batch_discount if batch else 0.0
+        return cost(price, *estimate_tokens(payload, request), discount=discount) if price else 0.0
+
+    def _check_budget(self, amount: float) -> None:
+        """Refuse to spend ``amount`` more when it would take spending past ``max_cost``."""
+        if self.cfg.max_cost is None:
+            return
+        spent = (self.ledger.cost_usd or 0.0) + self._reserved
+        if spent + amount > self.cfg.max_cost:
+            raise CostLimitReached(
+                f"stopped before spending more than max_cost {self.cfg.max_cost:g} USD: {spent:.4f} USD spent or "
+                f"committed, and the next request(s) may cost up to {amount:.4f} USD. Every answer received is "
+                "cached: run the same command with a higher --max-cost to go on from here")
+
+    def _charge(self, completion: Completion, batch: bool = False) -> None:
+        """Add one answer's tokens at the model's price to the ledger's spending."""
+        price = self.price(completion.model) or self.price(self._model or "")
+        if price is None:
+            return
+        spent = cost(price, completion.prompt_tokens, completion.completion_tokens,
+                     discount=self.cfg.batch_discount if batch else 0.0)
+        self.ledger.cost_usd = round((self.ledger.cost_usd or 0.0) + spent, 10)
+        if batch:
+            self.ledger.batch_cost_usd = round((self.ledger.batch_cost_usd or 0.0) + spent, 10)
+
     # ------------------------------------------------------------------------------------------ internals
 
     async def _cached_request(self, kind: str, payload: Any, params: SamplingParams, sample_index: int) -> Completion:
@@ -358,7 +411,13 @@ class LLMClient:
             if self._gatherer is not None:  # batch mode: the gatherer caches what its jobs answer
                 completion = await self._gatherer.ask(key, kind, model, payload, request)
             else:
-                completion = await self._send_with_retries(kind, model, payload, request)
+                estimate = self.request_cost(model, payload, request)
+                self._check_budget(estimate)
+                self._reserved += estimate
+                try:
+                    completion = await self._send_with_retries(kind, model, payload, request)
+                finally:
+                    self._reserved -= estimate
                 if self.cache is not None:
                     await self.cache.aput(key, model, completion.to_cache())  # on disk before anyone sees it
             future.set_result(completion)
@@ -461,6 +520,7 @@ class LLMClient:
         return text.replace(self._api_key, "***") if self._api_key else text
 
     def _account(self, completion: Completion) -> None:
+        self._charge(completion)
         self.ledger.succeeded += 1
         self.ledger.prompt_tokens += completion.prompt_tokens
         self.ledger.completion_tokens += completion.completion_tokens
@@ -485,7 +545,8 @@ async def map_bounded(fn: Callable[[T], Awaitable[R]], items: Iterable[T], limit
 
     Tasks are created lazily (a million items never become a million tasks), and an exception is yielded
     as the result instead of cancelling the rest: the caller writes a reject and goes on. ``CircuitOpen``
-    and cancellation still propagate.
+    and cancellation still propagate (and cancel what is in flight); ``CostLimitReached`` propagates once the
+    requests already sent have landed in the cache, since they are paid for.
     """
     iterator = iter(items)
     running: dict[asyncio.Task, T] = {}
@@ -512,7 +573,9 @@ async def map_bounded(fn: Callable[[T], Awaitable[R]], items: Iterable[T], limit
                 yield item, (exc if exc is not None else task.result())
                 start_next()
     finally:
-        for task in running:
-            task.cancel()
+        if not isinstance(sys.exc_info()[1], CostLimitReached):
+            for task in running:
+                task.cancel()
+        # At the spending limit, requests already sent are paid for: let them land in the cache.
         if running:
             await asyncio.gather(*running, return_exceptions=True)

@@ -216,3 +216,43 @@ def test_file_mode_export_import_resume_round_trip(fault_server, tmp_path):
     assert [e.instruction for e in kept] == questions(5)
     assert all(e.output.endswith(f"to: {e.instruction}") for e in kept)
     assert not fault_server.log  # nothing was ever sent online
+
+
+# ---------------------------------------------------------------------------------------------- cost
+
+
+def test_the_ledger_prices_online_and_batch_tokens_with_the_discount(fault_server, tmp_path):
+    prices = {MODEL_ID: {"input": 2.0, "output": 8.0}}
+    _, online = asyncio.run(ask_all(config(fault_server, tmp_path, batch="off", prices=prices), questions(4)))
+    expected = (online.ledger.prompt_tokens * 2.0 + online.ledger.completion_tokens * 8.0) / 1e6
+    assert online.ledger.cost_usd == pytest.approx(expected) and online.ledger.batch_cost_usd is None
+    _, batch = asyncio.run(ask_all(config(fault_server, tmp_path, prices=prices), questions(8)))
+    state = fault_server.batches.usage
+    expected = (state["prompt_tokens"] * 2.0 + state["completion_tokens"] * 8.0) / 1e6 * 0.5
+    assert batch.ledger.batch_cost_usd == pytest.approx(expected) == batch.ledger.cost_usd
+
+
+def test_max_cost_stops_before_crossing_and_a_rerun_pays_only_the_rest(fault_server, tmp_path):
+    write_jsonl(tmp_path / "in.jsonl", [Example(instruction=q, output="") for q in questions(10)])
+    (tmp_path / "prices.yaml").write_text(f"{MODEL_ID}: {{input: 1000.0, output: 1000.0}}\n")
+    # each request's upper bound: ~20 prompt tokens + 16 max_tokens ≈ 0.036 USD at 1000 USD per million
+    args = ["--prices", tmp_path / "prices.yaml", "--max-tokens", "16", "--concurrency", "1"]
+    stopped = respond(fault_server, tmp_path, "out", *args, "--max-cost", "0.1")
+    assert stopped.exit_code == 1 and "stopped before spending more than max_cost 0.1 USD" in stopped.output
+    paid = len(fault_server.log)
+    assert 1 <= paid < 10 and not (tmp_path / "out" / "responses.jsonl").exists()
+    spent = sum(e["body"]["max_tokens"] for e in fault_server.log)  # completion tokens can't exceed this
+    assert spent <= 0.1 / 1000 * 1e6
+
+    fault_server.log.clear()
+    done = respond(fault_server, tmp_path, "out", *args, "--max-cost", "10")
+    assert done.exit_code == 0, done.output
+    assert len(fault_server.log) == 10 - paid  # the answers already paid for came from the cache
+    stats = json.loads((tmp_path / "out" / "stats.json").read_text())
+    assert 0 < stats["llm"]["cost_usd"] <= 10
+
+
+def test_max_cost_without_prices_is_a_config_error(fault_server, tmp_path):
+    write_jsonl(tmp_path / "in.jsonl", [Example(instruction="Q?", output="")])
+    result = respond(fault_server, tmp_path, "out", "--max-cost", "1")
+    assert result.exit_code == 2 and "needs prices" in result.output and not fault_server.log
