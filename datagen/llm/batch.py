@@ -419,22 +419,23 @@ class BatchGatherer:
                 answers.update(got)
                 failures.update(failed)
         record = self.journal.jobs[job["id"]]
+        parsed: list[tuple[str, Completion]] = []
         for key, body in answers.items():
             ask = todo.get(key)
             try:  # every answer is cached, also those a re-attached job holds for requests not asked now
-                completion = self.parse(ask.kind if ask else _kind_of(body), ask.model if ask else "", body)
+                parsed.append((key, self.parse(ask.kind if ask else _kind_of(body), ask.model if ask else "", body)))
             except Exception as exc:  # noqa: BLE001 - a malformed answer line is an unanswered request
                 failures[key] = f"malformed answer: {getattr(exc, 'error', exc)}"
-                continue
-            await self.cache.aput(key, completion.model, completion.to_cache())
+        # On disk before anyone sees an answer: the resume contract.
+        await asyncio.to_thread(self.cache.put_many, [(k, c.model, c.to_cache()) for k, c in parsed])
+        for key, completion in parsed:
             self.ledger.batch_succeeded += 1
             self.ledger.batch_prompt_tokens += completion.prompt_tokens
             self.ledger.batch_completion_tokens += completion.completion_tokens
             self.charge(completion, batch=True)
-            if ask is not None:
-                del todo[key]
-                if not ask.future.done():
-                    ask.future.set_result(completion)
+            ask = todo.pop(key, None)
+            if ask is not None and not ask.future.done():
+                ask.future.set_result(completion)
         for key in record["keys"]:
             if key in todo and key not in failures:
                 failures[key] = f"job {job['status']}" + ("" if job["status"] == "completed" else " before answering it")
@@ -457,15 +458,16 @@ def check_batch_config(cfg: LLMConfig) -> None:
 def import_results(path: Path, cache: ResponseCache, parse: Callable[[str, str, bytes], Completion]) -> dict[str, int]:
     """Load a batch results file (OpenAI format, what ``vllm run-batch -o`` writes) into the answer cache."""
     answers, failures = read_results(Path(path).read_bytes())
-    stored = bad = 0
+    rows = []
+    bad = 0
     for key, body in answers.items():
         try:
             completion = parse(_kind_of(body), "", body)
         except Exception:  # noqa: BLE001 - a malformed line is counted and skipped
             bad += 1
             continue
-        cache.put(key, completion.model, completion.to_cache())
-        stored += 1
+        rows.append((key, completion.model, completion.to_cache()))
+    stored = cache.put_many(rows)
     return {"imported": stored, "failed": len(failures), "malformed": bad}
 
 
