@@ -56,7 +56,7 @@ def part_export(n: int, work: Path) -> dict:
     from datagen.llm.batch import BatchWaiting
     from datagen.llm.client import LLMConfig
 
-    cfg = LLMConfig(batch="file", model="bench-model", batch_file=work / "requests.jsonl",
+    cfg = LLMConfig(batch="file", model="bench-model", batch_file=work / "requests.jsonl", batch_max_requests=n,
                     cache_path=work / "export.sqlite")
     started = time.perf_counter()
     try:

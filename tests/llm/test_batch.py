@@ -256,3 +256,21 @@ def test_max_cost_without_prices_is_a_config_error(fault_server, tmp_path):
     write_jsonl(tmp_path / "in.jsonl", [Example(instruction="Q?", output="")])
     result = respond(fault_server, tmp_path, "out", "--max-cost", "1")
     assert result.exit_code == 2 and "needs prices" in result.output and not fault_server.log
+
+
+def test_a_run_config_turns_batch_mode_and_prices_on(tmp_path):
+    from datagen.run import load_plan
+
+    (tmp_path / "seeds.jsonl").write_text('{"id": "s1", "name": "s1", "instruction": "Name a prime.", '
+                                          '"instances": [{"input": "", "output": "7"}], "is_classification": false}\n')
+    (tmp_path / "run.yaml").write_text(
+        f"name: b\nout_dir: {tmp_path}\n"
+        "endpoint: {base_url: 'http://127.0.0.1:9/v1', batch: true, completion_window: 24h, poll_interval: 5}\n"
+        "prices: {gpt-x: {input: 0.15, output: 0.6}}\n"
+        f"self_instruct: {{seeds: {tmp_path / 'seeds.jsonl'}, num_instructions: 2}}\n")
+    plan = load_plan(tmp_path / "run.yaml")
+    llm = plan.stages[0][1].llm
+    assert (llm.batch, llm.poll_interval, llm.gather_limit) == ("on", 5.0, 50_000)
+    assert llm.prices == {"gpt-x": {"input": 0.15, "output": 0.6}}
+    with pytest.raises(Exception, match="batch must be one of"):
+        load_plan(tmp_path / "run.yaml", ("endpoint.batch=sometimes",))
