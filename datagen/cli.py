@@ -521,14 +521,25 @@ def merge_cmd(base, adapter, out, dtype):
 @click.argument("overrides", nargs=-1, metavar="[KEY=VALUE]...")
 @click.option("--resume", is_flag=True, help="Continue an existing run: finished stages are skipped, "
                                              "unfinished ones resume from their state and the LLM cache.")
-def run_cmd(config: Path, overrides: tuple[str, ...], resume: bool) -> None:
+@click.option("--dry-run", is_flag=True, help="Estimate requests, tokens and cost per stage (ceilings, with the "
+                                              "config's prices) and exit: nothing is sent or written.")
+def run_cmd(config: Path, overrides: tuple[str, ...], resume: bool, dry_run: bool) -> None:
     """Run the stages a YAML config names, then write manifest.json and report.html.
 
     \b
     Example:  datagen run configs/seeds-to-sft.yaml --resume
               datagen run configs/seeds-to-sft.yaml self_instruct.num_instructions=10 name=small
+              datagen run configs/seeds-to-sft.yaml --dry-run self_instruct.num_instructions=50000
     """
     from datagen.run import run_pipeline
+
+    if dry_run:
+        from datagen.estimate import estimate_run, render_table
+        from datagen.run import load_plan
+
+        plan = load_plan(config, overrides)
+        click.echo(render_table(estimate_run([(spec.name, cfg) for spec, cfg in plan.stages], plan.llm)))
+        return
 
     manifest = run_pipeline(config, overrides, resume=resume)
     ran = [n for n, s in manifest["stages"].items() if not s.get("skipped")]
