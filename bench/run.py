@@ -34,6 +34,8 @@ BENCHES: dict[str, tuple[str, list[str], list[str], str]] = {
     "client": ("bench_client.py", [], ["--requests", "200", "--repeats", "1", "--sequential-requests", "10",
                                        "--skip-distilabel"],
                "LLM client saturation at concurrency 64 against a fixed 100 ms endpoint"),
+    "batch": ("bench_batch.py", [], ["--requests", "300"],
+              "Batch mode: write, import and round-trip (test server's Batch API) 100k requests"),
     "kg": ("bench_kg.py", [], ["--triples", "2000", "--entities", "500", "--samples", "50"],
            "Self-KG: load 100k triples and sample 1,000 items"),
     "trainer": ("bench_trainer.py", [], ["--smoke"],

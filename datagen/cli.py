@@ -20,6 +20,9 @@ import click
 from datagen import __version__
 from datagen.errors import DatagenError
 
+#: --batch values; the same as datagen.llm.client.BATCH_MODES, not imported so that `datagen --help` stays fast.
+BATCH_CHOICES = ("off", "on", "auto", "file")
+
 log = logging.getLogger("datagen")
 
 
@@ -37,7 +40,7 @@ class _Group(click.Group):
         try:
             return super().invoke(ctx)
         except DatagenError as exc:
-            click.echo(f"error: {exc}", err=True)
+            click.echo(f"{exc.label}: {exc}", err=True)
             ctx.exit(exc.exit_code)
         except KeyboardInterrupt:
             click.echo("interrupted; re-run the same command to resume", err=True)
@@ -132,18 +135,35 @@ def llm_options(fn):
         click.option("--processes", type=click.IntRange(min=1), default=1, show_default=True,
                      help="Send requests from this many child processes: for hundreds of requests/s, where "
                           "one event loop running the openai SDK runs out of CPU."),
+        click.option("--batch", type=click.Choice(BATCH_CHOICES), is_flag=False, flag_value="on", default="off",
+                     show_default=True,
+                     help="Send requests as batch jobs (OpenAI Batch API: half the price, no rate limits): "
+                          "--batch, --batch=auto (online where the endpoint has no /batches) or --batch=file "
+                          "(write them to --batch-file for another engine, then `datagen batch import`)."),
+        click.option("--batch-file", type=click.Path(dir_okay=False, path_type=Path), default=None,
+                     help="--batch=file: where the pending requests are written. Default: batch_requests.jsonl."),
+        click.option("--prices", "prices_file", type=click.Path(exists=True, dir_okay=False, path_type=Path),
+                     default=None, help="YAML price table, model: {input: USD, output: USD} per million tokens "
+                                        "('*' for any model): costs in stats.json, and what --max-cost counts."),
+        click.option("--max-cost", type=click.FloatRange(min=0, min_open=True), default=None, metavar="USD",
+                     help="Stop before a request would take spending past this (needs --prices). Answers "
+                          "received are cached: the same command with a higher limit goes on from there."),
     ]
     return functools.reduce(lambda f, option: option(f), reversed(options), fn)
 
 
 def llm_config(base_urls: tuple[str, ...], model: str | None, concurrency: int, timeout: float, max_retries: int,
                rpm: float | None, tpm: float | None, no_cache: bool, cache_path: Path | None,
-               circuit_breaker: float, processes: int = 1) -> Any:
+               circuit_breaker: float, processes: int = 1, batch: str = "off", batch_file: Path | None = None,
+               prices_file: Path | None = None, max_cost: float | None = None) -> Any:
+    from datagen.config import load_yaml
     from datagen.llm.client import LLMConfig
 
+    prices = load_yaml(prices_file) if prices_file is not None else {}
     return LLMConfig(base_urls=base_urls, model=model, concurrency=concurrency, timeout=timeout,
                      max_retries=max_retries, rpm=rpm, tpm=tpm, cache=not no_cache, cache_path=cache_path,
-                     circuit_breaker=circuit_breaker, processes=processes)
+                     circuit_breaker=circuit_breaker, processes=processes, batch=batch, batch_file=batch_file,
+                     prices=prices, max_cost=max_cost)
 
 
 def sampling_options(fn):
@@ -537,14 +557,25 @@ def merge_cmd(base, adapter, out, dtype):
 @click.argument("overrides", nargs=-1, metavar="[KEY=VALUE]...")
 @click.option("--resume", is_flag=True, help="Continue an existing run: finished stages are skipped, "
                                              "unfinished ones resume from their state and the LLM cache.")
-def run_cmd(config: Path, overrides: tuple[str, ...], resume: bool) -> None:
+@click.option("--dry-run", is_flag=True, help="Estimate requests, tokens and cost per stage (ceilings, with the "
+                                              "config's prices) and exit: nothing is sent or written.")
+def run_cmd(config: Path, overrides: tuple[str, ...], resume: bool, dry_run: bool) -> None:
     """Run the stages a YAML config names, then write manifest.json and report.html.
 
     \b
     Example:  datagen run configs/seeds-to-sft.yaml --resume
               datagen run configs/seeds-to-sft.yaml self_instruct.num_instructions=10 name=small
+              datagen run configs/seeds-to-sft.yaml --dry-run self_instruct.num_instructions=50000
     """
     from datagen.run import run_pipeline
+
+    if dry_run:
+        from datagen.estimate import estimate_run, render_table
+        from datagen.run import load_plan
+
+        plan = load_plan(config, overrides)
+        click.echo(render_table(estimate_run([(spec.name, cfg) for spec, cfg in plan.stages], plan.llm)))
+        return
 
     manifest = run_pipeline(config, overrides, resume=resume)
     ran = [n for n, s in manifest["stages"].items() if not s.get("skipped")]
@@ -640,6 +671,66 @@ def prompts_show(name: str) -> None:
     from datagen.prompts import show
 
     click.echo(show(name))
+
+
+# ---- batch files for self-hosted engines ----
+
+@cli.group("batch")
+def batch_group() -> None:
+    """Batch files: export the pending requests of a run for another engine, import its results.
+
+    \b
+    The loop for a self-hosted engine (vLLM's run-batch reads and writes the OpenAI batch format):
+      datagen batch export configs/seeds-to-sft.yaml --out requests.jsonl endpoint.model=M   # exit 3: waiting
+      vllm run-batch -i requests.jsonl -o results.jsonl --model M
+      datagen batch import results.jsonl
+      (repeat until export exits 0: multi-step stages need one round trip per step)
+    """
+
+
+@batch_group.command("export")
+@click.argument("config", type=click.Path(path_type=Path))
+@click.argument("overrides", nargs=-1, metavar="[KEY=VALUE]...")
+@click.option("--out", "out_file", type=click.Path(dir_okay=False, path_type=Path), required=True,
+              help="Where the pending requests are written (JSONL, OpenAI batch format).")
+def batch_export_cmd(config: Path, overrides: tuple[str, ...], out_file: Path) -> None:
+    """Run CONFIG (resuming) until it needs answers it does not have; write those requests to --out.
+
+    Exits 3 when requests were written (run them, import the results, export again) and 0 when the run is
+    complete. Answers already in the cache are never exported again.
+
+    \b
+    Example:  datagen batch export configs/seeds-to-sft.yaml --out requests.jsonl endpoint.model=my-model
+    """
+    from datagen.run import run_pipeline
+
+    overrides = (*overrides, "endpoint.batch=file", f"endpoint.batch_file={out_file}")
+    manifest = run_pipeline(config, overrides, resume=True)  # BatchWaiting (exit 3) while requests are pending
+    click.echo(f"run {manifest['name']}: complete, no request pending")
+
+
+@batch_group.command("import")
+@click.argument("results", type=click.Path(exists=True, dir_okay=False, path_type=Path))
+@click.option("--cache-path", type=click.Path(dir_okay=False, path_type=Path), default=None,
+              help="SQLite answer cache. Default: $DATAGEN_HOME/llm_cache.sqlite.")
+def batch_import_cmd(results: Path, cache_path: Path | None) -> None:
+    """Load a batch results file (OpenAI batch output format) into the answer cache.
+
+    \b
+    Example:  datagen batch import results.jsonl && datagen batch export configs/x.yaml --out requests.jsonl
+    """
+    from datagen.llm.batch import import_results
+    from datagen.llm.client import LLMClient, LLMConfig
+
+    # A file-mode client needs no endpoint: it lends its answer cache and its answer parser.
+    client = LLMClient(LLMConfig(batch="file", model="batch-import", cache_path=cache_path))
+    try:
+        counts = import_results(results, client.cache, client._parse_raw)
+    finally:
+        asyncio.run(client.aclose())
+    cache = client.cache
+    click.echo(f"imported {counts['imported']} answer(s) into {cache.path}; "
+               f"{counts['failed']} failed and {counts['malformed']} malformed line(s) skipped")
 
 
 def _exit_on_sigterm(signum: int, frame: Any) -> None:

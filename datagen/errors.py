@@ -28,6 +28,7 @@ class DatagenError(Exception):
     """Base of every error this package raises on purpose."""
 
     exit_code = 1
+    label = "error"  # how the command line introduces the message
 
 
 class UserError(DatagenError):

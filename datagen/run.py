@@ -41,7 +41,7 @@ from datagen.records import make_dirs, write_json
 
 log = logging.getLogger("datagen.run")
 
-TOP_KEYS = ("name", "out_dir", "endpoint", "self_instruct", "self_instruct_multiturn", "self_qa", "self_kg", "filter",
+TOP_KEYS = ("name", "out_dir", "endpoint", "prices", "self_instruct", "self_instruct_multiturn", "self_qa", "self_kg", "filter",
             "train", "eval")
 VERSIONED_PACKAGES = ("datagen", "openai", "torch", "transformers", "peft", "sentence-transformers", "faiss-cpu",
                       "rapidfuzz", "networkx", "datasets", "bitsandbytes", "accelerate")
@@ -156,6 +156,8 @@ def load_plan(path: str | Path, overrides: tuple[str, ...] = ()) -> Plan:
     if isinstance(endpoint, dict) and "base_url" in endpoint:  # the singular spelling reads better in YAML
         endpoint = dict(endpoint)
         endpoint["base_urls"] = endpoint.pop("base_url")
+    if raw.get("prices") is not None and isinstance(endpoint, dict):  # the cost ledger's price table
+        endpoint = {**endpoint, "prices": raw["prices"]}
     llm = build(LLMConfig, endpoint, f"{where}: endpoint")
     stages = []
     for spec in STAGES:
@@ -359,7 +361,9 @@ def _stage_manifest(run_dir: Path, spec: StageSpec, cfg: Any, stats: dict[str, A
         "rejected": stats.get("rejected"),
         "rejects_by_reason": stats.get("rejects_by_reason", {}),
         "llm": {k: llm.get(k) for k in ("requests", "succeeded", "cached", "failed", "retries", "prompt_tokens",
-                                        "completion_tokens")} if llm else None,
+                                        "completion_tokens", "batch_requests", "batch_succeeded", "batch_failed",
+                                        "batch_prompt_tokens", "batch_completion_tokens", "batches", "cost_usd",
+                                        "batch_cost_usd")} if llm else None,
         "llm_failures": llm.get("failures", []) if llm else [],
         "seconds": round(seconds, 3),
         "stats_file": next((str(folder / n) for n in _STATS_FILES if (folder / n).exists()), None),

@@ -91,7 +91,7 @@ async def judge_examples(examples: Sequence[Example], llm: LLMConfig,
             return await client.chat(judge_messages(examples[i]), sampling)
 
         with progress(len(examples), "filter: judge") as bar:
-            async for i, result in map_bounded(one, range(len(examples)), limit=llm.concurrency * 2):
+            async for i, result in map_bounded(one, range(len(examples)), limit=llm.gather_limit):
                 verdicts[i] = _verdict(result)
                 bar.update()
         ledger = client.ledger.as_dict()

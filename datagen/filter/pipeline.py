@@ -176,7 +176,8 @@ def _number(name: str, value: Any, lo: float, hi: float, *, integer: bool = Fals
 #: CLI options that configure the judge's endpoint, by click parameter name → LLMConfig field.
 _LLM_FLAGS = {"base_urls": "base_urls", "model": "model", "concurrency": "concurrency", "timeout": "timeout",
               "max_retries": "max_retries", "rpm": "rpm", "tpm": "tpm", "cache_path": "cache_path",
-              "circuit_breaker": "circuit_breaker"}
+              "circuit_breaker": "circuit_breaker", "batch": "batch", "batch_file": "batch_file",
+              "max_cost": "max_cost"}
 
 
 def load_config(path: Path | None = None, **flags: Any) -> FilterConfig:
@@ -195,6 +196,8 @@ def load_config(path: Path | None = None, **flags: Any) -> FilterConfig:
     for name, value in flags.items():
         if name == "no_cache":
             llm_values["cache"] = not value
+        elif name == "prices_file":
+            llm_values["prices"] = load_yaml(value)
         elif name in _LLM_FLAGS:
             llm_values[_LLM_FLAGS[name]] = value
         else:

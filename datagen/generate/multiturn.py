@@ -482,9 +482,12 @@ class _Run:
     async def simulate_all(self, log: StageLog) -> None:
         """Simulate every accepted opener's conversation not simulated yet (conversations run concurrently)."""
         todo = [m for m in self.machine if m["index"] not in self.results]
+        # One request per conversation is in flight at a time; in batch mode every conversation's next turn
+        # goes into the same job.
+        llm = self.cfg.llm
+        limit = llm.concurrency if llm.batch == "off" else llm.gather_limit
         with progress(len(self.machine), "multiturn: conversations", initial=len(self.machine) - len(todo)) as bar:
-            async for opener, result in map_bounded(lambda m: self._converse(m, log), todo,
-                                                    limit=self.cfg.llm.concurrency):
+            async for opener, result in map_bounded(lambda m: self._converse(m, log), todo, limit=limit):
                 if isinstance(result, BaseException):  # an LLMError escaped a turn: never expected
                     raise result
                 self.results[opener["index"]] = result

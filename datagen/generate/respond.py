@@ -76,7 +76,7 @@ async def respond(cfg: RespondConfig) -> dict[str, Any]:
                 return messages, await llm.chat(messages, cfg.sampling)
 
             with progress(len(keyed), "respond", initial=len(keyed) - len(todo)) as bar:
-                async for (key, example), result in map_bounded(answer, todo, limit=cfg.llm.concurrency * 2):
+                async for (key, example), result in map_bounded(answer, todo, limit=cfg.llm.gather_limit):
                     log.append(_settle(key, example, result))
                     bar.update()
             ledger = llm.ledger.as_dict()

@@ -304,7 +304,7 @@ class _Run:
         async def one(job: tuple[str, str, SamplingParams]) -> Completion:
             return await self.ask(job[1], job[2])
         with progress(len(jobs), desc, initial=len(jobs) - len(todo)) as bar:
-            async for (key, prompt, _), result in map_bounded(one, todo, limit=self.cfg.llm.concurrency * 2):
+            async for (key, prompt, _), result in map_bounded(one, todo, limit=self.cfg.llm.gather_limit):
                 log.append(_log_row(key, _key(prompt), result))
                 self.failed |= isinstance(result, LLMError)
                 bar.update()

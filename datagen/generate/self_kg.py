@@ -306,7 +306,7 @@ async def _from_llm(cfg: SelfKGConfig, G: nx.MultiDiGraph, samples: list[Sample]
                 return await llm.chat(build_messages(item[1], G, cfg.lang), cfg.sampling)
 
             with progress(len(keyed), "self-kg", initial=len(keyed) - len(todo)) as bar:
-                async for (key, sample), result in map_bounded(ask, todo, limit=cfg.llm.concurrency * 2):
+                async for (key, sample), result in map_bounded(ask, todo, limit=cfg.llm.gather_limit):
                     log.append(_settle(key, sample, result, G, cfg, grounding, prompt))
                     bar.update()
             ledger = llm.ledger.as_dict()

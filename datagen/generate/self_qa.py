@@ -420,7 +420,7 @@ async def generate(cfg: SelfQAConfig) -> dict[str, Any]:
                 return await llm.chat(messages, q_params)
 
             with progress(len(chunks), "self-qa questions", initial=resumed_questions) as bar:
-                async for chunk, result in map_bounded(ask, todo, limit=cfg.llm.concurrency * 2):
+                async for chunk, result in map_bounded(ask, todo, limit=cfg.llm.gather_limit):
                     qlog.append(_settle(qkeys[chunk.key], result, doc_id=chunk.doc_id))
                     bar.update()
 
@@ -432,7 +432,7 @@ async def generate(cfg: SelfQAConfig) -> dict[str, Any]:
                 return await llm.chat(build_answer_messages(job.chunk, job.lang, job.question), a_params)
 
             with progress(len(jobs), "self-qa answers", initial=len(jobs) - len(todo_jobs)) as bar:
-                async for job, result in map_bounded(answer, todo_jobs, limit=cfg.llm.concurrency * 2):
+                async for job, result in map_bounded(answer, todo_jobs, limit=cfg.llm.gather_limit):
                     alog.append(_settle(job.key, result))
                     bar.update()
             ledger = llm.ledger.as_dict()

@@ -20,6 +20,7 @@ import threading
 import time
 import weakref
 from pathlib import Path
+from collections.abc import Iterable
 from typing import Any
 
 _SCHEMA = """
@@ -76,6 +77,20 @@ class ResponseCache:
         done: concurrent.futures.Future[None] = concurrent.futures.Future()
         self._writer.submit((key, model, json.dumps(response, ensure_ascii=False), time.time()), (None, done))
         done.result()
+
+    def put_many(self, rows: Iterable[tuple[str, str, dict[str, Any]]]) -> int:
+        """Store many ``(key, model, response)`` answers (a batch job's output); returns once all are committed.
+
+        Rows queue up together, so the writer commits them in a few large transactions, not one per row
+        (a 100k-answer import: bench/bench_batch.py)."""
+        waits: list[concurrent.futures.Future[None]] = []
+        for key, model, response in rows:
+            done: concurrent.futures.Future[None] = concurrent.futures.Future()
+            self._writer.submit((key, model, json.dumps(response, ensure_ascii=False), time.time()), (None, done))
+            waits.append(done)
+        for done in waits:
+            done.result()
+        return len(waits)
 
     async def aput(self, key: str, model: str, response: dict[str, Any]) -> None:
         """``put`` for the event loop: the commit happens in the writer thread, batched with its neighbours."""

@@ -22,6 +22,7 @@ import json
 import logging
 import os
 import random
+import sys
 from collections import Counter
 from collections.abc import AsyncIterator, Awaitable, Callable, Iterable
 from dataclasses import asdict, dataclass, field
@@ -36,7 +37,9 @@ from datagen.errors import (
     LLMError,
 )
 from datagen.home import datagen_home
+from datagen.llm.batch import BatchApi, BatchGatherer, check_batch_config
 from datagen.llm.cache import ResponseCache, cache_key
+from datagen.llm.costs import CostLimitReached, Price, check_prices, cost, estimate_tokens, price_of
 from datagen.llm.limits import CircuitBreaker, TokenBucket
 from datagen.llm.transport import ProcessTransport, Retryable, SdkTransport
 
@@ -46,6 +49,7 @@ API_KEY_ENV = ("DATAGEN_API_KEY", "OPENAI_API_KEY")
 BASE_URL_ENV = ("DATAGEN_BASE_URL", "OPENAI_BASE_URL")
 _LOCAL_HOSTS = {"127.0.0.1", "localhost", "::1", "0.0.0.0"}
 _PATHS = {"chat": "/chat/completions", "completion": "/completions"}
+BATCH_MODES = ("off", "on", "auto", "file")
 
 
 @dataclass(frozen=True)
@@ -66,6 +70,18 @@ class LLMConfig:
     cache_path: Path | None = None        # None → $DATAGEN_HOME/llm_cache.sqlite
     circuit_breaker: float | None = 600.0  # stop the run after this many seconds of nothing but failures
     processes: int = 1                    # >1: send from this many child processes (for hundreds of requests/s)
+    # --- batch jobs (datagen/llm/batch.py): the Batch API halves the price and lifts rate limits
+    batch: bool | str = "off"             # off | on (Batch API) | auto (Batch API, else online) | file (batch_file)
+    completion_window: str = "24h"        # the Batch API's completion window
+    poll_interval: float = 30.0           # seconds between two looks at a running batch job
+    batch_max_requests: int = 50_000      # lines per batch input file (the Batch API's limit)
+    batch_max_bytes: int = 200_000_000    # bytes per batch input file (the Batch API's limit)
+    batch_max_attempts: int = 3           # submissions of one request (failed lines, expired jobs) before it fails
+    batch_file: Path | None = None        # file mode: where the pending requests are written
+    # --- cost (datagen/llm/costs.py)
+    prices: dict[str, Any] = field(default_factory=dict)  # model → {input, output} USD per million tokens; "*" = any
+    batch_discount: float = 0.5           # batch jobs cost this much less (OpenAI's Batch API: half)
+    max_cost: float | None = None         # USD: stop before a request would take spending past this
 
     def __post_init__(self) -> None:
         if isinstance(self.base_urls, str):
@@ -87,11 +103,42 @@ class LLMConfig:
         for url in self.base_urls:
             if url != "embedded" and urlparse(url).scheme not in ("http", "https"):
                 raise ConfigError(f"llm.base_url must start with http:// or https://, got {url!r}")
+        if isinstance(self.batch, bool):  # `batch: true` in YAML reads as it should
+            object.__setattr__(self, "batch", "on" if self.batch else "off")
+        if self.batch not in BATCH_MODES:
+            raise ConfigError(f"llm.batch must be one of {list(BATCH_MODES)} (or true/false), got {self.batch!r}")
+        if not self.poll_interval > 0 or self.poll_interval == float("inf"):
+            raise ConfigError(f"llm.poll_interval must be > 0 seconds, got {self.poll_interval}")
+        for name in ("batch_max_requests", "batch_max_bytes", "batch_max_attempts"):
+            if getattr(self, name) < 1:
+                raise ConfigError(f"llm.{name} must be ≥ 1, got {getattr(self, name)}")
+        if self.batch == "file" and self.batch_file is None:
+            object.__setattr__(self, "batch_file", Path("batch_requests.jsonl"))
+        if self.batch_file is not None:
+            object.__setattr__(self, "batch_file", Path(self.batch_file))
+        object.__setattr__(self, "prices", {model: {"input": i, "output": o}
+                                            for model, (i, o) in check_prices(self.prices, "llm.prices").items()})
+        if not 0 <= self.batch_discount < 1:
+            raise ConfigError(f"llm.batch_discount must be in [0, 1), got {self.batch_discount}")
+        if self.max_cost is not None:
+            if not 0 < self.max_cost < float("inf"):
+                raise ConfigError(f"llm.max_cost must be a positive number of USD, got {self.max_cost}")
+            if not self.prices:
+                raise ConfigError("llm.max_cost needs prices to count against: add a prices table "
+                                  "(model: {input, output} USD per million tokens) or --prices FILE")
+
+    @property
+    def gather_limit(self) -> int:
+        """How many requests a stage should have in flight at once: enough to keep the endpoint busy online
+        (twice ``concurrency``: the client's semaphore bounds what is sent), and a whole batch file in batch
+        mode, where a request only waits to be gathered into a job."""
+        return self.batch_max_requests if self.batch != "off" else self.concurrency * 2
 
     def public_dict(self) -> dict[str, Any]:
         """The config for manifests: nothing secret lives here, keys stay in the environment."""
         out = asdict(self)
         out["cache_path"] = str(self.cache_path) if self.cache_path else None
+        out["batch_file"] = str(self.batch_file) if self.batch_file else None
         out["base_urls"] = list(self.base_urls)
         return out
 
@@ -160,6 +207,15 @@ class UsageLedger:
     completion_tokens: int = 0
     errors: Counter = field(default_factory=Counter)          # attempt failures by reason
     failures: list[dict[str, Any]] = field(default_factory=list)  # permanent failures, with reasons
+    # batch jobs: the fields above count online requests only
+    batch_requests: int = 0      # request lines submitted in batch jobs, resubmissions included
+    batch_succeeded: int = 0     # answers imported from batch jobs
+    batch_failed: int = 0        # requests no batch job answered within batch_max_attempts
+    batch_prompt_tokens: int = 0
+    batch_completion_tokens: int = 0
+    batches: list[str] = field(default_factory=list)          # ids of the batch jobs this client submitted
+    cost_usd: float | None = None          # spent, online and batch, at the configured prices (None: unpriced)
+    batch_cost_usd: float | None = None    # the batch part of it
 
     def as_dict(self) -> dict[str, Any]:
         out = asdict(self)
@@ -189,6 +245,13 @@ def resolve_base_urls(cfg: LLMConfig) -> tuple[str, ...]:
                       "or run `datagen serve` and point --base-url at it")
 
 
+def redact_url(url: str) -> str:
+    """``url`` without user info, query or fragment, which may carry credentials: safe for messages."""
+    parts = urlparse(url)
+    host = parts.hostname or ""
+    return f"{parts.scheme}://{host}{f':{parts.port}' if parts.port else ''}{parts.path}"
+
+
 def backoff_delay(attempt: int, base: float, cap: float, rng: random.Random) -> float:
     """Full-jitter exponential backoff (AWS architecture blog): uniform(0, min(cap, base·2^attempt))."""
     return rng.uniform(0.0, min(cap, base * (2 ** attempt)))
@@ -199,7 +262,9 @@ class LLMClient:
 
     def __init__(self, cfg: LLMConfig, cache: ResponseCache | None = None, rng: random.Random | None = None):
         self.cfg = cfg
-        self.base_urls = resolve_base_urls(cfg)
+        check_batch_config(cfg)
+        # File mode needs no endpoint: the requests go to a file another engine runs.
+        self.base_urls = () if cfg.batch == "file" and not cfg.base_urls else resolve_base_urls(cfg)
         self._api_key = resolve_api_key()
         if self._api_key is None and any(urlparse(u).hostname not in _LOCAL_HOSTS for u in self.base_urls):
             raise ConfigError("no API key for a remote endpoint: set DATAGEN_API_KEY or OPENAI_API_KEY")
@@ -223,15 +288,48 @@ class LLMClient:
         self.cache = cache if cache is not None else (
             ResponseCache(cfg.cache_path or datagen_home() / "llm_cache.sqlite") if cfg.cache else None)
         self.ledger = UsageLedger()
+        self._gatherer: BatchGatherer | None = None
+        self._batch_api: BatchApi | None = None
+        self._reserved = 0.0  # USD of requests sent and not answered yet, counted against max_cost
 
     async def __aenter__(self) -> LLMClient:
         await self._transport.start()  # sender processes, if any, are up before the first request is timed
+        try:
+            await self._start_batches()
+        except BaseException:
+            await self.aclose()
+            raise
         return self
+
+    async def _start_batches(self) -> None:
+        """Batch mode: check the endpoint serves ``/batches`` before anything is uploaded, then gather misses."""
+        if self.cfg.batch == "off":
+            return
+        if self.cfg.batch in ("on", "auto"):
+            self._batch_api = BatchApi(self.base_urls[0], self._api_key, self.cfg.timeout)
+            if not await self._batch_api.supported():
+                where = redact_url(self.base_urls[0])
+                if self.cfg.batch == "on":
+                    raise ConfigError(f"{where} has no /batches endpoint, so batch mode cannot run there: use "
+                                      "--batch auto to fall back to online requests, or --batch file to write a "
+                                      "request file for another engine")
+                log.warning("%s has no /batches endpoint: sending requests online (--batch auto)", where)
+                await self._batch_api.aclose()
+                self._batch_api = None
+                return
+        assert self.cache is not None  # check_batch_config
+        self._gatherer = BatchGatherer(self.cfg, self._batch_api, self.cache, self.ledger, self._parse_raw,
+                                       charge=self._charge, check_budget=self._check_budget,
+                                       estimate=self.request_cost)
 
     async def __aexit__(self, *exc: object) -> None:
         await self.aclose()
 
     async def aclose(self) -> None:
+        if self._gatherer is not None:
+            await self._gatherer.aclose()
+        if self._batch_api is not None:
+            await self._batch_api.aclose()
         await self._transport.aclose()
         if self._lister is not self._transport:
             await self._lister.aclose()
@@ -261,6 +359,38 @@ class LLMClient:
                 self._model = models[0]
         return self._model
 
+    def price(self, model: str) -> Price | None:
+        """The configured (input, output) price of ``model``, USD per million tokens, or None."""
+        return price_of(self.cfg.prices, model)
+
+    def request_cost(self, model: str, payload: Any, request: dict[str, Any], batch: bool = False) -> float:
+        """The most one request can cost (prompt estimated, ``max_tokens`` in full); 0 when unpriced."""
+        price = self.price(model)
+        discount = self.cfg.batch_discount if batch else 0.0
+        return cost(price, *estimate_tokens(payload, request), discount=discount) if price else 0.0
+
+    def _check_budget(self, amount: float) -> None:
+        """Refuse to spend ``amount`` more when it would take spending past ``max_cost``."""
+        if self.cfg.max_cost is None:
+            return
+        spent = (self.ledger.cost_usd or 0.0) + self._reserved
+        if spent + amount > self.cfg.max_cost:
+            raise CostLimitReached(
+                f"stopped before spending more than max_cost {self.cfg.max_cost:g} USD: {spent:.4f} USD spent or "
+                f"committed, and the next request(s) may cost up to {amount:.4f} USD. Every answer received is "
+                "cached: run the same command with a higher --max-cost to go on from here")
+
+    def _charge(self, completion: Completion, batch: bool = False) -> None:
+        """Add one answer's tokens at the model's price to the ledger's spending."""
+        price = self.price(completion.model) or self.price(self._model or "")
+        if price is None:
+            return
+        spent = cost(price, completion.prompt_tokens, completion.completion_tokens,
+                     discount=self.cfg.batch_discount if batch else 0.0)
+        self.ledger.cost_usd = round((self.ledger.cost_usd or 0.0) + spent, 10)
+        if batch:
+            self.ledger.batch_cost_usd = round((self.ledger.batch_cost_usd or 0.0) + spent, 10)
+
     # ------------------------------------------------------------------------------------------ internals
 
     async def _cached_request(self, kind: str, payload: Any, params: SamplingParams, sample_index: int) -> Completion:
@@ -278,9 +408,18 @@ class LLMClient:
         future: asyncio.Future[Completion] = asyncio.get_running_loop().create_future()
         self._pending[key] = future
         try:
-            completion = await self._send_with_retries(kind, model, payload, request)
-            if self.cache is not None:
-                await self.cache.aput(key, model, completion.to_cache())  # on disk before anyone sees it
+            if self._gatherer is not None:  # batch mode: the gatherer caches what its jobs answer
+                completion = await self._gatherer.ask(key, kind, model, payload, request)
+            else:
+                estimate = self.request_cost(model, payload, request)
+                self._check_budget(estimate)
+                self._reserved += estimate
+                try:
+                    completion = await self._send_with_retries(kind, model, payload, request)
+                finally:
+                    self._reserved -= estimate
+                if self.cache is not None:
+                    await self.cache.aput(key, model, completion.to_cache())  # on disk before anyone sees it
             future.set_result(completion)
             return completion
         except BaseException as exc:
@@ -370,10 +509,18 @@ class LLMClient:
                           prompt_tokens=int(usage.get("prompt_tokens") or 0),
                           completion_tokens=int(usage.get("completion_tokens") or 0))
 
+    def _parse_raw(self, kind: str, model: str, body: bytes) -> Completion:
+        """``_parse`` for answers that come from a batch file: a malformed one raises its ``LLMBadResponse``."""
+        try:
+            return self._parse(kind, model, body)
+        except Retryable as bad:
+            raise bad.error from None
+
     def _redact(self, text: str) -> str:
         return text.replace(self._api_key, "***") if self._api_key else text
 
     def _account(self, completion: Completion) -> None:
+        self._charge(completion)
         self.ledger.succeeded += 1
         self.ledger.prompt_tokens += completion.prompt_tokens
         self.ledger.completion_tokens += completion.completion_tokens
@@ -398,7 +545,8 @@ async def map_bounded(fn: Callable[[T], Awaitable[R]], items: Iterable[T], limit
 
     Tasks are created lazily (a million items never become a million tasks), and an exception is yielded
     as the result instead of cancelling the rest: the caller writes a reject and goes on. ``CircuitOpen``
-    and cancellation still propagate.
+    and cancellation still propagate (and cancel what is in flight); ``CostLimitReached`` propagates once the
+    requests already sent have landed in the cache, since they are paid for.
     """
     iterator = iter(items)
     running: dict[asyncio.Task, T] = {}
@@ -425,7 +573,9 @@ async def map_bounded(fn: Callable[[T], Awaitable[R]], items: Iterable[T], limit
                 yield item, (exc if exc is not None else task.result())
                 start_next()
     finally:
-        for task in running:
-            task.cancel()
+        if not isinstance(sys.exc_info()[1], CostLimitReached):
+            for task in running:
+                task.cancel()
+        # At the spending limit, requests already sent are paid for: let them land in the cache.
         if running:
             await asyncio.gather(*running, return_exceptions=True)

@@ -3,7 +3,8 @@
 A real model cannot return a 429 or reset a connection on demand, so this server does, on real HTTP:
 ``429`` (with ``Retry-After``), ``429_plain`` (without), ``500``/``502``/``503``, ``reset`` (TCP RST),
 ``stall`` (answer only after the client's timeout), ``malformed`` (broken JSON), ``empty_choices``,
-``length`` (a truncated answer: data, not a fault) and ``slow`` (late but within the timeout).
+``length`` (a truncated answer: data, not a fault) and ``slow`` (late but within the timeout). It also
+serves the Batch API (``/v1/files``, ``/v1/batches``: see ``batch_api.py``) with faults of its own.
 
 Faults come from a per-request script, or at a seeded rate decided from a hash of (request, attempt), so
 the same run sees the same faults whatever the concurrency. Answers are a deterministic function of the
@@ -32,6 +33,8 @@ from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from typing import Any
 
 import pytest
+
+from tests.plugins.batch_api import BatchState, handle_batch_route, is_batch_route
 
 ALL_FAULTS = ("429", "429_plain", "500", "502", "503", "reset", "stall", "malformed", "empty_choices")
 MODEL_ID = "fault-model"
@@ -81,6 +84,7 @@ class FaultServer(ThreadingHTTPServer):
         self.log: list[dict[str, Any]] = []
         self.attempts: Counter[str] = Counter()
         self.handler_errors: list[BaseException] = []
+        self.batches = BatchState()
 
     @property
     def url(self) -> str:
@@ -101,6 +105,7 @@ class FaultServer(ThreadingHTTPServer):
             self.log.clear()
             self.attempts.clear()
             self.handler_errors.clear()
+            self.batches = BatchState()
 
     def requests_for(self, text: str) -> int:
         with self.lock:
@@ -150,6 +155,8 @@ class _Handler(BaseHTTPRequestHandler):
         self._json(status, {"error": {"message": message, "type": "fault_injected", "code": status}}, headers)
 
     def do_GET(self) -> None:
+        if is_batch_route(self.path):
+            return handle_batch_route(self, "GET")
         if self.path.rstrip("/") in ("/health", "/v1/health"):
             self._json(200, {"status": "ok"})
         elif self.path.rstrip("/") == "/v1/models":
@@ -167,6 +174,8 @@ class _Handler(BaseHTTPRequestHandler):
             raise
 
     def _post(self) -> None:
+        if is_batch_route(self.path):
+            return handle_batch_route(self, "POST")
         length = int(self.headers.get("Content-Length") or 0)
         body = json.loads(self.rfile.read(length) or b"{}")
         kind = {"/v1/chat/completions": "chat", "/v1/completions": "completion"}.get(self.path)
@@ -209,18 +218,23 @@ class _Handler(BaseHTTPRequestHandler):
         self._answer(kind, body, outcome)
 
     def _answer(self, kind: str, body: dict[str, Any], outcome: str) -> None:
-        reply = self.server.responder(kind, body) if self.server.responder else default_answer(kind, body)
-        text, finish_reason = reply if isinstance(reply, tuple) else (reply, "stop")
-        if outcome == "length":
-            text, finish_reason = text[: max(1, len(text) // 2)], "length"
-        usage = {"prompt_tokens": len(json.dumps(body)) // 4, "completion_tokens": max(1, len(text.split()))}
-        usage["total_tokens"] = usage["prompt_tokens"] + usage["completion_tokens"]
-        if kind == "chat":
-            choice = {"index": 0, "message": {"role": "assistant", "content": text}, "finish_reason": finish_reason}
-        else:
-            choice = {"index": 0, "text": text, "finish_reason": finish_reason, "logprobs": None}
-        self._json(200, {"id": "cmpl-test", "object": "chat.completion" if kind == "chat" else "text_completion",
-                         "created": int(time.time()), "model": MODEL_ID, "choices": [choice], "usage": usage})
+        self._json(200, completion_body(self.server, kind, body, outcome))
+
+
+def completion_body(server: FaultServer, kind: str, body: dict[str, Any], outcome: str = "ok") -> dict[str, Any]:
+    """The answer to one request, online or in a batch job: the same request gets the same answer either way."""
+    reply = server.responder(kind, body) if server.responder else default_answer(kind, body)
+    text, finish_reason = reply if isinstance(reply, tuple) else (reply, "stop")
+    if outcome == "length":
+        text, finish_reason = text[: max(1, len(text) // 2)], "length"
+    usage = {"prompt_tokens": len(json.dumps(body)) // 4, "completion_tokens": max(1, len(text.split()))}
+    usage["total_tokens"] = usage["prompt_tokens"] + usage["completion_tokens"]
+    if kind == "chat":
+        choice = {"index": 0, "message": {"role": "assistant", "content": text}, "finish_reason": finish_reason}
+    else:
+        choice = {"index": 0, "text": text, "finish_reason": finish_reason, "logprobs": None}
+    return {"id": "cmpl-test", "object": "chat.completion" if kind == "chat" else "text_completion",
+            "created": int(time.time()), "model": MODEL_ID, "choices": [choice], "usage": usage}
 
 
 @contextlib.contextmanager
