@@ -7,8 +7,8 @@
 
 Loaders: ``.txt``/``.md``/``.rst`` (the text as it is), ``.html`` (visible text only: scripts, styles and
 other non-content elements are dropped), ``.jsonl`` (one document per line, from a configurable string
-field), ``.csv``/``.tsv`` (one sentence per row: ``name: apple; price: 3.``), and ``.pdf`` when the optional
-``pypdf`` is installed. Bytes that are not UTF-8 are decoded with the encoding charset-normalizer detects.
+field), ``.csv``/``.tsv`` (one sentence per row: ``name: apple; price: 3.``), ``.pdf`` (pypdf) and ``.docx``
+(python-docx: paragraphs, then each table row as ``cell | cell``). Bytes that are not UTF-8 are decoded with the encoding charset-normalizer detects.
 A file that is empty, binary, undecodable, unreadable or of an unknown type is skipped and reported with
 its reason; it never stops the run. A path that does not exist is a ConfigError.
 
@@ -48,10 +48,10 @@ from datagen.lang import detect_lang, is_cjk
 if TYPE_CHECKING:
     import numpy as np
 
-#: File types a loader exists for (``.pdf`` needs the optional ``pypdf``).
+#: File types a loader exists for.
 TEXT_SUFFIXES = (".txt", ".text", ".md", ".markdown", ".rst")
 HTML_SUFFIXES = (".html", ".htm", ".xhtml")
-SUFFIXES = (*TEXT_SUFFIXES, *HTML_SUFFIXES, ".jsonl", ".csv", ".tsv", ".pdf")
+SUFFIXES = (*TEXT_SUFFIXES, *HTML_SUFFIXES, ".jsonl", ".csv", ".tsv", ".pdf", ".docx")
 
 
 @dataclass(frozen=True)
@@ -175,8 +175,8 @@ def _load_file(path: Path, doc_id: str, text_field: str = "text") -> Iterator[Do
         raise _Skip(f"unreadable: {exc.strerror or exc}") from None
     if not data.strip():
         raise _Skip("empty file")
-    if suffix == ".pdf":
-        yield _document(doc_id, path, _pdf_text(data), "pdf")
+    if suffix in _BINARY_LOADERS:
+        yield _document(doc_id, path, _BINARY_LOADERS[suffix](data), suffix[1:])
         return
     text, encoding = decode_bytes(data)
     if suffix == ".jsonl":
@@ -288,10 +288,8 @@ def _jsonl_documents(text: str, doc_id: str, path: Path, encoding: str, field: s
 
 
 def _pdf_text(data: bytes) -> str:
-    try:
-        from pypdf import PdfReader
-    except ImportError:
-        raise _Skip("PDF support needs the optional package pypdf: pip install pypdf") from None
+    from pypdf import PdfReader
+
     try:
         reader = PdfReader(io.BytesIO(data))
         pages = [(page.extract_text() or "").strip() for page in reader.pages]
@@ -302,6 +300,28 @@ def _pdf_text(data: bytes) -> str:
         raise _Skip("PDF has no extractable text (a scanned image?)")
     return text
 
+
+def _docx_text(data: bytes) -> str:
+    """The text of a Word file: its paragraphs in order, then each table row as ``cell | cell`` (headers and
+    footers, which repeat on every page, are left out)."""
+    import docx
+
+    try:
+        document = docx.Document(io.BytesIO(data))
+    except Exception as exc:  # python-docx raises zip, XML and key errors for broken files
+        raise _Skip(f"unreadable .docx: {type(exc).__name__}: {exc}") from None
+    parts = [p.text for p in document.paragraphs]
+    for table in document.tables:
+        for row in table.rows:
+            parts.append(" | ".join(cell.text.strip() for cell in row.cells))
+    text = _tidy("\n\n".join(p for p in parts if p.strip()))
+    if not text:
+        raise _Skip("no text in the .docx")
+    return text
+
+
+#: Loaders of formats that are not text: they get the file's bytes.
+_BINARY_LOADERS: dict[str, Callable[[bytes], str]] = {".pdf": _pdf_text, ".docx": _docx_text}
 
 _LOADERS: dict[str, Callable[[str], str]] = {
     **{s: _html_text for s in HTML_SUFFIXES},

@@ -14,6 +14,9 @@ Formats (by extension, else sniffed from the first bytes; ``fmt=`` forces one):
   relation, value = tail, a node marked ``literal=True`` unless an entity already has that id);
   ``label``/``name`` attributes are display labels instead (``label_zh`` or ``label@zh`` for one language).
   In GML, like networkx, a node is known by its ``label`` when every node has a distinct one.
+- RDF: ``.nt`` (N-Triples, streamed), ``.ttl`` (Turtle), ``.rdf``/``.owl`` (RDF/XML), ``.jsonld`` (JSON-LD with
+  an inline context): IRIs are the ids, ``rdfs:label``/``skos:prefLabel`` in ``@en``/``@zh`` the labels, and
+  literal-valued predicates attribute facts (``datagen/generate/rdf.py``).
 
 The graph: nodes are entity ids (strings, kept intact), each edge is one fact ``head -[relation]-> tail``
 whose key is the relation id, so a duplicate triple is the same edge and is merged (counted). Self-loops are
@@ -50,12 +53,15 @@ import networkx as nx
 from datagen.errors import ConfigError, RecordError
 from datagen.records import iter_json_lines
 
-FORMATS = ("tsv", "csv", "jsonl", "graphml", "gml", "node-link")
+FORMATS = ("tsv", "csv", "jsonl", "graphml", "gml", "node-link", "nt", "turtle", "rdfxml", "jsonld")
+_RDF = ("nt", "turtle", "rdfxml", "jsonld")
 DANGLING = ("drop", "add", "error")
 ANY_LANG = "*"
 
 _EXTENSIONS = {".tsv": "tsv", ".tab": "tsv", ".csv": "csv", ".txt": "table", ".jsonl": "jsonl",
-               ".ndjson": "jsonl", ".graphml": "graphml", ".xml": "graphml", ".gml": "gml", ".json": "json"}
+               ".ndjson": "jsonl", ".graphml": "graphml", ".xml": "graphml", ".gml": "gml", ".json": "json",
+               ".nt": "nt", ".ttl": "turtle", ".turtle": "turtle", ".rdf": "rdfxml", ".owl": "rdfxml",
+               ".jsonld": "jsonld"}
 # Column names a header row may use, per field.
 _HEADER_NAMES = {
     "head": {"head", "subject", "h", "s", "source", "from", "head_id", "subject_id"},
@@ -519,9 +525,24 @@ def _read_node_link(b: _Builder, path: Path) -> None:
     _add_declared(b, nodes, edges)
 
 
+def _read_rdf(b: _Builder, path: Path, fmt: str) -> None:
+    from datagen.generate.rdf import read_rdf
+
+    for kind, subject, predicate, obj in read_rdf(path, fmt):
+        if kind == "fact":
+            b.add_fact(subject, predicate, obj)
+        elif kind == "attribute":
+            b.counts["attribute_facts"] += 1
+            b.add_fact(subject, predicate, obj, literal=True)
+        elif kind == "skipped":
+            b.counts["attributes_skipped"] += 1
+        else:
+            b.add_label(kind.split(":", 1)[1], subject, obj)
+
+
 def _detect_format(path: Path) -> str:
     kind = _EXTENSIONS.get(path.suffix.lower())
-    if kind not in (None, "json"):
+    if kind not in (None, "json") and path.suffix.lower() != ".xml":  # .xml: GraphML or RDF/XML, sniffed
         return kind
     with path.open("rb") as handle:
         head = handle.read(4096).lstrip(b"\xef\xbb\xbf \t\r\n")
@@ -533,8 +554,12 @@ def _detect_format(path: Path) -> str:
             return "node-link"
         triple = isinstance(obj, dict) and any(k in obj for naming in _JSON_NAMINGS for k in naming[:1])
         return "jsonl" if triple else "node-link"
+    if head.startswith(b"<") and b"rdf:RDF" in head:
+        return "rdfxml"
     if head.startswith(b"<"):
-        return "graphml"
+        return "nt" if re.match(rb"<[^>\s]+>\s+<[^>\s]+>", head) else "graphml"
+    if head.startswith((b"@prefix", b"@base", b"PREFIX", b"BASE")):
+        return "turtle"
     if re.match(rb"(#[^\n]*\n\s*)*(graph|Creator|Version)\b", head):
         return "gml"
     return "table"
@@ -563,6 +588,8 @@ def load_graph(path: str | Path, labels: str | Path | None = None, *, fmt: str |
         _read_graphml(b, path)
     elif kind == "gml":
         _read_gml(b, path)
+    elif kind in _RDF:
+        _read_rdf(b, path, kind)
     else:
         _read_node_link(b, path)
     if b.G.number_of_edges() == 0:

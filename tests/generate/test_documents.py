@@ -2,9 +2,7 @@
 
 from __future__ import annotations
 
-import builtins
 import re
-import sys
 from pathlib import Path
 
 import pytest
@@ -126,22 +124,23 @@ def test_pdf_text_is_extracted_and_a_broken_pdf_is_skipped(tmp_path):
     assert skipped[0].reason.startswith(("unreadable PDF", "PDF has no extractable text"))
 
 
-def test_pdf_without_pypdf_is_skipped_with_a_clear_message(tmp_path, monkeypatch):
-    (tmp_path / "ok.pdf").write_bytes(_minimal_pdf("Hello."))
-    (tmp_path / "a.txt").write_text("Plain text.", encoding="utf-8")
-    real_import = builtins.__import__
+def test_docx_paragraphs_and_tables_are_read_and_a_broken_docx_is_skipped(tmp_path):
+    import docx
 
-    def no_pypdf(name, *args, **kwargs):
-        if name == "pypdf" or name.startswith("pypdf."):
-            raise ImportError("No module named 'pypdf'")
-        return real_import(name, *args, **kwargs)
-
-    monkeypatch.delitem(sys.modules, "pypdf", raising=False)
-    monkeypatch.setattr(builtins, "__import__", no_pypdf)
+    document = docx.Document()
+    document.add_heading("Volcanoes", level=1)
+    document.add_paragraph("Volcanoes erupt molten rock.")
+    document.add_paragraph("火山喷发熔岩。")
+    table = document.add_table(rows=2, cols=2)
+    for row, cells in zip(table.rows, [("name", "height"), ("Etna", "3,357 m")]):
+        for cell, text in zip(row.cells, cells):
+            cell.text = text
+    document.save(tmp_path / "ok.docx")
+    (tmp_path / "broken.docx").write_bytes(b"PK\x03\x04 not really a zip")
     docs, skipped = load_documents(tmp_path)
-    assert [d.doc_id for d in docs] == ["a.txt"]
-    assert [(s.doc_id, s.reason) for s in skipped] == [
-        ("ok.pdf", "PDF support needs the optional package pypdf: pip install pypdf")]
+    assert [(d.doc_id, d.text) for d in docs] == [
+        ("ok.docx", "Volcanoes\n\nVolcanoes erupt molten rock.\n\n火山喷发熔岩。\n\nname | height\n\nEtna | 3,357 m")]
+    assert [s.doc_id for s in skipped] == ["broken.docx"] and skipped[0].reason.startswith("unreadable .docx")
 
 
 LATIN1 = ("Le café de la gare sert une crème brûlée délicieuse. Les élèves préfèrent la tarte aux pommes, "
