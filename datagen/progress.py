@@ -46,12 +46,16 @@ def stage_line(name: str, entry: dict[str, Any], folder: str | Path, stats: dict
             records_in = (kept or 0) + (rejected or 0)
         parts.append(f"{records_in} records in, {kept or 0} kept, {rejected or 0} rejected")
     llm = entry.get("llm") or {}
-    if llm.get("requests"):
-        calls = f"{llm['requests']} LLM calls" + (f" ({llm['cached']} cached)" if llm.get("cached") else "")
+    if llm.get("requests") or llm.get("batch_requests"):
+        calls = f"{llm.get('requests') or 0} LLM calls" + (f" ({llm['cached']} cached)" if llm.get("cached") else "")
+        if llm.get("batch_requests"):
+            calls += f", {llm['batch_requests']} in batch jobs"
         if llm.get("failed"):
             calls += f", {llm['failed']} failed"
-        if llm.get("prompt_tokens") or llm.get("completion_tokens"):
-            calls += f", {llm.get('prompt_tokens') or 0:,} + {llm.get('completion_tokens') or 0:,} tokens"
+        prompt = (llm.get("prompt_tokens") or 0) + (llm.get("batch_prompt_tokens") or 0)
+        completion = (llm.get("completion_tokens") or 0) + (llm.get("batch_completion_tokens") or 0)
+        if prompt or completion:
+            calls += f", {prompt:,} + {completion:,} tokens"
         cost = next((c for c in ((stats.get("llm") or {}).get("cost_usd"), stats.get("cost_usd"))
                      if isinstance(c, (int, float))), None)
         if cost is not None:
