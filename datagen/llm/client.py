@@ -22,6 +22,7 @@ import json
 import logging
 import os
 import random
+import re
 from collections import Counter
 from collections.abc import AsyncIterator, Awaitable, Callable, Iterable
 from dataclasses import asdict, dataclass, field
@@ -39,6 +40,7 @@ from datagen.home import datagen_home
 from datagen.llm.cache import ResponseCache, cache_key
 from datagen.llm.limits import CircuitBreaker, TokenBucket
 from datagen.llm.transport import ProcessTransport, Retryable, SdkTransport
+from datagen.redaction import redact_text, redact_url
 
 log = logging.getLogger("datagen.llm")
 
@@ -46,6 +48,7 @@ API_KEY_ENV = ("DATAGEN_API_KEY", "OPENAI_API_KEY")
 BASE_URL_ENV = ("DATAGEN_BASE_URL", "OPENAI_BASE_URL")
 _LOCAL_HOSTS = {"127.0.0.1", "localhost", "::1", "0.0.0.0"}
 _PATHS = {"chat": "/chat/completions", "completion": "/completions"}
+_SURROGATE = re.compile("[\ud800-\udfff]")
 
 
 @dataclass(frozen=True)
@@ -86,13 +89,13 @@ class LLMConfig:
             raise ConfigError(f"llm.circuit_breaker must be > 0 seconds or unset, got {self.circuit_breaker}")
         for url in self.base_urls:
             if url != "embedded" and urlparse(url).scheme not in ("http", "https"):
-                raise ConfigError(f"llm.base_url must start with http:// or https://, got {url!r}")
+                raise ConfigError(f"llm.base_url must start with http:// or https://, got {redact_url(url)!r}")
 
     def public_dict(self) -> dict[str, Any]:
         """The config for manifests: nothing secret lives here, keys stay in the environment."""
         out = asdict(self)
         out["cache_path"] = str(self.cache_path) if self.cache_path else None
-        out["base_urls"] = list(self.base_urls)
+        out["base_urls"] = [redact_url(url) for url in self.base_urls]  # a URL may carry user:key@ or ?key=
         return out
 
 
@@ -257,7 +260,7 @@ class LLMClient:
             if not self._model:
                 models = await self._lister.models()
                 if not models:
-                    raise LLMBadResponse(f"{self.base_urls[0]}/models lists no model; pass --model")
+                    raise LLMBadResponse(f"{redact_url(self.base_urls[0])}/models lists no model; pass --model")
                 self._model = models[0]
         return self._model
 
@@ -361,17 +364,21 @@ class LLMClient:
             if not isinstance(text, str):
                 raise TypeError("content is not a string")
             finish_reason = choice.get("finish_reason") or "stop"
-            usage = data.get("usage") or {}
-        except (ValueError, KeyError, IndexError, TypeError) as exc:
+            answered_model = data.get("model") or model
+            if not isinstance(finish_reason, str) or not isinstance(answered_model, str):
+                raise TypeError("finish_reason and model must be strings")
+            if _SURROGATE.search(text):  # no UTF-8 file (records, the cache) can hold it: ask again
+                raise ValueError("the answer holds a lone UTF-16 surrogate (\\ud800-\\udfff)")
+            prompt_tokens, completion_tokens = _usage(data.get("usage"))
+        except (ValueError, KeyError, IndexError, TypeError, AttributeError, RecursionError) as exc:
             head = body[:200]
             snippet = (head.decode("utf-8", "replace") if isinstance(head, bytes) else head).replace("\n", " ")
             raise Retryable(LLMBadResponse(self._redact(f"malformed completion ({type(exc).__name__}: {exc}): {snippet!r}"))) from None
-        return Completion(text=text, finish_reason=finish_reason, model=data.get("model") or model,
-                          prompt_tokens=int(usage.get("prompt_tokens") or 0),
-                          completion_tokens=int(usage.get("completion_tokens") or 0))
+        return Completion(text=text, finish_reason=finish_reason, model=answered_model,
+                          prompt_tokens=prompt_tokens, completion_tokens=completion_tokens)
 
     def _redact(self, text: str) -> str:
-        return text.replace(self._api_key, "***") if self._api_key else text
+        return redact_text(text, secrets=(self._api_key,))
 
     def _account(self, completion: Completion) -> None:
         self.ledger.succeeded += 1
@@ -388,6 +395,25 @@ class LLMClient:
         self.ledger.failures.append({"reason": error.reason, "message": str(error), "attempts": error.attempts,
                                      "status": error.status})
         log.warning("request failed for good after %s attempt(s): %s", error.attempts, error)
+
+def _usage(usage: Any) -> tuple[int, int]:
+    """(prompt, completion) tokens from an answer's ``usage`` block; absent is zero, anything but a mapping of
+    non-negative whole numbers is a malformed answer (ValueError/TypeError, so the caller retries it)."""
+    if usage is None:
+        return 0, 0
+    if not isinstance(usage, dict):
+        raise TypeError(f"usage must be an object, got {type(usage).__name__}")
+    counts = []
+    for name in ("prompt_tokens", "completion_tokens"):
+        value = usage.get(name)
+        if value is None:
+            value = 0
+        if isinstance(value, bool) or not isinstance(value, (int, float)) or value < 0 or (
+                isinstance(value, float) and not value.is_integer()):
+            raise ValueError(f"usage.{name} must be a whole number ≥ 0, got {value!r:.40}")
+        counts.append(int(value))
+    return counts[0], counts[1]
+
 
 T = TypeVar("T")
 R = TypeVar("R")

@@ -38,6 +38,7 @@ from datagen.errors import (
     LLMServerError,
     LLMTimeout,
 )
+from datagen.redaction import redact_text
 
 log = logging.getLogger("datagen.llm")
 
@@ -137,7 +138,7 @@ class SdkTransport:
         return None if self._api_key and self._api_key in str(exc) else exc
 
     def _redact(self, text: str) -> str:
-        return text.replace(self._api_key, "***") if self._api_key else text
+        return redact_text(text, secrets=(self._api_key,))
 
     def _translate(self, exc: openai.OpenAIError) -> LLMError:
         """Map an ``openai`` exception to ours, keeping the server's message but never the key."""
