@@ -104,7 +104,7 @@ def test_inf_and_nan_in_a_run_config_are_refused_up_front(case, tmp_path, fault_
 def test_inf_and_nan_flags_are_usage_errors(flag, value, tmp_path, fault_server):
     """`--temperature nan`, `--top-p nan`, `--timeout inf`, `--rpm nan`, `--circuit-breaker inf`: exit 2 naming
     the flag (nan passed click's range checks: every comparison with nan is false)."""
-    (tmp_path / "p.jsonl").write_text('{"prompt": "hi"}\n')
+    (tmp_path / "p.jsonl").write_text('{"instruction": "Name a prime.", "output": ""}\n')
     result, output = _invoke("respond", "--in", tmp_path / "p.jsonl", "--out", tmp_path / "out",
                              "--base-url", fault_server.url, "--model", MODEL_ID, flag, value)
     _refused(result, output, (flag, "finite"), tmp_path, fault_server)
