@@ -204,7 +204,8 @@ class LLMClient:
         self.cfg = cfg
         self.base_urls = resolve_base_urls(cfg)
         self._api_key = resolve_api_key()
-        if self._api_key is None and any(urlparse(u).hostname not in _LOCAL_HOSTS for u in self.base_urls):
+        if self._api_key is None and any(urlparse(u).hostname not in _LOCAL_HOSTS and urlparse(u).password is None
+                                         for u in self.base_urls):  # user:key@ in the URL is a credential too
             raise ConfigError("no API key for a remote endpoint: set DATAGEN_API_KEY or OPENAI_API_KEY")
         self._transport: SdkTransport | ProcessTransport = (
             ProcessTransport(self.base_urls, cfg.timeout, cfg.processes) if cfg.processes > 1

@@ -39,8 +39,8 @@ def _leaks(root, *texts: str) -> list[str]:
 @pytest.mark.parametrize("scenario", ["working-endpoint", "endpoint-down"])
 def test_url_credentials_never_written_or_logged(scenario, fault_server, tmp_path, record_property):
     """`datagen -v run` (Self-Instruct + Self-QA) with `base_url: http://alice:<secret>@127.0.0.1:PORT/v1`, against
-    a working endpoint (the credentials still reach it) and against a closed port with a `?api_key=<secret>`
-    query too (every request fails): the secrets appear in no output stream, run file, manifest, stats, report
+    a working endpoint (the credentials still reach it, as HTTP Basic auth) and against a closed port with a
+    `?api_key=<secret>` query too (every request fails): the secrets appear in no output stream, run file, manifest, stats, report
     or cache; the redacted form `http://***@127.0.0.1` is what the manifest shows."""
     fault_server.responder = responder()
     if scenario == "working-endpoint":
@@ -59,8 +59,11 @@ def test_url_credentials_never_written_or_logged(scenario, fault_server, tmp_pat
     if code is not None:
         assert result.returncode == code, result.stderr[-3000:]
         assert fault_server.log, "the endpoint was never reached"
+        assert all(e["auth"].startswith("Basic ") for e in fault_server.log), fault_server.log[0]["auth"]
     else:
-        assert result.returncode != 0 and "Traceback" not in result.stderr, result.stderr[-3000:]
+        # every request fails for good: listed as failures (exit 0, `--resume` asks them again), no crash
+        assert "Traceback" not in result.stderr and "internal error" not in result.stderr, result.stderr[-3000:]
+        assert "request failed for good" in result.stderr, result.stderr[-3000:]
     leaks = _leaks(tmp_path / "out", result.stdout, result.stderr) + _leaks(tmp_path / "home")
     assert not leaks, f"URL credentials leaked into: {leaks}"
     manifest = (tmp_path / "out" / "r" / "manifest.json")
@@ -78,7 +81,7 @@ def test_redaction_helper_covers_config_errors_and_stats(record_property):
         "https://bob:sk-1@api.example.com/v1": "https://***@api.example.com/v1",
         "https://api.example.com/v1?api_key=abc&model=x": "https://api.example.com/v1?api_key=***&model=x",
         "http://h/v1?token=t1&sig=s2&Password=p3": "http://h/v1?token=***&sig=***&Password=***",
-        "see https://u@h/x and http://k:v@h2/y?auth=z.": "see https://***@h/x and http://***@h2/y?auth=***.",
+        "see https://u@h/x and http://k:v@h2/y?auth=z.": "see https://***@h/x and http://***@h2/y?auth=***",
         "http://127.0.0.1:8000/v1": "http://127.0.0.1:8000/v1",
     }
     for raw, expected in cases.items():
