@@ -10,6 +10,7 @@ from __future__ import annotations
 import asyncio
 import functools
 import logging
+import math
 import os
 import sys
 from pathlib import Path
@@ -30,7 +31,7 @@ class FiniteFloat(click.FloatRange):
 
     def convert(self, value: Any, param: click.Parameter | None, ctx: click.Context | None) -> Any:
         number = super().convert(value, param, ctx)
-        if number is not None and (number != number or abs(number) == float("inf")):
+        if number is not None and not math.isfinite(number):
             self.fail(f"{value!r} is not a finite number", param, ctx)
         return number
 

@@ -36,7 +36,15 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from datagen.config import apply_overrides, build, check_keys, check_plain, load_yaml, redact, to_plain
+from datagen.config import (
+    apply_overrides,
+    build,
+    check_keys,
+    check_plain,
+    load_yaml,
+    redact,
+    to_plain,
+)
 from datagen.errors import ConfigError, UserError
 from datagen.llm.client import LLMConfig
 from datagen.records import make_dirs, write_json

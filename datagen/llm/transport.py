@@ -122,7 +122,7 @@ class SdkTransport:
         self._api_key = api_key
         self._clients = [openai.AsyncOpenAI(base_url=clean, api_key=api_key or "no-key-needed", max_retries=0,
                                             timeout=timeout, http_client=_http_client(timeout), default_headers=auth)
-                         for clean, auth in map(lambda url: split_credentials(url, api_key), base_urls)]
+                         for clean, auth in (split_credentials(url, api_key) for url in base_urls)]
 
     async def post(self, index: int, path: str, body: dict[str, Any]) -> bytes:
         """POST ``body`` to base URL ``index`` + ``path``; the raw answer body, or ``Retryable``/``LLMError``.

@@ -14,7 +14,14 @@ import pytest
 from datagen.errors import ConfigError
 from datagen.llm.client import LLMConfig
 from datagen.redaction import redact_text, redact_url
-from tests.reliability._support import REPO, SEEDS, responder, run_datagen, subprocess_env, write_config
+from tests.reliability._support import (
+    REPO,
+    SEEDS,
+    responder,
+    run_datagen,
+    subprocess_env,
+    write_config,
+)
 
 USER_SECRET = "sekrit-pass-4F9q"
 QUERY_SECRET = "qsecret-77Zx"
