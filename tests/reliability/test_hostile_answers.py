@@ -35,7 +35,7 @@ def _client(url: str, tmp: Path, **overrides) -> LLMClient:
 
 
 def test_lone_surrogate_and_malformed_usage_are_retried_bad_answers(fault_server, tmp_path, record_property):
-    """A request answered first with a lone surrogate, then with `usage: {"prompt_tokens": "many"}`, then well:
+    """#10: A request answered first with a lone surrogate, then with `usage: {"prompt_tokens": "many"}`, then well:
     two `bad_response` retries, the good answer returned and cached. A request that always gets a surrogate:
     LLMBadResponse naming the surrogate after the retry budget (a reason, not a UnicodeEncodeError), counted in
     the ledger, and nothing unstorable in the cache."""
@@ -66,7 +66,7 @@ def test_lone_surrogate_and_malformed_usage_are_retried_bad_answers(fault_server
 
 
 def test_run_against_an_endpoint_sending_hostile_answers_finishes(fault_server, tmp_path, record_property):
-    """`datagen run` (Self-Instruct) against an endpoint where 30% of attempts answer with a lone surrogate or a
+    """#10: `datagen run` (Self-Instruct) against an endpoint where 30% of attempts answer with a lone surrogate or a
     malformed `usage` block: exit 0, every record valid UTF-8 without U+D800, the bad answers counted as
     `bad_response` retries in the manifest."""
     fault_server.responder = responder()
@@ -111,7 +111,7 @@ def _immutable(path: Path):
 
 @pytest.mark.parametrize("damage", ["garbage", "truncated", "read-only"])
 def test_corrupt_or_read_only_cache_names_the_file_and_the_way_on(damage, fault_server, tmp_path, record_property):
-    """The answer cache replaced by random bytes, cut to half its size, or made read-only (`chattr +i`):
+    """#13: The answer cache replaced by random bytes, cut to half its size, or made read-only (`chattr +i`):
     `datagen respond` exits 2 with the file's path, what is wrong, `--no-cache` and "move it aside"; no
     request is paid for; the file is unchanged (the answers it holds are still there); `--no-cache` runs."""
     cache = tmp_path / "cache.sqlite"

@@ -77,7 +77,7 @@ NON_FINITE = {
 
 @pytest.mark.parametrize("case", list(NON_FINITE))
 def test_inf_and_nan_in_a_run_config_are_refused_up_front(case, tmp_path, fault_server, record_property):
-    """`inf`/`nan` in a run config or a `key=value` override (temperature, rates, thresholds, learning rate):
+    """#6: `inf`/`nan` in a run config or a `key=value` override (temperature, rates, thresholds, learning rate):
     exit 2 naming the key before any request; a run folder that already exists is not touched, and `--resume`
     with the bad value is refused the same way every time (it used to pay, then fail writing its manifest, and
     every resume failed again)."""
@@ -102,7 +102,7 @@ def test_inf_and_nan_in_a_run_config_are_refused_up_front(case, tmp_path, fault_
 @pytest.mark.parametrize("flag,value", [("--temperature", "nan"), ("--temperature", "inf"), ("--top-p", "nan"),
                                         ("--timeout", "inf"), ("--rpm", "nan"), ("--circuit-breaker", "inf")])
 def test_inf_and_nan_flags_are_usage_errors(flag, value, tmp_path, fault_server):
-    """`--temperature nan`, `--top-p nan`, `--timeout inf`, `--rpm nan`, `--circuit-breaker inf`: exit 2 naming
+    """#6: `--temperature nan`, `--top-p nan`, `--timeout inf`, `--rpm nan`, `--circuit-breaker inf`: exit 2 naming
     the flag (nan passed click's range checks: every comparison with nan is false)."""
     (tmp_path / "p.jsonl").write_text('{"instruction": "Name a prime.", "output": ""}\n')
     result, output = _invoke("respond", "--in", tmp_path / "p.jsonl", "--out", tmp_path / "out",
@@ -135,7 +135,7 @@ SHAPES = {
 
 @pytest.mark.parametrize("case", list(SHAPES))
 def test_config_shape_holes_and_duplicate_keys_are_config_errors(case, tmp_path, fault_server, record_property):
-    """Run configs of the wrong shape (`endpoint: 5`, a list where a mapping belongs, a list as `out_dir`, a date
+    """#7: Run configs of the wrong shape (`endpoint: 5`, a list where a mapping belongs, a list as `out_dir`, a date
     where text belongs) and keys given twice in YAML or JSON: exit 2 naming the key (and, for duplicates, the
     line of each), not a traceback (exit 1) nor a silent last-wins."""
     text, fragments = SHAPES[case]
@@ -147,7 +147,7 @@ def test_config_shape_holes_and_duplicate_keys_are_config_errors(case, tmp_path,
 
 @pytest.mark.parametrize("case", ["pretty-array", "one-line-array", "duplicate-key"])
 def test_records_json_array_and_duplicate_keys(case, tmp_path, fault_server):
-    """A JSON array given where JSON Lines is expected says "array" (and how to convert it); a record with a key
+    """#7: A JSON array given where JSON Lines is expected says "array" (and how to convert it); a record with a key
     given twice names the line and the key; exit 2 and no output file either way."""
     rows = [{"instruction": "Add 2 and 3.", "output": "5"}, {"instruction": "Add 1 and 1.", "output": "2"}]
     source = tmp_path / "data.jsonl"
@@ -168,7 +168,7 @@ def test_records_json_array_and_duplicate_keys(case, tmp_path, fault_server):
 
 
 def test_yaml_alias_bomb_is_refused_quickly(tmp_path, fault_server, record_property):
-    """A "billion laughs" run config (9 levels of 10 aliases: 10⁹ values once expanded): exit 2 saying the aliases
+    """#8: A "billion laughs" run config (9 levels of 10 aliases: 10⁹ values once expanded): exit 2 saying the aliases
     expand too far, within seconds and without growing memory (it used to expand while copying the config)."""
     import resource
     import time
@@ -189,14 +189,14 @@ def test_yaml_alias_bomb_is_refused_quickly(tmp_path, fault_server, record_prope
 
 
 def test_recursive_yaml_alias_is_refused(tmp_path, fault_server):
-    """A YAML anchor that contains an alias of itself (`a: &x [*x]`): exit 2, not a RecursionError."""
+    """#8: A YAML anchor that contains an alias of itself (`a: &x [*x]`): exit 2, not a RecursionError."""
     config = _config(tmp_path, fault_server.url, f"name: r\nout_dir: {tmp_path / 'out'}\nloop: &x [1, *x]\n")
     result, output = _invoke("run", config)
     _refused(result, output, ("run.yaml", "alias"), tmp_path, fault_server)
 
 
 def test_json_record_nested_1000_deep_is_a_record_error(tmp_path, fault_server):
-    """A record whose `meta` is nested 1,000 deep (and one 100,000 deep): exit 2 naming the line, "nested too
+    """#8: A record whose `meta` is nested 1,000 deep (and one 100,000 deep): exit 2 naming the line, "nested too
     deeply", not a RecursionError."""
     source = tmp_path / "deep.jsonl"
     ok = json.dumps({"instruction": "Add 2 and 3.", "output": "5"})
@@ -213,7 +213,7 @@ def test_json_record_nested_1000_deep_is_a_record_error(tmp_path, fault_server):
 
 
 def test_lone_surrogates_in_records_are_replaced_with_a_warning(tmp_path, fault_server):
-    """Records holding lone surrogates (`"\\ud800"` escapes, valid JSON that no UTF-8 file can hold): converted
+    """#9: Records holding lone surrogates (`"\\ud800"` escapes, valid JSON that no UTF-8 file can hold): converted
     with U+FFFD in their place and a warning naming `file:line`, exit 0 (it was exit 1 on the write)."""
     source = tmp_path / "s.jsonl"
     source.write_text('{"instruction": "Add 2 and 3.", "output": "5"}\n'
@@ -228,7 +228,7 @@ def test_lone_surrogates_in_records_are_replaced_with_a_warning(tmp_path, fault_
 
 
 def test_docs_with_non_utf8_file_names_run_with_a_warning(tmp_path, fault_server, record_property):
-    """`self-qa --docs` over a folder holding a Latin-1 file name (`caf\\xe9.md`, not UTF-8) and a JSONL document
+    """#9: `self-qa --docs` over a folder holding a Latin-1 file name (`caf\\xe9.md`, not UTF-8) and a JSONL document
     with a lone surrogate: the run finishes (exit 0; it was exit 1), the odd name becomes `caf\\ufffd.md` in the
     records, and a warning names the file."""
     docs = tmp_path / "docs"
@@ -251,4 +251,4 @@ def test_docs_with_non_utf8_file_names_run_with_a_warning(tmp_path, fault_server
     assert "caf\\xe9.md" in said and "not valid UTF-8" in said, said
     assert "lines.jsonl:1" in said and "surrogate" in said, said
     warned = [line[:100] for line in output.splitlines() if "UTF-8" in line or "surrogate" in line]
-    record_property("detail", f"{stats.get('kept')} kept; warned: {warned[:2]}")
+    record_property("detail", f"{stats.get('kept')} kept; warned: {warned[:2]}".replace(f"{tmp_path}/", ""))

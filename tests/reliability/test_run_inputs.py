@@ -48,7 +48,7 @@ def _sources(run_dir: Path) -> set[str]:
 
 
 def test_glob_docs_added_document_reruns_the_stage_on_resume(tmp_path, fault_server, record_property):
-    """A run with `docs: <folder>/*.md`; then a document is added to the folder and the run resumed: Self-QA
+    """#3: A run with `docs: <folder>/*.md`; then a document is added to the folder and the run resumed: Self-QA
     runs again and the new document's questions are in the records (it used to be skipped as done). Resumed
     again with nothing changed: skipped. Then a document edited: runs again."""
     fault_server.responder = responder()
@@ -86,7 +86,7 @@ def test_glob_docs_added_document_reruns_the_stage_on_resume(tmp_path, fault_ser
 
 @pytest.mark.parametrize("layout", ["folder", "glob", "nested-out-dir"])
 def test_out_dir_inside_docs_is_refused(layout, tmp_path, fault_server, record_property):
-    """`out_dir` inside the `docs:` folder (given as a folder, as a glob, or two levels down): exit 2 naming both,
+    """#4: `out_dir` inside the `docs:` folder (given as a folder, as a glob, or two levels down): exit 2 naming both,
     before any request or folder is made (the run used to read its own report and records as documents)."""
     docs = tmp_path / "docs"
     docs.mkdir()

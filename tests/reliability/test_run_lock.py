@@ -52,7 +52,7 @@ def _holder(run_dir: Path) -> subprocess.Popen:
 
 
 def test_second_run_on_a_locked_run_folder_is_refused_naming_the_holder(tmp_path, fault_server, record_property):
-    """While another process holds the run folder, `datagen run` (with and without `--resume`) exits 2 naming
+    """#5: While another process holds the run folder, `datagen run` (with and without `--resume`) exits 2 naming
     that process's pid, host and start time, and sends no request; once it is gone the same command runs."""
     fault_server.responder = responder()
     config = _config(tmp_path, fault_server.url)
@@ -78,7 +78,7 @@ def test_second_run_on_a_locked_run_folder_is_refused_naming_the_holder(tmp_path
 
 
 def test_stale_lock_file_from_a_dead_process_is_reclaimed(tmp_path, fault_server):
-    """A lock file naming a pid that no longer runs (left by a killed run, no process holds it): the next
+    """#5: A lock file naming a pid that no longer runs (left by a killed run, no process holds it): the next
     `datagen run --resume` takes it over with a warning naming the old holder and finishes."""
     fault_server.responder = responder()
     config = _config(tmp_path, fault_server.url)

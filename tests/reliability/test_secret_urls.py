@@ -45,7 +45,7 @@ def _leaks(root, *texts: str) -> list[str]:
 
 @pytest.mark.parametrize("scenario", ["working-endpoint", "endpoint-down"])
 def test_url_credentials_never_written_or_logged(scenario, fault_server, tmp_path, record_property):
-    """`datagen -v run` (Self-Instruct + Self-QA) with `base_url: http://alice:<secret>@127.0.0.1:PORT/v1`, against
+    """#12: `datagen -v run` (Self-Instruct + Self-QA) with `base_url: http://alice:<secret>@127.0.0.1:PORT/v1`, against
     a working endpoint (the credentials still reach it, as HTTP Basic auth) and against a closed port with a
     `?api_key=<secret>` query too (every request fails): the secrets appear in no output stream, run file, manifest, stats, report
     or cache; the redacted form `http://***@127.0.0.1` is what the manifest shows."""
@@ -81,7 +81,7 @@ def test_url_credentials_never_written_or_logged(scenario, fault_server, tmp_pat
 
 
 def test_redaction_helper_covers_config_errors_and_stats(record_property):
-    """The one helper on its own: userinfo and secret query values (`api_key`, `token`, `sig`, `password`) become
+    """#12: The one helper on its own: userinfo and secret query values (`api_key`, `token`, `sig`, `password`) become
     `***`, other parameters stay; `LLMConfig.public_dict` (what stats.json holds) and a bad-scheme ConfigError
     show only the redacted URL."""
     cases = {
