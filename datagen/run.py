@@ -240,9 +240,10 @@ def stage_inputs(cfg: Any) -> dict[str, str | None]:
         for i, item in enumerate(values):
             if f.name == "out" or not isinstance(item, (str, Path)) or not item or len(str(item)) > 4096:
                 continue
-            if glob.has_magic(str(item)):  # a glob's inputs are the files it matches now, not its text
+            if glob.has_magic(str(item)) and (isinstance(item, Path) or f.name == "docs"):
+                # a glob's inputs are the files it matches now, not its text (a prompt's "?" is no glob)
                 inputs[f"{f.name}[{i}]" if len(values) > 1 else f.name] = hash_glob(str(item))
-            elif isinstance(item, Path) or Path(item).exists():  # a str field naming a file is an input too
+            elif isinstance(item, Path) or _exists(item):  # a str field naming a file is an input too
                 inputs[f"{f.name}[{i}]" if len(values) > 1 else f.name] = hash_path(Path(item))
     return inputs
 
@@ -436,3 +437,11 @@ def _check_out_dir_outside_inputs(run_dir: Path, stages: list[tuple[StageSpec, A
                 raise ConfigError(f"{where}: out_dir puts the run folder {run_dir} inside {spec.name}.{name} "
                                   f"({value}): the run would read its own outputs as input; choose an out_dir "
                                   "outside it")
+
+
+def _exists(text: str) -> bool:
+    """Whether a string names an existing path; text no path can be (a NUL byte, too long) is simply not one."""
+    try:
+        return Path(text).exists()
+    except (OSError, ValueError):
+        return False
