@@ -10,6 +10,7 @@ from __future__ import annotations
 import asyncio
 import functools
 import logging
+import math
 import os
 import sys
 from pathlib import Path
@@ -19,11 +20,23 @@ import click
 
 from datagen import __version__
 from datagen.errors import DatagenError
+from datagen.redaction import RedactingFilter, redact_text
 
 #: --batch values; the same as datagen.llm.client.BATCH_MODES, not imported so that `datagen --help` stays fast.
 BATCH_CHOICES = ("off", "on", "auto", "file")
 
 log = logging.getLogger("datagen")
+
+
+class FiniteFloat(click.FloatRange):
+    """``click.FloatRange`` that also refuses ``inf`` and ``nan`` (which pass any range check: every comparison
+    with nan is false), so ``--temperature nan`` is a usage error (exit 2) before anything is paid for."""
+
+    def convert(self, value: Any, param: click.Parameter | None, ctx: click.Context | None) -> Any:
+        number = super().convert(value, param, ctx)
+        if number is not None and not math.isfinite(number):
+            self.fail(f"{value!r} is not a finite number", param, ctx)
+        return number
 
 
 class _Group(click.Group):
@@ -40,7 +53,7 @@ class _Group(click.Group):
         try:
             return super().invoke(ctx)
         except DatagenError as exc:
-            click.echo(f"{exc.label}: {exc}", err=True)
+            click.echo(f"{exc.label}: {redact_text(str(exc))}", err=True)
             ctx.exit(exc.exit_code)
         except KeyboardInterrupt:
             click.echo("interrupted; re-run the same command to resume", err=True)
@@ -51,6 +64,7 @@ def _setup_logging(verbose: int, quiet: bool) -> None:
     level = logging.WARNING if quiet else (logging.DEBUG if verbose else logging.INFO)
     handler = logging.StreamHandler(sys.stderr)
     handler.setFormatter(logging.Formatter("%(levelname)s %(name)s: %(message)s" if verbose else "%(message)s"))
+    handler.addFilter(RedactingFilter())  # no URL credential or API key reaches a log line
     root = logging.getLogger("datagen")
     root.handlers[:] = [handler]
     root.setLevel(level)
@@ -119,18 +133,18 @@ def llm_options(fn):
         click.option("--model", default=None, help="Model name. Default: the first model the endpoint lists."),
         click.option("--concurrency", type=click.IntRange(min=1), default=16, show_default=True,
                      help="Requests in flight at once."),
-        click.option("--timeout", type=click.FloatRange(min=0, min_open=True), default=120.0, show_default=True,
+        click.option("--timeout", type=FiniteFloat(min=0, min_open=True), default=120.0, show_default=True,
                      help="Seconds per request attempt."),
         click.option("--max-retries", type=click.IntRange(min=0), default=6, show_default=True,
                      help="Retries on 408/409/429/5xx, timeouts and connection errors."),
-        click.option("--rpm", type=click.FloatRange(min=0, min_open=True), default=None,
+        click.option("--rpm", type=FiniteFloat(min=0, min_open=True), default=None,
                      help="Requests-per-minute limit."),
-        click.option("--tpm", type=click.FloatRange(min=0, min_open=True), default=None,
+        click.option("--tpm", type=FiniteFloat(min=0, min_open=True), default=None,
                      help="Tokens-per-minute limit."),
         click.option("--no-cache", is_flag=True, help="Do not replay or store answers in the on-disk cache."),
         click.option("--cache-path", type=click.Path(dir_okay=False, path_type=Path), default=None,
                      help="SQLite answer cache. Default: $DATAGEN_HOME/llm_cache.sqlite."),
-        click.option("--circuit-breaker", type=click.FloatRange(min=0, min_open=True), default=600.0,
+        click.option("--circuit-breaker", type=FiniteFloat(min=0, min_open=True), default=600.0,
                      show_default=True, help="Stop after this many seconds of nothing but failures."),
         click.option("--processes", type=click.IntRange(min=1), default=1, show_default=True,
                      help="Send requests from this many child processes: for hundreds of requests/s, where "
@@ -168,8 +182,8 @@ def llm_config(base_urls: tuple[str, ...], model: str | None, concurrency: int, 
 
 def sampling_options(fn):
     options = [
-        click.option("--temperature", type=click.FloatRange(min=0), default=0.7, show_default=True),
-        click.option("--top-p", type=click.FloatRange(min=0, max=1, min_open=True), default=1.0, show_default=True),
+        click.option("--temperature", type=FiniteFloat(min=0), default=0.7, show_default=True),
+        click.option("--top-p", type=FiniteFloat(min=0, max=1, min_open=True), default=1.0, show_default=True),
         click.option("--max-tokens", type=click.IntRange(min=1), default=512, show_default=True),
         click.option("--seed", type=int, default=None, help="Sampling seed sent to the endpoint."),
     ]
@@ -255,7 +269,7 @@ def respond_cmd(inputs, out, system, temperature, top_p, max_tokens, seed, **llm
               help="Bootstrap requests in flight per round.")
 @click.option("--num-prompt-instructions", type=click.IntRange(min=1), default=8, show_default=True)
 @click.option("--num-machine-in-prompt", type=click.IntRange(min=0), default=2, show_default=True)
-@click.option("--rouge-threshold", type=click.FloatRange(0, 1, min_open=True), default=0.7, show_default=True)
+@click.option("--rouge-threshold", type=FiniteFloat(0, 1, min_open=True), default=0.7, show_default=True)
 @click.option("--max-instances", type=click.IntRange(min=1), default=5, show_default=True)
 @click.option("--max-rounds", type=click.IntRange(min=1), default=None, help="Default: 4× the minimum needed.")
 @click.option("--seed", type=int, default=0, show_default=True, help="RNG seed for in-context sampling.")
@@ -343,7 +357,7 @@ def self_instruct_multiturn_cmd(seeds, num_conversations, out, lang, min_turns, 
               help="Prompt language; auto picks it per chunk.")
 @click.option("--max-chunks", type=click.IntRange(min=1), default=None,
               help="Use at most this many chunks, round-robin over documents.")
-@click.option("--min-support", type=click.FloatRange(0, 1), default=0.5, show_default=True,
+@click.option("--min-support", type=FiniteFloat(0, 1), default=0.5, show_default=True,
               help="Drop answers with a smaller share of content words found in their chunk.")
 @click.option("--text-field", default="text", show_default=True, help="Field holding the text in .jsonl documents.")
 @llm_options
@@ -440,8 +454,8 @@ def self_kg_cmd(graph, num, mode, out, labels, lang, skip_bad_rows, dangling, ke
 @click.option("--judge/--no-judge", default=False, show_default=True, help="Stage 5: LLM judge (needs --base-url).")
 @click.option("--keep", type=click.Choice(["first", "longest_output", "heuristic_score"]), default="first",
               show_default=True, help="Which record of a duplicate group survives.")
-@click.option("--rouge-threshold", type=click.FloatRange(0, 1, min_open=True), default=0.7, show_default=True)
-@click.option("--embed-threshold", type=click.FloatRange(0, 1, min_open=True), default=0.9, show_default=True,
+@click.option("--rouge-threshold", type=FiniteFloat(0, 1, min_open=True), default=0.7, show_default=True)
+@click.option("--embed-threshold", type=FiniteFloat(0, 1, min_open=True), default=0.9, show_default=True,
               help="Cosine at or above which two instructions are duplicates.")
 @click.option("--embed-model", default=None, help="sentence-transformers folder. Default: bundled all-MiniLM-L6-v2.")
 @click.option("--judge-min-score", type=click.IntRange(1, 5), default=3, show_default=True)
@@ -749,5 +763,6 @@ def main() -> None:
     except Exception as exc:  # click already handled usage errors and DatagenError
         if os.environ.get("DATAGEN_DEBUG"):
             raise
-        click.echo(f"internal error: {type(exc).__name__}: {exc} (set DATAGEN_DEBUG=1 for a traceback)", err=True)
+        click.echo(f"internal error: {type(exc).__name__}: {redact_text(str(exc))} (set DATAGEN_DEBUG=1 for a traceback)",
+                   err=True)
         sys.exit(1)

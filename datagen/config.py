@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import dataclasses
 import difflib
+import math
 import types
 import typing
 from collections.abc import Iterable
@@ -25,8 +26,11 @@ from typing import Any
 import yaml
 
 from datagen.errors import ConfigError
+from datagen.redaction import is_secret_name, redact_text
 
-_SECRET_WORDS = ("key", "token", "secret", "password")
+#: A YAML file whose aliases expand past this many nodes is refused (a "billion laughs" config): a real config
+#: has a few hundred, and everything downstream (overrides, manifests, fingerprints) walks the expanded tree.
+MAX_YAML_NODES = 100_000
 
 
 def suggest(word: str, allowed: Iterable[str]) -> str:
@@ -45,11 +49,15 @@ def load_yaml(path: str | Path) -> dict[str, Any]:
     except (OSError, UnicodeDecodeError) as exc:
         raise ConfigError(f"{path}: cannot read config: {exc}") from None
     try:
-        data = yaml.safe_load(text)
+        data = _safe_load(text)
     except yaml.YAMLError as exc:
         mark = getattr(exc, "problem_mark", None)
         where = f"{path}:{mark.line + 1}" if mark else str(path)
-        raise ConfigError(f"{where}: invalid YAML: {getattr(exc, 'problem', exc)}") from None
+        raise ConfigError(f"{where}: invalid YAML: {getattr(exc, 'problem', None) or exc}") from None
+    except _TooBig as exc:
+        raise ConfigError(f"{path}: {exc}") from None
+    except RecursionError:
+        raise ConfigError(f"{path}: invalid YAML: nested too deeply") from None
     if data is None:
         return {}
     if not isinstance(data, dict):
@@ -108,9 +116,9 @@ def build(cls: type, mapping: dict[str, Any] | None, where: str, exclude: Iterab
     ``fixed`` fields (paths the runner decides, the endpoint) are set by the caller and may not come from
     the mapping; ``exclude`` names fields the mapping may not set either.
     """
+    if mapping is not None and not isinstance(mapping, dict):
+        raise ConfigError(f"{where}: must be a mapping of keys to values, got {_describe(mapping)}")
     mapping = dict(mapping or {})
-    if not isinstance(mapping, dict):
-        raise ConfigError(f"{where}: must be a mapping of keys to values")
     allowed = field_names(cls, exclude=set(exclude) | set(fixed))
     check_keys(mapping, allowed, where)
     hints = typing.get_type_hints(cls)
@@ -188,6 +196,8 @@ def coerce(value: Any, hint: Any, where: str) -> Any:
                 pass
         if isinstance(value, bool) or not isinstance(value, (int, float)):
             raise ConfigError(f"{where}: expected a number, got {value!r}")
+        if not math.isfinite(value):
+            raise ConfigError(f"{where}: expected a finite number, got {value!r}")
         return float(value)
     if hint is str:
         if not isinstance(value, str):
@@ -215,9 +225,12 @@ def _name(hint: Any) -> str:
 
 
 def redact(data: Any) -> Any:
-    """A copy with values of secret-looking keys replaced, for manifests (keys never enter configs anyway)."""
+    """A copy with values of secret-looking keys replaced and URL credentials scrubbed from every string, for
+    manifests and stats (keys never enter configs anyway; a base URL may still carry ``user:key@``)."""
     if isinstance(data, dict):
-        return {k: ("***" if any(w in str(k).lower() for w in _SECRET_WORDS) and v else redact(v)) for k, v in data.items()}
+        return {k: ("***" if is_secret_name(k) and v else redact(v)) for k, v in data.items()}
+    if isinstance(data, str):
+        return redact_text(data)
     if isinstance(data, (list, tuple)):
         return [redact(v) for v in data]
     if isinstance(data, Path):
@@ -236,3 +249,97 @@ def to_plain(obj: Any) -> Any:
     if isinstance(obj, Path):
         return str(obj)
     return obj
+
+
+# ---------------------------------------------------------------------------------------------- strict YAML
+
+
+class _TooBig(Exception):
+    """A YAML document whose aliases expand past ``MAX_YAML_NODES`` nodes, or refer to themselves."""
+
+
+class _StrictLoader(yaml.SafeLoader):
+    """PyYAML's safe loader, but a key given twice in one mapping is an error instead of silently last-wins."""
+
+    def construct_mapping(self, node: yaml.MappingNode, deep: bool = False) -> dict[Any, Any]:
+        if isinstance(node, yaml.MappingNode):
+            seen: dict[Any, int] = {}
+            for key_node, _ in node.value:
+                if key_node.tag == "tag:yaml.org,2002:merge" or not isinstance(key_node, yaml.ScalarNode):
+                    continue  # ``<<: *defaults`` may be overridden by the keys beside it: that is its purpose
+                key = self.construct_object(key_node, deep=False)
+                if key in seen:
+                    raise yaml.constructor.ConstructorError(
+                        None, None, f"duplicate key {key!r} (first given on line {seen[key] + 1})", key_node.start_mark)
+                seen[key] = key_node.start_mark.line
+        return super().construct_mapping(node, deep=deep)
+
+
+def _safe_load(text: str) -> Any:
+    """``yaml.safe_load`` with duplicate keys refused and the expanded size of aliases bounded."""
+    loader = _StrictLoader(text)
+    try:
+        node = loader.get_single_node()
+        if node is None:
+            return None
+        _check_expansion(node)
+        return loader.construct_document(node)
+    finally:
+        loader.dispose()
+
+
+def _check_expansion(root: yaml.Node, limit: int = MAX_YAML_NODES) -> None:
+    """Count the nodes ``root`` expands to, aliases followed (each shared node counted once per use, from a
+    memo: linear in the size of the file), without recursion; raise ``_TooBig`` past ``limit`` or on a cycle."""
+
+    def children(node: yaml.Node) -> list[yaml.Node]:
+        if isinstance(node, yaml.MappingNode):
+            return [part for pair in node.value for part in pair]
+        return list(node.value) if isinstance(node, yaml.SequenceNode) else []
+
+    sizes: dict[int, int] = {}
+    visiting = {id(root)}
+    stack = [(root, iter(children(root)))]
+    while stack:
+        node, pending = stack[-1]
+        child = next(pending, None)
+        if child is None:
+            stack.pop()
+            visiting.discard(id(node))
+            sizes[id(node)] = 1 + sum(sizes[id(c)] for c in children(node))
+            if sizes[id(node)] > limit:
+                raise _TooBig(f"aliases expand to more than {limit:,} values (line {node.start_mark.line + 1}); "
+                              "a config this size is almost certainly a YAML alias bomb")
+            continue
+        if id(child) in sizes:
+            continue
+        if id(child) in visiting:
+            raise _TooBig(f"line {child.start_mark.line + 1}: an alias refers to a value that contains it")
+        visiting.add(id(child))
+        stack.append((child, iter(children(child))))
+
+
+def check_plain(data: Any, where: str) -> None:
+    """Refuse config values JSON cannot hold, before anything runs: ``inf``/``nan`` (a run would pay for its
+    requests and then fail writing its manifest, and every ``--resume`` the same) and YAML-only types (dates,
+    sets, binary), naming the dotted key."""
+    stack: list[tuple[str, Any]] = [(where, data)]
+    while stack:
+        key, value = stack.pop()
+        if isinstance(value, float) and not math.isfinite(value):
+            raise ConfigError(f"{key}: expected a finite number, got {value!r}")
+        if isinstance(value, dict):
+            for k, v in value.items():
+                if not isinstance(k, (str, int)) or isinstance(k, bool):
+                    raise ConfigError(f"{key}: keys must be text, got {k!r}")
+                stack.append((f"{key}.{k}" if key != where else f"{where}: {k}", v))
+        elif isinstance(value, (list, tuple)):
+            stack.extend((f"{key}[{i}]", v) for i, v in enumerate(value))
+        elif value is not None and not isinstance(value, (str, int, float, bool)):
+            raise ConfigError(f"{key}: expected text, a number, true/false, a list or a mapping, got "
+                              f"{type(value).__name__} {value!r} (quote it to pass it as text)")
+
+
+def _describe(value: Any) -> str:
+    kind = {list: "a list", str: "text", bool: "true/false", int: "a number", float: "a number"}.get(type(value))
+    return f"{kind} ({value!r:.60})" if kind else repr(value)[:60]

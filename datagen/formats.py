@@ -64,7 +64,8 @@ def example_from_obj(obj: Any, where: str) -> list[Example]:
     if kind == "seed":
         return seed_task_examples(validate_seed_task(obj, where))
     if not isinstance(obj, dict):
-        raise RecordError(f"{where}: expected a JSON object, got {type(obj).__name__}")
+        kind = "an array" if isinstance(obj, list) else "null" if obj is None else f"a {type(obj).__name__}"
+        raise RecordError(f"{where}: expected a JSON object, got {kind}")
     raise RecordError(
         f"{where}: cannot tell the record format from keys {sorted(obj)[:8]}; expected 'instruction'+'output' "
         "(alpaca/datagen), 'messages' (OpenAI), 'conversations' (sharegpt) or 'instances' (self-instruct seed)"
@@ -104,7 +105,7 @@ def _from_messages(messages: list[dict[str, str]], obj: dict, where: str) -> Exa
 def validate_seed_task(obj: Any, where: str) -> dict[str, Any]:
     """Check one Self-Instruct seed task; returns it unchanged (any file in the public format is accepted)."""
     if not isinstance(obj, dict):
-        raise RecordError(f"{where}: expected a seed task object")
+        raise RecordError(f"{where}: expected a seed task object, got {'an array' if isinstance(obj, list) else type(obj).__name__}")
     for key in ("instruction", "instances"):
         if key not in obj:
             raise RecordError(f"{where}: seed task is missing required field '{key}'")
@@ -171,7 +172,10 @@ def _read_hf(path: Path) -> list[Example]:
     for i, row in enumerate(dataset):
         row = {k: v for k, v in row.items() if v is not None}
         if isinstance(row.get("meta"), str):
-            row["meta"] = json.loads(row["meta"]) if row["meta"] else {}
+            try:
+                row["meta"] = json.loads(row["meta"]) if row["meta"] else {}
+            except (ValueError, RecursionError):
+                raise RecordError(f"{path}:row {i}: column 'meta' is not valid JSON") from None
         for key in ("messages", "conversations"):
             if key in row and not row[key]:
                 del row[key]

@@ -15,7 +15,9 @@ from __future__ import annotations
 import contextlib
 import hashlib
 import json
+import logging
 import os
+import re
 import tempfile
 from collections.abc import Iterable, Iterator
 from dataclasses import dataclass, field
@@ -28,6 +30,9 @@ from datagen.errors import ConfigError, RecordError
 ROLES = ("system", "user", "assistant", "tool")
 #: Values of ``meta.method``.
 METHODS = ("seed", "self-instruct", "self-instruct-multiturn", "self-qa", "self-kg")
+
+log = logging.getLogger("datagen.records")
+_SURROGATE = re.compile("[\ud800-\udfff]")
 
 _RECORD_KEYS = {"id", "instruction", "input", "output", "messages", "is_classification", "lang", "meta", "reject"}
 
@@ -165,7 +170,7 @@ def iter_json_lines(path: str | Path) -> Iterator[tuple[int, Any]]:
         raise RecordError(f"{path}: no such file")
     if path.is_dir():
         raise RecordError(f"{path}: is a directory, expected a JSONL file")
-    decoder = json.JSONDecoder(parse_constant=_reject_constant)
+    decoder = json.JSONDecoder(parse_constant=_reject_constant, object_pairs_hook=_unique_keys)
     with path.open("rb") as handle:
         for number, raw in enumerate(handle, start=1):
             where = f"{path}:{number}"
@@ -184,12 +189,77 @@ def iter_json_lines(path: str | Path) -> Iterator[tuple[int, Any]]:
             try:
                 value, end = decoder.raw_decode(text.strip())
             except json.JSONDecodeError as exc:
+                if number == 1 and text.lstrip().startswith("["):
+                    raise RecordError(_ARRAY_HINT.format(where=where, path=path)) from None
                 raise RecordError(f"{where}: invalid JSON: {exc.msg} at column {exc.colno}") from None
+            except RecursionError:
+                raise RecordError(f"{where}: JSON nested too deeply (more than {MAX_DEPTH} levels)") from None
             except ValueError as exc:
                 raise RecordError(f"{where}: invalid JSON: {exc}") from None
             if end != len(text.strip()):
+                if number == 1 and isinstance(value, list):
+                    raise RecordError(_ARRAY_HINT.format(where=where, path=path))
                 raise RecordError(f"{where}: extra data after the JSON value at column {end + 1} (one object per line)")
+            if raw.count(b"[") + raw.count(b"{") > MAX_DEPTH and _depth(value) > MAX_DEPTH:  # count: a cheap bound
+                raise RecordError(f"{where}: JSON nested too deeply (more than {MAX_DEPTH} levels)")
+            if (b"\\ud" in raw or b"\\uD" in raw) and _has_lone_surrogate(value):  # only a \\uD800 escape makes one
+                value = _replace_surrogates(value)
+                log.warning("%s: lone UTF-16 surrogate(s) (\\ud800-\\udfff escapes) replaced with U+FFFD", where)
             yield number, value
+
+
+#: JSON nested deeper than this is refused: no record needs it, and walking it would exhaust Python's stack.
+MAX_DEPTH = 100
+_ARRAY_HINT = ("{where}: this file is one JSON array, but JSON Lines (one object per line) is expected; convert it "
+               "with: jq -c '.[]' {path} > {path}l")
+
+
+def _unique_keys(pairs: list[tuple[str, Any]]) -> dict[str, Any]:
+    """``object_pairs_hook`` that refuses a key given twice in one object (``json`` silently keeps the last)."""
+    obj = dict(pairs)
+    if len(obj) != len(pairs):
+        seen: set[str] = set()
+        duplicate = next(k for k, _ in pairs if k in seen or seen.add(k))
+        raise ValueError(f"duplicate key {duplicate!r} in one object")
+    return obj
+
+
+def _depth(value: Any) -> int:
+    """Nesting depth of a decoded JSON value, without recursion."""
+    deepest, stack = 0, [(value, 1)]
+    while stack:
+        item, level = stack.pop()
+        if isinstance(item, (dict, list)):
+            deepest = max(deepest, level)
+            if level <= MAX_DEPTH:  # deeper than the limit is all we need to know
+                stack.extend((v, level + 1) for v in (item.values() if isinstance(item, dict) else item))
+    return deepest
+
+
+def _has_lone_surrogate(value: Any) -> bool:
+    stack = [value]
+    while stack:
+        item = stack.pop()
+        if isinstance(item, str):
+            if _SURROGATE.search(item):
+                return True
+        elif isinstance(item, dict):
+            stack.extend(item.keys())
+            stack.extend(item.values())
+        elif isinstance(item, list):
+            stack.extend(item)
+    return False
+
+
+def _replace_surrogates(value: Any) -> Any:
+    """A copy with each lone surrogate (which no UTF-8 file can hold) replaced by U+FFFD."""
+    if isinstance(value, str):
+        return _SURROGATE.sub("\ufffd", value)
+    if isinstance(value, dict):
+        return {_replace_surrogates(k): _replace_surrogates(v) for k, v in value.items()}
+    if isinstance(value, list):
+        return [_replace_surrogates(v) for v in value]
+    return value
 
 
 def read_examples(path: str | Path) -> list[Example]:

@@ -21,8 +21,10 @@ import dataclasses
 import glob
 import hashlib
 import importlib
+import itertools
 import json
 import logging
+import os
 import platform
 import shutil
 import subprocess
@@ -34,10 +36,19 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from datagen.config import apply_overrides, build, check_keys, load_yaml, redact, to_plain
+from datagen.config import (
+    apply_overrides,
+    build,
+    check_keys,
+    check_plain,
+    load_yaml,
+    redact,
+    to_plain,
+)
 from datagen.errors import ConfigError, UserError
 from datagen.llm.client import LLMConfig
 from datagen.records import make_dirs, write_json
+from datagen.runlock import run_lock
 
 log = logging.getLogger("datagen.run")
 
@@ -145,10 +156,13 @@ def load_plan(path: str | Path, overrides: tuple[str, ...] = ()) -> Plan:
     """Read and validate the whole config (every section) before anything runs."""
     raw = apply_overrides(load_yaml(path), overrides)
     where = str(path)
+    check_plain(raw, where)
     check_keys(raw, TOP_KEYS, where)
     name = raw.get("name") or Path(path).stem
     if not isinstance(name, str) or not name.replace("-", "").replace("_", "").isalnum():
         raise ConfigError(f"{where}: name must be letters, digits, '-' or '_', got {name!r}")
+    if not isinstance(raw.get("out_dir") or "", str):
+        raise ConfigError(f"{where}: out_dir must be a folder path, got {raw['out_dir']!r}")
     run_dir = Path(raw.get("out_dir") or "outputs") / name
     endpoint = raw.get("endpoint") or {}
     if isinstance(endpoint, str):
@@ -175,6 +189,7 @@ def load_plan(path: str | Path, overrides: tuple[str, ...] = ()) -> Plan:
     if not stages:
         raise ConfigError(f"{where}: no stage is configured; add at least one of {', '.join(s.name for s in STAGES)}")
     _check_input_paths(stages, where)
+    _check_out_dir_outside_inputs(run_dir, stages, where)
     return Plan(name=name, run_dir=run_dir, llm=llm, raw=raw, stages=stages)
 
 
@@ -204,7 +219,7 @@ def hash_path(path: Path) -> str | None:
     digest = hashlib.sha256()
     files = [path] if path.is_file() else sorted(p for p in path.rglob("*") if p.is_file() and ".state" not in p.parts)
     for file in files:
-        digest.update(str(file.relative_to(path) if file != path else file.name).encode())
+        digest.update(os.fsencode(file.relative_to(path) if file != path else file.name))  # any bytes a name holds
         with file.open("rb") as handle:
             for block in iter(lambda: handle.read(1 << 20), b""):
                 digest.update(block)
@@ -227,7 +242,10 @@ def stage_inputs(cfg: Any) -> dict[str, str | None]:
         for i, item in enumerate(values):
             if f.name == "out" or not isinstance(item, (str, Path)) or not item or len(str(item)) > 4096:
                 continue
-            if isinstance(item, Path) or Path(item).exists():  # a str field naming a file is an input too
+            if glob.has_magic(str(item)) and (isinstance(item, Path) or f.name == "docs"):
+                # a glob's inputs are the files it matches now, not its text (a prompt's "?" is no glob)
+                inputs[f"{f.name}[{i}]" if len(values) > 1 else f.name] = hash_glob(str(item))
+            elif isinstance(item, Path) or _exists(item):  # a str field naming a file is an input too
                 inputs[f"{f.name}[{i}]" if len(values) > 1 else f.name] = hash_path(Path(item))
     return inputs
 
@@ -278,13 +296,15 @@ def run_pipeline(config_path: str | Path, overrides: tuple[str, ...] = (), resum
     started = time.monotonic()
     plan = load_plan(config_path, overrides)
     run_dir = plan.run_dir
-    if run_dir.exists() and any(run_dir.iterdir()) and not resume:
-        raise ConfigError(f"{run_dir} already holds a run: pass --resume to continue it (finished stages are "
-                          "skipped), or choose another name")
     created = next((p for p in reversed((run_dir, *run_dir.parents)) if not p.exists()), None)
-    make_dirs(run_dir)
+    make_dirs(run_dir.parent)
     try:
-        return _run_stages(plan, config_path, overrides, started)
+        with run_lock(run_dir):  # a second run on this folder is refused, naming the holder; a dead one's is reclaimed
+            if run_dir.exists() and any(run_dir.iterdir()) and not resume:
+                raise ConfigError(f"{run_dir} already holds a run: pass --resume to continue it (finished stages "
+                                  "are skipped), or choose another name")
+            make_dirs(run_dir)
+            return _run_stages(plan, config_path, overrides, started)
     except UserError:
         # A bad input found by a stage leaves no empty run folder behind (which would demand --resume).
         if created is not None and not any(p.is_file() for p in created.rglob("*")):
@@ -389,3 +409,46 @@ def git_commit() -> str | None:
     except (OSError, subprocess.TimeoutExpired):
         return None
     return done.stdout.strip() or None if done.returncode == 0 else None
+
+
+# ---------------------------------------------------------------------------------------------- inputs (issue 18)
+
+
+def hash_glob(pattern: str) -> str:
+    """sha256 over what a glob matches now: each match's path, size and content hash, in sorted order, so adding,
+    removing or editing a matched document changes a stage's fingerprint (``--resume`` then re-runs it)."""
+    digest = hashlib.sha256()
+    for match in sorted(glob.glob(os.path.expanduser(pattern), recursive=True)):
+        path = Path(match)
+        size = path.stat().st_size if path.is_file() else 0
+        digest.update(os.fsencode(match) + b"\0" + str(size).encode() + b"\0" + (hash_path(path) or "").encode())
+    return digest.hexdigest()
+
+
+def _check_out_dir_outside_inputs(run_dir: Path, stages: list[tuple[StageSpec, Any]], where: str) -> None:
+    """Refuse a run folder inside a folder (or glob) a stage reads: the run would read its own report, records
+    and state as input documents, and every resume would see different inputs. Refused rather than silently
+    excluded: which files a run reads should be what its config says."""
+    target = run_dir.expanduser().resolve()
+    for spec, cfg in stages:
+        for name in _INPUT_PATHS.get(spec.name, ()):
+            value = getattr(cfg, name, None)
+            if value is None or str(value) == "embedded":
+                continue
+            root = Path(str(value)).expanduser()
+            if glob.has_magic(str(value)):
+                root = Path(*[p for p in itertools.takewhile(lambda p: not glob.has_magic(p), root.parts)] or ["."])
+            elif not root.is_dir():
+                continue
+            if target.is_relative_to(root.resolve()):
+                raise ConfigError(f"{where}: out_dir puts the run folder {run_dir} inside {spec.name}.{name} "
+                                  f"({value}): the run would read its own outputs as input; choose an out_dir "
+                                  "outside it")
+
+
+def _exists(text: str) -> bool:
+    """Whether a string names an existing path; text no path can be (a NUL byte, too long) is simply not one."""
+    try:
+        return Path(text).exists()
+    except (OSError, ValueError):
+        return False

@@ -35,6 +35,8 @@ import glob
 import hashlib
 import io
 import json
+import logging
+import os
 import re
 from array import array
 from collections.abc import Callable, Iterable, Iterator
@@ -47,6 +49,9 @@ from datagen.lang import detect_lang, is_cjk
 
 if TYPE_CHECKING:
     import numpy as np
+
+log = logging.getLogger("datagen.documents")
+_SURROGATE = re.compile("[\ud800-\udfff]")
 
 #: File types a loader exists for.
 TEXT_SUFFIXES = (".txt", ".text", ".md", ".markdown", ".rst")
@@ -145,6 +150,11 @@ def load_documents(spec: str | Path, text_field: str = "text") -> tuple[list[Doc
     skipped: list[Skipped] = []
     for path in files:
         doc_id = _doc_id(path, root)
+        if _SURROGATE.search(doc_id):
+            # A file name that is not UTF-8 (Latin-1 from an old archive): readable through its Path, but no
+            # UTF-8 record can hold its name. Load it under a name with U+FFFD for the undecodable bytes.
+            doc_id = _SURROGATE.sub("\ufffd", doc_id)
+            log.warning("%s: file name is not valid UTF-8; its documents are named %r", os.fsencode(path), doc_id)
         try:
             loaded = list(_load_file(path, doc_id, text_field=text_field))
         except _Skip as exc:
@@ -277,10 +287,16 @@ def _jsonl_documents(text: str, doc_id: str, path: Path, encoding: str, field: s
         except ValueError as exc:
             yield Skipped(where, f"invalid JSON: {exc}")
             continue
+        except RecursionError:
+            yield Skipped(where, "invalid JSON: nested too deeply")
+            continue
         body = value.get(field) if isinstance(value, dict) else None
         if not isinstance(body, str) or not body.strip():
             yield Skipped(where, f"no non-empty string field {field!r}")
             continue
+        if _SURROGATE.search(body):  # a "\ud800" escape: no UTF-8 output could hold it
+            body = _SURROGATE.sub("\ufffd", body)
+            log.warning("%s: lone UTF-16 surrogate(s) replaced with U+FFFD", where)
         found = True
         yield Document(doc_id=where, text=body.replace("\r\n", "\n"), path=path, encoding=encoding)
     if not found:

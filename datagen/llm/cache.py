@@ -23,6 +23,8 @@ from pathlib import Path
 from collections.abc import Iterable
 from typing import Any
 
+from datagen.errors import ConfigError
+
 _SCHEMA = """
 CREATE TABLE IF NOT EXISTS completions (
     key        TEXT PRIMARY KEY,
@@ -58,25 +60,39 @@ class ResponseCache:
 
     def __init__(self, path: str | Path, linger: float = 0.005):
         self.path = Path(path)
-        self.path.parent.mkdir(parents=True, exist_ok=True)
         self._lock = threading.Lock()
-        self._conn = _connect(self.path)
-        self._conn.execute(_SCHEMA)
-        self._writer = _Writer(self.path, linger)
+        try:
+            self.path.parent.mkdir(parents=True, exist_ok=True)
+            self._conn = _connect(self.path)
+            self._conn.execute(_SCHEMA)
+            _probe(self._conn)
+            self._writer = _Writer(self.path, linger)
+        except (sqlite3.Error, OSError) as exc:
+            if getattr(self, "_conn", None) is not None:
+                self._conn.close()
+            raise cache_error(self.path, exc, "opening it") from None
         # Stop the thread at garbage collection or interpreter exit without keeping the cache alive (the
         # writer holds no reference back to it).
         self._finalizer = weakref.finalize(self, self._writer.stop)
 
     def get(self, key: str) -> dict[str, Any] | None:
-        with self._lock:
-            row = self._conn.execute("SELECT response FROM completions WHERE key = ?", (key,)).fetchone()
-        return json.loads(row[0]) if row else None
+        try:
+            with self._lock:
+                row = self._conn.execute("SELECT response FROM completions WHERE key = ?", (key,)).fetchone()
+            return json.loads(row[0]) if row else None
+        except sqlite3.Error as exc:
+            raise cache_error(self.path, exc, "reading an answer") from None
+        except ValueError:  # a row someone else wrote by hand: not an answer, ask the endpoint again
+            return None
 
     def put(self, key: str, model: str, response: dict[str, Any]) -> None:
         """Store an answer; returns once it is committed."""
         done: concurrent.futures.Future[None] = concurrent.futures.Future()
         self._writer.submit((key, model, json.dumps(response, ensure_ascii=False), time.time()), (None, done))
-        done.result()
+        try:
+            done.result()
+        except sqlite3.Error as exc:
+            raise cache_error(self.path, exc, "storing an answer") from None
 
     def put_many(self, rows: Iterable[tuple[str, str, dict[str, Any]]]) -> int:
         """Store many ``(key, model, response)`` answers (a batch job's output); returns once all are committed.
@@ -97,20 +113,63 @@ class ResponseCache:
         loop = asyncio.get_running_loop()
         done = loop.create_future()
         self._writer.submit((key, model, json.dumps(response, ensure_ascii=False), time.time()), (loop, done))
-        await done
+        try:
+            await done
+        except sqlite3.Error as exc:
+            raise cache_error(self.path, exc, "storing an answer") from None
 
     def keys(self) -> set[str]:
-        with self._lock:
-            return {row[0] for row in self._conn.execute("SELECT key FROM completions")}
+        try:
+            with self._lock:
+                return {row[0] for row in self._conn.execute("SELECT key FROM completions")}
+        except sqlite3.Error as exc:
+            raise cache_error(self.path, exc, "listing its keys") from None
 
     def __len__(self) -> int:
-        with self._lock:
-            return self._conn.execute("SELECT COUNT(*) FROM completions").fetchone()[0]
+        try:
+            with self._lock:
+                return self._conn.execute("SELECT COUNT(*) FROM completions").fetchone()[0]
+        except sqlite3.Error as exc:
+            raise cache_error(self.path, exc, "counting its answers") from None
 
     def close(self) -> None:
         self._finalizer()  # commits what is queued and stops the writer, once
         with self._lock:
             self._conn.close()
+
+
+class CacheError(ConfigError):
+    """The answer cache file cannot be used (corrupt, read-only, not a cache): exit code 2, with what to do."""
+
+
+def cache_error(path: Path, exc: BaseException, doing: str) -> CacheError:
+    """Say which file, what is wrong with it and how to go on; the file itself is never touched, so the answers
+    it holds stay there for whoever repairs or moves it."""
+    text = str(exc)
+    lowered = text.lower()
+    if any(word in lowered for word in ("not a database", "malformed", "corrupt", "file is encrypted")):
+        what = "is corrupt or not a datagen answer cache"
+    elif any(word in lowered for word in ("readonly", "read-only", "unable to open", "permission", "disk i/o", "full")):
+        what = "cannot be opened for writing (read-only, full, or on a broken disk?)"
+    elif "locked" in lowered or "busy" in lowered:
+        what = "stayed locked by another process for over a minute"
+    else:
+        what = "failed"
+    return CacheError(f"{path}: the LLM answer cache {what}: {type(exc).__name__}: {text} (while {doing}). "
+                      f"To go on: run without the cache (--no-cache, or endpoint.cache: false in a run config), "
+                      f"or move the file aside (mv '{path}' '{path}.broken') so a new one is started; "
+                      "datagen has not changed or deleted it, so the answers it holds are still there")
+
+
+def _probe(conn: sqlite3.Connection) -> None:
+    """Read a page and write (then roll back) a row, so a corrupt or read-only file fails now, naming itself,
+    rather than after the endpoint has been paid for the first answer it cannot store."""
+    conn.execute("SELECT COUNT(*) FROM completions WHERE key = ''").fetchone()
+    conn.execute("BEGIN")
+    try:
+        conn.execute("INSERT OR REPLACE INTO completions VALUES ('', '', '', 0)")
+    finally:
+        conn.execute("ROLLBACK")
 
 
 def _connect(path: Path) -> sqlite3.Connection:

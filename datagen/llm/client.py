@@ -22,6 +22,7 @@ import json
 import logging
 import os
 import random
+import re
 import sys
 from collections import Counter
 from collections.abc import AsyncIterator, Awaitable, Callable, Iterable
@@ -42,6 +43,7 @@ from datagen.llm.cache import ResponseCache, cache_key
 from datagen.llm.costs import CostLimitReached, Price, check_prices, cost, estimate_tokens, price_of
 from datagen.llm.limits import CircuitBreaker, TokenBucket
 from datagen.llm.transport import ProcessTransport, Retryable, SdkTransport
+from datagen.redaction import redact_text, redact_url
 
 log = logging.getLogger("datagen.llm")
 
@@ -50,6 +52,7 @@ BASE_URL_ENV = ("DATAGEN_BASE_URL", "OPENAI_BASE_URL")
 _LOCAL_HOSTS = {"127.0.0.1", "localhost", "::1", "0.0.0.0"}
 _PATHS = {"chat": "/chat/completions", "completion": "/completions"}
 BATCH_MODES = ("off", "on", "auto", "file")
+_SURROGATE = re.compile("[\ud800-\udfff]")
 
 
 @dataclass(frozen=True)
@@ -102,7 +105,7 @@ class LLMConfig:
             raise ConfigError(f"llm.circuit_breaker must be > 0 seconds or unset, got {self.circuit_breaker}")
         for url in self.base_urls:
             if url != "embedded" and urlparse(url).scheme not in ("http", "https"):
-                raise ConfigError(f"llm.base_url must start with http:// or https://, got {url!r}")
+                raise ConfigError(f"llm.base_url must start with http:// or https://, got {redact_url(url)!r}")
         if isinstance(self.batch, bool):  # `batch: true` in YAML reads as it should
             object.__setattr__(self, "batch", "on" if self.batch else "off")
         if self.batch not in BATCH_MODES:
@@ -139,7 +142,7 @@ class LLMConfig:
         out = asdict(self)
         out["cache_path"] = str(self.cache_path) if self.cache_path else None
         out["batch_file"] = str(self.batch_file) if self.batch_file else None
-        out["base_urls"] = list(self.base_urls)
+                out["base_urls"] = [redact_url(url) for url in self.base_urls]  # a URL may carry user:key@ or ?key=
         return out
 
 
@@ -245,13 +248,6 @@ def resolve_base_urls(cfg: LLMConfig) -> tuple[str, ...]:
                       "or run `datagen serve` and point --base-url at it")
 
 
-def redact_url(url: str) -> str:
-    """``url`` without user info, query or fragment, which may carry credentials: safe for messages."""
-    parts = urlparse(url)
-    host = parts.hostname or ""
-    return f"{parts.scheme}://{host}{f':{parts.port}' if parts.port else ''}{parts.path}"
-
-
 def backoff_delay(attempt: int, base: float, cap: float, rng: random.Random) -> float:
     """Full-jitter exponential backoff (AWS architecture blog): uniform(0, min(cap, base·2^attempt))."""
     return rng.uniform(0.0, min(cap, base * (2 ** attempt)))
@@ -266,7 +262,8 @@ class LLMClient:
         # File mode needs no endpoint: the requests go to a file another engine runs.
         self.base_urls = () if cfg.batch == "file" and not cfg.base_urls else resolve_base_urls(cfg)
         self._api_key = resolve_api_key()
-        if self._api_key is None and any(urlparse(u).hostname not in _LOCAL_HOSTS for u in self.base_urls):
+        if self._api_key is None and any(urlparse(u).hostname not in _LOCAL_HOSTS and urlparse(u).password is None
+                                         for u in self.base_urls):  # user:key@ in the URL is a credential too
             raise ConfigError("no API key for a remote endpoint: set DATAGEN_API_KEY or OPENAI_API_KEY")
         self._transport: SdkTransport | ProcessTransport = (
             ProcessTransport(self.base_urls, cfg.timeout, cfg.processes) if cfg.processes > 1
@@ -355,7 +352,7 @@ class LLMClient:
             if not self._model:
                 models = await self._lister.models()
                 if not models:
-                    raise LLMBadResponse(f"{self.base_urls[0]}/models lists no model; pass --model")
+                    raise LLMBadResponse(f"{redact_url(self.base_urls[0])}/models lists no model; pass --model")
                 self._model = models[0]
         return self._model
 
@@ -500,14 +497,18 @@ class LLMClient:
             if not isinstance(text, str):
                 raise TypeError("content is not a string")
             finish_reason = choice.get("finish_reason") or "stop"
-            usage = data.get("usage") or {}
-        except (ValueError, KeyError, IndexError, TypeError) as exc:
+            answered_model = data.get("model") or model
+            if not isinstance(finish_reason, str) or not isinstance(answered_model, str):
+                raise TypeError("finish_reason and model must be strings")
+            if _SURROGATE.search(text):  # no UTF-8 file (records, the cache) can hold it: ask again
+                raise ValueError("the answer holds a lone UTF-16 surrogate (\\ud800-\\udfff)")
+            prompt_tokens, completion_tokens = _usage(data.get("usage"))
+        except (ValueError, KeyError, IndexError, TypeError, AttributeError, RecursionError) as exc:
             head = body[:200]
             snippet = (head.decode("utf-8", "replace") if isinstance(head, bytes) else head).replace("\n", " ")
             raise Retryable(LLMBadResponse(self._redact(f"malformed completion ({type(exc).__name__}: {exc}): {snippet!r}"))) from None
-        return Completion(text=text, finish_reason=finish_reason, model=data.get("model") or model,
-                          prompt_tokens=int(usage.get("prompt_tokens") or 0),
-                          completion_tokens=int(usage.get("completion_tokens") or 0))
+        return Completion(text=text, finish_reason=finish_reason, model=answered_model,
+                          prompt_tokens=prompt_tokens, completion_tokens=completion_tokens)
 
     def _parse_raw(self, kind: str, model: str, body: bytes) -> Completion:
         """``_parse`` for answers that come from a batch file: a malformed one raises its ``LLMBadResponse``."""
@@ -517,7 +518,7 @@ class LLMClient:
             raise bad.error from None
 
     def _redact(self, text: str) -> str:
-        return text.replace(self._api_key, "***") if self._api_key else text
+        return redact_text(text, secrets=(self._api_key,))
 
     def _account(self, completion: Completion) -> None:
         self._charge(completion)
@@ -535,6 +536,25 @@ class LLMClient:
         self.ledger.failures.append({"reason": error.reason, "message": str(error), "attempts": error.attempts,
                                      "status": error.status})
         log.warning("request failed for good after %s attempt(s): %s", error.attempts, error)
+
+def _usage(usage: Any) -> tuple[int, int]:
+    """(prompt, completion) tokens from an answer's ``usage`` block; absent is zero, anything but a mapping of
+    non-negative whole numbers is a malformed answer (ValueError/TypeError, so the caller retries it)."""
+    if usage is None:
+        return 0, 0
+    if not isinstance(usage, dict):
+        raise TypeError(f"usage must be an object, got {type(usage).__name__}")
+    counts = []
+    for name in ("prompt_tokens", "completion_tokens"):
+        value = usage.get(name)
+        if value is None:
+            value = 0
+        if isinstance(value, bool) or not isinstance(value, (int, float)) or value < 0 or (
+                isinstance(value, float) and not value.is_integer()):
+            raise ValueError(f"usage.{name} must be a whole number ≥ 0, got {value!r:.40}")
+        counts.append(int(value))
+    return counts[0], counts[1]
+
 
 T = TypeVar("T")
 R = TypeVar("R")

@@ -18,6 +18,7 @@ never leave this module.
 from __future__ import annotations
 
 import asyncio
+import base64
 import email.utils
 import logging
 import os
@@ -25,11 +26,13 @@ import pickle
 import struct
 import sys
 import time
+import urllib.parse
 from typing import Any
 
 import openai
 
 from datagen.errors import (
+    ConfigError,
     LLMBadResponse,
     LLMConnectionError,
     LLMError,
@@ -38,10 +41,12 @@ from datagen.errors import (
     LLMServerError,
     LLMTimeout,
 )
+from datagen.redaction import redact_text
 
 log = logging.getLogger("datagen.llm")
 
 RETRYABLE_STATUS = frozenset({408, 409, 429})
+_ARGS_ENV = "DATAGEN_SENDER_ARGS"  # (base URLs, timeout) for a sender process
 _FRAME = struct.Struct("!I")  # length prefix of every message between a ProcessTransport and its children
 
 
@@ -86,14 +91,38 @@ def _http_client(timeout: float) -> Any:
         return None
 
 
+def split_credentials(url: str, api_key: str | None) -> tuple[str, dict[str, str] | None]:
+    """A base URL without its ``user:password@`` part, and the HTTP Basic header that carries it instead.
+
+    The SDK always sends ``Authorization: Bearer``, and aiohttp refuses a URL with credentials beside such a
+    header, so credentials in the URL (a proxy that wants Basic auth) travel as the ``Authorization`` header,
+    and an API key in the environment as well would be ambiguous: a ConfigError says so.
+
+        >>> split_credentials("http://u:p@127.0.0.1:8000/v1", None)
+        ('http://127.0.0.1:8000/v1', {'Authorization': 'Basic dTpw'})
+    """
+    parts = urllib.parse.urlsplit(url)
+    if parts.username is None and parts.password is None:
+        return url, None
+    if api_key:
+        raise ConfigError(f"{redact_text(url)}: credentials in the base URL and an API key in the environment "
+                          "(DATAGEN_API_KEY/OPENAI_API_KEY): keep one of them")
+    host = parts.netloc.rsplit("@", 1)[1]
+    user = urllib.parse.unquote(parts.username or "")
+    password = urllib.parse.unquote(parts.password or "")
+    token = base64.b64encode(f"{user}:{password}".encode()).decode()
+    return urllib.parse.urlunsplit(parts._replace(netloc=host)), {"Authorization": f"Basic {token}"}
+
+
 class SdkTransport:
     """``AsyncOpenAI`` clients, one per base URL, in the running event loop."""
 
     def __init__(self, base_urls: tuple[str, ...], api_key: str | None, timeout: float):
         self.timeout = timeout
         self._api_key = api_key
-        self._clients = [openai.AsyncOpenAI(base_url=url, api_key=api_key or "no-key-needed", max_retries=0,
-                                            timeout=timeout, http_client=_http_client(timeout)) for url in base_urls]
+        self._clients = [openai.AsyncOpenAI(base_url=clean, api_key=api_key or "no-key-needed", max_retries=0,
+                                            timeout=timeout, http_client=_http_client(timeout), default_headers=auth)
+                         for clean, auth in (split_credentials(url, api_key) for url in base_urls)]
 
     async def post(self, index: int, path: str, body: dict[str, Any]) -> bytes:
         """POST ``body`` to base URL ``index`` + ``path``; the raw answer body, or ``Retryable``/``LLMError``.
@@ -137,7 +166,7 @@ class SdkTransport:
         return None if self._api_key and self._api_key in str(exc) else exc
 
     def _redact(self, text: str) -> str:
-        return text.replace(self._api_key, "***") if self._api_key else text
+        return redact_text(text, secrets=(self._api_key,))
 
     def _translate(self, exc: openai.OpenAIError) -> LLMError:
         """Map an ``openai`` exception to ours, keeping the server's message but never the key."""
@@ -238,8 +267,9 @@ class ProcessTransport:
     async def _start(self) -> _Sender:
         """One sender process, once it has said it is ready (imports done, clients built: ~1 s)."""
         process = await asyncio.create_subprocess_exec(
-            sys.executable, "-m", "datagen.llm.transport", repr((self.base_urls, self.timeout)),
-            stdin=asyncio.subprocess.PIPE, stdout=asyncio.subprocess.PIPE)
+            sys.executable, "-m", "datagen.llm.transport", "-",  # the URLs (which may hold user:key@) go by env,
+            stdin=asyncio.subprocess.PIPE, stdout=asyncio.subprocess.PIPE,  # not argv, which `ps` shows anyone
+            env={**os.environ, _ARGS_ENV: repr((self.base_urls, self.timeout))})
         try:
             header = await process.stdout.readexactly(_FRAME.size)
             await process.stdout.readexactly(_FRAME.unpack(header)[0])
@@ -341,7 +371,7 @@ def _child_main(argument: str) -> None:
     """Entry point of a sender process. stdout carries the protocol only: anything else printed goes to stderr."""
     import ast
 
-    urls, seconds = ast.literal_eval(argument)
+    urls, seconds = ast.literal_eval(os.environ.pop(_ARGS_ENV) if argument == "-" else argument)
     protocol_out = os.fdopen(os.dup(sys.stdout.fileno()), "wb", buffering=0)
     os.dup2(sys.stderr.fileno(), sys.stdout.fileno())
     try:

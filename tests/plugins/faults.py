@@ -3,8 +3,11 @@
 A real model cannot return a 429 or reset a connection on demand, so this server does, on real HTTP:
 ``429`` (with ``Retry-After``), ``429_plain`` (without), ``500``/``502``/``503``, ``reset`` (TCP RST),
 ``stall`` (answer only after the client's timeout), ``malformed`` (broken JSON), ``empty_choices``,
-``length`` (a truncated answer: data, not a fault) and ``slow`` (late but within the timeout). It also
-serves the Batch API (``/v1/files``, ``/v1/batches``: see ``batch_api.py``) with faults of its own.
+``length`` (a truncated answer: data, not a fault) and ``slow`` (late but within the timeout). Two hostile
+answers are scripted only (not in ``ALL_FAULTS``, so seeded fault mixes stay as they were): ``surrogate`` (the
+content holds a lone ``\\ud800``, valid JSON that no UTF-8 file can store) and ``bad_usage`` (a ``usage`` block
+of the wrong shape: a string count). It also serves the Batch API (``/v1/files``, ``/v1/batches``: see
+``batch_api.py``) with faults of its own.
 
 Faults come from a per-request script, or at a seeded rate decided from a hash of (request, attempt), so
 the same run sees the same faults whatever the concurrency. Answers are a deterministic function of the
@@ -37,6 +40,7 @@ import pytest
 from tests.plugins.batch_api import BatchState, handle_batch_route, is_batch_route
 
 ALL_FAULTS = ("429", "429_plain", "500", "502", "503", "reset", "stall", "malformed", "empty_choices")
+HOSTILE_ANSWERS = ("surrogate", "bad_usage")  # well-formed JSON, hostile content: scripted or listed in ``kinds``
 MODEL_ID = "fault-model"
 
 
@@ -227,8 +231,12 @@ def completion_body(server: FaultServer, kind: str, body: dict[str, Any], outcom
     text, finish_reason = reply if isinstance(reply, tuple) else (reply, "stop")
     if outcome == "length":
         text, finish_reason = text[: max(1, len(text) // 2)], "length"
-    usage = {"prompt_tokens": len(json.dumps(body)) // 4, "completion_tokens": max(1, len(text.split()))}
+    if outcome == "surrogate":
+        text = text + " \ud800"  # json.dumps escapes it as \ud800: valid JSON, unencodable as UTF-8
+    usage: Any = {"prompt_tokens": len(json.dumps(body)) // 4, "completion_tokens": max(1, len(text.split()))}
     usage["total_tokens"] = usage["prompt_tokens"] + usage["completion_tokens"]
+    if outcome == "bad_usage":
+        usage = {"prompt_tokens": "many", "completion_tokens": {"n": 3}}
     if kind == "chat":
         choice = {"index": 0, "message": {"role": "assistant", "content": text}, "finish_reason": finish_reason}
     else:

@@ -22,6 +22,12 @@ AREAS = {
     "test_secrets": "Secrets",
     "test_untrusted": "Untrusted text",
     "test_server_hardening": "`datagen serve`",
+    "test_input_validation": "Bad input (issue 18)",
+    "test_property_inputs": "Fuzzing",
+    "test_run_inputs": "Run inputs",
+    "test_run_lock": "Run lock",
+    "test_hostile_answers": "Hostile answers / cache",
+    "test_secret_urls": "Secrets",
 }
 GROUPS = {  # bad-input case id prefix → what the group covers
     "seeds": "Seed files (`self-instruct --seeds`)",
