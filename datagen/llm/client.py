@@ -142,7 +142,7 @@ class LLMConfig:
         out = asdict(self)
         out["cache_path"] = str(self.cache_path) if self.cache_path else None
         out["batch_file"] = str(self.batch_file) if self.batch_file else None
-                out["base_urls"] = [redact_url(url) for url in self.base_urls]  # a URL may carry user:key@ or ?key=
+        out["base_urls"] = [redact_url(url) for url in self.base_urls]  # a URL may carry user:key@ or ?key=
         return out
 
 
