@@ -18,8 +18,9 @@ defects, every false positive (a sound record dropped: its rule, detail and text
 kept), grouped by rule and kind. Targets (issue 17) are shown beside the figures, never asserted: the script
 exits 0 whatever the figures are.
 
-``--out`` names the document (``.md``); given a ``.json`` path, as ``bench/run.py`` does, it names the JSON
-result instead and the document goes to ``--doc`` (default docs/QUALITY.md). Everything below the marker line
+``--out`` names the document (``.md``); given a ``.json`` path, as ``bench/run.py`` does, it names a short JSON
+result (headline figures) instead and the document goes to ``--doc`` (default docs/QUALITY.md). ``--json``
+writes the full result: every figure, false positive and miss. Everything below the marker line
 ``<!-- bench_quality: hand-written below ... -->`` of an existing document (the audit of curated records from
 ``make seeds-to-sft``) is kept when the document is regenerated.
 """
@@ -346,19 +347,33 @@ def markdown_summary(result: dict[str, Any]) -> str:
             f"{len(result['misses'])} misses, each listed in docs/QUALITY.md.")
 
 
+def brief_result(result: dict[str, Any], doc: Path | None) -> dict[str, Any]:
+    """The headline figures, for bench/run.py's docs/BENCHMARKS.md section (the lists live in the document)."""
+    out: dict[str, Any] = {"markdown": result["markdown"]}
+    for lang, e in result["sound"].items():
+        out[f"sound_kept_rate_{lang}"] = e["kept_rate"]
+    out.update(overall_caught_rate=result["overall_caught_rate"], all_targets_met=result["all_targets_met"],
+               false_positives=len(result["false_positives"]), misses=len(result["misses"]),
+               records=result["records"], filter_seconds=result["filter_seconds"],
+               embed_dedup=result["config"]["embed_dedup"])
+    if doc is not None:
+        out["doc"] = str(doc.relative_to(ROOT) if doc.is_relative_to(ROOT) else doc)
+    return out
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--fixtures", type=Path, default=FIXTURES, help="folder of fixture .jsonl files")
     parser.add_argument("--out", type=Path, default=None,
-                        help="the document (.md; default docs/QUALITY.md), or the JSON result if it ends in .json")
+                        help="the document (.md; default docs/QUALITY.md), or the short JSON result if it ends in .json")
     parser.add_argument("--doc", type=Path, default=DOC, help="the document, when --out names the JSON result")
-    parser.add_argument("--json", type=Path, default=None, help="also write the full result as JSON here")
+    parser.add_argument("--json", type=Path, default=None, help="write the full result (every figure, false positive and miss) as JSON here")
     parser.add_argument("--no-doc", action="store_true", help="write no document (bench/run.py --smoke)")
     parser.add_argument("--no-embed", action="store_true", help="skip the embedding stage (a quick check only)")
     args = parser.parse_args(argv)
-    doc, json_paths = args.doc, [p for p in (args.json,) if p is not None]
+    doc, brief = args.doc, None
     if args.out is not None and args.out.suffix == ".json":
-        json_paths.append(args.out)
+        brief = args.out
     elif args.out is not None:
         doc = args.out
     result = run(args.fixtures.resolve(), embed=not args.no_embed)
@@ -367,9 +382,12 @@ def main(argv: list[str] | None = None) -> int:
     print(summary_table(result))
     print(f"{len(result['false_positives'])} false positives, {len(result['misses'])} misses; "
           f"filter {result['filter_seconds']} s")
-    for path in dict.fromkeys(json_paths):
-        write_text_atomic(path, json.dumps(result, ensure_ascii=False, indent=1))
-        print(f"wrote {path}")
+    if args.json is not None:
+        write_text_atomic(args.json, json.dumps(result, ensure_ascii=False, indent=1))
+        print(f"wrote {args.json}")
+    if brief is not None:
+        write_text_atomic(brief, json.dumps(brief_result(result, None if args.no_doc else doc), ensure_ascii=False))
+        print(f"wrote {brief}")
     if not args.no_doc:
         write_text_atomic(doc, render(result, hand_written_tail(doc)))
         print(f"wrote {doc}")
