@@ -252,6 +252,7 @@ def _code(text: Any, limit: int = 240) -> str:
 
 
 def _record_lines(item: dict[str, Any]) -> list[str]:
+    """The record's text under its bullet, one field a line (Markdown hard breaks: two trailing spaces)."""
     if item.get("messages"):
         turns = " / ".join(f"{m['role']}: {m['content']}" for m in item["messages"])
         return [f"  conversation: {_code(turns, 400)}"]
@@ -260,6 +261,11 @@ def _record_lines(item: dict[str, Any]) -> list[str]:
         lines.append(f"  input: {_code(item['input'])}")
     lines.append(f"  output: {_code(item['output'])}")
     return lines
+
+
+def _bullet(head: str, item: dict[str, Any]) -> list[str]:
+    lines = [head, *_record_lines(item)]
+    return [line + "  " for line in lines[:-1]] + lines[-1:]
 
 
 def render(result: dict[str, Any], tail: str) -> str:
@@ -305,9 +311,8 @@ def render(result: dict[str, Any], tail: str) -> str:
         lines += [f"### {rule} ({len(items)})", ""]
         for item in items:
             dup = f", duplicate of `{item['duplicate_of']}`" if item.get("duplicate_of") else ""
-            lines.append(f"- `{item['id']}` ({item['lang']}, {item.get('category')}; {item.get('stage')}) — detail: "
-                         f"{_code(item.get('detail'), 160)}{dup}")
-            lines += _record_lines(item)
+            lines += _bullet(f"- `{item['id']}` ({item['lang']}, {item.get('category')}; {item.get('stage')}) — "
+                             f"detail: {_code(item.get('detail'), 160)}{dup}", item)
         lines.append("")
     misses = result["misses"]
     lines += ["", f"## Misses: {len(misses)} defects kept, by kind", ""]
@@ -319,8 +324,7 @@ def render(result: dict[str, Any], tail: str) -> str:
     for kind, items in sorted(by_kind.items(), key=lambda kv: (-len(kv[1]), kv[0])):
         lines += [f"### {kind} ({len(items)})", ""]
         for item in items:
-            lines.append(f"- `{item['id']}` ({item['lang']}) — {item.get('note') or ''}")
-            lines += _record_lines(item)
+            lines += _bullet(f"- `{item['id']}` ({item['lang']}) — {item.get('note') or ''}", item)
         lines.append("")
     return "\n".join(lines).rstrip() + "\n\n" + MARKER + "\n" + tail.lstrip("\n")
 

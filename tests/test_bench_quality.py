@@ -112,6 +112,7 @@ def test_planted_defects_are_wired_to_their_originals(records):
         if quality["kind"] == "label_copy":
             assert r.output in r.meta["in_context"], r.id
         assert quality["kind"] == "sound" or quality.get("note"), r.id
+    assert sum(1 for r in records if r.messages and _kind(r) != "sound") >= 5  # defects in a later turn
     truncations = [r for r in records if _kind(r) == "truncation"]
     with_reason = sum(r.meta.get("finish_reason") == "length" for r in truncations)
     assert 5 <= with_reason <= len(truncations) - 5
