@@ -16,7 +16,7 @@ near-copies, injection lines, ...). Every record carries its ground truth in ``m
 Reported: the share of sound records kept per language, the share of each defect kind dropped and of all
 defects, every false positive (a sound record dropped: its rule, detail and text) and every miss (a defect
 kept), grouped by rule and kind. Targets (issue 17) are shown beside the figures, never asserted: the script
-exits 0 whatever the figures are.
+exits 0 whatever the figures are (2 when the fixtures cannot be read).
 
 ``--out`` names the document (``.md``); given a ``.json`` path, as ``bench/run.py`` does, it names a short JSON
 result (headline figures) instead and the document goes to ``--doc`` (default docs/QUALITY.md). ``--json``
@@ -62,6 +62,10 @@ not sound) and why. Target: ≥ 80% sound, no one- or two-word answer to an open
 # ---------------------------------------------------------------------------------------------- fixtures
 
 
+class FixtureError(Exception):
+    """A fixture folder the benchmark cannot score (no files, a record without ground truth, repeated ids)."""
+
+
 def fixture_files(folder: Path) -> list[Path]:
     """The fixture files in filter input order: ``sound_*.jsonl`` first (so every duplicate's original comes
     earlier), then the other ``*.jsonl`` files, each group sorted by name."""
@@ -78,12 +82,12 @@ def load_truth(files: list[Path]) -> list[dict[str, Any]]:
         for example in read_any(path):
             quality = example.meta.get("quality")
             if not isinstance(quality, dict) or not isinstance(quality.get("kind"), str):
-                raise SystemExit(f"{path}: record {example.id} has no meta.quality.kind")
+                raise FixtureError(f"{path}: record {example.id} has no meta.quality.kind")
             records.append(example.to_dict())
     ids = Counter(r["id"] for r in records)
     repeated = [i for i, n in ids.items() if n > 1]
     if repeated:
-        raise SystemExit(f"fixture ids must be unique; repeated: {repeated[:5]}")
+        raise FixtureError(f"fixture ids must be unique; repeated: {repeated[:5]}")
     return records
 
 
@@ -196,7 +200,7 @@ def run(fixtures: Path, embed: bool = True) -> dict[str, Any]:
 
     files = fixture_files(fixtures)
     if not files:
-        raise SystemExit(f"{fixtures}: no .jsonl fixture files")
+        raise FixtureError(f"{fixtures}: no .jsonl fixture files")
     records = load_truth(files)
     with tempfile.TemporaryDirectory(prefix="bench_quality-") as tmp:
         cfg = filter_config(files, Path(tmp) / "filter", embed)
@@ -245,7 +249,7 @@ def summary_table(result: dict[str, Any]) -> str:
 
 def _code(text: Any, limit: int = 240) -> str:
     """``text`` as an inline code span showing escapes (newlines as \\n), cut at ``limit`` characters."""
-    s = json.dumps(text if isinstance(text, str) else text, ensure_ascii=False)
+    s = json.dumps(text, ensure_ascii=False)
     if len(s) > limit:
         s = s[:limit] + "…"
     return "`` " + s.replace("``", "`\u200b`") + " ``"
@@ -273,7 +277,7 @@ def render(result: dict[str, Any], tail: str) -> str:
     sound_total = sum(e["total"] for e in result["sound"].values())
     lines = [
         "# Quality benchmark", "",
-        "Written by `python bench/bench_quality.py` (the `quality` section of `make bench`); everything above the "
+        ("Written by `python bench/bench_quality.py` (the `quality` section of `make bench`); everything above the "
         "marker line near the end is regenerated, everything below it is kept. The real filter "
         "(`datagen.filter.pipeline.run_filter`) runs over hand-written fixtures "
         f"(`{result['fixtures']}/`: {', '.join(result['files'])}) with ground truth in `meta.quality`: "
@@ -282,9 +286,9 @@ def render(result: dict[str, Any], tail: str) -> str:
         f"(ROUGE-L {result['config']['rouge_threshold']}, embedding cosine {result['config']['embed_threshold']}"
         f"{'' if result['config']['embed_dedup'] else ' — embedding stage OFF'}, keep "
         f"{result['config']['keep']}, no judge), encoder {result['config']['embed_model']} on "
-        f"{result['config']['embed_device']}. Targets (issue 17) are shown, not asserted.", "",
-        f"- date: {result.get('date', '')}", f"- filter time: {result['filter_seconds']} s for "
-        f"{result['records']} records (model loading included)",
+        f"{result['config']['embed_device']}. Targets (issue 17) are shown, not asserted."), "",
+        f"- date: {result.get('date', '')}", (f"- filter time: {result['filter_seconds']} s for "
+        f"{result['records']} records (model loading included)"),
         f"- all targets met: {_mark(result['all_targets_met'])}", "",
         "## Figures", "", summary_table(result), "",
         "## What dropped sound records, and what caught each defect kind", "",
@@ -380,7 +384,13 @@ def main(argv: list[str] | None = None) -> int:
         brief = args.out
     elif args.out is not None:
         doc = args.out
-    result = run(args.fixtures.resolve(), embed=not args.no_embed)
+    from datagen.errors import DatagenError
+
+    try:
+        result = run(args.fixtures.resolve(), embed=not args.no_embed)
+    except (FixtureError, DatagenError) as exc:  # bad fixtures or config: say what, exit 2 (STYLE.md §4)
+        print(f"bench_quality: {exc}", file=sys.stderr)
+        return 2
     result["date"] = time.strftime("%Y-%m-%d %H:%M UTC", time.gmtime())
     result["markdown"] = markdown_summary(result)
     print(summary_table(result))
