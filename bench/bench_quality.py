@@ -13,6 +13,9 @@ near-copies, injection lines, ...). Every record carries its ground truth in ``m
 ``sound`` or the defect's kind). The filter config is ``configs/seeds-to-sft.yaml``'s ``filter`` section
 (ROUGE-L 0.7, embedding cosine 0.9, no judge) with the bundled MiniLM encoder on the CPU.
 
+A second, smaller folder of held-out fixtures (``tests/fixtures/quality_holdout/``, written after the rules were
+tuned on the main set) is filtered in the same run and scored on its own, as a check that the rules generalise.
+
 Reported: the share of sound records kept per language, the share of each defect kind dropped and of all
 defects, every false positive (a sound record dropped: its rule, detail and text) and every miss (a defect
 kept), grouped by rule and kind. Targets (issue 17) are shown beside the figures, never asserted: the script
@@ -45,6 +48,7 @@ os.environ.setdefault("TRANSFORMERS_OFFLINE", "1")
 os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
 
 FIXTURES = ROOT / "tests" / "fixtures" / "quality"
+HOLDOUT = ROOT / "tests" / "fixtures" / "quality_holdout"
 DOC = ROOT / "docs" / "QUALITY.md"
 CONFIG = ROOT / "configs" / "seeds-to-sft.yaml"
 #: Issue 17's acceptance targets, as shares.
@@ -193,15 +197,27 @@ def filter_config(files: list[Path], out: Path, embed: bool) -> Any:
     return load_config(None, **section)
 
 
-def run(fixtures: Path, embed: bool = True) -> dict[str, Any]:
-    """Filter the fixtures and score the result (plus the config and timings)."""
+def run(fixtures: Path, embed: bool = True, holdout: Path | None = None) -> dict[str, Any]:
+    """Filter the fixtures (and the held-out ones, in the same run) and score each set (plus config and timings).
+
+    The input order is every ``sound*`` file (main set, then held-out), then the defect files, so a duplicate's
+    original always comes first; each set is scored on its own records.
+    """
     from datagen.filter.pipeline import REJECTS, run_filter
     from datagen.records import read_examples
 
-    files = fixture_files(fixtures)
-    if not files:
+    main_files = fixture_files(fixtures)
+    if not main_files:
         raise FixtureError(f"{fixtures}: no .jsonl fixture files")
-    records = load_truth(files)
+    held_files = fixture_files(holdout) if holdout is not None and holdout.is_dir() else []
+    files = ([p for p in main_files if p.name.startswith("sound")] + [p for p in held_files if p.name.startswith("sound")]
+             + [p for p in main_files if not p.name.startswith("sound")]
+             + [p for p in held_files if not p.name.startswith("sound")])
+    records = load_truth(main_files)
+    held = load_truth(held_files) if held_files else []
+    clash = {r["id"] for r in records} & {r["id"] for r in held}
+    if clash:
+        raise FixtureError(f"held-out fixture ids repeat main ones: {sorted(clash)[:5]}")
     with tempfile.TemporaryDirectory(prefix="bench_quality-") as tmp:
         cfg = filter_config(files, Path(tmp) / "filter", embed)
         started = time.perf_counter()
@@ -210,13 +226,20 @@ def run(fixtures: Path, embed: bool = True) -> dict[str, Any]:
         rejects = {r.id: r.reject or {} for r in read_examples(Path(tmp) / "filter" / REJECTS)}
     result = score(records, rejects)
     result.update(
-        fixtures=str(fixtures.relative_to(ROOT) if fixtures.is_relative_to(ROOT) else fixtures),
-        files=[p.name for p in files], records=len(records), filter_seconds=round(seconds, 1),
+        fixtures=_shown(fixtures), files=[p.name for p in main_files], records=len(records) + len(held),
+        filter_seconds=round(seconds, 1),
         config={"rouge_threshold": cfg.rouge_threshold, "embed_threshold": cfg.embed_threshold,
                 "embed_dedup": cfg.embed_dedup, "embed_model": cfg.embed_model or "bundled all-MiniLM-L6-v2",
                 "embed_device": cfg.embed_device, "judge": cfg.judge, "keep": cfg.keep},
-        rejects_by_stage=stats.get("rejects_by_stage", {}))
+        rejects_by_stage=stats.get("rejects_by_stage", {}), holdout=None)
+    if held:
+        result["holdout"] = {**score(held, rejects), "fixtures": _shown(holdout),
+                             "files": [p.name for p in held_files]}
     return result
+
+
+def _shown(path: Path) -> str:
+    return str(path.relative_to(ROOT) if path.is_relative_to(ROOT) else path)
 
 
 # ---------------------------------------------------------------------------------------------- rendering
@@ -275,6 +298,7 @@ def _bullet(head: str, item: dict[str, Any]) -> list[str]:
 def render(result: dict[str, Any], tail: str) -> str:
     """The whole document: generated part, marker line, then ``tail`` (the hand-written part)."""
     sound_total = sum(e["total"] for e in result["sound"].values())
+    held = result.get("holdout")
     lines = [
         "# Quality benchmark", "",
         ("Written by `python bench/bench_quality.py` (the `quality` section of `make bench`); everything above the "
@@ -289,48 +313,65 @@ def render(result: dict[str, Any], tail: str) -> str:
         f"{result['config']['embed_device']}. Targets (issue 17) are shown, not asserted."), "",
         f"- date: {result.get('date', '')}", (f"- filter time: {result['filter_seconds']} s for "
         f"{result['records']} records (model loading included)"),
-        f"- all targets met: {_mark(result['all_targets_met'])}", "",
-        "## Figures", "", summary_table(result), "",
-        "## What dropped sound records, and what caught each defect kind", "",
-        "| group | dropped or caught by (rule: count) |", "| --- | --- |",
+        f"- all targets met: {_mark(result['all_targets_met'])}",
     ]
+    if held:
+        lines.append(f"- held-out set (`{held['fixtures']}/`, scored separately, see the end): all targets met: "
+                     f"{_mark(held['all_targets_met'])}")
+    lines += ["", "## Figures", "", summary_table(result), "", *_details(result, "##")]
+    if held:
+        h_sound = sum(e["total"] for e in held["sound"].values())
+        lines += ["", "## Held-out fixtures", "",
+                  (f"`{held['fixtures']}/` ({', '.join(held['files'])}): {h_sound} sound records and "
+                   f"{held['overall_defects']} defects, written after the rules were tuned on the main set and never "
+                   "used to tune them; filtered in the same run, scored on their own. A check that the rules "
+                   "generalise; fewer records per kind, so each figure moves in larger steps."), "",
+                  summary_table(held), "", *_details(held, "###")]
+    return "\n".join(lines).rstrip() + "\n\n" + MARKER + "\n" + tail.lstrip("\n")
+
+
+def _details(result: dict[str, Any], level: str) -> list[str]:
+    """Rules behind the figures, kept-rate per category, then every false positive and miss."""
+    sub = level + "#"
+    lines = [f"{level} What dropped sound records, and what caught each defect kind", "",
+             "| group | dropped or caught by (rule: count) |", "| --- | --- |"]
     for lang, e in result["sound"].items():
         lines.append(f"| sound {lang} (false positives) | "
                      f"{', '.join(f'{r}: {n}' for r, n in e['dropped_by'].items()) or '–'} |")
     for kind, e in result["defects"].items():
         lines.append(f"| {kind} ({e.get('en', 0)} en, {e.get('zh', 0)} zh) | "
                      f"{', '.join(f'{r}: {n}' for r, n in e['caught_by'].items()) or '–'} |")
-    lines += ["", "## Sound records kept, by category", "", "| language/category | kept | total |",
+    lines += ["", f"{level} Sound records kept, by category", "", "| language/category | kept | total |",
               "| --- | --- | --- |"]
     lines += [f"| {name} | {c.get('kept', 0)} | {c['total']} |" for name, c in result["categories"].items()]
 
     fps = result["false_positives"]
-    lines += ["", f"## False positives: {len(fps)} sound records dropped, by rule", ""]
+    lines += ["", f"{level} False positives: {len(fps)} sound records dropped, by rule", ""]
     if not fps:
         lines.append("None.")
     by_rule: dict[str, list] = defaultdict(list)
     for item in fps:
         by_rule[item.get("rule") or "?"].append(item)
     for rule, items in sorted(by_rule.items(), key=lambda kv: (-len(kv[1]), kv[0])):
-        lines += [f"### {rule} ({len(items)})", ""]
+        lines += [f"{sub} {rule} ({len(items)})", ""]
         for item in items:
             dup = f", duplicate of `{item['duplicate_of']}`" if item.get("duplicate_of") else ""
             lines += _bullet(f"- `{item['id']}` ({item['lang']}, {item.get('category')}; {item.get('stage')}) — "
                              f"detail: {_code(item.get('detail'), 160)}{dup}", item)
         lines.append("")
     misses = result["misses"]
-    lines += ["", f"## Misses: {len(misses)} defects kept, by kind", ""]
+    lines += ["", f"{level} Misses: {len(misses)} defects kept, by kind", ""]
     if not misses:
         lines.append("None.")
     by_kind: dict[str, list] = defaultdict(list)
     for item in misses:
         by_kind[item["kind"]].append(item)
     for kind, items in sorted(by_kind.items(), key=lambda kv: (-len(kv[1]), kv[0])):
-        lines += [f"### {kind} ({len(items)})", ""]
+        lines += [f"{sub} {kind} ({len(items)})", ""]
         for item in items:
             lines += _bullet(f"- `{item['id']}` ({item['lang']}) — {item.get('note') or ''}", item)
         lines.append("")
-    return "\n".join(lines).rstrip() + "\n\n" + MARKER + "\n" + tail.lstrip("\n")
+    return lines
 
 
 def hand_written_tail(doc: Path) -> str:
@@ -351,8 +392,13 @@ def write_text_atomic(path: Path, text: str) -> None:
 
 def markdown_summary(result: dict[str, Any]) -> str:
     """The short form for docs/BENCHMARKS.md (bench/run.py shows a result's ``markdown`` key)."""
-    return (summary_table(result) + f"\n\n{len(result['false_positives'])} false positives and "
+    text = (summary_table(result) + f"\n\n{len(result['false_positives'])} false positives and "
             f"{len(result['misses'])} misses, each listed in docs/QUALITY.md.")
+    held = result.get("holdout")
+    if held:
+        kept = ", ".join(f"{lang} {_pct(e['kept_rate'])}" for lang, e in held["sound"].items())
+        text += f" Held-out set: sound kept {kept}, defects caught {_pct(held['overall_caught_rate'])}."
+    return text
 
 
 def brief_result(result: dict[str, Any], doc: Path | None) -> dict[str, Any]:
@@ -364,6 +410,12 @@ def brief_result(result: dict[str, Any], doc: Path | None) -> dict[str, Any]:
                false_positives=len(result["false_positives"]), misses=len(result["misses"]),
                records=result["records"], filter_seconds=result["filter_seconds"],
                embed_dedup=result["config"]["embed_dedup"])
+    held = result.get("holdout")
+    if held:
+        for lang, e in held["sound"].items():
+            out[f"holdout_sound_kept_rate_{lang}"] = e["kept_rate"]
+        out.update(holdout_caught_rate=held["overall_caught_rate"], holdout_targets_met=held["all_targets_met"],
+                   holdout_false_positives=len(held["false_positives"]), holdout_misses=len(held["misses"]))
     if doc is not None:
         out["doc"] = str(doc.relative_to(ROOT) if doc.is_relative_to(ROOT) else doc)
     return out
@@ -374,6 +426,9 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--fixtures", type=Path, default=FIXTURES, help="folder of fixture .jsonl files")
     parser.add_argument("--out", type=Path, default=None,
                         help="the document (.md; default docs/QUALITY.md), or the short JSON result if it ends in .json")
+    parser.add_argument("--holdout", type=Path, default=HOLDOUT,
+                        help="folder of held-out fixtures, scored separately (default: tests/fixtures/quality_holdout)")
+    parser.add_argument("--no-holdout", action="store_true", help="leave the held-out fixtures out")
     parser.add_argument("--doc", type=Path, default=DOC, help="the document, when --out names the JSON result")
     parser.add_argument("--json", type=Path, default=None, help="write the full result (every figure, false positive and miss) as JSON here")
     parser.add_argument("--no-doc", action="store_true", help="write no document (bench/run.py --smoke)")
@@ -387,7 +442,8 @@ def main(argv: list[str] | None = None) -> int:
     from datagen.errors import DatagenError
 
     try:
-        result = run(args.fixtures.resolve(), embed=not args.no_embed)
+        result = run(args.fixtures.resolve(), embed=not args.no_embed,
+                     holdout=None if args.no_holdout else args.holdout.resolve())
     except (FixtureError, DatagenError) as exc:  # bad fixtures or config: say what, exit 2 (STYLE.md §4)
         print(f"bench_quality: {exc}", file=sys.stderr)
         return 2
@@ -396,6 +452,9 @@ def main(argv: list[str] | None = None) -> int:
     print(summary_table(result))
     print(f"{len(result['false_positives'])} false positives, {len(result['misses'])} misses; "
           f"filter {result['filter_seconds']} s")
+    if result.get("holdout"):
+        print("held-out set:")
+        print(summary_table(result["holdout"]))
     if args.json is not None:
         write_text_atomic(args.json, json.dumps(result, ensure_ascii=False, indent=1))
         print(f"wrote {args.json}")

@@ -20,6 +20,7 @@ from datagen.textrules import normalize_text
 
 ROOT = Path(__file__).resolve().parents[1]
 FIXTURES = ROOT / "tests" / "fixtures" / "quality"
+HOLDOUT = ROOT / "tests" / "fixtures" / "quality_holdout"
 
 
 def _load_bench():
@@ -39,6 +40,12 @@ def records():
     for path in bq.fixture_files(FIXTURES):
         out.extend(read_any(path))  # every line is a valid datagen record (RecordError otherwise)
     return out
+
+
+@pytest.fixture(scope="module")
+def held():
+    """The held-out fixture records, in benchmark order."""
+    return [r for path in bq.fixture_files(HOLDOUT) for r in read_any(path)]
 
 
 def _kind(example) -> str:
@@ -118,13 +125,35 @@ def test_planted_defects_are_wired_to_their_originals(records):
     assert 5 <= with_reason <= len(truncations) - 5
 
 
-def test_fixture_files_match_their_source(tmp_path):
+@pytest.mark.parametrize("folder, names", [(FIXTURES, ("sound_en.jsonl", "sound_zh.jsonl", "defects.jsonl")),
+                                            (HOLDOUT, ("sound.jsonl", "defects.jsonl"))])
+def test_fixture_files_match_their_source(tmp_path, folder, names):
     """The .jsonl files are what build.py writes from the data modules (edit those, then rebuild)."""
-    done = subprocess.run([sys.executable, str(FIXTURES / "build.py"), str(tmp_path)], check=False,
+    done = subprocess.run([sys.executable, str(folder / "build.py"), str(tmp_path)], check=False,
                           capture_output=True, text=True, timeout=60)
     assert done.returncode == 0, done.stderr
-    for name in ("sound_en.jsonl", "sound_zh.jsonl", "defects.jsonl"):
-        assert (tmp_path / name).read_text(encoding="utf-8") == (FIXTURES / name).read_text(encoding="utf-8"), name
+    for name in names:
+        assert (tmp_path / name).read_text(encoding="utf-8") == (folder / name).read_text(encoding="utf-8"), name
+
+
+def test_held_out_fixtures_cover_every_kind_and_stay_distinct(records, held):
+    assert all(r.id.startswith("h-") for r in held) and not {r.id for r in held} & {r.id for r in records}
+    counts = Counter((_kind(r), r.lang) for r in held)
+    assert counts[("sound", "en")] >= 50 and counts[("sound", "zh")] >= 25
+    main_kinds = {_kind(r) for r in records}
+    per_kind = Counter(_kind(r) for r in held)
+    assert main_kinds == set(per_kind) and all(n >= 3 for n in per_kind.values()), per_kind
+    position = {r.id: i for i, r in enumerate(held)}
+    for i, r in enumerate(held):
+        if "of" in r.meta["quality"]:
+            assert _kind(held[position[r.meta["quality"]["of"]]]) == "sound" and position[r.meta["quality"]["of"]] < i
+        if _kind(r) == "label_copy":
+            assert r.output in r.meta["in_context"]
+    # held-out tasks are new tasks: no near-duplicate of each other or of a main-set task
+    single = [r for r in records + held if r.meta["method"] == "self-instruct"
+              and _kind(r) not in ("paraphrase_duplicate", "zh_near_copy")]
+    _, dropped = greedy_dedup([r.instruction for r in single], 0.7)
+    assert not dropped, [(single[i].id, single[j].id, s) for i, j, s in dropped]
 
 
 def _rec(rid, lang, kind):
@@ -187,7 +216,8 @@ def test_bench_runs_the_real_filter_without_the_encoder(tmp_path):
     doc, full, brief = tmp_path / "Q.md", tmp_path / "q.json", tmp_path / "brief.json"
     assert bq.main(["--no-embed", "--out", str(doc), "--json", str(full)]) == 0
     result = json.loads(full.read_text(encoding="utf-8"))
-    assert result["records"] == sum(1 for p in bq.fixture_files(FIXTURES) for _ in read_any(p))
+    assert result["records"] == sum(1 for folder in (FIXTURES, HOLDOUT) for p in bq.fixture_files(folder)
+                                    for _ in read_any(p))
     assert result["config"] == {**result["config"], "rouge_threshold": 0.7, "embed_threshold": 0.9,
                                 "embed_dedup": False, "judge": False, "embed_device": "cpu"}
     assert set(result["sound"]) == {"en", "zh"} and len(result["defects"]) >= 12
@@ -196,7 +226,12 @@ def test_bench_runs_the_real_filter_without_the_encoder(tmp_path):
     assert len(result["misses"]) == result["overall_defects"] - result["overall_caught"]
     text = doc.read_text(encoding="utf-8")
     assert "## Audit of 30 curated records from make seeds-to-sft" in text
-    assert bq.main(["--no-embed", "--no-doc", "--out", str(brief)]) == 0
+    held = result["holdout"]
+    assert held["files"] == ["sound.jsonl", "defects.jsonl"] and set(held["sound"]) == {"en", "zh"}
+    assert "## Held-out fixtures" in text and text.index("## Held-out fixtures") < text.index(bq.MARKER)
+    assert result["records"] == sum(e["total"] for e in result["sound"].values()) + result["overall_defects"] + sum(
+        e["total"] for e in held["sound"].values()) + held["overall_defects"]
+    assert bq.main(["--no-embed", "--no-doc", "--no-holdout", "--out", str(brief)]) == 0
     short = json.loads(brief.read_text(encoding="utf-8"))
-    assert short["markdown"].startswith("| measure |") and "doc" not in short
+    assert short["markdown"].startswith("| measure |") and "doc" not in short and "holdout_caught_rate" not in short
     assert short["false_positives"] == n_fp
