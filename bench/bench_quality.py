@@ -323,9 +323,10 @@ def render(result: dict[str, Any], tail: str) -> str:
         h_sound = sum(e["total"] for e in held["sound"].values())
         lines += ["", "## Held-out fixtures", "",
                   (f"`{held['fixtures']}/` ({', '.join(held['files'])}): {h_sound} sound records and "
-                   f"{held['overall_defects']} defects, written after the rules were tuned on the main set and never "
-                   "used to tune them; filtered in the same run, scored on their own. A check that the rules "
-                   "generalise; fewer records per kind, so each figure moves in larger steps."), "",
+                   f"{held['overall_defects']} defects, written after the rules were tuned on the main set and meant "
+                   "never to be tuned on (a rule written for one of these records makes this check worthless); "
+                   "filtered in the same run, scored on their own. A check that the rules generalise; fewer "
+                   "records per kind, so each figure moves in larger steps."), "",
                   summary_table(held), "", *_details(held, "###")]
     return "\n".join(lines).rstrip() + "\n\n" + MARKER + "\n" + tail.lstrip("\n")
 
