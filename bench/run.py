@@ -44,6 +44,8 @@ BENCHES: dict[str, tuple[str, list[str], list[str], str]] = {
                                  "--set", "self_kg.num=4", "--set", "train.max_steps=2", "--set", "eval.max_samples=2",
                                  "--set", "eval.max_new_tokens=8"],
             "End to end: `make seeds-to-sft`'s run (configs/seeds-to-sft.yaml), split per stage, yield per generator"),
+    "quality": ("bench_quality.py", [], ["--no-doc", "--no-embed"],
+                "Curation quality: sound records kept and planted defects caught by the filter (details: docs/QUALITY.md)"),
 }
 PACKAGES = ("datagen", "torch", "transformers", "peft", "trl", "rouge-score", "rapidfuzz", "sentence-transformers",
             "faiss-cpu", "openai", "aiohttp", "distilabel", "networkx")
