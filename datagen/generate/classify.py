@@ -33,7 +33,6 @@ where they abstain or cancel out (see ``combine``).
 
 from __future__ import annotations
 
-import asyncio
 import dataclasses
 import math
 import re
@@ -311,25 +310,25 @@ class ClassifyConfig:
 async def ask_model(llm: Any, texts: Sequence[str], style: str, lang: str | None = None,
                     params: Any = None) -> list[bool | None]:
     """The model's Yes/No per text (None where it failed or answered neither), asked concurrently."""
-    from datagen.errors import LLMError
+    from datagen.errors import CircuitOpen, LLMError
     from datagen.generate.parsing import parse_yes_no
-    from datagen.llm.client import SamplingParams
+    from datagen.llm.client import SamplingParams, map_bounded
     from datagen.prompts import render
 
     params = params or SamplingParams(temperature=0.0, top_p=1.0, max_tokens=3, stop=("\n", "Task", "任务"))
 
-    async def one(text: str) -> bool | None:
-        prompt = render(f"{lang or detect_lang(text)}/self_instruct_classify", instruction=text)
-        try:
-            if style == "completion":
-                answer = await llm.complete(prompt, params)
-            else:
-                answer = await llm.chat([{"role": "user", "content": prompt}], params)
-        except LLMError:
-            return None
-        return parse_yes_no(answer.text)
+    async def one(i: int) -> Any:
+        prompt = render(f"{lang or detect_lang(texts[i])}/self_instruct_classify", instruction=texts[i])
+        if style == "completion":
+            return await llm.complete(prompt, params)
+        return await llm.chat([{"role": "user", "content": prompt}], params)
 
-    return list(await asyncio.gather(*[one(t) for t in texts]))
+    votes: list[bool | None] = [None] * len(texts)
+    async for i, answer in map_bounded(one, range(len(texts)), limit=max(1, llm.cfg.concurrency) * 2):
+        if isinstance(answer, BaseException) and (isinstance(answer, CircuitOpen) or not isinstance(answer, LLMError)):
+            raise answer  # a dead endpoint (CircuitOpen) or a bug stops the run; a failed request is no vote
+        votes[i] = None if isinstance(answer, BaseException) else parse_yes_no(answer.text)
+    return votes
 
 
 def _task_text(example: Example) -> str:

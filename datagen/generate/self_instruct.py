@@ -482,7 +482,10 @@ def _assemble(cfg: SelfInstructConfig, run: _Run, inst_log: StageLog) -> tuple[l
                 "route": "output_first" if is_clf else "input_first", "classify": task["classify"],
                 "in_context": _in_context(cfg, task)}
         if "error" not in row:
-            meta["finish_reason"] = row["finish_reason"]
+            # Of the instance kept: when the reply hit max_tokens its last instance is dropped as truncated,
+            # and every kept one ended before the cut. The reply's own reason stays in response_finish_reason.
+            meta["finish_reason"] = "stop" if row["finish_reason"] == "length" else row["finish_reason"]
+            meta["response_finish_reason"] = row["finish_reason"]
         if "error" in row:
             run.rejects.append(make_reject(Example(instruction=instruction, output="", meta=meta), STAGE,
                                            f"llm_{row['error']}", row["detail"], step="instances"))
