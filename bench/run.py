@@ -42,6 +42,8 @@ BENCHES: dict[str, tuple[str, list[str], list[str], str]] = {
                                  "--set", "self_kg.num=4", "--set", "train.max_steps=2", "--set", "eval.max_samples=2",
                                  "--set", "eval.max_new_tokens=8"],
             "End to end: `make seeds-to-sft`'s run (configs/seeds-to-sft.yaml), split per stage, yield per generator"),
+    "classify": ("bench_classify.py", [], ["--no-model-vote"],
+                 "Classification decision vs human labels: seeds leave-one-out and the held-out set, model vote SmolLM2"),
 }
 PACKAGES = ("datagen", "torch", "transformers", "peft", "trl", "rouge-score", "rapidfuzz", "sentence-transformers",
             "faiss-cpu", "openai", "aiohttp", "distilabel", "networkx")
