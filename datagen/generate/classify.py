@@ -127,6 +127,40 @@ def cue_vote(instruction: str, lang: str | None = None) -> tuple[bool | None, st
     return None, None
 
 
+_LABEL_LIST = {
+    "en": re.compile(rf"(?:[:：]|\bas|\binto|\bfrom|\bis it|\bbe|\bbetween|\beither|\banswer(?: with)?)\s+"
+                     rf"({_OPTION}(?:,\s*{_OPTION})*,?\s+or\s+{_OPTION})[.?]?\s*$", re.I),
+    "zh": re.compile(r"(?:[:：]|(?<!是)是(?!否)|为|从|回答)\s*([^：:，,。？?]{1,12}(?:(?:、|或者?|还是)[^：:，,。？?]{1,12})+)"
+                     r"[。？?]?\s*$"),
+}
+
+
+def class_labels(instruction: str, lang: str | None = None) -> list[str]:
+    """The class labels an instruction names at its end ("… as positive, negative, or neutral."), or [].
+
+    Self-Instruct's output-first prompt starts the answer with the first of them, so a small model writes
+    inputs for the task's own labels instead of copying an in-context example's.
+
+    >>> class_labels("Classify the review as positive, negative, or neutral.")
+    ['positive', 'negative', 'neutral']
+    >>> class_labels("判断这条评论的情感：正面、负面或中性。")
+    ['正面', '负面', '中性']
+    >>> class_labels("Write a story about a cat.")
+    []
+    """
+    lang = lang or detect_lang(instruction)
+    text = instruction.strip()
+    if lang == "zh":  # "从“正面、负面、中性”中选择一个": the list ends before the trailing phrase
+        text = re.sub(r"[”」]?\s*(?:中|里)?(?:选择|选出|选)(?:一个|一项)?[。？?]?$|之一[。？?]?$", "", text)
+    match = _LABEL_LIST[lang].search(text)
+    if not match:
+        return []
+    splitter = r",\s*(?:or\s+)?|\s+or\s+" if lang == "en" else r"、|或者?|还是"
+    labels = [part.strip(" \"'“”‘’「」.。") for part in re.split(splitter, match.group(1))]
+    labels = [re.sub(r"^(?:an?|the)\s+", "", label, flags=re.I) if lang == "en" else label for label in labels]
+    return [label for label in dict.fromkeys(labels) if label] if len([x for x in labels if x]) >= 2 else []
+
+
 # ---------------------------------------------------------------------------------------------- neighbours
 
 

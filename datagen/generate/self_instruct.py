@@ -345,9 +345,22 @@ def classify_prompt(instruction: str, lang: str) -> str:
     return render(f"{lang}/self_instruct_classify", instruction=instruction)
 
 
-def instance_prompt(instruction: str, is_classification: bool, lang: str) -> str:
+def instance_prompt(instruction: str, is_classification: bool, lang: str, prefill: bool = True) -> str:
+    """The instance prompt; for a classification task that names its labels, the answer is started with the
+    first of them (``label_prefill``), so the model continues with the task's labels, not an example's."""
     name = "self_instruct_output_first" if is_classification else "self_instruct_input_first"
-    return render(f"{lang}/{name}", instruction=instruction) + "\n"
+    prompt = render(f"{lang}/{name}", instruction=instruction) + "\n"
+    return prompt + (label_prefill(instruction, lang) if is_classification and prefill else "")
+
+
+def label_prefill(instruction: str, lang: str) -> str:
+    """``"Class label: <first label the task names>\n"`` (``类别标签：…`` in Chinese), or ``""``.
+
+    >>> label_prefill("Is the number even or odd?", "en")
+    'Class label: even\\n'
+    """
+    labels = classify.class_labels(instruction, lang)
+    return f"{'类别标签：' if lang == 'zh' else 'Class label: '}{labels[0]}\n" if labels else ""
 
 
 async def generate(cfg: SelfInstructConfig) -> dict[str, Any]:
@@ -426,7 +439,7 @@ def _instance_key(task: dict[str, Any]) -> str:
 
 
 def _in_context(cfg: SelfInstructConfig, task: dict[str, Any]) -> list[str]:
-    return in_context_outputs(instance_prompt(task["instruction"], task["is_classification"], cfg.lang))
+    return in_context_outputs(instance_prompt(task["instruction"], task["is_classification"], cfg.lang, prefill=False))
 
 
 def _instances(cfg: SelfInstructConfig, task: dict[str, Any], row: dict[str, Any]):
@@ -434,7 +447,8 @@ def _instances(cfg: SelfInstructConfig, task: dict[str, Any], row: dict[str, Any
     if "error" in row:
         return [], [], False
     parse = parse_instances_output_first if task["is_classification"] else parse_instances_input_first
-    kept, dropped, conflicting = filter_instances(parse(row["text"], cfg.lang), row["finish_reason"] == "length",
+    text = (label_prefill(task["instruction"], cfg.lang) if task["is_classification"] else "") + row["text"]
+    kept, dropped, conflicting = filter_instances(parse(text, cfg.lang), row["finish_reason"] == "length",
                                                   cfg.max_instances, _in_context(cfg, task), task["instruction"])
     return ([] if conflicting else kept), dropped, conflicting
 

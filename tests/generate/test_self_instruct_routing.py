@@ -30,6 +30,8 @@ def copying_model():
         prompt = body.get("prompt", "")
         if prompt.rstrip().endswith("Is it classification?"):
             return " Yes"
+        if "Given the classification task definition" in prompt and prompt.endswith("Class label: positive\n"):
+            return "Input: Lovely coffee.\nClass label: negative\nInput: Cold soup."   # continues the started answer
         if "Given the classification task definition" in prompt:
             return "Class label: Unsupport\nInput: The glacier moved.\nClass label: positive\nInput: Lovely coffee."
         if prompt.startswith("Come up with a series") and served["n"] == 0:
@@ -54,11 +56,13 @@ def test_open_tasks_go_input_first_even_when_the_model_says_yes(fault_server, tm
         assert by_task[task].meta["route"] == "input_first" and by_task[task].output != "Unsupport"
         assert "Planks, mountain climbers, bicycle crunches and jumping jacks, combined with a calorie deficit, " \
                "work best." in by_task[task].meta["in_context"]
-    # the copied label is dropped; the label the task names itself stays
-    assert not any(r.output == "Unsupport" for r in records)
+    # a task that names its labels gets its answer started with the first one, and keeps the task's labels
     kept_clf = [r for r in records if r.instruction == CLF_TASKS[0]]
-    assert [r.output for r in kept_clf] == ["positive"]
-    assert "Unsupport" in kept_clf[0].meta["in_context"] and kept_clf[0].meta["route"] == "output_first"
+    assert [(r.input, r.output) for r in kept_clf] == [("Lovely coffee.", "positive"), ("Cold soup.", "negative")]
+    assert "Unsupport" in kept_clf[0].meta["in_context"] and "positive" not in kept_clf[0].meta["in_context"][3:]
+    assert kept_clf[0].meta["route"] == "output_first"
+    # elsewhere the copied label is dropped, and so is a label the task never names
+    assert not any(r.output == "Unsupport" for r in records)
     copied = [r for r in read_examples(out / "rejects.jsonl") if r.reject["reason"] == "copied_in_context"]
     assert {r.output for r in copied} >= {"Unsupport"} and stats["rejects_by_reason"]["copied_in_context"] >= 2
     # agreement on the labelled seeds is the combined decision's, leave-one-out, with the model's beside it
@@ -74,6 +78,14 @@ def test_in_context_outputs_are_read_from_the_rendered_prompt():
     assert in_context_outputs(instance_prompt("写一首诗。", False, "zh")) == [
         "平板支撑、登山跑、仰卧蹬车和开合跳效果较好，同时要控制饮食、保持热量缺口。", "上海、杭州、苏州", "100 °F ≈ 37.8 °C"]
     assert "正面" in in_context_outputs(instance_prompt("判断情感。", True, "zh"))
+
+
+def test_label_prefill_starts_the_answer_with_the_tasks_first_label():
+    assert instance_prompt("Label the change as physical or chemical.", True, "en").endswith(
+        "Task: Label the change as physical or chemical.\nClass label: physical\n")
+    assert instance_prompt("判断这个词是褒义还是贬义。", True, "zh").endswith("类别标签：褒义\n")
+    assert instance_prompt("Label the tweet.", True, "en").endswith("Task: Label the tweet.\n")
+    assert instance_prompt("Label the change as physical or chemical.", False, "en").endswith("Example 1\n")
 
 
 def test_copy_filter_keeps_labels_the_task_names():
