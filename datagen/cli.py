@@ -224,9 +224,12 @@ def self_instruct_cmd(seeds, out, num_instructions, lang, style, batch_size, num
             rouge_threshold=rouge_threshold, max_instances=max_instances, max_rounds=max_rounds, seed=seed,
             llm=llm_cfg)
         stats = asyncio.run(self_instruct.generate(cfg))
+    agreement = stats.get("classifier_agreement")
     click.echo(f"wrote {stats['kept']} records from {stats['machine_instructions']} new instructions to "
                f"{out / 'records.jsonl'}; {stats['rejected']} rejected ({stats['llm']['succeeded']} calls, "
-               f"{stats['llm']['cached']} from cache)")
+               f"{stats['llm']['cached']} from cache)" +
+               (f"; classifier agrees with {agreement['agree']}/{agreement['evaluated']} labelled seeds "
+                "(leave-one-out)" if agreement else ""))
 
 @cli.command("self-instruct-multiturn")
 @click.option("--seeds", type=click.Path(path_type=Path), required=True,
