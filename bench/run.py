@@ -46,6 +46,8 @@ BENCHES: dict[str, tuple[str, list[str], list[str], str]] = {
             "End to end: `make seeds-to-sft`'s run (configs/seeds-to-sft.yaml), split per stage, yield per generator"),
     "quality": ("bench_quality.py", [], ["--no-doc", "--no-embed"],
                 "Curation quality: sound records kept and planted defects caught by the filter (details: docs/QUALITY.md)"),
+    "classify": ("bench_classify.py", [], ["--no-model-vote"],
+                 "Classification decision vs human labels: seeds leave-one-out and the held-out set, model vote SmolLM2"),
 }
 PACKAGES = ("datagen", "torch", "transformers", "peft", "trl", "rouge-score", "rapidfuzz", "sentence-transformers",
             "faiss-cpu", "openai", "aiohttp", "distilabel", "networkx")

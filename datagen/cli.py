@@ -294,9 +294,12 @@ def self_instruct_cmd(seeds, out, num_instructions, lang, style, batch_size, num
             rouge_threshold=rouge_threshold, max_instances=max_instances, max_rounds=max_rounds, seed=seed,
             llm=llm_cfg)
         stats = asyncio.run(self_instruct.generate(cfg))
+    agreement = stats.get("classifier_agreement")
     click.echo(f"wrote {stats['kept']} records from {stats['machine_instructions']} new instructions to "
                f"{out / 'records.jsonl'}; {stats['rejected']} rejected ({stats['llm']['succeeded']} calls, "
-               f"{stats['llm']['cached']} from cache)")
+               f"{stats['llm']['cached']} from cache)" +
+               (f"; classifier agrees with {agreement['agree']}/{agreement['evaluated']} labelled seeds "
+                "(leave-one-out)" if agreement else ""))
 
 @cli.command("self-instruct-multiturn")
 @click.option("--seeds", type=click.Path(path_type=Path), required=True,
@@ -766,3 +769,38 @@ def main() -> None:
         click.echo(f"internal error: {type(exc).__name__}: {redact_text(str(exc))} (set DATAGEN_DEBUG=1 for a traceback)",
                    err=True)
         sys.exit(1)
+
+
+@cli.command("classify")
+@click.argument("inputs", type=click.Path(path_type=Path))
+@click.option("--out", type=click.Path(dir_okay=False, path_type=Path), required=True, help="Output JSONL.")
+@click.option("--neighbours", type=click.Path(exists=True, dir_okay=False, path_type=Path), multiple=True,
+              help="Labelled seed-format file for the kNN vote; repeat. Default: the shipped en + zh seeds.")
+@click.option("--k", type=click.IntRange(min=1), default=7, show_default=True, help="Neighbours per vote.")
+@click.option("--model-vote/--no-model-vote", default=True, show_default=True,
+              help="Also ask the LLM (the Self-Instruct few-shot prompt); it only breaks ties.")
+@click.option("--style", type=click.Choice(["completion", "chat"]), default="completion", show_default=True)
+@llm_options
+def classify_cmd(inputs, out, neighbours, k, model_vote, style, **llm_opts):
+    """Decide which tasks are classification tasks (finite output labels), with the evidence.
+
+    Writes every record of INPUTS with is_classification and meta.classify (cue, neighbour and model
+    votes); records that carried a label are scored, and OUT.stats.json holds the agreement.
+
+    \b
+    Example:  datagen classify tasks.jsonl --out tasks.classified.jsonl --base-url embedded
+              datagen classify tasks.jsonl --out tasks.classified.jsonl --no-model-vote
+    """
+    import contextlib
+
+    from datagen.generate import classify
+    from datagen.llm.endpoint import endpoint
+
+    with (endpoint(llm_config(**llm_opts)) if model_vote else contextlib.nullcontext(None)) as llm_cfg:
+        cfg = classify.ClassifyConfig(inputs=inputs, out=out, neighbours=neighbours or classify.DEFAULT_NEIGHBOURS,
+                                      k=k, model_vote=model_vote, style=style, llm=llm_cfg)
+        stats = asyncio.run(classify.classify_file(cfg))
+    agreement = stats["agreement"]
+    summary = (f"; agreement with the input's labels {agreement['accuracy']:.1%}, recall on classification "
+               f"{agreement['recall'] or 0:.1%} ({agreement['evaluated']} labelled)") if agreement else ""
+    click.echo(f"wrote {stats['records']} records to {out}, {stats['classification']} classification{summary}")

@@ -520,6 +520,7 @@ class _Run:
         messages.append({"role": "user", "content": opener["instruction"]})
         usage: Counter = Counter()
         models: list[str] = []
+        finish_reasons: list[str] = []  # one per kept assistant turn
         failure: dict[str, Any] | None = None
         for turn in range(planned):
             if turn > 0:
@@ -549,9 +550,10 @@ class _Run:
                 break
             usage.update(row["usage"])
             models.append(row["model"])
+            finish_reasons.append(row["finish_reason"])
             messages.append({"role": "assistant", "content": text})
         return {"messages": messages, "planned": planned, "kinds": kinds, "failure": failure, "usage": dict(usage),
-                "model": models[0] if models else None}
+                "model": models[0] if models else None, "finish_reasons": finish_reasons}
 
 
 async def generate(cfg: MultiTurnConfig) -> dict[str, Any]:
@@ -621,6 +623,8 @@ def _assemble(cfg: MultiTurnConfig, run: _Run) -> tuple[list[Example], list[Exam
                 "source": opener["source"], "round": opener["round"], "similar": opener["similar"],
                 "followups": result["kinds"][: max(0, turns - 1)], "planned_turns": result["planned"],
                 "usage": result["usage"]}
+        if result["finish_reasons"]:  # of the last assistant turn (the filter's truncation rule reads it)
+            meta["finish_reason"], meta["finish_reasons"] = result["finish_reasons"][-1], result["finish_reasons"]
         first_answer = next((m["content"] for m in messages if m["role"] == "assistant"), "")
         keep = turns >= MIN_USER_TURNS and role_alternation_error(messages) is None
         if failure:

@@ -49,8 +49,10 @@ def build_messages(example: Example, system: str | None) -> list[dict[str, str]]
     return messages
 
 
-def _answered(example: Example, messages: list[dict[str, str]], text: str, model: str, usage: dict) -> Example:
-    meta = {**example.meta, "model": model, "usage": usage, "source": example.meta.get("source", example.id)}
+def _answered(example: Example, messages: list[dict[str, str]], text: str, model: str, usage: dict,
+              finish_reason: str | None = None) -> Example:
+    meta = {**example.meta, "model": model, "usage": usage, "source": example.meta.get("source", example.id),
+            "finish_reason": finish_reason}
     if example.messages:
         return Example(instruction=example.instruction, input=example.input, output=example.output or text,
                        messages=[*messages, {"role": "assistant", "content": text}], lang=example.lang, meta=meta,
@@ -93,7 +95,8 @@ def _settle(key: str, example: Example, result: Any) -> dict[str, Any]:
         return {"key": key, "record": example.to_dict(), "llm_failed": True,
                 "reject": {"stage": STAGE, "reason": result.reason, "detail": str(result)}}
     messages, completion = result
-    record = _answered(example, messages, completion.text, completion.model, completion.usage)
+    record = _answered(example, messages, completion.text, completion.model, completion.usage,
+                       completion.finish_reason)
     row: dict[str, Any] = {"key": key, "record": record.to_dict()}
     if completion.truncated:
         row["reject"] = {"stage": STAGE, "reason": "truncated",

@@ -7,11 +7,18 @@ Run it:  datagen self-instruct --seeds seeds/seed_tasks.jsonl --num-instructions
    as a numbered list (the last item dropped when ``finish_reason == "length"``), every candidate filtered
    (length, keyword blacklist, leading punctuation, language, ROUGE-L ≥ 0.7 against the whole pool), and the
    survivors join the pool at once, so later candidates of the same round are checked against them too.
-2. Classify each new instruction with a few-shot prompt: "classification task with finite output labels?".
+2. Classify each new instruction: the paper asks the model a few-shot "classification task with finite
+   output labels?"; a 135M model answers that barely better than a coin, so the decision is
+   ``datagen.generate.classify`` (lexical cues + a kNN vote over the labelled seeds, the model's answer only
+   breaking ties). Each record keeps the evidence in ``meta.classify``; stats report the agreement with the
+   seeds' own labels, leave-one-out.
 3. Instances: classification tasks are generated *output-first* (class labels, then an input for each, which
    keeps inputs from all landing on one label); the rest *input-first* (input, then output; empty input
-   allowed). Instance filters drop empty outputs, input == output, fields ending in ":", duplicates, and whole
-   tasks whose same input got conflicting outputs.
+   allowed). Instance filters drop empty outputs, input == output, fields ending in ":", duplicates, an output
+   that copies an in-context example's output or label (``copied_in_context``: the label "Unsupport" of the
+   output-first prompt's example, given by SmolLM2 to "Write a short story…" once that task had been routed
+   output-first), and whole tasks whose same input got conflicting outputs. Each record carries
+   ``meta.in_context`` (the example outputs/labels its prompt showed) and ``meta.finish_reason``.
 
 Resumable and reproducible: every raw answer is appended to ``OUT/.state/*.jsonl`` as it arrives, and a
 re-run replays the bootstrap rounds from that log with the same seeded RNG, so a killed run ends with exactly
@@ -38,6 +45,7 @@ from datagen.checkpoint import StageLog, count_reasons, make_reject, write_outpu
 from datagen.errors import CircuitOpen, ConfigError, LLMError
 from datagen.rouge import RougePool
 from datagen.formats import read_seed_tasks
+from datagen.generate import classify
 from datagen.generate.parsing import (
     parse_instances_input_first,
     parse_instances_output_first,
@@ -49,7 +57,7 @@ from datagen.llm.client import Completion, LLMClient, LLMConfig, SamplingParams,
 from datagen.progress import progress
 from datagen.prompts import render, template_ref
 from datagen.records import Example, make_dirs, write_jsonl
-from datagen.textrules import find_blacklisted, starts_with_punctuation
+from datagen.textrules import find_blacklisted, normalize_text, starts_with_punctuation
 
 STAGE = "self-instruct"
 STYLES = ("completion", "chat")
@@ -74,6 +82,9 @@ class SelfInstructConfig:
     max_instances: int = 5                        # instances kept per task
     max_rounds: int | None = None                 # bootstrap rounds before giving up; None = 4× the minimum
     classifier_eval_seeds: int = 40               # seeds classified to measure the classifier's agreement
+    classify_k: int = 7                           # neighbours in the classification decision's kNN vote
+    # Labelled seed files the kNN vote compares with; None = the shipped en + zh seeds plus ``seeds``.
+    classify_neighbours: tuple[Path, ...] | None = None
     seed: int = 0                                 # RNG seed for in-context sampling
     # The paper's bootstrap call: temperature 0.7, top_p 0.5, presence_penalty 2 (without it small models
     # repeat one item down the list), stop at a blank line or item 16. 256 tokens hold the 7 items it asks for.
@@ -156,11 +167,29 @@ def check_instruction(text: str, lang: str) -> tuple[str, Any] | None:
     return None
 
 
-def filter_instances(pairs: list[tuple[str, str]], truncated: bool, max_instances: int) -> tuple[list[tuple[str, str]], list[tuple[tuple[str, str], str]], bool]:
+def in_context_outputs(prompt: str) -> list[str]:
+    """The outputs and class labels the prompt's in-context examples show (what a small model may copy).
+
+    >>> in_context_outputs("Task: t\nClass label: Support\nInput: x\nExample 1\nOutput: 42\nTask: new")
+    ['Support', '42']
+    """
+    return [m.strip() for m in re.findall(r"^(?:Class label|Output|类别标签|输出)[:：][ \t]*(.+)$", prompt, re.M)
+            if m.strip()]
+
+
+def _copied(output: str, in_context: list[str], task_text: str) -> bool:
+    """Whether ``output`` repeats an in-context example's output/label that the task itself does not name."""
+    norm = normalize_text(output)
+    return bool(norm) and any(norm == normalize_text(o) for o in in_context) and norm not in normalize_text(task_text)
+
+
+def filter_instances(pairs: list[tuple[str, str]], truncated: bool, max_instances: int,
+                     in_context: list[str] | None = None, task: str = "") -> tuple[list[tuple[str, str]], list[tuple[tuple[str, str], str]], bool]:
     """Apply the instance filters; returns ``(kept, [(pair, reason)], conflicting)``.
 
     ``conflicting`` is True when one input got different outputs: the task itself is unreliable, so the
-    caller drops it whole.
+    caller drops it whole. ``in_context`` are the example outputs the prompt showed: an output equal to one
+    of them (and not named in ``task`` or its input, as "positive" is in a sentiment task) is a copy.
     """
     dropped: list[tuple[tuple[str, str], str]] = []
     if truncated and pairs:
@@ -178,6 +207,8 @@ def filter_instances(pairs: list[tuple[str, str]], truncated: bool, max_instance
             reason = "ends_with_colon"
         elif (inp, out) in kept:
             reason = "duplicate_instance"
+        elif in_context and _copied(out, in_context, f"{task}\n{inp}"):
+            reason = "copied_in_context"
         else:
             kept.append((inp, out))
             outputs_by_input[inp].add(out)
@@ -314,9 +345,22 @@ def classify_prompt(instruction: str, lang: str) -> str:
     return render(f"{lang}/self_instruct_classify", instruction=instruction)
 
 
-def instance_prompt(instruction: str, is_classification: bool, lang: str) -> str:
+def instance_prompt(instruction: str, is_classification: bool, lang: str, prefill: bool = True) -> str:
+    """The instance prompt; for a classification task that names its labels, the answer is started with the
+    first of them (``label_prefill``), so the model continues with the task's labels, not an example's."""
     name = "self_instruct_output_first" if is_classification else "self_instruct_input_first"
-    return render(f"{lang}/{name}", instruction=instruction) + "\n"
+    prompt = render(f"{lang}/{name}", instruction=instruction) + "\n"
+    return prompt + (label_prefill(instruction, lang) if is_classification and prefill else "")
+
+
+def label_prefill(instruction: str, lang: str) -> str:
+    """``"Class label: <first label the task names>\n"`` (``类别标签：…`` in Chinese), or ``""``.
+
+    >>> label_prefill("Is the number even or odd?", "en")
+    'Class label: even\\n'
+    """
+    labels = classify.class_labels(instruction, lang)
+    return f"{'类别标签：' if lang == 'zh' else 'Class label: '}{labels[0]}\n" if labels else ""
 
 
 async def generate(cfg: SelfInstructConfig) -> dict[str, Any]:
@@ -332,6 +376,8 @@ async def generate(cfg: SelfInstructConfig) -> dict[str, Any]:
     out = cfg.out
     eval_seeds = [t for t in seeds if isinstance(t.get("is_classification"), bool)]
     eval_seeds = random.Random(cfg.seed).sample(eval_seeds, min(cfg.classifier_eval_seeds, len(eval_seeds)))
+    decisions: dict[str, classify.Decision] = {}
+    index_holder: list[classify.NeighbourIndex] = []  # built once, on first use (loads the encoder)
     async with LLMClient(cfg.llm) as llm:
         make_dirs(out)  # an unusable --out fails here, before any request is paid for
         run = _Run(cfg, llm, seeds)
@@ -345,9 +391,13 @@ async def generate(cfg: SelfInstructConfig) -> dict[str, Any]:
                 to_classify = [m["instruction"] for m in run.machine] + [t["instruction"] for t in eval_seeds]
                 await run.answer_all(clf_log, [(_key("clf", t), classify_prompt(t, cfg.lang), cfg.classify_sampling)
                                                for t in dict.fromkeys(to_classify)], "self-instruct: classify")
-                decisions = {t: _decision(clf_log.done[_key("clf", t)]) for t in to_classify}
+                model_votes = {t: _decision(clf_log.done[_key("clf", t)]) for t in to_classify}
+                decisions.update(_decide(cfg, seeds, [t for t in dict.fromkeys(to_classify) if t not in decisions],
+                                         model_votes, index_holder))
                 for task in run.machine:
-                    task["is_classification"] = bool(decisions[task["instruction"]])
+                    decision = decisions[task["instruction"]]
+                    task["is_classification"] = decision.is_classification
+                    task["classify"] = decision.evidence()
                 # Step 3: instances, output-first for classification tasks, input-first for the rest.
                 await run.answer_all(inst_log, [(_instance_key(m), instance_prompt(m["instruction"], m["is_classification"],
                                                                                    cfg.lang), cfg.instance_sampling)
@@ -372,7 +422,8 @@ async def generate(cfg: SelfInstructConfig) -> dict[str, Any]:
              "machine_instructions": len(run.machine), "tasks_with_instances": len(tasks_out),
              "target_reached": len(tasks_out) >= cfg.num_instructions,
              "routes": dict(Counter(t["is_classification"] and "output_first" or "input_first" for t in tasks_out)),
-             "classifier_agreement": _agreement(eval_seeds, decisions),
+             "classifier_agreement": _agreement(eval_seeds, {t: d.is_classification for t, d in decisions.items()}),
+             "model_agreement": _agreement(eval_seeds, {t: d.model for t, d in decisions.items()}),
              "instruction_rejects": count_reasons(r for r in run.rejects if r.reject.get("step") == "bootstrap"),
              "llm": ledger, "seconds": round(time.monotonic() - started, 3)}
     return write_outputs(out, records, run.rejects, stats)
@@ -387,13 +438,18 @@ def _instance_key(task: dict[str, Any]) -> str:
     return _key("inst", task["instruction"], task["is_classification"])
 
 
+def _in_context(cfg: SelfInstructConfig, task: dict[str, Any]) -> list[str]:
+    return in_context_outputs(instance_prompt(task["instruction"], task["is_classification"], cfg.lang, prefill=False))
+
+
 def _instances(cfg: SelfInstructConfig, task: dict[str, Any], row: dict[str, Any]):
     """Parse and filter one task's instances: ``(kept, dropped, conflicting)``; nothing kept after an LLM error."""
     if "error" in row:
         return [], [], False
     parse = parse_instances_output_first if task["is_classification"] else parse_instances_input_first
-    kept, dropped, conflicting = filter_instances(parse(row["text"], cfg.lang), row["finish_reason"] == "length",
-                                                  cfg.max_instances)
+    text = (label_prefill(task["instruction"], cfg.lang) if task["is_classification"] else "") + row["text"]
+    kept, dropped, conflicting = filter_instances(parse(text, cfg.lang), row["finish_reason"] == "length",
+                                                  cfg.max_instances, _in_context(cfg, task), task["instruction"])
     return ([] if conflicting else kept), dropped, conflicting
 
 
@@ -401,15 +457,31 @@ def _decision(row: dict[str, Any]) -> bool | None:
     return None if "error" in row else parse_yes_no(row["text"])
 
 
+def _decide(cfg: SelfInstructConfig, seeds: list[dict], texts: list[str], model_votes: dict[str, bool | None],
+            index_holder: list[classify.NeighbourIndex]) -> dict[str, classify.Decision]:
+    """The classification decision for ``texts`` (the neighbour index is built on first use).
+
+    A seed is never its own neighbour (``NeighbourIndex`` skips equal texts), so the agreement measured on
+    ``eval_seeds`` is leave-one-out.
+    """
+    if not texts:
+        return {}
+    if not index_holder:
+        paths = cfg.classify_neighbours if cfg.classify_neighbours is not None else classify.DEFAULT_NEIGHBOURS
+        labelled = classify.labelled_tasks(paths) + [(t["instruction"], t["is_classification"]) for t in seeds
+                                                     if isinstance(t.get("is_classification"), bool)]
+        index_holder.append(classify.NeighbourIndex(labelled, k=cfg.classify_k))
+    found = classify.decide(texts, index_holder[0], [model_votes.get(t) for t in texts], cfg.lang)
+    return dict(zip(texts, found))
+
+
 def _agreement(eval_seeds: list[dict], decisions: dict[str, bool | None]) -> dict[str, Any] | None:
-    """How often the classifier agrees with the seeds' own ``is_classification`` labels."""
+    """How often a decision agrees with the seeds' own ``is_classification`` labels (``rate`` = accuracy)."""
     if not eval_seeds:
         return None
-    pairs = [(bool(t["is_classification"]), decisions[t["instruction"]]) for t in eval_seeds]
-    agree = sum(1 for label, guess in pairs if guess is not None and label == guess)
-    return {"evaluated": len(pairs), "agree": agree, "rate": round(agree / len(pairs), 4),
-            "unparsed": sum(1 for _, guess in pairs if guess is None),
-            "confusion": {f"label={label}/predicted={guess}": n for (label, guess), n in sorted(Counter(pairs).items(), key=str)}}
+    found = classify.agreement([bool(t["is_classification"]) for t in eval_seeds],
+                               [decisions.get(t["instruction"]) for t in eval_seeds])
+    return {**found, "rate": found["accuracy"], "unparsed": found["unanswered"]}
 
 
 def _assemble(cfg: SelfInstructConfig, run: _Run, inst_log: StageLog) -> tuple[list[Example], list[dict[str, Any]]]:
@@ -421,7 +493,13 @@ def _assemble(cfg: SelfInstructConfig, run: _Run, inst_log: StageLog) -> tuple[l
         row = inst_log.done[_instance_key(task)]
         meta = {"method": STAGE, "round": task["round"], "model": task["model"], "prompt": task["prompt"],
                 "source": task["source"], "similar": task["similar"], "usage": task["usage"],
-                "route": "output_first" if is_clf else "input_first"}
+                "route": "output_first" if is_clf else "input_first", "classify": task["classify"],
+                "in_context": _in_context(cfg, task)}
+        if "error" not in row:
+            # Of the instance kept: when the reply hit max_tokens its last instance is dropped as truncated,
+            # and every kept one ended before the cut. The reply's own reason stays in response_finish_reason.
+            meta["finish_reason"] = "stop" if row["finish_reason"] == "length" else row["finish_reason"]
+            meta["response_finish_reason"] = row["finish_reason"]
         if "error" in row:
             run.rejects.append(make_reject(Example(instruction=instruction, output="", meta=meta), STAGE,
                                            f"llm_{row['error']}", row["detail"], step="instances"))

@@ -330,6 +330,8 @@ def _settle(key: str, sample: Sample, result: Completion | BaseException, G: nx.
         return {"key": key, "record": record.to_dict(),
                 "reject": {"stage": STAGE, "reason": "unparseable", "detail": result.text[:500]}}
     question, answer, complete = parsed
+    # Of the answer kept: a complete question/answer pair ended before the cut even when the reply ran on.
+    meta["finish_reason"] = "stop" if result.truncated and complete else result.finish_reason
     record = Example(instruction=question, output=answer, lang=cfg.lang, meta=meta)
     row: dict[str, Any] = {"key": key, "record": record.to_dict()}
     if result.truncated and not complete:

@@ -548,7 +548,8 @@ def _assemble(docs: list[Document], chunks: list[Chunk], langs: dict[str, str], 
             if arow is None or arow.get("llm_failed"):
                 reject(job.question, "", (arow or {}).get("reason", "not_asked"), (arow or {}).get("detail"))
                 continue
-            extra = {"model": arow["model"], "usage": {**arow["usage"], "questions": question_usage}}
+            extra = {"model": arow["model"], "usage": {**arow["usage"], "questions": question_usage},
+                     "finish_reason": arow["finish_reason"]}
             if arow["finish_reason"] == "length":
                 reject(job.question, arow["text"], "truncated", "finish_reason=length", extra)
                 continue

