@@ -131,13 +131,22 @@ def sampling_options(fn):
 @click.option("--port", type=click.IntRange(0, 65535), default=8000, show_default=True, help="0 picks a free port.")
 @click.option("--api-key", envvar="DATAGEN_SERVE_API_KEY", default=None,
               help="Require this bearer key (prefer the env var DATAGEN_SERVE_API_KEY).")
-@click.option("--served-model-name", default=None, help="Model id clients must use. Default: derived from --model.")
+@click.option("--served-model-name", default=None,
+              help="Model id clients must use. Default: NAME@DIGEST of the weights (+adapter@DIGEST), so client "
+                   "caches keyed by model id never mix models.")
 @click.option("--max-batch-size", type=click.IntRange(min=1), default=16, show_default=True,
               help="Concurrent requests gathered into one generate call.")
 @click.option("--max-request-bytes", type=click.IntRange(min=1), default=1_000_000, show_default=True)
 @click.option("--url-file", type=click.Path(dir_okay=False, path_type=Path), default=None,
               help="Write the base URL here once healthy (for scripts that start it on port 0).")
-def serve_cmd(model, adapter, host, port, api_key, served_model_name, max_batch_size, max_request_bytes, url_file):
+@click.option("--max-choices", type=click.IntRange(1, 4096), default=64, show_default=True,
+              help="Most completions (n x prompts) one request may ask for.")
+@click.option("--client-timeout", type=click.FloatRange(min=0, min_open=True, max=3600), default=30.0,
+              show_default=True, help="Seconds a client may take to send its headers, and again its body.")
+@click.option("--allow-host", "allow_hosts", multiple=True,
+              help="Without an API key only loopback Host/Origin are served; also accept this name ('*': any).")
+def serve_cmd(model, adapter, host, port, api_key, served_model_name, max_batch_size, max_request_bytes, url_file,
+              max_choices, client_timeout, allow_hosts):
     """Serve a local model as an OpenAI-compatible endpoint.
 
     Endpoints: /v1/chat/completions, /v1/completions, /v1/models, /health.
@@ -150,7 +159,8 @@ def serve_cmd(model, adapter, host, port, api_key, served_model_name, max_batch_
 
     cfg = ServeConfig(model=model, adapter=adapter, host=host, port=port, api_key=api_key,
                       served_model_name=served_model_name, max_batch_size=max_batch_size,
-                      max_request_bytes=max_request_bytes)
+                      max_request_bytes=max_request_bytes, max_choices=max_choices, client_timeout=client_timeout,
+                      allowed_hosts=tuple(allow_hosts))
     run_server(cfg, url_file=url_file)
 
 

@@ -26,7 +26,7 @@ import shutil
 import tempfile
 import threading
 from collections.abc import Iterator, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
@@ -178,10 +178,17 @@ class Choice:
 
 @dataclass(frozen=True)
 class Prepared:
-    """A tokenized request ready for ``LocalBackend.generate``."""
+    """A tokenized request ready for ``LocalBackend.generate``.
+
+    ``cancel`` (a ``threading.Event``) stops the request's rows at their next token once set: the server sets it
+    when the client disconnects. ``on_token`` is called in the model thread with (choice index, text so far)
+    after each step of a row that is still running (streaming).
+    """
 
     prompt_ids: tuple[int, ...]
     params: SamplingParams
+    cancel: Any = field(default=None, compare=False)
+    on_token: Any = field(default=None, compare=False)
 
 
 # ------------------------------------------------------------------------------------------- backend
@@ -218,6 +225,7 @@ class LocalBackend:
         self.pad_id = pad if pad is not None else min(self.eos_ids)
         self.context = getattr(self.model.config, "max_position_embeddings", None) or 2048
         self._interrupted = threading.Event()
+        self.cancelled_rows = 0  # rows stopped early because their request was cancelled (client gone)
 
     # -- requests -> token ids
 
@@ -289,7 +297,7 @@ class LocalBackend:
             ids[i, width - len(req.prompt_ids) :] = torch.tensor(req.prompt_ids)
             mask[i, width - len(req.prompt_ids) :] = 1
         sampler = _RowSampler([req.params for req, _ in rows], [choice for _, choice in rows])
-        stopper = _RowStopper(self, [req.params for req, _ in rows], width)
+        stopper = _RowStopper(self, [req for req, _ in rows], [choice for _, choice in rows], width)
         config = GenerationConfig(
             max_new_tokens=max(req.params.max_tokens for req, _ in rows),
             do_sample=False,  # greedy over the sampler's one-hot scores = the sampler's choice
@@ -303,6 +311,7 @@ class LocalBackend:
             logits_processor=LogitsProcessorList([sampler]),
             stopping_criteria=StoppingCriteriaList([stopper]),
         )
+        self.cancelled_rows += stopper.cancelled
         return [self._choice(out[i, width:].tolist(), req, stopper.ended_at[i]) for i, (req, _) in enumerate(rows)]
 
     def _choice(self, generated: list[int], req: Prepared, ended_at: int | None) -> Choice:
@@ -391,13 +400,19 @@ class _RowSampler:
 
 
 class _RowStopper:
-    """Stopping criteria per row: its max_tokens, its stop strings, or a server interrupt."""
+    """Stopping criteria per row: its max_tokens, its stop strings, its request's cancel, or a server interrupt.
 
-    def __init__(self, backend: LocalBackend, params: list[SamplingParams], prompt_width: int):
+    It also feeds streaming: after each step it calls a row's ``on_token`` with the text so far.
+    """
+
+    def __init__(self, backend: LocalBackend, requests: list[Prepared], choice_index: list[int], prompt_width: int):
         self.backend = backend
-        self.params = params
+        self.requests = requests
+        self.params = [r.params for r in requests]
+        self.choice_index = choice_index
         self.prompt_width = prompt_width
-        self.ended_at: list[int | None] = [None] * len(params)
+        self.ended_at: list[int | None] = [None] * len(requests)
+        self.cancelled = 0  # rows stopped because their client went away
 
     def __call__(self, input_ids: Any, scores: Any, **kwargs: Any) -> Any:
         import torch
@@ -408,10 +423,19 @@ class _RowStopper:
             if self.ended_at[i] is not None:
                 done[i] = True
                 continue
+            request = self.requests[i]
+            if request.cancel is not None and request.cancel.is_set():
+                self.ended_at[i] = length
+                self.cancelled += 1
+                done[i] = True
+                continue
             stopped = length >= p.max_tokens or int(input_ids[i, -1]) in self.backend.eos_ids
-            if not stopped and p.stop:
+            text = None
+            if not stopped and (p.stop or request.on_token is not None):
                 text = self.backend.tokenizer.decode(input_ids[i, self.prompt_width :], skip_special_tokens=True)
-                stopped = _first_stop(text, p.stop) is not None
+                stopped = bool(p.stop) and _first_stop(text, p.stop) is not None
+            if not stopped and request.on_token is not None:
+                request.on_token(self.choice_index[i], text)
             if stopped:
                 self.ended_at[i] = length
                 done[i] = True

@@ -21,6 +21,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import dataclasses
 import functools
 import hashlib
 import hmac
@@ -41,6 +42,7 @@ from collections.abc import Awaitable, Callable, Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
+from urllib.parse import urlsplit
 
 from datagen.errors import ConfigError, DatagenError, LLMError, LLMServerError, LLMTimeout
 
@@ -69,6 +71,9 @@ class ServeConfig:
     max_batch_size: int = 16  # requests gathered into one generate call (8–16 is the CPU sweet spot)
     max_request_bytes: int = 1_000_000  # larger bodies get 413
     device: str = "auto"  # auto: CUDA (bf16) when available, else CPU (fp32)
+    max_choices: int = 64  # n x prompts one request may ask for; more is refused (400), not queued
+    client_timeout: float = 30.0  # seconds a client may take to send its headers, and again its body
+    allowed_hosts: tuple[str, ...] = ()  # Host/Origin names accepted besides loopback when no api_key; "*": any
 
     def __post_init__(self) -> None:
         if self.model is not None and str(self.model) != "embedded" and not Path(self.model).exists():
@@ -87,6 +92,13 @@ class ServeConfig:
             raise ConfigError(f"serve.max_batch_size must be an integer in [1, 256], got {self.max_batch_size!r}")
         if not isinstance(self.max_request_bytes, int) or self.max_request_bytes < 1024:
             raise ConfigError(f"serve.max_request_bytes must be an integer >= 1024, got {self.max_request_bytes!r}")
+        if not isinstance(self.max_choices, int) or not 1 <= self.max_choices <= 4096:
+            raise ConfigError(f"serve.max_choices must be an integer in [1, 4096], got {self.max_choices!r}")
+        if not isinstance(self.client_timeout, (int, float)) or not 0 < self.client_timeout <= 3600:
+            raise ConfigError(f"serve.client_timeout must be seconds in (0, 3600], got {self.client_timeout!r}")
+        object.__setattr__(self, "allowed_hosts", tuple(h.lower().strip("[]") for h in self.allowed_hosts))
+        if not all(h and re.fullmatch(r"[\w.:*-]+", h) for h in self.allowed_hosts):
+            raise ConfigError(f"serve.allowed_hosts must be host names (or *), got {self.allowed_hosts!r}")
         if not _DEVICE.fullmatch(self.device):
             raise ConfigError(f"serve.device must be auto, cpu, mps, cuda or cuda:N, got {self.device!r}")
 
@@ -162,6 +174,8 @@ class _Pending:
     prompt: Any
     params: SamplingParams
     future: asyncio.Future[list[Choice]]
+    cancel: threading.Event = field(default_factory=threading.Event)  # set: stop generating (client gone)
+    on_token: Callable[[int, str], None] | None = None  # streaming: called in the model thread
 
 
 class _Engine:
@@ -203,12 +217,18 @@ class _Engine:
             return
         self.on_ready()
 
-    async def submit(self, kind: str, prompt: Any, params: SamplingParams) -> list[Choice]:
-        """Queue one request and wait for its ``n`` choices."""
+    async def submit(self, kind: str, prompt: Any, params: SamplingParams, cancel: threading.Event | None = None,
+                     on_token: Callable[[int, str], None] | None = None) -> list[Choice]:
+        """Queue one request and wait for its ``n`` choices; setting ``cancel`` stops its generation."""
         assert self._queue is not None
         future: asyncio.Future[list[Choice]] = asyncio.get_running_loop().create_future()
-        await self._queue.put(_Pending(kind, prompt, params, future))
-        return await future
+        pending = _Pending(kind, prompt, params, future, cancel or threading.Event(), on_token)
+        await self._queue.put(pending)
+        try:
+            return await future
+        except asyncio.CancelledError:
+            pending.cancel.set()  # the handler was cancelled (client gone): stop the rows at their next token
+            raise
 
     async def _worker(self) -> None:
         assert self._queue is not None
@@ -223,7 +243,7 @@ class _Engine:
                     break
             while len(batch) < self.cfg.max_batch_size and not self._queue.empty():  # queued meanwhile
                 batch.append(self._queue.get_nowait())
-            batch = [p for p in batch if not p.future.done()]  # the client went away
+            batch = [p for p in batch if not p.future.done() and not p.cancel.is_set()]  # the client went away
             if not batch:
                 continue
             self.batch_sizes[len(batch)] += 1
@@ -249,7 +269,8 @@ class _Engine:
         for pending in batch:
             try:
                 prepare = backend.prepare_chat if pending.kind == "chat" else backend.prepare_text
-                prepared.append(prepare(pending.prompt, pending.params))
+                ready = prepare(pending.prompt, pending.params)
+                prepared.append(dataclasses.replace(ready, cancel=pending.cancel, on_token=pending.on_token))
                 slots.append(len(outcomes))
                 outcomes.append([])
             except ConfigError as exc:
@@ -327,6 +348,7 @@ def create_app(cfg: ServeConfig, loader: Callable[[], LocalBackend] | None = Non
     def api(handler: Callable[[Request], Awaitable[dict[str, Any]]]) -> Callable[[Request], Awaitable[JSONResponse]]:
         async def endpoint(request: Request) -> JSONResponse:
             try:
+                _check_host(request, cfg)
                 _check_key(request, cfg.api_key)
                 if engine.backend is None:
                     raise _ApiError(503, "the model is still loading; retry shortly", "model_loading")
@@ -340,20 +362,22 @@ def create_app(cfg: ServeConfig, loader: Callable[[], LocalBackend] | None = Non
         return endpoint
 
     async def chat(request: Request) -> dict[str, Any]:
-        body = await _read_json(request, cfg.max_request_bytes, cfg.model_id)
+        body = await _read_json(request, cfg.max_request_bytes, cfg.model_id, cfg.client_timeout)
         messages = _messages(body.get("messages"))
         params = _sampling(body, default_max_tokens=512)
-        choices = await _submit(engine, "chat", messages, params)
+        _check_choices(params.n, cfg.max_choices)
+        choices = await _submit(engine, request, "chat", messages, params)
         return _response(cfg.model_id, "chat.completion", "chatcmpl", choices, [choices[0].prompt_tokens], chat=True)
 
     async def completions(request: Request) -> dict[str, Any]:
-        body = await _read_json(request, cfg.max_request_bytes, cfg.model_id)
+        body = await _read_json(request, cfg.max_request_bytes, cfg.model_id, cfg.client_timeout)
         prompt = body.get("prompt")
         prompts = [prompt] if isinstance(prompt, str) else prompt
         if not isinstance(prompts, list) or not prompts or not all(isinstance(p, str) for p in prompts):
             raise _ApiError(400, "prompt must be a string or a non-empty list of strings", param="prompt")
         params = _sampling(body, default_max_tokens=16)  # OpenAI's default for /v1/completions
-        per_prompt = await asyncio.gather(*(_submit(engine, "text", p, params) for p in prompts))
+        _check_choices(params.n * len(prompts), cfg.max_choices)
+        per_prompt = await _submit_all(engine, request, "text", prompts, params)
         choices = [c for group in per_prompt for c in group]  # index = prompt_i * n + j, as OpenAI does
         return _response(cfg.model_id, "text_completion", "cmpl", choices, [g[0].prompt_tokens for g in per_prompt])
 
@@ -362,7 +386,12 @@ def create_app(cfg: ServeConfig, loader: Callable[[], LocalBackend] | None = Non
         return {"object": "list", "data": [model]}
 
     async def health(request: Request) -> JSONResponse:
-        stats = {"model": cfg.model_id, "pid": os.getpid(), "batch_sizes": dict(engine.batch_sizes)}
+        try:
+            _check_host(request, cfg)
+        except _ApiError as exc:
+            return exc.response()
+        stats = {"model": cfg.model_id, "pid": os.getpid(), "batch_sizes": dict(engine.batch_sizes),
+                 "cancelled_rows": engine.backend.cancelled_rows if engine.backend is not None else 0}
         if engine.load_error is not None:
             error = f"{type(engine.load_error).__name__}: {engine.load_error}"
             return JSONResponse({"status": "error", "error": error, **stats}, status_code=500)
@@ -398,16 +427,64 @@ def _check_key(request: Request, api_key: str | None) -> None:
         raise _ApiError(401, "missing or incorrect API key (send Authorization: Bearer <key>)", "invalid_api_key")
 
 
-async def _read_json(request: Request, limit: int, model_id: str) -> dict[str, Any]:
-    """The JSON body, refused early when over ``limit`` bytes, with the requested model checked."""
+_LOOPBACK_NAMES = {"localhost", "127.0.0.1", "::1"}
+
+
+def _hostname(value: str) -> str:
+    """``Host``/``Origin`` -> the bare lower-case host name (no scheme, port or IPv6 brackets)."""
+    value = value.strip().lower()
+    if "://" in value:
+        value = urlsplit(value).netloc
+    if value.startswith("["):
+        return value[1:].split("]", 1)[0]
+    return value.rsplit(":", 1)[0] if value.count(":") == 1 else value
+
+
+def _check_host(request: Request, cfg: ServeConfig) -> None:
+    """Without an API key, accept only loopback ``Host`` and ``Origin`` (plus ``allowed_hosts``).
+
+    A web page the user visits can send requests to 127.0.0.1 (CSRF) or rebind its own name to it (DNS
+    rebinding); browsers always send the page's name in ``Host`` or ``Origin``, which this refuses.
+    """
+    if cfg.api_key is not None or "*" in cfg.allowed_hosts:
+        return
+    allowed = _LOOPBACK_NAMES | set(cfg.allowed_hosts)
+    host = _hostname(request.headers.get("host", ""))
+    if host not in allowed and not host.startswith("127."):
+        raise _ApiError(403, f"Host {host!r} is not allowed without an API key: use 127.0.0.1/localhost, set "
+                             "DATAGEN_SERVE_API_KEY, or pass --allow-host NAME", "host_not_allowed")
+    origin = request.headers.get("origin")
+    if origin is not None:
+        name = _hostname(origin) if origin != "null" else "null"
+        if name not in allowed and not name.startswith("127."):
+            raise _ApiError(403, f"Origin {origin!r} is not allowed without an API key (a web page may not drive "
+                                 "this server); set DATAGEN_SERVE_API_KEY or pass --allow-host NAME",
+                            "origin_not_allowed")
+
+
+def _check_choices(count: int, limit: int) -> None:
+    if count > limit:
+        raise _ApiError(400, f"n x prompts asks for {count} completions; this server allows at most {limit} per "
+                             "request (--max-choices)", "too_many_choices", "n")
+
+
+async def _read_json(request: Request, limit: int, model_id: str, timeout: float = 30.0) -> dict[str, Any]:
+    """The JSON body, refused early when over ``limit`` bytes or slower than ``timeout``, model checked."""
     declared = request.headers.get("content-length")
     if declared is not None and declared.isdigit() and int(declared) > limit:
         raise _ApiError(413, f"request body over the {limit}-byte limit", "request_too_large")
     body = bytearray()
-    async for chunk in request.stream():  # a chunked body has no content-length: count as it comes
-        body += chunk
-        if len(body) > limit:
-            raise _ApiError(413, f"request body over the {limit}-byte limit", "request_too_large")
+
+    async def read() -> None:
+        async for chunk in request.stream():  # a chunked body has no content-length: count as it comes
+            body.extend(chunk)
+            if len(body) > limit:
+                raise _ApiError(413, f"request body over the {limit}-byte limit", "request_too_large")
+
+    try:
+        await asyncio.wait_for(read(), timeout)
+    except TimeoutError:
+        raise _ApiError(408, f"the request body did not arrive within {timeout:g} s", "request_timeout") from None
     try:
         data = json.loads(body)
     except ValueError as exc:  # also UnicodeDecodeError
@@ -480,13 +557,43 @@ def _sampling(body: dict[str, Any], default_max_tokens: int) -> SamplingParams:
         raise _ApiError(400, str(exc), param=str(exc).split(" ", 1)[0]) from None
 
 
-async def _submit(engine: _Engine, kind: str, prompt: Any, params: SamplingParams) -> list[Choice]:
+async def _submit(engine: _Engine, request: Request, kind: str, prompt: Any, params: SamplingParams,
+                  on_token: Callable[[int, str], None] | None = None) -> list[Choice]:
+    """Generate one request, stopping its generation if the client disconnects first."""
+    return (await _submit_all(engine, request, kind, [prompt], params, on_token))[0]
+
+
+async def _submit_all(engine: _Engine, request: Request, kind: str, prompts: list[Any], params: SamplingParams,
+                      on_token: Callable[[int, str], None] | None = None) -> list[list[Choice]]:
+    cancel = threading.Event()
+    work = asyncio.ensure_future(asyncio.gather(*(engine.submit(kind, p, params, cancel, on_token) for p in prompts)))
+    watcher = asyncio.ensure_future(_disconnected(request))
     try:
-        return await engine.submit(kind, prompt, params)
+        await asyncio.wait([work, watcher], return_when=asyncio.FIRST_COMPLETED)
+        if not work.done():  # the client went away: free the model for others
+            cancel.set()
+            work.cancel()
+            raise _ApiError(499, "client closed the request", "client_closed")
+        return work.result()
     except _ApiError:
+        raise
+    except asyncio.CancelledError:
+        cancel.set()
         raise
     except Exception as exc:  # already recorded in engine.errors by the worker
         raise _ApiError(500, f"{type(exc).__name__}: {exc}") from exc
+    finally:
+        watcher.cancel()
+        if not work.done():
+            work.cancel()
+
+
+async def _disconnected(request: Request) -> None:
+    """Return when the client closes its connection (the body has been read: only a disconnect comes next)."""
+    while True:
+        message = await request.receive()
+        if message["type"] == "http.disconnect":
+            return
 
 
 def _response(
@@ -527,6 +634,54 @@ def _bind(host: str, port: int) -> socket.socket:
     return sock
 
 
+def _protocol(header_timeout: float) -> type:
+    """uvicorn's h11 protocol with a deadline for the request line and headers.
+
+    uvicorn times out idle keep-alive connections but not a client that connects and then sends its headers
+    a byte at a time (slowloris): each such client would hold a connection forever. The deadline starts when
+    the connection opens (and again after each response) and is not reset by data, only by a whole request.
+    """
+    from uvicorn.protocols.http.h11_impl import H11Protocol
+
+    class DeadlineProtocol(H11Protocol):
+        _deadline: asyncio.TimerHandle | None = None
+        _cycle_seen: Any = None
+
+        def connection_made(self, transport: Any) -> None:  # type: ignore[override]
+            super().connection_made(transport)
+            self._arm()
+
+        def _arm(self) -> None:
+            self._disarm()
+            self._cycle_seen = self.cycle
+            self._deadline = self.loop.call_later(header_timeout, self._too_slow)
+
+        def _disarm(self) -> None:
+            if self._deadline is not None:
+                self._deadline.cancel()
+                self._deadline = None
+
+        def _too_slow(self) -> None:
+            if self.cycle is self._cycle_seen and not self.transport.is_closing():  # no new request started
+                self.transport.close()
+
+        def handle_events(self) -> None:
+            super().handle_events()
+            if self.cycle is not self._cycle_seen:  # a whole request line and headers arrived
+                self._disarm()
+
+        def on_response_complete(self) -> None:
+            super().on_response_complete()
+            if not self.transport.is_closing():
+                self._arm()
+
+        def connection_lost(self, exc: Exception | None) -> None:
+            self._disarm()
+            super().connection_lost(exc)
+
+    return DeadlineProtocol
+
+
 def _base_url(sock: socket.socket) -> str:
     host, port = sock.getsockname()[:2]
     return f"http://{f'[{host}]' if ':' in host else host}:{port}/v1"
@@ -546,7 +701,8 @@ def run_server(cfg: ServeConfig, url_file: Path | None = None) -> None:
     url = _base_url(sock)
     app = create_app(cfg)
     engine: _Engine = app.state.engine
-    server = uvicorn.Server(uvicorn.Config(app, log_level="info", access_log=False, timeout_graceful_shutdown=5))
+    server = uvicorn.Server(uvicorn.Config(app, log_level="info", access_log=False, timeout_graceful_shutdown=5,
+                                           http=_protocol(cfg.client_timeout), timeout_keep_alive=5))
     print(f"datagen serve: loading {cfg.model_id}; listening on {url}", flush=True)
 
     def ready() -> None:
@@ -611,7 +767,8 @@ def serve_in_thread(
     url = _base_url(sock)
     app = create_app(cfg, loader)
     engine: _Engine = app.state.engine
-    server = uvicorn.Server(uvicorn.Config(app, log_level="warning", log_config=None, timeout_graceful_shutdown=2))
+    server = uvicorn.Server(uvicorn.Config(app, log_level="warning", log_config=None, timeout_graceful_shutdown=2,
+                                           http=_protocol(cfg.client_timeout), timeout_keep_alive=5))
     crashed: list[BaseException] = []
 
     def run() -> None:
@@ -704,6 +861,9 @@ def _serve_args(cfg: ServeConfig) -> list[str]:
         args += ["--adapter", str(cfg.adapter)]
     if cfg.served_model_name is not None:
         args += ["--served-model-name", cfg.served_model_name]
+    args += ["--max-choices", str(cfg.max_choices), "--client-timeout", str(cfg.client_timeout)]
+    for host in cfg.allowed_hosts:
+        args += ["--allow-host", host]
     return args
 
 
