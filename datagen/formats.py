@@ -415,7 +415,7 @@ def export(examples: list[Example], out: str | Path, to: str, *, overwrite: bool
     result = ExportResult(0)
     dropped = result.dropped
     if to not in ("datagen", "hf", "parquet", "seed"):
-        _count_lost_fields(examples, dropped, keep_id=to in ("sharegpt", "messages", "prompt-completion", "text"))
+        _count_lost_fields(examples, dropped, joined=to not in ("alpaca", "alpaca-json"))
     if to == "datagen":
         result.rows = write_jsonl(out, examples)
     elif to == "alpaca":
@@ -454,8 +454,10 @@ def export(examples: list[Example], out: str | Path, to: str, *, overwrite: bool
     return result
 
 
-def _count_lost_fields(examples: list[Example], dropped: Counter[str], keep_id: bool) -> None:
+def _count_lost_fields(examples: list[Example], dropped: Counter[str], joined: bool) -> None:
     for example in examples:
+        if joined and example.input:
+            dropped["instruction/input split (joined in the user turn)"] += 1
         if example.meta:
             dropped["meta (provenance)"] += 1
         if example.is_classification is not None:
