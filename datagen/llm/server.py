@@ -332,7 +332,7 @@ def create_app(cfg: ServeConfig, loader: Callable[[], LocalBackend] | None = Non
     """The Starlette app; ``loader`` (default: ``load_backend(cfg)``) runs in the background at startup."""
     from starlette.applications import Starlette
     from starlette.exceptions import HTTPException
-    from starlette.responses import JSONResponse
+    from starlette.responses import JSONResponse, Response
     from starlette.routing import Route
 
     engine = _Engine(cfg, loader or (lambda: load_backend(cfg)))
@@ -352,7 +352,8 @@ def create_app(cfg: ServeConfig, loader: Callable[[], LocalBackend] | None = Non
                 _check_key(request, cfg.api_key)
                 if engine.backend is None:
                     raise _ApiError(503, "the model is still loading; retry shortly", "model_loading")
-                return JSONResponse(await handler(request))
+                result = await handler(request)
+                return result if isinstance(result, Response) else JSONResponse(result)
             except _ApiError as exc:
                 return exc.response()
             except Exception as exc:  # a bug: answer in OpenAI's shape and let serve_in_thread raise it
@@ -366,6 +367,8 @@ def create_app(cfg: ServeConfig, loader: Callable[[], LocalBackend] | None = Non
         messages = _messages(body.get("messages"))
         params = _sampling(body, default_max_tokens=512)
         _check_choices(params.n, cfg.max_choices)
+        if body.get("stream"):
+            return _stream(engine, cfg.model_id, "chat", [messages], params, body.get("stream_options"))
         choices = await _submit(engine, request, "chat", messages, params)
         return _response(cfg.model_id, "chat.completion", "chatcmpl", choices, [choices[0].prompt_tokens], chat=True)
 
@@ -377,6 +380,8 @@ def create_app(cfg: ServeConfig, loader: Callable[[], LocalBackend] | None = Non
             raise _ApiError(400, "prompt must be a string or a non-empty list of strings", param="prompt")
         params = _sampling(body, default_max_tokens=16)  # OpenAI's default for /v1/completions
         _check_choices(params.n * len(prompts), cfg.max_choices)
+        if body.get("stream"):
+            return _stream(engine, cfg.model_id, "text", prompts, params, body.get("stream_options"))
         per_prompt = await _submit_all(engine, request, "text", prompts, params)
         choices = [c for group in per_prompt for c in group]  # index = prompt_i * n + j, as OpenAI does
         return _response(cfg.model_id, "text_completion", "cmpl", choices, [g[0].prompt_tokens for g in per_prompt])
@@ -496,11 +501,22 @@ async def _read_json(request: Request, limit: int, model_id: str, timeout: float
         raise _ApiError(400, "model is required and must be a string", param="model")
     if model != model_id:
         raise _ApiError(404, f"The model `{model}` does not exist; this server serves `{model_id}`.", "model_not_found", "model")
-    if data.get("stream"):
-        raise _ApiError(400, "stream=true is not supported by this server", param="stream")
-    if data.get("logprobs") or data.get("echo"):
-        raise _ApiError(400, "logprobs and echo are not supported by this server")
+    for name, value in data.items():  # an ignored parameter would silently change what the client gets
+        if name not in _SUPPORTED and value not in (None, False, [], {}, "", 0) and not (name == "best_of" and value == 1):
+            raise _ApiError(400, f"{name} is not supported by this server (supported: {', '.join(sorted(_SUPPORTED))})",
+                            "unsupported_parameter", name)
+    if not isinstance(data.get("stream", False), (bool, type(None))):
+        raise _ApiError(400, "stream must be true or false", param="stream")
     return data
+
+
+#: Request fields the server honours. Others are refused (400 naming them) unless unset, false or empty;
+#: ``user`` and ``store``/``metadata`` only label a request and change no answer.
+_SUPPORTED = frozenset({
+    "model", "messages", "prompt", "n", "temperature", "top_p", "top_k", "min_p", "max_tokens",
+    "max_completion_tokens", "stop", "seed", "presence_penalty", "frequency_penalty", "repetition_penalty",
+    "logit_bias", "response_format", "stream", "stream_options", "user", "store", "metadata",
+})
 
 
 def _messages(value: Any) -> list[dict[str, str]]:
@@ -542,8 +558,20 @@ def _sampling(body: dict[str, Any], default_max_tokens: int) -> SamplingParams:
     max_tokens = get("max_completion_tokens", (int,), None)  # the newer name of max_tokens in chat
     if max_tokens is None:
         max_tokens = get("max_tokens", (int,), default_max_tokens)
+    bias = body.get("logit_bias") or {}
+    if not isinstance(bias, dict) or not all(isinstance(k, str) and k.strip().isdigit() and isinstance(v, (int, float))
+                                             and not isinstance(v, bool) for k, v in bias.items()):
+        raise _ApiError(400, "logit_bias must map token ids (as strings) to numbers in [-100, 100]", param="logit_bias")
+    options = body.get("stream_options")
+    if options is not None and (not isinstance(options, dict) or set(options) - {"include_usage"}):
+        raise _ApiError(400, "stream_options supports only include_usage", param="stream_options")
     try:
         return SamplingParams(
+            top_k=get("top_k", (int,), 0),
+            min_p=float(get("min_p", (int, float), 0.0)),
+            repetition_penalty=float(get("repetition_penalty", (int, float), 1.0)),
+            logit_bias=tuple(sorted((int(k), float(v)) for k, v in bias.items())),
+            response_format=_response_format(body.get("response_format")),
             n=get("n", (int,), 1),
             temperature=float(get("temperature", (int, float), 1.0)),
             top_p=float(get("top_p", (int, float), 1.0)),
@@ -555,6 +583,25 @@ def _sampling(body: dict[str, Any], default_max_tokens: int) -> SamplingParams:
         )
     except ConfigError as exc:  # the message starts with the field's name: "top_p must be in (0, 1], ..."
         raise _ApiError(400, str(exc), param=str(exc).split(" ", 1)[0]) from None
+
+
+def _response_format(value: Any) -> str | None:
+    """OpenAI ``response_format`` -> None (text), "json" (any JSON object) or a JSON schema as JSON text."""
+    if value is None:
+        return None
+    kind = value.get("type") if isinstance(value, dict) else None
+    if kind == "text":
+        return None
+    if kind == "json_object":
+        return json.dumps({"type": "object"})
+    if kind == "json_schema":
+        spec = value.get("json_schema")
+        schema = spec.get("schema") if isinstance(spec, dict) else None
+        if not isinstance(schema, dict):
+            raise _ApiError(400, "response_format.json_schema.schema must be a JSON schema object",
+                            param="response_format")
+        return json.dumps(schema, sort_keys=True)
+    raise _ApiError(400, "response_format.type must be text, json_object or json_schema", param="response_format")
 
 
 async def _submit(engine: _Engine, request: Request, kind: str, prompt: Any, params: SamplingParams,
@@ -586,6 +633,90 @@ async def _submit_all(engine: _Engine, request: Request, kind: str, prompts: lis
         watcher.cancel()
         if not work.done():
             work.cancel()
+
+
+def _stream(engine: _Engine, model_id: str, kind: str, prompts: list[Any], params: SamplingParams,
+            options: dict[str, Any] | None) -> Any:
+    """Server-sent events as OpenAI streams them: ``data: {chunk}`` per text delta, a final chunk per choice with
+    its finish_reason, an optional usage chunk (``stream_options.include_usage``), then ``data: [DONE]``.
+
+    Text arrives from the model thread after every token. The last characters are held back while they could
+    still be the start of a stop string (or half a UTF-8 character), and each choice ends with the remainder of
+    its final text, so the deltas always add up to exactly the non-streamed answer.
+    """
+    from starlette.responses import StreamingResponse
+
+    chat = kind == "chat"
+    loop = asyncio.get_running_loop()
+    events: asyncio.Queue[tuple[int, str]] = asyncio.Queue()
+    cancel = threading.Event()
+    hold = max((len(s) for s in params.stop), default=1) - 1
+    rid, created = f"{'chatcmpl' if chat else 'cmpl'}-{uuid.uuid4().hex}", int(time.time())
+    obj = "chat.completion.chunk" if chat else "text_completion"
+
+    def on_token_for(p: int) -> Callable[[int, str], None]:
+        return lambda j, text: loop.call_soon_threadsafe(events.put_nowait, (p * params.n + j, text))
+
+    def event(index: int, text: str | None = None, finish: str | None = None, role: bool = False) -> str:
+        if chat:
+            delta: dict[str, Any] = {"role": "assistant", "content": ""} if role else {} if text is None else {"content": text}
+            choice: dict[str, Any] = {"index": index, "delta": delta, "logprobs": None, "finish_reason": finish}
+        else:
+            choice = {"index": index, "text": text or "", "logprobs": None, "finish_reason": finish}
+        chunk = {"id": rid, "object": obj, "created": created, "model": model_id, "choices": [choice]}
+        return f"data: {json.dumps(chunk, ensure_ascii=False)}\n\n"
+
+    async def body() -> Any:
+        work = asyncio.ensure_future(asyncio.gather(
+            *(engine.submit(kind, prompt, params, cancel, on_token_for(p)) for p, prompt in enumerate(prompts))))
+        sent: dict[int, str] = {}
+        try:
+            if chat:
+                for index in range(len(prompts) * params.n):
+                    yield event(index, role=True)
+            while True:
+                getter = asyncio.ensure_future(events.get())
+                await asyncio.wait([getter, work], return_when=asyncio.FIRST_COMPLETED)
+                if not getter.done():
+                    getter.cancel()
+                    break
+                index, text = getter.result()
+                safe = text.rstrip("\ufffd")
+                safe = safe[: len(safe) - hold] if hold else safe
+                done = sent.get(index, "")
+                if len(safe) > len(done) and safe.startswith(done):
+                    yield event(index, safe[len(done):])
+                    sent[index] = safe
+            try:
+                results = work.result()
+            except _ApiError as exc:
+                yield f"data: {json.dumps({'error': {'message': exc.message, 'type': 'invalid_request_error', 'param': exc.param, 'code': exc.code}})}\n\n"
+                return
+            except Exception as exc:  # recorded in engine.errors by the worker
+                yield f"data: {json.dumps({'error': {'message': f'{type(exc).__name__}: {exc}', 'type': 'server_error'}})}\n\n"
+                return
+            for p, choices in enumerate(results):
+                for j, choice in enumerate(choices):
+                    index = p * params.n + j
+                    done = sent.get(index, "")
+                    rest = choice.text[len(done):] if choice.text.startswith(done) else ""
+                    if rest:
+                        yield event(index, rest)
+                    yield event(index, finish=choice.finish_reason)
+            if options and options.get("include_usage"):
+                prompt_tokens = sum(c[0].prompt_tokens for c in results)
+                completion = sum(ch.completion_tokens for c in results for ch in c)
+                usage = {"prompt_tokens": prompt_tokens, "completion_tokens": completion,
+                         "total_tokens": prompt_tokens + completion}
+                chunk = {"id": rid, "object": obj, "created": created, "model": model_id, "choices": [], "usage": usage}
+                yield f"data: {json.dumps(chunk)}\n\n"
+            yield "data: [DONE]\n\n"
+        finally:  # also when the client disconnects: Starlette cancels this generator
+            if not work.done():
+                cancel.set()
+                work.cancel()
+
+    return StreamingResponse(body(), media_type="text/event-stream", headers={"Cache-Control": "no-cache"})
 
 
 async def _disconnected(request: Request) -> None:
