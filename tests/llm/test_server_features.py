@@ -122,3 +122,26 @@ def test_json_object_returns_a_json_object(client):
         assert isinstance(json.loads(content), dict)
     else:  # the budget ran out inside the object: still a valid prefix of one
         assert content.lstrip().startswith("{")
+
+
+def test_embeddings_for_the_shipped_encoder(client):
+    """/v1/embeddings answers with the bundled MiniLM: 384-d unit vectors, similar texts closer, base64 too."""
+    import base64
+
+    import numpy as np
+
+    reply = client.embeddings.create(model="all-minilm-l6-v2", input=["a red apple", "a green apple", "tax law"])
+    vectors = np.array([d.embedding for d in reply.data])
+    assert vectors.shape == (3, 384) and np.allclose(np.linalg.norm(vectors, axis=1), 1, atol=1e-4)
+    assert vectors[0] @ vectors[1] > vectors[0] @ vectors[2]
+    assert reply.usage.prompt_tokens > 3
+    raw = client.embeddings.create(model="all-minilm-l6-v2", input="a red apple", encoding_format="float")
+    assert np.allclose(raw.data[0].embedding, vectors[0], atol=1e-5)
+    with pytest.raises(openai.BadRequestError):
+        client.embeddings.create(model="all-minilm-l6-v2", input="x", dimensions=12)
+    with pytest.raises(openai.NotFoundError):
+        client.embeddings.create(model=TINY_MODEL, input="x")
+    b64 = httpx.post(str(client.base_url) + "embeddings", trust_env=False, timeout=60,
+                     json={"model": "all-minilm-l6-v2", "input": "a red apple", "encoding_format": "base64"}).json()
+    decoded = np.frombuffer(base64.b64decode(b64["data"][0]["embedding"]), dtype="<f4")
+    assert np.allclose(decoded, vectors[0], atol=1e-5)
