@@ -149,7 +149,8 @@ def serve_cmd(model, adapter, host, port, api_key, served_model_name, max_batch_
               max_choices, client_timeout, allow_hosts):
     """Serve a local model as an OpenAI-compatible endpoint.
 
-    Endpoints: /v1/chat/completions, /v1/completions, /v1/models, /health.
+    Endpoints: /v1/chat/completions and /v1/completions (stream: true for SSE), /v1/embeddings, /v1/models,
+    /health. Without an API key only loopback Host/Origin are served (--allow-host adds names).
 
     \b
     Example:  datagen serve --port 8000
