@@ -372,7 +372,7 @@ def create_app(cfg: ServeConfig, loader: Callable[[], LocalBackend] | None = Non
         params = _sampling(body, default_max_tokens=512)
         _check_choices(params.n, cfg.max_choices)
         if body.get("stream"):
-            return _stream(engine, cfg.model_id, "chat", [messages], params, body.get("stream_options"))
+            return _stream(engine, request, cfg.model_id, "chat", [messages], params, body.get("stream_options"))
         choices = await _submit(engine, request, "chat", messages, params)
         return _response(cfg.model_id, "chat.completion", "chatcmpl", choices, [choices[0].prompt_tokens], chat=True)
 
@@ -385,7 +385,7 @@ def create_app(cfg: ServeConfig, loader: Callable[[], LocalBackend] | None = Non
         params = _sampling(body, default_max_tokens=16)  # OpenAI's default for /v1/completions
         _check_choices(params.n * len(prompts), cfg.max_choices)
         if body.get("stream"):
-            return _stream(engine, cfg.model_id, "text", prompts, params, body.get("stream_options"))
+            return _stream(engine, request, cfg.model_id, "text", prompts, params, body.get("stream_options"))
         per_prompt = await _submit_all(engine, request, "text", prompts, params)
         choices = [c for group in per_prompt for c in group]  # index = prompt_i * n + j, as OpenAI does
         return _response(cfg.model_id, "text_completion", "cmpl", choices, [g[0].prompt_tokens for g in per_prompt])
@@ -695,7 +695,7 @@ async def _submit_all(engine: _Engine, request: Request, kind: str, prompts: lis
             work.cancel()
 
 
-def _stream(engine: _Engine, model_id: str, kind: str, prompts: list[Any], params: SamplingParams,
+def _stream(engine: _Engine, request: Request, model_id: str, kind: str, prompts: list[Any], params: SamplingParams,
             options: dict[str, Any] | None) -> Any:
     """Server-sent events as OpenAI streams them: ``data: {chunk}`` per text delta, a final chunk per choice with
     its finish_reason, an optional usage chunk (``stream_options.include_usage``), then ``data: [DONE]``.
@@ -729,16 +729,21 @@ def _stream(engine: _Engine, model_id: str, kind: str, prompts: list[Any], param
     async def body() -> Any:
         work = asyncio.ensure_future(asyncio.gather(
             *(engine.submit(kind, prompt, params, cancel, on_token_for(p)) for p, prompt in enumerate(prompts))))
+        # uvicorn drops writes to a closed connection silently: without this watcher an abandoned stream would
+        # generate to its last token.
+        gone = asyncio.ensure_future(_disconnected(request))
         sent: dict[int, str] = {}
+        getter: asyncio.Future[tuple[int, str]] | None = None
         try:
             if chat:
                 for index in range(len(prompts) * params.n):
                     yield event(index, role=True)
             while True:
                 getter = asyncio.ensure_future(events.get())
-                await asyncio.wait([getter, work], return_when=asyncio.FIRST_COMPLETED)
+                await asyncio.wait([getter, work, gone], return_when=asyncio.FIRST_COMPLETED)
+                if gone.done():
+                    return
                 if not getter.done():
-                    getter.cancel()
                     break
                 index, text = getter.result()
                 safe = text.rstrip("\ufffd")
@@ -771,10 +776,15 @@ def _stream(engine: _Engine, model_id: str, kind: str, prompts: list[Any], param
                 chunk = {"id": rid, "object": obj, "created": created, "model": model_id, "choices": [], "usage": usage}
                 yield f"data: {json.dumps(chunk)}\n\n"
             yield "data: [DONE]\n\n"
-        finally:  # also when the client disconnects: Starlette cancels this generator
+        finally:  # also when the client disconnects
+            for task in (getter, gone):
+                if task is not None and not task.done():
+                    task.cancel()
             if not work.done():
                 cancel.set()
                 work.cancel()
+                with contextlib.suppress(asyncio.CancelledError, Exception):
+                    await work
 
     return StreamingResponse(body(), media_type="text/event-stream", headers={"Cache-Control": "no-cache"})
 

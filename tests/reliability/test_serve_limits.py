@@ -141,3 +141,19 @@ def test_allow_host_and_api_key_open_other_names(tiny_model_dir):
     with serve_in_thread(cfg) as url:
         key = {"Authorization": f"Bearer {PLANTED_API_KEY}", "Host": "anything.example"}
         assert httpx.get(url + "/models", headers=key, trust_env=False).status_code == 200
+
+
+def test_a_stream_abandoned_mid_way_stops_its_generation(server):
+    """A streaming client that reads one chunk and hangs up: its generation stops too."""
+    health = server.removesuffix("/v1") + "/health"
+    before = httpx.get(health, trust_env=False).json()["cancelled_rows"]
+    body = json.dumps({"model": TINY_MODEL, "messages": [{"role": "user", "content": "Go on."}], "max_tokens": 1900,
+                       "temperature": 1.0, "seed": 2, "stream": True}).encode()
+    with socket.create_connection(_addr(server), timeout=30) as sock:
+        sock.sendall(b"POST /v1/chat/completions HTTP/1.1\r\nHost: 127.0.0.1\r\nContent-Type: application/json\r\n"
+                     b"Content-Length: " + str(len(body)).encode() + b"\r\n\r\n" + body)
+        assert b"data: " in sock.recv(4096) + sock.recv(4096)
+    deadline = time.monotonic() + 30
+    while httpx.get(health, trust_env=False).json()["cancelled_rows"] < before + 1:
+        assert time.monotonic() < deadline, "the abandoned stream kept generating"
+        time.sleep(0.1)
