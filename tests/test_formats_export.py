@@ -217,3 +217,30 @@ def test_preference_pairs_kept_against_rejected_answers_to_one_prompt(tmp_path):
     assert pair["rejected_reason"] == "low_score"
     missing = CliRunner().invoke(cli, ["convert", str(source), str(tmp_path / "q.jsonl"), "--to", "preference"])
     assert missing.exit_code == 2 and "rejected" in missing.output
+
+
+def test_export_of_a_run_writes_its_seeds_and_filter_figures_into_the_card(tmp_path):
+    run = tmp_path / "run"
+    write_jsonl(run / "filter" / "curated.jsonl", ALL)
+    write_jsonl(run / "filter" / "rejects.jsonl", [])
+    (run / "filter" / "filter_stats.json").write_text(json.dumps(
+        {"records_in": 9, "kept": 4, "rejected": 5, "rejects_by_reason": {"too_short": 5}}))
+    (run / "manifest.json").write_text(json.dumps({"name": "run", "config": {
+        "self_instruct": {"seeds": "seeds/seed_tasks.jsonl", "seed": 13}, "self_qa": {"docs": "seeds/docs"}}}))
+    result = CliRunner().invoke(cli, ["export", str(run), str(tmp_path / "ds"), "--to", "hf", "--license", "mit"])
+    assert result.exit_code == 0, result.output
+    card = (tmp_path / "ds" / "README.md").read_text()
+    assert yaml.safe_load(card.split("---\n")[1])["license"] == "mit"
+    for fact in ("self_instruct.seeds: seeds/seed_tasks.jsonl", "self_qa.docs: seeds/docs", "self_instruct.seed: 13",
+                 "records_in: 9", "kept: 4", '"too_short": 5'):
+        assert fact in card, fact
+
+
+def test_convert_to_text_with_a_tokenizer(tmp_path, tiny_model_dir):
+    source = tmp_path / "in.jsonl"
+    write_jsonl(source, [MULTI])
+    result = CliRunner().invoke(cli, ["convert", str(source), str(tmp_path / "t.jsonl"), "--to", "text",
+                                      "--tokenizer", str(tiny_model_dir)])
+    assert result.exit_code == 0, result.output
+    text = json.loads((tmp_path / "t.jsonl").read_text())["text"]
+    assert text.startswith("<|im_start|>system\nBe brief.<|im_end|>") and "<|im_start|>assistant\n10.<|im_end|>" in text
