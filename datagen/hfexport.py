@@ -3,7 +3,7 @@
 The folder ``datagen export RUN out/ds --to hf`` writes is read by all of
 
     datasets.load_from_disk("out/ds")        # a DatasetDict: dataset_dict.json + train/ (save_to_disk's files)
-    datasets.load_dataset("out/ds")          # README.md's YAML ``configs`` names train/'s arrow file
+    datasets.load_dataset("out/ds")          # README.md's YAML ``configs`` names train/data-<digest>.arrow
     LLaMA-Factory (dataset_dir: out/ds)      # dataset_info.json entries datagen_sharegpt / datagen_alpaca
 
 The split lives in ``train/`` because ``load_dataset`` refuses a folder with save_to_disk's ``state.json`` at
@@ -31,26 +31,27 @@ from typing import Any
 from datagen.formats import replace_folder, to_alpaca, to_messages
 from datagen.records import Example, write_atomic, write_json
 
-ARROW_FILE = "train/data-00000-of-00001.arrow"
+ARROW_FILE = "train/data-00000-of-00001.arrow"  # as save_to_disk names it; renamed to train/data-<digest>.arrow
 ALPACA_FILE = "alpaca_data.json"
 JSON_SUFFIX = ":json"  # a meta key stored as JSON text (values of mixed types); readers decode it
 
-#: LLaMA-Factory's dataset_info.json entries (its data/README.md documents the keys).
-LLAMA_FACTORY_ENTRIES: dict[str, dict[str, Any]] = {
-    "datagen_sharegpt": {
-        "file_name": ARROW_FILE,
+
+def llama_factory_entries(arrow_file: str) -> dict[str, dict[str, Any]]:
+    """LLaMA-Factory's dataset_info.json entries (its data/README.md documents the keys)."""
+    sharegpt = {
+        "file_name": arrow_file,
         "formatting": "sharegpt",
         "columns": {"messages": "messages"},
         "tags": {"role_tag": "role", "content_tag": "content", "user_tag": "user", "assistant_tag": "assistant",
                  "observation_tag": "tool", "system_tag": "system"},
-    },
-    "datagen_alpaca": {
+    }
+    alpaca = {
         "file_name": ALPACA_FILE,
         "formatting": "alpaca",
         "columns": {"prompt": "instruction", "query": "input", "response": "output", "system": "system",
                     "history": "history"},
-    },
-}
+    }
+    return {"datagen_sharegpt": sharegpt, "datagen_alpaca": alpaca}
 
 
 def features(meta_type: Any | None) -> Any:
@@ -153,10 +154,11 @@ def write_hf(examples: list[Example], out: Path, folder: bool, meta: str, card: 
     staging = Path(tempfile.mkdtemp(prefix=f".{out.name}.tmp-", dir=out.parent))
     try:
         datasets.DatasetDict({"train": dataset}).save_to_disk(str(staging), num_shards={"train": 1})
-        write_json(staging / "dataset_info.json", LLAMA_FACTORY_ENTRIES)
+        arrow_file = _name_by_content(staging)
+        write_json(staging / "dataset_info.json", llama_factory_entries(arrow_file))
         alpaca = [{"system": "", "history": [], **to_alpaca(e)} for e in examples]  # one shape for every row
         write_json(staging / ALPACA_FILE, alpaca)
-        write_atomic(staging / "README.md", dataset_card(examples, card, dropped))
+        write_atomic(staging / "README.md", dataset_card(examples, card, dropped, arrow_file))
         os.chmod(staging, 0o755)
         replace_folder(staging, out)
     except BaseException:
@@ -167,6 +169,27 @@ def write_hf(examples: list[Example], out: Path, folder: bool, meta: str, card: 
     return len(dataset)
 
 
+def _name_by_content(folder: Path) -> str:
+    """Rename the split's arrow file to ``train/data-<digest>.arrow`` (and tell state.json), returning the name.
+
+    ``load_dataset`` caches a local folder under a hash of its name and its data file *names*, not their
+    content: a re-export to the same path (or another folder of the same name) was read back from the cache
+    with the old rows. A name that changes with the content makes the cache key change with it.
+    """
+    import hashlib
+
+    old = folder / ARROW_FILE
+    with old.open("rb") as handle:
+        digest = hashlib.file_digest(handle, "sha256").hexdigest()[:16]
+    name = f"train/data-{digest}.arrow"
+    os.replace(old, folder / name)
+    state_path = folder / "train" / "state.json"
+    state = json.loads(state_path.read_text())
+    state["_data_files"] = [{"filename": Path(name).name}]
+    write_json(state_path, state)
+    return name
+
+
 def _size_category(n: int) -> str:
     for limit, name in ((1_000, "n<1K"), (10_000, "1K<n<10K"), (100_000, "10K<n<100K"), (1_000_000, "100K<n<1M")):
         if n < limit:
@@ -174,7 +197,8 @@ def _size_category(n: int) -> str:
     return "n>1M"
 
 
-def dataset_card(examples: list[Example], card: dict[str, Any], dropped: Counter[str]) -> str:
+def dataset_card(examples: list[Example], card: dict[str, Any], dropped: Counter[str],
+                 arrow_file: str = ARROW_FILE) -> str:
     """README.md: a YAML header the Hub reads (license, language, size, configs) and how the data was made."""
     import yaml
 
@@ -186,7 +210,7 @@ def dataset_card(examples: list[Example], card: dict[str, Any], dropped: Counter
         "task_categories": ["text-generation"],
         "tags": ["synthetic", "datagen", "instruction-tuning"],
         "pretty_name": card.get("name") or "datagen export",
-        "configs": [{"config_name": "default", "data_files": [{"split": "train", "path": ARROW_FILE}]}],
+        "configs": [{"config_name": "default", "data_files": [{"split": "train", "path": arrow_file}]}],
     }
     methods = Counter(e.meta.get("method") or "unknown" for e in examples)
     models = Counter(str(e.meta["model"]) for e in examples if e.meta.get("model"))

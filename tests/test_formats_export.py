@@ -244,3 +244,19 @@ def test_convert_to_text_with_a_tokenizer(tmp_path, tiny_model_dir):
     assert result.exit_code == 0, result.output
     text = json.loads((tmp_path / "t.jsonl").read_text())["text"]
     assert text.startswith("<|im_start|>system\nBe brief.<|im_end|>") and "<|im_start|>assistant\n10.<|im_end|>" in text
+
+
+def test_load_dataset_never_serves_a_stale_cache_after_a_re_export(tmp_path):
+    """datasets caches a folder by its name and data file names: the data file is named by its content."""
+    import datasets
+
+    cache = str(tmp_path / "cache")
+    (tmp_path / "a").mkdir()
+    (tmp_path / "b").mkdir()
+    export([PLAIN], tmp_path / "a" / "ds", "hf")
+    export(ALL, tmp_path / "b" / "ds", "hf")
+    assert datasets.load_dataset(str(tmp_path / "a" / "ds"), split="train", cache_dir=cache).num_rows == 1
+    assert datasets.load_dataset(str(tmp_path / "b" / "ds"), split="train", cache_dir=cache).num_rows == 4
+    export(ALL[:2], tmp_path / "a" / "ds", "hf", overwrite=True)
+    assert datasets.load_dataset(str(tmp_path / "a" / "ds"), split="train", cache_dir=cache).num_rows == 2
+    assert datasets.load_from_disk(str(tmp_path / "a" / "ds"))["train"].num_rows == 2
