@@ -260,7 +260,7 @@ def _read_hf(path: Path) -> list[Example]:
         if isinstance(row.get("meta"), str):  # written by datagen before the typed schema
             row["meta"] = json.loads(row["meta"]) if row["meta"] else {}
         elif isinstance(row.get("meta"), dict):  # a struct: keys other rows have come back as None
-            row["meta"] = {(k[:-5] if k.endswith(":json") else k): (json.loads(v) if k.endswith(":json") else v)
+            row["meta"] = {k.removesuffix(":json"): (json.loads(v) if k.endswith(":json") else v)
                            for k, v in _without_nones(row["meta"]).items()}
         for key in ("messages", "conversations"):
             if key in row and not row[key]:

@@ -219,8 +219,9 @@ def dataset_card(examples: list[Example], card: dict[str, Any], dropped: Counter
     lines = [
         "---", yaml.safe_dump(header, sort_keys=False, allow_unicode=True).strip(), "---", "",
         f"# {header['pretty_name']}", "",
-        f"{len(examples)} instruction-tuning records made with [datagen](https://github.com/) "
-        f"({', '.join(f'{n} {k}' for k, n in turns.most_common())}).", "",
+        f"{len(examples)} instruction-tuning records made with datagen ("
+        + ", ".join(f"{n} {k}" for k, n in turns.most_common()) + ").",
+        "",
         "## How it was made", "",
         *[f"- method `{k}`: {n} records" for k, n in methods.most_common()],
         *[f"- model `{k}`: {n} records" for k, n in models.most_common()],

@@ -4,7 +4,6 @@ trl trains on, a folder datasets and LLaMA-Factory both load, and the new format
 from __future__ import annotations
 
 import json
-from pathlib import Path
 
 import pytest
 import yaml
@@ -184,10 +183,13 @@ def test_prompt_completion_and_text_formats(tmp_path, tiny_model_dir):
     export(ALL, tmp_path / "pc.jsonl", "prompt-completion")
     rows = [json.loads(line) for line in (tmp_path / "pc.jsonl").read_text().splitlines()]
     assert rows[0]["prompt"] == MULTI.messages[:-1] and rows[0]["completion"] == [MULTI.messages[-1]]
-    assert [e.messages or to_messages(e) for e in read_any(tmp_path / "pc.jsonl")][0] == MULTI.messages
+    assert read_any(tmp_path / "pc.jsonl")[0].messages == MULTI.messages
 
     tokenizer = AutoTokenizer.from_pretrained(tiny_model_dir)
-    render = lambda messages: tokenizer.apply_chat_template(messages, tokenize=False)  # noqa: E731
+
+    def render(messages: list[dict[str, str]]) -> str:
+        return tokenizer.apply_chat_template(messages, tokenize=False)
+
     export(ALL, tmp_path / "t.jsonl", "text", chat_template=render)
     texts = [json.loads(line)["text"] for line in (tmp_path / "t.jsonl").read_text().splitlines()]
     assert texts[0] == render(MULTI.messages) and "<|im_start|>system\nBe brief." in texts[0]

@@ -22,7 +22,7 @@ def client(tiny_server_url: str) -> openai.OpenAI:
 @pytest.mark.parametrize("stop", [None, ["e"]])
 def test_streaming_chat_yields_the_same_text_as_non_streaming(client, stop):
     """At temperature 0 the streamed deltas add up to exactly the non-streamed answer (with a stop string too)."""
-    kwargs = dict(model=TINY_MODEL, messages=CHAT, max_tokens=24, temperature=0, stop=stop)
+    kwargs = {"model": TINY_MODEL, "messages": CHAT, "max_tokens": 24, "temperature": 0, "stop": stop}
     whole = client.chat.completions.create(**kwargs)
     stream = client.chat.completions.create(**kwargs, stream=True, stream_options={"include_usage": True})
     chunks = list(stream)
@@ -38,7 +38,7 @@ def test_streaming_chat_yields_the_same_text_as_non_streaming(client, stop):
 
 def test_streaming_completions_with_n_and_prompts(client):
     """Legacy completions stream too, each choice under its index (prompt_i * n + j)."""
-    kwargs = dict(model=TINY_MODEL, prompt=["Once", "Then"], max_tokens=8, temperature=0, n=2)
+    kwargs = {"model": TINY_MODEL, "prompt": ["Once", "Then"], "max_tokens": 8, "temperature": 0, "n": 2}
     whole = client.completions.create(**kwargs)
     texts: dict[int, str] = {}
     for chunk in client.completions.create(**kwargs, stream=True):

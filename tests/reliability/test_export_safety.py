@@ -109,7 +109,7 @@ def test_an_empty_folder_is_a_fine_destination(tmp_path):
 
 def test_a_failed_export_leaves_no_partial_output(tmp_path, monkeypatch):
     """A crash while writing the folder leaves DEST absent and no staging folder beside it."""
-    import datagen.hfexport as hfexport
+    from datagen import hfexport
 
     source = tmp_path / "in.jsonl"
     write_jsonl(source, RECORDS)
