@@ -414,8 +414,14 @@ def export(examples: list[Example], out: str | Path, to: str, *, overwrite: bool
     check_destination(out, to in _FOLDER_FORMATS, overwrite, protect)
     result = ExportResult(0)
     dropped = result.dropped
-    if to not in ("datagen", "hf", "parquet", "seed"):
-        _count_lost_fields(examples, dropped, joined=to not in ("alpaca", "alpaca-json"))
+    if to not in ("datagen", "hf", "parquet"):
+        _count_lost_fields(examples, dropped, joined=to not in ("alpaca", "alpaca-json", "seed"),
+                           keeps_classification=to == "seed")
+    if to == "seed":
+        lost = sum(1 for e in examples if e.messages and to_messages(e) != to_messages(
+            Example(instruction=e.instruction, input=e.input, output=e.output)))
+        if lost:
+            dropped["system prompt and turns after the first exchange (seed tasks are single-turn)"] += lost
     if to == "datagen":
         result.rows = write_jsonl(out, examples)
     elif to == "alpaca":
@@ -454,13 +460,14 @@ def export(examples: list[Example], out: str | Path, to: str, *, overwrite: bool
     return result
 
 
-def _count_lost_fields(examples: list[Example], dropped: Counter[str], joined: bool) -> None:
+def _count_lost_fields(examples: list[Example], dropped: Counter[str], joined: bool,
+                       keeps_classification: bool = False) -> None:
     for example in examples:
         if joined and example.input:
             dropped["instruction/input split (joined in the user turn)"] += 1
         if example.meta:
             dropped["meta (provenance)"] += 1
-        if example.is_classification is not None:
+        if example.is_classification is not None and not keeps_classification:
             dropped["is_classification"] += 1
         if example.lang is not None:
             dropped["lang"] += 1

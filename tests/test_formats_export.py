@@ -262,3 +262,9 @@ def test_load_dataset_never_serves_a_stale_cache_after_a_re_export(tmp_path):
     export(ALL[:2], tmp_path / "a" / "ds", "hf", overwrite=True)
     assert datasets.load_dataset(str(tmp_path / "a" / "ds"), split="train", cache_dir=cache).num_rows == 2
     assert datasets.load_from_disk(str(tmp_path / "a" / "ds"))["train"].num_rows == 2
+
+
+def test_seed_export_says_it_keeps_only_the_first_exchange(tmp_path):
+    result = export(ALL, tmp_path / "seed.jsonl", "seed")
+    assert result.dropped["system prompt and turns after the first exchange (seed tasks are single-turn)"] == 2
+    assert result.dropped["meta (provenance)"] == 3 and "is_classification" not in result.dropped
