@@ -201,16 +201,26 @@ def sampling_options(fn):
 @click.option("--port", type=click.IntRange(0, 65535), default=8000, show_default=True, help="0 picks a free port.")
 @click.option("--api-key", envvar="DATAGEN_SERVE_API_KEY", default=None,
               help="Require this bearer key (prefer the env var DATAGEN_SERVE_API_KEY).")
-@click.option("--served-model-name", default=None, help="Model id clients must use. Default: derived from --model.")
+@click.option("--served-model-name", default=None,
+              help="Model id clients must use. Default: NAME@DIGEST of the weights (+adapter@DIGEST), so client "
+                   "caches keyed by model id never mix models.")
 @click.option("--max-batch-size", type=click.IntRange(min=1), default=16, show_default=True,
               help="Concurrent requests gathered into one generate call.")
 @click.option("--max-request-bytes", type=click.IntRange(min=1), default=1_000_000, show_default=True)
 @click.option("--url-file", type=click.Path(dir_okay=False, path_type=Path), default=None,
               help="Write the base URL here once healthy (for scripts that start it on port 0).")
-def serve_cmd(model, adapter, host, port, api_key, served_model_name, max_batch_size, max_request_bytes, url_file):
+@click.option("--max-choices", type=click.IntRange(1, 4096), default=64, show_default=True,
+              help="Most completions (n x prompts) one request may ask for.")
+@click.option("--client-timeout", type=click.FloatRange(min=0, min_open=True, max=3600), default=30.0,
+              show_default=True, help="Seconds a client may take to send its headers, and again its body.")
+@click.option("--allow-host", "allow_hosts", multiple=True,
+              help="Without an API key only loopback Host/Origin are served; also accept this name ('*': any).")
+def serve_cmd(model, adapter, host, port, api_key, served_model_name, max_batch_size, max_request_bytes, url_file,
+              max_choices, client_timeout, allow_hosts):
     """Serve a local model as an OpenAI-compatible endpoint.
 
-    Endpoints: /v1/chat/completions, /v1/completions, /v1/models, /health.
+    Endpoints: /v1/chat/completions and /v1/completions (stream: true for SSE), /v1/embeddings, /v1/models,
+    /health. Without an API key only loopback Host/Origin are served (--allow-host adds names).
 
     \b
     Example:  datagen serve --port 8000
@@ -220,7 +230,8 @@ def serve_cmd(model, adapter, host, port, api_key, served_model_name, max_batch_
 
     cfg = ServeConfig(model=model, adapter=adapter, host=host, port=port, api_key=api_key,
                       served_model_name=served_model_name, max_batch_size=max_batch_size,
-                      max_request_bytes=max_request_bytes)
+                      max_request_bytes=max_request_bytes, max_choices=max_choices, client_timeout=client_timeout,
+                      allowed_hosts=tuple(allow_hosts))
     run_server(cfg, url_file=url_file)
 
 
@@ -615,16 +626,77 @@ def inspect_cmd(path: Path, samples: int) -> None:
     click.echo(render(summarize(path, samples=samples)))
 
 
+def _export_options(fn: Any) -> Any:
+    """Options ``export`` and ``convert`` share."""
+    from datagen.formats import EXPORT_FORMATS
+
+    options = [
+        click.option("--to", "to", required=True, type=click.Choice(list(EXPORT_FORMATS)),
+                     help="Output format; 'hf' writes a dataset folder (load_dataset, load_from_disk, LLaMA-Factory)."),
+        click.option("--overwrite", is_flag=True, help="Replace an existing DEST (never one holding the input or a run)."),
+        click.option("--meta", type=click.Choice(["struct", "drop"]), default="struct", show_default=True,
+                     help="hf/parquet: keep meta as a typed struct column, or leave it out."),
+        click.option("--tokenizer", default=None, help="--to text: model folder whose chat template renders each "
+                                                       "conversation (default: the embedded SmolLM2)."),
+        click.option("--license", "license_", default=None, help="--to hf: license in the dataset card."),
+    ]
+    return functools.reduce(lambda f, option: option(f), reversed(options), fn)
+
+
+def _chat_template(to: str, tokenizer: str | None) -> Any:
+    if to != "text":
+        return None
+    from transformers import AutoTokenizer
+
+    from datagen.llm.local import resolve_model_dir
+
+    tok = AutoTokenizer.from_pretrained(resolve_model_dir(tokenizer))
+    return lambda messages: tok.apply_chat_template(messages, tokenize=False)
+
+
+def _echo_export(result: Any, to: str, dest: Path, origin: str = "") -> None:
+    click.echo(f"wrote {result.rows} {'tasks' if to == 'seed' else 'pairs' if to == 'preference' else 'records'}"
+               f"{origin} to {dest} ({to})")
+    if result.dropped:
+        click.echo(result.notes(), err=True)
+
+
+def _run_card(run: Path) -> dict[str, Any]:
+    """Dataset-card facts from a run folder: its config's seeds and random seeds, and the filter's figures."""
+    import json
+
+    card: dict[str, Any] = {"name": run.resolve().name, "source": {"run": run.resolve().name}}
+    try:
+        config = json.loads((run / "manifest.json").read_text()).get("config", {})
+    except (OSError, ValueError):
+        config = {}
+    seeds = {f"{stage}.{key}": value for stage, section in config.items() if isinstance(section, dict)
+             for key, value in section.items() if key in ("seeds", "docs", "graph") and value}
+    random_seeds = {f"{stage}.seed": section["seed"] for stage, section in config.items()
+                    if isinstance(section, dict) and section.get("seed") is not None}
+    try:
+        stats = json.loads((run / "filter" / "filter_stats.json").read_text())
+        card["filter"] = {k: stats[k] for k in ("records_in", "kept", "rejected", "rejects_by_reason") if k in stats}
+    except (OSError, ValueError):
+        pass
+    card.update(seeds=seeds, random_seeds=random_seeds)
+    return card
+
+
 @cli.command("export")
 @click.argument("run", type=click.Path(exists=True, file_okay=False, path_type=Path))
 @click.argument("dest", type=click.Path(path_type=Path))
-@click.option("--to", "to", required=True, type=click.Choice(["alpaca", "sharegpt", "messages", "seed", "hf", "parquet", "datagen"]))
-def export_cmd(run: Path, dest: Path, to: str) -> None:
+@_export_options
+def export_cmd(run: Path, dest: Path, to: str, overwrite: bool, meta: str, tokenizer: str | None,
+               license_: str | None) -> None:
     """Export a run's curated data (or its generated records when it has no filter stage).
+
+    An existing DEST is refused unless --overwrite; what a format cannot hold is listed on stderr.
 
     \b
     Example:  datagen export outputs/seeds-to-sft out/ds --to hf
               datagen export outputs/seeds-to-sft chat.jsonl --to sharegpt
+              datagen export outputs/seeds-to-sft pairs.jsonl --to preference
     """
     from datagen.errors import ConfigError
     from datagen.formats import export, read_any
@@ -634,29 +706,40 @@ def export_cmd(run: Path, dest: Path, to: str) -> None:
     if not sources:
         raise ConfigError(f"{run}: no filter/curated.jsonl or */records.jsonl; is it a `datagen run` output folder?")
     examples = [e for source in sources for e in read_any(source)]
-    count = export(examples, dest, to)
-    click.echo(f"wrote {count} {'tasks' if to == 'seed' else 'records'} from {len(sources)} file(s) to {dest} ({to})")
+    rejects = run / "filter" / "rejects.jsonl"
+    rejected = read_any(rejects) if to == "preference" and rejects.exists() else []
+    result = export(examples, dest, to, overwrite=overwrite, protect=[run, *sources], rejected=rejected,
+                    chat_template=_chat_template(to, tokenizer), meta=meta,
+                    card={**_run_card(run), "license": license_})
+    _echo_export(result, to, dest, f" from {len(sources)} file(s)")
 
 
 @cli.command("convert")
 @click.argument("source", type=click.Path(path_type=Path))
 @click.argument("dest", type=click.Path(path_type=Path))
-@click.option("--to", "to", required=True, type=click.Choice(["datagen", "alpaca", "sharegpt", "messages", "seed", "hf", "parquet"]),
-              help="Output format; 'hf' writes a datasets save_to_disk folder.")
-def convert_cmd(source: Path, dest: Path, to: str) -> None:
+@_export_options
+@click.option("--rejected", type=click.Path(exists=True, path_type=Path), default=None,
+              help="--to preference: the rejected records (a filter's rejects.jsonl).")
+def convert_cmd(source: Path, dest: Path, to: str, overwrite: bool, meta: str, tokenizer: str | None,
+                license_: str | None, rejected: Path | None) -> None:
     """Convert records between formats.
 
-    The input format is detected per line.
+    The input format is detected per line. An existing DEST is refused unless --overwrite.
 
     \b
     Example:  datagen convert curated.jsonl chat.jsonl --to sharegpt
               datagen convert alpaca.jsonl ds/ --to hf
+              datagen convert curated.jsonl pairs.jsonl --to preference --rejected rejects.jsonl
     """
     from datagen.formats import export, read_any
 
     examples = read_any(source)
-    count = export(examples, dest, to)
-    click.echo(f"wrote {count} {'tasks' if to == 'seed' else 'records'} to {dest} ({to})")
+    protect = [source] + ([rejected] if rejected else [])
+    result = export(examples, dest, to, overwrite=overwrite, protect=protect,
+                    rejected=read_any(rejected) if rejected else [], chat_template=_chat_template(to, tokenizer),
+                    meta=meta, card={"name": Path(source).stem, "source": {"file": Path(source).name},
+                                     "license": license_})
+    _echo_export(result, to, dest)
 
 
 @cli.group("prompts")

@@ -13,20 +13,28 @@ Reading detects the format per line, so a file may mix formats; every error name
 from __future__ import annotations
 
 import json
-from collections.abc import Iterable
+import os
+import shutil
+import tempfile
+from collections import Counter
+from collections.abc import Callable, Iterable
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
 from datagen.errors import ConfigError, RecordError
-from datagen.records import Example, iter_json_lines, validate_messages, write_jsonl
+from datagen.records import Example, iter_json_lines, validate_messages, write_json, write_jsonl
 
 #: Export formats, as named by ``datagen convert --to`` and ``datagen export --to``.
-EXPORT_FORMATS = ("datagen", "alpaca", "sharegpt", "messages", "seed", "hf", "parquet")
+EXPORT_FORMATS = ("datagen", "alpaca", "sharegpt", "messages", "seed", "hf", "parquet",
+                  "alpaca-json", "prompt-completion", "text", "preference")
 
 _SHAREGPT_ROLES = {"human": "user", "user": "user", "gpt": "assistant", "assistant": "assistant",
                    "chatgpt": "assistant", "bing": "assistant", "bard": "assistant", "model": "assistant",
-                   "system": "system"}
-_SHAREGPT_FROM = {"user": "human", "assistant": "gpt", "system": "system"}
+                   "system": "system", "observation": "tool", "tool": "tool", "function_call": "assistant"}
+_SHAREGPT_FROM = {"user": "human", "assistant": "gpt", "system": "system", "tool": "observation"}
+#: ``meta`` key listing the assistant turns that were sharegpt ``function_call`` turns, so they export back as such.
+FUNCTION_CALL_TURNS = "function_call_turns"
 
 
 def render_user_turn(instruction: str, input: str) -> str:
@@ -46,8 +54,12 @@ def detect_format(obj: Any) -> str:
             return "sharegpt"
         if "messages" in obj and "instruction" not in obj:
             return "messages"
+        if "instruction" in obj and ("history" in obj or "system" in obj):
+            return "alpaca-chat"
         if "instruction" in obj:
             return "datagen"
+        if "prompt" in obj and "completion" in obj:
+            return "prompt-completion"
     return "unknown"
 
 
@@ -60,7 +72,27 @@ def example_from_obj(obj: Any, where: str) -> list[Example]:
         messages = validate_messages(obj["messages"], f"{where}: field 'messages'")
         return [_from_messages(messages, obj, where)]
     if kind == "sharegpt":
-        return [_from_messages(_sharegpt_to_messages(obj["conversations"], where), obj, where)]
+        messages, calls = _sharegpt_to_messages(obj["conversations"], where)
+        system = obj.get("system")
+        if system is not None and not isinstance(system, str):
+            raise RecordError(f"{where}: field 'system' must be a string")
+        if system and messages[0]["role"] != "system":
+            messages.insert(0, {"role": "system", "content": system})
+            calls = [i + 1 for i in calls]
+        example = _from_messages(messages, obj, where)
+        if calls:
+            example.meta = {**example.meta, FUNCTION_CALL_TURNS: calls}
+        return [example]
+    if kind == "alpaca-chat":
+        return [_from_alpaca_chat(obj, where)]
+    if kind == "prompt-completion":
+        prompt, completion = obj["prompt"], obj["completion"]
+        if isinstance(prompt, str) and isinstance(completion, str):
+            return [Example(instruction=prompt, output=completion)]
+        messages = validate_messages((prompt if isinstance(prompt, list) else [{"role": "user", "content": prompt}])
+                                     + (completion if isinstance(completion, list) else
+                                        [{"role": "assistant", "content": completion}]), f"{where}: prompt+completion")
+        return [_from_messages(messages, obj, where)]
     if kind == "seed":
         return seed_task_examples(validate_seed_task(obj, where))
     if not isinstance(obj, dict):
@@ -72,10 +104,11 @@ def example_from_obj(obj: Any, where: str) -> list[Example]:
     )
 
 
-def _sharegpt_to_messages(conversations: Any, where: str) -> list[dict[str, str]]:
+def _sharegpt_to_messages(conversations: Any, where: str) -> tuple[list[dict[str, str]], list[int]]:
+    """The OpenAI messages of a sharegpt conversation, and the indices of its ``function_call`` turns."""
     if not isinstance(conversations, list) or not conversations:
         raise RecordError(f"{where}: field 'conversations' must be a non-empty list of {{from, value}} objects")
-    messages = []
+    messages, calls = [], []
     for i, turn in enumerate(conversations):
         if not isinstance(turn, dict):
             raise RecordError(f"{where}: conversations[{i}] must be an object")
@@ -84,8 +117,34 @@ def _sharegpt_to_messages(conversations: Any, where: str) -> list[dict[str, str]
             raise RecordError(f"{where}: conversations[{i}].from must be one of {sorted(_SHAREGPT_ROLES)}, got {speaker!r}")
         if not isinstance(value, str):
             raise RecordError(f"{where}: conversations[{i}].value must be a string")
+        if speaker == "function_call":
+            calls.append(i)
         messages.append({"role": _SHAREGPT_ROLES[speaker], "content": value})
-    return messages
+    return messages, calls
+
+
+def _from_alpaca_chat(obj: dict[str, Any], where: str) -> Example:
+    """LLaMA-Factory's alpaca with ``system`` and ``history: [[user, assistant], ...]``: a conversation whose
+    last exchange is ``instruction``/``input``/``output``. The first exchange keeps its instruction/input split."""
+    for key in ("instruction", "output"):
+        if not isinstance(obj.get(key), str):
+            raise RecordError(f"{where}: field '{key}' must be a string")
+    text_input = obj.get("input") or ""
+    system, history = obj.get("system") or "", obj.get("history") or []
+    if not isinstance(text_input, str) or not isinstance(system, str):
+        raise RecordError(f"{where}: fields 'input' and 'system' must be strings")
+    if not isinstance(history, list) or not all(
+            isinstance(pair, list) and len(pair) == 2 and all(isinstance(t, str) for t in pair) for pair in history):
+        raise RecordError(f"{where}: field 'history' must be a list of [user, assistant] string pairs")
+    messages = [{"role": "system", "content": system}] if system else []
+    for user, assistant in history:
+        messages += [{"role": "user", "content": user}, {"role": "assistant", "content": assistant}]
+    messages += [{"role": "user", "content": render_user_turn(obj["instruction"], text_input)},
+                 {"role": "assistant", "content": obj["output"]}]
+    first = (history[0][0], "", history[0][1]) if history else (obj["instruction"], text_input, obj["output"])
+    meta = obj.get("meta") if isinstance(obj.get("meta"), dict) else {}
+    return Example(instruction=first[0], input=first[1], output=first[2], messages=messages, meta=meta,
+                   id=obj.get("id") if isinstance(obj.get("id"), str) else "")
 
 
 def _from_messages(messages: list[dict[str, str]], obj: dict, where: str) -> Example:
@@ -153,12 +212,38 @@ def read_seed_tasks(path: str | Path) -> list[dict[str, Any]]:
 def read_any(path: str | Path) -> list[Example]:
     """Read records in any supported format: a JSONL file, an HF ``save_to_disk`` folder or a parquet file."""
     path = Path(path)
-    if path.is_dir() and (path / "dataset_info.json").exists() or path.suffix == ".parquet":
+    if path.is_dir() and any((path / f).exists() for f in ("dataset_info.json", "dataset_dict.json")) \
+            or path.suffix == ".parquet":
         return _read_hf(path)
     examples: list[Example] = []
+    if path.suffix == ".json" and _starts_with_array(path):  # alpaca_data.json: one JSON array
+        return _read_json_array(path)
     for number, obj in iter_json_lines(path):
         examples.extend(example_from_obj(obj, f"{path}:{number}"))
     return examples
+
+
+def _without_nones(value: Any) -> Any:
+    if isinstance(value, dict):
+        return {k: _without_nones(v) for k, v in value.items() if v is not None}
+    if isinstance(value, list):
+        return [_without_nones(v) for v in value]
+    return value
+
+
+def _starts_with_array(path: Path) -> bool:
+    with path.open("rb") as handle:
+        return handle.read(64).lstrip(b"\xef\xbb\xbf \t\r\n").startswith(b"[")
+
+
+def _read_json_array(path: Path) -> list[Example]:
+    try:
+        rows = json.loads(path.read_text(encoding="utf-8-sig"))
+    except (ValueError, UnicodeDecodeError) as exc:
+        raise RecordError(f"{path}: not a valid JSON array: {exc}") from None
+    if not isinstance(rows, list):
+        raise RecordError(f"{path}: expected a JSON array of records")
+    return [e for i, obj in enumerate(rows) for e in example_from_obj(obj, f"{path}: item {i}")]
 
 
 def _read_hf(path: Path) -> list[Example]:
@@ -166,19 +251,27 @@ def _read_hf(path: Path) -> list[Example]:
 
     try:
         dataset = datasets.Dataset.from_parquet(str(path)) if path.suffix == ".parquet" else datasets.load_from_disk(str(path))
+        if isinstance(dataset, datasets.DatasetDict):  # the `--to hf` folder: its splits, in order
+            dataset = datasets.concatenate_datasets(list(dataset.values()))
     except Exception as exc:  # datasets raises many types for a broken folder
         raise RecordError(f"{path}: cannot read as a Hugging Face dataset: {exc}") from exc
     examples = []
     for i, row in enumerate(dataset):
         row = {k: v for k, v in row.items() if v is not None}
-        if isinstance(row.get("meta"), str):
+        if isinstance(row.get("meta"), str):  # written by datagen before the typed schema
             try:
                 row["meta"] = json.loads(row["meta"]) if row["meta"] else {}
             except (ValueError, RecursionError):
                 raise RecordError(f"{path}:row {i}: column 'meta' is not valid JSON") from None
+        elif isinstance(row.get("meta"), dict):  # a struct: keys other rows have come back as None
+            row["meta"] = {k.removesuffix(":json"): (json.loads(v) if k.endswith(":json") else v)
+                           for k, v in _without_nones(row["meta"]).items()}
         for key in ("messages", "conversations"):
             if key in row and not row[key]:
                 del row[key]
+        if "instruction" in row and row.get("messages") == to_messages(
+                Example(instruction=row["instruction"], input=row.get("input", ""), output=row.get("output", ""))):
+            del row["messages"]  # the typed column holds every conversation; a single turn had none of its own
         examples.extend(example_from_obj(row, f"{path}:row {i}"))
     return examples
 
@@ -186,8 +279,39 @@ def _read_hf(path: Path) -> list[Example]:
 # ---------------------------------------------------------------------------------------------- writing
 
 
-def to_alpaca(example: Example) -> dict[str, Any]:
-    return {"instruction": example.instruction, "input": example.input, "output": example.output}
+def to_alpaca(example: Example, dropped: Counter[str] | None = None) -> dict[str, Any]:
+    """Alpaca, with LLaMA-Factory's ``system`` and ``history`` for conversations.
+
+    The last exchange is ``instruction``/``output``, earlier ones ``history: [[user, assistant], ...]``.
+    Turns alpaca cannot hold (tool turns, a trailing user turn) are counted in ``dropped``.
+    """
+    if not example.messages:
+        return {"instruction": example.instruction, "input": example.input, "output": example.output}
+    messages = list(example.messages)
+    system = messages.pop(0)["content"] if messages[0]["role"] == "system" else ""
+    pairs: list[list[str]] = []
+    lost = 0
+    k = 0
+    while k < len(messages):
+        if k + 1 < len(messages) and messages[k]["role"] == "user" and messages[k + 1]["role"] == "assistant":
+            pairs.append([messages[k]["content"], messages[k + 1]["content"]])
+            k += 2
+        else:
+            lost += 1
+            k += 1
+    if lost and dropped is not None:
+        dropped["turns alpaca cannot hold (tool, system or unpaired)"] += lost
+    if not pairs:
+        return {"instruction": example.instruction, "input": example.input, "output": example.output}
+    (last_user, output), history = pairs[-1], pairs[:-1]
+    row: dict[str, Any] = {"instruction": last_user, "input": "", "output": output}
+    if not history and last_user == render_user_turn(example.instruction, example.input):
+        row["instruction"], row["input"] = example.instruction, example.input  # keep the split when we know it
+    if system:
+        row["system"] = system
+    if history:
+        row["history"] = history
+    return row
 
 
 def to_messages(example: Example) -> list[dict[str, str]]:
@@ -199,8 +323,25 @@ def to_messages(example: Example) -> list[dict[str, str]]:
 
 
 def to_sharegpt(example: Example) -> dict[str, Any]:
-    turns = [{"from": _SHAREGPT_FROM.get(m["role"], m["role"]), "value": m["content"]} for m in to_messages(example)]
-    return {"id": example.id, "conversations": turns}
+    """Sharegpt as LLaMA-Factory documents it: a leading system turn goes to the top-level ``system``."""
+    messages = to_messages(example)
+    calls = set(example.meta.get(FUNCTION_CALL_TURNS) or [])
+    system = messages[0]["content"] if messages[0]["role"] == "system" else None
+    turns = [{"from": "function_call" if i in calls else _SHAREGPT_FROM.get(m["role"], m["role"]), "value": m["content"]}
+             for i, m in enumerate(messages) if not (i == 0 and system is not None)]
+    row: dict[str, Any] = {"id": example.id, "conversations": turns}
+    if system is not None:
+        row["system"] = system
+    return row
+
+
+def to_prompt_completion(example: Example) -> dict[str, Any] | None:
+    """trl's conversational prompt-completion: everything before the last assistant turn, and that turn."""
+    messages = to_messages(example)
+    last = max((i for i, m in enumerate(messages) if m["role"] == "assistant"), default=None)
+    if last is None:
+        return None
+    return {"id": example.id, "prompt": messages[:last], "completion": [messages[last]]}
 
 
 def to_seed_tasks(examples: Iterable[Example]) -> list[dict[str, Any]]:
@@ -217,56 +358,169 @@ def to_seed_tasks(examples: Iterable[Example]) -> list[dict[str, Any]]:
     return list(tasks.values())
 
 
-def _hf_rows(examples: list[Example]) -> list[dict[str, Any]]:
-    # meta is free-form, which Arrow cannot type column-wise: store it as a JSON string.
-    rows = []
-    for example in examples:
-        row = example.to_dict()
-        row["meta"] = json.dumps(row.get("meta", {}), ensure_ascii=False)
-        row.setdefault("messages", [])
-        row.pop("reject", None)
-        row.pop("is_classification", None)
-        row.pop("lang", None)
-        rows.append(row)
-    return rows
+def preference_pairs(kept: Iterable[Example], rejected: Iterable[Example]) -> tuple[list[dict[str, Any]], int]:
+    """``chosen``/``rejected`` pairs from a kept and a rejected answer to the same prompt (trl's conversational
+    preference form). Returns the pairs and how many rejected answers had no kept answer to pair with."""
+    by_prompt: dict[str, Example] = {}
+    for example in kept:
+        pc = to_prompt_completion(example)
+        if pc is not None:
+            by_prompt.setdefault(json.dumps(pc["prompt"], ensure_ascii=False), example)
+    pairs, unpaired = [], 0
+    for bad in rejected:
+        pc = to_prompt_completion(bad)
+        good = by_prompt.get(json.dumps(pc["prompt"], ensure_ascii=False)) if pc else None
+        if good is None or pc is None:
+            unpaired += 1
+            continue
+        chosen = to_prompt_completion(good)
+        assert chosen is not None
+        if chosen["completion"] == pc["completion"]:
+            unpaired += 1
+            continue
+        pairs.append({"prompt": pc["prompt"], "chosen": chosen["completion"], "rejected": pc["completion"],
+                      "rejected_reason": (bad.reject or {}).get("reason", "")})
+    return pairs, unpaired
 
 
-def export(examples: list[Example], out: str | Path, to: str) -> int:
-    """Write examples to ``out`` in format ``to``; returns the number of rows (tasks for ``seed``)."""
+@dataclass
+class ExportResult:
+    """What an export wrote, and what the format could not hold (``what -> how many records lost it``)."""
+
+    rows: int
+    dropped: Counter[str] = field(default_factory=Counter)
+
+    def notes(self) -> str:
+        """One line per loss, for the CLI: ``dropped: meta on 3 records``."""
+        return "\n".join(f"dropped: {what} on {n} record(s)" for what, n in sorted(self.dropped.items()))
+
+
+#: Formats written as a folder (everything else is one file).
+_FOLDER_FORMATS = ("hf",)
+
+
+def export(examples: list[Example], out: str | Path, to: str, *, overwrite: bool = False,
+           protect: Iterable[str | Path] = (), rejected: Iterable[Example] = (),
+           chat_template: Callable[[list[dict[str, str]]], str] | None = None,
+           meta: str = "struct", card: dict[str, Any] | None = None) -> ExportResult:
+    """Write examples to ``out`` in format ``to``; returns the row count (tasks for ``seed``) and the losses.
+
+    ``out`` is never deleted: an existing non-empty ``out`` is refused unless ``overwrite``, and even then a
+    folder holding one of ``protect`` (the inputs) or a run is refused. Output is built beside ``out`` and
+    renamed into place, so ``out`` is whole or untouched. ``rejected`` feeds ``preference``; ``chat_template``
+    renders ``text``; ``meta`` ("struct" or "drop") and ``card`` (dataset card facts) shape ``hf``/``parquet``.
+    """
     out = Path(out)
     if to not in EXPORT_FORMATS:
         raise ConfigError(f"--to must be one of {', '.join(EXPORT_FORMATS)}, got {to!r}")
-    if to == "datagen":
-        return write_jsonl(out, examples)
-    if to == "alpaca":
-        return write_jsonl(out, (to_alpaca(e) for e in examples))
-    if to == "sharegpt":
-        return write_jsonl(out, (to_sharegpt(e) for e in examples))
-    if to == "messages":
-        return write_jsonl(out, ({"id": e.id, "messages": to_messages(e)} for e in examples))
+    if meta not in ("struct", "drop"):
+        raise ConfigError(f"--meta must be struct or drop, got {meta!r}")
+    check_destination(out, to in _FOLDER_FORMATS, overwrite, protect)
+    result = ExportResult(0)
+    dropped = result.dropped
+    if to not in ("datagen", "hf", "parquet"):
+        _count_lost_fields(examples, dropped, joined=to not in ("alpaca", "alpaca-json", "seed"),
+                           keeps_classification=to == "seed")
     if to == "seed":
-        return write_jsonl(out, to_seed_tasks(examples))
-    return _write_hf(examples, out, parquet=(to == "parquet"))
+        lost = sum(1 for e in examples if e.messages and to_messages(e) != to_messages(
+            Example(instruction=e.instruction, input=e.input, output=e.output)))
+        if lost:
+            dropped["system prompt and turns after the first exchange (seed tasks are single-turn)"] += lost
+    if to == "datagen":
+        result.rows = write_jsonl(out, examples)
+    elif to == "alpaca":
+        result.rows = write_jsonl(out, [to_alpaca(e, dropped) for e in examples])
+    elif to == "alpaca-json":
+        rows = [to_alpaca(e, dropped) for e in examples]
+        write_json(out, rows)
+        result.rows = len(rows)
+    elif to == "sharegpt":
+        result.rows = write_jsonl(out, (to_sharegpt(e) for e in examples))
+    elif to == "messages":
+        result.rows = write_jsonl(out, ({"id": e.id, "messages": to_messages(e)} for e in examples))
+    elif to == "prompt-completion":
+        rows = [r for r in map(to_prompt_completion, examples) if r is not None]
+        if len(rows) < len(examples):
+            dropped["whole record (no assistant turn)"] += len(examples) - len(rows)
+        result.rows = write_jsonl(out, rows)
+    elif to == "text":
+        if chat_template is None:
+            raise ConfigError("--to text needs a tokenizer whose chat template renders the text (--tokenizer)")
+        result.rows = write_jsonl(out, ({"id": e.id, "text": chat_template(to_messages(e))} for e in examples))
+    elif to == "preference":
+        rejected = list(rejected)
+        if not rejected:
+            raise ConfigError("--to preference needs rejected answers (a run's filter/rejects.jsonl, or --rejected FILE)")
+        pairs, unpaired = preference_pairs(examples, rejected)
+        if unpaired:
+            dropped["rejected answer without a different kept answer to the same prompt"] += unpaired
+        result.rows = write_jsonl(out, pairs)
+    elif to == "seed":
+        result.rows = write_jsonl(out, to_seed_tasks(examples))
+    else:
+        from datagen.hfexport import write_hf
+
+        result.rows = write_hf(examples, out, folder=(to == "hf"), meta=meta, card=card or {}, dropped=dropped)
+    return result
 
 
-def _write_hf(examples: list[Example], out: Path, parquet: bool) -> int:
-    import shutil
-    import tempfile
+def _count_lost_fields(examples: list[Example], dropped: Counter[str], joined: bool,
+                       keeps_classification: bool = False) -> None:
+    for example in examples:
+        if joined and example.input:
+            dropped["instruction/input split (joined in the user turn)"] += 1
+        if example.meta:
+            dropped["meta (provenance)"] += 1
+        if example.is_classification is not None and not keeps_classification:
+            dropped["is_classification"] += 1
+        if example.lang is not None:
+            dropped["lang"] += 1
 
-    import datasets
 
-    dataset = datasets.Dataset.from_list(_hf_rows(examples))
-    out.parent.mkdir(parents=True, exist_ok=True)
-    staging = Path(tempfile.mkdtemp(prefix=f".{out.name}.", dir=out.parent))
-    try:
-        if parquet:
-            dataset.to_parquet(str(staging / "data.parquet"))
-            (staging / "data.parquet").replace(out)
-        else:
-            dataset.save_to_disk(str(staging / "ds"))
-            if out.exists():
-                shutil.rmtree(out)
-            (staging / "ds").replace(out)
-    finally:
-        shutil.rmtree(staging, ignore_errors=True)
-    return len(dataset)
+def check_destination(out: Path, folder: bool, overwrite: bool, protect: Iterable[str | Path] = ()) -> None:
+    """Refuse a destination whose replacement would lose data the tool did not create.
+
+    A missing path or an empty folder is fine. Anything else needs ``overwrite``, and even then never a folder
+    for a file format, never an input (``protect``) or a folder holding one, a run folder, or a folder above
+    the working directory.
+
+    >>> check_destination(Path("/nonexistent/out.jsonl"), folder=False, overwrite=False)
+    """
+    if not out.exists() and not out.is_symlink():
+        return
+    if out.is_dir() and not out.is_symlink() and not any(out.iterdir()):
+        if not folder:
+            raise ConfigError(f"{out} is a folder; this format writes a file: name a file path")
+        return
+    if not overwrite:
+        raise ConfigError(f"{out} already exists; choose a new path, or pass --overwrite to replace it")
+    if out.is_symlink():
+        raise ConfigError(f"{out} is a symbolic link; refusing to replace it (remove the link yourself)")
+    if out.is_dir() != folder:
+        raise ConfigError(f"{out} is a {'folder' if out.is_dir() else 'file'}; this format writes a "
+                          f"{'folder' if folder else 'file'}, so --overwrite will not replace it")
+    target = out.resolve()
+    for path in protect:
+        source = Path(path).resolve()
+        if source == target or target in source.parents:
+            raise ConfigError(f"{out} holds the input {path}; refusing to overwrite it even with --overwrite")
+    if target == Path.cwd().resolve() or target in Path.cwd().resolve().parents:
+        raise ConfigError(f"{out} holds the working directory; refusing to overwrite it")
+    if (target / "manifest.json").exists() or any(target.glob("*/.done.json")):
+        raise ConfigError(f"{out} is a datagen run folder; refusing to overwrite it even with --overwrite")
+    if folder and not (target / "dataset_info.json").is_file():
+        raise ConfigError(f"{out} is not a dataset folder written by `--to hf`; refusing to replace it")
+
+
+def replace_folder(staging: Path, out: Path) -> None:
+    """Move the finished ``staging`` folder to ``out``; an old ``out`` (already checked) is moved aside
+    first and removed only once the new one is in place."""
+    if out.is_dir() and not any(out.iterdir()):
+        out.rmdir()
+    if not out.exists():
+        os.replace(staging, out)
+        return
+    aside = Path(tempfile.mkdtemp(prefix=f".{out.name}.old-", dir=out.parent))
+    os.replace(out, aside / out.name)
+    os.replace(staging, out)
+    shutil.rmtree(aside, ignore_errors=True)

