@@ -435,10 +435,13 @@ def train_cmd(data, base, out, config_path, debug_labels, overrides):
               datagen train --data chat.jsonl --out sft/ --config train.yaml packing=true load_in_4bit=true
     """
     from datagen.train.config import load_train_config
+    from datagen.train.distributed import is_main_process
     from datagen.train.sft import train
 
     cfg = load_train_config(config_path, overrides, {"base": base})
     s = train(data, out, cfg, debug_labels=debug_labels, echo=click.echo)
+    if not is_main_process():  # under torchrun / accelerate launch, rank 0 speaks for every rank
+        return
     before, after = s["eval_loss_before"], s["eval_loss_after"]
     loss = f"; eval loss {before:.4f} -> {after:.4f}" if before is not None and after is not None else ""
     click.echo(f"trained {s['global_step']} steps on {s['data_stats']['rows']} rows ({s['dropped_rows']} dropped), "
