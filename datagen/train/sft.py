@@ -382,27 +382,31 @@ def token_weighted_eval(trainer: Any, rows: list, collator: Collator, batch_size
     batch i holds the same rows at any world size (``distributed.shard_batches``), each rank sums its
     tokens' NLL, and the sums are added over ranks in float64.
 
-    The model is prepared as ``Trainer.evaluation_loop`` prepares it, so DeepSpeed and FSDP runs evaluate
-    through their engines; a rank with fewer batches runs forwards with nothing to score, keeping sharded
-    models' collectives in step.
+    DeepSpeed and FSDP runs evaluate through their engines, prepared as ``Trainer.evaluation_loop`` prepares
+    them; a rank with fewer batches runs forwards with nothing to score, keeping their collectives in step.
     """
     import torch
 
     from transformers.integrations.deepspeed import deepspeed_init
 
-    if trainer.is_deepspeed_enabled and trainer.deepspeed is None:
-        deepspeed_init(trainer, num_training_steps=0, inference=True)
-    model = trainer._wrap_model(trainer.model, training=False)
-    if len(trainer.accelerator._models) == 0 and model is trainer.model:
-        prepare_whole = trainer.is_deepspeed_enabled or (trainer.is_fsdp_enabled and not trainer.args.torch_compile)
-        model = (trainer.accelerator.prepare(model) if prepare_whole
-                 else trainer.accelerator.prepare_model(model, evaluation_mode=True))
-        if trainer.is_fsdp_enabled:
-            trainer.model = model
-        if model is not trainer.model:
-            trainer.model_wrapped = model
-        if trainer.is_deepspeed_enabled:
-            trainer.deepspeed = trainer.model_wrapped
+    sharded = trainer.is_deepspeed_enabled or trainer.is_fsdp_enabled
+    if not sharded:
+        # Each rank holds the whole model: evaluate it bare. Preparing it here for evaluation (as
+        # Trainer.evaluate does) marks it prepared, and a later train() then skips the DDP wrap: every rank
+        # would step on its own gradients (measured: 2-process grad norm 1.55 vs 1.46 on one process).
+        model = trainer.model
+    else:
+        if trainer.is_deepspeed_enabled and trainer.deepspeed is None:
+            deepspeed_init(trainer, num_training_steps=0, inference=True)
+        model = trainer._wrap_model(trainer.model_wrapped, training=False)
+        if len(trainer.accelerator._models) == 0 and model is trainer.model:  # as Trainer.evaluation_loop does
+            model = trainer.accelerator.prepare(model)
+            if trainer.is_fsdp_enabled:
+                trainer.model = model
+            if model is not trainer.model:
+                trainer.model_wrapped = model
+            if trainer.is_deepspeed_enabled:
+                trainer.deepspeed = trainer.model_wrapped
     training = model.training
     model.eval()
     nll, tokens = 0.0, 0
