@@ -48,11 +48,12 @@ else
 fi
 
 if [ "$devices" -ge 2 ]; then
-  "$PYTHON" -m torch.distributed.run --standalone --nproc_per_node 2 -m datagen.train.launch \
-    "$OUT/data.jsonl" "$OUT/ddp" <("$PYTHON" -c "
+  "$PYTHON" -c "
 import json; from datagen.train.config import load_train_config
 print(json.dumps(load_train_config(None, ['max_steps=$STEPS', 'per_device_train_batch_size=4', 'eval_fraction=0.1',
-      'save_steps=100000', 'dtype=bfloat16']).to_dict()))") 0
+      'save_steps=100000', 'dtype=bfloat16']).to_dict()))" > "$OUT/ddp.json"
+  "$PYTHON" -m torch.distributed.run --standalone --nproc_per_node 2 -m datagen.train.launch \
+    "$OUT/data.jsonl" "$OUT/ddp" "$OUT/ddp.json" 0
   report "DDP x2" "$OUT/ddp"
 else
   echo "gpu_check: one device; 2-process DDP skipped"

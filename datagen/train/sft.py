@@ -177,6 +177,7 @@ def train(
         "steps_per_second": result.metrics.get("train_steps_per_second"),
         "tokens_per_second": round(train_tokens / runtime, 1) if runtime else None,
         "peak_rss_mb": round(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024, 1),
+        "peak_gpu_mb": round(torch.cuda.max_memory_allocated() / 2**20, 1) if cuda else None,  # this rank's
         "wall_s": round(time.time() - started, 1),
         "versions": _versions(),
         "adapter": str(out / "adapter"),
