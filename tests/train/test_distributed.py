@@ -37,36 +37,69 @@ def files(folder: Path) -> set[str]:
     return {str(p.relative_to(folder)) for p in folder.rglob("*") if p.is_file() and "checkpoints" not in p.parts}
 
 
+COMMON = dict(max_steps=4, eval_steps=2, eval_fraction=0.25)
+
+
+@pytest.fixture(scope="module")
+def one_process(tiny_model_dir, tmp_path_factory):
+    """The reference: one process, batches of 4 rows; (data file, summary, out folder)."""
+    folder = tmp_path_factory.mktemp("one")
+    data = write_toy(folder / "toy.jsonl", PAIRS)
+    summary = sft.train(data, folder / "one", tiny_config(tiny_model_dir, per_device_train_batch_size=4,
+                                                          per_device_eval_batch_size=3, **COMMON))
+    return data, summary, folder / "one"
+
+
+def two_process_config(tiny_model_dir, path: Path, **extra) -> Path:
+    """2 processes of 2 rows: the reference's global batch of 4, and another eval batch size."""
+    cfg = tiny_config(tiny_model_dir, per_device_train_batch_size=2, per_device_eval_batch_size=2, **COMMON, **extra)
+    path.write_text(json.dumps(cfg.to_dict()))
+    return path
+
+
 @pytest.mark.slow  # ~60-110 s on 2 busy cores: two processes start torch, transformers and the model
-def test_two_gloo_processes_give_the_one_process_numbers_and_one_set_of_files(tiny_model_dir, tmp_path):
-    data = write_toy(tmp_path / "toy.jsonl", PAIRS)
-    common = dict(max_steps=4, eval_steps=2, eval_fraction=0.25)
-    one = sft.train(data, tmp_path / "one", tiny_config(tiny_model_dir, per_device_train_batch_size=4,
-                                                        per_device_eval_batch_size=3, **common))
-    # Two processes of 2 rows = the same global batch of 4; launched as a user would, through nproc.
-    cfg = tiny_config(tiny_model_dir, per_device_train_batch_size=2, per_device_eval_batch_size=2, nproc=2, **common)
-    (tmp_path / "two.json").write_text(json.dumps(cfg.to_dict()))
+def test_two_gloo_processes_give_the_one_process_numbers_and_one_set_of_files(one_process, tiny_model_dir, tmp_path):
+    data, one, one_dir = one_process
+    config = two_process_config(tiny_model_dir, tmp_path / "two.json", nproc=2)  # launched as a user would
     env = {**os.environ, "PYTHONPATH": str(ROOT), "OMP_NUM_THREADS": "1"}
     done = subprocess.run([sys.executable, "-m", "datagen", "train", "--data", str(data), "--out", str(tmp_path / "two"),
-                           "--config", str(tmp_path / "two.json")], env=env, capture_output=True, text=True, timeout=300)
+                           "--config", str(config)], env=env, capture_output=True, text=True, timeout=300)
     assert done.returncode == 0, done.stderr[-3000:]
     two = json.loads((tmp_path / "two" / "train_summary.json").read_text())
 
     assert done.stdout.count("trained 4 steps") == 1  # the summary line once, not once per rank
-    assert files(tmp_path / "two") == files(tmp_path / "one")
+    assert files(tmp_path / "two") == files(one_dir)
     assert two["world_size"] == 2 and one["world_size"] == 1 and two["global_batch_size"] == one["global_batch_size"] == 4
     assert abs(two["eval_loss_before"] - one["eval_loss_before"]) < 1e-5
     assert abs(two["eval_loss_after"] - one["eval_loss_after"]) < 1e-5
     assert abs(two["eval_perplexity_after"] - one["eval_perplexity_after"]) / one["eval_perplexity_after"] < 1e-5
     # float tolerance: gradients agree to ~4e-8, which Adam's 1/sqrt(v) scaling grows over 4 steps at lr 1e-2
-    assert max_diff(adapter_weights(tmp_path / "one"), adapter_weights(tmp_path / "two")) < 1e-4
-    curves = [json.loads((tmp_path / n / "loss_curve.json").read_text()) for n in ("one", "two")]
+    assert max_diff(adapter_weights(one_dir), adapter_weights(tmp_path / "two")) < 1e-4
+    curves = [json.loads((folder / "loss_curve.json").read_text()) for folder in (one_dir, tmp_path / "two")]
     # the logged training loss is the global token-weighted mean, so it matches step by step
     assert [round(p["loss"], 5) for p in curves[0]["train"]] == [round(p["loss"], 5) for p in curves[1]["train"]]
     assert [e["step"] for e in curves[1]["eval"]] == [0, 2, 4]
     print(f"eval loss 1 vs 2 processes: {one['eval_loss_before']:.7f}/{two['eval_loss_before']:.7f} before, "
           f"{one['eval_loss_after']:.7f}/{two['eval_loss_after']:.7f} after; adapter max |diff| "
-          f"{max_diff(adapter_weights(tmp_path / 'one'), adapter_weights(tmp_path / 'two')):.2e}")
+          f"{max_diff(adapter_weights(one_dir), adapter_weights(tmp_path / 'two')):.2e}")
+
+
+@pytest.mark.slow  # as above
+def test_accelerate_launch_with_the_shipped_ddp_config_gives_the_same_numbers(one_process, tiny_model_dir, tmp_path):
+    """``accelerate launch --config_file configs/accelerate/ddp.yaml`` unchanged; on a CPU-only machine its
+    launcher starts gloo processes (its own ``--cpu`` flag would start one process only)."""
+    data, one, one_dir = one_process
+    config = two_process_config(tiny_model_dir, tmp_path / "two.json")
+    env = {**os.environ, "PYTHONPATH": str(ROOT), "OMP_NUM_THREADS": "1"}
+    done = subprocess.run([sys.executable, "-m", "accelerate.commands.launch", "--config_file",
+                           str(ROOT / "configs" / "accelerate" / "ddp.yaml"), "--num_processes", "2", "-m", "datagen",
+                           "train", "--data", str(data), "--out", str(tmp_path / "acc"), "--config", str(config)],
+                          env=env, capture_output=True, text=True, timeout=300)
+    assert done.returncode == 0, done.stderr[-3000:]
+    two = json.loads((tmp_path / "acc" / "train_summary.json").read_text())
+    assert done.stdout.count("trained 4 steps") == 1 and two["world_size"] == 2
+    assert abs(two["eval_loss_after"] - one["eval_loss_after"]) < 1e-5
+    assert max_diff(adapter_weights(one_dir), adapter_weights(tmp_path / "acc")) < 1e-4
 
 
 def first_step_gradients(monkeypatch, *args) -> dict:
