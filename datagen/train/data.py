@@ -250,7 +250,8 @@ def audit_template(tokenizer: Any, conversations: Sequence[Sequence[dict[str, st
             try:
                 rendered = tokenizer.apply_chat_template(list(messages), chat_template=template.text, tokenize=True,
                                                          return_dict=True, return_assistant_tokens_mask=True)
-            except Exception:  # noqa: BLE001 - a template the tokenizer cannot mask with: keep ours, say so below
+            except Exception as exc:  # noqa: BLE001 - a template the tokenizer cannot mask with: keep ours
+                log.info("chat template audit: the tokenizer could not build the generation mask (%s)", exc)
                 continue
             mask = rendered.get("assistant_masks") or []
             ours = {i for i in trained}

@@ -14,6 +14,7 @@ transformers resolve it from a local HF cache offline, or download it), and data
 from __future__ import annotations
 
 import json
+import logging
 import os
 import re
 import shutil
@@ -22,6 +23,8 @@ from pathlib import Path
 from typing import Any
 
 from datagen.records import write_atomic, write_json
+
+log = logging.getLogger("datagen.train")
 
 #: The hub id of the model the embedded GGUF was quantized from (SmolLM2-135M-Instruct, Apache-2.0).
 EMBEDDED_HUB_ID = "HuggingFaceTB/SmolLM2-135M-Instruct"
@@ -53,7 +56,10 @@ def base_model_id(cfg: Any, model_dir: Path) -> str:
         named = ""
     if re.fullmatch(r"[\w.-]+/[\w.-]+", named or "") and not Path(named).exists():
         return named
-    return Path(str(cfg.base)).name.removesuffix(".gguf")
+    name = Path(str(cfg.base)).name.removesuffix(".gguf")
+    log.warning("no hub id known for the base %s: the adapter names it %r; set train.base_model_id=ORG/NAME so "
+                "others can load the adapter", cfg.base, name)
+    return name
 
 
 def point_adapter_at(adapter_dir: Path, base_id: str) -> None:
@@ -91,9 +97,9 @@ def write_model_card(adapter_dir: Path, cfg: Any, summary: dict[str, Any]) -> No
         "",
         f"# LoRA adapter for {base_id}",
         "",
-        f"Trained by `datagen train` on {summary.get('train_records')} records "
-        f"({summary.get('train_rows')} rows, {stats.get('trained_tokens')} trained tokens; data sha256 "
-        f"`{summary.get('data_sha256', '')[:16]}`), {summary.get('eval_records')} more held out for evaluation.",
+        (f"Trained by `datagen train` on {summary.get('train_records')} records "
+         f"({summary.get('train_rows')} rows, {stats.get('trained_tokens')} trained tokens; data sha256 "
+         f"`{summary.get('data_sha256', '')[:16]}`), {summary.get('eval_records')} more held out for evaluation."),
         "",
         "```python",
         "from peft import AutoPeftModelForCausalLM",
@@ -113,20 +119,20 @@ def write_model_card(adapter_dir: Path, cfg: Any, summary: dict[str, Any]) -> No
         "## Training",
         "",
         f"- base: `{base_id}` (trained from `{cfg.base}`)",
-        f"- chat template: {summary.get('chat_template')}; optimizer steps: {fmt(summary.get('global_step'))}; "
-        f"processes: {summary.get('world_size', 1)}; global batch: {summary.get('global_batch_size')} rows",
+        (f"- chat template: {summary.get('chat_template')}; optimizer steps: {fmt(summary.get('global_step'))}; "
+         f"processes: {summary.get('world_size', 1)}; global batch: {summary.get('global_batch_size')} rows"),
         f"- final training loss: {fmt(summary.get('train_loss'))}",
         "",
         "| setting | value |",
         "|---|---|",
         *[f"| {k} | {settings[k]} |" for k in keys if k in settings],
         "",
-        "`train_config.json` holds every setting (it is a valid `datagen train --config`), `train_summary.json`"
-        " the counts, speed and versions.",
+        ("`train_config.json` holds every setting (it is a valid `datagen train --config`), `train_summary.json`"
+         " the counts, speed and versions."),
     ]
     if str(cfg.base) == "embedded":
-        lines += ["", "The embedded base is the Q4_1 GGUF of this model, dequantised: the hub weights give "
-                      "slightly different outputs under this adapter."]
+        lines += ["", ("The embedded base is the Q4_1 GGUF of this model, dequantised: the hub weights give "
+                       "slightly different outputs under this adapter.")]
     write_atomic(adapter_dir / "README.md", "\n".join(lines) + "\n")
 
 

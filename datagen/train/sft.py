@@ -23,8 +23,8 @@ from __future__ import annotations
 import contextlib
 import dataclasses
 import json
-import math
 import logging
+import math
 import os
 import re
 import resource
@@ -218,7 +218,7 @@ def _load_model(model_dir: Path, cfg: TrainConfig, cuda: bool) -> Any:
     if bnb is not None:
         kwargs["quantization_config"] = bnb
         # bitsandbytes places 4-bit weights at load: on this process's GPU under torchrun/accelerate launch.
-        kwargs["device_map"] = {"": f"cuda:{int(os.environ.get('LOCAL_RANK', 0))}" if cuda else "cpu"}
+        kwargs["device_map"] = {"": f"cuda:{int(os.environ.get('LOCAL_RANK', '0'))}" if cuda else "cpu"}
     torch.manual_seed(cfg.seed)  # the LoRA A matrices are drawn at get_peft_model
     model = AutoModelForCausalLM.from_pretrained(model_dir, **kwargs)
     # A KV cache in the forward pass disables the packed-sequence mask (masking_utils only derives it
@@ -387,7 +387,6 @@ def token_weighted_eval(trainer: Any, rows: list, collator: Collator, batch_size
     them; a rank with fewer batches runs forwards with nothing to score, keeping their collectives in step.
     """
     import torch
-
     from transformers.integrations.deepspeed import deepspeed_init
 
     sharded = trainer.is_deepspeed_enabled or trainer.is_fsdp_enabled
