@@ -467,11 +467,14 @@ def eval_cmd(base, adapter, data, max_samples, max_new_tokens, batch_size, out):
     \b
     Example:  datagen eval --adapter outputs/sft/adapter --data outputs/sft/eval.jsonl --out outputs/sft/eval
     """
+    from datagen.train.distributed import is_main_process
     from datagen.train.evaluate import EvalConfig, evaluate
 
     cfg = EvalConfig(base=base, adapter=adapter, max_samples=max_samples, max_new_tokens=max_new_tokens,
                      batch_size=batch_size)
     r = evaluate(data, out, cfg)
+    if not is_main_process():  # under torchrun, rank 0 speaks for every rank
+        return
     line = f"base ROUGE-L F {r['base']['rougeL']['fmeasure']:.4f}, loss {r['base']['loss']:.4f}"
     if adapter:
         line += f"; tuned ROUGE-L F {r['tuned']['rougeL']['fmeasure']:.4f}, loss {r['tuned']['loss']:.4f}"
