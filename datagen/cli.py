@@ -519,10 +519,13 @@ def train_cmd(data, base, out, config_path, debug_labels, overrides):
               datagen train --data chat.jsonl --out sft/ --config train.yaml packing=true load_in_4bit=true
     """
     from datagen.train.config import load_train_config
+    from datagen.train.distributed import is_main_process
     from datagen.train.sft import train
 
     cfg = load_train_config(config_path, overrides, {"base": base})
     s = train(data, out, cfg, debug_labels=debug_labels, echo=click.echo)
+    if not is_main_process():  # under torchrun / accelerate launch, rank 0 speaks for every rank
+        return
     before, after = s["eval_loss_before"], s["eval_loss_after"]
     loss = f"; eval loss {before:.4f} -> {after:.4f}" if before is not None and after is not None else ""
     click.echo(f"trained {s['global_step']} steps on {s['data_stats']['rows']} rows ({s['dropped_rows']} dropped), "
@@ -548,11 +551,14 @@ def eval_cmd(base, adapter, data, max_samples, max_new_tokens, batch_size, out):
     \b
     Example:  datagen eval --adapter outputs/sft/adapter --data outputs/sft/eval.jsonl --out outputs/sft/eval
     """
+    from datagen.train.distributed import is_main_process
     from datagen.train.evaluate import EvalConfig, evaluate
 
     cfg = EvalConfig(base=base, adapter=adapter, max_samples=max_samples, max_new_tokens=max_new_tokens,
                      batch_size=batch_size)
     r = evaluate(data, out, cfg)
+    if not is_main_process():  # under torchrun, rank 0 speaks for every rank
+        return
     line = f"base ROUGE-L F {r['base']['rougeL']['fmeasure']:.4f}, loss {r['base']['loss']:.4f}"
     if adapter:
         line += f"; tuned ROUGE-L F {r['tuned']['rougeL']['fmeasure']:.4f}, loss {r['tuned']['loss']:.4f}"

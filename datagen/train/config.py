@@ -34,6 +34,7 @@ class TrainConfig:
 
     # -- model
     base: str = "embedded"  # "embedded" (SmolLM2-135M-Instruct), a .gguf file, or an HF model folder
+    base_model_id: str | None = None  # the hub id written into adapter_config.json; None: derived (export.base_model_id)
     dtype: str = "auto"  # weights/compute dtype: auto = bfloat16 on a CUDA GPU that supports it, else float32
 
     # -- data
@@ -74,13 +75,16 @@ class TrainConfig:
 
     # -- bookkeeping
     logging_steps: int = 1  # log the training loss every N optimizer steps (the loss curve's resolution)
-    eval_steps: int = 0  # also evaluate every N steps; 0: only before and after training
+    eval_steps: int = -1  # also evaluate every N steps; -1: every 10% of the steps; 0: only before and after
     save_steps: int = 50  # write a resumable checkpoint every N steps
     save_total_limit: int = 2  # checkpoints kept in OUT/checkpoints
     resume_from_checkpoint: bool | str = "auto"  # auto: resume when OUT holds checkpoints of this same run; true:
     #                       from the latest one (must exist); false: delete OUT/checkpoints, start over; or a folder.
     #                       "latest" is the newest complete one: folders a kill left half-saved are removed
     report_to: str = "none"  # none | tensorboard | wandb (each needs its package installed)
+
+    # -- processes
+    nproc: int = 1  # > 1: `datagen train` relaunches itself under torchrun on N processes (gloo on CPU)
 
     def __post_init__(self) -> None:
         hints = typing.get_type_hints(TrainConfig)
@@ -111,11 +115,13 @@ class TrainConfig:
             ("weight_decay", self.weight_decay >= 0, ">= 0"),
             ("max_grad_norm", self.max_grad_norm > 0, "> 0"),
             ("logging_steps", self.logging_steps >= 1, "an integer >= 1"),
-            ("eval_steps", self.eval_steps >= 0, "an integer >= 0"),
+            ("eval_steps", self.eval_steps >= -1, "an integer >= 0, or -1 (every 10% of the steps)"),
             ("save_steps", self.save_steps >= 1, "an integer >= 1"),
             ("save_total_limit", self.save_total_limit >= 1, "an integer >= 1"),
             ("resume_from_checkpoint", self.resume_from_checkpoint != "", "auto, true, false or a checkpoint folder"),
             ("report_to", self.report_to in REPORT_TO, f"one of {', '.join(REPORT_TO)}"),
+            ("nproc", self.nproc >= 1, "an integer >= 1"),
+            ("base_model_id", self.base_model_id is None or bool(self.base_model_id.strip()), "a hub id or null"),
         ]
         for name, ok, expected in checks:
             if not ok:

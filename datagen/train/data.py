@@ -28,8 +28,10 @@ import bisect
 import hashlib
 import json
 import random
+import re
 from collections.abc import Sequence
 from dataclasses import dataclass, field
+from pathlib import Path
 from typing import Any
 
 from datagen.errors import ConfigError, TemplateError
@@ -195,6 +197,141 @@ def build_rows(
         stats.trained_tokens += trained
     stats.rows = len(rows)
     return rows, stats
+
+
+# ------------------------------------------------------------------------------ audit, tokenised cache
+
+#: Conversations the start-of-training template audit renders.
+AUDIT_CONVERSATIONS = 8
+
+
+def audit_template(tokenizer: Any, conversations: Sequence[Sequence[dict[str, str]]], template: ChatTemplate,
+                   n: int = AUDIT_CONVERSATIONS) -> dict[str, Any]:
+    """Check on the first ``n`` conversations that the trained tokens are the assistant replies, before training.
+
+    Every reply (after the first user turn) must decode from inside its trained span; a template that puts
+    replies elsewhere is a ``TemplateError`` naming the conversation, not a silently wrong mask. A template
+    with ``{% generation %}`` markers also has its own assistant mask (``return_assistant_tokens_mask``)
+    compared with ours: tokens it marks that we do not train are counted and warned about. Without markers
+    (most templates, SmolLM2's included) the spans come from rendering turn by turn, and that is reported.
+    """
+    import logging
+
+    log = logging.getLogger("datagen.train")
+    markers = bool(re.search(r"{%-?\s*generation\s*-?%}", template.text))
+    report: dict[str, Any] = {"template": template.name, "generation_markers": markers,
+                              "method": "generation markers" if markers else "turn-by-turn rendering",
+                              "conversations": 0, "replies": 0, "marker_only_tokens": None}
+    missing_total = 0
+    for index, messages in enumerate(conversations[:n]):
+        try:
+            input_ids, labels, _ = tokenize_conversation(tokenizer, messages, template, "all")
+        except _Mismatch:
+            continue
+        report["conversations"] += 1
+        trained = [i for i, label in enumerate(labels) if label != IGNORE_INDEX]
+        spans, start = [], None
+        for k, i in enumerate(trained):  # contiguous runs of trained tokens, decoded
+            start = i if start is None else start
+            if k + 1 == len(trained) or trained[k + 1] != i + 1:
+                spans.append(tokenizer.decode(input_ids[start : i + 1]))
+                start = None
+        first_user = next((i for i, m in enumerate(messages) if m["role"] == "user"), len(messages))
+        for turn, message in enumerate(messages):
+            if message["role"] != "assistant" or turn < first_user or not message["content"].strip():
+                continue
+            report["replies"] += 1
+            if not any(message["content"].strip() in span for span in spans):
+                raise TemplateError(
+                    f"chat template audit: conversation {index + 1}'s reply {message['content'][:60]!r} is not inside "
+                    f"the tokens the {template.name} template's turn-by-turn rendering marks for training; set "
+                    "train.chat_template (e.g. chatml) to a template that renders each turn as a prefix of the next")
+        if markers:
+            try:
+                rendered = tokenizer.apply_chat_template(list(messages), chat_template=template.text, tokenize=True,
+                                                         return_dict=True, return_assistant_tokens_mask=True)
+            except Exception as exc:  # noqa: BLE001 - a template the tokenizer cannot mask with: keep ours
+                log.info("chat template audit: the tokenizer could not build the generation mask (%s)", exc)
+                continue
+            mask = rendered.get("assistant_masks") or []
+            ours = {i for i in trained}
+            missing_total += sum(1 for i, m in enumerate(mask) if m and i not in ours and i > 0)
+    if markers:
+        report["marker_only_tokens"] = missing_total
+        if missing_total > report["replies"]:  # one token per reply: the end-of-turn text after our stop token
+            log.warning("chat template audit: the template's {%% generation %%} markers cover %d tokens the labels "
+                        "do not train (in %d conversations); the labels follow turn-by-turn rendering",
+                        missing_total, report["conversations"])
+    else:
+        log.info("chat template %s has no {%% generation %%} markers: reply spans come from rendering turn by turn "
+                 "(checked on %d conversations, %d replies)", template.name, report["conversations"],
+                 report["replies"])
+    return report
+
+
+def tokenizer_fingerprint(tokenizer: Any) -> str:
+    """sha256 of what decides the tokens: the fast tokenizer's full JSON (vocab, merges, normaliser), special tokens."""
+    digest = hashlib.sha256()
+    backend = getattr(tokenizer, "backend_tokenizer", None)
+    if backend is not None:
+        digest.update(backend.to_str().encode())
+    else:
+        digest.update(json.dumps(sorted(tokenizer.get_vocab().items())).encode())
+    digest.update(json.dumps([str(tokenizer.eos_token), str(tokenizer.pad_token), str(tokenizer.bos_token)]).encode())
+    return digest.hexdigest()
+
+
+def cached_rows(
+    folder: Path,
+    tokenizer: Any,
+    template: ChatTemplate,
+    cfg: Any,
+    conversation_sets: Sequence[Sequence[Sequence[dict[str, str]]]],
+    write: bool = True,
+) -> list[tuple[list[dict[str, list[int]]], DataStats]]:
+    """``build_rows`` for each set of conversations, from ``folder`` when the same tokenizer, template, settings
+    and data were tokenised before.
+
+    The process with ``write`` (rank 0) tokenises and saves ``rows-<key>.json``; the others wait at a barrier
+    and read it, so N ranks tokenise once, and a re-run (a resume, another eval_steps) not at all. The key
+    hashes the tokenizer (``tokenizer_fingerprint``), the template text, max_seq_len, assistant_turns and
+    the conversations themselves; older ``rows-*.json`` files in ``folder`` are removed.
+    """
+    from datagen.records import write_json
+    from datagen.train import distributed
+
+    digest = hashlib.sha256()
+    for part in (tokenizer_fingerprint(tokenizer), template.text, str(template.end_of_turn_id), str(cfg.max_seq_len),
+                 cfg.assistant_turns, "rows-v1"):
+        digest.update(part.encode())
+        digest.update(b"\0")
+    digest.update(json.dumps([list(map(list, (m.items() for m in c))) for s in conversation_sets for c in s]
+                             + [len(s) for s in conversation_sets], ensure_ascii=False).encode())
+    path = Path(folder) / f"rows-{digest.hexdigest()[:24]}.json"
+
+    def load() -> list[tuple[list[dict[str, list[int]]], DataStats]] | None:
+        try:
+            saved = json.loads(path.read_text(encoding="utf-8"))
+            return [(rows, DataStats(**stats)) for rows, stats in saved]
+        except (OSError, ValueError, TypeError):
+            return None
+
+    result = None
+    if write:
+        result = load()
+        if result is None:
+            result = [build_rows(tokenizer, s, template, cfg.max_seq_len, cfg.assistant_turns)
+                      for s in conversation_sets]
+            Path(folder).mkdir(parents=True, exist_ok=True)
+            for old in Path(folder).glob("rows-*.json"):
+                old.unlink(missing_ok=True)
+            write_json(path, [[rows, stats.to_dict()] for rows, stats in result])
+    distributed.barrier()
+    if result is None:
+        result = load()
+    if result is None:  # not written (a rank without a shared file system): tokenise here
+        result = [build_rows(tokenizer, s, template, cfg.max_seq_len, cfg.assistant_turns) for s in conversation_sets]
+    return result
 
 
 # ------------------------------------------------------------------------------------------- packing

@@ -34,6 +34,7 @@ from datagen.records import write_atomic, write_json, write_jsonl
 from datagen.rouge import tokenize  # one definition of a ROUGE token for the whole project (CJK-aware)
 from datagen.train.config import adapter_train_config
 from datagen.train.data import Collator, build_rows, resolve_chat_template
+from datagen.train.distributed import is_main_process
 
 ROUGE_TYPES = ("rouge1", "rouge2", "rougeL")
 
@@ -106,6 +107,8 @@ def evaluate(data: str | Path, out: str | Path, cfg: EvalConfig) -> dict[str, An
         if cfg.adapter:
             row["tuned"] = answers["tuned"][i]
         rows.append(row)
+    if not is_main_process():  # launched on several processes, each scored the same records: one writes
+        return report
     out.mkdir(parents=True, exist_ok=True)
     write_jsonl(out / "samples.jsonl", rows)
     write_atomic(out / "samples.md", _markdown(rows, report))

@@ -15,6 +15,7 @@ from pathlib import Path
 
 from datagen.errors import ConfigError
 from datagen.train.config import adapter_train_config, torch_dtype
+from datagen.train.export import portable_config
 from datagen.train.sft import staged_dir
 
 #: dtypes a merge may be saved in; float32 is the default (the converted SmolLM2 folder is float32 too).
@@ -50,4 +51,5 @@ def merge(adapter: str | Path, out: str | Path, base: str | None = None, dtype: 
     with staged_dir(out) as staging:
         merged.save_pretrained(staging, safe_serialization=True)
         tokenizer.save_pretrained(staging)
+        portable_config(staging)  # loads in transformers 4.x as in 5.x
     return out

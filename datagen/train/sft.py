@@ -21,8 +21,10 @@ Measured on 2 idle CPU cores: SmolLM2-135M, LoRA r=16 on all-linear, batch 4 x ~
 from __future__ import annotations
 
 import contextlib
+import dataclasses
 import json
 import logging
+import math
 import os
 import re
 import resource
@@ -36,22 +38,25 @@ from typing import Any
 from datagen.errors import ConfigError
 from datagen.formats import read_any, to_messages
 from datagen.records import write_json, write_jsonl
+from datagen.train import distributed
 from datagen.train.config import TrainConfig, to_bnb_config, to_lora_config, torch_dtype
 from datagen.train.data import (
     Collator,
-    build_rows,
+    audit_template,
+    cached_rows,
     pack_rows,
     records_sha256,
     resolve_chat_template,
     show_labels,
     split_records,
 )
+from datagen.train.export import base_model_id, publish_dir, write_model_card
 
 log = logging.getLogger("datagen.train")
 
 #: Keys that may change between a killed run and its resumption without making it another run.
 _RESUMABLE_CHANGES = {"resume_from_checkpoint", "report_to", "logging_steps", "eval_steps", "save_steps",
-                      "save_total_limit", "max_steps", "num_train_epochs"}
+                      "save_total_limit", "max_steps", "num_train_epochs", "base_model_id"}
 
 
 def train(
@@ -68,28 +73,42 @@ def train(
 
     from datagen.llm.local import resolve_model_dir
 
+    if cfg.nproc > 1 and distributed.world_size() == 1:
+        from datagen.train.launch import launch
+
+        return launch(data, out, cfg, debug_labels=debug_labels)
     out = Path(out)
     started = time.time()
+    cuda = torch.cuda.is_available()
+    if cfg.load_in_4bit and distributed.world_size() > 1 and not cuda:
+        raise ConfigError("train.load_in_4bit on several processes needs CUDA (one GPU per process); "
+                          "on CPU train QLoRA on one process")
+    distributed.init(cpu=not cuda)
+    main = distributed.is_main_process()
+    if not main:
+        logging.getLogger("datagen").setLevel(logging.ERROR)  # one voice: rank 0 reports for every rank
     examples = read_any(data)
     if not examples:
         raise ConfigError(f"{data}: no records to train on")
     train_examples, eval_examples = split_records(examples, cfg.eval_fraction, cfg.seed)
     data_sha = records_sha256(train_examples)
     _check_report_to(cfg.report_to)
-    checkpoint = _resume_point(out, cfg, data_sha)
+    checkpoint = _resume_point(out, cfg, data_sha, remove=main)
+    distributed.barrier()
 
     model_dir = resolve_model_dir(cfg.base)
-    cuda = torch.cuda.is_available()
     if not cuda and not os.environ.get("OMP_NUM_THREADS"):
         torch.set_num_threads(len(os.sched_getaffinity(0)))  # all cores we may use, not the host's
     tokenizer = _load_tokenizer(model_dir)
     template = resolve_chat_template(tokenizer, cfg.chat_template, cfg.fallback_template)
-    rows, stats = build_rows(tokenizer, [to_messages(e) for e in train_examples], template, cfg.max_seq_len,
-                             cfg.assistant_turns)
-    eval_rows, eval_stats = build_rows(tokenizer, [to_messages(e) for e in eval_examples], template, cfg.max_seq_len,
-                                       cfg.assistant_turns)
-    for row in rows[:debug_labels]:
-        echo(show_labels(tokenizer, row, color=_use_color(color)))
+    train_messages = [to_messages(e) for e in train_examples]
+    audit = audit_template(tokenizer, train_messages, template) if main else None
+    (rows, stats), (eval_rows, eval_stats) = cached_rows(
+        out / ".tokenized", tokenizer, template, cfg,
+        [train_messages, [to_messages(e) for e in eval_examples]], write=main)
+    if main:
+        for row in rows[:debug_labels]:
+            echo(show_labels(tokenizer, row, color=_use_color(color)))
     if stats.all_masked or stats.template_mismatch:
         log.warning("dropped %d of %d training conversations: %d with nothing left to train after truncation to "
                     "%d tokens, %d the template renders differently turn by turn",
@@ -101,16 +120,15 @@ def train(
     train_rows = pack_rows(rows, cfg.max_seq_len) if cfg.packing else rows
     eval_rows_fed = pack_rows(eval_rows, cfg.max_seq_len) if cfg.packing and eval_rows else eval_rows
 
-    out.mkdir(parents=True, exist_ok=True)
-    write_json(out / "train_config.json", cfg.to_dict())
-    write_jsonl(out / "eval.jsonl", eval_examples)
     summary: dict[str, Any] = {
         "status": "running",
         "data": str(data),
         "data_sha256": data_sha,
         "base": cfg.base,
+        "base_model_id": base_model_id(cfg, model_dir),
         "base_model_dir": str(model_dir),
         "chat_template": template.name,
+        "template_audit": audit,
         "records": len(examples),
         "train_records": len(train_examples),
         "eval_records": len(eval_examples),
@@ -118,8 +136,15 @@ def train(
         "data_stats": stats.to_dict(),
         "eval_data_stats": eval_stats.to_dict(),
         "train_rows": len(train_rows),
+        "world_size": distributed.world_size(),
+        "global_batch_size": cfg.per_device_train_batch_size * cfg.gradient_accumulation_steps
+        * distributed.world_size(),
     }
-    write_json(out / "train_summary.json", summary)
+    if main:
+        out.mkdir(parents=True, exist_ok=True)
+        write_json(out / "train_config.json", cfg.to_dict())
+        write_jsonl(out / "eval.jsonl", eval_examples)
+        write_json(out / "train_summary.json", summary)
 
     model = _load_model(model_dir, cfg, cuda)
     trainable, total = _count_parameters(model)
@@ -128,13 +153,11 @@ def train(
                         padding_free=_segment_attention(model))
     trainer = _make_trainer(model, tokenizer, collator, train_rows, eval_rows_fed, out / "checkpoints", cfg, cuda)
 
-    eval_before = trainer.evaluate()["eval_loss"] if eval_rows_fed else None
-    # The collator also feeds evaluation; what evaluations during training fed is taken back out.
-    tokens_before, evals_before = collator.tokens_seen, trainer.evaluations
+    before = trainer.evaluate() if eval_rows_fed else {}
+    tokens_before = collator.tokens_seen  # evaluation has a collator of its own: this counts training only
     result = trainer.train(resume_from_checkpoint=checkpoint)
-    eval_tokens = (trainer.evaluations - evals_before) * sum(len(r["input_ids"]) for r in eval_rows_fed)
-    train_tokens = collator.tokens_seen - tokens_before - eval_tokens
-    eval_after = trainer.evaluate()["eval_loss"] if eval_rows_fed else None
+    train_tokens = distributed.all_reduce_sums([collator.tokens_seen - tokens_before], trainer.args.device)[0]
+    after = trainer.evaluate() if eval_rows_fed else {}
     runtime = result.metrics.get("train_runtime", 0.0)
 
     summary.update({
@@ -145,22 +168,30 @@ def train(
         "global_step": trainer.state.global_step,
         "resumed_from": checkpoint,
         "train_loss": result.training_loss,
-        "eval_loss_before": eval_before,
-        "eval_loss_after": eval_after,
+        "eval_loss_before": before.get("eval_loss"),
+        "eval_loss_after": after.get("eval_loss"),
+        "eval_perplexity_before": before.get("eval_perplexity"),
+        "eval_perplexity_after": after.get("eval_perplexity"),
+        "eval_tokens": after.get("eval_tokens"),
         "train_runtime_s": round(runtime, 3),
         "steps_per_second": result.metrics.get("train_steps_per_second"),
         "tokens_per_second": round(train_tokens / runtime, 1) if runtime else None,
         "peak_rss_mb": round(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024, 1),
+        "peak_gpu_mb": round(torch.cuda.max_memory_allocated() / 2**20, 1) if cuda else None,  # this rank's
         "wall_s": round(time.time() - started, 1),
         "versions": _versions(),
         "adapter": str(out / "adapter"),
     })
-    curve = _loss_curve(trainer.state.log_history, eval_before, eval_after, trainer.state.global_step)
-    write_json(out / "loss_curve.json", curve)
-    _plot_loss_curve(curve, out / "loss_curve.png")
+    curve = _loss_curve(trainer.state.log_history, summary["eval_loss_before"], summary["eval_loss_after"],
+                        trainer.state.global_step)
+    if main:
+        write_json(out / "loss_curve.json", curve)
+        _plot_loss_curve(curve, out / "loss_curve.png")
     tokenizer.chat_template = template.text  # the adapter's tokenizer renders as training did
-    _save_adapter(trainer.model, tokenizer, out / "adapter", cfg, summary)
-    write_json(out / "train_summary.json", summary)  # last: its "done" means the run is complete
+    _save_adapter(trainer, tokenizer, out / "adapter", cfg, summary, main)
+    if main:
+        write_json(out / "train_summary.json", summary)  # last: its "done" means the run is complete
+    distributed.barrier()
     return summary
 
 
@@ -187,7 +218,7 @@ def _load_model(model_dir: Path, cfg: TrainConfig, cuda: bool) -> Any:
     if bnb is not None:
         kwargs["quantization_config"] = bnb
         # bitsandbytes places 4-bit weights at load: on this process's GPU under torchrun/accelerate launch.
-        kwargs["device_map"] = {"": f"cuda:{int(os.environ.get('LOCAL_RANK', 0))}" if cuda else "cpu"}
+        kwargs["device_map"] = {"": f"cuda:{int(os.environ.get('LOCAL_RANK', '0'))}" if cuda else "cpu"}
     torch.manual_seed(cfg.seed)  # the LoRA A matrices are drawn at get_peft_model
     model = AutoModelForCausalLM.from_pretrained(model_dir, **kwargs)
     # A KV cache in the forward pass disables the packed-sequence mask (masking_utils only derives it
@@ -300,7 +331,7 @@ def to_training_args(cfg: TrainConfig, output_dir: Path, has_eval: bool, cuda: b
         activation_checkpointing=cfg.gradient_checkpointing,
         logging_steps=cfg.logging_steps,
         eval_strategy="steps" if has_eval and cfg.eval_steps else "no",
-        eval_steps=cfg.eval_steps or None,
+        eval_steps=AUTO_EVAL_RATIO if cfg.eval_steps == -1 else (cfg.eval_steps or None),
         save_strategy="steps",
         save_steps=cfg.save_steps,
         save_total_limit=cfg.save_total_limit,
@@ -316,32 +347,107 @@ def to_training_args(cfg: TrainConfig, output_dir: Path, has_eval: bool, cuda: b
     )
 
 
+#: ``eval_steps=-1`` (the default) evaluates every this share of the optimizer steps: ten points on the curve.
+AUTO_EVAL_RATIO = 0.1
+
+
 def _make_trainer(model: Any, tokenizer: Any, collator: Collator, train_rows: list, eval_rows: list,
                   checkpoints: Path, cfg: TrainConfig, cuda: bool) -> Any:
-    """A ``Trainer`` with an ``evaluations`` counter (how many times it has evaluated)."""
-    from transformers import Trainer, TrainerCallback
+    """A ``Trainer`` whose evaluation is ``token_weighted_eval``: the same loss at any world size or eval batch size."""
+    from transformers import Trainer
 
-    class _CountEvaluations(TrainerCallback):
-        def on_evaluate(self, args: Any, state: Any, control: Any, **kwargs: Any) -> None:
-            trainer.evaluations += 1
+    class _Trainer(Trainer):
+        def evaluate(self, eval_dataset: Any = None, ignore_keys: Any = None,
+                     metric_key_prefix: str = "eval") -> dict[str, float]:
+            nll, tokens = token_weighted_eval(self, eval_rows, dataclasses.replace(collator, tokens_seen=0),
+                                              self.args.per_device_eval_batch_size)
+            loss = nll / tokens if tokens else float("nan")
+            metrics = {f"{metric_key_prefix}_loss": loss,
+                       f"{metric_key_prefix}_perplexity": math.exp(min(loss, 700.0)) if tokens else float("nan"),
+                       f"{metric_key_prefix}_tokens": int(tokens)}
+            self.log(metrics)
+            self.control = self.callback_handler.on_evaluate(self.args, self.state, self.control, metrics)
+            return metrics
 
     args = to_training_args(cfg, checkpoints, bool(eval_rows), cuda)
-    trainer = Trainer(model=model, args=args, data_collator=collator, train_dataset=train_rows,
-                      eval_dataset=eval_rows or None, processing_class=tokenizer, callbacks=[_CountEvaluations()],
-                      compute_loss_func=trained_token_loss if collator.trained_logits_only else None)
-    trainer.evaluations = 0
-    return trainer
+    return _Trainer(model=model, args=args, data_collator=collator, train_dataset=train_rows,
+                    eval_dataset=eval_rows or None, processing_class=tokenizer,
+                    compute_loss_func=trained_token_loss if collator.trained_logits_only else None)
+
+
+def token_weighted_eval(trainer: Any, rows: list, collator: Collator, batch_size: int) -> tuple[float, int]:
+    """(summed NLL, trained tokens) of ``rows`` over every rank: the eval loss is their ratio.
+
+    ``Trainer.evaluate`` averages per-batch mean losses, so its loss moves with how the eval set is cut
+    into batches and shared between ranks (10.74 on one process, 9.94 on two, same model and data). Here
+    batch i holds the same rows at any world size (``distributed.shard_batches``), each rank sums its
+    tokens' NLL, and the sums are added over ranks in float64.
+
+    DeepSpeed and FSDP runs evaluate through their engines, prepared as ``Trainer.evaluation_loop`` prepares
+    them; a rank with fewer batches runs forwards with nothing to score, keeping their collectives in step.
+    """
+    import torch
+    from transformers.integrations.deepspeed import deepspeed_init
+
+    sharded = trainer.is_deepspeed_enabled or trainer.is_fsdp_enabled
+    if not sharded:
+        # Each rank holds the whole model: evaluate it bare. Preparing it here for evaluation (as
+        # Trainer.evaluate does) marks it prepared, and a later train() then skips the DDP wrap: every rank
+        # would step on its own gradients (measured: 2-process grad norm 1.55 vs 1.46 on one process).
+        model = trainer.model
+    else:
+        if trainer.is_deepspeed_enabled and trainer.deepspeed is None:
+            deepspeed_init(trainer, num_training_steps=0, inference=True)
+        model = trainer._wrap_model(trainer.model_wrapped, training=False)
+        if len(trainer.accelerator._models) == 0 and model is trainer.model:  # as Trainer.evaluation_loop does
+            model = trainer.accelerator.prepare(model)
+            if trainer.is_fsdp_enabled:
+                trainer.model = model
+            if model is not trainer.model:
+                trainer.model_wrapped = model
+            if trainer.is_deepspeed_enabled:
+                trainer.deepspeed = trainer.model_wrapped
+    training = model.training
+    model.eval()
+    nll, tokens = 0.0, 0
+    device = trainer.args.device
+    idle = [{"input_ids": rows[0]["input_ids"][:2], "labels": [-100, -100]}] if rows else []
+    try:
+        with torch.no_grad():
+            for span in distributed.shard_batches(len(rows), batch_size, distributed.world_size(), distributed.rank()):
+                batch = collator([rows[i] for i in span] if span is not None else idle)
+                batch = {k: v.to(device) for k, v in batch.items()}
+                labels = batch.pop("labels")
+                with trainer.autocast_smart_context_manager():
+                    logits = model(**batch, use_cache=False).logits
+                targets = labels[:, 1:]
+                if "logits_to_keep" not in batch:
+                    logits = logits[:, :-1].reshape(-1, logits.shape[-1])
+                    keep = targets.reshape(-1) != -100
+                    logits, targets = logits[keep], targets.reshape(-1)[keep]
+                else:
+                    targets = targets[targets != -100]
+                if targets.numel():
+                    nll += float(torch.nn.functional.cross_entropy(logits.float(), targets, reduction="sum"))
+                    tokens += int(targets.numel())
+    finally:
+        model.train(training)
+    total, count = distributed.all_reduce_sums([nll, tokens], device)
+    return total, int(count)
 
 
 # ----------------------------------------------------------------------------------- resume, save
 
 
-def _resume_point(out: Path, cfg: TrainConfig, data_sha: str) -> str | None:
-    """The checkpoint to resume from, per ``cfg.resume_from_checkpoint`` (auto | true | false | a path)."""
+def _resume_point(out: Path, cfg: TrainConfig, data_sha: str, remove: bool = True) -> str | None:
+    """The checkpoint to resume from, per ``cfg.resume_from_checkpoint`` (auto | true | false | a path).
+
+    Every rank decides alike from the same files; only the one with ``remove`` deletes what must go.
+    """
     checkpoints = out / "checkpoints"
     choice = cfg.resume_from_checkpoint
     if choice is False:
-        if checkpoints.is_dir():
+        if checkpoints.is_dir() and remove:
             log.info("resume_from_checkpoint=false: removing the checkpoints of the previous run in %s", checkpoints)
             shutil.rmtree(checkpoints)
         return None
@@ -351,7 +457,7 @@ def _resume_point(out: Path, cfg: TrainConfig, data_sha: str) -> str | None:
             raise ConfigError(f"train.resume_from_checkpoint: {choice} is not a complete Trainer checkpoint "
                               f"({problem})")
         return choice
-    latest = _last_complete_checkpoint(checkpoints, remove_incomplete=True)
+    latest = _last_complete_checkpoint(checkpoints, remove_incomplete=remove)
     if choice is True and latest is None:
         raise ConfigError(f"train.resume_from_checkpoint=true but {checkpoints} holds no complete checkpoint")
     if latest is None:
@@ -430,20 +536,33 @@ def _run_differences(out: Path, cfg: TrainConfig, data_sha: str) -> list[str]:
         previous_sha = json.loads((out / "train_summary.json").read_text()).get("data_sha256")
     except (OSError, ValueError):
         return ["train_config.json/train_summary.json missing"]
-    now = cfg.to_dict()
-    changed = sorted(k for k in now if k not in _RESUMABLE_CHANGES and previous.get(k) != now[k])
+    now, defaults = cfg.to_dict(), TrainConfig().to_dict()  # a key an older run did not write had its default
+    changed = sorted(k for k in now if k not in _RESUMABLE_CHANGES and previous.get(k, defaults[k]) != now[k])
     if previous_sha != data_sha:
         changed.append("training data")
     return changed
 
 
-def _save_adapter(model: Any, tokenizer: Any, target: Path, cfg: TrainConfig, summary: dict[str, Any]) -> None:
-    """Adapter, tokenizer and config into ``target``, which a kill never leaves half-written."""
-    with staged_dir(target) as staging:
-        model.save_pretrained(staging)
+def _save_adapter(trainer: Any, tokenizer: Any, target: Path, cfg: TrainConfig, summary: dict[str, Any],
+                  main: bool) -> None:
+    """Adapter, tokenizer, config and model card into ``target``, which a kill never leaves half-written.
+
+    Every rank calls ``Trainer.save_model`` (FSDP and ZeRO-3 gather the sharded weights there); rank 0 alone
+    writes, into a fixed staging folder beside ``target`` that is renamed onto it once whole.
+    """
+    staging = target.parent / f".{target.name}.staging"
+    if main and staging.exists():
+        shutil.rmtree(staging)  # ours: a run killed while saving left it
+    distributed.barrier()
+    trainer.save_model(str(staging))
+    if main:
+        (staging / "training_args.bin").unlink(missing_ok=True)  # a pickle of TrainingArguments: train_config.json says it
         tokenizer.save_pretrained(staging)
         write_json(staging / "train_config.json", cfg.to_dict())
         write_json(staging / "train_summary.json", summary)
+        write_model_card(staging, cfg, summary)
+        publish_dir(staging, target)
+    distributed.barrier()
 
 
 @contextlib.contextmanager
@@ -453,13 +572,7 @@ def staged_dir(target: Path) -> Iterator[Path]:
     staging = Path(tempfile.mkdtemp(prefix=f".{target.name}.tmp-", dir=target.parent))
     try:
         yield staging
-        if target.exists():  # a folder cannot be os.replace'd onto a non-empty one: move the old one aside first
-            old = Path(tempfile.mkdtemp(prefix=f".{target.name}.old-", dir=target.parent))
-            os.replace(target, old / target.name)
-            os.replace(staging, target)
-            shutil.rmtree(old, ignore_errors=True)
-        else:
-            os.replace(staging, target)
+        publish_dir(staging, target)
     finally:
         shutil.rmtree(staging, ignore_errors=True)
 
@@ -500,10 +613,17 @@ def _plot_loss_curve(curve: dict[str, Any], path: Path) -> None:
     fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
     os.close(fd)
     try:
+        os.chmod(tmp, 0o666 & ~_umask())
         figure.savefig(tmp, format="png")
         os.replace(tmp, path)
     finally:
         Path(tmp).unlink(missing_ok=True)
+
+
+def _umask() -> int:
+    mask = os.umask(0)
+    os.umask(mask)
+    return mask
 
 
 def _check_report_to(report_to: str) -> None:

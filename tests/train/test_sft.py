@@ -158,7 +158,8 @@ def test_loss_is_finite_and_decreasing(trained):
     assert len(losses) == 12 and all(math.isfinite(x) for x in losses)
     assert sum(losses[-3:]) / 3 < sum(losses[:3]) / 3
     assert summary["eval_loss_after"] < summary["eval_loss_before"]
-    assert [e["step"] for e in curve["eval"]] == [0, 12]
+    # eval_steps=-1 (default): every 10% of the 12 steps, rounded up to 2, besides before and after training
+    assert [e["step"] for e in curve["eval"]] == [0, 2, 4, 6, 8, 10, 12]
     lrs = [p["learning_rate"] for p in curve["train"]]
     assert lrs[0] == pytest.approx(1e-2) and lrs[-1] < lrs[len(lrs) // 2] < lrs[0]  # cosine decay
 
