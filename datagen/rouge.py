@@ -43,7 +43,7 @@ from rapidfuzz.distance import LCSseq
 
 from datagen.errors import ConfigError
 
-__all__ = ["tokenize", "rouge_l", "RougePool", "greedy_dedup"]
+__all__ = ["tokenize", "rouge_l", "RougePool", "greedy_dedup", "greedy_dedup_among"]
 
 # Characters that become one token each: Han ideographs (with radicals, 々〆〇 and extensions B-H in
 # planes 2-3), hiragana, katakana (not the ・ middle dot, which is punctuation), hangul syllables and jamo.
@@ -421,4 +421,47 @@ def greedy_dedup(
             kept.append(i)
         else:
             dropped.append((i, kept[hit[0]], hit[1]))
+    return kept, dropped
+
+
+def greedy_dedup_among(
+    tokens: list[list[str]], threshold: float, pairs: Iterable[tuple[int, int]]
+) -> tuple[list[int], list[tuple[int, int, float]]]:
+    """`greedy_dedup` over tokenized texts, comparing a text only with the earlier texts it is paired with.
+
+    ``pairs`` are candidate pairs ``(i, j)``, i < j (from MinHash-LSH: ``datagen.filter.minhash``). Text j is
+    dropped when it scores >= `threshold` against a *kept* i it is paired with, as a duplicate of the best
+    such i (the earliest on ties), which is `greedy_dedup`'s rule; so when the pairs include every pair that
+    scores >= `threshold`, the result is exactly `greedy_dedup`'s. The work is one LCS per candidate pair
+    whose earlier text is kept: it grows with the number of pairs, not with the pool.
+
+    >>> tokens = [tokenize(t) for t in ["Give three tips.", "give three tips!", "Name a color."]]
+    >>> greedy_dedup_among(tokens, 0.7, [(0, 1), (1, 2)])
+    ([0, 2], [(1, 0, 1.0)])
+    """
+    vocab: dict[str, int] = {}
+    seqs = [_encode([vocab.setdefault(t, len(vocab)) for t in toks]) for toks in tokens]
+    lengths = np.fromiter((len(t) for t in tokens), np.int64, len(tokens))
+    earlier: dict[int, list[int]] = {}
+    for i, j in pairs:
+        i, j = int(i), int(j)
+        if i > j:
+            i, j = j, i
+        if i != j:
+            earlier.setdefault(j, []).append(i)
+    alive = np.ones(len(tokens), bool)
+    kept: list[int] = []
+    dropped: list[tuple[int, int, float]] = []
+    for x in range(len(tokens)):
+        cands = sorted({y for y in earlier.get(x, ()) if alive[y]})
+        if cands and lengths[x]:
+            idx = np.asarray(cands)
+            lcs = process.cdist([seqs[x]], [seqs[y] for y in cands], scorer=LCSseq.similarity, dtype=np.int32)[0]
+            scores = _fmeasures(lcs, int(lengths[x]), lengths[idx])
+            best = int(np.argmax(scores))
+            if scores[best] >= threshold:
+                alive[x] = False
+                dropped.append((x, int(idx[best]), float(scores[best])))
+                continue
+        kept.append(x)
     return kept, dropped
