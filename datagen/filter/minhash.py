@@ -19,9 +19,10 @@ The signatures are computed here with numpy (one multiply-shift hash per permuta
 every text, then a min per text) rather than with datasketch's per-text ``MinHash`` objects: those cost
 88 µs a text to hash and 270 µs to query and insert (measured, 10K texts of 15 tokens), 110 s at 300K.
 
-    >>> pairs = candidate_pairs([["a", "b", "c", "d"], ["a", "b", "c", "d", "e"], ["x", "y", "z"]])
-    >>> pairs.tolist()
-    [[0, 1]]
+    >>> words = [f"w{k}" for k in range(12)]
+    >>> pairs, few = candidate_pairs([words[:8], words[:8] + ["extra"], words[6:]])
+    >>> pairs.tolist(), few.tolist()
+    ([[0, 1]], [False, False, False])
 """
 
 from __future__ import annotations
@@ -31,7 +32,7 @@ from functools import lru_cache
 
 import numpy as np
 
-__all__ = ["lsh_params", "signatures", "candidate_pairs", "band_collides"]
+__all__ = ["lsh_params", "shingles", "signatures", "Sketch", "candidate_pairs"]
 
 _BLOCK = 1 << 16  # tokens hashed per numpy pass: (block × num_perm) uint64 = 64 MiB at 128 permutations
 
@@ -43,6 +44,48 @@ def lsh_params(threshold: float, num_perm: int) -> tuple[int, int]:
 
     lsh = MinHashLSH(threshold=threshold, num_perm=num_perm, weights=(0.2, 0.8))
     return int(lsh.b), int(lsh.r)
+
+
+def shingles(token_sets: Sequence[Sequence[str]], max_df: float = 0.01, floor: int = 50,
+             min_rare: int = 3) -> tuple[list[list[str]], list[list[str]], np.ndarray]:
+    """Each text's shingle set without the shingles common to the corpus, its whole set, and which texts
+    have fewer than ``min_rare`` rare shingles (for those only the whole set says anything).
+
+    A shingle in more than ``max(max_df·n, floor)`` texts ("the", a template's fixed words) makes unrelated
+    texts collide in LSH: at 10K records with every token kept, 540K candidate pairs for 961 duplicates
+    (measured on bench_filter's data, growing as n²). Near-duplicates share their rare shingles too, so
+    comparing rare sets keeps their pairs while unrelated texts stop colliding.
+    """
+    sets = [_grams(tokens) for tokens in token_sets]
+    df: dict[str, int] = {}
+    for grams in sets:
+        for g in grams:
+            df[g] = df.get(g, 0) + 1
+    limit = max(max_df * len(sets), floor)
+    rare = [[g for g in grams if df[g] <= limit] for grams in sets]
+    few = np.fromiter((len(r) < min_rare for r in rare), bool, len(rare))
+    return rare, [sorted(g) for g in sets], few
+
+
+def _grams(tokens: Sequence[str]) -> set[str]:
+    """Latin words as they are; CJK characters as the bigrams of each run (a character alone says little:
+    3,500 of them make up most Chinese text, so unrelated Chinese texts share most of their characters).
+
+    >>> sorted(_grams(["write", "a", "大", "海", "的", "诗"]))
+    ['a', 'write', '大海', '海的', '的诗']
+    """
+    out: set[str] = set()
+    prev = ""
+    for t in tokens:
+        cjk = not t.isascii()
+        if cjk and prev:
+            out.add(prev + t)
+        elif not cjk:
+            out.add(t)
+        prev = t if cjk else ""
+    if prev and len(out) == 0:  # a one-character text
+        out.add(prev)
+    return out
 
 
 def signatures(token_sets: Sequence[Sequence[str]], num_perm: int = 128, seed: int = 1) -> np.ndarray:
@@ -87,39 +130,68 @@ def _band_keys(sig: np.ndarray, bands: int, rows: int) -> np.ndarray:
         return (banded * mix).sum(axis=2, dtype=np.uint64) ^ np.arange(bands, dtype=np.uint64)
 
 
-def candidate_pairs(token_sets: Sequence[Sequence[str]], *, threshold: float = 0.4, num_perm: int = 128,
-                    seed: int = 1, sig: np.ndarray | None = None) -> np.ndarray:
-    """Distinct pairs ``[i, j]`` (i < j, sorted) of texts that share a LSH band; empty texts pair with none."""
-    bands, rows = lsh_params(threshold, num_perm)
-    if sig is None:
-        sig = signatures(token_sets, num_perm, seed)
-    live = np.flatnonzero([len(t) > 0 for t in token_sets]) if len(sig) else np.empty(0, np.int64)
-    if len(live) < 2:
-        return np.empty((0, 2), np.int64)
-    keys = _band_keys(sig[live], bands, rows).ravel()  # row-major: key k belongs to text live[k // bands]
-    order = np.argsort(keys, kind="stable")
-    sorted_keys = keys[order]
-    cuts = np.flatnonzero(np.diff(sorted_keys)) + 1
-    starts, ends = np.r_[0, cuts], np.r_[cuts, len(keys)]
+class Sketch:
+    """The LSH view of a corpus: MinHash signatures of the rare and of the whole shingle sets.
+
+    Two texts are a candidate pair when a band of their rare-set signatures is equal. A text with few rare
+    shingles (``few``) cannot be placed that way: comparing its whole set with others' rare sets missed 4 of
+    292 pairs at 3K, and whole-set LSH for them made 75K-230K candidate pairs at 10K (they are all common
+    words, so they collide with everything). So those texts are left to the exact pool search
+    (``greedy_dedup_among(..., exhaustive=few)``), about 1% of texts on bench_filter's data.
+    """
+
+    def __init__(self, token_sets: Sequence[Sequence[str]], *, threshold: float = 0.4, num_perm: int = 128,
+                 max_df: float = 0.01, seed: int = 1):
+        self.bands, self.rows = lsh_params(threshold, num_perm)
+        rare, full, self.few = shingles(token_sets, max_df)
+        self.live = np.fromiter((len(f) > 0 for f in full), bool, len(full))
+        self.rare_keys = _band_keys(signatures(rare, num_perm, seed), self.bands, self.rows)
+
+    def pairs(self) -> np.ndarray:
+        """Distinct candidate pairs ``[i, j]``, i < j, sorted."""
+        n = len(self.live)
+        codes = _bucket_pairs(self.rare_keys, np.flatnonzero(self.live & ~self.few), n, None)
+        if not codes:
+            return np.empty((0, 2), np.int64)
+        unique = np.unique(np.concatenate(codes))
+        return np.stack([unique // n, unique % n], axis=1)
+
+    def collides(self, pairs: np.ndarray) -> np.ndarray:
+        """For each pair ``[i, j]``, whether it is compared: a candidate pair, or one holding a ``few`` text."""
+        if not len(pairs):
+            return np.zeros(0, bool)
+        a, b = pairs[:, 0], pairs[:, 1]
+        both_live = self.live[a] & self.live[b]
+        rare = ~self.few[a] & ~self.few[b] & (self.rare_keys[a] == self.rare_keys[b]).any(axis=1)
+        return both_live & (rare | self.few[a] | self.few[b])
+
+
+def _bucket_pairs(keys: np.ndarray, members: np.ndarray, n: int, required: np.ndarray | None) -> list[np.ndarray]:
+    """Pair codes ``i·n + j`` (i < j) of ``members`` sharing a band key; with ``required``, only pairs that
+    hold at least one required text."""
+    if len(members) < 2:
+        return []
+    bands = keys.shape[1]
+    flat = keys[members].ravel()  # row-major: key k belongs to members[k // bands]
+    order = np.argsort(flat, kind="stable")
+    cuts = np.flatnonzero(np.diff(flat[order])) + 1
+    starts, ends = np.r_[0, cuts], np.r_[cuts, len(flat)]
     multi = np.flatnonzero(ends - starts > 1)
-    n = len(token_sets)
     codes: list[np.ndarray] = []
     for s, e in zip(starts[multi], ends[multi]):
-        members = np.unique(live[order[s:e] // bands])
-        if len(members) < 2:
+        group = np.unique(members[order[s:e] // bands])
+        if len(group) < 2 or (required is not None and not required[group].any()):
             continue
-        i, j = np.triu_indices(len(members), 1)
-        codes.append(members[i] * n + members[j])
-    if not codes:
-        return np.empty((0, 2), np.int64)
-    unique = np.unique(np.concatenate(codes))
-    return np.stack([unique // n, unique % n], axis=1)
+        i, j = np.triu_indices(len(group), 1)
+        if required is not None:
+            need = required[group[i]] | required[group[j]]
+            i, j = i[need], j[need]
+        codes.append(group[i] * n + group[j])
+    return codes
 
 
-def band_collides(sig: np.ndarray, pairs: np.ndarray, *, threshold: float = 0.4, num_perm: int = 128) -> np.ndarray:
-    """For each pair ``[i, j]``, whether LSH makes it a candidate (for measuring recall against exact pairs)."""
-    if not len(pairs):
-        return np.zeros(0, bool)
-    bands, rows = lsh_params(threshold, num_perm)
-    keys = _band_keys(sig, bands, rows)
-    return (keys[pairs[:, 0]] == keys[pairs[:, 1]]).any(axis=1)
+def candidate_pairs(token_sets: Sequence[Sequence[str]], *, threshold: float = 0.4, num_perm: int = 128,
+                    max_df: float = 0.01, seed: int = 1) -> tuple[np.ndarray, np.ndarray]:
+    """Distinct pairs ``[i, j]`` (i < j, sorted) that LSH makes candidates, and the ``few`` mask (`Sketch`)."""
+    sketch = Sketch(token_sets, threshold=threshold, num_perm=num_perm, max_df=max_df, seed=seed)
+    return sketch.pairs(), sketch.few

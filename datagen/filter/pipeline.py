@@ -102,6 +102,7 @@ class FilterConfig:
     rouge_lsh_above: int = 50_000                   # units at which auto switches to LSH (below, exact is cheap)
     rouge_lsh_threshold: float = 0.4                # Jaccard the LSH bands target (ROUGE-L 0.7 pairs have >= ~0.54)
     rouge_lsh_num_perm: int = 128                   # MinHash permutations
+    rouge_lsh_max_df: float = 0.01                  # tokens in more texts than this share are left out of shingles
     # --- before dedup: benchmark decontamination (datagen/filter/decontaminate.py)
     decontaminate: tuple[Path, ...] = ()            # benchmark files; a record sharing an n-gram with an item goes
     decontaminate_ngram: int = 13                   # n: words for Latin text, characters for CJK
@@ -160,6 +161,7 @@ class FilterConfig:
         _number("rouge_lsh_above", self.rouge_lsh_above, 0, 1 << 40, integer=True)
         _number("rouge_lsh_threshold", self.rouge_lsh_threshold, 0, 1, lo_open=True)
         _number("rouge_lsh_num_perm", self.rouge_lsh_num_perm, 8, 4096, integer=True)
+        _number("rouge_lsh_max_df", self.rouge_lsh_max_df, 0, 1, lo_open=True)
         _number("decontaminate_ngram", self.decontaminate_ngram, 1, 1000, integer=True)
         for name in ("decontaminate", "against"):
             value = getattr(self, name)
@@ -357,9 +359,10 @@ def _rouge_dedup(run: _Run) -> None:
     extra: dict[str, Any] = {}
     if method == "lsh":
         tokens = [tokenize(text) for text in texts]
-        pairs = minhash.candidate_pairs(tokens, threshold=cfg.rouge_lsh_threshold, num_perm=cfg.rouge_lsh_num_perm)
-        _, dropped = greedy_dedup_among(tokens, cfg.rouge_threshold, pairs)
-        extra["candidate_pairs"] = int(len(pairs))
+        pairs, few = minhash.candidate_pairs(tokens, threshold=cfg.rouge_lsh_threshold,
+                                             num_perm=cfg.rouge_lsh_num_perm, max_df=cfg.rouge_lsh_max_df)
+        _, dropped = greedy_dedup_among(tokens, cfg.rouge_threshold, pairs, exhaustive=few)
+        extra.update(candidate_pairs=int(len(pairs)), pool_searched=int(few.sum()))
     else:
         _, dropped = greedy_dedup(texts, cfg.rouge_threshold)
     _drop_units(run, "rouge_dedup", "rouge_near_duplicate", units, dropped,
