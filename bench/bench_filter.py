@@ -62,11 +62,11 @@ def make_records(n: int, seed: int = 0, zh_share: float = 0.15, exact_share: flo
     zh = [chr(0x4E00 + k) for k in range(3500)]
     weights_en = 1 / np.arange(1, len(en) + 1) ** 1.05
     weights_zh = 1 / np.arange(1, len(zh) + 1) ** 1.0
-    p_en, p_zh = weights_en / weights_en.sum(), weights_zh / weights_zh.sum()
+    cdf_en, cdf_zh = np.cumsum(weights_en / weights_en.sum()), np.cumsum(weights_zh / weights_zh.sum())
 
-    def draw(lang: str, k: int) -> list[str]:
-        vocab, p = (en, p_en) if lang == "en" else (zh, p_zh)
-        return [vocab[i] for i in nrng.choice(len(vocab), k, p=p)]
+    def draw(lang: str, k: int) -> list[str]:  # searchsorted on the CDF: choice(p=...) re-sums p every call
+        vocab, cdf = (en, cdf_en) if lang == "en" else (zh, cdf_zh)
+        return [vocab[min(i, len(vocab) - 1)] for i in np.searchsorted(cdf, nrng.random(k))]
 
     def render(lang: str, tokens: list[str], end: str) -> str:
         return ("".join(tokens) if lang == "zh" else " ".join(tokens).capitalize()) + end

@@ -28,6 +28,7 @@ every text, then a min per text) rather than with datasketch's per-text ``MinHas
 from __future__ import annotations
 
 from collections.abc import Sequence
+import hashlib
 from functools import lru_cache
 
 import numpy as np
@@ -91,7 +92,7 @@ def _grams(tokens: Sequence[str]) -> set[str]:
 def signatures(token_sets: Sequence[Sequence[str]], num_perm: int = 128, seed: int = 1) -> np.ndarray:
     """MinHash signatures, one row of ``num_perm`` uint32 per text (all-ones for a text with no tokens).
 
-    Each distinct token gets a random 64-bit value; permutation k maps it to ``(a_k·x + b_k) >> 32``
+    Each distinct token gets a 64-bit hash; permutation k maps it to ``(a_k·x + b_k) >> 32``
     (multiply-shift, a_k odd), and a text's signature is the minimum over its tokens.
     """
     rng = np.random.default_rng(seed)
@@ -104,7 +105,11 @@ def signatures(token_sets: Sequence[Sequence[str]], num_perm: int = 128, seed: i
         unique = {vocab.setdefault(t, len(vocab)) for t in tokens}
         ids.extend(unique)
         lengths[k] = len(unique)
-    values = np.random.default_rng(seed + 1).integers(0, 1 << 63, max(len(vocab), 1), dtype=np.uint64)
+    # A stable 64-bit value per token (blake2b, not hash(): str hashes change per process, and so would the
+    # candidate pairs), salted by the seed.
+    salt = seed.to_bytes(8, "little")
+    values = np.fromiter((int.from_bytes(hashlib.blake2b(t.encode(), digest_size=8, salt=salt).digest(), "little")
+                          for t in vocab), np.uint64, len(vocab))
     flat = values[np.asarray(ids, np.int64)] if ids else np.empty(0, np.uint64)
     out = np.full((len(token_sets), num_perm), np.iinfo(np.uint32).max, np.uint32)
     ends = np.cumsum(lengths)
