@@ -26,6 +26,7 @@ from __future__ import annotations
 from collections.abc import Iterable
 from pathlib import Path
 
+from datagen.formats import read_any
 from datagen.records import Example
 from datagen.rouge import tokenize
 
@@ -62,9 +63,7 @@ class NgramIndex:
             self._grams.setdefault(hash(tuple(tokens[k:k + self.n])), (source, item))
 
     def add_file(self, path: Path) -> None:
-        from datagen.formats import read_any  # RecordError (path:line) for a bad benchmark file
-
-        for number, example in enumerate(read_any(path), 1):
+        for number, example in enumerate(read_any(path), 1):  # RecordError (path:line) for a bad file
             item = example.meta.get("id") or example.id or f"line {number}"
             for _, text in _fields(example):
                 self.add_text(text, str(path), str(item))

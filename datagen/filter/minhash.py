@@ -27,13 +27,13 @@ every text, then a min per text) rather than with datasketch's per-text ``MinHas
 
 from __future__ import annotations
 
-from collections.abc import Sequence
 import hashlib
+from collections.abc import Sequence
 from functools import lru_cache
 
 import numpy as np
 
-__all__ = ["lsh_params", "shingles", "signatures", "Sketch", "candidate_pairs"]
+__all__ = ["Sketch", "candidate_pairs", "lsh_params", "shingles", "signatures"]
 
 _BLOCK = 1 << 16  # tokens hashed per numpy pass: (block × num_perm) uint64 = 64 MiB at 128 permutations
 
