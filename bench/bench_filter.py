@@ -1,27 +1,37 @@
-"""Benchmark: the filter's embedding near-duplicate stage on 20,000 instructions, end to end.
+"""Benchmark: the filter at size — 10K to 300K (or 1M) synthetic records with planted duplicates, en and zh.
 
-    python bench/bench_filter.py                          # ~2-4 minutes on 2 CPU cores
-    python bench/bench_filter.py --records 5000 --device cpu --out /tmp/bench_filter.json
+    python bench/bench_filter.py                                  # 10K, 100K, 300K: about 15-25 min on 2 cores
+    python bench/bench_filter.py --sizes 2000,10000 --out /tmp/f.json
 
-End to end is what ``datagen filter`` spends in stage 4 once the model is loaded: the [UNK] check, encoding
-with the bundled all-MiniLM-L6-v2 (batch 64), faiss pair search (IndexFlatIP below 100k texts) and union-find
-grouping. Reported: records/s over that span, the seconds of each part, and the share of time spent outside
-the encoder (target < 15%: the encoder is the irreducible cost, everything else is our overhead). Model
-loading is timed separately: it is paid once per process.
+Each size runs in its own process (so peak RSS is that size's) through the filter's own stage functions:
+heuristics, exact dedup, the ROUGE-L stage by both paths (exact pool search up to ``--exact-max`` units,
+MinHash-LSH candidates + exact ROUGE-L on them at every size), and the embedding pair search + greedy grouping.
 
-The texts are synthetic instructions from a seeded generator (verbs x forms x adjectives x topics, 8-20
-words), about 10% of them planted rewordings of an earlier one (a synonym verb, "please", different
-punctuation), and by default 10% Chinese, which the English-only model cannot read and the stage skips.
-Other processes on the machine inflate every number; the encoder dominates, so records/s tracks the CPU.
+What is measured, per size: seconds of each stage, peak RSS, planted-duplicate recall (planted copies the
+exact and ROUGE-L stages reject), kept-set agreement of LSH vs exact ROUGE-L and LSH pair recall (the share of
+the exact path's (dropped, kept) pairs that share a LSH band), and the embedding index picked with its recall
+measured against exact search. Across sizes: the log-log slope of the ROUGE stage and of the pair search.
+
+The encoder is reported on its own: encoding 300K texts with MiniLM on 2 shared cores takes longer than every
+other stage together and is the floor on CPU (a GPU or a cluster scales it out), so the pair search runs on
+384-dim hashed bag-of-token vectors (same shape and index as MiniLM's; planted copies land near their source),
+and MiniLM's rate is measured on 2,000 texts and multiplied out.
+
+Data: instructions of 8-24 tokens drawn from a Zipf vocabulary (function words + 20,000 pseudo-words for
+English; 3,500 Han characters for Chinese, 15% of records), answers likewise. 5% of records are exact copies
+(case and punctuation changed) and 10% near copies (1-2 tokens replaced, inserted or dropped) of an earlier one.
 """
 
 from __future__ import annotations
 
 import argparse
 import json
+import math
 import os
 import platform
 import random
+import resource
+import subprocess
 import sys
 import time
 from pathlib import Path
@@ -30,111 +40,237 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
 os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
 
-from datagen.filter.semantic import DEFAULT_MODEL, embed_dedup, load_encoder  # noqa: E402
+import numpy as np  # noqa: E402
 
-VERBS = [("Write", "Compose"), ("Explain", "Describe"), ("List", "Name"), ("Summarize", "Sum up"),
-         ("Create", "Design"), ("Suggest", "Recommend"), ("Compare", "Contrast"), ("Draft", "Prepare")]
-FORMS = ["a short essay", "a blog post", "a list of tips", "a lesson plan", "a product description", "a speech",
-         "a news headline", "a poem", "a dialogue", "a step-by-step guide", "an FAQ section", "a cover letter",
-         "a tweet", "a travel itinerary", "a quiz", "a press release"]
-ADJS = ["concise", "friendly", "detailed", "persuasive", "funny", "formal", "simple", "vivid", "balanced"]
-TOPICS = ["renewable energy", "ancient Rome", "urban gardening", "quantum computing", "ocean tides",
-          "personal finance", "remote work", "volcanoes", "the history of tea", "machine learning",
-          "healthy breakfasts", "marathon training", "coral reefs", "public libraries", "electric cars",
-          "medieval castles", "sleep hygiene", "job interviews", "solar eclipses", "bird migration",
-          "climate change", "the printing press", "space exploration", "board games", "honey bees"]
-AUDIENCES = ["for high school students", "for a busy parent", "for a software engineer", "for retirees",
-             "for a first-time visitor", "for small business owners", "for children aged ten", "for beginners"]
-ZH_VERBS = ["写一篇", "解释", "总结", "列出", "介绍", "比较"]
-ZH_TOPICS = ["可再生能源", "古罗马历史", "阳台种菜", "量子计算", "潮汐现象", "个人理财", "远程办公", "火山喷发",
-             "茶的历史", "机器学习", "健康早餐", "马拉松训练", "珊瑚礁", "公共图书馆", "电动汽车"]
-ZH_AUDIENCES = ["给中学生看", "给忙碌的父母", "给软件工程师", "给退休老人", "给第一次来的游客", "给初学者"]
+FUNCTION = ["the", "a", "of", "and", "to", "in", "for", "with", "about", "on", "how", "what", "is", "your", "an"]
+SYLLABLES = ["ka", "lo", "mi", "ren", "tu", "sa", "vo", "pel", "dri", "no", "qua", "zen", "bi", "tor", "fe", "gal"]
 
 
-def make_texts(n: int, zh_share: float, dup_share: float, seed: int) -> list[str]:
-    """``n`` instruction texts: distinct English ones, planted rewordings of earlier ones, some Chinese."""
+def _vocab_en(size: int, rng: random.Random) -> list[str]:
+    words = set()
+    while len(words) < size:
+        words.add("".join(rng.choice(SYLLABLES) for _ in range(rng.randint(2, 4))))
+    return sorted(words)
+
+
+def make_records(n: int, seed: int = 0, zh_share: float = 0.15, exact_share: float = 0.05,
+                 near_share: float = 0.10) -> tuple[list[dict], list[bool]]:
+    """``n`` records and, for each, whether it is a planted copy (exact or near) of an earlier one."""
     rng = random.Random(seed)
-    texts: list[str] = []
-    while len(texts) < n:
+    nrng = np.random.default_rng(seed)
+    en = FUNCTION + _vocab_en(20_000, rng)
+    zh = [chr(0x4E00 + k) for k in range(3500)]
+    weights_en = 1 / np.arange(1, len(en) + 1) ** 1.05
+    weights_zh = 1 / np.arange(1, len(zh) + 1) ** 1.0
+    cdf_en, cdf_zh = np.cumsum(weights_en / weights_en.sum()), np.cumsum(weights_zh / weights_zh.sum())
+
+    def draw(lang: str, k: int) -> list[str]:  # searchsorted on the CDF: choice(p=...) re-sums p every call
+        vocab, cdf = (en, cdf_en) if lang == "en" else (zh, cdf_zh)
+        return [vocab[min(i, len(vocab) - 1)] for i in np.searchsorted(cdf, nrng.random(k))]
+
+    def render(lang: str, tokens: list[str], end: str) -> str:
+        return ("".join(tokens) if lang == "zh" else " ".join(tokens).capitalize()) + end
+
+    records, planted, sources = [], [], []  # sources: (lang, instruction tokens)
+    while len(records) < n:
         roll = rng.random()
-        if texts and roll < dup_share:
-            base = rng.choice(texts)
-            for plain, synonym in VERBS:  # reword the verb, if it has one, then vary the surface
-                if base.startswith(plain + " "):
-                    base = synonym + base[len(plain):]
-                    break
-            texts.append(rng.choice(["Please " + base[0].lower() + base[1:], base.rstrip(".") + "!", base.upper()]))
-        elif roll < dup_share + zh_share:
-            texts.append(f"{rng.choice(ZH_AUDIENCES)}{rng.choice(ZH_VERBS)}关于{rng.choice(ZH_TOPICS)}的"
-                         f"{rng.choice(['短文', '要点', '说明', '建议'])}，不超过{rng.randint(2, 9)}百字。")
-        else:
-            verb = rng.choice(VERBS)[0]
-            texts.append(f"{verb} {rng.choice(FORMS)} about {rng.choice(TOPICS)} {rng.choice(AUDIENCES)}, "
-                         f"in a {rng.choice(ADJS)} tone, under {rng.randint(1, 9) * 50} words.")
-    return texts
+        if sources and roll < exact_share + near_share:
+            lang, tokens = sources[rng.randrange(len(sources))]
+            tokens = list(tokens)
+            if roll >= exact_share:  # near copy: 1-2 edits
+                for _ in range(rng.randint(1, 2)):
+                    op, pos = rng.random(), rng.randrange(len(tokens))
+                    if op < 0.4:
+                        tokens[pos] = draw(lang, 1)[0]
+                    elif op < 0.7:
+                        tokens.insert(pos, draw(lang, 1)[0])
+                    elif len(tokens) > 8:
+                        del tokens[pos]
+                    else:
+                        tokens[pos] = draw(lang, 1)[0]
+            text = render(lang, tokens, rng.choice(["?", ".", "!"] if lang == "en" else ["？", "。"]))
+            records.append({"instruction": text.upper() if lang == "en" and roll < exact_share else text,
+                            "output": render(lang, draw(lang, rng.randint(10, 30)), "." if lang == "en" else "。")})
+            planted.append(True)
+            continue
+        lang = "zh" if rng.random() < zh_share else "en"
+        tokens = draw(lang, rng.randint(8, 24) if lang == "en" else rng.randint(10, 30))
+        sources.append((lang, tokens))
+        records.append({"instruction": render(lang, tokens, "." if lang == "en" else "。"),
+                        "output": render(lang, draw(lang, rng.randint(10, 30)), "." if lang == "en" else "。")})
+        planted.append(False)
+    return records, planted
+
+
+def hashed_vectors(texts: list[str], dim: int = 384) -> np.ndarray:
+    """L2-normalised sums of a fixed random vector per token: a stand-in for MiniLM with the same shape."""
+    from datagen.rouge import tokenize
+
+    table: dict[str, np.ndarray] = {}
+    rng = np.random.default_rng(0)
+    out = np.zeros((len(texts), dim), np.float32)
+    for k, text in enumerate(texts):
+        for token in tokenize(text):
+            vec = table.get(token)
+            if vec is None:
+                vec = table[token] = rng.standard_normal(dim).astype(np.float32)
+            out[k] += vec
+    norms = np.linalg.norm(out, axis=1, keepdims=True)
+    return out / np.maximum(norms, 1e-9)
+
+
+def one_size(n: int, exact_max: int, encoder_sample: int, seed: int) -> dict:
+    """Everything measured at one size (run in a child process)."""
+    from datagen.filter import minhash, semantic
+    from datagen.filter.pipeline import FilterConfig, _exact_dedup, _heuristics, _Run, similarity_text
+    from datagen.records import Example
+    from datagen.rouge import greedy_dedup, greedy_dedup_among, tokenize
+
+    started = time.perf_counter()
+    records, planted = make_records(n, seed)
+    examples = [Example(**r) for r in records]
+    row: dict = {"records": n, "planted_copies": int(sum(planted)), "generate_s": time.perf_counter() - started}
+    cfg = FilterConfig(embed_dedup=False)
+    run = _Run(cfg, examples)
+    _heuristics(run)
+    _exact_dedup(run)
+    row["heuristics_s"] = run.stages["heuristics"]["seconds"]
+    row["exact_dedup_s"] = run.stages["exact_dedup"]["seconds"]
+    row["heuristic_rejects"] = run.stages["heuristics"]["rejected"]
+
+    started = time.perf_counter()
+    units = run.units()
+    texts = [similarity_text(examples[u[0]]) for u in units]
+    row["units_s"] = time.perf_counter() - started
+    row["units"] = len(units)
+    started = time.perf_counter()
+    tokens = [tokenize(t) for t in texts]
+    row["rouge_tokenize_s"] = time.perf_counter() - started
+    started = time.perf_counter()
+    sketch = minhash.Sketch(tokens, threshold=cfg.rouge_lsh_threshold, num_perm=cfg.rouge_lsh_num_perm,
+                            max_df=cfg.rouge_lsh_max_df)
+    row["minhash_s"] = time.perf_counter() - started
+    started = time.perf_counter()
+    pairs = sketch.pairs()
+    row["lsh_pairs_s"] = time.perf_counter() - started
+    row["candidate_pairs"] = int(len(pairs))
+    started = time.perf_counter()
+    kept_l, dropped_l = greedy_dedup_among(tokens, cfg.rouge_threshold, pairs, exhaustive=sketch.few)
+    row["pool_searched"] = int(sketch.few.sum())
+    row["rouge_verify_s"] = time.perf_counter() - started
+    row["rouge_lsh_s"] = row["rouge_tokenize_s"] + row["minhash_s"] + row["lsh_pairs_s"] + row["rouge_verify_s"]
+    row["rouge_lsh_dropped"] = len(dropped_l)
+    if len(units) <= exact_max:
+        started = time.perf_counter()
+        kept_e, dropped_e = greedy_dedup(texts, cfg.rouge_threshold)
+        row["rouge_exact_s"] = time.perf_counter() - started
+        row["rouge_exact_dropped"] = len(dropped_e)
+        row["kept_set_equal"] = kept_e == kept_l
+        row["kept_set_differences"] = len(set(kept_e) ^ set(kept_l))
+        exact_pairs = np.array([(k, x) for x, k, _ in dropped_e], np.int64).reshape(-1, 2)
+        row["lsh_pair_recall"] = float(sketch.collides(exact_pairs).mean()) if len(exact_pairs) else 1.0
+    gone = {i for u, _, _ in dropped_l for i in units[u]}
+    rejected = set(run.rejected) | gone
+    copies = [i for i, p in enumerate(planted) if p]
+    row["planted_recall"] = sum(i in rejected for i in copies) / max(len(copies), 1)
+    row["false_drops"] = sum(1 for i in rejected if not planted[i]) - row["heuristic_rejects"]
+
+    survivors = [units[u][0] for u in kept_l]
+    vectors = hashed_vectors([similarity_text(examples[i]) for i in survivors])
+    info: dict = {}
+    started = time.perf_counter()
+    i, j, s = semantic.similar_pairs(vectors, cfg.embed_threshold, ivf_above=cfg.embed_ivf_above,
+                                     nprobe=cfg.embed_nprobe, min_recall=cfg.embed_min_recall, info=info)
+    row["pair_search_s"] = time.perf_counter() - started
+    started = time.perf_counter()
+    kept_v, dropped_v = semantic.keep_greedy(len(vectors), i, j, s, list(range(len(vectors))))
+    row["embed_group_s"] = time.perf_counter() - started
+    row["embed_texts"], row["embed_pairs"], row["embed_dropped"] = len(vectors), int(len(i)), len(dropped_v)
+    row["embed_index"] = info
+
+    if encoder_sample:
+        from datagen.filter.semantic import encode, load_encoder
+
+        load_encoder(None, "cpu")
+        sample = texts[:encoder_sample]
+        encode(sample[:64], None, "cpu")
+        started = time.perf_counter()
+        encode(sample, None, "cpu")
+        rate = len(sample) / (time.perf_counter() - started)
+        row["encoder_texts_per_s"] = rate
+    row["stages_without_encoder_s"] = (row["heuristics_s"] + row["exact_dedup_s"] + row["units_s"]
+                                       + row["rouge_lsh_s"] + row["pair_search_s"] + row["embed_group_s"])
+    row["peak_rss_mb"] = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
+    return {k: (round(v, 4) if isinstance(v, float) else v) for k, v in row.items()}
+
+
+def slope(rows: list[dict], key: str) -> float | None:
+    points = [(r["records"], r[key]) for r in rows if r.get(key)]
+    if len(points) < 2:
+        return None
+    (n0, t0), (n1, t1) = points[0], points[-1]
+    return round(math.log(t1 / t0) / math.log(n1 / n0), 3)
 
 
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    parser.add_argument("--records", type=int, default=20_000)
-    parser.add_argument("--threshold", type=float, default=0.9)
-    parser.add_argument("--batch-size", type=int, default=64)
-    parser.add_argument("--zh-share", type=float, default=0.1, help="share of Chinese texts (skipped by MiniLM)")
-    parser.add_argument("--dup-share", type=float, default=0.1, help="share of planted rewordings")
-    parser.add_argument("--device", default=None, help="cpu, cuda, ... (default: what sentence-transformers picks)")
+    parser.add_argument("--sizes", default="10000,100000,300000")
+    parser.add_argument("--exact-max", type=int, default=100_000, help="run the exact ROUGE path up to this many units")
+    parser.add_argument("--encoder-sample", type=int, default=2000, help="texts MiniLM encodes to time it (0 = skip)")
     parser.add_argument("--seed", type=int, default=0)
-    parser.add_argument("--out", type=Path, default=Path("outputs/bench/bench_filter.json"),
-                        help="write the results as JSON here")
+    parser.add_argument("--one", type=int, default=None, help=argparse.SUPPRESS)
+    parser.add_argument("--out", type=Path, default=Path("outputs/bench/bench_filter.json"))
     args = parser.parse_args(argv)
+    if args.one is not None:
+        print(json.dumps(one_size(args.one, args.exact_max, args.encoder_sample, args.seed)))
+        return 0
 
-    texts = make_texts(args.records, args.zh_share, args.dup_share, args.seed)
-    started = time.perf_counter()
-    encoder = load_encoder(None, args.device)
-    load_s = time.perf_counter() - started
-    encoder.encode(texts[:64], batch_size=args.batch_size, show_progress_bar=False)  # warm up kernels
-
-    started = time.perf_counter()
-    result = embed_dedup(texts, priority=list(range(len(texts))), threshold=args.threshold, device=args.device,
-                         batch_size=args.batch_size)
-    total_s = time.perf_counter() - started
-    stats = result.stats
-    outside_s = total_s - stats["encode_s"]
-    row = {
-        "records": len(texts), "model": DEFAULT_MODEL, "device": str(encoder.device), "threshold": args.threshold,
-        "batch_size": args.batch_size, "records_per_s": len(texts) / total_s, "total_s": total_s,
-        "load_s": load_s, "tokenize_s": stats["tokenize_s"], "encode_s": stats["encode_s"],
-        "search_s": stats["search_s"], "group_s": stats["group_s"], "outside_encoder_s": outside_s,
-        "outside_encoder_share": outside_s / total_s, "encoded": len(texts) - stats["unreadable"],
-        "unreadable": stats["unreadable"], "pairs": stats["pairs"], "dropped": len(result.dropped),
-        "groups": stats["groups"], "largest_group": stats["largest_group"], "index": stats["index"],
-    }
-    machine = {"python": platform.python_version(), "machine": platform.machine(), "cpus": os.cpu_count(),
-               "torch_threads": _torch_threads()}
-
-    print(f"Embedding dedup, {row['records']:,} instructions ({row['encoded']:,} encoded, {row['unreadable']:,} "
-          f"Chinese skipped), {row['model']} on {row['device']}, cosine >= {row['threshold']}; "
-          f"model load {load_s:.1f} s (once per process)\n")
-    print("| records/s | total s | encode s | [UNK] check s | search s | group s | outside encoder | "
-          "pairs | dropped | largest group |")
-    print("|---|---|---|---|---|---|---|---|---|---|")
-    print(f"| {row['records_per_s']:,.0f} | {total_s:.2f} | {row['encode_s']:.2f} | {row['tokenize_s']:.3f} | "
-          f"{row['search_s']:.3f} | {row['group_s']:.3f} | {row['outside_encoder_share']:.1%} | {row['pairs']:,} | "
-          f"{row['dropped']:,} | {row['largest_group']} |")
-    print(f"\n{machine['cpus']} CPUs, torch threads {machine['torch_threads']}, Python {machine['python']}; "
-          f"target: outside encoder < 15% -> {'met' if row['outside_encoder_share'] < 0.15 else 'NOT met'}")
+    rows = []
+    for n in [int(x) for x in args.sizes.split(",")]:
+        started = time.perf_counter()
+        done = subprocess.run([sys.executable, __file__, "--one", str(n), "--exact-max", str(args.exact_max),
+                               "--encoder-sample", str(args.encoder_sample if not rows else 0),
+                               "--seed", str(args.seed)], capture_output=True, text=True)
+        if done.returncode != 0:
+            print(done.stderr[-3000:], file=sys.stderr)
+            return 1
+        row = json.loads(done.stdout.strip().splitlines()[-1])
+        row["wall_s"] = round(time.perf_counter() - started, 1)
+        rows.append(row)
+        print(json.dumps(row), flush=True)
+    rate = rows[0].get("encoder_texts_per_s")
+    for row in rows:
+        if rate:
+            row["encoder_s_estimated"] = round(row["embed_texts"] / rate, 1)
+    slopes = {"rouge_lsh": slope(rows, "rouge_lsh_s"), "rouge_exact": slope(rows, "rouge_exact_s"),
+              "pair_search": slope(rows, "pair_search_s"), "stages_without_encoder": slope(rows, "stages_without_encoder_s")}
+    lines = ["Timings taken on a 2-core machine shared with 7 other jobs (load average in the header): "
+             "absolute seconds are inflated, slopes less so.", "",
+             "| records | heuristics s | exact dedup s | ROUGE LSH s (minhash / pairs / verify) | ROUGE exact s | "
+             "pair search s (index, recall) | all but encoder s | encoder s (est.) | peak RSS MB | planted recall | "
+             "LSH pair recall | kept set LSH = exact |",
+             "|---|---|---|---|---|---|---|---|---|---|---|---|"]
+    for r in rows:
+        idx = r["embed_index"]
+        lines.append(
+            f"| {r['records']:,} | {r['heuristics_s']:.1f} | {r['exact_dedup_s']:.1f} | {r['rouge_lsh_s']:.1f} "
+            f"({r['minhash_s']:.1f} / {r['lsh_pairs_s']:.1f} / {r['rouge_verify_s']:.1f}) | "
+            f"{r.get('rouge_exact_s', float('nan')):.1f} | {r['pair_search_s']:.1f} ({idx.get('index')}, "
+            f"{idx.get('recall')}) | {r['stages_without_encoder_s']:.1f} | {r.get('encoder_s_estimated', '-')} | "
+            f"{r['peak_rss_mb']:.0f} | {r['planted_recall']:.4f} | {r.get('lsh_pair_recall', '-')} | "
+            f"{r.get('kept_set_equal', '-')} ({r.get('kept_set_differences', '-')} differ) |")
+    lines += ["", "Log-log slopes from the smallest to the largest size: " + ", ".join(
+        f"{k} {v}" for k, v in slopes.items() if v is not None) + " (targets: ROUGE and pair search <= 1.2)."]
+    markdown = "\n".join(lines)
+    print(markdown)
+    machine = {"python": platform.python_version(), "cpus": os.cpu_count(),
+               "load_average": " ".join(f"{x:.2f}" for x in os.getloadavg())}
     if args.out:
         args.out.parent.mkdir(parents=True, exist_ok=True)
-        args.out.write_text(json.dumps({"embed_dedup": row, "machine": machine}, indent=2) + "\n")
+        args.out.write_text(json.dumps({"markdown": markdown, "sizes": rows, "slopes": slopes, "machine": machine},
+                                       indent=2) + "\n")
         print(f"wrote {args.out}")
     return 0
-
-
-def _torch_threads() -> int | None:
-    try:
-        import torch
-    except ImportError:
-        return None
-    return torch.get_num_threads()
 
 
 if __name__ == "__main__":

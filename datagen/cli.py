@@ -473,6 +473,8 @@ def self_kg_cmd(graph, num, mode, out, labels, lang, skip_bad_rows, dangling, ke
               help="Cosine at or above which two instructions are duplicates.")
 @click.option("--embed-model", default=None, help="sentence-transformers folder. Default: bundled all-MiniLM-L6-v2.")
 @click.option("--judge-min-score", type=click.IntRange(1, 5), default=3, show_default=True)
+@click.option("--against", multiple=True, type=click.Path(exists=True, path_type=Path),
+              help="Earlier dataset(s): drop records that near-duplicate them (repeat the option for several).")
 @llm_options
 def filter_cmd(config_path, **options):
     """Filter records: heuristics, exact dedup, ROUGE-L and embedding near-dups, optional LLM judge.

@@ -35,7 +35,7 @@ import itertools
 import math
 import re
 from collections import Counter
-from collections.abc import Iterable
+from collections.abc import Iterable, Sequence
 
 import numpy as np
 from rapidfuzz import process
@@ -43,7 +43,7 @@ from rapidfuzz.distance import LCSseq
 
 from datagen.errors import ConfigError
 
-__all__ = ["tokenize", "rouge_l", "RougePool", "greedy_dedup"]
+__all__ = ["tokenize", "rouge_l", "RougePool", "greedy_dedup", "greedy_dedup_among"]
 
 # Characters that become one token each: Han ideographs (with radicals, 々〆〇 and extensions B-H in
 # planes 2-3), hiragana, katakana (not the ・ middle dot, which is punctuation), hangul syllables and jamo.
@@ -421,4 +421,69 @@ def greedy_dedup(
             kept.append(i)
         else:
             dropped.append((i, kept[hit[0]], hit[1]))
+    return kept, dropped
+
+
+def greedy_dedup_among(
+    tokens: list[list[str]], threshold: float, pairs: Iterable[tuple[int, int]],
+    exhaustive: Sequence[bool] | None = None,
+) -> tuple[list[int], list[tuple[int, int, float]]]:
+    """`greedy_dedup` over tokenized texts, comparing a text only with the earlier texts it is paired with.
+
+    ``pairs`` are candidate pairs ``(i, j)``, i < j (from MinHash-LSH: ``datagen.filter.minhash``). Text j is
+    dropped when it scores >= `threshold` against a *kept* i it is paired with, as a duplicate of the best
+    such i (the earliest on ties), which is `greedy_dedup`'s rule; so when the pairs include every pair that
+    scores >= `threshold`, the result is exactly `greedy_dedup`'s. The work is one LCS per candidate pair
+    whose earlier text is kept: it grows with the number of pairs, not with the pool.
+
+    Texts flagged ``exhaustive`` (those LSH cannot place: made of common words only) are compared with every
+    kept text through a `RougePool`, and every text with the kept flagged ones, so their pairs are exact.
+
+    >>> tokens = [tokenize(t) for t in ["Give three tips.", "give three tips!", "Name a color."]]
+    >>> greedy_dedup_among(tokens, 0.7, [(0, 1), (1, 2)])
+    ([0, 2], [(1, 0, 1.0)])
+    """
+    vocab: dict[str, int] = {}
+    seqs = [_encode([vocab.setdefault(t, len(vocab)) for t in toks]) for toks in tokens]
+    lengths = np.fromiter((len(t) for t in tokens), np.int64, len(tokens))
+    earlier: dict[int, list[int]] = {}
+    for i, j in pairs:
+        i, j = int(i), int(j)
+        if i > j:
+            i, j = j, i
+        if i != j:
+            earlier.setdefault(j, []).append(i)
+    flagged = exhaustive is not None and any(exhaustive)
+    kept_pool, flagged_pool = RougePool(), RougePool()  # every kept text / the kept flagged ones
+    kept_ids: list[int] = []
+    flagged_ids: list[int] = []
+    alive = np.ones(len(tokens), bool)
+    kept: list[int] = []
+    dropped: list[tuple[int, int, float]] = []
+    for x in range(len(tokens)):
+        best: tuple[float, int] | None = None  # (score, -index): the max is the best, earliest on ties
+        cands = sorted({y for y in earlier.get(x, ()) if alive[y]})
+        if cands and lengths[x]:
+            idx = np.asarray(cands)
+            lcs = process.cdist([seqs[x]], [seqs[y] for y in cands], scorer=LCSseq.similarity, dtype=np.int32)[0]
+            scores = _fmeasures(lcs, int(lengths[x]), lengths[idx])
+            k = int(np.argmax(scores))
+            if scores[k] >= threshold:
+                best = (float(scores[k]), -int(idx[k]))
+        if flagged:
+            pool, ids = (kept_pool, kept_ids) if exhaustive[x] else (flagged_pool, flagged_ids)
+            hit = pool._find_duplicate(tokens[x], threshold) if len(pool) else None
+            if hit is not None and (best is None or (hit[1], -ids[hit[0]]) > best):
+                best = (hit[1], -ids[hit[0]])
+        if best is not None:
+            alive[x] = False
+            dropped.append((x, -best[1], best[0]))
+            continue
+        kept.append(x)
+        if flagged:
+            kept_pool._add("", tokens[x])
+            kept_ids.append(x)
+            if exhaustive[x]:
+                flagged_pool._add("", tokens[x])
+                flagged_ids.append(x)
     return kept, dropped

@@ -40,7 +40,11 @@ from datagen.checkpoint import count_reasons, make_reject
 from datagen.config import build, load_yaml
 from datagen.errors import ConfigError
 from datagen.filter import heuristics, judge, semantic
-from datagen.rouge import greedy_dedup
+from datagen.filter import against as against_mod
+from datagen.filter import decontaminate as decontaminate_mod
+from datagen.filter import minhash
+from datagen.interrupt import interruptible
+from datagen.rouge import greedy_dedup, greedy_dedup_among, tokenize
 from datagen.formats import read_any, render_user_turn
 from datagen.llm.client import LLMConfig
 from datagen.records import Example, make_dirs, write_json, write_jsonl
@@ -50,6 +54,7 @@ log = logging.getLogger("datagen.filter")
 
 STAGES = ("heuristics", "exact_dedup", "rouge_dedup", "embed_dedup", "judge")
 KEEP_POLICIES = ("first", "longest_output", "heuristic_score")
+ROUGE_METHODS = ("auto", "exact", "lsh")
 CURATED, REJECTS, STATS = "curated.jsonl", "rejects.jsonl", "filter_stats.json"
 
 
@@ -81,14 +86,28 @@ class FilterConfig:
     # --- 4. embeddings
     embed_model: str | None = None                  # sentence-transformers folder or hub id; None = bundled MiniLM
     embed_threshold: float = 0.9                    # cosine at or above which two texts are duplicates
-    embed_grouping: str = "connected"               # connected: one survivor per union-find group of pairs;
-                                                    # greedy: drop only texts paired with a kept one (no chaining)
+    embed_grouping: str = "greedy"                  # greedy: drop only texts >= threshold to a kept one (no
+                                                    # chaining); connected: one survivor per union-find group
     embed_max_unknown: float = 0.1                  # texts with a larger share of [UNK] tokens are not compared:
                                                     # MiniLM reads Chinese as 20-90% [UNK] (ROUGE-L dedups those)
     embed_batch_size: int = 64                      # texts per encoder batch
     embed_device: str | None = None                 # cpu, cuda, mps; None = what sentence-transformers picks
-    embed_ivf_above: int = 100_000                  # exact IndexFlatIP up to this many texts, IndexIVFFlat above
+    embed_ivf_above: int = 20_000                   # exact IndexFlatIP up to this many texts; above, IndexIVFFlat
+                                                    # if measured cheaper on a sample (semantic._choose_index)
     embed_nprobe: int = 16                          # IVF lists searched per query (more = fewer missed pairs, slower)
+    embed_min_recall: float = 0.99                  # IVF: raise nprobe until a sample's pairs are found this often
+    # --- 3. ROUGE-L at size (datagen/filter/minhash.py)
+    rouge_method: str = "auto"                      # exact: pool search; lsh: MinHash-LSH candidates, exact ROUGE-L
+                                                    # on them; auto: lsh above rouge_lsh_above units
+    rouge_lsh_above: int = 50_000                   # units at which auto switches to LSH (below, exact is cheap)
+    rouge_lsh_threshold: float = 0.4                # Jaccard the LSH bands target (ROUGE-L 0.7 pairs have >= ~0.54)
+    rouge_lsh_num_perm: int = 128                   # MinHash permutations
+    rouge_lsh_max_df: float = 0.01                  # tokens in more texts than this share are left out of shingles
+    # --- before dedup: benchmark decontamination (datagen/filter/decontaminate.py)
+    decontaminate: tuple[Path, ...] = ()            # benchmark files; a record sharing an n-gram with an item goes
+    decontaminate_ngram: int = 13                   # n: words for Latin text, characters for CJK
+    # --- after exact dedup: earlier datasets (datagen/filter/against.py)
+    against: tuple[Path, ...] = ()                  # record files of earlier rounds; near-copies of them are dropped
     # --- 5. LLM judge
     judge_min_score: int = 3                        # keep records the judge scores >= this (1-5)
     judge_max_tokens: int = 256                     # room for the rationale and the score line
@@ -136,11 +155,27 @@ class FilterConfig:
                 raise ConfigError(f"filter.{name} must be a non-empty string or unset, got {value!r}")
         if not isinstance(self.llm, LLMConfig):
             raise ConfigError(f"filter.llm must be a mapping of LLM settings, got {self.llm!r}")
+        _number("embed_min_recall", self.embed_min_recall, 0, 1)
+        if self.rouge_method not in ROUGE_METHODS:
+            raise ConfigError(f"filter.rouge_method must be one of {list(ROUGE_METHODS)}, got {self.rouge_method!r}")
+        _number("rouge_lsh_above", self.rouge_lsh_above, 0, 1 << 40, integer=True)
+        _number("rouge_lsh_threshold", self.rouge_lsh_threshold, 0, 1, lo_open=True)
+        _number("rouge_lsh_num_perm", self.rouge_lsh_num_perm, 8, 4096, integer=True)
+        _number("rouge_lsh_max_df", self.rouge_lsh_max_df, 0, 1, lo_open=True)
+        _number("decontaminate_ngram", self.decontaminate_ngram, 1, 1000, integer=True)
+        for name in ("decontaminate", "against"):
+            value = getattr(self, name)
+            value = (value,) if isinstance(value, (str, Path)) else value
+            if not isinstance(value, (list, tuple)) or not all(isinstance(p, (str, Path)) for p in value):
+                raise ConfigError(f"filter.{name} must be a list of paths, got {getattr(self, name)!r}")
+            object.__setattr__(self, name, tuple(Path(p) for p in value))
 
     def public_dict(self) -> dict[str, Any]:
         """The resolved config for ``filter_stats.json`` (no secrets live in it)."""
         out = {f.name: getattr(self, f.name) for f in dataclasses.fields(self) if f.name != "llm"}
         out["inputs"] = [str(p) for p in self.inputs]
+        out["decontaminate"] = [str(p) for p in self.decontaminate]
+        out["against"] = [str(p) for p in self.against]
         out["out"] = str(self.out) if self.out else None
         for name, value in out.items():
             if isinstance(value, tuple):
@@ -320,10 +355,23 @@ def _rouge_dedup(run: _Run) -> None:
     started = time.perf_counter()
     units = run.units()
     texts = [similarity_text(run.examples[unit[0]]) for unit in units]
-    _, dropped = greedy_dedup(texts, run.cfg.rouge_threshold)
+    cfg = run.cfg
+    method = cfg.rouge_method
+    if method == "auto":
+        method = "lsh" if len(units) > cfg.rouge_lsh_above else "exact"
+    extra: dict[str, Any] = {}
+    if method == "lsh":
+        tokens = [tokenize(text) for text in texts]
+        pairs, few = minhash.candidate_pairs(tokens, threshold=cfg.rouge_lsh_threshold,
+                                             num_perm=cfg.rouge_lsh_num_perm, max_df=cfg.rouge_lsh_max_df)
+        _, dropped = greedy_dedup_among(tokens, cfg.rouge_threshold, pairs, exhaustive=few)
+        extra.update(candidate_pairs=int(len(pairs)), pool_searched=int(few.sum()))
+    else:
+        _, dropped = greedy_dedup(texts, cfg.rouge_threshold)
     _drop_units(run, "rouge_dedup", "rouge_near_duplicate", units, dropped,
                 f"ROUGE-L F >= {run.cfg.rouge_threshold} against a kept record")
-    run.stage("rouge_dedup", sorted(i for i in run.alive if i not in run.rejected), started, units=len(units))
+    run.stage("rouge_dedup", sorted(i for i in run.alive if i not in run.rejected), started, units=len(units),
+              method=method, **extra)
 
 
 def _embed_dedup(run: _Run) -> dict[str, Any]:
@@ -334,12 +382,45 @@ def _embed_dedup(run: _Run) -> dict[str, Any]:
         texts, priority=list(range(len(units))), threshold=cfg.embed_threshold, grouping=cfg.embed_grouping,
         max_unknown=cfg.embed_max_unknown,
         model=cfg.embed_model, device=cfg.embed_device, batch_size=cfg.embed_batch_size,
-        ivf_above=cfg.embed_ivf_above, nprobe=cfg.embed_nprobe)
+        ivf_above=cfg.embed_ivf_above, nprobe=cfg.embed_nprobe, min_recall=cfg.embed_min_recall)
     _drop_units(run, "embed_dedup", "embedding_near_duplicate", units, result.dropped,
                 f"cosine >= {cfg.embed_threshold} in a group with a kept record" if cfg.embed_grouping == "connected"
                 else f"cosine >= {cfg.embed_threshold} against a kept record")
     run.stage("embed_dedup", sorted(i for i in run.alive if i not in run.rejected), started, **result.stats)
     return result.stats
+
+
+def _decontaminate(run: _Run, index: decontaminate_mod.NgramIndex) -> None:
+    started, survivors = time.perf_counter(), []
+    for i in run.alive:
+        hit = index.check(run.examples[i])
+        if hit is None:
+            survivors.append(i)
+        else:
+            detail, extra = hit
+            run.drop(i, decontaminate_mod.STAGE, decontaminate_mod.REASON, detail, **extra)
+    run.stage(decontaminate_mod.STAGE, survivors, started, ngram=index.n, benchmark_items=index.items)
+
+
+def _read_against(paths: tuple[Path, ...]) -> against_mod.OldSet:
+    old = [example for path in paths for example in read_any(path)]
+    return against_mod.OldSet([similarity_text(e) for e in old], [e.id for e in old],
+                              [normalize_text(exact_text(e)) for e in old])
+
+
+def _against(run: _Run, old: against_mod.OldSet) -> None:
+    started, survivors = time.perf_counter(), []
+    for i in run.alive:
+        example = run.examples[i]
+        hit = old.match(similarity_text(example), normalize_text(exact_text(example)), run.cfg.rouge_threshold)
+        if hit is None:
+            survivors.append(i)
+        else:
+            old_id, score, how = hit
+            detail = ("same normalised prompt as an earlier record" if how == "exact"
+                      else f"ROUGE-L F >= {run.cfg.rouge_threshold} against an earlier record")
+            run.drop(i, against_mod.STAGE, against_mod.REASON, detail, duplicate_of=old_id, score=round(score, 4))
+    run.stage(against_mod.STAGE, survivors, started, earlier_records=len(old))
 
 
 async def _judge(run: _Run) -> dict[str, Any]:
@@ -382,23 +463,44 @@ def _preflight(cfg: FilterConfig) -> None:
             get_template(f"{lang}/{judge.TEMPLATE}")
 
 
+def _started(name: str, run: _Run) -> None:
+    log.info("filter %s: started on %d records", name, len(run.alive))
+
+
 async def run_filter(cfg: FilterConfig) -> dict[str, Any]:
     """Run the enabled stages over every input record; write the outputs; return the stats."""
     total_started = time.perf_counter()
     _preflight(cfg)
     examples: list[Example] = []
-    for path in cfg.inputs:
-        examples.extend(read_any(path))  # RecordError (path:line) before anything is written
-    make_dirs(cfg.out)  # an unusable --out fails now, not after the work (and judge calls) are done
-    run = _Run(cfg, examples)
-    if cfg.heuristics:
-        _heuristics(run)
-    if cfg.exact_dedup:
-        _exact_dedup(run)
-    if cfg.rouge_dedup:
-        _rouge_dedup(run)
-    if cfg.embed_dedup:
-        _embed_dedup(run)
+    with interruptible():  # one Ctrl-C stops the synchronous stages (issue 24); asyncio.run alone swallows it
+        for path in cfg.inputs:
+            examples.extend(read_any(path))  # RecordError (path:line) before anything is written
+        bench_index = decontaminate_mod.build_index(cfg.decontaminate, cfg.decontaminate_ngram) \
+            if cfg.decontaminate else None
+        old = _read_against(cfg.against) if cfg.against else None
+        make_dirs(cfg.out)  # an unusable --out fails now, not after the work (and judge calls) are done
+        run = _Run(cfg, examples)
+        for name, used in ((decontaminate_mod.STAGE, bench_index), (against_mod.STAGE, old)):
+            if used is not None:  # listed in the stats only when configured: the five stages stay as they were
+                run.stages[name] = {"enabled": True}
+        if cfg.heuristics:
+            _started("heuristics", run)
+            _heuristics(run)
+        if bench_index is not None:
+            _started(decontaminate_mod.STAGE, run)
+            _decontaminate(run, bench_index)
+        if cfg.exact_dedup:
+            _started("exact_dedup", run)
+            _exact_dedup(run)
+        if old is not None:
+            _started(against_mod.STAGE, run)
+            _against(run, old)
+        if cfg.rouge_dedup:
+            _started("rouge_dedup", run)
+            _rouge_dedup(run)
+        if cfg.embed_dedup:
+            _started("embed_dedup", run)
+            _embed_dedup(run)
     if cfg.judge and run.alive:
         await _judge(run)
 

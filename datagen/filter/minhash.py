@@ -1,0 +1,202 @@
+"""MinHash-LSH candidate pairs for the ROUGE-L stage, so near-duplicate search grows with n, not n².
+
+Run it (with the other stages):  datagen filter big.jsonl --out f/ --config f.yaml   (``rouge_method: lsh``)
+
+The exact ROUGE-L stage compares each text with every kept text that shares enough tokens (an inverted
+index prunes most, but the posting lists it scans grow with the pool: slope 1.44 → 2.18 up to 300K, issue 24).
+Here each text gets a MinHash signature of its set of ROUGE tokens (``datagen.rouge.tokenize``: words for
+Latin text, one token per CJK character, so Chinese is shingled as finely as ROUGE-L reads it), signatures are
+cut into ``b`` bands of ``r`` rows, and two texts are a *candidate pair* when some band is equal. Exact
+ROUGE-L then runs only on candidate pairs (``datagen.rouge.greedy_dedup_among``), with the same greedy rule as
+the exact path, so where LSH finds every pair >= the threshold both paths keep the same set.
+
+Why unigram sets find ROUGE-L pairs: with LCS = L tokens and F = 2L/(m+n) >= 0.7, texts with distinct tokens
+share >= L of them, so Jaccard >= L/(m+n-L) >= 0.35/0.65 = 0.54. ``b`` and ``r`` come from datasketch's
+``MinHashLSH`` (its false-positive/false-negative integral) for Jaccard threshold 0.4 weighted 0.2/0.8
+toward recall: b=31, r=3 with 128 permutations, which catches a pair at Jaccard 0.54 with p = 0.996.
+
+The signatures are computed here with numpy (one multiply-shift hash per permutation over every token of
+every text, then a min per text) rather than with datasketch's per-text ``MinHash`` objects: those cost
+88 µs a text to hash and 270 µs to query and insert (measured, 10K texts of 15 tokens), 110 s at 300K.
+
+    >>> words = [f"w{k}" for k in range(12)]
+    >>> pairs, few = candidate_pairs([words[:8], words[:8] + ["extra"], words[6:]])
+    >>> pairs.tolist(), few.tolist()
+    ([[0, 1]], [False, False, False])
+"""
+
+from __future__ import annotations
+
+import hashlib
+from collections.abc import Sequence
+from functools import lru_cache
+
+import numpy as np
+
+__all__ = ["Sketch", "candidate_pairs", "lsh_params", "shingles", "signatures"]
+
+_BLOCK = 1 << 16  # tokens hashed per numpy pass: (block × num_perm) uint64 = 64 MiB at 128 permutations
+
+
+@lru_cache(maxsize=8)
+def lsh_params(threshold: float, num_perm: int) -> tuple[int, int]:
+    """(bands, rows) for a Jaccard ``threshold``, from datasketch, weighted 0.2/0.8 toward recall."""
+    from datasketch import MinHashLSH
+
+    lsh = MinHashLSH(threshold=threshold, num_perm=num_perm, weights=(0.2, 0.8))
+    return int(lsh.b), int(lsh.r)
+
+
+def shingles(token_sets: Sequence[Sequence[str]], max_df: float = 0.01, floor: int = 50,
+             min_rare: int = 3) -> tuple[list[list[str]], list[list[str]], np.ndarray]:
+    """Each text's shingle set without the shingles common to the corpus, its whole set, and which texts
+    have fewer than ``min_rare`` rare shingles (for those only the whole set says anything).
+
+    A shingle in more than ``max(max_df·n, floor)`` texts ("the", a template's fixed words) makes unrelated
+    texts collide in LSH: at 10K records with every token kept, 540K candidate pairs for 961 duplicates
+    (measured on bench_filter's data, growing as n²). Near-duplicates share their rare shingles too, so
+    comparing rare sets keeps their pairs while unrelated texts stop colliding.
+    """
+    sets = [_grams(tokens) for tokens in token_sets]
+    df: dict[str, int] = {}
+    for grams in sets:
+        for g in grams:
+            df[g] = df.get(g, 0) + 1
+    limit = max(max_df * len(sets), floor)
+    rare = [[g for g in grams if df[g] <= limit] for grams in sets]
+    few = np.fromiter((len(r) < min_rare for r in rare), bool, len(rare))
+    return rare, [sorted(g) for g in sets], few
+
+
+def _grams(tokens: Sequence[str]) -> set[str]:
+    """Latin words as they are; CJK characters as the bigrams of each run (a character alone says little:
+    3,500 of them make up most Chinese text, so unrelated Chinese texts share most of their characters).
+
+    >>> sorted(_grams(["write", "a", "大", "海", "的", "诗"]))
+    ['a', 'write', '大海', '海的', '的诗']
+    """
+    out: set[str] = set()
+    prev = ""
+    for t in tokens:
+        cjk = not t.isascii()
+        if cjk and prev:
+            out.add(prev + t)
+        elif not cjk:
+            out.add(t)
+        prev = t if cjk else ""
+    if prev and len(out) == 0:  # a one-character text
+        out.add(prev)
+    return out
+
+
+def signatures(token_sets: Sequence[Sequence[str]], num_perm: int = 128, seed: int = 1) -> np.ndarray:
+    """MinHash signatures, one row of ``num_perm`` uint32 per text (all-ones for a text with no tokens).
+
+    Each distinct token gets a 64-bit hash; permutation k maps it to ``(a_k·x + b_k) >> 32``
+    (multiply-shift, a_k odd), and a text's signature is the minimum over its tokens.
+    """
+    rng = np.random.default_rng(seed)
+    a = rng.integers(1, 1 << 63, num_perm, dtype=np.uint64) | np.uint64(1)
+    b = rng.integers(0, 1 << 63, num_perm, dtype=np.uint64)
+    vocab: dict[str, int] = {}
+    ids: list[int] = []
+    lengths = np.zeros(len(token_sets), np.int64)
+    for k, tokens in enumerate(token_sets):
+        unique = {vocab.setdefault(t, len(vocab)) for t in tokens}
+        ids.extend(unique)
+        lengths[k] = len(unique)
+    # A stable 64-bit value per token (blake2b, not hash(): str hashes change per process, and so would the
+    # candidate pairs), salted by the seed.
+    salt = seed.to_bytes(8, "little")
+    values = np.fromiter((int.from_bytes(hashlib.blake2b(t.encode(), digest_size=8, salt=salt).digest(), "little")
+                          for t in vocab), np.uint64, len(vocab))
+    flat = values[np.asarray(ids, np.int64)] if ids else np.empty(0, np.uint64)
+    out = np.full((len(token_sets), num_perm), np.iinfo(np.uint32).max, np.uint32)
+    ends = np.cumsum(lengths)
+    starts = ends - lengths
+    text = 0
+    while text < len(token_sets):  # whole texts per block, about _BLOCK tokens each
+        last = max(int(np.searchsorted(ends, starts[text] + _BLOCK, side="right")), text + 1)
+        lo, hi = int(starts[text]), int(ends[last - 1])
+        if hi > lo:
+            with np.errstate(over="ignore"):
+                hashed = ((flat[lo:hi, None] * a[None, :] + b[None, :]) >> np.uint64(32)).astype(np.uint32)
+            nonempty = np.flatnonzero(lengths[text:last]) + text
+            out[nonempty] = np.minimum.reduceat(hashed, starts[nonempty] - lo, axis=0)
+        text = last
+    return out
+
+
+def _band_keys(sig: np.ndarray, bands: int, rows: int) -> np.ndarray:
+    """One uint64 key per (text, band): the band's rows mixed by odd multipliers (collisions only add pairs)."""
+    mix = np.random.default_rng(7).integers(1, 1 << 63, rows, dtype=np.uint64) | np.uint64(1)
+    banded = sig[:, : bands * rows].astype(np.uint64).reshape(len(sig), bands, rows)
+    with np.errstate(over="ignore"):
+        return (banded * mix).sum(axis=2, dtype=np.uint64) ^ np.arange(bands, dtype=np.uint64)
+
+
+class Sketch:
+    """The LSH view of a corpus: MinHash signatures of the rare and of the whole shingle sets.
+
+    Two texts are a candidate pair when a band of their rare-set signatures is equal. A text with few rare
+    shingles (``few``) cannot be placed that way: comparing its whole set with others' rare sets missed 4 of
+    292 pairs at 3K, and whole-set LSH for them made 75K-230K candidate pairs at 10K (they are all common
+    words, so they collide with everything). So those texts are left to the exact pool search
+    (``greedy_dedup_among(..., exhaustive=few)``), about 1% of texts on bench_filter's data.
+    """
+
+    def __init__(self, token_sets: Sequence[Sequence[str]], *, threshold: float = 0.4, num_perm: int = 128,
+                 max_df: float = 0.01, seed: int = 1):
+        self.bands, self.rows = lsh_params(threshold, num_perm)
+        rare, full, self.few = shingles(token_sets, max_df)
+        self.live = np.fromiter((len(f) > 0 for f in full), bool, len(full))
+        self.rare_keys = _band_keys(signatures(rare, num_perm, seed), self.bands, self.rows)
+
+    def pairs(self) -> np.ndarray:
+        """Distinct candidate pairs ``[i, j]``, i < j, sorted."""
+        n = len(self.live)
+        codes = _bucket_pairs(self.rare_keys, np.flatnonzero(self.live & ~self.few), n, None)
+        if not codes:
+            return np.empty((0, 2), np.int64)
+        unique = np.unique(np.concatenate(codes))
+        return np.stack([unique // n, unique % n], axis=1)
+
+    def collides(self, pairs: np.ndarray) -> np.ndarray:
+        """For each pair ``[i, j]``, whether it is compared: a candidate pair, or one holding a ``few`` text."""
+        if not len(pairs):
+            return np.zeros(0, bool)
+        a, b = pairs[:, 0], pairs[:, 1]
+        both_live = self.live[a] & self.live[b]
+        rare = ~self.few[a] & ~self.few[b] & (self.rare_keys[a] == self.rare_keys[b]).any(axis=1)
+        return both_live & (rare | self.few[a] | self.few[b])
+
+
+def _bucket_pairs(keys: np.ndarray, members: np.ndarray, n: int, required: np.ndarray | None) -> list[np.ndarray]:
+    """Pair codes ``i·n + j`` (i < j) of ``members`` sharing a band key; with ``required``, only pairs that
+    hold at least one required text."""
+    if len(members) < 2:
+        return []
+    bands = keys.shape[1]
+    flat = keys[members].ravel()  # row-major: key k belongs to members[k // bands]
+    order = np.argsort(flat, kind="stable")
+    cuts = np.flatnonzero(np.diff(flat[order])) + 1
+    starts, ends = np.r_[0, cuts], np.r_[cuts, len(flat)]
+    multi = np.flatnonzero(ends - starts > 1)
+    codes: list[np.ndarray] = []
+    for s, e in zip(starts[multi], ends[multi]):
+        group = np.unique(members[order[s:e] // bands])
+        if len(group) < 2 or (required is not None and not required[group].any()):
+            continue
+        i, j = np.triu_indices(len(group), 1)
+        if required is not None:
+            need = required[group[i]] | required[group[j]]
+            i, j = i[need], j[need]
+        codes.append(group[i] * n + group[j])
+    return codes
+
+
+def candidate_pairs(token_sets: Sequence[Sequence[str]], *, threshold: float = 0.4, num_perm: int = 128,
+                    max_df: float = 0.01, seed: int = 1) -> tuple[np.ndarray, np.ndarray]:
+    """Distinct pairs ``[i, j]`` (i < j, sorted) that LSH makes candidates, and the ``few`` mask (`Sketch`)."""
+    sketch = Sketch(token_sets, threshold=threshold, num_perm=num_perm, max_df=max_df, seed=seed)
+    return sketch.pairs(), sketch.few
