@@ -39,19 +39,27 @@ def default_model_path() -> Path:
     return path
 
 
+def load_encoder(model: str | None = None, device: str | None = None, where: str = "embedding model") -> Any:
+    """A ``SentenceTransformer`` for ``model`` (a folder or hub name; None = the bundled MiniLM), loaded once per
+    process. ``where`` names the setting the model came from in errors (``filter.embed_model``)."""
+    try:
+        return _load(model, device)
+    except ConfigError as exc:
+        raise ConfigError(f"{where}: {exc}") from exc.__cause__
+
+
 @lru_cache(maxsize=2)
-def load_encoder(model: str | None = None, device: str | None = None) -> Any:
-    """A ``SentenceTransformer`` for ``model`` (a folder or hub name; None = the bundled MiniLM), cached."""
+def _load(model: str | None, device: str | None) -> Any:
     from sentence_transformers import SentenceTransformer  # heavy: imported only when needed
 
     path = str(default_model_path()) if model is None else str(Path(model).expanduser())
     looks_like_path = model is not None and (model.startswith((".", "/", "~")) or model.count("/") > 1)
     if looks_like_path and not Path(path).is_dir():
-        raise ConfigError(f"embedding model: no model folder at {path}")
+        raise ConfigError(f"no model folder at {path}")
     try:
         return SentenceTransformer(path, device=device)
     except (OSError, ValueError) as exc:  # missing folder, offline hub, unreadable config
-        raise ConfigError(f"embedding model: cannot load {path!r}: {exc}") from exc
+        raise ConfigError(f"cannot load {path!r}: {exc}") from exc
 
 
 def encode(texts: Sequence[str], model: str | None = None, device: str | None = None,

