@@ -21,20 +21,23 @@ can use to keep the better of two duplicates; see ``score_turn``.
 from __future__ import annotations
 
 import re
+import unicodedata
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
 
-from datagen.lang import count_units, detect_lang
+from datagen.filter.degenerate import TaskContext, echo, label_copy, short_open_answer
+from datagen.lang import count_units, detect_lang, is_cjk
 from datagen.records import Example
 from datagen.textrules import (
     AI_IDENTITY,
-    BLACKLIST,
-    LANGUAGE_WORDS,
+    INJECTION_TOPIC,
     REFUSAL_WINDOW,
     REFUSALS,
     find_blacklisted,
+    find_media_task,
     find_phrase,
-    normalize_text,
+    injection_line,
+    is_sign_off,
     starts_with_punctuation,
 )
 
@@ -47,8 +50,10 @@ STAGE = "heuristics"
 RULES = (
     "instruction_empty", "output_empty",
     "instruction_too_short", "instruction_too_long", "output_too_short", "output_too_long",
-    "output_equals_input", "blacklisted_keyword", "leading_punctuation", "url_in_prompt", "image_placeholder",
+    "prompt_injection", "output_equals_input", "echo", "label_copy", "short_open_answer",
+    "blacklisted_keyword", "leading_punctuation", "url_in_prompt", "image_placeholder",
     "ai_identity", "refusal", "truncated", "unbalanced", "repetition", "language_mismatch",
+    "unrelated_answer",  # batched, with the sentence encoder: datagen/filter/relevance.py
 )
 
 _FENCE = re.compile(r"^[ \t]*(```|~~~)", re.M)
@@ -63,12 +68,6 @@ _SMILEY_EYES = ":;=-"
 _PARENS = (("(", ")"), ("（", "）"))
 _BRACKETS = (("[", "]"), ("{", "}"), ("【", "】"), ("《", "》"), ("「", "」"), ("『", "』"), ("“", "”"))
 _TOKEN = re.compile(r"[\u3040-\u30ff\u3400-\u4dbf\u4e00-\u9fff\uac00-\ud7af\uf900-\ufaff]|[^\W_]+")
-# An answer ending on one of these words stopped mid-sentence ("... and the").
-_DANGLING_EN = frozenset(
-    "a an the and or but nor of to with for in on at by from into onto about than that which who whose whom "
-    "is are was were be been being because as if so such my your his her its our their this these those "
-    "including like between during while when where whether".split())
-_DANGLING_END = tuple(",;:(-[{“‘，、；：（《【「『")
 #: Answers shorter than this are too short for a repetition ratio to mean anything.
 _REPETITION_MIN_TOKENS = 20
 #: Answer length (words / CJK characters) at which the length part of ``heuristic_score`` saturates.
@@ -84,6 +83,10 @@ class Turn:
     answer: str
     index: int                # position of the answer in ``messages`` (0 for a single-turn record)
     last: bool                # the final assistant turn: the one a finish_reason refers to
+    task: TaskContext | None = None  # the request with what the model was shown (degenerate-answer rules)
+
+    def context(self) -> TaskContext:
+        return self.task or TaskContext.of(self.instruction, self.input)
 
 
 @dataclass
@@ -127,10 +130,15 @@ def repeated_ngram_ratio(text: str, n: int) -> float | None:
 
 
 def unbalanced(text: str) -> str | None:
-    """Which bracket, quote or code fence is left open (or closed unopened) in ``text``, or None."""
+    """Which bracket, quote or code fence is left open (or closed unopened) in the prose of ``text``, or None.
+
+    Fires on prose: "The sky is blue (because of scattering." Code (fenced, inline or unfenced lines that read
+    as code), regexes ("^[a-z]+\\d*$", "[^)]"), intervals ("[0, 1)"), enumerations ("1)", "a)", "2）"), inch
+    marks (12") and emoticons (":)", ":-(", "(^_^)") are not prose and never fire: "Pick x in [0, 1) :)".
+    """
     if len(_FENCE.findall(text)) % 2:
         return "code fence ``` left open"
-    prose = strip_code(text)
+    prose = prose_only(text)
     for opening, closing in _PARENS:
         problem = _paren_problem(prose, opening, closing)
         if problem:
@@ -142,6 +150,50 @@ def unbalanced(text: str) -> str | None:
     if prose.count('"') % 2:
         return "odd number of '\"'"
     return None
+
+
+# Tokens that are code or notation, not prose: regexes, intervals, emoticons, inch marks, list markers.
+_REGEX_TOKEN = re.compile(r"\S*(?:\\[A-Za-z\\.()\[\]{}^$*+?|/]|\[\^|\(\?|\.\*|\.\+|[)\]}][*+?]|\{\d+(?:,\d*)?\})\S*|"
+                          r"(?<!\S)\^\S+|\S+\$(?!\S)|(?<!\S)/\S*[()\[\]]\S*/[gimsuy]*(?!\S)")
+_INTERVAL = re.compile(r"[\[(]\s*[-+−]?\s*[\w.∞π/√]+\s*[,;，]\s*[-+−]?\s*[\w.∞π/√]+\s*[\])]")
+_EMOTICON = re.compile(r"(?<![\w(])[:;=8][-'^o]?[()\[\]{}DPp/\\|3]+(?![\w)])|(?<!\w)[()\[\]][-'^]?[:;=](?!\w)|"
+                       r"\([^()\s]{0,3}[_^;ツ°□╯︵ω][^()\s]{0,3}\)|¯\\_\(ツ\)_/¯|<3|（[^（）\s]{0,3}[_^ω][^（）\s]{0,3}）")
+_ENUM = re.compile(r"(?:(?<=\s)|(?<=^)|(?<=[:：;；,，]))(?:\d{1,3}|[A-Za-z]|[ivxIVX]{1,4})[)）](?=\s|$|\S)", re.M)
+_INCH = re.compile(r"\d+(?:\.\d+)?(?:'|′)?\d*\"")
+_CODE_LINE = re.compile(
+    r"[;{}]\s*$|^\s*(?:def|class|import|from\s+\S+\s+import|return|for|while|if|elif|else|try|except|catch|function|"
+    r"const|let|var|public|private|static|void|int|#include|#define|SELECT|INSERT|UPDATE|DELETE|CREATE|print|"
+    r"console\.|System\.|fn|func|package|using|namespace|echo|sudo|pip|npm|git|cd|ls|\$)\b|==|!=|=>|->|::|&&|\|\||"
+    r"^\s*[\w.\[\]]+\s*[-+*/]?=\s*\S|^\s*\w+(?:\.\w+)*\([^)]*\)?\s*$|^ {4,}\S|^\t+\S|^\s*[<][/!?]?\w+[^>]*>", re.M)
+
+
+def looks_like_code(line: str) -> bool:
+    """Whether one line reads as code or a shell command (unfenced answers often are code)."""
+    return bool(_CODE_LINE.search(line))
+
+
+def prose_only(text: str) -> str:
+    """``text`` without code (fenced, inline, or lines that read as code) and notation tokens.
+
+    >>> unbalanced(prose_only("Use `f(x` here. Steps: 1) boil, 2) pour :) with x in [0, 1)"))
+    >>> unbalanced(prose_only("The sky is blue (because of scattering."))
+    "'(' left open"
+    """
+    text = strip_code(text)
+    lines = text.split("\n")
+    if sum(looks_like_code(line) for line in lines if line.strip()) * 2 >= max(1, sum(1 for x in lines if x.strip())):
+        lines = [line for line in lines if not looks_like_code(line)]  # a code answer without a fence
+        text = "\n".join(line for line in lines if not re.search(r"[(){}\[\]]", line) or _prose_line(line))
+    else:
+        text = "\n".join(lines)
+    for pattern in (_REGEX_TOKEN, _INTERVAL, _EMOTICON, _ENUM, _INCH):
+        text = pattern.sub(" ", text)
+    return text
+
+
+def _prose_line(line: str) -> bool:
+    words = re.findall(r"[A-Za-z]{2,}|[\u4e00-\u9fff]", line)
+    return len(words) >= 6
 
 
 def _paren_problem(prose: str, opening: str, closing: str) -> str | None:
@@ -161,8 +213,24 @@ def _paren_problem(prose: str, opening: str, closing: str) -> str | None:
     return f"'{opening}' left open" if depth else None
 
 
+#: Words a cut-off English sentence ends on; a finished one does not ("... and the"). Kept to words that
+#: cannot close a sentence: "That's who you are" and "Turn the lights on" end on words left out here.
+_DANGLING = frozenset("a an the and or but nor of to my your his her our their its whose including because than "
+                      "such with from into onto versus".split())
+#: Chinese characters a sentence does not end on (conjunctions, prepositions): "因为阳光在" is cut off.
+_DANGLING_ZH = ("和", "与", "及", "或", "在", "把", "被", "对", "从", "向", "因为", "所以", "但是", "而且", "如果", "将",
+                "让", "给", "跟", "并", "以及", "或者", "还有", "比如", "例如", "包括")
+
+
 def truncation(answer: str, last: bool, finish_reason: str | None) -> str | None:
-    """Why ``answer`` looks cut off, or None: finish_reason "length", an open code fence, a dangling end."""
+    """Why ``answer`` looks cut off, or None.
+
+    First ``finish_reason == "length"`` (the generator hit max_tokens; only the last answer of a record has
+    one), then text signals: an open code fence, a last line ending on ",", ":", "(", "、" or "，", or on a
+    word no sentence ends on ("... and the", "...因为阳光在"). It knows code, lists and letters: a trailing ";"
+    on a code line ("return x;"), a list whose items all end in ";" and a sign-off ("Best,", "Kind regards,",
+    "此致") are finished answers. Must not fire on: "Thanks for your help.\n\nBest,".
+    """
     if last and finish_reason == "length":
         return "finish_reason=length"
     if len(_FENCE.findall(answer)) % 2:
@@ -170,27 +238,69 @@ def truncation(answer: str, last: bool, finish_reason: str | None) -> str | None
     tail = answer.rstrip()
     if not tail:
         return None
-    if tail.endswith(_DANGLING_END):
-        return f"ends with {tail[-1]!r}"
-    words = tail.split()
-    if len(words) >= 8 and tail[-1].isalpha() and words[-1].lower() in _DANGLING_EN:
+    lines = [line for line in tail.split("\n") if line.strip()]
+    last_line = lines[-1].strip()
+    if is_sign_off(last_line):
+        return None
+    end = tail[-1]
+    if end in ";；":
+        items = [line for line in lines if _LIST_ITEM.match(line)]
+        if looks_like_code(last_line) or (len(items) >= 2 and all(i.rstrip().endswith((";", "；")) for i in items[:-1])):
+            return None
+        if len(lines) >= 2 and sum(looks_like_code(line) for line in lines) * 2 >= len(lines):
+            return None
+    if end in _DANGLING_END_CHARS:
+        if end == "-" and last_line.endswith(("--", "—")):
+            return None
+        return f"ends with {end!r}"
+    words = last_line.split()
+    if len(tail.split()) >= 8 and end.isalpha() and end.isascii() and words[-1].lower() in _DANGLING \
+            and not _LIST_ITEM.match(last_line):
         return f"ends mid-sentence on {words[-1]!r}"
+    if is_cjk(end) and len(last_line) >= 10 and re.search(r"[，。！？；]", last_line) \
+            and last_line.endswith(_DANGLING_ZH):
+        return f"ends mid-sentence on {next(w for w in _DANGLING_ZH if last_line.endswith(w))!r}"
     return None
 
 
+_DANGLING_END_CHARS = frozenset(",;:(-[{“‘，、；：（《【「『")
+_LIST_ITEM = re.compile(r"^\s*(?:[-*•·]|\d{1,3}[.)、）]|[a-zA-Z][.)]|[（(]\d{1,3}[)）])\s*")
+
+
+#: Cues that a request names a language for its answer ("translate", "in English", "用英文").
+_LANGUAGE_CUE = re.compile(
+    r"translat|\b(?:in|into|to|from|using|use)\s+(?:(?:simple|plain|formal|british|american|traditional|simplified)\s+)?"
+    r"(?:english|chinese|mandarin|cantonese|french|german|spanish|japanese|korean|russian|italian|portuguese|arabic|"
+    r"hindi|latin|pinyin)\b|\b(?:english|chinese|mandarin|french|german|spanish|japanese|korean|russian|italian|"
+    r"portuguese|arabic|hindi|latin)\s+(?:word|phrase|sentence|character|version|translation|equivalent|name|"
+    r"idiom|proverb|saying|term|letter|alphabet|spelling|pronunciation|grammar|text|poem|song|vocabulary|speaker|"
+    r"learner|lesson|class)|pinyin|bilingual|language"
+    r"|翻译|译成|译为|译作|(?:用|以|使用|换成|改成|转成)(?:英文|英语|中文|汉语|日语|日文|韩语|法语|德语|西班牙语|俄语|拼音)"
+    r"|(?:英文|英语|中文|汉语|日语|日文|韩语|法语|德语|西班牙语|俄语)(?:单词|名称|名字|怎么说|表达|句子|版本|翻译|缩写|全称|"
+    r"字母|词汇|原文|说法|诗|歌)|拼音|双语|中英|英汉|汉英|语言", re.I)
+
+
 def language_mismatch(turn: Turn, min_units: int) -> str | None:
-    """``"zh → en"`` when the answer is in another language than the request, None when they agree or the
-    question does not apply: a request naming a language (translation), an input in a third language, or
-    too little text to tell (numbers, labels, code)."""
+    """``"zh → en"`` when the answer is in another language than the request, else None.
+
+    Fires on "解释天空为什么是蓝色的。" answered in English. Does not apply where the request names the
+    answer's language ("Translate into Chinese", "用英文回答"), where the input or a quoted passage of the
+    request is in the other language (an English passage to summarise in Chinese), to code (fenced or not),
+    or to answers too short to tell (numbers, labels): "用Python写一个函数" answered with a code block passes.
+    """
     asked = strip_code(turn.instruction)
-    answer = strip_code(turn.answer)
+    answer = prose_only(turn.answer)
     if len(_TOKEN.findall(asked)) < 2 or len(_TOKEN.findall(answer)) < min_units:
         return None
-    if find_phrase(asked, LANGUAGE_WORDS["en"] + LANGUAGE_WORDS["zh"]):
+    if _LANGUAGE_CUE.search(asked):
         return None
     want = detect_lang(asked)
     if turn.input.strip() and detect_lang(strip_code(turn.input)) != want:
         return None
+    latin_words = len(re.findall(r"[A-Za-z]{2,}", asked))
+    cjk_chars = sum(1 for c in asked if is_cjk(c))
+    if (want == "zh" and latin_words >= 4) or (want == "en" and cjk_chars >= 2):
+        return None  # the request quotes text in the other language: an answer in either may be right
     got = detect_lang(answer)
     return f"{want} → {got}" if got != want else None
 
@@ -201,7 +311,8 @@ def language_mismatch(turn: Turn, min_units: int) -> str | None:
 def turns(example: Example) -> list[Turn]:
     """The assistant answers of a record, each with the user text it answers."""
     if not example.messages:
-        return [Turn(example.instruction, example.input, example.output, 0, True)]
+        task = TaskContext.of(example.instruction, example.input, example.meta, example.is_classification)
+        return [Turn(example.instruction, example.input, example.output, 0, True, task)]
     out: list[Turn] = []
     user = ""
     answers = [i for i, m in enumerate(example.messages) if m["role"] == "assistant"]
@@ -209,7 +320,10 @@ def turns(example: Example) -> list[Turn]:
         if message["role"] == "user":
             user = message["content"]
         elif message["role"] == "assistant":
-            out.append(Turn(user, "", message["content"], i, i == answers[-1]))
+            first = not out
+            task = TaskContext.of(user, "", example.meta if first else None,
+                                  example.is_classification if first else None)
+            out.append(Turn(user, "", message["content"], i, i == answers[-1], task))
     return out
 
 
@@ -246,15 +360,21 @@ def _answer_flags(turn: Turn, cfg: FilterConfig, finish_reason: str | None) -> t
     if not answer.strip():
         return {"output_empty": None}, 0.0
     flags: dict[str, Any] = {}
+    task = turn.context()
     n, lang = units(answer)
     length = _length_check(n, lang, cfg.output_length, cfg.output_length_zh)
     if length:
         flags[f"output_{length[0]}"] = length[1]
-    norm = normalize_text(answer)
-    if turn.input.strip() and norm == normalize_text(turn.input):
-        flags["output_equals_input"] = "output = input"
-    elif norm and norm == normalize_text(turn.instruction):
-        flags["output_equals_input"] = "output = instruction"
+    line = injection_line(answer)
+    if line and not INJECTION_TOPIC.search(task.text):
+        flags["prompt_injection"] = f"answer: {line[:100]}"
+    same = output_equals_input(turn)
+    if same:
+        flags["output_equals_input"] = same
+    for rule, check in (("echo", echo), ("label_copy", label_copy), ("short_open_answer", short_open_answer)):
+        found = check(answer, task)
+        if found:
+            flags[rule] = found
     phrase = find_phrase(answer, AI_IDENTITY)
     if phrase:
         flags["ai_identity"] = phrase
@@ -276,6 +396,97 @@ def _answer_flags(turn: Turn, cfg: FilterConfig, finish_reason: str | None) -> t
     return flags, _score(n, lang, ratio, cfg)
 
 
+#: A request that asks for a change: an answer equal to its input did not do the task.
+_CHANGE = re.compile(
+    r"\b(?:re-?write|rephrase|paraphrase|reword|restate|translate|summari[sz]e|shorten|condense|simplify|expand|"
+    r"elaborate|make (?:it|this|the \w+)?\s*(?:more|less|shorter|longer|simpler|clearer|formal|informal|polite|"
+    r"friendlier|concise|professional|positive|negative|better|sound)|turn (?:it|this|the \w+) into|change|"
+    r"transform|convert|revise|edit|polish|improve|proofread|fix|correct|debug|refactor|optimi[sz]e|"
+    r"put (?:it|this|the \w+) (?:in|into)|use (?:a |more )?(?:formal|informal|simpler|different))\w*"
+    r"|改写|重写|改成|改为|修改|纠正|改正|修正|润色|翻译|译成|译为|转换|转化|转写|简化|缩写|扩写|压缩|精简|总结|概括|换一种说法|"
+    r"换个说法|优化|改进|完善|修复|调整|变成|转为|转成|改错|订正|校对", re.I)
+#: ... unless it allows none: "Fix the code if needed", "Correct any errors", "如有错误请改正".
+_CONDITIONAL = re.compile(
+    r"\bif (?:needed|necessary|any|there (?:are|is)|required|applicable|appropriate|it (?:is|has|contains|needs)|"
+    r"they|you find|so|not)|\bwhere (?:needed|necessary|appropriate|applicable)|\bas (?:needed|necessary)\b|"
+    r"\bor (?:leave|keep|return|say)|\bunchanged\b|\bas is\b|\bwhether\b|\bany (?:errors?|mistakes?|bugs?|"
+    r"issues?|typos?|problems?)\b|\bcheck (?:if|for|whether)|\bif (?:anything|something)\b"
+    r"|如有|如果有|若有|如果需要|如需|必要时|是否|有无|若无|如果没有|无需修改|不需要修改|检查|如存在|若存在", re.I)
+
+
+def output_equals_input(turn: Turn) -> str | None:
+    """The answer is the input unchanged, for a task that asks for a change.
+
+    Compares raw text, save Unicode width, runs of whitespace and one final full stop ("。", ".", which a
+    copy often drops): "Great job 🎉" is not "Great job", and "Hello, how are you?" is a change of
+    "hello how are you". Fires only where the request asks for a change
+    (rewrite, fix, translate, summarise, 改写, 纠正…) without allowing none: "Correct the grammar of the
+    sentence." answered with the sentence as given fires; "Fix this code if needed." answered with the code
+    already correct, and "Sort these numbers" answered with an already sorted list, do not.
+    """
+    answer, source = _raw_form(turn.answer), _raw_form(turn.input)
+    if not source or answer != source:
+        return None
+    if not _CHANGE.search(turn.instruction) or _CONDITIONAL.search(turn.instruction):
+        return None
+    return "output = input, and the task asks for a change"
+
+
+def _raw_form(text: str) -> str:
+    text = re.sub(r"\s+", " ", unicodedata.normalize("NFKC", text)).strip()
+    return text[:-1].rstrip() if text.endswith((".", "。")) else text
+
+
+#: A request that must open what its URL points to: visit, open, download, or work on its content.
+_OPEN_URL = re.compile(
+    r"\b(?:visit|open|go to|browse|navigate to|click|download|fetch|access|read|watch|listen to|view|look at|"
+    r"check out|refer to|see|load|scrape|crawl)\b(?![^.\n]{0,40}\b(?:url|link|domain|address)s? (?:format|structure|"
+    r"syntax)\b)|访问|打开|浏览|点击|下载|阅读|查看|观看|进入|参考|前往|登录|爬取", re.I)
+_CONTENT_TASK = re.compile(
+    r"\b(?:summari[sz]e|describe|review|analy[sz]e|critique|evaluate|explain|translate|classify|what (?:does|is)|"
+    r"tell me about|key points|main (?:idea|points?)|according to|based on|from (?:the|this) (?:article|page|post|"
+    r"site|website|link|paper|video)|answer|rate|list)\b|总结|概括|描述|介绍|分析|评价|翻译|根据|主要内容|要点|讲了什么|说了什么|"
+    r"回答|解释", re.I)
+_ABOUT_URL = re.compile(
+    r"\b(?:urls?|links?|domains?|hostnames?|hosts?|query (?:string|parameters?)|parameters?|paths?|slugs?|protocols?|"
+    r"schemes?|tlds?|subdomains?|href|hyperlinks?|anchors?|regex|regular expressions?|patterns?|valid|validate|"
+    r"parse|extract|shorten|encode|decode|escape|format|markdown|html|citation|cite|reference|bibliograph\w*|"
+    r"redirect|ports?|characters?|components?|parts?)\b|网址|链接|域名|地址|参数|协议|格式|正则|提取|解析|验证|缩短|编码|解码|"
+    r"引用|组成|部分", re.I)
+
+
+def url_task(instruction: str, texts: list[str]) -> str | None:
+    """The URL a task needs to open, or None.
+
+    Fires where the task must fetch what the URL points to: "Visit https://x.org and list its sections",
+    "Summarise the article." with the input "https://x.org/news/1", "打开这个网址并总结内容". Must not fire
+    where the task is about the URL itself: "Extract the domain from https://x.org/a", "Is www.x.org a valid
+    address?", "把 https://x.org/a 转成 Markdown 链接", nor where the text to work on is given beside it.
+    """
+    for text in texts:
+        url = _URL.search(text)
+        if not url:
+            continue
+        if _MEDIA_CODE_CONTEXT.search(instruction):
+            return None  # "Write a Python function that downloads https://…" is a code task
+        # The material to work on besides the URL: the other texts, and a long instruction's own text.
+        material = sum(len(_TOKEN.findall(_URL.sub(" ", t))) for t in texts if t != instruction)
+        material += max(0, len(_TOKEN.findall(_URL.sub(" ", instruction))) - 15)
+        about = _ABOUT_URL.search(instruction)
+        if _OPEN_URL.search(instruction) and not about:
+            return url.group(0)[:100]
+        if about:
+            return None
+        if _CONTENT_TASK.search(instruction) and material <= 6:
+            return url.group(0)[:100]
+    return None
+
+
+_MEDIA_CODE_CONTEXT = re.compile(
+    r"\b(?:function|script|program|code|command|python|java|javascript|bash|shell|sql|api|class|method|snippet|"
+    r"curl|wget|requests|http client)\b|代码|程序|脚本|函数|接口|命令", re.I)
+
+
 def _instruction_flags(example: Example, cfg: FilterConfig) -> dict[str, Any]:
     instruction = example.instruction
     flags: dict[str, Any] = {}
@@ -287,8 +498,10 @@ def _instruction_flags(example: Example, cfg: FilterConfig) -> dict[str, Any]:
         # ``input``: only the lower bound applies to it.
         if length and not (example.messages and length[0] == "too_long"):
             flags[f"instruction_{length[0]}"] = length[1]
-        words = cfg.blacklist if cfg.blacklist is not None else BLACKLIST["en"] + BLACKLIST["zh"]
-        word = find_blacklisted(instruction, "en", words)
+        if cfg.blacklist is None:
+            word = find_media_task(instruction)  # in context: "draw a picture of", never "draw a conclusion"
+        else:
+            word = find_blacklisted(instruction, "en", cfg.blacklist)  # the user's own bare words
         if word:
             flags["blacklisted_keyword"] = word
         if starts_with_punctuation(instruction):
@@ -296,10 +509,20 @@ def _instruction_flags(example: Example, cfg: FilterConfig) -> dict[str, Any]:
         open_ = unbalanced(instruction)
         if open_:
             flags["unbalanced"] = f"instruction: {open_}"
-    for text in prompt_texts(example):
-        url = _URL.search(text)
-        if url and "url_in_prompt" not in flags:
-            flags["url_in_prompt"] = url.group(0)[:100]
+    texts = prompt_texts(example)
+    marks = example.meta.get("flags")
+    if isinstance(marks, list) and "prompt_injection" in marks:
+        flags["prompt_injection"] = "meta.flags: prompt_injection (the generator saw an injection line)"
+    elif not INJECTION_TOPIC.search(" ".join(texts)):
+        for text in texts:
+            line = injection_line(text)
+            if line:
+                flags["prompt_injection"] = f"prompt: {line[:100]}"
+                break
+    url = url_task(instruction, [t for t in texts if t])
+    if url:
+        flags["url_in_prompt"] = url
+    for text in texts:
         placeholder = _PLACEHOLDER.search(text)
         if placeholder and "image_placeholder" not in flags:
             flags["image_placeholder"] = placeholder.group(0)
