@@ -114,6 +114,7 @@ _SHORT_OBJECT_ZH = re.compile(r"^(?:出|下|一下)?(?:一个|两个|几个)?(?:
 _BRIEF = re.compile(r"\b(?:in|with|using)\s+(?:one|a single|two|a|1|2)\s+words?\b|\bone[- ]word\b|\btwo[- ]word\b|"
                     r"\bsingle word\b|\bone or two words\b|\bin a word\b|\bjust (?:the|a) (?:name|word|number)\b|"
                     r"(?:用|以)?(?:一个|两个|一|两|1|2)(?:个)?(?:词|字)|一词|二字|两字", re.I)
+_CODE_OR_MATH = re.compile(r"[;{}=<>\[\]+*/\\|^$]|\w\(|\d")
 _LIST_SEP = re.compile(r"[,，、;；/\n]|\band\b|\bor\b|和|与")
 
 
@@ -207,8 +208,8 @@ def short_open_answer(answer: str, task: TaskContext) -> str | None:
     "Canberra." to "What is the capital of Australia?", "积极" to a sentiment task, "Mice" to "Write the plural
     of mouse", "Red, blue" to "List two colours" (a list), or "Joyful" to "Describe your mood in one word".
     """
-    if not answer.strip() or "```" in answer:
-        return None
+    if not answer.strip() or "```" in answer or _CODE_OR_MATH.search(answer):
+        return None  # "x++;" to "Write a C line that increments x" is a whole answer
     size, _ = _answer_words(answer)
     if size > 2:
         return None

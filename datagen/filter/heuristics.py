@@ -26,7 +26,7 @@ from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
 
 from datagen.filter.degenerate import TaskContext, echo, label_copy, short_open_answer
-from datagen.lang import count_units, detect_lang, is_cjk
+from datagen.lang import cjk_ratio, count_units, detect_lang, is_cjk
 from datagen.records import Example
 from datagen.textrules import (
     AI_IDENTITY,
@@ -158,7 +158,6 @@ _REGEX_TOKEN = re.compile(r"\S*(?:\\[A-Za-z\\.()\[\]{}^$*+?|/]|\[\^|\(\?|\.\*|\.
 _INTERVAL = re.compile(r"[\[(]\s*[-+−]?\s*[\w.∞π/√]+\s*[,;，]\s*[-+−]?\s*[\w.∞π/√]+\s*[\])]")
 _EMOTICON = re.compile(r"(?<![\w(])[:;=8][-'^o]?[()\[\]{}DPp/\\|3]+(?![\w)])|(?<!\w)[()\[\]][-'^]?[:;=](?!\w)|"
                        r"\([^()\s]{0,3}[_^;ツ°□╯︵ω][^()\s]{0,3}\)|¯\\_\(ツ\)_/¯|<3|（[^（）\s]{0,3}[_^ω][^（）\s]{0,3}）")
-_ENUM = re.compile(r"(?:(?<=\s)|(?<=^)|(?<=[:：;；,，]))(?:\d{1,3}|[A-Za-z]|[ivxIVX]{1,4})[)）](?=\s|$|\S)", re.M)
 _INCH = re.compile(r"\d+(?:\.\d+)?(?:'|′)?\d*\"")
 _CODE_LINE = re.compile(
     r"[;{}]\s*$|^\s*(?:def|class|import|from\s+\S+\s+import|return|for|while|if|elif|else|try|except|catch|function|"
@@ -186,7 +185,7 @@ def prose_only(text: str) -> str:
         text = "\n".join(line for line in lines if not re.search(r"[(){}\[\]]", line) or _prose_line(line))
     else:
         text = "\n".join(lines)
-    for pattern in (_REGEX_TOKEN, _INTERVAL, _EMOTICON, _ENUM, _INCH):
+    for pattern in (_REGEX_TOKEN, _INTERVAL, _EMOTICON, _INCH):  # list markers: see _paren_problem
         text = pattern.sub(" ", text)
     return text
 
@@ -235,7 +234,7 @@ def truncation(answer: str, last: bool, finish_reason: str | None) -> str | None
         return "finish_reason=length"
     if len(_FENCE.findall(answer)) % 2:
         return "ends inside a code fence"
-    tail = answer.rstrip()
+    tail = _TRAILING_EMOTICON.sub("", answer.rstrip()).rstrip()  # "see you then :-(" ends on a smiley
     if not tail:
         return None
     lines = [line for line in tail.split("\n") if line.strip()]
@@ -263,6 +262,7 @@ def truncation(answer: str, last: bool, finish_reason: str | None) -> str | None
     return None
 
 
+_TRAILING_EMOTICON = re.compile(r"(?:\s|^)(?:[:;=8][-'^o]?[()\[\]DPp/|3]+|\([^()\s]{0,3}[_^;ツ°ω][^()\s]{0,3}\))+$")
 _DANGLING_END_CHARS = frozenset(",;:(-[{“‘，、；：（《【「『")
 _LIST_ITEM = re.compile(r"^\s*(?:[-*•·]|\d{1,3}[.)、）]|[a-zA-Z][.)]|[（(]\d{1,3}[)）])\s*")
 
@@ -299,7 +299,8 @@ def language_mismatch(turn: Turn, min_units: int) -> str | None:
         return None
     latin_words = len(re.findall(r"[A-Za-z]{2,}", asked))
     cjk_chars = sum(1 for c in asked if is_cjk(c))
-    if (want == "zh" and latin_words >= 4) or (want == "en" and cjk_chars >= 2):
+    if (want == "zh" and latin_words >= 4) or (want == "en" and cjk_chars >= 2) or \
+            (cjk_chars >= 2 and latin_words >= 2 and 0.2 <= cjk_ratio(asked) <= 0.6):
         return None  # the request quotes text in the other language: an answer in either may be right
     got = detect_lang(answer)
     return f"{want} → {got}" if got != want else None
@@ -325,6 +326,11 @@ def turns(example: Example) -> list[Turn]:
                                   example.is_classification if first else None)
             out.append(Turn(user, "", message["content"], i, i == answers[-1], task))
     return out
+
+
+def render_task(turn: Turn) -> str:
+    """The request of one answer as one text: instruction, then input (for relevance and echo checks)."""
+    return f"{turn.instruction}\n{turn.input}".strip()
 
 
 def prompt_texts(example: Example) -> list[str]:
@@ -447,12 +453,13 @@ _CONTENT_TASK = re.compile(
     r"tell me about|key points|main (?:idea|points?)|according to|based on|from (?:the|this) (?:article|page|post|"
     r"site|website|link|paper|video)|answer|rate|list)\b|总结|概括|描述|介绍|分析|评价|翻译|根据|主要内容|要点|讲了什么|说了什么|"
     r"回答|解释", re.I)
+#: What a task about the URL itself does with it ("Extract the domain from …", "把链接写成 Markdown 格式").
 _ABOUT_URL = re.compile(
-    r"\b(?:urls?|links?|domains?|hostnames?|hosts?|query (?:string|parameters?)|parameters?|paths?|slugs?|protocols?|"
-    r"schemes?|tlds?|subdomains?|href|hyperlinks?|anchors?|regex|regular expressions?|patterns?|valid|validate|"
-    r"parse|extract|shorten|encode|decode|escape|format|markdown|html|citation|cite|reference|bibliograph\w*|"
-    r"redirect|ports?|characters?|components?|parts?)\b|网址|链接|域名|地址|参数|协议|格式|正则|提取|解析|验证|缩短|编码|解码|"
-    r"引用|组成|部分", re.I)
+    r"\b(?:domains?|hostnames?|hosts?|query (?:string|parameters?)|parameters?|paths?|slugs?|protocols?|schemes?|"
+    r"tlds?|subdomains?|href|anchors?|regex|regular expressions?|patterns?|valid|validate|valid|parse|extract|"
+    r"shorten|encode|decode|escape|format|markdown|html|citation|cite|bibliograph\w*|redirect|ports?|characters?|"
+    r"components?|parts?|convert|rewrite|split|spell|secure|https? or|phishing|suspicious|safe)\b|"
+    r"域名|参数|协议|格式|正则|提取|解析|验证|缩短|编码|解码|引用|组成|部分|转换|转成|写成|拆分|安全|钓鱼", re.I)
 
 
 def url_task(instruction: str, texts: list[str]) -> str | None:
@@ -472,11 +479,10 @@ def url_task(instruction: str, texts: list[str]) -> str | None:
         # The material to work on besides the URL: the other texts, and a long instruction's own text.
         material = sum(len(_TOKEN.findall(_URL.sub(" ", t))) for t in texts if t != instruction)
         material += max(0, len(_TOKEN.findall(_URL.sub(" ", instruction))) - 15)
-        about = _ABOUT_URL.search(instruction)
-        if _OPEN_URL.search(instruction) and not about:
-            return url.group(0)[:100]
-        if about:
+        if _ABOUT_URL.search(instruction):
             return None
+        if _OPEN_URL.search(instruction):
+            return url.group(0)[:100]
         if _CONTENT_TASK.search(instruction) and material <= 6:
             return url.group(0)[:100]
     return None

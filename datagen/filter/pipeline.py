@@ -39,7 +39,7 @@ from typing import Any
 from datagen.checkpoint import count_reasons, make_reject
 from datagen.config import build, load_yaml
 from datagen.errors import ConfigError
-from datagen.filter import heuristics, judge, semantic
+from datagen.filter import heuristics, judge, relevance, semantic
 from datagen.rouge import greedy_dedup
 from datagen.formats import read_any, render_user_turn
 from datagen.llm.client import LLMConfig
@@ -93,6 +93,10 @@ class FilterConfig:
     judge_min_score: int = 3                        # keep records the judge scores >= this (1-5)
     judge_max_tokens: int = 256                     # room for the rationale and the score line
     llm: LLMConfig = field(default_factory=LLMConfig)
+    # --- 1b. unrelated_answer (datagen/filter/relevance.py), part of the heuristics stage
+    relevance: bool | None = None                   # None = on when embed_dedup is (both load the encoder)
+    relevance_min_cosine: float = 0.1               # English: task-answer cosine (MiniLM) below this = unrelated
+    relevance_min_chars_zh: int = 15                # Chinese: answers this long sharing no character are unrelated
 
     def __post_init__(self) -> None:
         inputs = (self.inputs,) if isinstance(self.inputs, (str, Path)) else self.inputs
@@ -136,6 +140,10 @@ class FilterConfig:
                 raise ConfigError(f"filter.{name} must be a non-empty string or unset, got {value!r}")
         if not isinstance(self.llm, LLMConfig):
             raise ConfigError(f"filter.llm must be a mapping of LLM settings, got {self.llm!r}")
+        if self.relevance is not None and not isinstance(self.relevance, bool):
+            raise ConfigError(f"filter.relevance must be true, false or unset, got {self.relevance!r}")
+        _number("relevance_min_cosine", self.relevance_min_cosine, -1, 1)
+        _number("relevance_min_chars_zh", self.relevance_min_chars_zh, 1, 1 << 20, integer=True)
 
     def public_dict(self) -> dict[str, Any]:
         """The resolved config for ``filter_stats.json`` (no secrets live in it)."""
@@ -205,17 +213,40 @@ def load_config(path: Path | None = None, **flags: Any) -> FilterConfig:
 # ---------------------------------------------------------------------------------------------- texts compared
 
 
+#: Generators whose records rest on a fact (a document passage, graph triples): the same question about
+#: two facts ("Give a short profile of peace lily" / "... of dragon tree") is two records, so they are
+#: compared on question *and* answer, and records resting on different triples are never merged.
+FACT_METHODS = ("self-qa", "self-kg")
+
+
 def exact_text(example: Example) -> str:
-    """What exact dedup compares (before normalising): the prompt, or the whole conversation."""
+    """What exact dedup compares (before normalising): the prompt, or the whole conversation; for Self-QA
+    and Self-KG records the prompt and the answer."""
     if example.messages:
         return "\n".join(m["content"] for m in example.messages if m["role"] != "system")
+    if example.meta.get("method") in FACT_METHODS:
+        return render_user_turn(example.instruction, example.input) + "\n" + example.output
     return render_user_turn(example.instruction, example.input)
 
 
+def fact_key(example: Example) -> frozenset | None:
+    """The graph facts a Self-KG record rests on (``meta.source.triples``), or None for other records."""
+    source = example.meta.get("source")
+    triples = source.get("triples") if isinstance(source, dict) else None
+    if example.meta.get("method") != "self-kg" or not isinstance(triples, list) or not triples:
+        return None
+    return frozenset(tuple(map(str, t)) if isinstance(t, (list, tuple)) else str(t) for t in triples)
+
+
 def similarity_text(example: Example) -> str:
-    """What the ROUGE-L and embedding stages compare: the instruction, or for a conversation its opening
-    user turn followed by the rest of the conversation."""
+    """What the ROUGE-L and embedding stages compare.
+
+    Self-Instruct and seed records: the instruction, as the paper does (a task's instances share it and form
+    one unit). Self-QA and Self-KG records: the question and the answer, so one question asked of two facts
+    stays two records. A conversation: its opening user turn followed by the rest of the conversation."""
     if not example.messages:
+        if example.meta.get("method") in FACT_METHODS:
+            return "\n".join(t for t in (example.instruction, example.input, example.output) if t)
         return example.instruction
     turns = [m for m in example.messages if m["role"] != "system"]
     first = next((k for k, m in enumerate(turns) if m["role"] == "user"), 0)
@@ -289,7 +320,29 @@ def _heuristics(run: _Run) -> None:
             run.drop(i, heuristics.STAGE, rule, detail)
         else:
             survivors.append(i)
-    run.stage("heuristics", survivors, started)
+    on = run.cfg.embed_dedup if run.cfg.relevance is None else run.cfg.relevance
+    extra = _relevance(run, survivors) if on and "unrelated_answer" not in run.cfg.skip_rules else {}
+    run.stage("heuristics", [i for i in survivors if i not in run.rejected], started, **extra)
+
+
+def _relevance(run: _Run, survivors: list[int]) -> dict[str, Any]:
+    """The ``unrelated_answer`` rule over the records that passed the others, in batches (relevance.py)."""
+    started = time.perf_counter()
+    # Only a record's first answer: a follow-up ("And on Everest?") is read with the turns before it.
+    items = [relevance.Item(i, heuristics.render_task(turn), turn.answer, run.examples[i].is_classification)
+             for i in survivors for turn in heuristics.turns(run.examples[i])[:1] if turn.answer.strip()]
+    found, stats = relevance.unrelated(
+        items, min_cosine=run.cfg.relevance_min_cosine, min_chars_zh=run.cfg.relevance_min_chars_zh,
+        model=run.cfg.embed_model, device=run.cfg.embed_device, batch_size=run.cfg.embed_batch_size)
+    for i, detail in found:
+        if i in run.rejected:
+            continue  # a conversation with two unrelated turns: the first names it
+        meta = run.filter_meta(i)
+        meta["heuristic_score"] = run.scores[i] = 0.0
+        meta["heuristic_flags"] = [relevance.RULE]
+        run.drop(i, heuristics.STAGE, relevance.RULE, detail)
+    return {"relevance": {**stats, "rejected": len({i for i, _ in found}),
+                          "seconds": round(time.perf_counter() - started, 4)}}
 
 
 def _exact_dedup(run: _Run) -> None:
@@ -300,17 +353,29 @@ def _exact_dedup(run: _Run) -> None:
     for members in groups.values():
         keep, *rest = sorted(members, key=run.priority)
         for i in rest:
-            run.drop(i, "exact_dedup", "exact_duplicate", "same normalised prompt",
+            text = " ".join(exact_text(run.examples[keep]).split())
+            run.drop(i, "exact_dedup", "exact_duplicate",
+                     f"same normalised prompt: kept {run.examples[keep].id} {text[:80] + ('…' if len(text) > 80 else '')!r}",
                      duplicate_of=run.examples[keep].id, score=1.0)
     run.stage("exact_dedup", sorted(i for i in run.alive if i not in run.rejected), started)
 
 
 def _drop_units(run: _Run, stage: str, reason: str, units: list[list[int]],
                 dropped: list[tuple[int, int, float]], detail: str) -> None:
+    """Drop each duplicate unit; the detail names the record kept (id and a short text). Two Self-KG
+    records resting on different graph facts are never duplicates, whatever their texts score."""
     for unit, dup_unit, score in dropped:
-        kept = run.examples[units[dup_unit][0]].id
+        kept_example = run.examples[units[dup_unit][0]]
+        facts = fact_key(kept_example)
+        kept = kept_example.id
+        text = " ".join(similarity_text(kept_example).split())
+        short = text[:80] + ("…" if len(text) > 80 else "")
         for i in units[unit]:
-            run.drop(i, stage, reason, detail, duplicate_of=kept, score=round(float(score), 4))
+            mine = fact_key(run.examples[i])
+            if facts is not None and mine is not None and mine != facts:
+                continue
+            run.drop(i, stage, reason, f"{detail} {round(float(score), 4)}: kept {kept} {short!r}",
+                     duplicate_of=kept, score=round(float(score), 4))
 
 
 def _rouge_dedup(run: _Run) -> None:
@@ -319,7 +384,7 @@ def _rouge_dedup(run: _Run) -> None:
     texts = [similarity_text(run.examples[unit[0]]) for unit in units]
     _, dropped = greedy_dedup(texts, run.cfg.rouge_threshold)
     _drop_units(run, "rouge_dedup", "rouge_near_duplicate", units, dropped,
-                f"ROUGE-L F >= {run.cfg.rouge_threshold} against a kept record")
+                f"ROUGE-L F >= {run.cfg.rouge_threshold} against a kept record:")
     run.stage("rouge_dedup", sorted(i for i in run.alive if i not in run.rejected), started, units=len(units))
 
 
@@ -333,8 +398,8 @@ def _embed_dedup(run: _Run) -> dict[str, Any]:
         model=cfg.embed_model, device=cfg.embed_device, batch_size=cfg.embed_batch_size,
         ivf_above=cfg.embed_ivf_above, nprobe=cfg.embed_nprobe)
     _drop_units(run, "embed_dedup", "embedding_near_duplicate", units, result.dropped,
-                f"cosine >= {cfg.embed_threshold} in a group with a kept record" if cfg.embed_grouping == "connected"
-                else f"cosine >= {cfg.embed_threshold} against a kept record")
+                f"cosine >= {cfg.embed_threshold} in a group with a kept record:" if cfg.embed_grouping == "connected"
+                else f"cosine >= {cfg.embed_threshold} against a kept record:")
     run.stage("embed_dedup", sorted(i for i in run.alive if i not in run.rejected), started, **result.stats)
     return result.stats
 
