@@ -44,6 +44,9 @@ AI_IDENTITY = (
     "as an ai language model", "as a language model", "as an ai assistant", "as an ai model", "as an ai,",
     "i am an ai language model", "i'm an ai language model", "i am a language model", "i'm just an ai",
     "i am just an ai", "as a large language model", "i am an artificial intelligence",
+    "as an ai developed by", "as an ai trained by", "as an artificial intelligence", "i am an ai,", "i'm an ai,",
+    "i am an ai and", "i'm an ai and", "as a machine learning model", "as an ai i ", "being an ai,",
+    "作为一个由", "作为ai,", "作为一款ai", "我是一个ai", "我是ai助手", "我是一个语言模型", "作为一款人工智能",
     "作为一个ai语言模型", "作为一个人工智能", "作为一名人工智能", "作为人工智能", "作为一个语言模型",
     "作为ai语言模型", "作为一个ai助手", "作为ai助手", "我是一个人工智能", "我是一个ai语言模型", "我只是一个ai",
 )
@@ -260,10 +263,12 @@ INJECTION = re.compile(
     r"\b(?:ignore|disregard|forget|override|skip)\b[^.\n]{0,40}?\b(?:previous|prior|above|earlier|preceding|"
     r"all|any|your|the|these)\b[^.\n]{0,20}?\b(?:instructions?|prompts?|rules|directions|directives|guidelines)\b"
     r"|\bdisregard (?:the|everything|all) (?:above|before)\b|\bnew instructions?\s*:|\bsystem prompt\s*:"
+    r"|\b(?:forget|ignore|disregard) (?:everything|all|anything) (?:above|before|previous|prior|you were told|"
+    r"i said)|\bact as dan\b|\bdo anything now\b|\bdeveloper mode (?:enabled|on)\b"
     r"|\byou are now (?:in )?(?:dan|developer mode|jailbroken|unrestricted)\b"
     r"|<\|im_start\|>|<\|im_end\|>|<\|endoftext\|>|\[/?INST\]"
     r"|(?:忽略|无视|忘记|忘掉|不要理会)(?:掉)?(?:以上|上面|上述|之前|前面|先前|此前|所有|全部)?(?:的)?(?:所有|全部)?"
-    r"(?:指令|指示|提示词?|要求|规则|设定)|新的指令[:：]|系统提示词[:：]",
+    r"(?:指令|指示|提示词?|要求|规则|设定)|新的指令[:：]|系统提示词[:：]|忘记(?:上面|以上|之前)(?:的)?(?:一切|所有内容)",
     re.I,
 )
 #: A task about injection itself ("Explain what 'ignore previous instructions' attacks are") may quote one.

@@ -92,9 +92,15 @@ _OPEN_EN = re.compile(
     r"develop|brainstorm|compare|contrast|analy[sz]e|argue|justify|tell me about|tell me a story|tell a story|"
     r"create|generate|prepare|propose|give (?:me )?(?:some |a few |several |\d+ |three |five |ten )?(?:tips|advice|"
     r"examples|reasons|ideas|suggestions|steps|instructions|an overview|a summary|a description|an explanation|"
-    r"an example|a list|recommendations)|suggest (?:some|a few|several|ways|\d+|three|five)|how (?:do|can|should|would) "
+    r"an example|a list|recommendations)|suggest (?:some|a few|several|ways|\d+|three|five)|"
+    r"(?:give|provide|offer|share|make|prepare|draw up|put together|come up with)(?: me| us)?(?= (?:\S+ ){0,3}?"
+    r"(?:plan|guide|overview|description|explanation|summary|list|story|essay|poem|letter|email|report|outline|"
+    r"biography|profile|review|analysis|argument|comparison|itinerary|recipe|tutorial|introduction|speech|article|"
+    r"paragraph|advice|tips|examples|reasons|ideas|suggestions|steps|instructions|recommendations|strategy|"
+    r"proposal|schedule|routine|program|checklist|agenda|pitch|toast|eulogy|lesson)s?\b)|how (?:do|can|should|would) "
     r"(?:i|we|you|one)|how to|what are (?:some|the (?:benefits|advantages|disadvantages|pros|cons|steps|differences|"
-    r"causes|effects|main|key))|walk me through|teach me|review)\b", re.I)
+    r"causes|effects|main|key))|walk me through|teach me|review|tell (?:me |us |them )?(?:a |an |the )?(?:\S+ ){0,3}?"
+    r"(?:story|tale|fable|anecdote|joke|legend))\b", re.I)
 #: After an open verb, objects whose whole answer is a word or two: "Write the plural of mouse", "Create a
 #: name for a bakery".
 _SHORT_OBJECT_EN = re.compile(
@@ -105,7 +111,9 @@ _SHORT_OBJECT_EN = re.compile(
     r"label|category|color|colour|code name|brand name|domain name|sum|product|total|score|grade|rating|"
     r"prime|integer|fraction|percentage|ratio|unit|chemical symbol|capital|country|city)s?\b", re.I)
 _OPEN_ZH = re.compile(
-    r"(?P<verb>写(?:一篇|一首|一封|一段|一个故事|一份|一则|篇|首|封|段|个故事|份)|撰写|编写|创作|描述|解释|列出|列举|说明|阐述|"
+    r"(?P<verb>写(?:一篇|一首|一封|一段|一个故事|一份|一则|篇|首|封|段|个故事|份)|写(?:一|个|篇|首|封|段|份|则)"
+    r"[^，。？！\n]{0,12}?(?:故事|文章|诗|信|短文|作文|介绍|报告|演讲稿|计划|日记|评论|对话|文案|邮件|段落|总结|剧本|歌词|"
+    r"散文|通知|祝福|感想|读后感|方案|攻略|指南|教程)|撰写|编写|创作|描述|解释|列出|列举|说明|阐述|"
     r"讨论|分析|总结|概括|介绍|比较|设计|制定|规划|起草|谈谈|讲(?:一个|个)?故事|给出(?:一些|几条|几个|\d+条|三条|五条)?"
     r"(?:建议|理由|例子|步骤|方法|原因)|提出(?:一些|几条)?建议|如何|怎样|怎么(?:做|才能|样才能))")
 _SHORT_OBJECT_ZH = re.compile(r"^(?:出|下|一下)?(?:一个|两个|几个)?(?:词|字|名字|名称|标题|口号|答案|结果|数字|日期|成语|反义词|"
@@ -115,6 +123,14 @@ _BRIEF = re.compile(r"\b(?:in|with|using)\s+(?:one|a single|two|a|1|2)\s+words?\
                     r"\bsingle word\b|\bone or two words\b|\bin a word\b|\bjust (?:the|a) (?:name|word|number)\b|"
                     r"(?:用|以)?(?:一个|两个|一|两|1|2)(?:个)?(?:词|字)|一词|二字|两字", re.I)
 _CODE_OR_MATH = re.compile(r"[;{}=<>\[\]+*/\\|^$]|\w\(|\d")
+#: A task that chooses among options ("判断…是新闻、诗歌还是说明文", "Which of these…") is not open.
+_CHOICE = re.compile(r"判断|是否|还是|哪个|哪一|哪种|属于|分类|归类|选择|选出|\bwhich (?:of|one)\b|\bclassify\b|"
+                     r"\bcategori[sz]e\b|\btrue or false\b|\byes or no\b|\bwhether\b|\bidentify the (?:type|category|"
+                     r"genre|tone|sentiment)\b", re.I)
+#: A task whose answer is code or a command ("ls -a" is a whole answer to "Write a shell command to …").
+_CODE_TASK = re.compile(r"\b(?:code|command|shell|bash|sql|regex|regular expression|function|snippet|"
+                        r"(?<!video )(?<!movie )(?<!film )(?<!radio )(?<!podcast )(?<!stage )script|"
+                        r"one-liner|formula|expression|syntax)\b|命令|代码|函数|脚本|正则|公式|表达式|语句", re.I)
 _LIST_SEP = re.compile(r"[,，、;；/\n]|\band\b|\bor\b|和|与")
 
 
@@ -143,7 +159,8 @@ class TaskContext:
     @functools.cached_property
     def open_verb(self) -> str | None:
         """The verb that makes the task open (``write``, ``describe``, ``解释``), or None."""
-        if self.is_classification or _BRIEF.search(self.instruction):
+        if self.is_classification or _BRIEF.search(self.instruction) or _CHOICE.search(self.instruction) \
+                or _CODE_TASK.search(self.instruction):
             return None
         for match in _OPEN_EN.finditer(self.instruction):
             if not _SHORT_OBJECT_EN.match(self.instruction[match.end():]):
@@ -193,7 +210,8 @@ def _label_fits(norm: str, task: TaskContext) -> bool:
     """A label fits a task that names it ("Support or Unsupport"), or whose cues match the label's family."""
     if task.open_verb:
         return False
-    if f" {norm} " in f" {normalize_text(task.text)} ":
+    text = normalize_text(task.text)
+    if f" {norm} " in f" {text} " or (any(is_cjk(c) for c in norm) and norm in text):
         return True
     for label, cue in _FAMILY_RES:
         if label.match(norm):
@@ -232,7 +250,8 @@ def echo(answer: str, task: TaskContext) -> str | None:
     """The answer repeats the request, the prompt's scaffolding, or an in-context example instead of answering.
 
     Fires on an answer equal to the instruction ("Write a poem about rain." → "Write a poem about rain."), one
-    that is the instruction plus a few words, one carrying the few-shot prompt's scaffolding ("Task: …\\nClass
+    that is the instruction plus a few words or most of it restated ("Describe the process of making cheese." →
+    "The process of making cheese."), one carrying the few-shot prompt's scaffolding ("Task: …\\nClass
     label: …", "<noinput>"), and one equal to a few-shot example's input or task. Must not fire on "Repeat
     after me: good morning" → "Good morning", nor on an answer that quotes the task then answers it at length.
     """
@@ -245,10 +264,92 @@ def echo(answer: str, task: TaskContext) -> str | None:
             return "answer = instruction"
         if norm.startswith(instruction) and len(norm) <= 1.3 * len(instruction) + 8:
             return "answer = instruction + a few words"
+        words = norm.split()
+        if len(words) >= 3 and f" {norm} " in f" {instruction} " and len(words) >= 0.6 * len(instruction.split()):
+            return "answer = the instruction restated"
     if len(_SCAFFOLD.findall(answer)) >= 2 and _STRONG_SCAFFOLD.search(answer):
         line = _STRONG_SCAFFOLD.search(answer)
         return f"answer carries the prompt's scaffolding ({line.group(0).strip()[:30]!r})"
     shown = template_examples()
     if (norm in shown["inputs"] or norm in shown["tasks"]) and norm not in normalize_text(task.text):
         return f"answer = a few-shot example of the prompt ({answer.strip()[:60]!r})"
+    if restates_request(answer, task):
+        return "answer restates the request instead of answering it"
     return None
+
+
+#: A task about templates or blanks may rightly answer with placeholders ("Write a form letter template").
+_TEMPLATE_TASK = re.compile(r"template|placeholder|fill[- ]in|blank|lorem|todo|mail merge|jinja|mustache|handlebars|"
+                            r"format string|boilerplate|skeleton|stub|模板|占位|填空|样板|范本", re.I)
+_CURLY_SLOT = re.compile(r"\{\{\s*[\w .'-]{1,30}\s*\}\}|\{[A-Z][A-Z_ ]{1,28}\}|<[A-Z][A-Z_ ]{1,28}>")
+_BRACKET = re.compile(r"(?<![A-Za-z0-9_\]])\[([^\[\]\n]{1,40})\](?![(:\[])")
+_SLOT_WORD = re.compile(
+    r"\b(?:name|names|date|time|location|place|venue|company|organi[sz]ation|title|position|role|job|address|phone|"
+    r"e-?mail|number|amount|price|field|link|url|adjective|noun|verb|dish|product|city|country|topic|event|day|month|"
+    r"year|insert|your|his|her|their|recipient|sender|benefit|school|team|department|website|industry|skill|book|"
+    r"author|brand|app|feature|item|quantity|percent(?:age)?|contact|signature|here|placeholder|details?|"
+    r"programming languages?|organisation|landlord|manager|client|customer|x|y|n)\b"
+    r"|名称|名字|姓名|日期|时间|地点|职位|公司|星期|活动|事情|某|你的|您的|对方|金额|电话|地址|邮箱|数字|链接|产品|学校|城市|[XxＸ]", re.I)
+_CHECKBOX = re.compile(r"^\s*(?:[-*]\s*)?\[[ xX✓]\]", re.M)
+_STUB = re.compile(r"\bTODO\b|\bFIXME\b|\bTBD\b|lorem ipsum|\binsert (?:\w+ ){0,3}here\b|待实现|待补充|待填写|此处填写|"
+                   r"在此(?:处)?(?:填写|插入)|(?<![A-Za-z])(?:XXX|xxx)(?![A-Za-z])|某某某", re.I)
+_NAME_LINE = re.compile(r"^\s*(?:your (?:full )?name|your title|sender'?s? name|name surname)\s*$", re.I | re.M)
+_MEDIA_TAG = re.compile(r"<\s*(?:image|img|video|audio|picture|图片|视频)\b[^>]*>", re.I)
+
+
+def placeholder(answer: str, task: TaskContext) -> str | None:
+    """The answer holds an unfilled slot instead of content: "[Your Name]", "{{date}}", "[公司名称]", "我叫XXX",
+    "# TODO: implement", "Lorem ipsum", "<video>".
+
+    Must not fire on Markdown links ("[Docs](https://…)"), citations ("[1]"), checkboxes ("- [x] done"),
+    stage directions ("[Chorus]", "[laughs]"), intervals ("[0, 1)"), nor on any answer to a task that asks
+    for a template or blanks ("Write a fill-in-the-blank exercise", "写一份请假条模板").
+    """
+    if _TEMPLATE_TASK.search(task.instruction):
+        return None
+    stub = _STUB.search(answer)
+    if stub:
+        return f"unfilled placeholder {stub.group(0)!r}"
+    prose = re.sub(r"```.*?(?:```|$)|`[^`\n]*`", " ", answer, flags=re.S)
+    slot = _CURLY_SLOT.search(prose)
+    if slot:
+        return f"unfilled placeholder {slot.group(0)!r}"
+    if _CODE_TASK.search(task.instruction):
+        prose = ""  # "[n * n for n in range(10)]", "[A-Z]": brackets in code and regexes are not slots
+    prose = _CHECKBOX.sub(" ", prose)
+    for match in _BRACKET.finditer(prose):
+        inner = match.group(1).strip()
+        if not re.search(r"[^\W\d_]", inner) or re.search(r"[=*()\\/<>+\"]|\bfor\b|^\^|\w-\w\b", inner):
+            continue  # "[1]", "[0, 1)", code, a regex class
+        if _SLOT_WORD.search(inner) or (inner.isupper() and len(inner) <= 30):
+            return f"unfilled placeholder {match.group(0)!r}"
+    line = _NAME_LINE.search(answer)
+    if line:
+        return f"unfilled placeholder {line.group(0).strip()!r}"
+    tag = _MEDIA_TAG.search(answer)
+    if tag and not _CODE_TASK.search(task.instruction):
+        return f"media placeholder {tag.group(0)!r}"
+    return None
+
+
+#: An answer that is itself a request ("解释一下什么是地震", "Explain what an earthquake is.") restates the task.
+_REQUEST_START = re.compile(
+    r"^\s*(?:please |can you |could you )?(?:write|compose|draft|describe|explain|list|outline|discuss|summari[sz]e|"
+    r"tell me|give me|create|generate|translate|classify|identify|suggest|what|how|why|which|who|when|where)\s"
+    r"(?!.*:)|^\s*(?:请|解释|描述|说明|介绍|列出|列举|写|谈谈|讲讲|告诉我|给出|翻译|判断|什么是|为什么|如何|怎么)(?!.*[:：])",
+    re.I)
+_ASKS_FOR_REQUESTS = re.compile(r"\b(?:question|questions|ask|instruction|instructions|prompt|prompts|command|"
+                                r"request|query|queries|quiz|faq|interview)\b|问题|提问|指令|提示词|问句|请求|面试|测验", re.I)
+
+
+def restates_request(answer: str, task: TaskContext) -> bool:
+    """The answer is a one-line request sharing words with the task, not an answer to it."""
+    text = answer.strip()
+    if "\n" in text or len(text) > 80 or not _REQUEST_START.search(text) or _ASKS_FOR_REQUESTS.search(task.instruction):
+        return False
+    if task.input.strip() and normalize_text(text) in normalize_text(task.input):
+        return False  # a copy of the input is output_equals_input's to judge
+    mine = set(normalize_text(text).split()) | {c for c in text if is_cjk(c)}
+    theirs = set(normalize_text(task.instruction).split()) | {c for c in task.instruction if is_cjk(c)}
+    shared = {w for w in mine & theirs if len(w) > 3 or is_cjk(w[0])}
+    return len(shared) >= 2

@@ -25,8 +25,8 @@ import unicodedata
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
 
-from datagen.filter.degenerate import TaskContext, echo, label_copy, short_open_answer
-from datagen.lang import cjk_ratio, count_units, detect_lang, is_cjk
+from datagen.filter.degenerate import TaskContext, echo, label_copy, placeholder, short_open_answer
+from datagen.lang import cjk_ratio, count_units, detect_lang, is_cjk, latin_language
 from datagen.records import Example
 from datagen.textrules import (
     AI_IDENTITY,
@@ -50,7 +50,7 @@ STAGE = "heuristics"
 RULES = (
     "instruction_empty", "output_empty",
     "instruction_too_short", "instruction_too_long", "output_too_short", "output_too_long",
-    "prompt_injection", "output_equals_input", "echo", "label_copy", "short_open_answer",
+    "prompt_injection", "output_equals_input", "echo", "label_copy", "short_open_answer", "placeholder",
     "blacklisted_keyword", "leading_punctuation", "url_in_prompt", "image_placeholder",
     "ai_identity", "refusal", "truncated", "unbalanced", "repetition", "language_mismatch",
     "unrelated_answer",  # batched, with the sentence encoder: datagen/filter/relevance.py
@@ -129,15 +129,18 @@ def repeated_ngram_ratio(text: str, n: int) -> float | None:
     return 1.0 - len(set(grams)) / len(grams)
 
 
-def unbalanced(text: str) -> str | None:
+def unbalanced(text: str, code: bool = False) -> str | None:
     """Which bracket, quote or code fence is left open (or closed unopened) in the prose of ``text``, or None.
 
     Fires on prose: "The sky is blue (because of scattering." Code (fenced, inline or unfenced lines that read
     as code), regexes ("^[a-z]+\\d*$", "[^)]"), intervals ("[0, 1)"), enumerations ("1)", "a)", "2）"), inch
-    marks (12") and emoticons (":)", ":-(", "(^_^)") are not prose and never fire: "Pick x in [0, 1) :)".
+    marks (12") and emoticons (":)", ":-(", "(^_^)") are not prose and never fire: "Pick x in [0, 1) :)". With
+    ``code=True`` (the task asks for code, SQL, a regex or a command) an answer without a fence is all code.
     """
     if len(_FENCE.findall(text)) % 2:
         return "code fence ``` left open"
+    if code and not _FENCE.search(text):
+        return None  # the answer to a code task ("Write a SQL statement ...") is code, fenced or not
     prose = prose_only(text)
     for opening, closing in _PARENS:
         problem = _paren_problem(prose, opening, closing)
@@ -153,12 +156,12 @@ def unbalanced(text: str) -> str | None:
 
 
 # Tokens that are code or notation, not prose: regexes, intervals, emoticons, inch marks, list markers.
-_REGEX_TOKEN = re.compile(r"\S*(?:\\[A-Za-z\\.()\[\]{}^$*+?|/]|\[\^|\(\?|\.\*|\.\+|[)\]}][*+?]|\{\d+(?:,\d*)?\})\S*|"
+_REGEX_TOKEN = re.compile(r"\S*(?:\\[A-Za-z\\.()\[\]{}^$*+?|/]|\[\^|\(\?|\.\*|\.\+|[)\]}][*+]|[)\]}]\?(?=\S)|\{\d+(?:,\d*)?\})\S*|"
                           r"(?<!\S)\^\S+|\S+\$(?!\S)|(?<!\S)/\S*[()\[\]]\S*/[gimsuy]*(?!\S)")
 _INTERVAL = re.compile(r"[\[(]\s*[-+−]?\s*[\w.∞π/√]+\s*[,;，]\s*[-+−]?\s*[\w.∞π/√]+\s*[\])]")
-_EMOTICON = re.compile(r"(?<![\w(])[:;=8][-'^o]?[()\[\]{}DPp/\\|3]+(?![\w)])|(?<!\w)[()\[\]][-'^]?[:;=](?!\w)|"
+_EMOTICON = re.compile(r"(?<![\w(.,])[:;=][-'^o]?[()\[\]{}DPp/\\|3]+(?![\w)])|(?<!\w)[()\[\]][-'^]?[:;=](?!\w)|"
                        r"\([^()\s]{0,3}[_^;ツ°□╯︵ω][^()\s]{0,3}\)|¯\\_\(ツ\)_/¯|<3|（[^（）\s]{0,3}[_^ω][^（）\s]{0,3}）")
-_INCH = re.compile(r"\d+(?:\.\d+)?(?:'|′)?\d*\"")
+_INCH = re.compile(r"(?<![\w.-])\d+(?:\.\d+)?(?:['′]\d+)?\"(?!\w)")
 _CODE_LINE = re.compile(
     r"[;{}]\s*$|^\s*(?:def|class|import|from\s+\S+\s+import|return|for|while|if|elif|else|try|except|catch|function|"
     r"const|let|var|public|private|static|void|int|#include|#define|SELECT|INSERT|UPDATE|DELETE|CREATE|print|"
@@ -225,8 +228,9 @@ def truncation(answer: str, last: bool, finish_reason: str | None) -> str | None
     """Why ``answer`` looks cut off, or None.
 
     First ``finish_reason == "length"`` (the generator hit max_tokens; only the last answer of a record has
-    one), then text signals: an open code fence, a last line ending on ",", ":", "(", "、" or "，", or on a
-    word no sentence ends on ("... and the", "...因为阳光在"). It knows code, lists and letters: a trailing ";"
+    one), then text signals: an open code fence, a last line ending on ",", ":", "(", "、" or "，", on a
+    word no sentence ends on ("... and the", "...因为阳光在"), or a long prose line that holds a sentence break
+    but stops without closing punctuation ("... the first person to win Nobel Prizes in two different"). It knows code, lists and letters: a trailing ";"
     on a code line ("return x;"), a list whose items all end in ";" and a sign-off ("Best,", "Kind regards,",
     "此致") are finished answers. Must not fire on: "Thanks for your help.\n\nBest,".
     """
@@ -237,6 +241,7 @@ def truncation(answer: str, last: bool, finish_reason: str | None) -> str | None
     tail = _TRAILING_EMOTICON.sub("", answer.rstrip()).rstrip()  # "see you then :-(" ends on a smiley
     if not tail:
         return None
+    smiley = len(tail) < len(answer.rstrip())
     lines = [line for line in tail.split("\n") if line.strip()]
     last_line = lines[-1].strip()
     if is_sign_off(last_line):
@@ -259,10 +264,18 @@ def truncation(answer: str, last: bool, finish_reason: str | None) -> str | None
     if is_cjk(end) and len(last_line) >= 10 and re.search(r"[，。！？；]", last_line) \
             and last_line.endswith(_DANGLING_ZH):
         return f"ends mid-sentence on {next(w for w in _DANGLING_ZH if last_line.endswith(w))!r}"
+    # Prose that stops without closing punctuation: a long line that already holds a sentence break.
+    if smiley or _LIST_ITEM.match(last_line) or looks_like_code(last_line) or not (end.isalnum() or is_cjk(end)):
+        return None
+    if is_cjk(end):
+        if sum(1 for c in last_line if is_cjk(c)) >= 20 and re.search(r"[，。；：！？]", last_line[:-1]):
+            return "stops mid-sentence without a full stop"
+    elif len(words) >= 12 and re.search(r"[.;!?,]\s", last_line):
+        return "stops mid-sentence without a full stop"
     return None
 
 
-_TRAILING_EMOTICON = re.compile(r"(?:\s|^)(?:[:;=8][-'^o]?[()\[\]DPp/|3]+|\([^()\s]{0,3}[_^;ツ°ω][^()\s]{0,3}\))+$")
+_TRAILING_EMOTICON = re.compile(r"(?:\s|^)(?:[:;=][-'^o]?[()\[\]DPp/|3]+|\([^()\s]{0,3}[_^;ツ°ω][^()\s]{0,3}\))+$")
 _DANGLING_END_CHARS = frozenset(",;:(-[{“‘，、；：（《【「『")
 _LIST_ITEM = re.compile(r"^\s*(?:[-*•·]|\d{1,3}[.)、）]|[a-zA-Z][.)]|[（(]\d{1,3}[)）])\s*")
 
@@ -289,7 +302,7 @@ def language_mismatch(turn: Turn, min_units: int) -> str | None:
     or to answers too short to tell (numbers, labels): "用Python写一个函数" answered with a code block passes.
     """
     asked = strip_code(turn.instruction)
-    answer = prose_only(turn.answer)
+    answer = _URL.sub(" ", prose_only(turn.answer))
     if len(_TOKEN.findall(asked)) < 2 or len(_TOKEN.findall(answer)) < min_units:
         return None
     if _LANGUAGE_CUE.search(asked):
@@ -303,6 +316,9 @@ def language_mismatch(turn: Turn, min_units: int) -> str | None:
             (cjk_chars >= 2 and latin_words >= 2 and 0.2 <= cjk_ratio(asked) <= 0.6):
         return None  # the request quotes text in the other language: an answer in either may be right
     got = detect_lang(answer)
+    if got == want == "en":
+        other = latin_language(answer)
+        return f"en → {other}" if other != "en" else None
     return f"{want} → {got}" if got != want else None
 
 
@@ -377,7 +393,8 @@ def _answer_flags(turn: Turn, cfg: FilterConfig, finish_reason: str | None) -> t
     same = output_equals_input(turn)
     if same:
         flags["output_equals_input"] = same
-    for rule, check in (("echo", echo), ("label_copy", label_copy), ("short_open_answer", short_open_answer)):
+    for rule, check in (("echo", echo), ("label_copy", label_copy), ("short_open_answer", short_open_answer),
+                        ("placeholder", placeholder)):
         found = check(answer, task)
         if found:
             flags[rule] = found
@@ -390,7 +407,7 @@ def _answer_flags(turn: Turn, cfg: FilterConfig, finish_reason: str | None) -> t
     cut = truncation(answer, turn.last, finish_reason)
     if cut:
         flags["truncated"] = cut
-    open_ = unbalanced(answer)
+    open_ = unbalanced(answer, code=bool(_CODE_TASK.search(task.text)))
     if open_:
         flags["unbalanced"] = open_
     ratio = repeated_ngram_ratio(answer, cfg.repetition_ngram)
@@ -406,10 +423,15 @@ def _answer_flags(turn: Turn, cfg: FilterConfig, finish_reason: str | None) -> t
 _CHANGE = re.compile(
     r"\b(?:re-?write|rephrase|paraphrase|reword|restate|translate|summari[sz]e|shorten|condense|simplify|expand|"
     r"elaborate|make (?:it|this|the \w+)?\s*(?:more|less|shorter|longer|simpler|clearer|formal|informal|polite|"
-    r"friendlier|concise|professional|positive|negative|better|sound)|turn (?:it|this|the \w+) into|change|"
-    r"transform|convert|revise|edit|polish|improve|proofread|fix|correct|debug|refactor|optimi[sz]e|"
-    r"put (?:it|this|the \w+) (?:in|into)|use (?:a |more )?(?:formal|informal|simpler|different))\w*"
+    r"friendlier|concise|professional|positive|negative|better)|turn (?:\w+ ){1,3}?into|recap|sum up|tl;?dr|"
+    r"change (?:it|this|the|these)|transform|revise|improve|polish|debug|refactor|"
+    r"(?:in|into|to) (?:french|german|spanish|chinese|english|japanese|italian|korean|russian|portuguese|arabic|"
+    r"the passive|passive voice|the active|active voice|past tense|future tense|plural)\b|"
+    r"(?:(?<![\w ])|(?<=^)|(?<=please )|(?<=and ))(?:fix|correct) (?:the|this|these|its|grammar|spelling|"
+    r"punctuation|mistakes?|errors?|bugs?|typos?)|"
+    r"put (?:\w+ ){1,3}?(?:in|into)|use (?:a |more )?(?:formal|informal|simpler|different))\w*"
     r"|改写|重写|改成|改为|修改|纠正|改正|修正|润色|翻译|译成|译为|转换|转化|转写|简化|缩写|扩写|压缩|精简|总结|概括|换一种说法|"
+    r"用(?:英语|英文|中文|汉语|日语|法语|德语)(?:表达|说|写|改写|翻译|重述)|"
     r"换个说法|优化|改进|完善|修复|调整|变成|转为|转成|改错|订正|校对", re.I)
 #: ... unless it allows none: "Fix the code if needed", "Correct any errors", "如有错误请改正".
 _CONDITIONAL = re.compile(
@@ -426,21 +448,38 @@ def output_equals_input(turn: Turn) -> str | None:
     Compares raw text, save Unicode width, runs of whitespace and one final full stop ("。", ".", which a
     copy often drops): "Great job 🎉" is not "Great job", and "Hello, how are you?" is a change of
     "hello how are you". Fires only where the request asks for a change
-    (rewrite, fix, translate, summarise, 改写, 纠正…) without allowing none: "Correct the grammar of the
-    sentence." answered with the sentence as given fires; "Fix this code if needed." answered with the code
-    already correct, and "Sort these numbers" answered with an already sorted list, do not.
+    (rewrite, paraphrase, translate, summarise, fix/correct the …, 改写, 纠正…) without allowing none: "Correct
+    the grammar of the sentence." answered with the sentence as given fires; "Fix this code if needed." with the
+    code already correct, and tasks an input may already satisfy ("Sort these numbers", "Convert the title to
+    title case", "Proofread the sentence", "Make sure it ends with correct punctuation") do not.
     """
     answer, source = _raw_form(turn.answer), _raw_form(turn.input)
     if not source or answer != source:
         return None
+    case = _CASE_TASK.search(turn.instruction)
+    if case:  # verifiable: the input either is in the asked case already or is not
+        want = case.group(1).lower()
+        done = source == (source.lower() if want.startswith("lower") else source.upper())
+        return None if done else f"output = input, which is not {want} yet"
     if not _CHANGE.search(turn.instruction) or _CONDITIONAL.search(turn.instruction):
         return None
     return "output = input, and the task asks for a change"
 
 
+_CASE_TASK = re.compile(r"\b(upper ?case|lower ?case|all caps|capital letters)\b", re.I)
+
+
 def _raw_form(text: str) -> str:
     text = re.sub(r"\s+", " ", unicodedata.normalize("NFKC", text)).strip()
     return text[:-1].rstrip() if text.endswith((".", "。")) else text
+
+
+#: A task whose answer is code: an unfenced answer to it is code, not prose.
+_CODE_TASK = re.compile(
+    r"\b(?:code|function|script|program|snippet|sql|query|regex|regular expression|command|shell|bash|python|"
+    r"javascript|typescript|java|c\+\+|c#|golang|rust|html|css|json|yaml|xml|latex|markdown table|class|method|"
+    r"one-liner|statement|expression|formula|interval notation|set notation)\b|代码|函数|脚本|程序|正则|命令|语句|"
+    r"表达式|公式", re.I)
 
 
 #: A request that must open what its URL points to: visit, open, download, or work on its content.

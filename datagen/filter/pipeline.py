@@ -96,7 +96,8 @@ class FilterConfig:
     # --- 1b. unrelated_answer (datagen/filter/relevance.py), part of the heuristics stage
     relevance: bool | None = None                   # None = on when embed_dedup is (both load the encoder)
     relevance_min_cosine: float = 0.1               # English: task-answer cosine (MiniLM) below this = unrelated
-    relevance_min_chars_zh: int = 15                # Chinese: answers this long sharing no character are unrelated
+    relevance_min_chars_zh: int = 10                # Chinese: answers this long sharing no character with the task
+                                                    # and its input are unrelated
 
     def __post_init__(self) -> None:
         inputs = (self.inputs,) if isinstance(self.inputs, (str, Path)) else self.inputs
@@ -329,7 +330,8 @@ def _relevance(run: _Run, survivors: list[int]) -> dict[str, Any]:
     """The ``unrelated_answer`` rule over the records that passed the others, in batches (relevance.py)."""
     started = time.perf_counter()
     # Only a record's first answer: a follow-up ("And on Everest?") is read with the turns before it.
-    items = [relevance.Item(i, heuristics.render_task(turn), turn.answer, run.examples[i].is_classification)
+    items = [relevance.Item(i, heuristics.render_task(turn), turn.answer, run.examples[i].is_classification,
+                            bool(turn.input.strip()))
              for i in survivors for turn in heuristics.turns(run.examples[i])[:1] if turn.answer.strip()]
     found, stats = relevance.unrelated(
         items, min_cosine=run.cfg.relevance_min_cosine, min_chars_zh=run.cfg.relevance_min_chars_zh,

@@ -174,6 +174,26 @@ CONTEXT_CASES: dict[str, tuple[list[Example], list[Example]]] = {
          ex("中国的首都是哪里？", "北京。"),
          ex("用一个词描述你的心情。", "开心"),
          ex("写出“快乐”的反义词。", "悲伤")]),
+    "placeholder": (
+        [ex("Write a short email to a landlord asking about the deposit.",
+            "Dear [Landlord's Name],\n\nWhen will my deposit be returned?\n\nBest regards,\n[Your Name]"),
+         ex("Write a thank-you note to an interviewer.", "Dear {{interviewer_name}},\n\nThank you for your time."),
+         ex("Write a Python function that averages a list.", "def average(values):\n    # TODO: implement\n    pass"),
+         ex("Describe a ceramic mug for a shop listing.", "Lorem ipsum dolor sit amet, consectetur adipiscing elit."),
+         ex("Write a short video script introducing our app.", "Narrator: Meet [App Name], the easiest way to [benefit]."),
+         ex("写一封求职信。", "尊敬的[公司名称]招聘负责人：\n\n我叫[你的名字]，希望应聘贵公司。"),
+         ex("写一则活动通知。", "各位同学：本周[星期X]下午在[地点]举行活动，请准时参加。"),
+         ex("写一段自我介绍。", "大家好，我叫XXX，来自XXX，爱好是读书。")],
+        [ex("Write a Markdown link to the docs.", "[Docs](https://docs.example.com)"),
+         ex("Cite a source for the claim.", "Water boils at 100 °C at sea level [1]."),
+         ex("Write a to-do list for moving house.", "- [x] book the van\n- [ ] pack the kitchen"),
+         ex("Write the chorus of a song about summer.", "[Chorus]\nSun on the water, sand on our feet"),
+         ex("Write a regex for a Canadian postal code.", "^[A-Z]\\d[A-Z] ?\\d[A-Z]\\d$"),
+         ex("Write a Python list comprehension that squares 0 to 9.", "squares = [n * n for n in range(10)]"),
+         ex("Write a cover letter template with blanks to fill in.", "Dear [Hiring Manager],\n\nI am applying for [Role]."),
+         ex("写一份请假条模板。", "尊敬的[领导姓名]：\n\n本人因[事由]需请假[天数]天。"),
+         ex("给出函数的定义域。", "定义域是 [0, 1)，不包括 1。"),
+         ex("写一句关于春天的诗。", "春风又绿江南岸，明月何时照我还。")]),
     "language_mismatch": (
         [ex("Explain why the sky is blue.", "阳光穿过大气时被空气分子散射，蓝光散射得最强。"),
          ex("Explain Chinese New Year traditions.", "春节时人们贴春联、放鞭炮、吃团圆饭，一家人守岁迎接新年。"),
@@ -194,8 +214,9 @@ CONTEXT_CASES["unrelated_answer"] = (
     [ex("Write a poem about the ocean.", "The stock market closed higher today as technology shares rallied."),
      ex("Explain how photosynthesis works.", "Preheat the oven to 180 degrees and grease a baking tin."),
      ex("Give three tips for staying healthy.", "The French Revolution began in 1789 with the storming of the Bastille."),
-     ex("写一首关于春天的诗。", "量子计算利用量子比特的叠加进行运算，速度远超传统电脑。"),
-     ex("介绍一下长城的历史。", "今天股市收盘上涨，科技股领涨，投资者情绪乐观。")],
+     ex("给下面的数字从小到大排序。", "熊猫主要生活在四川的竹林里，以竹子为食。", input="8, 3, 5, 1"),
+     ex("判断这句话的情感。", "地球绕太阳公转一周大约需要 365 天。", input="今天的面条太咸了，再也不来了。"),
+     ex("解释一下什么是人工智能。", "红烧肉要先焯水，再炒糖色，最后小火慢炖一个小时。")],
     [ex("What is the capital of Australia?", "Canberra."),
      ex("What is the chemical symbol for gold?", "Au"),
      ex("Suggest a name for a bakery.", "Sweet Rise"),
@@ -206,7 +227,11 @@ CONTEXT_CASES["unrelated_answer"] = (
      ex("What is the sentiment of this review? I loved every minute of it.", "Positive"),
      ex("判断这条评论的情感倾向：这家餐厅太棒了！", "积极"),
      ex("介绍一下长城。", "它是中国古代的军事防御工程，全长两万多公里，修建历时两千多年。"),
-     ex("解释天空为什么是蓝色的。", "阳光穿过大气时会被空气分子散射，波长较短的蓝光散射得最强。")])
+     ex("解释天空为什么是蓝色的。", "阳光穿过大气时会被空气分子散射，波长较短的蓝光散射得最强。"),
+     ex("描述一下你理想中的周末。", "睡到自然醒，泡一壶茶，在阳台上看一上午书；下午和朋友去郊外爬山。"),
+     ex("列举中国的四大发明。", "1. 造纸术\n2. 印刷术\n3. 火药\n4. 指南针"),
+     ex("解释这行代码的作用。", "先用 set 去掉 nums 中的重复元素，再排序，得到一个升序且无重复的列表。",
+        input="nums = sorted(set(nums))")])
 
 HEURISTIC_RULES = [rule for rule in CONTEXT_CASES if rule != "unrelated_answer"]
 
