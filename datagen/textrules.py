@@ -194,6 +194,9 @@ MEDIA_TASK_PATTERNS: dict[str, tuple[tuple[str, re.Pattern[str]], ...]] = {
          r"(?:image|picture|photo|photograph|screenshot|diagram|figure|video|clip|audio|recording|file|pdf|"
          r"spreadsheet|attachment|chart|illustration)s?\b(?!\s+(?:of|name|names|format|formats|extension|"
          r"extensions|path|paths)\b)"),
+        ("this media", r"\b(?:this|these|that)\s+(?:image|picture|photo|photograph|screenshot|diagram|flowchart|"
+         r"flow chart|figure|video|clip|audio|recording|chart|illustration|infographic|drawing|painting)s?\b"
+         r"(?!\s+(?:of|about|type|types|format|formats|genre|style|tool|software|editor|game|script)\b)"),
         ("listen/watch", r"\b(?:watch|listen to|play|sing|hum|view)\s+(?:this|the|that|these|my|our|a|an|me a|"
          r"following|attached)\s+(?:[\w-]+\s+)?(?:video|clip|movie trailer|audio|recording|song|music|tune|"
          r"melody|podcast|voice (?:note|message)|sound)s?\b(?!\s*(?:game|script|review|lyric|title)\w*)"),
@@ -230,7 +233,7 @@ _MEDIA_TEXT_CONTEXT = re.compile(
     r"command|python|java|javascript|bash|shell|sql|regex|api|class|method|snippet|html|css|c\+\+|rust|golang|"
     r"algorithm|pseudocode)\b|如何|怎么|怎样|步骤|教程|方法|技巧|代码|程序|脚本|函数|接口|命令|正则|算法", re.I)
 #: Pattern names that a code or how-to context turns into a text task (an upload function, how to draw a cat).
-_TEXTABLE = frozenset({"draw", "files", "web", "search online", "画", "上传下载", "上网", "上网搜索", "make media",
+_TEXTABLE = frozenset({"draw", "files", "this media", "web", "search online", "画", "上传下载", "上网", "上网搜索", "make media",
                        "制作媒体", "plot data"})
 
 
