@@ -237,6 +237,21 @@ _TEXTABLE = frozenset({"draw", "files", "this media", "web", "search online", "�
                        "制作媒体", "plot data"})
 
 
+_MEDIA_WORDS = ("image", "picture", "photo", "drawing", "sketch", "illustration", "diagram", "flowchart",
+                "flow chart", "chart", "graph", "map", "logo", "icon", "video", "clip", "audio", "recording", "podcast",
+                "gif", "animation", "meme", "infographic", "slide", "screenshot", "plot", "histogram", "poster",
+                "banner", "figure", "file", "pdf", "attachment", "spreadsheet", "document", "folder", "zip", "song",
+                "music", "movie", "tune", "melody", "sound", "voice", "painting", "piano", "guitar", "instrument")
+#: Words one of which a text must hold for a pattern to be tried at all (most requests hold none: fast path).
+_NEEDS = {
+    "draw": ("draw", "sketch", "paint", "doodle"), "make media": _MEDIA_WORDS, "plot data": ("plot", "graph", "chart",
+    "visuali"), "files": ("upload", "attach", "download", "open", "import", "scan", "print"), "perceive": _MEDIA_WORDS,
+    "attached media": _MEDIA_WORDS, "this media": _MEDIA_WORDS, "listen/watch": _MEDIA_WORDS,
+    "sing": ("sing", "hum", "play"), "web": ("go to", "visit", "browse", "navigate", "open", "click", "log", "sign up",
+    "check out", "go on"), "search online": ("web", "internet", "online", "google", "news"),
+}
+
+
 def find_media_task(text: str) -> str | None:
     """The span of ``text`` that asks a text-only model to see, hear, draw, open or fetch something, or None.
 
@@ -251,9 +266,15 @@ def find_media_task(text: str) -> str | None:
     >>> find_media_task("观看这段视频后回答问题。"), find_media_task("列出文件夹中的所有文件。")
     ('观看这段视频', None)
     """
+    lowered = text.lower()
     textual = _MEDIA_TEXT_CONTEXT.search(text) is not None
     for lang in LANGS:
+        if lang == "zh" and text.isascii():
+            continue
         for name, pattern in MEDIA_TASK_PATTERNS[lang]:
+            needs = _NEEDS.get(name)
+            if needs is not None and not any(word in lowered for word in needs):
+                continue
             for match in pattern.finditer(text):
                 if textual and name in _TEXTABLE:
                     continue

@@ -93,8 +93,8 @@ _OPEN_EN = re.compile(
     r"create|generate|prepare|propose|give (?:me )?(?:some |a few |several |\d+ |three |five |ten )?(?:tips|advice|"
     r"examples|reasons|ideas|suggestions|steps|instructions|an overview|a summary|a description|an explanation|"
     r"an example|a list|recommendations)|suggest (?:some|a few|several|ways|\d+|three|five)|"
-    r"(?:give|provide|offer|share|make|prepare|draw up|put together|come up with)(?: me| us)?(?= (?:\S+ ){0,3}?"
-    r"(?:plan|guide|overview|description|explanation|summary|list|story|essay|poem|letter|email|report|outline|"
+    r"(?:give|provide|offer|share|make|prepare|draw up|put together|come up with|suggest|recommend)(?: me| us)?"
+    r"(?= (?:\S+ ){0,3}?(?:post|dialogue|quiz|faq|press release|tweet|plan|guide|overview|description|explanation|summary|list|story|essay|poem|letter|email|report|outline|"
     r"biography|profile|review|analysis|argument|comparison|itinerary|recipe|tutorial|introduction|speech|article|"
     r"paragraph|advice|tips|examples|reasons|ideas|suggestions|steps|instructions|recommendations|strategy|"
     r"proposal|schedule|routine|program|checklist|agenda|pitch|toast|eulogy|lesson)s?\b)|how (?:do|can|should|would) "
@@ -109,7 +109,9 @@ _SHORT_OBJECT_EN = re.compile(
     r"acronym|letter|digit|date|answer|result|value|opposite|past tense|present tense|past participle|adjective|"
     r"noun|verb|adverb|hashtag|emoji|formula|equation|symbol|password|username|rhyme|term|phrase|nickname|motto|"
     r"label|category|color|colour|code name|brand name|domain name|sum|product|total|score|grade|rating|"
-    r"prime|integer|fraction|percentage|ratio|unit|chemical symbol|capital|country|city)s?\b", re.I)
+    r"prime|integer|fraction|percentage|ratio|unit|chemical symbol|capital|country|city)s?\b"
+    r"(?=\s*(?:$|[.,:;!?\"'“(]|(?:of|for|that|which|to|in|from|with|and|or|about|based|using|meaning|describing|"
+    r"ending|starting|beginning|rhyming|summari[sz]ing)\b))", re.I)
 _OPEN_ZH = re.compile(
     r"(?P<verb>写(?:一篇|一首|一封|一段|一个故事|一份|一则|篇|首|封|段|个故事|份)|写(?:一|个|篇|首|封|段|份|则)"
     r"[^，。？！\n]{0,12}?(?:故事|文章|诗|信|短文|作文|介绍|报告|演讲稿|计划|日记|评论|对话|文案|邮件|段落|总结|剧本|歌词|"

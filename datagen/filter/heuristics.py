@@ -14,6 +14,14 @@ turn of a conversation) or at every prompt-side text; answer rules run on every 
     >>> evaluate(Example(instruction="Name a prime.", output=answer), FilterConfig()).flags
     [('ai_identity', 'as an ai language model')]
 
+Rules read text in context: a blacklisted request is one a text-only model cannot do ("draw a picture of",
+not "draw a conclusion"), brackets are checked in prose only, truncation knows code, lists and sign-offs, a
+URL matters only where the task must open it, and output = input only where the task asks for a change. The
+degenerate-answer rules (``echo``, ``label_copy``, ``short_open_answer``, ``placeholder``) live in
+``datagen.filter.degenerate``; ``unrelated_answer`` needs the sentence encoder and runs batched over the
+records that pass the rest (``datagen.filter.relevance``). ``prompt_injection`` also honours a generator's
+``meta.flags: ["prompt_injection"]``.
+
 Each record also gets a graded ``heuristic_score`` in [0, 1] (0 when a rule fires), which the dedup stages
 can use to keep the better of two duplicates; see ``score_turn``.
 """
@@ -156,7 +164,7 @@ def unbalanced(text: str, code: bool = False) -> str | None:
 
 
 # Tokens that are code or notation, not prose: regexes, intervals, emoticons, inch marks, list markers.
-_REGEX_TOKEN = re.compile(r"\S*(?:\\[A-Za-z\\.()\[\]{}^$*+?|/]|\[\^|\(\?|\.\*|\.\+|[)\]}][*+]|[)\]}]\?(?=\S)|\{\d+(?:,\d*)?\})\S*|"
+_REGEX_TOKEN = re.compile(r"(?:\\[A-Za-z\\.()\[\]{}^$*+?|/]|\[\^|\(\?|\.\*|\.\+|[)\]}][*+]|[)\]}]\?(?=\S)|\{\d+(?:,\d*)?\})\S*|"
                           r"(?<!\S)\^\S+|\S+\$(?!\S)|(?<!\S)/\S*[()\[\]]\S*/[gimsuy]*(?!\S)")
 _INTERVAL = re.compile(r"[\[(]\s*[-+−]?\s*[\w.∞π/√]+\s*[,;，]\s*[-+−]?\s*[\w.∞π/√]+\s*[\])]")
 _EMOTICON = re.compile(r"(?<![\w(.,])[:;=][-'^o]?[()\[\]{}DPp/\\|3]+(?![\w)])|(?<!\w)[()\[\]][-'^]?[:;=](?!\w)|"
@@ -188,9 +196,20 @@ def prose_only(text: str) -> str:
         text = "\n".join(line for line in lines if not re.search(r"[(){}\[\]]", line) or _prose_line(line))
     else:
         text = "\n".join(lines)
-    for pattern in (_REGEX_TOKEN, _INTERVAL, _EMOTICON, _INCH):  # list markers: see _paren_problem
-        text = pattern.sub(" ", text)
+    text = _TOKEN_RUN.sub(_notation_token, text)  # regex tokens, one whitespace-delimited token at a time
+    for pattern in (_INTERVAL, _EMOTICON, _INCH):  # list markers: see _paren_problem
+        if _NOTATION_CHARS.search(text):
+            text = pattern.sub(" ", text)
     return text
+
+
+_TOKEN_RUN = re.compile(r"(?<!\S)[^\s\\^$\[\]{}*+?/]*[\\^$\[\]{}*+?/]\S*")
+_NOTATION_CHARS = re.compile(r"[()\[\]{}（）\"]")
+
+
+def _notation_token(match: re.Match[str]) -> str:
+    token = match.group(0)
+    return " " if _REGEX_TOKEN.search(token) else token
 
 
 def _prose_line(line: str) -> bool:
@@ -453,8 +472,10 @@ def output_equals_input(turn: Turn) -> str | None:
     code already correct, and tasks an input may already satisfy ("Sort these numbers", "Convert the title to
     title case", "Proofread the sentence", "Make sure it ends with correct punctuation") do not.
     """
+    if not turn.input.strip():
+        return None
     answer, source = _raw_form(turn.answer), _raw_form(turn.input)
-    if not source or answer != source:
+    if answer != source:
         return None
     case = _CASE_TASK.search(turn.instruction)
     if case:  # verifiable: the input either is in the asked case already or is not

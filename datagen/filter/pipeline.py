@@ -12,9 +12,12 @@ a bad line is a RecordError naming ``path:line`` and leaves no output behind.
 What the dedup stages compare:
 
 - exact dedup: the normalised prompt (NFKC, case, punctuation and whitespace folded): instruction + input,
-  or the whole conversation of a ``messages`` record; same prompt → one record kept.
-- ROUGE-L and embeddings: the instruction, or, for a ``messages`` record, its opening user turn followed by
-  the rest of the conversation. Records with the same instruction (the instances of one Self-Instruct task)
+  or the whole conversation of a ``messages`` record; same prompt → one record kept. Self-QA and Self-KG
+  records (``FACT_METHODS``) add their answer: one question asked of two facts is two records.
+- ROUGE-L and embeddings: the instruction (Self-Instruct and seeds, as the paper does); question and answer for
+  Self-QA and Self-KG, whose records resting on different graph triples (``meta.source.triples``) are never
+  merged; for a ``messages`` record, its opening user turn followed by the rest of the conversation. Every
+  dedup reject names the record kept: ``duplicate_of`` and, in the detail, its id and a short text. Records with the same instruction (the instances of one Self-Instruct task)
   form one unit: they are never compared with each other and are kept or dropped together, so a task's
   instances survive while a near-copy of the task goes, as in Self-Instruct's own ROUGE-L filter.
 
