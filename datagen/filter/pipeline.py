@@ -17,9 +17,10 @@ What the dedup stages compare:
 - ROUGE-L and embeddings: the instruction (Self-Instruct and seeds, as the paper does); question and answer for
   Self-QA and Self-KG, whose records resting on different graph triples (``meta.source.triples``) are never
   merged; for a ``messages`` record, its opening user turn followed by the rest of the conversation. Every
-  dedup reject names the record kept: ``duplicate_of`` and, in the detail, its id and a short text. Records with the same instruction (the instances of one Self-Instruct task)
-  form one unit: they are never compared with each other and are kept or dropped together, so a task's
-  instances survive while a near-copy of the task goes, as in Self-Instruct's own ROUGE-L filter.
+  dedup reject names the record kept: ``duplicate_of`` and, in the detail, its id and a short text.
+  Records with the same instruction (the instances of one Self-Instruct task) form one unit: they are never
+  compared with each other and are kept or dropped together, so a task's instances survive while a near-copy
+  of the task goes, as in Self-Instruct's own ROUGE-L filter.
 
 The embedding stage leaves alone the texts its model cannot read (mostly ``[UNK]`` tokens: Chinese under the
 default English-only MiniLM); for those, the per-character ROUGE-L stage is the near-duplicate check.
@@ -379,7 +380,7 @@ def _drop_units(run: _Run, stage: str, reason: str, units: list[list[int]],
             mine = fact_key(run.examples[i])
             if facts is not None and mine is not None and mine != facts:
                 continue
-            run.drop(i, stage, reason, f"{detail} {round(float(score), 4)}: kept {kept} {short!r}",
+            run.drop(i, stage, reason, f"{detail} (score {round(float(score), 4)}): kept {kept} {short!r}",
                      duplicate_of=kept, score=round(float(score), 4))
 
 
@@ -389,7 +390,7 @@ def _rouge_dedup(run: _Run) -> None:
     texts = [similarity_text(run.examples[unit[0]]) for unit in units]
     _, dropped = greedy_dedup(texts, run.cfg.rouge_threshold)
     _drop_units(run, "rouge_dedup", "rouge_near_duplicate", units, dropped,
-                f"ROUGE-L F >= {run.cfg.rouge_threshold} against a kept record:")
+                f"ROUGE-L F >= {run.cfg.rouge_threshold} against a kept record")
     run.stage("rouge_dedup", sorted(i for i in run.alive if i not in run.rejected), started, units=len(units))
 
 
@@ -403,8 +404,8 @@ def _embed_dedup(run: _Run) -> dict[str, Any]:
         model=cfg.embed_model, device=cfg.embed_device, batch_size=cfg.embed_batch_size,
         ivf_above=cfg.embed_ivf_above, nprobe=cfg.embed_nprobe)
     _drop_units(run, "embed_dedup", "embedding_near_duplicate", units, result.dropped,
-                f"cosine >= {cfg.embed_threshold} in a group with a kept record:" if cfg.embed_grouping == "connected"
-                else f"cosine >= {cfg.embed_threshold} against a kept record:")
+                f"cosine >= {cfg.embed_threshold} in a group with a kept record" if cfg.embed_grouping == "connected"
+                else f"cosine >= {cfg.embed_threshold} against a kept record")
     run.stage("embed_dedup", sorted(i for i in run.alive if i not in run.rejected), started, **result.stats)
     return result.stats
 
