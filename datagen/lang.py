@@ -50,15 +50,12 @@ def count_units(text: str, lang: str) -> int:
 #: Function words: the commonest words of English and of the Latin-script languages an English request is most
 #: often wrongly answered in. A text's function words say its language better than its letters do.
 _FUNCTION_WORDS = {
-    "en": frozenset("the of and to a in is that it for was on are with as be this by at from or an have not "
-                    "you they we his her which can will has its their but also more".split()),
-    "es": frozenset("el la los las de que y en un una es por con para del al se lo como su pero más está son".split()),
-    "fr": frozenset("le la les de des du et en un une est que qui pour dans par sur au aux ce cette il elle pas "
-                    "sont avec plus se ne".split()),
-    "de": frozenset("der die das und ist nicht mit von zu den dem ein eine auf sich des im für auch wird wurde "
-                    "hat sind oder aber".split()),
-    "it": frozenset("il lo gli di che è per non una sono del della con le si da nel alla più".split()),
-    "pt": frozenset("o os as de que e do da em um uma para com não por mais dos das se na no é são".split()),
+    "en": frozenset(["the", "of", "and", "to", "a", "in", "is", "that", "it", "for", "was", "on", "are", "with", "as", "be", "this", "by", "at", "from", "or", "an", "have", "not", "you", "they", "we", "his", "her", "which", "can", "will", "has", "its", "their", "but", "also", "more"]),
+    "es": frozenset(["el", "la", "los", "las", "de", "que", "y", "en", "un", "una", "es", "por", "con", "para", "del", "al", "se", "lo", "como", "su", "pero", "más", "está", "son"]),
+    "fr": frozenset(["le", "la", "les", "de", "des", "du", "et", "en", "un", "une", "est", "que", "qui", "pour", "dans", "par", "sur", "au", "aux", "ce", "cette", "il", "elle", "pas", "sont", "avec", "plus", "se", "ne"]),
+    "de": frozenset(["der", "die", "das", "und", "ist", "nicht", "mit", "von", "zu", "den", "dem", "ein", "eine", "auf", "sich", "des", "im", "für", "auch", "wird", "wurde", "hat", "sind", "oder", "aber"]),
+    "it": frozenset(["il", "lo", "gli", "di", "che", "è", "per", "non", "una", "sono", "del", "della", "con", "le", "si", "da", "nel", "alla", "più"]),
+    "pt": frozenset(["o", "os", "as", "de", "que", "e", "do", "da", "em", "um", "uma", "para", "com", "não", "por", "mais", "dos", "das", "se", "na", "no", "é", "são"]),
 }
 _LATIN_TOKEN = re.compile(r"[^\W\d_]+")
 

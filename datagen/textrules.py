@@ -172,58 +172,58 @@ _ABSTRACT_DRAW = (r"(?:conclusions?|comparisons?|parallels?|distinctions?|lesson
                   r"support|strength|energy|on\b|up\b|upon|from|out\b|back|near|closer|together|in\b)")
 
 MEDIA_TASK_PATTERNS: dict[str, tuple[tuple[str, re.Pattern[str]], ...]] = {
-    "en": tuple((name, re.compile(p, re.I | re.M)) for name, p in (
+    "en": tuple((name, re.compile(p, re.IGNORECASE | re.MULTILINE)) for name, p in (
         ("draw", _LEAD + r"(?:draw|sketch|paint|doodle)\b(?!\s+(?:" + _DET + r"\s+)?" + _ABSTRACT_DRAW + r")"),
-        ("make media", _LEAD + r"(?:create|generate|make|design|produce|render|take|shoot|film|record|edit|crop|"
+        ("make media", (_LEAD + r"(?:create|generate|make|design|produce|render|take|shoot|film|record|edit|crop|"
          r"resize|plot|graph|chart|visuali[sz]e|animate|upload|attach)\s+(?:" + _DET + r"\s+)?(?:[\w-]+\s+){0,2}?"
-         + _MEDIA + r"\b" + _TEXT_AFTER),
-        ("plot data", _LEAD + r"(?:plot|graph|chart|visuali[sz]e)\s+(?:the|this|these|a|an|my|our)?\s*(?:data|"
-         r"function|equation|results?|values?|numbers|points|curve|distribution|trend|relationship|following)\b"),
-        ("files", _LEAD + r"(?:upload|attach|download|open|import|scan|print)\s+(?:" + _DET + r"\s+)?(?:"
+         + _MEDIA + r"\b" + _TEXT_AFTER)),
+        ("plot data", (_LEAD + r"(?:plot|graph|chart|visuali[sz]e)\s+(?:the|this|these|a|an|my|our)?\s*(?:data|"
+         r"function|equation|results?|values?|numbers|points|curve|distribution|trend|relationship|following)\b")),
+        ("files", (_LEAD + r"(?:upload|attach|download|open|import|scan|print)\s+(?:" + _DET + r"\s+)?(?:"
          r"(?:following|attached|given|provided|enclosed|above|below|uploaded|shared)\s+)?(?:[\w-]+\s+)?"
          r"(?:files?|pdfs?|documents?|attachments?|spreadsheets?|zip|folders?|images?|pictures?|photos?|"
-         r"videos?|audio|recordings?)\b"),
-        ("perceive", r"\b(?:look at|see|view|watch|listen to|hear|describe|analy[sz]e|summari[sz]e|caption|"
+         r"videos?|audio|recordings?)\b")),
+        ("perceive", (r"\b(?:look at|see|view|watch|listen to|hear|describe|analy[sz]e|summari[sz]e|caption|"
          r"transcribe|identify|examine|interpret|explain|read|based on|using|according to|refer to|from|in|on)\s+"
          r"(?:the|this|that|these|those|my|our|your)\s+(?:(?:following|attached|above|below|provided|given|"
          r"uploaded|shared|enclosed|linked|accompanying|included|posted|embedded)\s+)?" + _MEDIA + r"\b"
          + r"(?!\s*(?:of|about|script|game|for a|that (?:you|i) (?:will|would|could)|format)\b)"
          r"(?=\s*(?:[.,:;!?)]|below|above|here|attached|provided|$|and|to|you|i |we |that (?:i|we)|shown|"
-         r"posted|shared|sent|uploaded|showing|shows|of me|from my|in the|on the))"),
-        ("attached media", r"\b(?:attached|enclosed|uploaded|accompanying|following|above|below|embedded)\s+"
+         r"posted|shared|sent|uploaded|showing|shows|of me|from my|in the|on the))")),
+        ("attached media", (r"\b(?:attached|enclosed|uploaded|accompanying|following|above|below|embedded)\s+"
          r"(?:image|picture|photo|photograph|screenshot|diagram|figure|video|clip|audio|recording|file|pdf|"
          r"spreadsheet|attachment|chart|illustration)s?\b(?!\s+(?:of|name|names|format|formats|extension|"
-         r"extensions|path|paths)\b)"),
-        ("this media", r"\b(?:this|these|that)\s+(?:image|picture|photo|photograph|screenshot|diagram|flowchart|"
+         r"extensions|path|paths)\b)")),
+        ("this media", (r"\b(?:this|these|that)\s+(?:image|picture|photo|photograph|screenshot|diagram|flowchart|"
          r"flow chart|figure|video|clip|audio|recording|chart|illustration|infographic|drawing|painting)s?\b"
-         r"(?!\s+(?:of|about|type|types|format|formats|genre|style|tool|software|editor|game|script)\b)"),
-        ("listen/watch", r"\b(?:watch|listen to|play|sing|hum|view)\s+(?:this|the|that|these|my|our|a|an|me a|"
+         r"(?!\s+(?:of|about|type|types|format|formats|genre|style|tool|software|editor|game|script)\b)")),
+        ("listen/watch", (r"\b(?:watch|listen to|play|sing|hum|view)\s+(?:this|the|that|these|my|our|a|an|me a|"
          r"following|attached)\s+(?:[\w-]+\s+)?(?:video|clip|movie trailer|audio|recording|song|music|tune|"
-         r"melody|podcast|voice (?:note|message)|sound)s?\b(?!\s*(?:game|script|review|lyric|title)\w*)"),
-        ("sing", _LEAD + r"(?:sing|hum|play)\s+(?:" + _DET + r"\s+)?(?:[\w-]+\s+)?(?:song|tune|melody|music|"
-         r"instrument|piano|guitar)s?\b"),
-        ("web", _LEAD + r"(?:go to|visit|browse|navigate to|open|click(?: on)?|log ?in to|sign up (?:on|at|for)|"
+         r"melody|podcast|voice (?:note|message)|sound)s?\b(?!\s*(?:game|script|review|lyric|title)\w*)")),
+        ("sing", (_LEAD + r"(?:sing|hum|play)\s+(?:" + _DET + r"\s+)?(?:[\w-]+\s+)?(?:song|tune|melody|music|"
+         r"instrument|piano|guitar)s?\b")),
+        ("web", (_LEAD + r"(?:go to|visit|browse|navigate to|open|click(?: on)?|log ?in to|sign up (?:on|at|for)|"
          r"check out|go on(?:to)?)\s+(?:" + _DET + r"\s+)?(?:[\w-]+\s+){0,2}?(?:websites?|site|web ?pages?|"
-         r"pages?|links?|urls?|https?://|www\.|[\w-]+\.(?:com|org|net|io|gov|edu)\b)"),
-        ("search online", _LEAD + r"(?:search|browse|google|look up|check)\b[^.\n]{0,30}\b(?:the web|the internet|"
-         r"online|on google|the news today|today's news)\b"),
+         r"pages?|links?|urls?|https?://|www\.|[\w-]+\.(?:com|org|net|io|gov|edu)\b)")),
+        ("search online", (_LEAD + r"(?:search|browse|google|look up|check)\b[^.\n]{0,30}\b(?:the web|the internet|"
+         r"online|on google|the news today|today's news)\b")),
     )),
     "zh": tuple((name, re.compile(p)) for name, p in (
         ("画", r"(?<![刻策规笔动计漫油国版字书壁勾描插图])画(?:一|个|出|张|幅|只|条|座|下|两|几|幅)"),
         ("绘制", r"绘(?:制|画)(?:[^，。,.！？；\n]{0,10}?)(?<!蓝)(?:图|表)"),
-        ("制作媒体", r"(?:生成|制作|设计|拍|拍摄|录制|剪辑|做|创建|绘制|画|上传|发)(?:一|两|几)?(?:张|幅|段|个|份|部|条)?"
+        ("制作媒体", (r"(?:生成|制作|设计|拍|拍摄|录制|剪辑|做|创建|绘制|画|上传|发)(?:一|两|几)?(?:张|幅|段|个|份|部|条)?"
          r"[^，。,.！？；\n]{0,4}?(?:图片|图像|照片|相片|视频|音频|录音|海报|logo|LOGO|Logo|标志|图标|动画|表情包|地图|流程图|"
          r"图表|示意图|思维导图|插图|漫画|柱状图|饼图|折线图|曲线图)"
-         r"(?!脚本|标题|文案|剧本|的文字|描述|说明|名称|创意|网站|平台|游戏|会员|课程|号|博主|行业|账号|内容|格式|的文案|配文|提示词)"),
-        ("上传下载", r"(?:上传|下载|打开|导入|扫描|打印)(?:这个|这份|该|以下|下面的?|附件中?的?|所附的?|一下)?"
-         r"(?:文件|图片|照片|附件|视频|音频|文档|表格|PDF|pdf|压缩包|简历|录音)"),
-        ("看听", r"(?:请|先)?(?:观看|看一?下?|收看|播放|听一?下?|收听|观察|查看|打开|描述|分析|识别|解读|总结|概括|根据|结合|参考)"
+         r"(?!脚本|标题|文案|剧本|的文字|描述|说明|名称|创意|网站|平台|游戏|会员|课程|号|博主|行业|账号|内容|格式|的文案|配文|提示词)")),
+        ("上传下载", (r"(?:上传|下载|打开|导入|扫描|打印)(?:这个|这份|该|以下|下面的?|附件中?的?|所附的?|一下)?"
+         r"(?:文件|图片|照片|附件|视频|音频|文档|表格|PDF|pdf|压缩包|简历|录音)")),
+        ("看听", (r"(?:请|先)?(?:观看|看一?下?|收看|播放|听一?下?|收听|观察|查看|打开|描述|分析|识别|解读|总结|概括|根据|结合|参考)"
          r"(?:这段|这首|这个|这张|这幅|该|以下|下面的?|上面的?|附件中?的?|所附的?|附上的|给出的|提供的|我发的|我上传的)"
-         r"(?:视频|影片|短片|录像|音频|录音|歌曲|音乐|歌|图片|图像|照片|图表|地图|截图|示意图|流程图|图)"),
+         r"(?:视频|影片|短片|录像|音频|录音|歌曲|音乐|歌|图片|图像|照片|图表|地图|截图|示意图|流程图|图)")),
         ("请观看", r"请(?:观看|收看|收听|播放|听|看)(?:视频|音频|录音|歌曲|音乐)"),
         ("如图", r"如图所示|(?:^|[，。,.：:；\s])(?:下图|上图|附图)|(?<![企意试构蓝])图中(?:的|所)|(?:查看|打开|阅读|根据|参考|见)附件"),
-        ("上网", r"(?:打开|访问|浏览|进入|点击|登录|登陆|前往|去)(?:这个|以下|下面的?|该|这些)?(?:[^，。,.！？；\n]{0,6}?)"
-         r"(?:网站|网页|链接|网址|页面|官网|https?://|www\.)"),
+        ("上网", (r"(?:打开|访问|浏览|进入|点击|登录|登陆|前往|去)(?:这个|以下|下面的?|该|这些)?(?:[^，。,.！？；\n]{0,6}?)"
+         r"(?:网站|网页|链接|网址|页面|官网|https?://|www\.)")),
         ("上网搜索", r"(?:上网|在网上|网上|在互联网上|用百度|用谷歌)(?:搜索|查|查找|搜一下)"),
     )),
 }
@@ -231,7 +231,7 @@ MEDIA_TASK_PATTERNS: dict[str, tuple[tuple[str, re.Pattern[str]], ...]] = {
 _MEDIA_TEXT_CONTEXT = re.compile(
     r"\b(?:how (?:to|do|can|should|would)|ways? to|steps? to|tips? (?:for|on|to)|function|script|program|code|"
     r"command|python|java|javascript|bash|shell|sql|regex|api|class|method|snippet|html|css|c\+\+|rust|golang|"
-    r"algorithm|pseudocode)\b|如何|怎么|怎样|步骤|教程|方法|技巧|代码|程序|脚本|函数|接口|命令|正则|算法", re.I)
+    r"algorithm|pseudocode)\b|如何|怎么|怎样|步骤|教程|方法|技巧|代码|程序|脚本|函数|接口|命令|正则|算法", re.IGNORECASE)
 #: Pattern names that a code or how-to context turns into a text task (an upload function, how to draw a cat).
 _TEXTABLE = frozenset({"draw", "files", "this media", "web", "search online", "画", "上传下载", "上网", "上网搜索", "make media",
                        "制作媒体", "plot data"})
@@ -293,11 +293,11 @@ INJECTION = re.compile(
     r"|<\|im_start\|>|<\|im_end\|>|<\|endoftext\|>|\[/?INST\]"
     r"|(?:忽略|无视|忘记|忘掉|不要理会)(?:掉)?(?:以上|上面|上述|之前|前面|先前|此前|所有|全部)?(?:的)?(?:所有|全部)?"
     r"(?:指令|指示|提示词?|要求|规则|设定)|新的指令[:：]|系统提示词[:：]|忘记(?:上面|以上|之前)(?:的)?(?:一切|所有内容)",
-    re.I,
+    re.IGNORECASE,
 )
 #: A task about injection itself ("Explain what 'ignore previous instructions' attacks are") may quote one.
 INJECTION_TOPIC = re.compile(r"\b(?:injection|jailbreak|prompt attack|adversarial prompt|red[- ]team)|注入|越狱|提示词攻击",
-                             re.I)
+                             re.IGNORECASE)
 
 
 def injection_line(text: str) -> str | None:
@@ -334,7 +334,7 @@ SIGN_OFFS = {
 }
 _SIGN_OFF = re.compile(
     r"^(?:" + "|".join(re.escape(s) for s in sorted(SIGN_OFFS["en"] + SIGN_OFFS["zh"], key=len, reverse=True))
-    + r")\s*[,，、:：!！—-]?\s*$", re.I)
+    + r")\s*[,，、:：!！—-]?\s*$", re.IGNORECASE)
 
 
 def is_sign_off(line: str) -> bool:

@@ -30,7 +30,7 @@ from datagen.textrules import normalize_text
 
 #: Our few-shot prompts; their example labels, outputs, inputs and tasks are what a copying model repeats.
 _FEW_SHOT_TEMPLATES = ("self_instruct_output_first.j2", "self_instruct_input_first.j2")
-_FIELD = re.compile(r"^(Task|Class label|Input|Output|任务|类别标签|输入|输出)\s*[:：]\s*(.+?)\s*$", re.M)
+_FIELD = re.compile(r"^(Task|Class label|Input|Output|任务|类别标签|输入|输出)\s*[:：]\s*(.+?)\s*$", re.MULTILINE)
 
 
 @functools.lru_cache(maxsize=4)
@@ -82,7 +82,7 @@ _FAMILIES = (
     (r"^(?:support|unsupport|supported|unsupported|refute[sd]?|not enough info|支持|不支持|反驳)$",
      r"support|claim|evidence|document|fact[- ]?check|声明|证据|支持|论断|文档"),
 )
-_FAMILY_RES = tuple((re.compile(label, re.I), re.compile(cue, re.I)) for label, cue in _FAMILIES)
+_FAMILY_RES = tuple((re.compile(label, re.IGNORECASE), re.compile(cue, re.IGNORECASE)) for label, cue in _FAMILIES)
 
 #: An open task asks for text of some length: a story, a plan, an explanation, a list.
 _OPEN_EN = re.compile(
@@ -100,7 +100,7 @@ _OPEN_EN = re.compile(
     r"proposal|schedule|routine|program|checklist|agenda|pitch|toast|eulogy|lesson)s?\b)|how (?:do|can|should|would) "
     r"(?:i|we|you|one)|how to|what are (?:some|the (?:benefits|advantages|disadvantages|pros|cons|steps|differences|"
     r"causes|effects|main|key))|walk me through|teach me|review|tell (?:me |us |them )?(?:a |an |the )?(?:\S+ ){0,3}?"
-    r"(?:story|tale|fable|anecdote|joke|legend))\b", re.I)
+    r"(?:story|tale|fable|anecdote|joke|legend))\b", re.IGNORECASE)
 #: After an open verb, objects whose whole answer is a word or two: "Write the plural of mouse", "Create a
 #: name for a bakery".
 _SHORT_OBJECT_EN = re.compile(
@@ -111,7 +111,7 @@ _SHORT_OBJECT_EN = re.compile(
     r"label|category|color|colour|code name|brand name|domain name|sum|product|total|score|grade|rating|"
     r"prime|integer|fraction|percentage|ratio|unit|chemical symbol|capital|country|city)s?\b"
     r"(?=\s*(?:$|[.,:;!?\"'“(]|(?:of|for|that|which|to|in|from|with|and|or|about|based|using|meaning|describing|"
-    r"ending|starting|beginning|rhyming|summari[sz]ing)\b))", re.I)
+    r"ending|starting|beginning|rhyming|summari[sz]ing)\b))", re.IGNORECASE)
 _OPEN_ZH = re.compile(
     r"(?P<verb>写(?:一篇|一首|一封|一段|一个故事|一份|一则|篇|首|封|段|个故事|份)|写(?:一|个|篇|首|封|段|份|则)"
     r"[^，。？！\n]{0,12}?(?:故事|文章|诗|信|短文|作文|介绍|报告|演讲稿|计划|日记|评论|对话|文案|邮件|段落|总结|剧本|歌词|"
@@ -123,16 +123,16 @@ _SHORT_OBJECT_ZH = re.compile(r"^(?:出|下|一下)?(?:一个|两个|几个)?(?:
 #: The task itself asks for a word or two.
 _BRIEF = re.compile(r"\b(?:in|with|using)\s+(?:one|a single|two|a|1|2)\s+words?\b|\bone[- ]word\b|\btwo[- ]word\b|"
                     r"\bsingle word\b|\bone or two words\b|\bin a word\b|\bjust (?:the|a) (?:name|word|number)\b|"
-                    r"(?:用|以)?(?:一个|两个|一|两|1|2)(?:个)?(?:词|字)|一词|二字|两字", re.I)
+                    r"(?:用|以)?(?:一个|两个|一|两|1|2)(?:个)?(?:词|字)|一词|二字|两字", re.IGNORECASE)
 _CODE_OR_MATH = re.compile(r"[;{}=<>\[\]+*/\\|^$]|\w\(|\d")
 #: A task that chooses among options ("判断…是新闻、诗歌还是说明文", "Which of these…") is not open.
 _CHOICE = re.compile(r"判断|是否|还是|哪个|哪一|哪种|属于|分类|归类|选择|选出|\bwhich (?:of|one)\b|\bclassify\b|"
                      r"\bcategori[sz]e\b|\btrue or false\b|\byes or no\b|\bwhether\b|\bidentify the (?:type|category|"
-                     r"genre|tone|sentiment)\b", re.I)
+                     r"genre|tone|sentiment)\b", re.IGNORECASE)
 #: A task whose answer is code or a command ("ls -a" is a whole answer to "Write a shell command to …").
 _CODE_TASK = re.compile(r"\b(?:code|command|shell|bash|sql|regex|regular expression|function|snippet|"
                         r"(?<!video )(?<!movie )(?<!film )(?<!radio )(?<!podcast )(?<!stage )script|"
-                        r"one-liner|formula|expression|syntax)\b|命令|代码|函数|脚本|正则|公式|表达式|语句", re.I)
+                        r"one-liner|formula|expression|syntax)\b|命令|代码|函数|脚本|正则|公式|表达式|语句", re.IGNORECASE)
 _LIST_SEP = re.compile(r"[,，、;；/\n]|\band\b|\bor\b|和|与")
 
 
@@ -243,9 +243,9 @@ def short_open_answer(answer: str, task: TaskContext) -> str | None:
 
 
 _SCAFFOLD = re.compile(r"^\s*(?:Task|Class label|Is it classification\?|任务|类别标签)\s*[:：]|^\s*(?:Example|示例)\s*\d+\s*$|"
-                       r"<noinput>|<无>|^\s*(?:Input|Output|输入|输出)\s*[:：]", re.M | re.I)
+                       r"<noinput>|<无>|^\s*(?:Input|Output|输入|输出)\s*[:：]", re.MULTILINE | re.IGNORECASE)
 _STRONG_SCAFFOLD = re.compile(r"^\s*(?:Task|Class label|任务|类别标签)\s*[:：]|^\s*(?:Example|示例)\s*\d+\s*$|"
-                              r"<noinput>|<无>|Is it classification\?", re.M | re.I)
+                              r"<noinput>|<无>|Is it classification\?", re.MULTILINE | re.IGNORECASE)
 
 
 def echo(answer: str, task: TaskContext) -> str | None:
@@ -282,7 +282,7 @@ def echo(answer: str, task: TaskContext) -> str | None:
 
 #: A task about templates or blanks may rightly answer with placeholders ("Write a form letter template").
 _TEMPLATE_TASK = re.compile(r"template|placeholder|fill[- ]in|blank|lorem|todo|mail merge|jinja|mustache|handlebars|"
-                            r"format string|boilerplate|skeleton|stub|模板|占位|填空|样板|范本", re.I)
+                            r"format string|boilerplate|skeleton|stub|模板|占位|填空|样板|范本", re.IGNORECASE)
 _CURLY_SLOT = re.compile(r"\{\{\s*[\w .'-]{1,30}\s*\}\}|\{[A-Z][A-Z_ ]{1,28}\}|<[A-Z][A-Z_ ]{1,28}>")
 _BRACKET = re.compile(r"(?<![A-Za-z0-9_\]])\[([^\[\]\n]{1,40})\](?![(:\[])")
 _SLOT_WORD = re.compile(
@@ -291,12 +291,12 @@ _SLOT_WORD = re.compile(
     r"year|insert|your|his|her|their|recipient|sender|benefit|school|team|department|website|industry|skill|book|"
     r"author|brand|app|feature|item|quantity|percent(?:age)?|contact|signature|here|placeholder|details?|"
     r"programming languages?|organisation|landlord|manager|client|customer|x|y|n)\b"
-    r"|名称|名字|姓名|日期|时间|地点|职位|公司|星期|活动|事情|某|你的|您的|对方|金额|电话|地址|邮箱|数字|链接|产品|学校|城市|[XxＸ]", re.I)
-_CHECKBOX = re.compile(r"^\s*(?:[-*]\s*)?\[[ xX✓]\]", re.M)
+    r"|名称|名字|姓名|日期|时间|地点|职位|公司|星期|活动|事情|某|你的|您的|对方|金额|电话|地址|邮箱|数字|链接|产品|学校|城市|[XxＸ]", re.IGNORECASE)
+_CHECKBOX = re.compile(r"^\s*(?:[-*]\s*)?\[[ xX✓]\]", re.MULTILINE)
 _STUB = re.compile(r"\bTODO\b|\bFIXME\b|\bTBD\b|lorem ipsum|\binsert (?:\w+ ){0,3}here\b|待实现|待补充|待填写|此处填写|"
-                   r"在此(?:处)?(?:填写|插入)|(?<![A-Za-z])(?:XXX|xxx)(?![A-Za-z])|某某某", re.I)
-_NAME_LINE = re.compile(r"^\s*(?:your (?:full )?name|your title|sender'?s? name|name surname)\s*$", re.I | re.M)
-_MEDIA_TAG = re.compile(r"<\s*(?:image|img|video|audio|picture|图片|视频)\b[^>]*>", re.I)
+                   r"在此(?:处)?(?:填写|插入)|(?<![A-Za-z])(?:XXX|xxx)(?![A-Za-z])|某某某", re.IGNORECASE)
+_NAME_LINE = re.compile(r"^\s*(?:your (?:full )?name|your title|sender'?s? name|name surname)\s*$", re.IGNORECASE | re.MULTILINE)
+_MEDIA_TAG = re.compile(r"<\s*(?:image|img|video|audio|picture|图片|视频)\b[^>]*>", re.IGNORECASE)
 
 
 def placeholder(answer: str, task: TaskContext) -> str | None:
@@ -312,7 +312,7 @@ def placeholder(answer: str, task: TaskContext) -> str | None:
     stub = _STUB.search(answer)
     if stub:
         return f"unfilled placeholder {stub.group(0)!r}"
-    prose = re.sub(r"```.*?(?:```|$)|`[^`\n]*`", " ", answer, flags=re.S)
+    prose = re.sub(r"```.*?(?:```|$)|`[^`\n]*`", " ", answer, flags=re.DOTALL)
     slot = _CURLY_SLOT.search(prose)
     if slot:
         return f"unfilled placeholder {slot.group(0)!r}"
@@ -339,9 +339,9 @@ _REQUEST_START = re.compile(
     r"^\s*(?:please |can you |could you )?(?:write|compose|draft|describe|explain|list|outline|discuss|summari[sz]e|"
     r"tell me|give me|create|generate|translate|classify|identify|suggest|what|how|why|which|who|when|where)\s"
     r"(?!.*:)|^\s*(?:请|解释|描述|说明|介绍|列出|列举|写|谈谈|讲讲|告诉我|给出|翻译|判断|什么是|为什么|如何|怎么)(?!.*[:：])",
-    re.I)
+    re.IGNORECASE)
 _ASKS_FOR_REQUESTS = re.compile(r"\b(?:question|questions|ask|instruction|instructions|prompt|prompts|command|"
-                                r"request|query|queries|quiz|faq|interview)\b|问题|提问|指令|提示词|问句|请求|面试|测验", re.I)
+                                r"request|query|queries|quiz|faq|interview)\b|问题|提问|指令|提示词|问句|请求|面试|测验", re.IGNORECASE)
 
 
 def restates_request(answer: str, task: TaskContext) -> bool:

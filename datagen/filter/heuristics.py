@@ -33,7 +33,13 @@ import unicodedata
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
 
-from datagen.filter.degenerate import TaskContext, echo, label_copy, placeholder, short_open_answer
+from datagen.filter.degenerate import (
+    TaskContext,
+    echo,
+    label_copy,
+    placeholder,
+    short_open_answer,
+)
 from datagen.lang import cjk_ratio, count_units, detect_lang, is_cjk, latin_language
 from datagen.records import Example
 from datagen.textrules import (
@@ -64,12 +70,12 @@ RULES = (
     "unrelated_answer",  # batched, with the sentence encoder: datagen/filter/relevance.py
 )
 
-_FENCE = re.compile(r"^[ \t]*(```|~~~)", re.M)
-_FENCED_BLOCK = re.compile(r"^[ \t]*(```|~~~).*?(^[ \t]*\1[^\n]*$|\Z)", re.M | re.S)
+_FENCE = re.compile(r"^[ \t]*(```|~~~)", re.MULTILINE)
+_FENCED_BLOCK = re.compile(r"^[ \t]*(```|~~~).*?(^[ \t]*\1[^\n]*$|\Z)", re.MULTILINE | re.DOTALL)
 _INLINE_CODE = re.compile(r"`[^`\n]*`")
-_URL = re.compile(r"\bhttps?://\S+|\bwww\.[\w-]+\.[\w.-]+\S*", re.I)
+_URL = re.compile(r"\bhttps?://\S+|\bwww\.[\w-]+\.[\w.-]+\S*", re.IGNORECASE)
 _PLACEHOLDER = re.compile(r"<\s*/?\s*(image|img|video|audio|imagehere|image_\d+)\b[^>]*>|"
-                          r"\[\s*(image|img|video|audio|picture|图片|图像|视频|音频)\s*\d*\s*\]", re.I)
+                          r"\[\s*(image|img|video|audio|picture|图片|图像|视频|音频)\s*\d*\s*\]", re.IGNORECASE)
 # "1)", "a)", "iv)", "2）" list markers and ":)" smileys close a parenthesis nobody opened, and are fine.
 _LIST_MARKER = re.compile(r"(?:^|[\s:：;；,，])(?:\d{1,3}|[A-Za-z]|[ivxIVX]{1,4})$")
 _SMILEY_EYES = ":;=-"
@@ -174,7 +180,7 @@ _CODE_LINE = re.compile(
     r"[;{}]\s*$|^\s*(?:def|class|import|from\s+\S+\s+import|return|for|while|if|elif|else|try|except|catch|function|"
     r"const|let|var|public|private|static|void|int|#include|#define|SELECT|INSERT|UPDATE|DELETE|CREATE|print|"
     r"console\.|System\.|fn|func|package|using|namespace|echo|sudo|pip|npm|git|cd|ls|\$)\b|==|!=|=>|->|::|&&|\|\||"
-    r"^\s*[\w.\[\]]+\s*[-+*/]?=\s*\S|^\s*\w+(?:\.\w+)*\([^)]*\)?\s*$|^ {4,}\S|^\t+\S|^\s*[<][/!?]?\w+[^>]*>", re.M)
+    r"^\s*[\w.\[\]]+\s*[-+*/]?=\s*\S|^\s*\w+(?:\.\w+)*\([^)]*\)?\s*$|^ {4,}\S|^\t+\S|^\s*[<][/!?]?\w+[^>]*>", re.MULTILINE)
 
 
 def looks_like_code(line: str) -> bool:
@@ -236,8 +242,7 @@ def _paren_problem(prose: str, opening: str, closing: str) -> str | None:
 
 #: Words a cut-off English sentence ends on; a finished one does not ("... and the"). Kept to words that
 #: cannot close a sentence: "That's who you are" and "Turn the lights on" end on words left out here.
-_DANGLING = frozenset("a an the and or but nor of to my your his her our their its whose including because than "
-                      "such with from into onto versus".split())
+_DANGLING = frozenset(["a", "an", "the", "and", "or", "but", "nor", "of", "to", "my", "your", "his", "her", "our", "their", "its", "whose", "including", "because", "than", "such", "with", "from", "into", "onto", "versus"])
 #: Chinese characters a sentence does not end on (conjunctions, prepositions): "因为阳光在" is cut off.
 _DANGLING_ZH = ("和", "与", "及", "或", "在", "把", "被", "对", "从", "向", "因为", "所以", "但是", "而且", "如果", "将",
                 "让", "给", "跟", "并", "以及", "或者", "还有", "比如", "例如", "包括")
@@ -309,7 +314,7 @@ _LANGUAGE_CUE = re.compile(
     r"learner|lesson|class)|pinyin|bilingual|language"
     r"|翻译|译成|译为|译作|(?:用|以|使用|换成|改成|转成)(?:英文|英语|中文|汉语|日语|日文|韩语|法语|德语|西班牙语|俄语|拼音)"
     r"|(?:英文|英语|中文|汉语|日语|日文|韩语|法语|德语|西班牙语|俄语)(?:单词|名称|名字|怎么说|表达|句子|版本|翻译|缩写|全称|"
-    r"字母|词汇|原文|说法|诗|歌)|拼音|双语|中英|英汉|汉英|语言", re.I)
+    r"字母|词汇|原文|说法|诗|歌)|拼音|双语|中英|英汉|汉英|语言", re.IGNORECASE)
 
 
 def language_mismatch(turn: Turn, min_units: int) -> str | None:
@@ -451,14 +456,14 @@ _CHANGE = re.compile(
     r"put (?:\w+ ){1,3}?(?:in|into)|use (?:a |more )?(?:formal|informal|simpler|different))\w*"
     r"|改写|重写|改成|改为|修改|纠正|改正|修正|润色|翻译|译成|译为|转换|转化|转写|简化|缩写|扩写|压缩|精简|总结|概括|换一种说法|"
     r"用(?:英语|英文|中文|汉语|日语|法语|德语)(?:表达|说|写|改写|翻译|重述)|"
-    r"换个说法|优化|改进|完善|修复|调整|变成|转为|转成|改错|订正|校对", re.I)
+    r"换个说法|优化|改进|完善|修复|调整|变成|转为|转成|改错|订正|校对", re.IGNORECASE)
 #: ... unless it allows none: "Fix the code if needed", "Correct any errors", "如有错误请改正".
 _CONDITIONAL = re.compile(
     r"\bif (?:needed|necessary|any|there (?:are|is)|required|applicable|appropriate|it (?:is|has|contains|needs)|"
     r"they|you find|so|not)|\bwhere (?:needed|necessary|appropriate|applicable)|\bas (?:needed|necessary)\b|"
     r"\bor (?:leave|keep|return|say)|\bunchanged\b|\bas is\b|\bwhether\b|\bany (?:errors?|mistakes?|bugs?|"
     r"issues?|typos?|problems?)\b|\bcheck (?:if|for|whether)|\bif (?:anything|something)\b"
-    r"|如有|如果有|若有|如果需要|如需|必要时|是否|有无|若无|如果没有|无需修改|不需要修改|检查|如存在|若存在", re.I)
+    r"|如有|如果有|若有|如果需要|如需|必要时|是否|有无|若无|如果没有|无需修改|不需要修改|检查|如存在|若存在", re.IGNORECASE)
 
 
 def output_equals_input(turn: Turn) -> str | None:
@@ -487,7 +492,7 @@ def output_equals_input(turn: Turn) -> str | None:
     return "output = input, and the task asks for a change"
 
 
-_CASE_TASK = re.compile(r"\b(upper ?case|lower ?case|all caps|capital letters)\b", re.I)
+_CASE_TASK = re.compile(r"\b(upper ?case|lower ?case|all caps|capital letters)\b", re.IGNORECASE)
 
 
 def _raw_form(text: str) -> str:
@@ -500,26 +505,26 @@ _CODE_TASK = re.compile(
     r"\b(?:code|function|script|program|snippet|sql|query|regex|regular expression|command|shell|bash|python|"
     r"javascript|typescript|java|c\+\+|c#|golang|rust|html|css|json|yaml|xml|latex|markdown table|class|method|"
     r"one-liner|statement|expression|formula|interval notation|set notation)\b|代码|函数|脚本|程序|正则|命令|语句|"
-    r"表达式|公式", re.I)
+    r"表达式|公式", re.IGNORECASE)
 
 
 #: A request that must open what its URL points to: visit, open, download, or work on its content.
 _OPEN_URL = re.compile(
     r"\b(?:visit|open|go to|browse|navigate to|click|download|fetch|access|read|watch|listen to|view|look at|"
     r"check out|refer to|see|load|scrape|crawl)\b(?![^.\n]{0,40}\b(?:url|link|domain|address)s? (?:format|structure|"
-    r"syntax)\b)|访问|打开|浏览|点击|下载|阅读|查看|观看|进入|参考|前往|登录|爬取", re.I)
+    r"syntax)\b)|访问|打开|浏览|点击|下载|阅读|查看|观看|进入|参考|前往|登录|爬取", re.IGNORECASE)
 _CONTENT_TASK = re.compile(
     r"\b(?:summari[sz]e|describe|review|analy[sz]e|critique|evaluate|explain|translate|classify|what (?:does|is)|"
     r"tell me about|key points|main (?:idea|points?)|according to|based on|from (?:the|this) (?:article|page|post|"
     r"site|website|link|paper|video)|answer|rate|list)\b|总结|概括|描述|介绍|分析|评价|翻译|根据|主要内容|要点|讲了什么|说了什么|"
-    r"回答|解释", re.I)
+    r"回答|解释", re.IGNORECASE)
 #: What a task about the URL itself does with it ("Extract the domain from …", "把链接写成 Markdown 格式").
 _ABOUT_URL = re.compile(
     r"\b(?:domains?|hostnames?|hosts?|query (?:string|parameters?)|parameters?|paths?|slugs?|protocols?|schemes?|"
     r"tlds?|subdomains?|href|anchors?|regex|regular expressions?|patterns?|valid|validate|valid|parse|extract|"
     r"shorten|encode|decode|escape|format|markdown|html|citation|cite|bibliograph\w*|redirect|ports?|characters?|"
     r"components?|parts?|convert|rewrite|split|spell|secure|https? or|phishing|suspicious|safe)\b|"
-    r"域名|参数|协议|格式|正则|提取|解析|验证|缩短|编码|解码|引用|组成|部分|转换|转成|写成|拆分|安全|钓鱼", re.I)
+    r"域名|参数|协议|格式|正则|提取|解析|验证|缩短|编码|解码|引用|组成|部分|转换|转成|写成|拆分|安全|钓鱼", re.IGNORECASE)
 
 
 def url_task(instruction: str, texts: list[str]) -> str | None:
@@ -550,7 +555,7 @@ def url_task(instruction: str, texts: list[str]) -> str | None:
 
 _MEDIA_CODE_CONTEXT = re.compile(
     r"\b(?:function|script|program|code|command|python|java|javascript|bash|shell|sql|api|class|method|snippet|"
-    r"curl|wget|requests|http client)\b|代码|程序|脚本|函数|接口|命令", re.I)
+    r"curl|wget|requests|http client)\b|代码|程序|脚本|函数|接口|命令", re.IGNORECASE)
 
 
 def _instruction_flags(example: Example, cfg: FilterConfig) -> dict[str, Any]:

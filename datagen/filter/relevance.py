@@ -49,19 +49,14 @@ RULE = "unrelated_answer"
 
 _WORD = re.compile(r"[A-Za-z][A-Za-z'-]+")
 _STOP = frozenset(
-    "the a an and or but of to in on at by for with from into onto about as is are was were be been being this that "
-    "these those it its they them their there here what which who whom whose when where why how do does did done "
-    "can could would should will shall may might must have has had not no yes you your yours we our us i me my "
-    "he she his her him one two some any all each every more most less few many much very so than then also just "
-    "only please give write tell make list name describe explain provide create generate following below above "
-    "using use based answer question task text sentence word words following given following".split())
+    ["the", "a", "an", "and", "or", "but", "of", "to", "in", "on", "at", "by", "for", "with", "from", "into", "onto", "about", "as", "is", "are", "was", "were", "be", "been", "being", "this", "that", "these", "those", "it", "its", "they", "them", "their", "there", "here", "what", "which", "who", "whom", "whose", "when", "where", "why", "how", "do", "does", "did", "done", "can", "could", "would", "should", "will", "shall", "may", "might", "must", "have", "has", "had", "not", "no", "yes", "you", "your", "yours", "we", "our", "us", "i", "me", "my", "he", "she", "his", "her", "him", "one", "two", "some", "any", "all", "each", "every", "more", "most", "less", "few", "many", "much", "very", "so", "than", "then", "also", "just", "only", "please", "give", "write", "tell", "make", "list", "name", "describe", "explain", "provide", "create", "generate", "following", "below", "above", "using", "use", "based", "answer", "question", "task", "text", "sentence", "word", "words", "following", "given", "following"])
 #: Characters too common to show that two Chinese texts share a topic.
 _STOP_ZH = frozenset("的了是在和有我你他她它们这那一个不也就都而及与或把被对从向为以之其上下中请写出给并说明简要"
                      "下面以下什么怎么如何吗呢吧啊哪些个种条首篇段句话用要会能可到来去人大小多少好很最更")
 _NUMERIC = re.compile(r"^[\s\d.,:%°+\-*/=×÷^()$€£¥]+[A-Za-z°%]{0,4}\.?$")
-_YES_NO = re.compile(r"^\W*(?:yes|no|true|false|correct|incorrect|right|wrong|maybe)\b", re.I)
+_YES_NO = re.compile(r"^\W*(?:yes|no|true|false|correct|incorrect|right|wrong|maybe)\b", re.IGNORECASE)
 _TRANSLATE = re.compile(r"translat|\b(?:in|into|to)\s+(?:french|german|spanish|chinese|japanese|italian|latin|"
-                        r"korean|russian|portuguese|arabic)\b|翻译|译成|译为", re.I)
+                        r"korean|russian|portuguese|arabic)\b|翻译|译成|译为", re.IGNORECASE)
 
 
 def _stems(text: str) -> set[str]:
@@ -85,7 +80,7 @@ def zh_unrelated(task: str, answer: str, min_chars: int, has_input: bool = True)
 
 
 _CREATIVE_ZH = re.compile(r"写|描述|创作|编|想象|设计|构思|起名|取名|广告|口号|诗|故事|祝福|列举|列出|推荐几|安排|计划")
-_LISTED = re.compile(r"^\s*(?:\d+[.、)]|[-*•])", re.M)
+_LISTED = re.compile(r"^\s*(?:\d+[.、)]|[-*•])", re.MULTILINE)
 
 
 def _zh_tokens(text: str, bigrams: bool = False) -> set[str]:
@@ -135,7 +130,9 @@ def unrelated(items: Sequence[Item], *, min_cosine: float, min_chars_zh: int, mo
             doubtful.append(item)
     stats = {"checked": len(items), "encoded": len(doubtful)}
     if doubtful:
-        from datagen.filter import semantic  # loads torch: only when an answer is in doubt
+        from datagen.filter import (
+            semantic,  # loads torch: only when an answer is in doubt
+        )
 
         texts = sorted({t for item in doubtful for t in (item.task, item.answer)})
         vectors = semantic.encode(texts, model, device, batch_size)

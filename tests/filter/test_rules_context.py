@@ -273,7 +273,7 @@ def test_sound_examples_pass_every_rule():
 
 def test_unrelated_answer_through_the_filter(tmp_path):
     fire, keep = CONTEXT_CASES["unrelated_answer"]
-    curated, rejects, stats = run_filtered(tmp_path, [*fire, *keep], exact_dedup=False, rouge_dedup=False,
+    _, rejects, stats = run_filtered(tmp_path, [*fire, *keep], exact_dedup=False, rouge_dedup=False,
                                            embed_dedup=False, relevance=True)
     assert sorted(r.id for r in rejects) == sorted(r.id for r in fire), [(r.instruction, r.reject) for r in rejects]
     assert {r.reject["reason"] for r in rejects} == {"unrelated_answer"}
@@ -289,7 +289,7 @@ def test_unrelated_answer_is_off_without_the_encoder_or_when_skipped(tmp_path):
     fire = CONTEXT_CASES["unrelated_answer"][0]
     for overrides in ({"embed_dedup": False}, {"embed_dedup": False, "relevance": True,
                                               "skip_rules": ("unrelated_answer",)}):
-        curated, rejects, stats = run_filtered(tmp_path, fire, exact_dedup=False, rouge_dedup=False, **overrides)
+        _, rejects, stats = run_filtered(tmp_path, fire, exact_dedup=False, rouge_dedup=False, **overrides)
         assert rejects == [] and "relevance" not in stats["stages"]["heuristics"]
 
 
