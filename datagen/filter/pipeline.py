@@ -12,11 +12,15 @@ a bad line is a RecordError naming ``path:line`` and leaves no output behind.
 What the dedup stages compare:
 
 - exact dedup: the normalised prompt (NFKC, case, punctuation and whitespace folded): instruction + input,
-  or the whole conversation of a ``messages`` record; same prompt → one record kept.
-- ROUGE-L and embeddings: the instruction, or, for a ``messages`` record, its opening user turn followed by
-  the rest of the conversation. Records with the same instruction (the instances of one Self-Instruct task)
-  form one unit: they are never compared with each other and are kept or dropped together, so a task's
-  instances survive while a near-copy of the task goes, as in Self-Instruct's own ROUGE-L filter.
+  or the whole conversation of a ``messages`` record; same prompt → one record kept. Self-QA and Self-KG
+  records (``FACT_METHODS``) add their answer: one question asked of two facts is two records.
+- ROUGE-L and embeddings: the instruction (Self-Instruct and seeds, as the paper does); question and answer for
+  Self-QA and Self-KG, whose records resting on different graph triples (``meta.source.triples``) are never
+  merged; for a ``messages`` record, its opening user turn followed by the rest of the conversation. Every
+  dedup reject names the record kept: ``duplicate_of`` and, in the detail, its id and a short text.
+  Records with the same instruction (the instances of one Self-Instruct task) form one unit: they are never
+  compared with each other and are kept or dropped together, so a task's instances survive while a near-copy
+  of the task goes, as in Self-Instruct's own ROUGE-L filter.
 
 The embedding stage leaves alone the texts its model cannot read (mostly ``[UNK]`` tokens: Chinese under the
 default English-only MiniLM); for those, the per-character ROUGE-L stage is the near-duplicate check.
@@ -39,7 +43,7 @@ from typing import Any
 from datagen.checkpoint import count_reasons, make_reject
 from datagen.config import build, load_yaml
 from datagen.errors import ConfigError
-from datagen.filter import heuristics, judge, semantic
+from datagen.filter import heuristics, judge, relevance, semantic
 from datagen.filter import against as against_mod
 from datagen.filter import decontaminate as decontaminate_mod
 from datagen.filter import minhash
@@ -112,6 +116,11 @@ class FilterConfig:
     judge_min_score: int = 3                        # keep records the judge scores >= this (1-5)
     judge_max_tokens: int = 256                     # room for the rationale and the score line
     llm: LLMConfig = field(default_factory=LLMConfig)
+    # --- 1b. unrelated_answer (datagen/filter/relevance.py), part of the heuristics stage
+    relevance: bool | None = None                   # None = on when embed_dedup is (both load the encoder)
+    relevance_min_cosine: float = 0.1               # English: task-answer cosine (MiniLM) below this = unrelated
+    relevance_min_chars_zh: int = 10                # Chinese: answers this long sharing no character with the task
+                                                    # and its input are unrelated
 
     def __post_init__(self) -> None:
         inputs = (self.inputs,) if isinstance(self.inputs, (str, Path)) else self.inputs
@@ -169,6 +178,10 @@ class FilterConfig:
             if not isinstance(value, (list, tuple)) or not all(isinstance(p, (str, Path)) for p in value):
                 raise ConfigError(f"filter.{name} must be a list of paths, got {getattr(self, name)!r}")
             object.__setattr__(self, name, tuple(Path(p) for p in value))
+        if self.relevance is not None and not isinstance(self.relevance, bool):
+            raise ConfigError(f"filter.relevance must be true, false or unset, got {self.relevance!r}")
+        _number("relevance_min_cosine", self.relevance_min_cosine, -1, 1)
+        _number("relevance_min_chars_zh", self.relevance_min_chars_zh, 1, 1 << 20, integer=True)
 
     def public_dict(self) -> dict[str, Any]:
         """The resolved config for ``filter_stats.json`` (no secrets live in it)."""
@@ -243,17 +256,40 @@ def load_config(path: Path | None = None, **flags: Any) -> FilterConfig:
 # ---------------------------------------------------------------------------------------------- texts compared
 
 
+#: Generators whose records rest on a fact (a document passage, graph triples): the same question about
+#: two facts ("Give a short profile of peace lily" / "... of dragon tree") is two records, so they are
+#: compared on question *and* answer, and records resting on different triples are never merged.
+FACT_METHODS = ("self-qa", "self-kg")
+
+
 def exact_text(example: Example) -> str:
-    """What exact dedup compares (before normalising): the prompt, or the whole conversation."""
+    """What exact dedup compares (before normalising): the prompt, or the whole conversation; for Self-QA
+    and Self-KG records the prompt and the answer."""
     if example.messages:
         return "\n".join(m["content"] for m in example.messages if m["role"] != "system")
+    if example.meta.get("method") in FACT_METHODS:
+        return render_user_turn(example.instruction, example.input) + "\n" + example.output
     return render_user_turn(example.instruction, example.input)
 
 
+def fact_key(example: Example) -> frozenset | None:
+    """The graph facts a Self-KG record rests on (``meta.source.triples``), or None for other records."""
+    source = example.meta.get("source")
+    triples = source.get("triples") if isinstance(source, dict) else None
+    if example.meta.get("method") != "self-kg" or not isinstance(triples, list) or not triples:
+        return None
+    return frozenset(tuple(map(str, t)) if isinstance(t, (list, tuple)) else str(t) for t in triples)
+
+
 def similarity_text(example: Example) -> str:
-    """What the ROUGE-L and embedding stages compare: the instruction, or for a conversation its opening
-    user turn followed by the rest of the conversation."""
+    """What the ROUGE-L and embedding stages compare.
+
+    Self-Instruct and seed records: the instruction, as the paper does (a task's instances share it and form
+    one unit). Self-QA and Self-KG records: the question and the answer, so one question asked of two facts
+    stays two records. A conversation: its opening user turn followed by the rest of the conversation."""
     if not example.messages:
+        if example.meta.get("method") in FACT_METHODS:
+            return "\n".join(t for t in (example.instruction, example.input, example.output) if t)
         return example.instruction
     turns = [m for m in example.messages if m["role"] != "system"]
     first = next((k for k, m in enumerate(turns) if m["role"] == "user"), 0)
@@ -327,7 +363,30 @@ def _heuristics(run: _Run) -> None:
             run.drop(i, heuristics.STAGE, rule, detail)
         else:
             survivors.append(i)
-    run.stage("heuristics", survivors, started)
+    on = run.cfg.embed_dedup if run.cfg.relevance is None else run.cfg.relevance
+    extra = _relevance(run, survivors) if on and "unrelated_answer" not in run.cfg.skip_rules else {}
+    run.stage("heuristics", [i for i in survivors if i not in run.rejected], started, **extra)
+
+
+def _relevance(run: _Run, survivors: list[int]) -> dict[str, Any]:
+    """The ``unrelated_answer`` rule over the records that passed the others, in batches (relevance.py)."""
+    started = time.perf_counter()
+    # Only a record's first answer: a follow-up ("And on Everest?") is read with the turns before it.
+    items = [relevance.Item(i, heuristics.render_task(turn), turn.answer, run.examples[i].is_classification,
+                            bool(turn.input.strip()))
+             for i in survivors for turn in heuristics.turns(run.examples[i])[:1] if turn.answer.strip()]
+    found, stats = relevance.unrelated(
+        items, min_cosine=run.cfg.relevance_min_cosine, min_chars_zh=run.cfg.relevance_min_chars_zh,
+        model=run.cfg.embed_model, device=run.cfg.embed_device, batch_size=run.cfg.embed_batch_size)
+    for i, detail in found:
+        if i in run.rejected:
+            continue  # a conversation with two unrelated turns: the first names it
+        meta = run.filter_meta(i)
+        meta["heuristic_score"] = run.scores[i] = 0.0
+        meta["heuristic_flags"] = [relevance.RULE]
+        run.drop(i, heuristics.STAGE, relevance.RULE, detail)
+    return {"relevance": {**stats, "rejected": len({i for i, _ in found}),
+                          "seconds": round(time.perf_counter() - started, 4)}}
 
 
 def _exact_dedup(run: _Run) -> None:
@@ -338,17 +397,29 @@ def _exact_dedup(run: _Run) -> None:
     for members in groups.values():
         keep, *rest = sorted(members, key=run.priority)
         for i in rest:
-            run.drop(i, "exact_dedup", "exact_duplicate", "same normalised prompt",
+            text = " ".join(exact_text(run.examples[keep]).split())
+            run.drop(i, "exact_dedup", "exact_duplicate",
+                     f"same normalised prompt: kept {run.examples[keep].id} {text[:80] + ('…' if len(text) > 80 else '')!r}",
                      duplicate_of=run.examples[keep].id, score=1.0)
     run.stage("exact_dedup", sorted(i for i in run.alive if i not in run.rejected), started)
 
 
 def _drop_units(run: _Run, stage: str, reason: str, units: list[list[int]],
                 dropped: list[tuple[int, int, float]], detail: str) -> None:
+    """Drop each duplicate unit; the detail names the record kept (id and a short text). Two Self-KG
+    records resting on different graph facts are never duplicates, whatever their texts score."""
     for unit, dup_unit, score in dropped:
-        kept = run.examples[units[dup_unit][0]].id
+        kept_example = run.examples[units[dup_unit][0]]
+        facts = fact_key(kept_example)
+        kept = kept_example.id
+        text = " ".join(similarity_text(kept_example).split())
+        short = text[:80] + ("…" if len(text) > 80 else "")
         for i in units[unit]:
-            run.drop(i, stage, reason, detail, duplicate_of=kept, score=round(float(score), 4))
+            mine = fact_key(run.examples[i])
+            if facts is not None and mine is not None and mine != facts:
+                continue
+            run.drop(i, stage, reason, f"{detail} (score {round(float(score), 4)}): kept {kept} {short!r}",
+                     duplicate_of=kept, score=round(float(score), 4))
 
 
 def _rouge_dedup(run: _Run) -> None:

@@ -47,7 +47,7 @@ CASES = {
     "output_too_short": (ex("Explain why the sky is blue.", "Scattering."), ex("解释天空为什么是蓝色的。", "散射。"),
                          [], {"output_length": (3, 2000), "output_length_zh": (5, 4000)}),
     "output_too_long": (ex("Explain why the sky is blue.", _long_en(2100)),
-                        ex("解释天空为什么是蓝色的。", _long_zh(4100)), [ex("Explain why the sky is blue.", "Yes.")], {}),
+                        ex("解释天空为什么是蓝色的。", _long_zh(4100)), [ex("Is the sky blue?", "Yes.")], {}),
     "output_equals_input": (
         ex("Correct the grammar of the sentence.", "He go to school every day.", input="He go to school every day."),
         ex("修改下面句子中的语病。", "通过这次活动，使我们认识到了劳动的价值", input="通过这次活动，使我们认识到了劳动的价值。"),
@@ -96,7 +96,9 @@ CASES = {
 
 
 def test_every_rule_has_a_case():
-    assert set(CASES) == set(RULES)
+    from tests.filter.test_rules_context import CONTEXT_CASES
+
+    assert set(CASES) | set(CONTEXT_CASES) == set(RULES)
 
 
 @pytest.mark.parametrize("rule", list(CASES))
@@ -159,7 +161,7 @@ def test_heuristics_run_on_every_assistant_turn(tmp_path):
 
 def test_score_prefers_full_answers_without_repetition():
     cfg = FilterConfig()
-    short = evaluate(ex("Explain why the sky is blue.", "Scattering."), cfg)
+    short = evaluate(ex("Explain why the sky is blue.", "Scattering."), FilterConfig(skip_rules=("short_open_answer",)))
     full = evaluate(GOOD_EN, cfg)
     looping = evaluate(ex("Explain why the sky is blue.", "Blue light scatters more. " * 12),
                        FilterConfig(skip_rules=("repetition",)))

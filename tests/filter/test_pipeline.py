@@ -92,7 +92,8 @@ def test_keep_policy_picks_the_survivor_of_a_duplicate_group(tmp_path, keep, win
     records = [ex("How can I drink more water each day?", "Drink more."),
                ex("How can I drink more water each day?", long_repetitive),
                ex("how can I drink more water each day", rich)]
-    curated, rejects, _ = run_filtered(tmp_path, records, keep=keep, skip_rules=("repetition",), **NO_EMBED)
+    curated, rejects, _ = run_filtered(tmp_path, records, keep=keep, skip_rules=("repetition", "short_open_answer"),
+                                       **NO_EMBED)
     assert [e.id for e in curated] == [records[winner].id]
     assert {r.reject["duplicate_of"] for r in rejects} == {records[winner].id}
     assert all(r.reject["stage"] == "exact_dedup" for r in rejects)
@@ -103,7 +104,8 @@ def test_keep_policy_applies_to_rouge_groups_too(tmp_path):
                ex("Write a short poem about the blue sea.",
                   "The sea rolls in with silver light,\nit hums to sand and stone all night,\n"
                   "and every tide that leaves the shore\ncomes back to sing the song once more.")]
-    curated, rejects, _ = run_filtered(tmp_path, records, keep="longest_output", **NO_EMBED)
+    curated, rejects, _ = run_filtered(tmp_path, records, keep="longest_output", skip_rules=("short_open_answer",),
+                                       **NO_EMBED)
     assert [e.id for e in curated] == [records[1].id]
     assert rejects[0].reject["reason"] == "rouge_near_duplicate" and rejects[0].reject["duplicate_of"] == records[1].id
 
@@ -185,7 +187,7 @@ def test_stage_order_stats_and_scores(tmp_path):
                ex("Give three tips for staying healthy.", "Eat vegetables, sleep eight hours, and walk daily."),
                ex("give three tips for staying healthy", "Sleep."),
                ex("Give 3 tips for staying healthy and fit.", "Walk, sleep, eat well.")]
-    curated, rejects, stats = run_filtered(tmp_path, records, **NO_EMBED)
+    curated, rejects, stats = run_filtered(tmp_path, records, skip_rules=("short_open_answer",), **NO_EMBED)
     assert [r.reject["stage"] for r in rejects] == ["heuristics", "exact_dedup", "rouge_dedup"]
     assert list(stats["stages"]) == ["heuristics", "exact_dedup", "rouge_dedup", "embed_dedup", "judge"]
     assert stats["stages"]["embed_dedup"] == {"enabled": False}
