@@ -16,7 +16,7 @@ export HF_HUB_OFFLINE := 1
 export TRANSFORMERS_OFFLINE := 1
 export TOKENIZERS_PARALLELISM := false
 
-.PHONY: setup test test-fast reliability seeds-to-sft bench clean help
+.PHONY: setup test test-fast lint reliability seeds-to-sft bench clean help
 
 help:
 	@sed -n 's/^#   //p' Makefile
@@ -38,6 +38,10 @@ $(STAMP): pyproject.toml Makefile
 test: setup
 	@$(PY) -m pytest -q; status=$$?; \
 	if [ $$status -eq 5 ]; then echo "make test: pytest collected no tests" >&2; fi; exit $$status
+
+#   make lint           install, then ruff over the code (the rules in pyproject.toml)
+lint: setup
+	$(VENV)/bin/ruff check datagen tests bench scripts
 
 test-fast: setup
 	$(PY) -m pytest -q -m "not slow"

@@ -7,8 +7,8 @@ import sys
 
 import pytest
 
-from datagen.errors import ConfigError
 from datagen import rouge
+from datagen.errors import ConfigError
 from datagen.rouge import RougePool, greedy_dedup, rouge_l, tokenize
 
 rouge_scorer = pytest.importorskip("rouge_score.rouge_scorer")

@@ -43,15 +43,14 @@ from typing import Any
 from datagen.checkpoint import count_reasons, make_reject
 from datagen.config import build, load_yaml
 from datagen.errors import ConfigError
-from datagen.filter import heuristics, judge, relevance, semantic
 from datagen.filter import against as against_mod
 from datagen.filter import decontaminate as decontaminate_mod
-from datagen.filter import minhash
-from datagen.interrupt import interruptible
-from datagen.rouge import greedy_dedup, greedy_dedup_among, tokenize
+from datagen.filter import heuristics, judge, minhash, relevance, semantic
 from datagen.formats import read_any, render_user_turn
+from datagen.interrupt import interruptible
 from datagen.llm.client import LLMConfig
 from datagen.records import Example, make_dirs, write_json, write_jsonl
+from datagen.rouge import greedy_dedup, greedy_dedup_among, tokenize
 from datagen.textrules import normalize_text
 
 log = logging.getLogger("datagen.filter")

@@ -48,7 +48,6 @@ from typing import Any
 
 from datagen.checkpoint import StageLog, count_reasons, make_reject, write_outputs
 from datagen.errors import CircuitOpen, ConfigError, LLMError, RecordError
-from datagen.rouge import RougePool, rouge_l
 from datagen.formats import example_from_obj
 from datagen.generate.parsing import parse_numbered_list
 from datagen.generate.self_instruct import check_instruction, clean_instruction, sample_prompt_tasks
@@ -57,6 +56,7 @@ from datagen.llm.client import Completion, LLMClient, LLMConfig, SamplingParams,
 from datagen.progress import progress
 from datagen.prompts import render, template_ref
 from datagen.records import Example, iter_json_lines, write_jsonl
+from datagen.rouge import RougePool, rouge_l
 from datagen.textrules import AI_IDENTITY, LANGUAGE_WORDS, REFUSAL_WINDOW, REFUSALS, find_phrase
 
 STAGE = "self-instruct-multiturn"

@@ -43,7 +43,6 @@ from typing import Any
 
 from datagen.checkpoint import StageLog, count_reasons, make_reject, write_outputs
 from datagen.errors import CircuitOpen, ConfigError, LLMError
-from datagen.rouge import RougePool
 from datagen.formats import read_seed_tasks
 from datagen.generate import classify
 from datagen.generate.parsing import (
@@ -57,6 +56,7 @@ from datagen.llm.client import Completion, LLMClient, LLMConfig, SamplingParams,
 from datagen.progress import progress
 from datagen.prompts import render, template_ref
 from datagen.records import Example, make_dirs, write_jsonl
+from datagen.rouge import RougePool
 from datagen.textrules import find_blacklisted, normalize_text, starts_with_punctuation
 
 STAGE = "self-instruct"

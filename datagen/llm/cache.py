@@ -19,8 +19,8 @@ import sqlite3
 import threading
 import time
 import weakref
-from pathlib import Path
 from collections.abc import Iterable
+from pathlib import Path
 from typing import Any
 
 from datagen.errors import ConfigError

@@ -14,7 +14,8 @@ from tests.generate.test_respond import invoke
 from tests.generate.test_self_instruct import config as si_config
 from tests.generate.test_self_instruct import scripted as si_scripted
 from tests.generate.test_self_kg import faithful, kg, llm_cfg  # noqa: F401  (kg is a fixture)
-from tests.generate.test_self_qa import docs, run_cli, scripted as qa_scripted  # noqa: F401  (docs is a fixture)
+from tests.generate.test_self_qa import docs, run_cli  # noqa: F401  (docs is a fixture)
+from tests.generate.test_self_qa import scripted as qa_scripted
 
 
 def test_self_instruct_records_the_kept_instance_finish_reason(fault_server, tmp_path):

@@ -25,7 +25,6 @@ from click.testing import CliRunner
 
 from datagen.cli import cli
 from datagen.errors import ConfigError
-from datagen.rouge import rouge_l
 from datagen.formats import read_any
 from datagen.generate.multiturn import (
     FOLLOWUP_KINDS,
@@ -42,6 +41,7 @@ from datagen.generate.multiturn import (
 from datagen.lang import detect_lang
 from datagen.llm.client import LLMConfig
 from datagen.records import read_examples
+from datagen.rouge import rouge_l
 from tests.plugins.faults import MODEL_ID
 
 SEEDS_EN = "seeds/seed_dialogues.jsonl"

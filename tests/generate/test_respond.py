@@ -14,7 +14,7 @@ from click.testing import CliRunner
 from datagen.cli import cli
 from datagen.llm.cache import ResponseCache, cache_key
 from datagen.llm.client import SamplingParams
-from datagen.records import read_examples, write_jsonl, Example
+from datagen.records import Example, read_examples, write_jsonl
 from tests.conftest import PLANTED_API_KEY
 from tests.plugins.faults import MODEL_ID
 

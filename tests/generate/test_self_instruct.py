@@ -18,7 +18,6 @@ from click.testing import CliRunner
 
 from datagen.cli import cli
 from datagen.errors import ConfigError
-from datagen.rouge import rouge_l
 from datagen.generate.parsing import parse_instances_input_first, parse_instances_output_first, parse_numbered_list
 from datagen.generate.self_instruct import (
     SelfInstructConfig,
@@ -30,6 +29,7 @@ from datagen.generate.self_instruct import (
 )
 from datagen.llm.client import LLMConfig
 from datagen.records import read_examples
+from datagen.rouge import rouge_l
 from tests.plugins.faults import MODEL_ID
 
 SEEDS_EN = "seeds/seed_tasks.jsonl"

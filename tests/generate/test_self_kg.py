@@ -19,8 +19,16 @@ from datagen.cli import cli
 from datagen.errors import ConfigError
 from datagen.generate.graph import entity_label, load_graph
 from datagen.generate.kg_sampling import FactIndex, KGSampler, Sample
-from datagen.generate.self_kg import (DEFAULT_SAMPLING, Grounding, SelfKGConfig, build_messages, copied_from_prompt, generate, parse_qa,
-                                      template_phrasings)
+from datagen.generate.self_kg import (
+    DEFAULT_SAMPLING,
+    Grounding,
+    SelfKGConfig,
+    build_messages,
+    copied_from_prompt,
+    generate,
+    parse_qa,
+    template_phrasings,
+)
 from datagen.llm.cache import ResponseCache, cache_key
 from datagen.llm.client import LLMConfig, SamplingParams
 from datagen.records import read_examples

@@ -18,7 +18,6 @@ from click.testing import CliRunner
 
 from datagen.cli import cli
 from datagen.errors import ConfigError
-from datagen.llm.cache import ResponseCache, cache_key
 from datagen.generate.documents import Document, chunk_document
 from datagen.generate.self_qa import (
     SelfQAConfig,
@@ -34,6 +33,7 @@ from datagen.generate.self_qa import (
     support,
     unsupported_facts,
 )
+from datagen.llm.cache import ResponseCache, cache_key
 from datagen.records import read_examples
 from tests.plugins.faults import MODEL_ID
 

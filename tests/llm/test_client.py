@@ -14,7 +14,7 @@ from datagen.errors import CircuitOpen, ConfigError, LLMRequestError, LLMServerE
 from datagen.llm.client import LLMClient, LLMConfig, SamplingParams, map_bounded
 from datagen.llm.transport import parse_retry_after
 from tests.conftest import PLANTED_API_KEY
-from tests.plugins.faults import MODEL_ID, default_answer
+from tests.plugins.faults import MODEL_ID
 
 FAST = dict(backoff_base=0.01, backoff_max=0.05, retry_after_max=2.0)
 

@@ -45,7 +45,7 @@ def test_a_stage_with_zero_records_ends_with_a_line_saying_so(fault_server, tmp_
                         rf"{stage['rejected']} rejected; {stage['llm']['requests']} LLM calls.*, [\d,]+ \+ [\d,]+ tokens; "
                         rf"wrote {re.escape(str(run_dir / 'self_instruct'))}", line), line
     kg = manifest["stages"]["self_kg"]
-    assert f"self_kg: done in" in result.output and f"{kg['kept']} kept, {kg['rejected']} rejected; wrote" in result.output
+    assert "self_kg: done in" in result.output and f"{kg['kept']} kept, {kg['rejected']} rejected; wrote" in result.output
     assert result.output.index("self_instruct: running") < result.output.index(line)
 
 

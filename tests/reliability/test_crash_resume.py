@@ -21,12 +21,18 @@ import time
 from dataclasses import dataclass
 from pathlib import Path
 
-import pytest
 from click.testing import CliRunner
 
 from datagen.cli import cli
-from tests.reliability._support import KG, SEEDS, assert_no_torn_jsonl, datagen_cmd, responder, subprocess_env, \
-    write_config
+from tests.reliability._support import (
+    KG,
+    SEEDS,
+    assert_no_torn_jsonl,
+    datagen_cmd,
+    responder,
+    subprocess_env,
+    write_config,
+)
 
 STAGES = ("self_instruct", "self_kg", "filter", "train")
 COMPARED = ("self_instruct/records.jsonl", "self_instruct/rejects.jsonl", "self_kg/records.jsonl",
