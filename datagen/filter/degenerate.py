@@ -24,6 +24,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from datagen.filter.relevance import content_stems
 from datagen.lang import is_cjk
 from datagen.prompts import prompts_dir
 from datagen.textrules import normalize_text
@@ -97,7 +98,9 @@ _OPEN_EN = re.compile(
     r"(?= (?:\S+ ){0,3}?(?:post|dialogue|quiz|faq|press release|tweet|plan|guide|overview|description|explanation|summary|list|story|essay|poem|letter|email|report|outline|"
     r"biography|profile|review|analysis|argument|comparison|itinerary|recipe|tutorial|introduction|speech|article|"
     r"paragraph|advice|tips|examples|reasons|ideas|suggestions|steps|instructions|recommendations|strategy|"
-    r"proposal|schedule|routine|program|checklist|agenda|pitch|toast|eulogy|lesson)s?\b)|how (?:do|can|should|would) "
+    r"proposal|schedule|routine|program|checklist|agenda|pitch|toast|eulogy|lesson)s?\b)|"
+    r"what(?:'s| is| are) (?:the |some )?(?:best|easiest|quickest|fastest|simplest|most effective) ways? to|"
+    r"how (?:do|can|should|would) "
     r"(?:i|we|you|one)|how to|what are (?:some|the (?:benefits|advantages|disadvantages|pros|cons|steps|differences|"
     r"causes|effects|main|key))|walk me through|teach me|review|tell (?:me |us |them )?(?:a |an |the )?(?:\S+ ){0,3}?"
     r"(?:story|tale|fable|anecdote|joke|legend))\b", re.IGNORECASE)
@@ -124,7 +127,10 @@ _SHORT_OBJECT_ZH = re.compile(r"^(?:出|下|一下)?(?:一个|两个|几个)?(?:
 _BRIEF = re.compile(r"\b(?:in|with|using)\s+(?:one|a single|two|a|1|2)\s+words?\b|\bone[- ]word\b|\btwo[- ]word\b|"
                     r"\bsingle word\b|\bone or two words\b|\bin a word\b|\bjust (?:the|a) (?:name|word|number)\b|"
                     r"(?:用|以)?(?:一个|两个|一|两|1|2)(?:个)?(?:词|字)|一词|二字|两字", re.IGNORECASE)
-_CODE_OR_MATH = re.compile(r"[;{}=<>\[\]+*/\\|^$]|\w\(|\d")
+#: Code or math notation in a short answer ("x++;", "a^2+b^2", "f(x)"). A bare number is not in it: "5" is no
+#: whole answer to "Explain the Pythagorean theorem", and tasks that want a number ("Write the sum of …") are
+#: not open (``_SHORT_OBJECT_EN``).
+_CODE_OR_MATH = re.compile(r"[;{}=<>\[\]+*/\\|^$]|\w\(")
 #: A task that chooses among options ("判断…是新闻、诗歌还是说明文", "Which of these…") is not open.
 _CHOICE = re.compile(r"判断|是否|还是|哪个|哪一|哪种|属于|分类|归类|选择|选出|\bwhich (?:of|one)\b|\bclassify\b|"
                      r"\bcategori[sz]e\b|\btrue or false\b|\byes or no\b|\bwhether\b|\bidentify the (?:type|category|"
@@ -277,7 +283,22 @@ def echo(answer: str, task: TaskContext) -> str | None:
         return f"answer = a few-shot example of the prompt ({answer.strip()[:60]!r})"
     if restates_request(answer, task):
         return "answer restates the request instead of answering it"
+    if adds_nothing(answer, task):
+        return "answer adds nothing to the request: every content word of it comes from the instruction"
     return None
+
+
+def adds_nothing(answer: str, task: TaskContext) -> bool:
+    """A short English answer to an open task built only from the instruction's own content words ("How many
+    people can you hold with one hand? Explain." → "10 people can hold with one hand."). Only the instruction
+    counts, not the input: "List the colours in the input" → "Red, green and blue" takes its words from the
+    input and is an answer."""
+    text = answer.strip()
+    if not task.open_verb or len(text.split()) > 20 or "\n" in text or any(is_cjk(c) for c in text) \
+            or _CODE_OR_MATH.search(text):  # code ('printf("hello\\n");', a Makefile rule) reuses the task's words
+        return False
+    mine = content_stems(text)
+    return len(mine) >= 2 and mine <= content_stems(task.instruction)
 
 
 #: A task about templates or blanks may rightly answer with placeholders ("Write a form letter template").

@@ -59,13 +59,14 @@ _TRANSLATE = re.compile(r"translat|\b(?:in|into|to)\s+(?:french|german|spanish|c
                         r"korean|russian|portuguese|arabic)\b|翻译|译成|译为", re.IGNORECASE)
 
 
-def _stems(text: str) -> set[str]:
+def content_stems(text: str) -> set[str]:
+    """The English content words of ``text``, stemmed to 5 letters, stopwords out."""
     return {w.lower()[:5] for w in _WORD.findall(text) if w.lower() not in _STOP and len(w) > 2}
 
 
 def overlap(task: str, answer: str) -> int:
     """Content words (stemmed to 5 letters, stopwords out) that ``task`` and ``answer`` share."""
-    return len(_stems(task) & _stems(answer))
+    return len(content_stems(task) & content_stems(answer))
 
 
 def zh_unrelated(task: str, answer: str, min_chars: int, has_input: bool = True) -> bool:
