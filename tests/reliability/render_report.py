@@ -28,6 +28,10 @@ AREAS = {
     "test_run_lock": "Run lock",
     "test_hostile_answers": "Hostile answers / cache",
     "test_secret_urls": "Secrets",
+    "test_export_safety": "Exports never delete",
+    "test_served_identity": "`datagen serve` identity",
+    "test_serve_limits": "`datagen serve`",
+    "test_filter_interrupt": "Ctrl-C in the filter",
 }
 GROUPS = {  # bad-input case id prefix → what the group covers
     "seeds": "Seed files (`self-instruct --seeds`)",
