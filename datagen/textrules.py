@@ -344,3 +344,26 @@ def is_sign_off(line: str) -> bool:
     (True, True, False)
     """
     return bool(_SIGN_OFF.match(line.strip()))
+
+
+#: Requests for the assistant's own life: a text model has none, so every answer is invented ("What's the most
+#: amazing thing you've ever done?", "你做过的最难忘的事是什么？"). Rhetorical openers ("Have you ever wondered
+#: why the sky is blue?") and tasks about someone else's experience are not such requests.
+_PERSONAL_EXPERIENCE = re.compile(
+    r"\byou(?:'ve| have)? ever (?:done|had|been|seen|made|tried|experienced|felt|met|visited|eaten|won|lost|"
+    r"achieved|accomplished|faced|overcome)\b|\byour (?:own )?personal (?:story|stories|experiences?|projects?|life|"
+    r"anecdotes?|journey)\b|\bso far today\b|\byou (?:did|ate|learned|saw|have learned) (?:today|yesterday|this "
+    r"(?:morning|week)|last (?:night|week|weekend|year))\b|\babout (?:a time|the time) (?:when )?you\b"
+    r"|你(?:曾经)?(?:做过|经历过|遇到过|去过|吃过|见过)的|你(?:自己)?的亲身经历|你今天(?:学到|做了|吃了|见到)", re.IGNORECASE)
+
+
+def find_personal_experience(text: str) -> str | None:
+    """The phrase that asks for the assistant's own experiences, or None (see ``_PERSONAL_EXPERIENCE``).
+
+    >>> find_personal_experience("What is the most amazing thing you've ever done?")
+    "you've ever done"
+    >>> find_personal_experience("Have you ever wondered why the sky is blue? Explain.") is None
+    True
+    """
+    match = _PERSONAL_EXPERIENCE.search(text)
+    return match.group(0) if match else None

@@ -24,6 +24,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from rapidfuzz import fuzz
+
 from datagen.filter.relevance import content_stems
 from datagen.lang import is_cjk
 from datagen.prompts import prompts_dir
@@ -285,7 +287,74 @@ def echo(answer: str, task: TaskContext) -> str | None:
         return "answer restates the request instead of answering it"
     if adds_nothing(answer, task):
         return "answer adds nothing to the request: every content word of it comes from the instruction"
+    if copies_input(answer, task):
+        return f"answer is the input barely changed, for an open task ({task.open_verb})"
     return None
+
+
+_ANNOUNCE = re.compile(
+    r"^\W*(?:(?:ok(?:ay)?|sure|good job|great|alright|of course|certainly|yes|absolutely)\W+)*"
+    r"(?:i(?:'ll| will| am going to| can| shall)|let me|let's|here (?:is|are)|below (?:is|are))\b[^:：\n]{0,60}$"
+    r"|^(?:好的|当然|没问题)?[，,]?(?:我(?:将|会|来|可以)|下面是|以下是|让我)[^：:\n]{0,25}$", re.IGNORECASE)
+
+
+def announces_only(answer: str, task: TaskContext) -> str | None:
+    """The answer says it will do the task, and stops: "Good job, I will prepare a list of 3 tips.", "Here are
+    five ideas.", "好的，我来写一首诗。" Must not fire on "Here is the list: apples, pears" (the content follows a
+    colon), "I will be there at 5." to "Reply to the invitation" (the promise is the answer: no open task), or
+    on a long answer that starts with "Let me explain" and explains.
+    """
+    text = answer.strip()
+    if not task.open_verb or "\n" in text or len(text.split()) > 20:
+        return None
+    return "announces the answer instead of giving it" if _ANNOUNCE.match(text) else None
+
+
+#: Questions whose answer is a quantity, a duration or a date ...
+_QUANTITY_QUESTION = re.compile(
+    r"^\W*(?:how (?:long|many|old|far|tall|high|big|large|heavy|often)|in what year|what year|which year|"
+    r"when (?:did|was|were)|how much (?:time|money|does \w+ cost|is)\b)"
+    r"|多久|多长时间|多少年|哪一年|几年|几岁|多少(?:个|人|次|种|天|年|钱|米|公里)|几(?:个|次|种|天|人)|多高|多重|多远", re.IGNORECASE)
+#: ... and what such an answer holds: a digit, a number word, a unit of time or size.
+_QUANTITY = re.compile(
+    r"\d|\b(?:one|two|three|four|five|six|seven|eight|nine|ten|eleven|twelve|fifteen|twenty|thirty|forty|fifty|"
+    r"hundred|thousand|million|billion|dozens?|couple|few|several|half|many|a lot|numerous|none|no|zero|once|twice|"
+    r"single|seconds?|minutes?|hours?|days?|weeks?|months?|years?|decades?|centur(?:y|ies)|overnight|"
+    r"ages?|century|meters?|metres?|kilometers?|kilometres?|miles?|feet|foot|inches?|pounds?|kilograms?|grams?|"
+    r"tons?|dollars?|euros?|cents?|daily|weekly|monthly|yearly|annually|always|never|often|rarely|sometimes|"
+    r"spring|summer|autumn|fall|winter|morning|evening|night|dawn|dusk|january|february|march|april|may|june|"
+    r"july|august|september|october|november|december|bc|ad|bce|ce)\b"
+    r"|[一二三四五六七八九十百千万亿两几数半零]|[年月日天周时分秒岁米斤克元]", re.IGNORECASE)
+
+
+def wrong_answer_type(answer: str, task: TaskContext) -> str | None:
+    """A quantity question ("How long does it take to make a starter?", "多久", "哪一年") whose answer holds no
+    number, duration or date. Must not fire on "About ten minutes.", "Two: Phobos and Deimos.", "In 1945.",
+    "三天左右。", nor on "When should I water succulents?" (a "when" that asks for a condition).
+    """
+    question = task.instruction.strip()
+    if not _QUANTITY_QUESTION.search(question) or task.is_classification or _QUANTITY.search(answer):
+        return None
+    return "a quantity question answered without a number, duration or date"
+
+
+#: An instruction that works on its input ("Write the sentence in the plural", "把下面这句话…") may rightly answer
+#: with a near-copy of it.
+_WORKS_ON_INPUT = re.compile(r"\b(?:the|this|these|that|following|given|above|below) (?:sentences?|text|passage|"
+                             r"paragraphs?|phrases?|words?|input|code|list|story|poem|title|statement|quote|line)\b|"
+                             r"\bthe following\b|\bgiven\b|下面|以下|下列|这句|这段|这个句子|给定|上面|上述", re.IGNORECASE)
+
+
+def copies_input(answer: str, task: TaskContext) -> bool:
+    """An answer to an open task that is its input barely changed ("Write a paragraph about your hobby." + "I
+    love to play the guitar." → "I love playing the guitar."). Tasks that ask for a change of the input are
+    ``output_equals_input``'s; a task that asks for more than the input holds gets a copy back only when the
+    model did nothing."""
+    source = task.input.strip()
+    if not task.open_verb or not source or len(answer.strip()) > 1.3 * len(source) + 10 \
+            or _WORKS_ON_INPUT.search(task.instruction):  # "Write the sentence in the plural" rewrites it
+        return False
+    return fuzz.ratio(normalize_text(answer), normalize_text(source)) >= 80
 
 
 def adds_nothing(answer: str, task: TaskContext) -> bool:

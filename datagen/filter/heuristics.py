@@ -17,7 +17,8 @@ turn of a conversation) or at every prompt-side text; answer rules run on every 
 Rules read text in context: a blacklisted request is one a text-only model cannot do ("draw a picture of",
 not "draw a conclusion"), brackets are checked in prose only, truncation knows code, lists and sign-offs, a
 URL matters only where the task must open it, and output = input only where the task asks for a change. The
-degenerate-answer rules (``echo``, ``label_copy``, ``short_open_answer``, ``placeholder``) live in
+degenerate-answer rules (``echo``, ``label_copy``, ``short_open_answer``, ``announces_only``,
+``wrong_answer_type``, ``placeholder``) live in
 ``datagen.filter.degenerate``; ``unrelated_answer`` needs the sentence encoder and runs batched over the
 records that pass the rest (``datagen.filter.relevance``). ``prompt_injection`` also honours a generator's
 ``meta.flags: ["prompt_injection"]``.
@@ -35,10 +36,12 @@ from typing import TYPE_CHECKING, Any
 
 from datagen.filter.degenerate import (
     TaskContext,
+    announces_only,
     echo,
     label_copy,
     placeholder,
     short_open_answer,
+    wrong_answer_type,
 )
 from datagen.lang import cjk_ratio, count_units, detect_lang, is_cjk, latin_language
 from datagen.records import Example
@@ -49,6 +52,7 @@ from datagen.textrules import (
     REFUSALS,
     find_blacklisted,
     find_media_task,
+    find_personal_experience,
     find_phrase,
     injection_line,
     is_sign_off,
@@ -64,8 +68,8 @@ STAGE = "heuristics"
 RULES = (
     "instruction_empty", "output_empty",
     "instruction_too_short", "instruction_too_long", "output_too_short", "output_too_long",
-    "prompt_injection", "output_equals_input", "echo", "label_copy", "short_open_answer", "placeholder",
-    "blacklisted_keyword", "leading_punctuation", "url_in_prompt", "image_placeholder",
+    "prompt_injection", "output_equals_input", "echo", "label_copy", "short_open_answer", "announces_only",
+    "wrong_answer_type", "placeholder", "blacklisted_keyword", "personal_experience", "leading_punctuation", "url_in_prompt", "image_placeholder",
     "ai_identity", "refusal", "truncated", "unbalanced", "repetition", "language_mismatch",
     "unrelated_answer",  # batched, with the sentence encoder: datagen/filter/relevance.py
 )
@@ -418,6 +422,7 @@ def _answer_flags(turn: Turn, cfg: FilterConfig, finish_reason: str | None) -> t
     if same:
         flags["output_equals_input"] = same
     for rule, check in (("echo", echo), ("label_copy", label_copy), ("short_open_answer", short_open_answer),
+                        ("announces_only", announces_only), ("wrong_answer_type", wrong_answer_type),
                         ("placeholder", placeholder)):
         found = check(answer, task)
         if found:
@@ -575,6 +580,9 @@ def _instruction_flags(example: Example, cfg: FilterConfig) -> dict[str, Any]:
             word = find_blacklisted(instruction, "en", cfg.blacklist)  # the user's own bare words
         if word:
             flags["blacklisted_keyword"] = word
+        asked = find_personal_experience(instruction)
+        if asked:
+            flags["personal_experience"] = f"asks for the assistant's own experience: {asked!r}"
         if starts_with_punctuation(instruction):
             flags["leading_punctuation"] = instruction.lstrip()[0]
         open_ = unbalanced(instruction)
