@@ -175,7 +175,7 @@ def test_decontamination_drops_planted_leaks_and_keeps_near_misses(tmp_path):
     records = [ex(EN_LEAK, "It arrives around noon."),
                ex("请回答下面这道题。", output="一道题：下列哪一项最能说明为什么在寒冷的冬天早晨，窗户会起雾。"),
                ex(EN_NEAR, "About three hours later."),
-               ex("为什么冬天窗户会结冰？", output=ZH_NEAR),
+               ex(ZH_NEAR, output="因为室内温暖潮湿的空气碰到冰冷的玻璃，水汽就凝结成了水珠。"),
                ex("Explain why kettles whistle.", "Steam escapes through a narrow spout and the air vibrates.")]
     bench = [FIXTURES / "bench_like_en.jsonl", FIXTURES / "bench_like_zh.jsonl"]
     curated, rejects, stats = run_filtered(tmp_path, records, **NO_EMBED, decontaminate=bench)
@@ -230,7 +230,8 @@ def test_against_drops_only_what_is_in_the_old_set(tmp_path):
 def test_cli_against_option(tmp_path):
     old, new, out = tmp_path / "old.jsonl", tmp_path / "new.jsonl", tmp_path / "out"
     write_jsonl(old, [ex("Name the largest ocean.", "Pacific.")])
-    write_jsonl(new, [ex("Name the largest ocean on Earth.", "Pacific."), ex("Describe how a rainbow forms.", "Light.")])
+    rainbow = ex("Describe how a rainbow forms.", "Sunlight bends and reflects inside raindrops and splits into colours.")
+    write_jsonl(new, [ex("Name the largest ocean on Earth.", "Pacific."), rainbow])
     result = invoke("filter", new, "--out", out, "--no-embed-dedup", "--against", old)
     assert result.exit_code == 0, result.output
     assert "kept 1 of 2 records" in result.output
