@@ -310,32 +310,40 @@ def announces_only(answer: str, task: TaskContext) -> str | None:
     return "announces the answer instead of giving it" if _ANNOUNCE.match(text) else None
 
 
-#: Questions whose answer is a quantity, a duration or a date ...
-_QUANTITY_QUESTION = re.compile(
-    r"^\W*(?:how (?:long|many|old|far|tall|high|big|large|heavy|often)|in what year|what year|which year|"
-    r"when (?:did|was|were)|how much (?:time|money|does \w+ cost|is)\b)"
-    r"|多久|多长时间|多少年|哪一年|几年|几岁|多少(?:个|人|次|种|天|年|钱|米|公里)|几(?:个|次|种|天|人)|多高|多重|多远", re.IGNORECASE)
-#: ... and what such an answer holds: a digit, a number word, a unit of time or size.
-_QUANTITY = re.compile(
-    r"\d|\b(?:one|two|three|four|five|six|seven|eight|nine|ten|eleven|twelve|fifteen|twenty|thirty|forty|fifty|"
-    r"hundred|thousand|million|billion|dozens?|couple|few|several|half|many|a lot|numerous|none|no|zero|once|twice|"
-    r"single|seconds?|minutes?|hours?|days?|weeks?|months?|years?|decades?|centur(?:y|ies)|overnight|"
-    r"ages?|century|meters?|metres?|kilometers?|kilometres?|miles?|feet|foot|inches?|pounds?|kilograms?|grams?|"
-    r"tons?|dollars?|euros?|cents?|daily|weekly|monthly|yearly|annually|always|never|often|rarely|sometimes|"
-    r"spring|summer|autumn|fall|winter|morning|evening|night|dawn|dusk|january|february|march|april|may|june|"
-    r"july|august|september|october|november|december|bc|ad|bce|ce)\b"
-    r"|[一二三四五六七八九十百千万亿两几数半零]|[年月日天周时分秒岁米斤克元]", re.IGNORECASE)
+#: Questions whose answer is a duration ("How long does it take…", 多久) ...
+_DURATION_QUESTION = re.compile(r"^\W*how long\b|多久|多长时间|多少(?:天|年|小时|分钟)|几(?:天|年|小时|分钟)", re.IGNORECASE)
+#: ... or a number or a date ("How many…", "What year…", "When did…", 哪一年).
+_NUMBER_QUESTION = re.compile(
+    r"^\W*(?:how (?:many|old|far|tall|high|big|large|heavy|deep|wide)|in what year|what year|which year|"
+    r"when (?:did|was|were))\b|哪一年|几岁|多少(?:个|人|次|种|钱|米|公里)|几(?:个|次|种|人)|多高|多重|多远", re.IGNORECASE)
+#: What a duration holds: a digit or a unit of time or length ("ten minutes", "overnight", "三天左右").
+_DURATION = re.compile(
+    r"\d|\b(?:seconds?|minutes?|hours?|days?|weeks?|months?|years?|decades?|centur(?:y|ies)|overnight|"
+    r"millenni(?:um|a)|meters?|metres?|kilomet(?:er|re)s?|km|miles?|feet|foot|inches?)\b"
+    r"|[天周年月日时秒]|小时|分钟|星期|世纪|公里|米", re.IGNORECASE)
+#: What a number or a date holds: a digit, a number word, a month or an era.
+_NUMBER = re.compile(
+    r"\d|\b(?:one|two|three|four|five|six|seven|eight|nine|ten|eleven|twelve|thirteen|fourteen|fifteen|sixteen|"
+    r"seventeen|eighteen|nineteen|twenty|thirty|forty|fifty|sixty|seventy|eighty|ninety|hundreds?|thousands?|"
+    r"millions?|billions?|dozens?|none|zero|no|a couple|several|a few|once|twice|january|february|march|april|"
+    r"may|june|july|august|september|october|november|december|bc|bce|ad|ce)\b"
+    r"|[一二三四五六七八九十百千万亿两零]|世纪|年代", re.IGNORECASE)
 
 
 def wrong_answer_type(answer: str, task: TaskContext) -> str | None:
-    """A quantity question ("How long does it take to make a starter?", "多久", "哪一年") whose answer holds no
-    number, duration or date. Must not fire on "About ten minutes.", "Two: Phobos and Deimos.", "In 1945.",
-    "三天左右。", nor on "When should I water succulents?" (a "when" that asks for a condition).
+    """A question that asks for a duration, a number or a date ("How long does it take to make a starter?",
+    "How many moons…", "哪一年") whose answer holds none. Must not fire on "About ten minutes.", "Two: Phobos and
+    Deimos.", "In 1945.", "三天左右。", nor on "When should I water succulents?" (a "when" that asks for a
+    condition). "Many yeasts…" is no answer to "How long…": a duration needs a unit or a digit.
     """
     question = task.instruction.strip()
-    if not _QUANTITY_QUESTION.search(question) or task.is_classification or _QUANTITY.search(answer):
+    if task.is_classification:
         return None
-    return "a quantity question answered without a number, duration or date"
+    if _DURATION_QUESTION.search(question):
+        return None if _DURATION.search(answer) else "a 'how long' question answered without a duration"
+    if _NUMBER_QUESTION.search(question):
+        return None if _NUMBER.search(answer) else "a 'how many / when' question answered without a number or date"
+    return None
 
 
 #: An instruction that works on its input ("Write the sentence in the plural", "把下面这句话…") may rightly answer

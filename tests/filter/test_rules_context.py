@@ -203,6 +203,8 @@ CONTEXT_CASES: dict[str, tuple[list[Example], list[Example]]] = {
          ex("写一首关于大海的诗。", "海浪拍着礁石，\n咸风吹过渔村，\n夜里灯塔醒着。")]),
     "wrong_answer_type": (
         [ex("How long does it take to make a sourdough starter?", "The bacteria produce lactic acid and acetic acid."),
+         ex("How long does it take to make a starter?", "The bacteria, which outnumber the yeasts many times over, "
+            "produce lactic acid, one of the acids that give sourdough its tang."),
          ex("How many planets are in the solar system?", "The planets orbit the sun."),
          ex("What year did the Berlin Wall fall?", "It fell because of protests."),
          ex("做酸面团酵头需要多久？", "酵头里的细菌会产生乳酸。"),
