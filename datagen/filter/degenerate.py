@@ -102,6 +102,7 @@ _OPEN_EN = re.compile(
     r"paragraph|advice|tips|examples|reasons|ideas|suggestions|steps|instructions|recommendations|strategy|"
     r"proposal|schedule|routine|program|checklist|agenda|pitch|toast|eulogy|lesson)s?\b)|"
     r"what(?:'s| is| are) (?:the |some )?(?:best|easiest|quickest|fastest|simplest|most effective) ways? to|"
+    r"what(?:'s| is| are) (?:the |a |an |some )?(?:most |least )?(?:\w+ )?facts? about|"
     r"how (?:do|can|should|would) "
     r"(?:i|we|you|one)|how to|what are (?:some|the (?:benefits|advantages|disadvantages|pros|cons|steps|differences|"
     r"causes|effects|main|key))|walk me through|teach me|review|tell (?:me |us |them )?(?:a |an |the )?(?:\S+ ){0,3}?"
@@ -229,6 +230,12 @@ def _label_fits(norm: str, task: TaskContext) -> bool:
     return False
 
 
+_BARE_NUMBER = re.compile(r"\W*\d[\d.,]*\W*")
+#: A task that asks for code to be written ("Create a new version of the following code…"), not for a value.
+_WRITES_CODE = re.compile(r"\b(?:write|create|implement|modify|rewrite|refactor|fix|new version|code that)\b|编写|写一个|实现|修改",
+                          re.IGNORECASE)
+
+
 def short_open_answer(answer: str, task: TaskContext) -> str | None:
     """A one- or two-word answer to an open task (write, plan, describe, explain, list, compose…; 写、描述…).
 
@@ -236,6 +243,9 @@ def short_open_answer(answer: str, task: TaskContext) -> str | None:
     "Canberra." to "What is the capital of Australia?", "积极" to a sentiment task, "Mice" to "Write the plural
     of mouse", "Red, blue" to "List two colours" (a list), or "Joyful" to "Describe your mood in one word".
     """
+    if _CODE_TASK.search(task.instruction) and _WRITES_CODE.search(task.instruction) \
+            and _BARE_NUMBER.fullmatch(answer.strip()):
+        return "a bare number for a task that asks for code"
     if not answer.strip() or "```" in answer or _CODE_OR_MATH.search(answer):
         return None  # "x++;" to "Write a C line that increments x" is a whole answer
     size, _ = _answer_words(answer)
