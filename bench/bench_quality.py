@@ -34,6 +34,7 @@ import argparse
 import asyncio
 import json
 import os
+import subprocess
 import sys
 import tempfile
 import time
@@ -318,7 +319,17 @@ def render(result: dict[str, Any], tail: str) -> str:
     if held:
         lines.append(f"- held-out set (`{held['fixtures']}/`, scored separately, see the end): all targets met: "
                      f"{_mark(held['all_targets_met'])}")
-    lines += ["", "## Figures", "", summary_table(result), "", *_details(result, "##")]
+    lines += ["", "## Figures", "", summary_table(result), ""]
+    found = result.get("classify")
+    if found:
+        overall = found["heldout"]["all"]["combined"]
+        lines += ["## Classification decision (Self-Instruct's routing, `datagen classify`)", "",
+                  (f"Held-out labelled set (`tests/fixtures/classify/heldout.jsonl`, never used as neighbours): accuracy "
+                   f"{overall['accuracy']:.1%} (target ≥ 90%), recall on classification tasks {overall['recall']:.1%} "
+                   f"(target ≥ 75%): {_mark(all(found['targets_met'].values()))}. From "
+                   "`bench/bench_classify.py --no-model-vote`; the model vote only breaks ties."), "",
+                  found["markdown"], ""]
+    lines += _details(result, "##")
     if held:
         h_sound = sum(e["total"] for e in held["sound"].values())
         lines += ["", "## Held-out fixtures", "",
@@ -422,6 +433,20 @@ def brief_result(result: dict[str, Any], doc: Path | None) -> dict[str, Any]:
     return out
 
 
+def classification_figures() -> dict[str, Any] | None:
+    """``bench/bench_classify.py --no-model-vote``'s result: the classification decision (cues + neighbours) on
+    the seeds, leave-one-out, and on the held-out labelled set. The model vote only breaks ties; its own figures
+    are in the ``classify`` section of ``make bench``."""
+    with tempfile.TemporaryDirectory(prefix="bench_quality-classify-") as tmp:
+        out = Path(tmp) / "classify.json"
+        done = subprocess.run([sys.executable, str(Path(__file__).with_name("bench_classify.py")), "--no-model-vote",
+                               "--out", str(out)], capture_output=True, text=True)
+        if done.returncode != 0 or not out.exists():
+            print(f"bench_quality: bench_classify failed: {done.stderr[-500:]}", file=sys.stderr)
+            return None
+        return json.loads(out.read_text(encoding="utf-8"))
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--fixtures", type=Path, default=FIXTURES, help="folder of fixture .jsonl files")
@@ -449,6 +474,7 @@ def main(argv: list[str] | None = None) -> int:
         print(f"bench_quality: {exc}", file=sys.stderr)
         return 2
     result["date"] = time.strftime("%Y-%m-%d %H:%M UTC", time.gmtime())
+    result["classify"] = None if args.no_embed else classification_figures()
     result["markdown"] = markdown_summary(result)
     print(summary_table(result))
     print(f"{len(result['false_positives'])} false positives, {len(result['misses'])} misses; "
