@@ -32,6 +32,7 @@ AREAS = {
     "test_served_identity": "`datagen serve` identity",
     "test_serve_limits": "`datagen serve`",
     "test_filter_interrupt": "Ctrl-C in the filter",
+    "test_injection_flag": "Untrusted text",
 }
 GROUPS = {  # bad-input case id prefix → what the group covers
     "seeds": "Seed files (`self-instruct --seeds`)",
