@@ -169,9 +169,13 @@ class TaskContext:
 
     @functools.cached_property
     def open_verb(self) -> str | None:
-        """The verb that makes the task open (``write``, ``describe``, ``解释``), or None."""
-        if self.is_classification or _BRIEF.search(self.instruction) or _CHOICE.search(self.instruction) \
-                or _CODE_TASK.search(self.instruction):
+        """The verb that makes the task open (``write``, ``describe``, ``解释``), or None.
+
+        A generator's ``is_classification`` does not close a task whose own words open it: the flag comes from
+        a classifier that can be wrong ("What is the most surprising fact about a famous movie?" routed
+        output-first got the label "Unrelieved"), while the words of a real classification task name a choice
+        (``_CHOICE``: "classify", "which of", 判断…)."""
+        if _BRIEF.search(self.instruction) or _CHOICE.search(self.instruction) or _CODE_TASK.search(self.instruction):
             return None
         for match in _OPEN_EN.finditer(self.instruction):
             if not _SHORT_OBJECT_EN.match(self.instruction[match.end():]):

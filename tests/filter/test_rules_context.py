@@ -176,6 +176,7 @@ CONTEXT_CASES: dict[str, tuple[list[Example], list[Example]]] = {
          ex("List all the ways to split a bill among three friends.", "3", input="3 + 4"),
          ex("What's the best way to make your favorite food at home?", "No way!"),
          ex("What is the most surprising fact about a famous movie?", "Unrelieved"),
+         ex("What is the most surprising fact about a famous movie?", "Unrelieved", is_classification=True),
          ex("Create a new version of the following code that returns all prime numbers up to n.", "10",
             input="n = 10")],
         [ex("What is the capital of Australia?", "Canberra."),
@@ -183,7 +184,6 @@ CONTEXT_CASES: dict[str, tuple[list[Example], list[Example]]] = {
          ex("List two primary colours.", "Red, blue"),
          ex("Describe your mood in one word.", "Joyful"),
          ex("Suggest a name for a bakery.", "Sweet Rise"),
-         ex("Write a story about a dog.", "Short", is_classification=True),
          ex("判断这句话的情感：今天真开心。", "积极"),
          ex("中国的首都是哪里？", "北京。"),
          ex("用一个词描述你的心情。", "开心"),
@@ -191,6 +191,7 @@ CONTEXT_CASES: dict[str, tuple[list[Example], list[Example]]] = {
          ex("Write the sum of 2 and 3.", "5"),
          ex("Write a C statement that increments x.", "x++;"),
          ex("What is the most populous country?", "China."),
+         ex("Classify the story's genre.", "Fantasy", input="A dragon guards the castle.", is_classification=True),
          ex("Write a shell command that lists hidden files.", "ls -a"),
          ex("What does this Python expression return? len('abc')", "3")]),
     "announces_only": (
