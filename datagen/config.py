@@ -275,6 +275,14 @@ class _StrictLoader(yaml.SafeLoader):
         return super().construct_mapping(node, deep=deep)
 
 
+# Our own copies of PyYAML's implicit resolvers and safe constructors, taken at import: a library that edits
+# ``yaml.SafeLoader`` in place (seen in the test suite: dates read back as text once some library had loaded)
+# must not change what a config means. A date where text belongs stays a date, and ``check_plain`` refuses it.
+_StrictLoader.yaml_implicit_resolvers = {
+    first: list(entries) for first, entries in yaml.resolver.Resolver.yaml_implicit_resolvers.items()}
+_StrictLoader.yaml_constructors = dict(yaml.constructor.SafeConstructor.yaml_constructors)
+
+
 def _safe_load(text: str) -> Any:
     """``yaml.safe_load`` with duplicate keys refused and the expanded size of aliases bounded."""
     loader = _StrictLoader(text)
