@@ -11,14 +11,14 @@ configured upper bound, so the estimate is a ceiling, never a floor. Answers alr
 discounted: the estimate is for a fresh run.
 
     >>> Step("self_qa", "answers", requests=4, prompt_tokens=300, completion_tokens=160).total_tokens
-    1420
+    1840
 """
 
 from __future__ import annotations
 
 import random
 from collections.abc import Callable
-from dataclasses import asdict, dataclass
+from dataclasses import dataclass
 from typing import Any
 
 from datagen.llm.client import LLMConfig
@@ -72,10 +72,6 @@ def render_table(steps: list[Step]) -> str:
                  "-" if not steps or None in costs else f"{sum(costs):.4f}"))
     widths = [max(len(r[i]) for r in rows) for i in range(len(rows[0]))]
     return "\n".join("  ".join(cell.ljust(w) for cell, w in zip(row, widths)).rstrip() for row in rows)
-
-
-def as_dicts(steps: list[Step]) -> list[dict[str, Any]]:
-    return [asdict(s) for s in steps]
 
 
 # ---------------------------------------------------------------------------------------------- counting
