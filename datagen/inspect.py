@@ -24,8 +24,8 @@ from pathlib import Path
 from typing import Any
 
 from datagen.formats import read_any
-from datagen.lang import count_units, detect_lang
 from datagen.records import Example
+from datagen.text import count_units, detect_lang
 
 
 def summarize(path: str | Path, samples: int = 3, seed: int = 0) -> dict[str, Any]:

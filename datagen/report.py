@@ -24,8 +24,8 @@ from typing import Any
 
 import jinja2
 
-from datagen.lang import count_units, detect_lang
 from datagen.records import Example, iter_examples, write_atomic
+from datagen.text import count_units, detect_lang
 from datagen.verbs import verb_object
 
 _PLOTS = ("funnel", "rejects", "lengths", "similarity", "loss")

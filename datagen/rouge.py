@@ -42,33 +42,13 @@ from rapidfuzz import process
 from rapidfuzz.distance import LCSseq
 
 from datagen.errors import ConfigError
+from datagen.text import CJK
 
 __all__ = ["tokenize", "rouge_l", "RougePool", "greedy_dedup", "greedy_dedup_among"]
 
-# Characters that become one token each: Han ideographs (with radicals, 々〆〇 and extensions B-H in
-# planes 2-3), hiragana, katakana (not the ・ middle dot, which is punctuation), hangul syllables and jamo.
-_CJK = (
-    "\u1100-\u11ff"
-    "\u2e80-\u2fdf"
-    "\u3005-\u3007"
-    "\u3041-\u3096\u3099-\u309f"
-    "\u30a1-\u30fa\u30fc-\u30ff"
-    "\u3131-\u318e"
-    "\u31f0-\u31ff"
-    "\u3400-\u4dbf"
-    "\u4e00-\u9fff"
-    "\ua960-\ua97f"
-    "\uac00-\ud7a3"
-    "\ud7b0-\ud7ff"
-    "\uf900-\ufaff"
-    "\uff66-\uff9f"
-    "\uffa0-\uffdc"
-    "\U0001b000-\U0001b16f"
-    "\U00020000-\U0003ffff"
-)
 # rouge_score's tokens are the maximal [a-z0-9]+ runs of the lowercased text (it replaces every other
 # run by a space and splits), so findall over this pattern yields exactly them, plus CJK characters.
-_TOKEN_RE = re.compile(f"[a-z0-9]+|[{_CJK}]")
+_TOKEN_RE = re.compile(f"[a-z0-9]+|[{CJK}]")  # CJK: one token per character (``datagen.text.CJK``)
 _VALID_TOKEN_RE = re.compile(r"^[a-z0-9]+$")  # rouge_score.tokenize.VALID_TOKEN_RE, checked after stemming
 
 #: Token ids up to this are packed as code points of a str (lone surrogates included: rapidfuzz

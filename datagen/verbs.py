@@ -11,7 +11,7 @@ from __future__ import annotations
 
 import re
 
-from datagen.lang import detect_lang
+from datagen.text import HAN, detect_lang
 
 __all__ = ["verb_object"]
 
@@ -141,7 +141,7 @@ def _zh_head(phrase: str) -> str | None:
     end = _ZH_END.search(phrase)
     phrase = phrase[: end.start()] if end else phrase
     phrase = _ZH_MEASURE.sub("", phrase.rsplit("的", 1)[-1], count=1)
-    if not re.search(r"[\u4e00-\u9fffA-Za-z]", phrase):
+    if not re.search(f"[{HAN}A-Za-z]", phrase):
         return None
     head = next((h for h in _ZH_HEADS if phrase.endswith(h)), None)
     return head or (phrase if len(phrase) <= 4 else phrase[-2:])

@@ -16,7 +16,7 @@ import pytest
 
 from datagen.formats import read_any
 from datagen.rouge import greedy_dedup
-from datagen.textrules import normalize_text
+from datagen.text import normalize_text
 
 ROOT = Path(__file__).resolve().parents[1]
 FIXTURES = ROOT / "tests" / "fixtures" / "quality"

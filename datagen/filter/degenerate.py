@@ -27,9 +27,8 @@ from typing import Any
 from rapidfuzz import fuzz
 
 from datagen.filter.relevance import content_stems
-from datagen.lang import is_cjk
 from datagen.prompts import prompts_dir
-from datagen.textrules import normalize_text
+from datagen.text import CJK, CODE_TASK, is_cjk, normalize_text
 
 #: Our few-shot prompts; their example labels, outputs, inputs and tasks are what a copying model repeats.
 _FEW_SHOT_TEMPLATES = ("self_instruct_output_first.j2", "self_instruct_input_first.j2")
@@ -138,10 +137,6 @@ _CODE_OR_MATH = re.compile(r"[;{}=<>\[\]+*/\\|^$]|\w\(")
 _CHOICE = re.compile(r"判断|是否|还是|哪个|哪一|哪种|属于|分类|归类|选择|选出|\bwhich (?:of|one)\b|\bclassify\b|"
                      r"\bcategori[sz]e\b|\btrue or false\b|\byes or no\b|\bwhether\b|\bidentify the (?:type|category|"
                      r"genre|tone|sentiment)\b", re.IGNORECASE)
-#: A task whose answer is code or a command ("ls -a" is a whole answer to "Write a shell command to …").
-_CODE_TASK = re.compile(r"\b(?:code|command|shell|bash|sql|regex|regular expression|function|snippet|"
-                        r"(?<!video )(?<!movie )(?<!film )(?<!radio )(?<!podcast )(?<!stage )script|"
-                        r"one-liner|formula|expression|syntax)\b|命令|代码|函数|脚本|正则|公式|表达式|语句", re.IGNORECASE)
 _LIST_SEP = re.compile(r"[,，、;；/\n]|\band\b|\bor\b|和|与")
 
 
@@ -175,7 +170,7 @@ class TaskContext:
         a classifier that can be wrong ("What is the most surprising fact about a famous movie?" routed
         output-first got the label "Unrelieved"), while the words of a real classification task name a choice
         (``_CHOICE``: "classify", "which of", 判断…)."""
-        if _BRIEF.search(self.instruction) or _CHOICE.search(self.instruction) or _CODE_TASK.search(self.instruction):
+        if _BRIEF.search(self.instruction) or _CHOICE.search(self.instruction) or CODE_TASK.search(self.instruction):
             return None
         for match in _OPEN_EN.finditer(self.instruction):
             if not _SHORT_OBJECT_EN.match(self.instruction[match.end():]):
@@ -189,7 +184,7 @@ class TaskContext:
 def _answer_words(answer: str) -> tuple[int, str]:
     """Size of a short answer in "words": Latin words, plus CJK characters counted two to a word."""
     cjk = sum(1 for c in answer if is_cjk(c))
-    latin = len(re.findall(r"[^\W_]+", re.sub(r"[\u3040-\u30ff\u3400-\u4dbf\u4e00-\u9fff\uac00-\ud7af]", " ", answer)))
+    latin = len(re.findall(r"[^\W_]+", re.sub(f"[{CJK}]", " ", answer)))
     return latin + (cjk + 1) // 2, "zh" if cjk > latin else "en"
 
 
@@ -247,7 +242,7 @@ def short_open_answer(answer: str, task: TaskContext) -> str | None:
     "Canberra." to "What is the capital of Australia?", "积极" to a sentiment task, "Mice" to "Write the plural
     of mouse", "Red, blue" to "List two colours" (a list), or "Joyful" to "Describe your mood in one word".
     """
-    if _CODE_TASK.search(task.instruction) and _WRITES_CODE.search(task.instruction) \
+    if CODE_TASK.search(task.instruction) and _WRITES_CODE.search(task.instruction) \
             and _BARE_NUMBER.fullmatch(answer.strip()):
         return "a bare number for a task that asks for code"
     if not answer.strip() or "```" in answer or _CODE_OR_MATH.search(answer):
@@ -428,7 +423,7 @@ def placeholder(answer: str, task: TaskContext) -> str | None:
     slot = _CURLY_SLOT.search(prose)
     if slot:
         return f"unfilled placeholder {slot.group(0)!r}"
-    if _CODE_TASK.search(task.instruction):
+    if CODE_TASK.search(task.instruction):
         prose = ""  # "[n * n for n in range(10)]", "[A-Z]": brackets in code and regexes are not slots
     prose = _CHECKBOX.sub(" ", prose)
     for match in _BRACKET.finditer(prose):
@@ -441,7 +436,7 @@ def placeholder(answer: str, task: TaskContext) -> str | None:
     if line:
         return f"unfilled placeholder {line.group(0).strip()!r}"
     tag = _MEDIA_TAG.search(answer)
-    if tag and not _CODE_TASK.search(task.instruction):
+    if tag and not CODE_TASK.search(task.instruction):
         return f"media placeholder {tag.group(0)!r}"
     return None
 

@@ -4,8 +4,8 @@ Run it (with the other stages):  datagen filter gen/records.jsonl --out curated/
 Skip rules by name:              skip_rules: [blacklisted_keyword]     (in filter.yaml)
 
 Every rule has a name (the reject ``reason``) and its thresholds in ``FilterConfig``. English and Chinese are
-equally first-class: lengths count words in English and characters in Chinese (``datagen.lang``), and every
-phrase list has both halves (``datagen.textrules``). Instruction rules look at the instruction (the first user
+equally first-class: lengths count words in English and characters in Chinese (``datagen.text``), and every
+phrase list has both halves (``datagen.text``). Instruction rules look at the instruction (the first user
 turn of a conversation) or at every prompt-side text; answer rules run on every assistant turn of a
 ``messages`` record, against the user turn before it, and name the turn in their detail.
 
@@ -43,19 +43,26 @@ from datagen.filter.degenerate import (
     short_open_answer,
     wrong_answer_type,
 )
-from datagen.lang import cjk_ratio, count_units, detect_lang, is_cjk, latin_language
 from datagen.records import Example
-from datagen.textrules import (
+from datagen.text import (
     AI_IDENTITY,
+    CJK,
+    CODE_TASK,
+    HAN,
     INJECTION_TOPIC,
     REFUSAL_WINDOW,
     REFUSALS,
+    cjk_ratio,
+    count_units,
+    detect_lang,
     find_blacklisted,
     find_media_task,
     find_personal_experience,
     find_phrase,
     injection_line,
+    is_cjk,
     is_sign_off,
+    latin_language,
     starts_with_punctuation,
 )
 
@@ -85,7 +92,7 @@ _LIST_MARKER = re.compile(r"(?:^|[\s:：;；,，])(?:\d{1,3}|[A-Za-z]|[ivxIVX]{1
 _SMILEY_EYES = ":;=-"
 _PARENS = (("(", ")"), ("（", "）"))
 _BRACKETS = (("[", "]"), ("{", "}"), ("【", "】"), ("《", "》"), ("「", "」"), ("『", "』"), ("“", "”"))
-_TOKEN = re.compile(r"[\u3040-\u30ff\u3400-\u4dbf\u4e00-\u9fff\uac00-\ud7af\uf900-\ufaff]|[^\W_]+")
+_TOKEN = re.compile(rf"[{CJK}]|[^\W_]+")
 #: Answers shorter than this are too short for a repetition ratio to mean anything.
 _REPETITION_MIN_TOKENS = 20
 #: Answer length (words / CJK characters) at which the length part of ``heuristic_score`` saturates.
@@ -223,7 +230,7 @@ def _notation_token(match: re.Match[str]) -> str:
 
 
 def _prose_line(line: str) -> bool:
-    words = re.findall(r"[A-Za-z]{2,}|[\u4e00-\u9fff]", line)
+    words = re.findall(f"[A-Za-z]{{2,}}|[{HAN}]", line)
     return len(words) >= 6
 
 
@@ -436,7 +443,7 @@ def _answer_flags(turn: Turn, cfg: FilterConfig, finish_reason: str | None) -> t
     cut = truncation(answer, turn.last, finish_reason)
     if cut:
         flags["truncated"] = cut
-    open_ = unbalanced(answer, code=bool(_CODE_TASK.search(task.text)))
+    open_ = unbalanced(answer, code=bool(CODE_TASK.search(task.text)))
     if open_:
         flags["unbalanced"] = open_
     ratio = repeated_ngram_ratio(answer, cfg.repetition_ngram)
@@ -503,14 +510,6 @@ _CASE_TASK = re.compile(r"\b(upper ?case|lower ?case|all caps|capital letters)\b
 def _raw_form(text: str) -> str:
     text = re.sub(r"\s+", " ", unicodedata.normalize("NFKC", text)).strip()
     return text[:-1].rstrip() if text.endswith((".", "。")) else text
-
-
-#: A task whose answer is code: an unfenced answer to it is code, not prose.
-_CODE_TASK = re.compile(
-    r"\b(?:code|function|script|program|snippet|sql|query|regex|regular expression|command|shell|bash|python|"
-    r"javascript|typescript|java|c\+\+|c#|golang|rust|html|css|json|yaml|xml|latex|markdown table|class|method|"
-    r"one-liner|statement|expression|formula|interval notation|set notation)\b|代码|函数|脚本|程序|正则|命令|语句|"
-    r"表达式|公式", re.IGNORECASE)
 
 
 #: A request that must open what its URL points to: visit, open, download, or work on its content.

@@ -22,11 +22,11 @@ from dataclasses import dataclass
 from typing import Any
 
 from datagen.formats import render_user_turn
-from datagen.lang import detect_lang
 from datagen.llm.client import Completion, LLMClient, LLMConfig, SamplingParams, map_bounded
 from datagen.progress import progress
 from datagen.prompts import render
 from datagen.records import Example
+from datagen.text import detect_lang
 
 STAGE = "judge"
 TEMPLATE = "filter_judge"

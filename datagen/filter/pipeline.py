@@ -51,7 +51,7 @@ from datagen.interrupt import interruptible
 from datagen.llm.client import LLMConfig
 from datagen.records import Example, make_dirs, write_json, write_jsonl
 from datagen.rouge import greedy_dedup, greedy_dedup_among, tokenize
-from datagen.textrules import normalize_text
+from datagen.text import normalize_text
 
 log = logging.getLogger("datagen.filter")
 
@@ -80,7 +80,7 @@ class FilterConfig:
     instruction_length_zh: tuple[int, int] = (4, 300)
     output_length: tuple[int, int] = (1, 2000)      # min 1: "Yes" and "正面" are whole answers
     output_length_zh: tuple[int, int] = (1, 4000)
-    blacklist: tuple[str, ...] | None = None        # instruction keywords; None = textrules.BLACKLIST (en+zh); [] = off
+    blacklist: tuple[str, ...] | None = None        # instruction keywords; None = text.BLACKLIST (en+zh); [] = off
     repetition_ngram: int = 4                       # n of the repeated-n-gram ratio (words; characters for Chinese)
     repetition_max: float = 0.4                     # reject an answer whose repeated n-gram share is above this
     language_min_units: int = 4                     # shorter answers (words/characters) skip the language check

@@ -43,16 +43,11 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from datagen.lang import detect_lang, is_cjk, latin_language
+from datagen.text import HAN, STOP_WORDS, detect_lang, is_cjk, latin_language
 
 RULE = "unrelated_answer"
 
 _WORD = re.compile(r"[A-Za-z][A-Za-z'-]+")
-_STOP = frozenset(
-    ["the", "a", "an", "and", "or", "but", "of", "to", "in", "on", "at", "by", "for", "with", "from", "into", "onto", "about", "as", "is", "are", "was", "were", "be", "been", "being", "this", "that", "these", "those", "it", "its", "they", "them", "their", "there", "here", "what", "which", "who", "whom", "whose", "when", "where", "why", "how", "do", "does", "did", "done", "can", "could", "would", "should", "will", "shall", "may", "might", "must", "have", "has", "had", "not", "no", "yes", "you", "your", "yours", "we", "our", "us", "i", "me", "my", "he", "she", "his", "her", "him", "one", "two", "some", "any", "all", "each", "every", "more", "most", "less", "few", "many", "much", "very", "so", "than", "then", "also", "just", "only", "please", "give", "write", "tell", "make", "list", "name", "describe", "explain", "provide", "create", "generate", "following", "below", "above", "using", "use", "based", "answer", "question", "task", "text", "sentence", "word", "words", "following", "given", "following"])
-#: Characters too common to show that two Chinese texts share a topic.
-_STOP_ZH = frozenset("的了是在和有我你他她它们这那一个不也就都而及与或把被对从向为以之其上下中请写出给并说明简要"
-                     "下面以下什么怎么如何吗呢吧啊哪些个种条首篇段句话用要会能可到来去人大小多少好很最更")
 _NUMERIC = re.compile(r"^[\s\d.,:%°+\-*/=×÷^()$€£¥]+[A-Za-z°%]{0,4}\.?$")
 _YES_NO = re.compile(r"^\W*(?:yes|no|true|false|correct|incorrect|right|wrong|maybe)\b", re.IGNORECASE)
 _TRANSLATE = re.compile(r"translat|\b(?:in|into|to)\s+(?:french|german|spanish|chinese|japanese|italian|latin|"
@@ -61,7 +56,7 @@ _TRANSLATE = re.compile(r"translat|\b(?:in|into|to)\s+(?:french|german|spanish|c
 
 def content_stems(text: str) -> set[str]:
     """The English content words of ``text``, stemmed to 5 letters, stopwords out."""
-    return {w.lower()[:5] for w in _WORD.findall(text) if w.lower() not in _STOP and len(w) > 2}
+    return {w.lower()[:5] for w in _WORD.findall(text) if w.lower() not in STOP_WORDS["en"] and len(w) > 2}
 
 
 def overlap(task: str, answer: str) -> int:
@@ -87,9 +82,9 @@ _LISTED = re.compile(r"^\s*(?:\d+[.、)]|[-*•])", re.MULTILINE)
 def _zh_tokens(text: str, bigrams: bool = False) -> set[str]:
     latin = {w.lower() for w in re.findall(r"[A-Za-z]{2,}|\d+", text)}
     if bigrams:
-        runs = re.findall(r"[\u3400-\u4dbf\u4e00-\u9fff]+", text)
+        runs = re.findall(f"[{HAN}]+", text)
         return latin | {r[k:k + 2] for r in runs for k in range(len(r) - 1)} | {r for r in runs if len(r) == 1}
-    return ({c for c in text if is_cjk(c)} - _STOP_ZH) | latin
+    return ({c for c in text if is_cjk(c)} - STOP_WORDS["zh"]) | latin
 
 
 #: Characters of a task or answer the encoder reads (about 80 words).

@@ -47,8 +47,8 @@ import numpy as np
 
 from datagen.errors import ConfigError
 from datagen.formats import read_any, read_seed_tasks
-from datagen.lang import detect_lang
 from datagen.records import Example, write_json, write_jsonl
+from datagen.text import detect_lang
 
 STAGE = "classify"
 

@@ -16,7 +16,7 @@ A document's ``text`` is what the loader produced (decoded, newlines normalized 
 index into it: ``[start, end)`` in characters, ``[byte_start, byte_end)`` in its UTF-8 encoding.
 
 Chunking counts tokens cheaply and without a model: a Latin word is one token, a CJK character is one
-token (``datagen.lang.is_cjk``), and a run without spaces counts one token per ``MAX_TOKEN_CHARS`` characters,
+token (``datagen.text.is_cjk``), and a run without spaces counts one token per ``MAX_TOKEN_CHARS`` characters,
 so a chunk is bounded in characters too. A chunk holds at most ``size`` tokens and ends, by preference, at a
 paragraph break, then a line break, then a sentence end (``. ! ?`` followed by a space, or ``。！？`` anywhere),
 then a clause end (``, ; :`` followed by a space, or ``，、；：``); only a run longer than ``size`` with none of
@@ -45,7 +45,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING
 
 from datagen.errors import ConfigError
-from datagen.lang import detect_lang, is_cjk
+from datagen.text import detect_lang, is_cjk
 
 if TYPE_CHECKING:
     import numpy as np
@@ -416,7 +416,7 @@ def _char_kinds(text: str) -> np.ndarray:
 
 @functools.cache
 def _kind_table() -> np.ndarray:
-    """The kind of every BMP character, decided by ``str.isspace`` (regex ``\\s``) and ``lang.is_cjk``."""
+    """The kind of every BMP character, decided by ``str.isspace`` (regex ``\\s``) and ``text.is_cjk``."""
     import numpy as np
 
     kinds = (_SPACE if c.isspace() else _CJK if is_cjk(c) else _WORD for c in map(chr, range(0x10000)))

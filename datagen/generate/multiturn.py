@@ -51,13 +51,22 @@ from datagen.errors import CircuitOpen, ConfigError, LLMError, RecordError
 from datagen.formats import example_from_obj
 from datagen.generate.parsing import parse_numbered_list
 from datagen.generate.self_instruct import check_instruction, clean_instruction, sample_prompt_tasks
-from datagen.lang import LANGS, detect_lang
 from datagen.llm.client import Completion, LLMClient, LLMConfig, SamplingParams, map_bounded
 from datagen.progress import progress
 from datagen.prompts import render, template_ref
 from datagen.records import Example, iter_json_lines, write_jsonl
 from datagen.rouge import RougePool, rouge_l
-from datagen.textrules import AI_IDENTITY, LANGUAGE_WORDS, REFUSAL_WINDOW, REFUSALS, find_phrase
+from datagen.text import (
+    AI_IDENTITY,
+    HAN,
+    LANGS,
+    LANGUAGE_WORDS,
+    REFUSAL_WINDOW,
+    REFUSALS,
+    STOP_WORDS,
+    detect_lang,
+    find_phrase,
+)
 
 STAGE = "self-instruct-multiturn"
 STYLES = ("completion", "chat")
@@ -224,15 +233,6 @@ def plan_conversation(cfg: MultiTurnConfig, index: int, opener: str) -> tuple[in
     return turns, [rng.choice(cfg.followup_kinds) for _ in range(turns - 1)]
 
 
-_STOP_EN = frozenset(
-    "a an the and or but if of to in on at by for with from as is are was were be been being it its this that these "
-    "those there their they them he she his her we you your yours i me my mine our not no yes do does did doing done "
-    "can could will would should shall may might must has have had having than then so such what which who whom "
-    "whose when where why how also about into over under more most other some any each all both very just only one "
-    "ones many much too please thanks thank okay ok sure well really actually still get got make made want need "
-    "tell give show say said know like let lets now here again instead else".split()
-)
-_STOP_ZH = frozenset("的了是在和与及或也就都而且并但把被对于从以为之其这那个们有什么哪怎吗呢吧啊我你他她它请能可会要想")
 _WORD = re.compile(r"[a-z0-9]+")
 # Words by which a turn points back at the conversation: pronouns and demonstratives ("can you make *it*
 # shorter?"), continuation markers ("*what if* I …", "*and* at x = π?", "*more*") and the acknowledgements
@@ -254,13 +254,13 @@ def content_words(text: str) -> set[str]:
     for word in _WORD.findall(lowered):
         if word.isdigit():
             words.add(word)
-        elif len(word) > 2 and word not in _STOP_EN:
+        elif len(word) > 2 and word not in STOP_WORDS["en"]:
             if len(word) > 3 and word.endswith("s") and not word.endswith("ss"):
                 word = word[:-1]
             words.add(word[:6])
-    for run in re.findall(r"[\u3400-\u4dbf\u4e00-\u9fff]+", text):
+    for run in re.findall(f"[{HAN}]+", text):
         for a, b in zip(run, run[1:]):
-            if not (a in _STOP_ZH and b in _STOP_ZH):
+            if not (a in STOP_WORDS["zh"] and b in STOP_WORDS["zh"]):
                 words.add(a + b)
     return words
 

@@ -51,13 +51,12 @@ from datagen.generate.parsing import (
     parse_numbered_list,
     parse_yes_no,
 )
-from datagen.lang import LANGS, count_units, detect_lang
 from datagen.llm.client import Completion, LLMClient, LLMConfig, SamplingParams, map_bounded
 from datagen.progress import progress
 from datagen.prompts import render, template_ref
 from datagen.records import Example, make_dirs, write_jsonl
 from datagen.rouge import RougePool
-from datagen.textrules import find_blacklisted, normalize_text, starts_with_punctuation
+from datagen.text import LANGS, count_units, detect_lang, find_blacklisted, normalize_text, starts_with_punctuation
 
 STAGE = "self-instruct"
 STYLES = ("completion", "chat")

@@ -43,19 +43,18 @@ from datagen.checkpoint import StageLog, make_reject, not_failed, write_outputs
 from datagen.errors import ConfigError, LLMError
 from datagen.generate.graph import DANGLING, all_labels, entity_label, load_graph, normalise_label, relation_label
 from datagen.generate.kg_sampling import PATTERNS, FactIndex, KGSampler, Sample
-from datagen.lang import LANGS
 from datagen.llm.client import Completion, LLMClient, LLMConfig, SamplingParams, map_bounded
 from datagen.progress import progress
 from datagen.prompts import render, template_ref
 from datagen.records import Example
+from datagen.text import CJK, LANGS
 
 STAGE = "self-kg"
 MODES = ("template", "llm")
 #: Sampling for llm mode when no flag says otherwise: one short question and answer, little randomness.
 DEFAULT_SAMPLING = SamplingParams(temperature=0.3, max_tokens=160)
 
-_CJK = "\u3040-\u30ff\u3400-\u4dbf\u4e00-\u9fff\uac00-\ud7af\uf900-\ufaff"
-_UNIT = re.compile(rf"[{_CJK}]|[^\W_{_CJK}]+")        # a matching unit: one CJK character, or a word
+_UNIT = re.compile(rf"[{CJK}]|[^\W_{CJK}]+")        # a matching unit: one CJK character, or a word
 _CLAUSE_PATTERN = r"(?<!\d)[.](?!\d)|[;!?。；！？\n]"
 _CLAUSE = re.compile(_CLAUSE_PATTERN)
 

@@ -37,11 +37,22 @@ from typing import Any
 from datagen.checkpoint import StageLog, make_reject, not_failed, write_outputs
 from datagen.errors import ConfigError, LLMError
 from datagen.generate.documents import Chunk, Document, chunk_document, load_documents
-from datagen.lang import LANGS, count_units, detect_lang, is_cjk
 from datagen.llm.client import LLMClient, LLMConfig, SamplingParams, map_bounded
 from datagen.progress import progress
 from datagen.prompts import render, template_ref
 from datagen.records import Example, make_dirs
+from datagen.text import (
+    AI_IDENTITY,
+    INJECTION,
+    LANGS,
+    REFUSAL_WINDOW,
+    REFUSALS,
+    STOP_WORDS,
+    count_units,
+    detect_lang,
+    find_phrase,
+    is_cjk,
+)
 
 STAGE = "self-qa"
 QUESTIONS_TEMPLATE = "{lang}/self_qa_questions"
@@ -119,13 +130,6 @@ _REFERS_ZH = re.compile(
     r"|(?:根据|依据|结合|按照)(?:上述|以上|所给|给定|这段|该)?(?:材料|文本|文章|段落|短文|内容|信息)"
     r"|(?:材料|文章|段落|短文|文本)中|上述|以上(?:内容|材料|文字|信息)"
 )
-_REFUSAL_EN = re.compile(
-    r"\b(?:I'?m sorry|I am sorry|I apologi[sz]e|as an AI\b|as a language model"
-    r"|I (?:can ?not|can't|am unable to|am not able to|don't know|do not know|do not have|don't have)\b"
-    r"|unable to (?:answer|provide|help|determine))",
-    re.IGNORECASE,
-)
-_REFUSAL_ZH = re.compile(r"抱歉|对不起|作为(?:一个)?(?:AI|人工智能|语言模型)|我(?:无法|不能|不知道|没有办法)|无法回答")
 _UNANSWERABLE_EN = re.compile(
     r"\b(?:cannot|can ?not|can't|could not|couldn't) be (?:determined|answered|inferred|known|found)"
     r"|\b(?:is|are|was|were|isn't|aren't) not (?:mentioned|stated|specified|given|discussed|provided)\b"
@@ -138,16 +142,6 @@ _UNANSWERABLE_EN = re.compile(
 _UNANSWERABLE_ZH = re.compile(
     r"无法(?:确定|判断|得知|得出|从)|未(?:提及|提到|说明|给出|明确)|没有(?:提及|提到|说明|给出|相关信息|明确)"
     r"|不得而知|无从(?:得知|判断)|信息不足"
-)
-# Lines in a document that try to steer the model that reads it.
-_INJECTION = re.compile(
-    r"\b(?:ignore|disregard|forget|override|skip)\b[^.\n]{0,40}?\b(?:previous|prior|above|earlier|preceding|"
-    r"all|any|your|the|these)\b[^.\n]{0,20}?\b(?:instructions?|prompts?|rules|directions|directives|guidelines)\b"
-    r"|\bdisregard (?:the|everything|all) (?:above|before)\b|\bnew instructions?\s*:|\bsystem prompt\b"
-    r"|<\|im_start\|>|<\|im_end\|>|<\|endoftext\|>|\[/?INST\]"
-    r"|(?:忽略|无视|忘记|忘掉|不要理会)(?:掉)?(?:以上|上面|上述|之前|前面|先前|此前|所有|全部)?(?:的)?(?:所有|全部)?"
-    r"(?:指令|指示|提示词?|要求|规则|设定)|新的指令|系统提示词",
-    re.IGNORECASE,
 )
 _SPECIAL_TOKENS = re.compile(r"<\|[a-z_]+\|>|</?s>|\[/?INST\]")
 _LIST_ITEM = re.compile(r"^\s*(?:\(?\d{1,2}[.)、．:：]|[-*•·]|[（(][一二三四五六七八九十\d]+[)）]|[一二三四五六七八九十]+、)\s*(.+)$")
@@ -162,13 +156,6 @@ _ANSWER_PREAMBLE = re.compile(
 _QUESTION_START = re.compile(
     r"^(?:explain|describe|list|name|compare|summari[sz]e|give|discuss|identify|define|tell|state|outline|"
     r"请|简述|说明|描述|列举|比较|解释|介绍|概括)", re.IGNORECASE)
-_STOP_EN = frozenset(
-    "a an the and or but if of to in on at by for with from as is are was were be been being it its this that "
-    "these those there their they them he she his her we you your i not no do does did can could will would should "
-    "may might must has have had than then so such what which who whom whose when where why how also about into "
-    "over under more most other some any each all both very just only one many much".split()
-)
-_STOP_ZH = frozenset("的了是在和与及或也就都而且并但把被对于从以为之其这那个们有什么哪怎吗呢吧啊")
 _FACT = re.compile(r"(?<![A-Za-z0-9.,])\d+(?:[,.]\d+)*(?![A-Za-z0-9])|\b[A-Z][a-z]+(?:[A-Z][a-z]+)*\b")
 _LATIN = re.compile(r"\d+(?:[,.]\d+)*|[a-z]+(?:'[a-z]+)?")
 
@@ -180,8 +167,7 @@ def refers_to_text(text: str) -> str | None:
 
 
 def is_refusal(text: str) -> str | None:
-    match = _REFUSAL_EN.search(text) or _REFUSAL_ZH.search(text)
-    return match.group(0) if match else None
+    return find_phrase(text, REFUSALS, window=REFUSAL_WINDOW) or find_phrase(text, AI_IDENTITY)
 
 
 def is_unanswerable(text: str) -> str | None:
@@ -192,7 +178,7 @@ def is_unanswerable(text: str) -> str | None:
 
 def injection_lines(text: str) -> list[str]:
     """Lines of ``text`` that look like prompt injection (flagged, never obeyed)."""
-    return [line.strip()[:200] for line in text.split("\n") if _INJECTION.search(line)]
+    return [line.strip()[:200] for line in text.split("\n") if INJECTION.search(line)]
 
 
 def content_tokens(text: str, keep_stop: bool = False) -> list[str]:
@@ -203,10 +189,10 @@ def content_tokens(text: str, keep_stop: bool = False) -> list[str]:
     run: list[str] = []
 
     def flush() -> None:
-        if len(run) == 1 and (keep_stop or run[0] not in _STOP_ZH):
+        if len(run) == 1 and (keep_stop or run[0] not in STOP_WORDS["zh"]):
             tokens.append(run[0])
         for a, b in zip(run, run[1:]):
-            if keep_stop or not (a in _STOP_ZH and b in _STOP_ZH):
+            if keep_stop or not (a in STOP_WORDS["zh"] and b in STOP_WORDS["zh"]):
                 tokens.append(a + b)
         run.clear()
 
@@ -222,7 +208,7 @@ def content_tokens(text: str, keep_stop: bool = False) -> list[str]:
         for word in _LATIN.findall(piece):
             if word[0].isdigit():
                 tokens.append(word.replace(",", ""))
-            elif keep_stop or (word not in _STOP_EN and len(word) > 1):
+            elif keep_stop or (word not in STOP_WORDS["en"] and len(word) > 1):
                 tokens.append(_stem(word))
     flush()
     return tokens

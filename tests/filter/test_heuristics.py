@@ -11,7 +11,7 @@ import pytest
 from datagen.filter.heuristics import RULES, evaluate, repeated_ngram_ratio, truncation, unbalanced
 from datagen.filter.pipeline import FilterConfig
 from datagen.records import Example
-from datagen.textrules import find_phrase, normalize_text
+from datagen.text import find_phrase, normalize_text
 from tests.filter.test_pipeline import run_filtered
 
 HEURISTICS_ONLY = {"exact_dedup": False, "rouge_dedup": False, "embed_dedup": False}

@@ -21,7 +21,7 @@ from datagen.generate.documents import (
     load_documents,
     token_starts,
 )
-from datagen.lang import is_cjk
+from datagen.text import is_cjk
 
 # ---------------------------------------------------------------------------------------------- loaders
 

@@ -38,10 +38,10 @@ from datagen.generate.multiturn import (
     request_hash,
     role_alternation_error,
 )
-from datagen.lang import detect_lang
 from datagen.llm.client import LLMConfig
 from datagen.records import read_examples
 from datagen.rouge import rouge_l
+from datagen.text import detect_lang
 from tests.plugins.faults import MODEL_ID
 
 SEEDS_EN = "seeds/seed_dialogues.jsonl"

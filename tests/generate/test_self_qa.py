@@ -587,7 +587,7 @@ def test_embedded_model_yields_traceable_records_from_the_seed_documents(embedde
     import hashlib
 
     from datagen.generate.documents import load_documents
-    from datagen.lang import detect_lang
+    from datagen.text import detect_lang
     from tests.plugins.models import EMBEDDED_MODEL
 
     docs, _ = load_documents(SEED_DOCS)

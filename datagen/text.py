@@ -1,10 +1,16 @@
-"""Text rules more than one stage needs: keyword blacklists, refusal phrases, punctuation, normalisation.
+"""Text primitives every stage shares, each defined once: scripts, language, stop words, phrase lists and rules.
 
-Generators (Self-Instruct's keyword blacklist, Self-QA's refusal check) and the filter stage apply the same
-rules; stages never import each other, so the word lists live here, one layer down, beside ``lang.py``.
-Every list has an English and a Chinese half: a rule that only knows English lets Chinese data through
-unchecked.
+Generators (Self-Instruct's keyword blacklist, Self-QA's refusal check, multi-turn's context overlap) and the
+filter stage read text the same way; stages never import each other, so what they share lives here, one layer
+down. Every list has an English and a Chinese half: a rule that only knows English lets Chinese data through
+unchecked. Chinese has no spaces, so its "words" are characters: the original Self-Instruct rule "drop
+instructions starting with a non-ASCII character" would delete every Chinese instruction, so rules here ask
+which language a text is in instead.
 
+    >>> detect_lang("把这句话翻译成英文") , detect_lang("Translate this sentence.")
+    ('zh', 'en')
+    >>> count_units("Write a short poem", "en"), count_units("写一首短诗", "zh")
+    (4, 5)
     >>> normalize_text("Ｈｅｌｌｏ，  World!")          # NFKC folds full-width forms, then case and punctuation
     'hello world'
     >>> find_blacklisted("Draw a picture of a cat.", "en"), find_blacklisted("画一张公司的流程图", "zh")
@@ -13,6 +19,10 @@ unchecked.
     (None, 'sky')
     >>> find_phrase("As an AI language model, I cannot do that.", AI_IDENTITY)
     'as an ai language model'
+    >>> [w for w in "write a poem about the sea".split() if w not in STOP_WORDS["en"]]
+    ['poem', 'sea']
+    >>> "".join(c for c in "请写一首关于秋天的诗" if c not in STOP_WORDS["zh"])
+    '关秋天诗'
 """
 
 from __future__ import annotations
@@ -23,8 +33,103 @@ import string
 import unicodedata
 from collections.abc import Iterable
 
-from datagen.lang import LANGS
+LANGS = ("en", "zh")
 
+# ---------------------------------------------------------------------------------------------- scripts
+#: Han ideographs, as the body of a regex character class (``f"[{HAN}]+"`` finds runs of Chinese characters):
+#: radicals, 々〆〇, extension A, the unified block, compatibility ideographs and extensions B-H (planes 2-3).
+HAN = "\u2e80-\u2fdf\u3005-\u3007\u3400-\u4dbf\u4e00-\u9fff\uf900-\ufaff\U00020000-\U0003ffff"
+#: Every script written without spaces, a token per character (``rouge.tokenize``, ``count_units``): Han,
+#: hiragana, katakana (not the ・ middle dot, which is punctuation), hangul syllables and jamo, half-width forms.
+CJK = (HAN + "\u1100-\u11ff\u3041-\u3096\u3099-\u309f\u30a1-\u30fa\u30fc-\u30ff\u3131-\u318e\u31f0-\u31ff"
+       "\ua960-\ua97f\uac00-\ud7a3\ud7b0-\ud7ff\uff66-\uff9f\uffa0-\uffdc\U0001b000-\U0001b16f")
+_CJK = re.compile(f"[{CJK}]")
+_ASCII_WORD = re.compile(r"[A-Za-z0-9]+")
+
+
+def is_cjk(char: str) -> bool:
+    """Whether ``char`` belongs to a script written without spaces (``CJK``).
+
+    >>> is_cjk("茶"), is_cjk("か"), is_cjk("한"), is_cjk("a"), is_cjk("。")
+    (True, True, True, False, False)
+    """
+    return bool(_CJK.match(char))
+
+
+# ---------------------------------------------------------------------------------------------- language
+def cjk_ratio(text: str) -> float:
+    """Share of CJK characters among letters (CJK characters + Latin letters/digits)."""
+    cjk = len(_CJK.findall(text))
+    latin = sum(len(w) for w in _ASCII_WORD.findall(text))
+    # A Latin word weighs as much as ~2 CJK characters' worth of meaning; counting letters overweights it.
+    latin_units = latin / 3
+    total = cjk + latin_units
+    return cjk / total if total else 0.0
+
+
+def detect_lang(text: str) -> str:
+    """``"zh"`` when CJK characters dominate, else ``"en"`` (the two languages we generate in)."""
+    return "zh" if cjk_ratio(text) >= 0.3 else "en"
+
+
+def count_units(text: str, lang: str) -> int:
+    """Length in the unit the language's rules use: words for English, characters for Chinese."""
+    if lang == "zh":
+        return len(_CJK.findall(text)) + len(_ASCII_WORD.findall(text))
+    return len(text.split())
+
+
+#: Function words: the commonest words of English and of the Latin-script languages an English request is most
+#: often wrongly answered in. A text's function words say its language better than its letters do.
+_FUNCTION_WORDS = {
+    "en": frozenset(["the", "of", "and", "to", "a", "in", "is", "that", "it", "for", "was", "on", "are", "with", "as", "be", "this", "by", "at", "from", "or", "an", "have", "not", "you", "they", "we", "his", "her", "which", "can", "will", "has", "its", "their", "but", "also", "more"]),
+    "es": frozenset(["el", "la", "los", "las", "de", "que", "y", "en", "un", "una", "es", "por", "con", "para", "del", "al", "se", "lo", "como", "su", "pero", "más", "está", "son"]),
+    "fr": frozenset(["le", "la", "les", "de", "des", "du", "et", "en", "un", "une", "est", "que", "qui", "pour", "dans", "par", "sur", "au", "aux", "ce", "cette", "il", "elle", "pas", "sont", "avec", "plus", "se", "ne"]),
+    "de": frozenset(["der", "die", "das", "und", "ist", "nicht", "mit", "von", "zu", "den", "dem", "ein", "eine", "auf", "sich", "des", "im", "für", "auch", "wird", "wurde", "hat", "sind", "oder", "aber"]),
+    "it": frozenset(["il", "lo", "gli", "di", "che", "è", "per", "non", "una", "sono", "del", "della", "con", "le", "si", "da", "nel", "alla", "più"]),
+    "pt": frozenset(["o", "os", "as", "de", "que", "e", "do", "da", "em", "um", "uma", "para", "com", "não", "por", "mais", "dos", "das", "se", "na", "no", "é", "são"]),
+}
+_LATIN_TOKEN = re.compile(r"[^\W\d_]+")
+
+
+def latin_language(text: str) -> str:
+    """``"en"``, or the code of the other Latin-script language whose function words clearly dominate.
+
+    Only for text ``detect_lang`` calls English: "Le recyclage réduit la quantité de déchets" is French.
+
+    >>> latin_language("The firewall blocks traffic that breaks the rules."), latin_language(
+    ...     "Una firewall controla el tráfico que entra y sale de una red.")
+    ('en', 'es')
+    """
+    words = [w.lower() for w in _LATIN_TOKEN.findall(text)]
+    if len(words) < 6:
+        return "en"
+    counts = {lang: sum(w in vocab for w in words) for lang, vocab in _FUNCTION_WORDS.items()}
+    best = max((lang for lang in counts if lang != "en"), key=lambda lang: counts[lang])
+    if counts[best] >= 3 and counts[best] >= 2 * counts["en"] + 1:
+        return best
+    return "en"
+
+
+# ---------------------------------------------------------------------------------------------- stop words
+#: Words too common to show that two texts share a topic, left out when content words are compared (the
+#: filter's ``unrelated_answer`` and ``echo``, Self-QA's support score, multi-turn's context overlap): function
+#: words, and the words every request uses ("please write", "give a list", "the following sentence"). Chinese
+#: is compared by characters, so its half is characters. Tuned on the filter's quality fixtures, where a
+#: longer list (with "sure", "thanks", "want") made "Sure! Who is the friend?" an echo of its request.
+STOP_WORDS = {
+    "en": frozenset(
+        "the a an and or but of to in on at by for with from into onto about as is are was were be been being this "
+        "that these those it its they them their there here what which who whom whose when where why how do does "
+        "did done can could would should will shall may might must have has had not no yes you your yours we our us "
+        "i me my he she his her him one two some any all each every more most less few many much very so than then "
+        "also just only please give write tell make list name describe explain provide create generate following "
+        "below above using use based answer question task text sentence word words given".split()),
+    "zh": frozenset("的了是在和有我你他她它们这那一个不也就都而及与或把被对从向为以之其上下中请写出给并说明简要"
+                    "下面以下什么怎么如何吗呢吧啊哪些个种条首篇段句话用要会能可到来去人大小多少好很最更"),
+}
+
+# ---------------------------------------------------------------------------------------------- phrase lists
 #: Self-Instruct's bare keyword list, plus the media the project names. Matched as bare words it drops
 #: "the plot of the novel" and "a video game", so it applies only where a user passes ``blacklist:`` words of
 #: their own; by default the filter and the generators read requests in context (``find_media_task``).
@@ -52,15 +157,31 @@ AI_IDENTITY = (
 )
 
 #: Refusal openers: matched only near the start of an answer (``REFUSAL_WINDOW`` characters), because
-#: "I cannot" deep inside a real answer ("I cannot stress this enough") is not a refusal.
+#: "I cannot" deep inside a real answer ("I cannot stress this enough") is not a refusal. The filter's
+#: ``refusal`` rule and Self-QA's answer check read this one list (with ``AI_IDENTITY``). "I don't know" alone is
+#: not in it: a thank-you letter may open "I don't know how to thank you"; "I don't know the answer" is.
 REFUSALS = (
-    "i'm sorry, but", "i am sorry, but", "sorry, but i", "i apologize, but", "i cannot", "i can't", "i can not",
-    "i'm unable to", "i am unable to", "i'm not able to", "i am not able to", "i won't be able to",
-    "i'm afraid i can't", "i must decline", "i'm not comfortable",
+    "i'm sorry, but", "i am sorry, but", "sorry, but i", "i apologize, but", "i apologise, but", "i cannot",
+    "i can't", "i can not", "i'm unable to", "i am unable to", "i'm not able to", "i am not able to",
+    "i won't be able to", "i'm afraid i can't", "i must decline", "i'm not comfortable",
+    "i don't know the answer", "i do not know the answer", "i don't have enough information",
+    "i do not have enough information", "i don't have access to", "i do not have access to",
     "抱歉,我无法", "抱歉,我不能", "对不起,我无法", "对不起,我不能", "很抱歉,我无法", "很抱歉,我不能",
-    "抱歉,作为", "我无法提供", "我无法回答", "我不能提供", "我不能回答", "我无法完成", "我无法满足",
+    "抱歉,作为", "我无法提供", "我无法回答", "我不能提供", "我不能回答", "我无法完成", "我无法满足", "无法回答",
+    "我不知道答案", "我没有办法回答",
 )
 REFUSAL_WINDOW = 160
+
+#: A task whose answer is code, a command or a formula: "ls -a" is a whole answer to "Write a shell command to …",
+#: and an unfenced answer to it is code, so its brackets need not balance. Words that also name other things stay
+#: out ("a mission statement", "a training program", "the scientific method", "a class of students"), and so
+#: does notation ("(5, ∞)" answers "Write … in interval notation" and is no bare number for a code task); a video
+#: or film script is prose.
+CODE_TASK = re.compile(
+    r"\b(?:code|command|shell|bash|sql|regex|regular expression|function|snippet|"
+    r"(?<!video )(?<!movie )(?<!film )(?<!radio )(?<!podcast )(?<!stage )script|one-liner|formula|expression|syntax|"
+    r"python|javascript|typescript|java|c\+\+|c#|golang|html|css|json|yaml|xml|latex|markdown table)\b"
+    r"|命令|代码|函数|脚本|正则|公式|表达式|语句|程序", re.IGNORECASE)
 
 #: Words that name a language: an instruction holding one may rightly get an answer in another language.
 LANGUAGE_WORDS = {
@@ -86,7 +207,7 @@ def normalize_phrase(text: str) -> str:
     text = re.sub(r"\s+", " ", text)
     # Chinese text puts no space after a comma; NFKC turns "，" into "," — drop the space English puts there
     # only between CJK characters, so "抱歉, 我无法" and "抱歉，我无法" read the same.
-    return re.sub(r"(?<=[\u4e00-\u9fff]), (?=[\u4e00-\u9fff])", ",", text)
+    return re.sub(f"(?<=[{HAN}]), (?=[{HAN}])", ",", text)
 
 
 def find_phrase(text: str, phrases: Iterable[str], window: int | None = None) -> str | None:
@@ -113,7 +234,7 @@ def find_blacklisted(text: str, lang: str, words: Iterable[str] | None = None) -
     if words is None:
         return find_media_task(text)
     lowered = text.lower()
-    tokens = set(_LATIN_WORD.findall(lowered))
+    tokens = set(_WORD_RUN.findall(lowered))
     for word, needle, kind in _blacklist(tuple(words)):
         if (needle in tokens if kind == "word" else
                 needle in text if kind == "cjk" else re.search(needle, lowered) is not None):
@@ -121,7 +242,7 @@ def find_blacklisted(text: str, lang: str, words: Iterable[str] | None = None) -
     return None
 
 
-_LATIN_WORD = re.compile(r"[^\W_]+")
+_WORD_RUN = re.compile(r"[^\W_]+")
 
 
 @functools.lru_cache(maxsize=16)
@@ -129,9 +250,9 @@ def _blacklist(words: tuple[str, ...]) -> tuple[tuple[str, str, str], ...]:
     """How to look for each word: a token (one Latin word), a substring (CJK) or a regex (several words)."""
     out = []
     for word in words:
-        if any("\u4e00" <= c <= "\u9fff" for c in word):
+        if any(is_cjk(c) for c in word):
             out.append((word, word, "cjk"))
-        elif _LATIN_WORD.fullmatch(word.lower()):
+        elif _WORD_RUN.fullmatch(word.lower()):
             out.append((word, word.lower(), "word"))
         else:
             out.append((word, rf"\b{re.escape(word.lower())}\b", "regex"))
