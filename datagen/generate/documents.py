@@ -404,14 +404,16 @@ def _split_points(firsts: np.ndarray, lengths: np.ndarray) -> np.ndarray:
 
 def _char_kinds(text: str) -> np.ndarray:
     """``_WORD``, ``_SPACE`` or ``_CJK`` per character. ASCII text is read a byte per character, other text
-    as UTF-32 code points; those beyond the BMP (emoji, rare ideographs) are word characters."""
+    as UTF-32 code points; the few beyond the BMP (emoji: word characters, rare ideographs: CJK) one by one."""
     import numpy as np
 
     if text.isascii():
-        codes = np.frombuffer(text.encode("ascii"), np.uint8)
-    else:
-        codes = np.frombuffer(text.encode("utf-32-le", errors="surrogatepass"), np.uint32).clip(max=0xFFFF)
-    return _kind_table()[codes]
+        return _kind_table()[np.frombuffer(text.encode("ascii"), np.uint8)]
+    codes = np.frombuffer(text.encode("utf-32-le", errors="surrogatepass"), np.uint32)
+    kinds = _kind_table()[codes.clip(max=0xFFFF)]
+    astral = np.flatnonzero(codes > 0xFFFF)
+    kinds[astral] = [_CJK if is_cjk(chr(code)) else _WORD for code in codes[astral].tolist()]
+    return kinds
 
 
 @functools.cache
