@@ -22,7 +22,7 @@ which language a text is in instead.
     >>> [w for w in "write a poem about the sea".split() if w not in STOP_WORDS["en"]]
     ['poem', 'sea']
     >>> "".join(c for c in "请写一首关于秋天的诗" if c not in STOP_WORDS["zh"])
-    '关秋天诗'
+    '关于秋天诗'
 """
 
 from __future__ import annotations

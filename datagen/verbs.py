@@ -53,9 +53,12 @@ _EN_SKIP = set("a an the this that these those some any each every all another o
                "several few many more most short brief simple new good great detailed quick concise clear "
                "different same single whole entire full basic main key common possible creative funny catchy "
                "formal informal complete correct appropriate suitable useful interesting important".split())
-_EN_STOP = set("of to for in on with and or as by from at into about what which who how why when where whether "
-               "that if than then so because while is are be between across over under through without within "
-               "against among like using per via during including around onto up out down but".split())
+#: Words that end the object's noun phrase (prepositions, conjunctions, verbs). Not ``text.STOP_WORDS``: that
+#: list holds request nouns ("list", "name", "sentence") that are the very objects counted here.
+_EN_PHRASE_END = set("of to for in on with and or as by from at into about what which who how why when where "
+                     "whether that if than then so because while is are be between across over under through "
+                     "without within against among like using per via during including around onto up out down "
+                     "but".split())
 _EN_PHRASAL = ("come up with", "make up", "figure out", "find out", "point out", "write down", "sum up",
                "break down", "fill in", "set up", "look up", "think of", "pick out", "work out", "carry out",
                "put together", "pull out", "turn into", "go through")
@@ -82,7 +85,7 @@ def _en_verb_object(text: str) -> tuple[str, str | None] | None:
         if word == ",":
             noun = []  # "a warm, polite message": what came before the comma was an adjective
             continue
-        if not (word.isalpha() or "-" in word) or word in _EN_STOP or (noun and word in _EN_SKIP):
+        if not (word.isalpha() or "-" in word) or word in _EN_PHRASE_END or (noun and word in _EN_SKIP):
             break
         if word in _EN_SKIP or any(c.isdigit() for c in word):
             continue
