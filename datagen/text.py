@@ -172,11 +172,18 @@ REFUSALS = (
 )
 REFUSAL_WINDOW = 160
 
-#: A task whose answer is code, a command or a formula: "ls -a" is a whole answer to "Write a shell command to …",
-#: and an unfenced answer to it is code, so its brackets need not balance. Words that also name other things stay
-#: out ("a mission statement", "a training program", "the scientific method", "a class of students"), and so
-#: does notation ("(5, ∞)" answers "Write … in interval notation" and is no bare number for a code task); a video
-#: or film script is prose.
+
+def find_refusal(text: str) -> str | None:
+    """The refusal opener or AI-identity phrase in an answer, or None: what a generator rejects an answer for.
+
+    >>> find_refusal("抱歉，我无法回答这个问题。"), find_refusal("Lava cannot flow uphill.")
+    ('抱歉,我无法', None)
+    """
+    return find_phrase(text, REFUSALS, window=REFUSAL_WINDOW) or find_phrase(text, AI_IDENTITY)
+
+#: A task whose answer is code, a command or a formula ("ls -a" is a whole answer; unfenced, its brackets need not
+#: balance). Out: words with other senses ("mission statement", "training program", "scientific method"), a video
+#: script, and notation ("(5, ∞)" answers "Write … in interval notation" and is no bare number for a code task).
 CODE_TASK = re.compile(
     r"\b(?:code|command|shell|bash|sql|regex|regular expression|function|snippet|"
     r"(?<!video )(?<!movie )(?<!film )(?<!radio )(?<!podcast )(?<!stage )script|one-liner|formula|expression|syntax|"

@@ -56,17 +56,7 @@ from datagen.progress import progress
 from datagen.prompts import render, template_ref
 from datagen.records import Example, iter_json_lines, write_jsonl
 from datagen.rouge import RougePool, rouge_l
-from datagen.text import (
-    AI_IDENTITY,
-    HAN,
-    LANGS,
-    LANGUAGE_WORDS,
-    REFUSAL_WINDOW,
-    REFUSALS,
-    STOP_WORDS,
-    detect_lang,
-    find_phrase,
-)
+from datagen.text import AI_IDENTITY, HAN, LANGS, LANGUAGE_WORDS, STOP_WORDS, detect_lang, find_phrase, find_refusal
 
 STAGE = "self-instruct-multiturn"
 STYLES = ("completion", "chat")
@@ -288,7 +278,7 @@ def _common_checks(text: str, finish_reason: str, role: str, users: list[str], l
     if finish_reason == "length":
         return f"truncated_{role}", None
     if role == "answer":
-        refusal = find_phrase(text, REFUSALS, window=REFUSAL_WINDOW) or find_phrase(text, AI_IDENTITY)
+        refusal = find_refusal(text)
         if refusal:
             return "refusal", refusal
     elif find_phrase(text, AI_IDENTITY):  # "As an AI language model, …" from the user: it answered instead

@@ -41,18 +41,8 @@ from datagen.llm.client import LLMClient, LLMConfig, SamplingParams, map_bounded
 from datagen.progress import progress
 from datagen.prompts import render, template_ref
 from datagen.records import Example, make_dirs
-from datagen.text import (
-    AI_IDENTITY,
-    INJECTION,
-    LANGS,
-    REFUSAL_WINDOW,
-    REFUSALS,
-    STOP_WORDS,
-    count_units,
-    detect_lang,
-    find_phrase,
-    is_cjk,
-)
+from datagen.text import INJECTION, LANGS, STOP_WORDS, count_units, detect_lang, is_cjk
+from datagen.text import find_refusal as is_refusal
 
 STAGE = "self-qa"
 QUESTIONS_TEMPLATE = "{lang}/self_qa_questions"
@@ -164,10 +154,6 @@ def refers_to_text(text: str) -> str | None:
     """The phrase by which ``text`` points at a document the reader cannot see, or None."""
     match = _REFERS_EN.search(text) or _REFERS_ZH.search(text)
     return match.group(0) if match else None
-
-
-def is_refusal(text: str) -> str | None:
-    return find_phrase(text, REFUSALS, window=REFUSAL_WINDOW) or find_phrase(text, AI_IDENTITY)
 
 
 def is_unanswerable(text: str) -> str | None:
