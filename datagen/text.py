@@ -198,6 +198,19 @@ LANGUAGE_WORDS = {
            "德语", "西班牙语", "俄语", "拼音", "语言"),
 }
 
+#: A request that names its answer's language ("translate", "in English", "用英文"): the answer may rightly be in
+#: another language than the request, and share no word with it. Read in context, unlike ``LANGUAGE_WORDS``.
+LANGUAGE_CUE = re.compile(
+    r"translat|\b(?:in|into|to|from|using|use)\s+(?:(?:simple|plain|formal|british|american|traditional|simplified)\s+)?"
+    r"(?:english|chinese|mandarin|cantonese|french|german|spanish|japanese|korean|russian|italian|portuguese|arabic|"
+    r"hindi|latin|pinyin)\b|\b(?:english|chinese|mandarin|french|german|spanish|japanese|korean|russian|italian|"
+    r"portuguese|arabic|hindi|latin)\s+(?:word|phrase|sentence|character|version|translation|equivalent|name|"
+    r"idiom|proverb|saying|term|letter|alphabet|spelling|pronunciation|grammar|text|poem|song|vocabulary|speaker|"
+    r"learner|lesson|class)|pinyin|bilingual|language"
+    r"|翻译|译成|译为|译作|(?:用|以|使用|换成|改成|转成)(?:英文|英语|中文|汉语|日语|日文|韩语|法语|德语|西班牙语|俄语|拼音)"
+    r"|(?:英文|英语|中文|汉语|日语|日文|韩语|法语|德语|西班牙语|俄语)(?:单词|名称|名字|怎么说|表达|句子|版本|翻译|缩写|全称|"
+    r"字母|词汇|原文|说法|诗|歌)|拼音|双语|中英|英汉|汉英|语言", re.IGNORECASE)
+
 _NON_WORD = re.compile(r"[\W_]+")
 
 

@@ -50,6 +50,7 @@ from datagen.text import (
     CODE_TASK,
     HAN,
     INJECTION_TOPIC,
+    LANGUAGE_CUE,
     REFUSAL_WINDOW,
     REFUSALS,
     cjk_ratio,
@@ -315,19 +316,6 @@ _DANGLING_END_CHARS = frozenset(",;:(-[{“‘，、；：（《【「『")
 _LIST_ITEM = re.compile(r"^\s*(?:[-*•·]|\d{1,3}[.)、）]|[a-zA-Z][.)]|[（(]\d{1,3}[)）])\s*")
 
 
-#: Cues that a request names a language for its answer ("translate", "in English", "用英文").
-_LANGUAGE_CUE = re.compile(
-    r"translat|\b(?:in|into|to|from|using|use)\s+(?:(?:simple|plain|formal|british|american|traditional|simplified)\s+)?"
-    r"(?:english|chinese|mandarin|cantonese|french|german|spanish|japanese|korean|russian|italian|portuguese|arabic|"
-    r"hindi|latin|pinyin)\b|\b(?:english|chinese|mandarin|french|german|spanish|japanese|korean|russian|italian|"
-    r"portuguese|arabic|hindi|latin)\s+(?:word|phrase|sentence|character|version|translation|equivalent|name|"
-    r"idiom|proverb|saying|term|letter|alphabet|spelling|pronunciation|grammar|text|poem|song|vocabulary|speaker|"
-    r"learner|lesson|class)|pinyin|bilingual|language"
-    r"|翻译|译成|译为|译作|(?:用|以|使用|换成|改成|转成)(?:英文|英语|中文|汉语|日语|日文|韩语|法语|德语|西班牙语|俄语|拼音)"
-    r"|(?:英文|英语|中文|汉语|日语|日文|韩语|法语|德语|西班牙语|俄语)(?:单词|名称|名字|怎么说|表达|句子|版本|翻译|缩写|全称|"
-    r"字母|词汇|原文|说法|诗|歌)|拼音|双语|中英|英汉|汉英|语言", re.IGNORECASE)
-
-
 def language_mismatch(turn: Turn, min_units: int) -> str | None:
     """``"zh → en"`` when the answer is in another language than the request, else None.
 
@@ -340,7 +328,7 @@ def language_mismatch(turn: Turn, min_units: int) -> str | None:
     answer = _URL.sub(" ", prose_only(turn.answer))
     if len(_TOKEN.findall(asked)) < 2 or len(_TOKEN.findall(answer)) < min_units:
         return None
-    if _LANGUAGE_CUE.search(asked):
+    if LANGUAGE_CUE.search(asked):
         return None
     want = detect_lang(asked)
     if turn.input.strip() and detect_lang(strip_code(turn.input)) != want:

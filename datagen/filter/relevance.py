@@ -43,15 +43,13 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from datagen.text import HAN, STOP_WORDS, detect_lang, is_cjk, latin_language
+from datagen.text import HAN, LANGUAGE_CUE, STOP_WORDS, detect_lang, is_cjk, latin_language
 
 RULE = "unrelated_answer"
 
 _WORD = re.compile(r"[A-Za-z][A-Za-z'-]+")
 _NUMERIC = re.compile(r"^[\s\d.,:%°+\-*/=×÷^()$€£¥]+[A-Za-z°%]{0,4}\.?$")
 _YES_NO = re.compile(r"^\W*(?:yes|no|true|false|correct|incorrect|right|wrong|maybe)\b", re.IGNORECASE)
-_TRANSLATE = re.compile(r"translat|\b(?:in|into|to)\s+(?:french|german|spanish|chinese|japanese|italian|latin|"
-                        r"korean|russian|portuguese|arabic)\b|翻译|译成|译为", re.IGNORECASE)
 
 
 def content_stems(text: str) -> set[str]:
@@ -109,7 +107,7 @@ def needs_encoder(item: Item) -> bool:
         return False
     if detect_lang(answer) != "en" or detect_lang(item.task) != "en":
         return False
-    if _TRANSLATE.search(item.task) and (len(answer.split()) < 6 or latin_language(answer) != "en"):
+    if LANGUAGE_CUE.search(item.task) and (len(answer.split()) < 6 or latin_language(answer) != "en"):
         return False  # a translation shares no word with its request; a long English answer to one is checked
     if not _WORD.search(answer):
         return False
