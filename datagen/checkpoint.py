@@ -67,9 +67,10 @@ class StageLog:
 
 
 def not_failed(row: dict[str, Any]) -> bool:
-    """``StageLog``'s ``keep`` for logs whose rows mark a request that failed for good with ``llm_failed``: such
-    a row is not settled, so a re-run asks the request again (the endpoint may be back)."""
-    return not row.get("llm_failed")
+    """``StageLog``'s ``keep`` for logs whose rows mark a request that failed for good (``llm_failed``, or
+    ``error`` in the bootstrap logs): such a row is not settled, so a re-run asks the request again (the
+    endpoint may be back)."""
+    return not row.get("llm_failed") and "error" not in row
 
 
 def make_reject(example: Example, stage: str, reason: str, detail: Any = None, **extra: Any) -> Example:
