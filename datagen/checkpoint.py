@@ -20,7 +20,7 @@ from __future__ import annotations
 from collections import Counter
 from collections.abc import Iterable
 from pathlib import Path
-from typing import Any
+from typing import Any, Self
 
 from datagen.records import Example, ShardWriter, read_jsonl_tolerant, write_json, write_jsonl
 
@@ -33,6 +33,7 @@ class StageLog:
         latest = {row["key"]: row for row in read_jsonl_tolerant(self.path)}  # a key's last row is its outcome
         # ``keep`` lets a stage forget rows it wants redone (e.g. requests that failed for good last time). It
         # judges a key's last row only: an older answer must not stand in for a newer failure.
+        self.keep = keep
         self.done: dict[str, dict[str, Any]] = {k: r for k, r in latest.items() if keep is None or keep(r)}
         self._writer: ShardWriter | None = None
 
@@ -59,7 +60,7 @@ class StageLog:
         if self._writer is not None:
             self._writer.close()
 
-    def __enter__(self) -> StageLog:
+    def __enter__(self) -> Self:
         return self
 
     def __exit__(self, *exc: object) -> None:

@@ -1,16 +1,11 @@
 """One LLM step of a stage: ask what is not settled yet, log each answer as it lands, replay the rest.
 
-Every generator asks the LLM the same way (``checkpoint.py`` says why): each request has a stable key; its
-answer, or its failure, becomes one row of the step's log the moment it lands; a re-run skips settled keys,
-and answers that arrived but were not logged come back free from the LLM cache. ``Step`` is that loop once:
+Every generator asks the LLM the way ``checkpoint.py`` describes; ``Step`` is that loop, written once:
 
     with Step(out, "answers") as step:
         await step.answer(prompts, key=lambda p: p.key, ask=lambda p: llm.chat(p.messages, params),
                           row=lambda p, result: answer_row(p.key, result), limit=8, desc="answers")
         rows = [step.done[p.key] for p in prompts]        # every key is settled now
-
-A request that failed for good (retries spent) is a row too, marked by ``answer_row``; ``keep`` decides
-whether such a row stays settled on resume (``not_failed``, the default: it is asked again) or is replayed.
 """
 
 from __future__ import annotations
@@ -37,8 +32,8 @@ def answer_row(key: str, result: Completion | BaseException, failed_as: str = "l
     A failure is ``{"key", **extra, "llm_failed": true, "reason", "detail"}``; with ``failed_as="error"`` (the
     bootstrap logs' older form) ``{"key", **extra, "error": reason, "detail"}``.
 
-    >>> answer_row("k", Completion("hi", "stop", "m"), prompt="ab12")
-    {'key': 'k', 'prompt': 'ab12', 'text': 'hi', 'finish_reason': 'stop', 'model': 'm', 'usage': {'prompt_tokens': 0, 'completion_tokens': 0}}
+    >>> answer_row("k", Completion("hi", "stop", "m"), prompt="ab12")["text"]
+    'hi'
     >>> from datagen.errors import LLMTimeout
     >>> answer_row("k", LLMTimeout("boom"), failed_as="error")
     {'key': 'k', 'error': 'timeout', 'detail': 'boom'}
@@ -67,18 +62,11 @@ async def ask(llm: LLMClient, kind: str, payload: Any, params: SamplingParams, s
 
 
 class Step(StageLog):
-    """The log of one LLM step (``OUT/.state/<name>.jsonl``) and the loop that fills it.
-
-    ``keep`` is ``StageLog``'s: which logged rows stay settled on resume. ``None`` keeps failures too, so a
-    re-run replays them (multi-turn: a failed turn ended its conversation, and must end it again).
-    """
+    """The log of one LLM step (``OUT/.state/<name>.jsonl``) and the loop that fills it. ``keep`` says which
+    rows stay settled on resume: ``not_failed`` asks a failed request again, ``None`` replays the failure."""
 
     def __init__(self, out: Path, name: str, keep: Callable[[Row], bool] | None = not_failed):
         super().__init__(out, name, keep=keep)
-        self.keep = keep
-
-    def settled(self, key: str) -> bool:
-        return key in self.done
 
     def lasts(self, row: Row) -> bool:
         """Whether ``row`` stays settled on resume (a failure under ``not_failed`` does not: it is asked again)."""
@@ -121,9 +109,6 @@ class Step(StageLog):
         row = answer_row(key, result, failed_as, **extra)
         self.append(row)
         return row
-
-    def __enter__(self) -> Step:
-        return self
 
 
 def failed_row(key: str, record: Example, stage: str, error: LLMError) -> Row:

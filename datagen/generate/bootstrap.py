@@ -53,7 +53,8 @@ class BootstrapConfig(Protocol):
     def rounds_limit(self) -> int: ...
 
 
-def sample_prompt_tasks(rng: random.Random, seeds: list[dict], machine: list[dict], cfg: BootstrapConfig) -> list[dict]:
+def sample_prompt_tasks(rng: random.Random, seeds: list[dict], machine: list[dict],
+                        cfg: BootstrapConfig) -> list[dict]:
     """6 human + 2 machine tasks (fewer machine ones while the pool has fewer), shuffled — the paper's mix."""
     chosen = rng.sample(machine, min(cfg.num_machine_in_prompt, len(machine)))
     chosen += rng.sample(seeds, min(cfg.num_prompt_instructions - len(chosen), len(seeds)))
@@ -170,6 +171,7 @@ class Bootstrap:
                                  "model": row["model"], "usage": row["usage"]})
 
     def _reject(self, text: str, reason: str, detail: Any, lang: str | None = "") -> None:
-        self.rejects.append(make_reject(Example(instruction=text, output="", lang=self.cfg.lang if lang == "" else lang,
+        lang = self.cfg.lang if lang == "" else lang
+        self.rejects.append(make_reject(Example(instruction=text, output="", lang=lang,
                                                 meta={"method": self.stage, "round": self.rounds}),
                                         self.stage, reason, detail, step=self.step))

@@ -19,7 +19,7 @@ from typing import Any
 
 from datagen.checkpoint import write_outputs
 from datagen.errors import ConfigError, LLMError
-from datagen.formats import read_any, render_user_turn
+from datagen.formats import read_any
 from datagen.llm.client import LLMClient, LLMConfig, SamplingParams
 from datagen.records import Example
 from datagen.step import Step, failed_row, truncated_reject
@@ -38,14 +38,9 @@ class RespondConfig:
 
 def build_messages(example: Example, system: str | None) -> list[dict[str, str]]:
     """The conversation to answer: the record's turns up to its last user turn, or one user turn."""
-    if example.messages:
-        messages = list(example.messages)
-        while messages and messages[-1]["role"] == "assistant":
-            messages.pop()
-    else:
-        messages = [{"role": "user", "content": render_user_turn(example.instruction, example.input)}]
-    if system and not (messages and messages[0]["role"] == "system"):
-        messages = [{"role": "system", "content": system}, *messages]
+    messages = example.conversation(system)
+    while messages and messages[-1]["role"] == "assistant":
+        messages.pop()
     return messages
 
 

@@ -2,11 +2,9 @@
 
 Run it:  datagen self-instruct --seeds seeds/seed_tasks.jsonl --num-instructions 30 --out out/si --base-url embedded
 
-1. Bootstrap. Each request shows 8 in-context tasks (6 human seeds + 2 accepted machine tasks once there are
-   any, shuffled) and asks for more; ``batch_size`` requests run concurrently per round. Each answer is parsed
-   as a numbered list (the last item dropped when ``finish_reason == "length"``), every candidate filtered
-   (length, keyword blacklist, leading punctuation, language, ROUGE-L ≥ 0.7 against the whole pool), and the
-   survivors join the pool at once, so later candidates of the same round are checked against them too.
+1. Bootstrap (``generate/bootstrap.py``): rounds of ``batch_size`` requests, each showing 8 in-context tasks
+   (6 seeds + 2 machine ones), asking for more; candidates are filtered (length, blacklist, punctuation,
+   language, ROUGE-L ≥ 0.7 against the whole pool) and survivors join the pool at once.
 2. Classify each new instruction: the paper asks the model a few-shot "classification task with finite
    output labels?"; a 135M model answers that barely better than a coin, so the decision is
    ``datagen.generate.classify`` (lexical cues + a kNN vote over the labelled seeds, the model's answer only
@@ -182,8 +180,8 @@ class _Run(Bootstrap):
     """State of one run: the pool, the client, the rejects. Methods are the paper's steps."""
 
     def __init__(self, cfg: SelfInstructConfig, llm: LLMClient, seeds: list[dict]):
-        super().__init__(cfg, llm, seeds, stage=STAGE, step="bootstrap", prompt=lambda t: build_bootstrap_prompt(t, cfg),
-                         digest=_key, sampling=cfg.generate_sampling, failure_lang=None)
+        super().__init__(cfg, llm, seeds, stage=STAGE, step="bootstrap", digest=_key, sampling=cfg.generate_sampling,
+                         prompt=lambda tasks: build_bootstrap_prompt(tasks, cfg), failure_lang=None)
 
     async def answer_all(self, log: Step, jobs: list[tuple[str, str, SamplingParams]], desc: str) -> None:
         """Ask every ``(key, prompt, params)`` job not yet in ``log``, appending answers as they arrive."""
