@@ -97,7 +97,7 @@ class Example:
         answer; ``system`` goes first unless the record starts with a system message of its own.
 
         >>> Example(instruction="Translate.", input="猫", output="cat").conversation("Be brief.")[1:]
-        [{'role': 'user', 'content': 'Translate.\n\n猫'}, {'role': 'assistant', 'content': 'cat'}]
+        [{'role': 'user', 'content': 'Translate.\\n\\n猫'}, {'role': 'assistant', 'content': 'cat'}]
         """
         messages = list(self.messages) if self.messages else [
             {"role": "user", "content": render_user_turn(self.instruction, self.input)},

@@ -21,8 +21,7 @@ from datagen.llm.client import Completion, LLMClient, SamplingParams, map_bounde
 from datagen.progress import progress
 from datagen.records import Example
 
-T = TypeVar("T")
-R = TypeVar("R")
+T, R = TypeVar("T"), TypeVar("R")
 Row = dict[str, Any]
 
 
@@ -32,8 +31,6 @@ def answer_row(key: str, result: Completion | BaseException, failed_as: str = "l
     A failure is ``{"key", **extra, "llm_failed": true, "reason", "detail"}``; with ``failed_as="error"`` (the
     bootstrap logs' older form) ``{"key", **extra, "error": reason, "detail"}``.
 
-    >>> answer_row("k", Completion("hi", "stop", "m"), prompt="ab12")["text"]
-    'hi'
     >>> from datagen.errors import LLMTimeout
     >>> answer_row("k", LLMTimeout("boom"), failed_as="error")
     {'key': 'k', 'error': 'timeout', 'detail': 'boom'}

@@ -22,7 +22,7 @@ from __future__ import annotations
 import random
 import re
 from collections.abc import Callable
-from typing import Any, Protocol
+from typing import Any
 
 from datagen.checkpoint import make_reject
 from datagen.generate.parsing import parse_numbered_list
@@ -31,30 +31,14 @@ from datagen.llm.client import LLMClient, SamplingParams
 from datagen.progress import progress
 from datagen.records import Example
 from datagen.rouge import RougePool
-from datagen.step import Step, answer_row, ask, as_request
+from datagen.step import Step, answer_row, as_request, ask
 from datagen.textrules import find_blacklisted, starts_with_punctuation
 
 #: Length bounds per language, in words (English) or characters (Chinese): keep lo < n ≤ hi.
 LENGTH_BOUNDS = {"en": (3, 150), "zh": (5, 300)}
 
 
-class BootstrapConfig(Protocol):
-    """The knobs the loop reads (``SelfInstructConfig`` and ``MultiTurnConfig`` both have them)."""
-
-    lang: str
-    style: str
-    batch_size: int
-    num_prompt_instructions: int
-    num_machine_in_prompt: int
-    rouge_threshold: float
-    seed: int
-
-    @property
-    def rounds_limit(self) -> int: ...
-
-
-def sample_prompt_tasks(rng: random.Random, seeds: list[dict], machine: list[dict],
-                        cfg: BootstrapConfig) -> list[dict]:
+def sample_prompt_tasks(rng: random.Random, seeds: list[dict], machine: list[dict], cfg: Any) -> list[dict]:
     """6 human + 2 machine tasks (fewer machine ones while the pool has fewer), shuffled — the paper's mix."""
     chosen = rng.sample(machine, min(cfg.num_machine_in_prompt, len(machine)))
     chosen += rng.sample(seeds, min(cfg.num_prompt_instructions - len(chosen), len(seeds)))
@@ -95,14 +79,15 @@ def check_instruction(text: str, lang: str) -> tuple[str, Any] | None:
 
 
 class Bootstrap:
-    """The pool (seeds + accepted machine instructions) and the rounds that grow it.
+    """The pool (seeds + accepted machine instructions) and the rounds that grow it. ``cfg`` is a
+    ``SelfInstructConfig`` or ``MultiTurnConfig`` (the knobs above are named alike in both).
 
     ``prompt`` renders a request from in-context instructions, ``digest`` names it in the log (a changed
     request under a logged key means the state belongs to other settings). Rejected candidates become
     ``stage`` rejects with ``step``; a failed request's reject carries ``failure_lang``.
     """
 
-    def __init__(self, cfg: BootstrapConfig, llm: LLMClient, seeds: list[dict[str, Any]], *, stage: str, step: str,
+    def __init__(self, cfg: Any, llm: LLMClient, seeds: list[dict[str, Any]], *, stage: str, step: str,
                  prompt: Callable[[list[str]], str], digest: Callable[[str], str], sampling: SamplingParams,
                  failure_lang: str | None):
         self.cfg, self.llm, self.seeds = cfg, llm, seeds

@@ -3,11 +3,8 @@
 Run it:  datagen self-instruct-multiturn --seeds seeds/seed_dialogues.jsonl --num-conversations 20 \\
              --out out/mt --base-url embedded
 
-1. Openers. The single-turn bootstrap (Wang et al. 2022), applied to first user turns: each request shows 8
-   first turns of seed dialogues (6 human + 2 accepted machine ones once there are any, shuffled) and asks
-   for more (``prompts/<lang>/multiturn_openers*.j2``; a numbered list to continue by default, a chat
-   request with ``style="chat"``). Candidates pass the shared bootstrap's ``check_instruction`` (length, keyword
-   blacklist, leading punctuation, language) and ROUGE-L < 0.7 against the pool of all first turns.
+1. Openers: the single-turn bootstrap (``generate/bootstrap.py``) applied to first user turns of the seed
+   dialogues (``prompts/<lang>/multiturn_openers*.j2``; a numbered list to continue, or ``style="chat"``).
 2. Dialogue simulation. Each conversation draws its number of user turns (``min_turns``..``max_turns``) and
    one follow-up kind per later turn (clarify, go deeper, change a constraint, ask for another format) from
    its own seeded RNG. The assistant answers with the conversation so far (a chat completion); then the LLM
@@ -413,8 +410,7 @@ class _Run(Bootstrap):
 
     async def _turn(self, log: Step, key: str, kind: str, payload: Any, params: SamplingParams,
                     sample_index: int) -> dict[str, Any]:
-        """One LLM answer: replayed from the log, or asked for and logged at once (a failure ends the turn's
-        conversation, and is replayed on resume)."""
+        """One LLM answer: replayed from the log, or asked for and logged at once (a failure too: it ends the turn)."""
         return await log.answer_one(key, lambda: ask(self.llm, kind, payload, params, sample_index),
                                     digest=request_hash(kind, payload), failed_as="error")
 

@@ -64,7 +64,6 @@ async def respond(cfg: RespondConfig) -> dict[str, Any]:
         raise ConfigError(f"{cfg.inputs}: no records to answer")
     keyed = [(f"{i}:{e.id}", e) for i, e in enumerate(examples)]
 
-    # Requests that failed for good last time are asked again: the endpoint may have recovered.
     with Step(cfg.out, "responses") as log:
         async with LLMClient(cfg.llm) as llm:
             async def answer(item: tuple[str, Example]):

@@ -18,12 +18,10 @@ Run it:  datagen self-instruct --seeds seeds/seed_tasks.jsonl --num-instructions
    output-first), and whole tasks whose same input got conflicting outputs. Each record carries
    ``meta.in_context`` (the example outputs/labels its prompt showed) and ``meta.finish_reason``.
 
-Resumable and reproducible: every raw answer is appended to ``OUT/.state/*.jsonl`` as it arrives, and a
-re-run replays the bootstrap rounds from that log with the same seeded RNG, so a killed run ends with exactly
-the result of an uninterrupted one, asking the endpoint only for what is missing. A request that failed for
-good (retries spent) is a reject with its reason and ``stats.llm.failures``, but not settled: the run builds
-nothing more on top of it (no later bootstrap round, no top-up), and a re-run asks it again, then goes on as a
-fault-free run would have.
+Resumable and reproducible: every raw answer is logged as it arrives (``datagen.step``) and a re-run replays
+the rounds with the same seeded RNG, so a killed run ends with exactly the result of an uninterrupted one. A
+request that failed for good is a reject, but not settled: the run builds nothing more on top of it (no later
+round, no top-up), and a re-run asks it again, then goes on as a fault-free run would have.
 """
 
 from __future__ import annotations

@@ -298,7 +298,6 @@ async def _from_llm(cfg: SelfKGConfig, G: nx.MultiDiGraph, samples: list[Sample]
                     grounding: Grounding) -> tuple[list[Example], list[Example], dict[str, Any]]:
     prompt = template_ref(f"{cfg.lang}/self_kg_verbalise")
     keyed = [(f"{i}:{s.key}", s) for i, s in enumerate(samples)]
-    # Requests that failed for good last time are asked again: the endpoint may have recovered.
     with Step(cfg.out, "verbalise") as log:
         async with LLMClient(cfg.llm) as llm:
             resumed = await log.answer(keyed, key=lambda item: item[0],

@@ -420,9 +420,9 @@ async def generate(cfg: SelfQAConfig) -> dict[str, Any]:
             jobs = [job for c in chunks
                     for job in _jobs(c, langs[c.key], qlog.done.get(qkeys[c.key]), cfg, refs[langs[c.key]])[0]]
             resumed_answers = await alog.answer(
-                jobs, key=lambda j: j.key, ask=lambda j: llm.chat(build_answer_messages(j.chunk, j.lang, j.question),
-                                                                  a_params),
-                row=lambda j, result: answer_row(j.key, result), limit=cfg.llm.gather_limit, desc="self-qa answers")
+                jobs, key=lambda j: j.key, row=lambda j, result: answer_row(j.key, result),
+                ask=lambda j: llm.chat(build_answer_messages(j.chunk, j.lang, j.question), a_params),
+                limit=cfg.llm.gather_limit, desc="self-qa answers")
             ledger = llm.ledger.as_dict()
 
         questions = {c.key: qlog.done.get(qkeys[c.key]) for c in chunks}
