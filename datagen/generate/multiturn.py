@@ -46,8 +46,8 @@ from typing import Any
 from datagen.checkpoint import count_reasons, make_reject, write_outputs
 from datagen.errors import ConfigError, RecordError
 from datagen.formats import example_from_obj
-from datagen.generate.bootstrap import Bootstrap
-from datagen.lang import LANGS, detect_lang
+from datagen.generate.bootstrap import Bootstrap, check_config
+from datagen.lang import detect_lang
 from datagen.llm.client import LLMClient, LLMConfig, SamplingParams, map_bounded
 from datagen.progress import progress
 from datagen.prompts import render, template_ref
@@ -57,7 +57,6 @@ from datagen.step import Step, as_request, ask
 from datagen.textrules import AI_IDENTITY, LANGUAGE_WORDS, REFUSAL_WINDOW, REFUSALS, find_phrase
 
 STAGE = "self-instruct-multiturn"
-STYLES = ("completion", "chat")
 #: Follow-up kinds, as named in ``multiturn_followup.j2``: one is drawn per later user turn.
 FOLLOWUP_KINDS = ("clarify", "deeper", "constraint", "format")
 #: A conversation needs this many user turns to count as multi-turn (after any cut-back).
@@ -106,30 +105,16 @@ class MultiTurnConfig:
         object.__setattr__(self, "seeds", Path(self.seeds))
         object.__setattr__(self, "out", Path(self.out))
         object.__setattr__(self, "followup_kinds", tuple(self.followup_kinds))  # a YAML list is fine too
-        if self.lang not in LANGS:
-            raise ConfigError(f"multiturn.lang must be one of {list(LANGS)}, got {self.lang!r}")
-        if self.style not in STYLES:
-            raise ConfigError(f"multiturn.style must be one of {list(STYLES)}, got {self.style!r}")
-        for name in ("num_conversations", "batch_size", "num_prompt_instructions", "min_context_overlap",
-                     "context_chars"):
-            if getattr(self, name) < 1:
-                raise ConfigError(f"multiturn.{name} must be ≥ 1, got {getattr(self, name)}")
+        check_config(self, "multiturn", ("num_conversations", "min_context_overlap", "context_chars"),
+                     ("repeat_threshold",))
         if self.min_turns < MIN_USER_TURNS:
             raise ConfigError(f"multiturn.min_turns must be ≥ {MIN_USER_TURNS} (a multi-turn conversation), "
                               f"got {self.min_turns}")
         if self.max_turns < self.min_turns:
             raise ConfigError(f"multiturn.max_turns must be ≥ min_turns ({self.min_turns}), got {self.max_turns}")
-        if not 0 <= self.num_machine_in_prompt <= self.num_prompt_instructions:
-            raise ConfigError("multiturn.num_machine_in_prompt must be between 0 and num_prompt_instructions, "
-                              f"got {self.num_machine_in_prompt}")
-        for name in ("rouge_threshold", "repeat_threshold"):
-            if not 0 < getattr(self, name) <= 1:
-                raise ConfigError(f"multiturn.{name} must be in (0, 1], got {getattr(self, name)}")
         if not self.followup_kinds or set(self.followup_kinds) - set(FOLLOWUP_KINDS):
             raise ConfigError(f"multiturn.followup_kinds must be a non-empty subset of {list(FOLLOWUP_KINDS)}, "
                               f"got {list(self.followup_kinds)}")
-        if self.max_rounds is not None and self.max_rounds < 1:
-            raise ConfigError(f"multiturn.max_rounds must be ≥ 1, got {self.max_rounds}")
 
     @property
     def rounds_limit(self) -> int:

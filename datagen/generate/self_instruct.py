@@ -37,12 +37,10 @@ from pathlib import Path
 from typing import Any
 
 from datagen.checkpoint import count_reasons, make_reject, write_outputs
-from datagen.errors import ConfigError
 from datagen.formats import read_seed_tasks
 from datagen.generate import classify
-from datagen.generate.bootstrap import Bootstrap
+from datagen.generate.bootstrap import Bootstrap, check_config
 from datagen.generate.parsing import parse_instances_input_first, parse_instances_output_first, parse_yes_no
-from datagen.lang import LANGS
 from datagen.llm.client import LLMClient, LLMConfig, SamplingParams
 from datagen.prompts import render, template_ref
 from datagen.records import Example, make_dirs, write_jsonl
@@ -50,7 +48,6 @@ from datagen.step import Step, answer_row, as_request, ask
 from datagen.textrules import normalize_text
 
 STAGE = "self-instruct"
-STYLES = ("completion", "chat")
 
 @dataclass(frozen=True)
 class SelfInstructConfig:
@@ -83,20 +80,7 @@ class SelfInstructConfig:
     llm: LLMConfig = field(default_factory=LLMConfig)
 
     def __post_init__(self) -> None:
-        if self.lang not in LANGS:
-            raise ConfigError(f"self_instruct.lang must be one of {list(LANGS)}, got {self.lang!r}")
-        if self.style not in STYLES:
-            raise ConfigError(f"self_instruct.style must be one of {list(STYLES)}, got {self.style!r}")
-        for name in ("num_instructions", "batch_size", "num_prompt_instructions", "max_instances"):
-            if getattr(self, name) < 1:
-                raise ConfigError(f"self_instruct.{name} must be ≥ 1, got {getattr(self, name)}")
-        if not 0 <= self.num_machine_in_prompt <= self.num_prompt_instructions:
-            raise ConfigError("self_instruct.num_machine_in_prompt must be between 0 and num_prompt_instructions, "
-                              f"got {self.num_machine_in_prompt}")
-        if not 0 < self.rouge_threshold <= 1:
-            raise ConfigError(f"self_instruct.rouge_threshold must be in (0, 1], got {self.rouge_threshold}")
-        if self.max_rounds is not None and self.max_rounds < 1:
-            raise ConfigError(f"self_instruct.max_rounds must be ≥ 1, got {self.max_rounds}")
+        check_config(self, "self_instruct", ("num_instructions", "max_instances"))
 
     @property
     def rounds_limit(self) -> int:
