@@ -87,7 +87,7 @@ def run_trl(args: argparse.Namespace, packing: bool, data: Path, work: Path) -> 
     from transformers import AutoModelForCausalLM, AutoTokenizer
     from trl import SFTConfig, SFTTrainer
 
-    from datagen.formats import read_any, to_messages
+    from datagen.formats import read_any
     from datagen.llm.local import resolve_model_dir
     from datagen.train.config import to_lora_config
     from datagen.train.data import build_rows, resolve_chat_template
@@ -96,7 +96,7 @@ def run_trl(args: argparse.Namespace, packing: bool, data: Path, work: Path) -> 
     model_dir = resolve_model_dir(cfg.base)
     tokenizer = AutoTokenizer.from_pretrained(model_dir)
     template = resolve_chat_template(tokenizer, None, cfg.fallback_template)
-    rows, _ = build_rows(tokenizer, [to_messages(e) for e in read_any(data)], template, cfg.max_seq_len)
+    rows, _ = build_rows(tokenizer, [e.conversation() for e in read_any(data)], template, cfg.max_seq_len)
     torch.manual_seed(cfg.seed)  # as datagen.train.sft._load_model: the same LoRA A matrices
     model = AutoModelForCausalLM.from_pretrained(model_dir, dtype=torch.float32)
     model.config.use_cache = False

@@ -20,7 +20,7 @@ from __future__ import annotations
 from collections import Counter
 from collections.abc import Iterable
 from pathlib import Path
-from typing import Any
+from typing import Any, Self
 
 from datagen.records import Example, ShardWriter, read_jsonl_tolerant, write_json, write_jsonl
 
@@ -33,6 +33,7 @@ class StageLog:
         latest = {row["key"]: row for row in read_jsonl_tolerant(self.path)}  # a key's last row is its outcome
         # ``keep`` lets a stage forget rows it wants redone (e.g. requests that failed for good last time). It
         # judges a key's last row only: an older answer must not stand in for a newer failure.
+        self.keep = keep
         self.done: dict[str, dict[str, Any]] = {k: r for k, r in latest.items() if keep is None or keep(r)}
         self._writer: ShardWriter | None = None
 
@@ -59,7 +60,7 @@ class StageLog:
         if self._writer is not None:
             self._writer.close()
 
-    def __enter__(self) -> StageLog:
+    def __enter__(self) -> Self:
         return self
 
     def __exit__(self, *exc: object) -> None:
@@ -67,9 +68,10 @@ class StageLog:
 
 
 def not_failed(row: dict[str, Any]) -> bool:
-    """``StageLog``'s ``keep`` for logs whose rows mark a request that failed for good with ``llm_failed``: such
-    a row is not settled, so a re-run asks the request again (the endpoint may be back)."""
-    return not row.get("llm_failed")
+    """``StageLog``'s ``keep`` for logs whose rows mark a request that failed for good (``llm_failed``, or
+    ``error`` in the bootstrap logs): such a row is not settled, so a re-run asks the request again (the
+    endpoint may be back)."""
+    return not row.get("llm_failed") and "error" not in row
 
 
 def make_reject(example: Example, stage: str, reason: str, detail: Any = None, **extra: Any) -> Example:

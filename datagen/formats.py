@@ -23,7 +23,7 @@ from pathlib import Path
 from typing import Any
 
 from datagen.errors import ConfigError, RecordError
-from datagen.records import Example, iter_json_lines, validate_messages, write_json, write_jsonl
+from datagen.records import Example, iter_json_lines, render_user_turn, validate_messages, write_json, write_jsonl
 
 #: Export formats, as named by ``datagen convert --to`` and ``datagen export --to``.
 EXPORT_FORMATS = ("datagen", "alpaca", "sharegpt", "messages", "seed", "hf", "parquet",
@@ -35,11 +35,6 @@ _SHAREGPT_ROLES = {"human": "user", "user": "user", "gpt": "assistant", "assista
 _SHAREGPT_FROM = {"user": "human", "assistant": "gpt", "system": "system", "tool": "observation"}
 #: ``meta`` key listing the assistant turns that were sharegpt ``function_call`` turns, so they export back as such.
 FUNCTION_CALL_TURNS = "function_call_turns"
-
-
-def render_user_turn(instruction: str, input: str) -> str:
-    """The user message for a single-turn example: the instruction, then the input after a blank line."""
-    return f"{instruction}\n\n{input}" if input else instruction
 
 
 # ---------------------------------------------------------------------------------------------- reading
@@ -269,8 +264,8 @@ def _read_hf(path: Path) -> list[Example]:
         for key in ("messages", "conversations"):
             if key in row and not row[key]:
                 del row[key]
-        if "instruction" in row and row.get("messages") == to_messages(
-                Example(instruction=row["instruction"], input=row.get("input", ""), output=row.get("output", ""))):
+        if "instruction" in row and row.get("messages") == Example(
+                row["instruction"], row.get("output", ""), row.get("input", "")).conversation():
             del row["messages"]  # the typed column holds every conversation; a single turn had none of its own
         examples.extend(example_from_obj(row, f"{path}:row {i}"))
     return examples
@@ -314,17 +309,9 @@ def to_alpaca(example: Example, dropped: Counter[str] | None = None) -> dict[str
     return row
 
 
-def to_messages(example: Example) -> list[dict[str, str]]:
-    """The conversation of an example: its own ``messages``, or one user/assistant exchange."""
-    if example.messages:
-        return example.messages
-    return [{"role": "user", "content": render_user_turn(example.instruction, example.input)},
-            {"role": "assistant", "content": example.output}]
-
-
 def to_sharegpt(example: Example) -> dict[str, Any]:
     """Sharegpt as LLaMA-Factory documents it: a leading system turn goes to the top-level ``system``."""
-    messages = to_messages(example)
+    messages = example.conversation()
     calls = set(example.meta.get(FUNCTION_CALL_TURNS) or [])
     system = messages[0]["content"] if messages[0]["role"] == "system" else None
     turns = [{"from": "function_call" if i in calls else _SHAREGPT_FROM.get(m["role"], m["role"]), "value": m["content"]}
@@ -337,7 +324,7 @@ def to_sharegpt(example: Example) -> dict[str, Any]:
 
 def to_prompt_completion(example: Example) -> dict[str, Any] | None:
     """trl's conversational prompt-completion: everything before the last assistant turn, and that turn."""
-    messages = to_messages(example)
+    messages = example.conversation()
     last = max((i for i, m in enumerate(messages) if m["role"] == "assistant"), default=None)
     if last is None:
         return None
@@ -422,8 +409,8 @@ def export(examples: list[Example], out: str | Path, to: str, *, overwrite: bool
         _count_lost_fields(examples, dropped, joined=to not in ("alpaca", "alpaca-json", "seed"),
                            keeps_classification=to == "seed")
     if to == "seed":
-        lost = sum(1 for e in examples if e.messages and to_messages(e) != to_messages(
-            Example(instruction=e.instruction, input=e.input, output=e.output)))
+        lost = sum(1 for e in examples if e.messages and e.conversation() != Example(
+            instruction=e.instruction, input=e.input, output=e.output).conversation())
         if lost:
             dropped["system prompt and turns after the first exchange (seed tasks are single-turn)"] += lost
     if to == "datagen":
@@ -437,7 +424,7 @@ def export(examples: list[Example], out: str | Path, to: str, *, overwrite: bool
     elif to == "sharegpt":
         result.rows = write_jsonl(out, (to_sharegpt(e) for e in examples))
     elif to == "messages":
-        result.rows = write_jsonl(out, ({"id": e.id, "messages": to_messages(e)} for e in examples))
+        result.rows = write_jsonl(out, ({"id": e.id, "messages": e.conversation()} for e in examples))
     elif to == "prompt-completion":
         rows = [r for r in map(to_prompt_completion, examples) if r is not None]
         if len(rows) < len(examples):
@@ -446,7 +433,7 @@ def export(examples: list[Example], out: str | Path, to: str, *, overwrite: bool
     elif to == "text":
         if chat_template is None:
             raise ConfigError("--to text needs a tokenizer whose chat template renders the text (--tokenizer)")
-        result.rows = write_jsonl(out, ({"id": e.id, "text": chat_template(to_messages(e))} for e in examples))
+        result.rows = write_jsonl(out, ({"id": e.id, "text": chat_template(e.conversation())} for e in examples))
     elif to == "preference":
         rejected = list(rejected)
         if not rejected:

@@ -28,7 +28,7 @@ from collections import Counter
 from pathlib import Path
 from typing import Any
 
-from datagen.formats import replace_folder, to_alpaca, to_messages
+from datagen.formats import replace_folder, to_alpaca
 from datagen.records import Example, write_atomic, write_json
 
 ARROW_FILE = "train/data-00000-of-00001.arrow"  # as save_to_disk names it; renamed to train/data-<digest>.arrow
@@ -118,7 +118,7 @@ def typed_meta(metas: list[dict[str, Any]], dropped: Counter[str]) -> tuple[list
 def hf_rows(examples: list[Example], meta: str, dropped: Counter[str]) -> tuple[list[dict[str, Any]], Any]:
     """Rows and features for ``examples``: every row has its whole conversation in ``messages``."""
     rows = [{"id": e.id, "instruction": e.instruction, "input": e.input, "output": e.output,
-             "messages": to_messages(e), "is_classification": e.is_classification, "lang": e.lang}
+             "messages": e.conversation(), "is_classification": e.is_classification, "lang": e.lang}
             for e in examples]
     if meta == "drop":
         lost = sum(1 for e in examples if e.meta)

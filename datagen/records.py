@@ -37,6 +37,11 @@ _SURROGATE = re.compile("[\ud800-\udfff]")
 _RECORD_KEYS = {"id", "instruction", "input", "output", "messages", "is_classification", "lang", "meta", "reject"}
 
 
+def render_user_turn(instruction: str, input: str) -> str:
+    """The user message for a single-turn example: the instruction, then the input after a blank line."""
+    return f"{instruction}\n\n{input}" if input else instruction
+
+
 def content_id(instruction: str, input: str, output: str, messages: list[dict] | None = None) -> str:
     """Stable id from the content alone, so the same example gets the same id in every run.
 
@@ -86,6 +91,24 @@ class Example:
         if self.reject is not None:
             out["reject"] = self.reject
         return out
+
+    def conversation(self, system: str | None = None) -> list[dict[str, str]]:
+        """The record as chat messages: its own ``messages``, or one user turn (``render_user_turn``) and the
+        answer; ``system`` goes first unless the record starts with a system message of its own.
+
+        >>> Example(instruction="Translate.", input="猫", output="cat").conversation("Be brief.")[1:]
+        [{'role': 'user', 'content': 'Translate.\\n\\n猫'}, {'role': 'assistant', 'content': 'cat'}]
+        """
+        messages = list(self.messages) if self.messages else [
+            {"role": "user", "content": render_user_turn(self.instruction, self.input)},
+            {"role": "assistant", "content": self.output}]
+        if system and messages[0]["role"] != "system":
+            messages.insert(0, {"role": "system", "content": system})
+        return messages
+
+    def turns(self) -> list[dict[str, str]]:
+        """The conversation without its system message: user and assistant (and tool) turns in order."""
+        return [m for m in self.conversation() if m["role"] != "system"]
 
     @classmethod
     def from_dict(cls, obj: Any, where: str = "record") -> Example:

@@ -21,8 +21,7 @@ CHAT = Example(instruction="Hi, what's 2+2?", output="4.",
 
 
 def conversation(example: Example) -> list[dict]:
-    from datagen.formats import to_messages
-    return to_messages(example)
+    return example.conversation()
 
 
 @pytest.mark.parametrize("fmt", ["datagen", "sharegpt", "messages", "hf", "parquet"])

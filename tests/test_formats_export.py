@@ -10,7 +10,7 @@ import yaml
 from click.testing import CliRunner
 
 from datagen.cli import cli
-from datagen.formats import export, read_any, to_messages
+from datagen.formats import export, read_any
 from datagen.records import Example, write_jsonl
 
 MULTI = Example(
@@ -34,7 +34,7 @@ def _content(example: Example) -> tuple:
     """What every conversation format must keep: the text, the conversation and the id derived from them.
 
     A single user/assistant exchange is the same record with or without its ``messages`` spelled out."""
-    single = to_messages(Example(instruction=example.instruction, input=example.input, output=example.output))
+    single = Example(instruction=example.instruction, input=example.input, output=example.output).conversation()
     messages = None if example.messages == single else example.messages
     return example.instruction, example.input, example.output, messages, example.id
 

@@ -21,7 +21,6 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Any
 
-from datagen.formats import render_user_turn
 from datagen.llm.client import Completion, LLMClient, LLMConfig, SamplingParams, map_bounded
 from datagen.progress import progress
 from datagen.prompts import render
@@ -38,9 +37,7 @@ _SCORE = re.compile(r"(?:score|rating|评分|得分|分数)\s*\**\s*[:：=]?\s*\
 
 def judge_messages(example: Example) -> list[dict[str, str]]:
     """The one-message chat that asks for a score: the rubric template around the record's conversation."""
-    conversation = example.messages or [
-        {"role": "user", "content": render_user_turn(example.instruction, example.input)},
-        {"role": "assistant", "content": example.output}]
+    conversation = example.conversation()
     lang = detect_lang(example.instruction or conversation[0]["content"])
     return [{"role": "user", "content": render(f"{lang}/{TEMPLATE}", conversation=conversation)}]
 

@@ -3,11 +3,8 @@
 Run it:  datagen self-instruct-multiturn --seeds seeds/seed_dialogues.jsonl --num-conversations 20 \\
              --out out/mt --base-url embedded
 
-1. Openers. The single-turn bootstrap (Wang et al. 2022), applied to first user turns: each request shows 8
-   first turns of seed dialogues (6 human + 2 accepted machine ones once there are any, shuffled) and asks
-   for more (``prompts/<lang>/multiturn_openers*.j2``; a numbered list to continue by default, a chat
-   request with ``style="chat"``). Candidates pass Self-Instruct's ``check_instruction`` (length, keyword
-   blacklist, leading punctuation, language) and ROUGE-L < 0.7 against the pool of all first turns.
+1. Openers: the single-turn bootstrap (``generate/bootstrap.py``) applied to first user turns of the seed
+   dialogues (``prompts/<lang>/multiturn_openers*.j2``; a numbered list to continue, or ``style="chat"``).
 2. Dialogue simulation. Each conversation draws its number of user turns (``min_turns``..``max_turns``) and
    one follow-up kind per later turn (clarify, go deeper, change a constraint, ask for another format) from
    its own seeded RNG. The assistant answers with the conversation so far (a chat completion); then the LLM
@@ -46,20 +43,19 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from datagen.checkpoint import StageLog, count_reasons, make_reject, write_outputs
-from datagen.errors import CircuitOpen, ConfigError, LLMError, RecordError
+from datagen.checkpoint import count_reasons, make_reject, write_outputs
+from datagen.errors import ConfigError, RecordError
 from datagen.formats import example_from_obj
-from datagen.generate.parsing import parse_numbered_list
-from datagen.generate.self_instruct import check_instruction, clean_instruction, sample_prompt_tasks
-from datagen.llm.client import Completion, LLMClient, LLMConfig, SamplingParams, map_bounded
+from datagen.generate.bootstrap import Bootstrap, check_config
+from datagen.llm.client import LLMClient, LLMConfig, SamplingParams, map_bounded
 from datagen.progress import progress
 from datagen.prompts import render, template_ref
 from datagen.records import Example, iter_json_lines, write_jsonl
-from datagen.rouge import RougePool, rouge_l
-from datagen.text import AI_IDENTITY, HAN, LANGS, LANGUAGE_WORDS, STOP_WORDS, detect_lang, find_phrase, find_refusal
+from datagen.rouge import rouge_l
+from datagen.step import Step, as_request, ask
+from datagen.text import AI_IDENTITY, HAN, LANGUAGE_WORDS, STOP_WORDS, detect_lang, find_phrase, find_refusal
 
 STAGE = "self-instruct-multiturn"
-STYLES = ("completion", "chat")
 #: Follow-up kinds, as named in ``multiturn_followup.j2``: one is drawn per later user turn.
 FOLLOWUP_KINDS = ("clarify", "deeper", "constraint", "format")
 #: A conversation needs this many user turns to count as multi-turn (after any cut-back).
@@ -108,30 +104,16 @@ class MultiTurnConfig:
         object.__setattr__(self, "seeds", Path(self.seeds))
         object.__setattr__(self, "out", Path(self.out))
         object.__setattr__(self, "followup_kinds", tuple(self.followup_kinds))  # a YAML list is fine too
-        if self.lang not in LANGS:
-            raise ConfigError(f"multiturn.lang must be one of {list(LANGS)}, got {self.lang!r}")
-        if self.style not in STYLES:
-            raise ConfigError(f"multiturn.style must be one of {list(STYLES)}, got {self.style!r}")
-        for name in ("num_conversations", "batch_size", "num_prompt_instructions", "min_context_overlap",
-                     "context_chars"):
-            if getattr(self, name) < 1:
-                raise ConfigError(f"multiturn.{name} must be ≥ 1, got {getattr(self, name)}")
+        check_config(self, "multiturn", ("num_conversations", "min_context_overlap", "context_chars"),
+                     ("repeat_threshold",))
         if self.min_turns < MIN_USER_TURNS:
             raise ConfigError(f"multiturn.min_turns must be ≥ {MIN_USER_TURNS} (a multi-turn conversation), "
                               f"got {self.min_turns}")
         if self.max_turns < self.min_turns:
             raise ConfigError(f"multiturn.max_turns must be ≥ min_turns ({self.min_turns}), got {self.max_turns}")
-        if not 0 <= self.num_machine_in_prompt <= self.num_prompt_instructions:
-            raise ConfigError("multiturn.num_machine_in_prompt must be between 0 and num_prompt_instructions, "
-                              f"got {self.num_machine_in_prompt}")
-        for name in ("rouge_threshold", "repeat_threshold"):
-            if not 0 < getattr(self, name) <= 1:
-                raise ConfigError(f"multiturn.{name} must be in (0, 1], got {getattr(self, name)}")
         if not self.followup_kinds or set(self.followup_kinds) - set(FOLLOWUP_KINDS):
             raise ConfigError(f"multiturn.followup_kinds must be a non-empty subset of {list(FOLLOWUP_KINDS)}, "
                               f"got {list(self.followup_kinds)}")
-        if self.max_rounds is not None and self.max_rounds < 1:
-            raise ConfigError(f"multiturn.max_rounds must be ≥ 1, got {self.max_rounds}")
 
     @property
     def rounds_limit(self) -> int:
@@ -370,106 +352,24 @@ def turn_key(index: int, turn: int, role: str) -> str:
     return f"c{index}|t{turn}|{role}"
 
 
-def _log_row(key: str, prompt_hash: str, result: Completion | LLMError) -> dict[str, Any]:
-    if isinstance(result, LLMError):
-        return {"key": key, "prompt": prompt_hash, "error": result.reason, "detail": str(result)}
-    return {"key": key, "prompt": prompt_hash, "text": result.text, "finish_reason": result.finish_reason,
-            "model": result.model, "usage": result.usage}
-
-
-def _stale(log: StageLog) -> ConfigError:
-    return ConfigError(f"{log.path}: state was written by a run with other seeds or settings; "
-                       "use a new --out folder (or delete it) to start over")
-
-
 # ---------------------------------------------------------------------------------------------- the stage
 
 
-class _Run:
-    """State of one run: the opener pool, the logs, the client."""
+class _Run(Bootstrap):
+    """State of one run: the opener pool (step 1 is the shared bootstrap), the conversations, the client."""
 
     def __init__(self, cfg: MultiTurnConfig, llm: LLMClient, seeds: list[dict[str, Any]]):
-        self.cfg, self.llm, self.seeds = cfg, llm, seeds
-        self.pool = RougePool(s["instruction"] for s in seeds)
-        self.machine: list[dict[str, Any]] = []
-        self.rng = random.Random(cfg.seed)
-        self.rounds = 0
-        self.rejects: list[Example] = []
+        super().__init__(cfg, llm, seeds, stage=STAGE, step="opener", prompt=lambda o: build_opener_prompt(o, cfg),
+                         digest=lambda p: request_hash(*as_request(cfg.style, p)), sampling=cfg.opener_sampling,
+                         failure_lang=cfg.lang)
         self.results: dict[int, dict[str, Any]] = {}
         self.system = cfg.system_message
         openers = f"{cfg.lang}/multiturn_openers" + ("" if cfg.style == "completion" else "_chat")
         self.refs = {"openers": template_ref(openers), "followup": template_ref(f"{cfg.lang}/multiturn_followup")}
 
-    async def _ask(self, kind: str, payload: Any, params: SamplingParams, sample_index: int) -> Completion:
-        if kind == "completion":
-            return await self.llm.complete(payload, params, sample_index)
-        return await self.llm.chat(payload, params, sample_index)
-
-    # -------------------------------------------------------------------------------------- step 1: openers
-
-    async def openers(self, log: StageLog, goal: int) -> None:
-        """Bootstrap rounds until ``goal`` openers are accepted (or the round limit is reached)."""
-        cfg = self.cfg
-        kind = "completion" if cfg.style == "completion" else "chat"
-        with progress(goal, "multiturn: openers", initial=min(goal, len(self.machine))) as bar:
-            while len(self.machine) < goal and self.rounds < cfg.rounds_limit:
-                batch = []
-                for j in range(cfg.batch_size):
-                    tasks = sample_prompt_tasks(self.rng, self.seeds, self.machine, cfg)
-                    prompt = build_opener_prompt([t["instruction"] for t in tasks], cfg)
-                    payload = prompt if kind == "completion" else [{"role": "user", "content": prompt}]
-                    batch.append((f"r{self.rounds}-{j}", request_hash(kind, payload), payload, tasks))
-                if any(k in log.done and log.done[k]["prompt"] != h for k, h, _, _ in batch):
-                    raise _stale(log)
-                # Each request is its own sample: the same prompt drawn twice must not replay one cached answer.
-                missing = [(k, h, p, self.rounds * cfg.batch_size + j) for j, (k, h, p, _) in enumerate(batch)
-                           if k not in log.done]
-                async for (k, h, _, _), answer in map_bounded(
-                        lambda m: self._ask(kind, m[2], cfg.opener_sampling, m[3]), missing, limit=len(missing) or 1):
-                    log.append(_log_row(k, h, answer))
-                before = len(self.machine)
-                for k, _, _, tasks in batch:
-                    self._absorb(log.done[k], tasks, goal)
-                bar.update(min(len(self.machine), goal) - min(before, goal))
-                self.rounds += 1
-
-    def _absorb(self, row: dict[str, Any], tasks: list[dict[str, Any]], goal: int) -> None:
-        """Parse one opener answer, filter its candidates, add survivors to the pool."""
-        round_ = self.rounds
-        source = {"seeds": [t["id"] for t in tasks if "round" not in t],
-                  "machine": [t["instruction"] for t in tasks if "round" in t]}
-        if "error" in row:
-            self._reject_opener("", f"llm_{row['error']}", row["detail"])
-            return
-        candidates = parse_numbered_list(row["text"], continuation=self.cfg.style == "completion")
-        if row["finish_reason"] == "length" and candidates:
-            self._reject_opener(clean_instruction(candidates.pop()), "truncated", None)
-        for raw in candidates:
-            text = clean_instruction(raw)
-            broken = check_instruction(text, self.cfg.lang)
-            if broken:
-                self._reject_opener(text, *broken)
-                continue
-            if len(self.machine) >= goal:
-                self._reject_opener(text, "over_target", None)
-                continue
-            top = self.pool.top_k(text, 10)
-            if top and top[0][1] >= self.cfg.rouge_threshold:
-                self._reject_opener(text, "near_duplicate", {"similar": self.pool[top[0][0]], "rougeL": top[0][1]})
-                continue
-            self.pool.add(text)
-            self.machine.append({"index": len(self.machine), "instruction": text, "round": round_,
-                                 "similar": [[self.pool[i], round(s, 4)] for i, s in top], "source": source,
-                                 "model": row["model"], "usage": row["usage"]})
-
-    def _reject_opener(self, text: str, reason: str, detail: Any) -> None:
-        self.rejects.append(make_reject(Example(instruction=text, output="", lang=self.cfg.lang,
-                                                meta={"method": STAGE, "round": self.rounds}),
-                                        STAGE, reason, detail, step="opener"))
-
     # -------------------------------------------------------------------------------------- step 2: dialogue
 
-    async def simulate_all(self, log: StageLog) -> None:
+    async def simulate_all(self, log: Step) -> None:
         """Simulate every accepted opener's conversation not simulated yet (conversations run concurrently)."""
         todo = [m for m in self.machine if m["index"] not in self.results]
         # One request per conversation is in flight at a time; in batch mode every conversation's next turn
@@ -483,26 +383,13 @@ class _Run:
                 self.results[opener["index"]] = result
                 bar.update()
 
-    async def _turn(self, log: StageLog, key: str, kind: str, payload: Any, params: SamplingParams,
+    async def _turn(self, log: Step, key: str, kind: str, payload: Any, params: SamplingParams,
                     sample_index: int) -> dict[str, Any]:
-        """One LLM answer: replayed from the log, or asked for and logged at once."""
-        digest = request_hash(kind, payload)
-        row = log.done.get(key)
-        if row is not None:
-            if row["prompt"] != digest:
-                raise _stale(log)
-            return row
-        try:
-            result: Completion | LLMError = await self._ask(kind, payload, params, sample_index)
-        except CircuitOpen:
-            raise
-        except LLMError as exc:  # a failed request is data: logged, replayed, and it ends the conversation
-            result = exc
-        row = _log_row(key, digest, result)
-        log.append(row)
-        return row
+        """One LLM answer: replayed from the log, or asked for and logged at once (a failure too: it ends the turn)."""
+        return await log.answer_one(key, lambda: ask(self.llm, kind, payload, params, sample_index),
+                                    digest=request_hash(kind, payload), failed_as="error")
 
-    async def _converse(self, opener: dict[str, Any], log: StageLog) -> dict[str, Any]:
+    async def _converse(self, opener: dict[str, Any], log: Step) -> dict[str, Any]:
         """Play one conversation to its planned length or its first failed turn."""
         cfg, index = self.cfg, opener["index"]
         planned, kinds = plan_conversation(cfg, index, opener["instruction"])
@@ -515,9 +402,8 @@ class _Run:
         for turn in range(planned):
             if turn > 0:
                 prompt = build_followup_prompt(messages, kinds[turn - 1], cfg)
-                kind = "completion" if cfg.style == "completion" else "chat"
-                payload = prompt if kind == "completion" else [{"role": "user", "content": prompt}]
-                row = await self._turn(log, turn_key(index, turn, "user"), kind, payload, cfg.followup_sampling, index)
+                row = await self._turn(log, turn_key(index, turn, "user"), *as_request(cfg.style, prompt),
+                                       cfg.followup_sampling, index)
                 text = "" if "error" in row else clean_followup(row["text"])
                 broken = (f"llm_{row['error']}", row["detail"]) if "error" in row else check_followup(
                     text, row["finish_reason"], messages, cfg.lang, cfg.repeat_threshold, cfg.min_context_overlap,
@@ -552,10 +438,11 @@ async def generate(cfg: MultiTurnConfig) -> dict[str, Any]:
     seeds = read_seed_dialogues(cfg.seeds)  # validates the whole file before anything is written
     async with LLMClient(cfg.llm) as llm:
         run = _Run(cfg, llm, seeds)
-        with StageLog(cfg.out, "openers") as opener_log, StageLog(cfg.out, "turns") as turn_log:
+        # Failed requests stay settled (``keep=None``): a failed turn ended its conversation, and ends it again.
+        with Step(cfg.out, "openers", keep=None) as opener_log, Step(cfg.out, "turns", keep=None) as turn_log:
             goal = cfg.num_conversations
             while True:
-                await run.openers(opener_log, goal)
+                await run.grow(opener_log, goal, "multiturn: openers")
                 await run.simulate_all(turn_log)
                 kept = sum(1 for r in run.results.values() if _user_turns(r["messages"]) >= MIN_USER_TURNS)
                 if kept >= cfg.num_conversations or run.rounds >= cfg.rounds_limit or len(run.machine) < goal:

@@ -17,12 +17,12 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from datagen.checkpoint import StageLog, not_failed, write_outputs
+from datagen.checkpoint import write_outputs
 from datagen.errors import ConfigError, LLMError
-from datagen.formats import read_any, render_user_turn
-from datagen.llm.client import LLMClient, LLMConfig, SamplingParams, map_bounded
-from datagen.progress import progress
+from datagen.formats import read_any
+from datagen.llm.client import LLMClient, LLMConfig, SamplingParams
 from datagen.records import Example
+from datagen.step import Step, failed_row, truncated_reject
 
 STAGE = "respond"
 
@@ -38,14 +38,9 @@ class RespondConfig:
 
 def build_messages(example: Example, system: str | None) -> list[dict[str, str]]:
     """The conversation to answer: the record's turns up to its last user turn, or one user turn."""
-    if example.messages:
-        messages = list(example.messages)
-        while messages and messages[-1]["role"] == "assistant":
-            messages.pop()
-    else:
-        messages = [{"role": "user", "content": render_user_turn(example.instruction, example.input)}]
-    if system and not (messages and messages[0]["role"] == "system"):
-        messages = [{"role": "system", "content": system}, *messages]
+    messages = example.conversation(system)
+    while messages and messages[-1]["role"] == "assistant":
+        messages.pop()
     return messages
 
 
@@ -69,36 +64,31 @@ async def respond(cfg: RespondConfig) -> dict[str, Any]:
         raise ConfigError(f"{cfg.inputs}: no records to answer")
     keyed = [(f"{i}:{e.id}", e) for i, e in enumerate(examples)]
 
-    # Requests that failed for good last time are asked again: the endpoint may have recovered.
-    with StageLog(cfg.out, "responses", keep=not_failed) as log:
-        todo = [(key, e) for key, e in keyed if key not in log.done]
+    with Step(cfg.out, "responses") as log:
         async with LLMClient(cfg.llm) as llm:
             async def answer(item: tuple[str, Example]):
                 messages = build_messages(item[1], cfg.system)
                 return messages, await llm.chat(messages, cfg.sampling)
 
-            with progress(len(keyed), "respond", initial=len(keyed) - len(todo)) as bar:
-                async for (key, example), result in map_bounded(answer, todo, limit=cfg.llm.gather_limit):
-                    log.append(_settle(key, example, result))
-                    bar.update()
+            resumed = await log.answer(keyed, key=lambda item: item[0], ask=answer,
+                                       row=lambda item, result: _record_row(*item, result),
+                                       limit=cfg.llm.gather_limit, desc="respond")
             ledger = llm.ledger.as_dict()
 
     kept, rejects = log.split_records(key for key, _ in keyed)
-    stats = {"stage": STAGE, "inputs": len(examples), "resumed_from": len(examples) - len(todo), "llm": ledger,
+    stats = {"stage": STAGE, "inputs": len(examples), "resumed_from": resumed, "llm": ledger,
              "seconds": round(time.monotonic() - started, 3)}
     return write_outputs(cfg.out, kept, rejects, stats, kept_name="responses.jsonl")
 
 
-def _settle(key: str, example: Example, result: Any) -> dict[str, Any]:
+def _record_row(key: str, example: Example, result: Any) -> dict[str, Any]:
     """The state row for one finished request: the answered record, or a reject with its reason."""
     if isinstance(result, LLMError):
-        return {"key": key, "record": example.to_dict(), "llm_failed": True,
-                "reject": {"stage": STAGE, "reason": result.reason, "detail": str(result)}}
+        return failed_row(key, example, STAGE, result)
     messages, completion = result
     record = _answered(example, messages, completion.text, completion.model, completion.usage,
                        completion.finish_reason)
     row: dict[str, Any] = {"key": key, "record": record.to_dict()}
     if completion.truncated:
-        row["reject"] = {"stage": STAGE, "reason": "truncated",
-                         "detail": f"finish_reason=length after {completion.completion_tokens} tokens"}
+        row["reject"] = truncated_reject(STAGE, completion)
     return row

@@ -2,11 +2,9 @@
 
 Run it:  datagen self-instruct --seeds seeds/seed_tasks.jsonl --num-instructions 30 --out out/si --base-url embedded
 
-1. Bootstrap. Each request shows 8 in-context tasks (6 human seeds + 2 accepted machine tasks once there are
-   any, shuffled) and asks for more; ``batch_size`` requests run concurrently per round. Each answer is parsed
-   as a numbered list (the last item dropped when ``finish_reason == "length"``), every candidate filtered
-   (length, keyword blacklist, leading punctuation, language, ROUGE-L ≥ 0.7 against the whole pool), and the
-   survivors join the pool at once, so later candidates of the same round are checked against them too.
+1. Bootstrap (``generate/bootstrap.py``): rounds of ``batch_size`` requests, each showing 8 in-context tasks
+   (6 seeds + 2 machine ones), asking for more; candidates are filtered (length, blacklist, punctuation,
+   language, ROUGE-L ≥ 0.7 against the whole pool) and survivors join the pool at once.
 2. Classify each new instruction: the paper asks the model a few-shot "classification task with finite
    output labels?"; a 135M model answers that barely better than a coin, so the decision is
    ``datagen.generate.classify`` (lexical cues + a kNN vote over the labelled seeds, the model's answer only
@@ -20,17 +18,14 @@ Run it:  datagen self-instruct --seeds seeds/seed_tasks.jsonl --num-instructions
    output-first), and whole tasks whose same input got conflicting outputs. Each record carries
    ``meta.in_context`` (the example outputs/labels its prompt showed) and ``meta.finish_reason``.
 
-Resumable and reproducible: every raw answer is appended to ``OUT/.state/*.jsonl`` as it arrives, and a
-re-run replays the bootstrap rounds from that log with the same seeded RNG, so a killed run ends with exactly
-the result of an uninterrupted one, asking the endpoint only for what is missing. A request that failed for
-good (retries spent) is a reject with its reason and ``stats.llm.failures``, but not settled: the run builds
-nothing more on top of it (no later bootstrap round, no top-up), and a re-run asks it again, then goes on as a
-fault-free run would have.
+Resumable and reproducible: every raw answer is logged as it arrives (``datagen.step``) and a re-run replays
+the rounds with the same seeded RNG, so a killed run ends with exactly the result of an uninterrupted one. A
+request that failed for good is a reject, but not settled: the run builds nothing more on top of it (no later
+round, no top-up), and a re-run asks it again, then goes on as a fault-free run would have.
 """
 
 from __future__ import annotations
 
-import asyncio
 import hashlib
 import math
 import random
@@ -41,29 +36,22 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from datagen.checkpoint import StageLog, count_reasons, make_reject, write_outputs
-from datagen.errors import CircuitOpen, ConfigError, LLMError
+from datagen.checkpoint import count_reasons, make_reject, write_outputs
 from datagen.formats import read_seed_tasks
 from datagen.generate import classify
+from datagen.generate.bootstrap import Bootstrap, check_config
 from datagen.generate.parsing import (
     parse_instances_input_first,
     parse_instances_output_first,
-    parse_numbered_list,
     parse_yes_no,
 )
-from datagen.llm.client import Completion, LLMClient, LLMConfig, SamplingParams, map_bounded
-from datagen.progress import progress
+from datagen.llm.client import LLMClient, LLMConfig, SamplingParams
 from datagen.prompts import render, template_ref
 from datagen.records import Example, make_dirs, write_jsonl
-from datagen.rouge import RougePool
-from datagen.text import LANGS, count_units, detect_lang, find_blacklisted, normalize_text, starts_with_punctuation
+from datagen.step import Step, answer_row, as_request, ask
+from datagen.text import normalize_text
 
 STAGE = "self-instruct"
-STYLES = ("completion", "chat")
-
-#: Length bounds per language, in words (English) or characters (Chinese): keep lo < n ≤ hi.
-LENGTH_BOUNDS = {"en": (3, 150), "zh": (5, 300)}
-
 
 @dataclass(frozen=True)
 class SelfInstructConfig:
@@ -96,20 +84,7 @@ class SelfInstructConfig:
     llm: LLMConfig = field(default_factory=LLMConfig)
 
     def __post_init__(self) -> None:
-        if self.lang not in LANGS:
-            raise ConfigError(f"self_instruct.lang must be one of {list(LANGS)}, got {self.lang!r}")
-        if self.style not in STYLES:
-            raise ConfigError(f"self_instruct.style must be one of {list(STYLES)}, got {self.style!r}")
-        for name in ("num_instructions", "batch_size", "num_prompt_instructions", "max_instances"):
-            if getattr(self, name) < 1:
-                raise ConfigError(f"self_instruct.{name} must be ≥ 1, got {getattr(self, name)}")
-        if not 0 <= self.num_machine_in_prompt <= self.num_prompt_instructions:
-            raise ConfigError("self_instruct.num_machine_in_prompt must be between 0 and num_prompt_instructions, "
-                              f"got {self.num_machine_in_prompt}")
-        if not 0 < self.rouge_threshold <= 1:
-            raise ConfigError(f"self_instruct.rouge_threshold must be in (0, 1], got {self.rouge_threshold}")
-        if self.max_rounds is not None and self.max_rounds < 1:
-            raise ConfigError(f"self_instruct.max_rounds must be ≥ 1, got {self.max_rounds}")
+        check_config(self, "self_instruct", ("num_instructions", "max_instances"))
 
     @property
     def rounds_limit(self) -> int:
@@ -124,46 +99,6 @@ def build_bootstrap_prompt(tasks: list[str], cfg: SelfInstructConfig) -> str:
     if cfg.style == "completion":
         return render(f"{cfg.lang}/self_instruct_generate", tasks=tasks)
     return render(f"{cfg.lang}/self_instruct_generate_chat", tasks=tasks, num_new=cfg.num_prompt_instructions)
-
-
-def sample_prompt_tasks(rng: random.Random, seeds: list[dict], machine: list[dict], cfg: SelfInstructConfig) -> list[dict]:
-    """6 human + 2 machine tasks (fewer machine ones while the pool has fewer), shuffled — the paper's mix."""
-    chosen = rng.sample(machine, min(cfg.num_machine_in_prompt, len(machine)))
-    chosen += rng.sample(seeds, min(cfg.num_prompt_instructions - len(chosen), len(seeds)))
-    rng.shuffle(chosen)
-    return chosen
-
-
-def clean_instruction(text: str) -> str:
-    """Collapse whitespace and capitalise the first letter (only the first: ``str.capitalize`` lowercases names)."""
-    text = re.sub(r"\s+", " ", text).strip()
-    return text[:1].upper() + text[1:]
-
-
-def check_instruction(text: str, lang: str) -> tuple[str, Any] | None:
-    """The first rule ``text`` breaks as ``(reason, detail)``, or None when it passes (ROUGE-L is separate)."""
-    if not text:
-        return "empty", None
-    lo, hi = LENGTH_BOUNDS[lang]
-    units = count_units(text, lang)
-    if units <= lo:
-        return "too_short", units
-    if units > hi:
-        return "too_long", units
-    lowered = text.lower()
-    word = find_blacklisted(text, lang)
-    if word:
-        return "blacklisted_keyword", word
-    if starts_with_punctuation(text, allow_openers=False):  # the paper's rule: no exception for quotes
-        return "leading_punctuation", text[0]
-    if lang == "en":
-        if lowered.startswith("write a program"):
-            return "write_a_program", None  # the paper: ambiguous whether to write code or give the result
-        if not text[0].isascii():
-            return "non_ascii_start", text[0]  # the paper's rule, for English runs only
-    if detect_lang(text) != lang:
-        return "wrong_language", detect_lang(text)
-    return None
 
 
 def in_context_outputs(prompt: str) -> list[str]:
@@ -224,120 +159,23 @@ def _key(*parts: Any) -> str:
     return hashlib.sha256("\x1f".join(map(str, parts)).encode()).hexdigest()[:24]
 
 
-def _log_row(key: str, prompt_hash: str, result: Completion | BaseException) -> dict[str, Any]:
-    if isinstance(result, LLMError):
-        return {"key": key, "prompt": prompt_hash, "error": result.reason, "detail": str(result)}
-    return {"key": key, "prompt": prompt_hash, "text": result.text, "finish_reason": result.finish_reason,
-            "model": result.model, "usage": result.usage}
-
-
 # ---------------------------------------------------------------------------------------------- the stage
 
 
-class _Run:
-    """State of one run: the pool, the logs, the client. Methods are the paper's steps."""
+class _Run(Bootstrap):
+    """State of one run: the pool, the client, the rejects. Methods are the paper's steps."""
 
     def __init__(self, cfg: SelfInstructConfig, llm: LLMClient, seeds: list[dict]):
-        self.cfg, self.llm, self.seeds = cfg, llm, seeds
-        self.pool = RougePool(t["instruction"] for t in seeds)
-        self.machine: list[dict[str, Any]] = []
-        self.rng = random.Random(cfg.seed)
-        self.rounds = 0
-        self.rejects: list[Example] = []
-        self.calls = Counter()
-        # A request of this run failed for good: build nothing more on the answers so far. Its row is not
-        # settled, so a resumed run asks it again and then goes on exactly as a fault-free run would have.
-        self.failed = False
+        super().__init__(cfg, llm, seeds, stage=STAGE, step="bootstrap", digest=_key, sampling=cfg.generate_sampling,
+                         prompt=lambda tasks: build_bootstrap_prompt(tasks, cfg), failure_lang=None)
 
-    async def ask(self, prompt: str, params: SamplingParams, sample_index: int = 0) -> Completion:
-        self.calls["requests"] += 1
-        if self.cfg.style == "completion":
-            return await self.llm.complete(prompt, params, sample_index)
-        return await self.llm.chat([{"role": "user", "content": prompt}], params, sample_index)
-
-    async def bootstrap(self, log: StageLog, goal: int) -> None:
-        """Run rounds until the pool holds ``goal`` machine tasks (or the round limit is reached)."""
-        cfg = self.cfg
-        template = f"{cfg.lang}/self_instruct_generate" + ("" if cfg.style == "completion" else "_chat")
-        ref = template_ref(template)
-        rng = self.rng
-        with progress(goal, "self-instruct: bootstrap", initial=min(goal, len(self.machine))) as bar:
-            while len(self.machine) < goal and self.rounds < cfg.rounds_limit and not self.failed:
-                rounds = self.rounds
-                batch = []
-                for j in range(cfg.batch_size):
-                    tasks = sample_prompt_tasks(rng, self.seeds, self.machine, cfg)
-                    prompt = build_bootstrap_prompt([t["instruction"] for t in tasks], cfg)
-                    batch.append((f"r{rounds}-{j}", _key(prompt), prompt, tasks))
-                for k, h, _, _ in batch:
-                    if k in log.done and log.done[k]["prompt"] != h:
-                        raise ConfigError(f"{log.path}: state was written by a run with other seeds or settings; "
-                                          "use a new --out folder (or delete it) to start over")
-                # Each request is its own sample: the same prompt drawn twice must not replay one cached answer.
-                missing = [(k, h, p, rounds * cfg.batch_size + j) for j, (k, h, p, _) in enumerate(batch)
-                           if k not in log.done]
-                answers = await asyncio.gather(*[self.ask(p, cfg.generate_sampling, sample_index=i)
-                                                 for _, _, p, i in missing], return_exceptions=True)
-                for (k, h, _, _), answer in zip(missing, answers):
-                    # A failed request is data (logged, asked again by a re-run); a dead endpoint or a bug
-                    # stops the run.
-                    if isinstance(answer, BaseException) and (isinstance(answer, CircuitOpen) or not isinstance(answer, LLMError)):
-                        raise answer
-                    log.append(_log_row(k, h, answer))
-                before = len(self.machine)
-                for k, _, _, tasks in batch:
-                    self._absorb(log.done[k], rounds, tasks, ref, goal)
-                # A round with a failed request is the last: later rounds would draw their prompts from a pool
-                # that lacks its answer, and could not be replayed once a resumed run has that answer.
-                self.failed |= any("error" in log.done[k] for k, _, _, _ in batch)
-                bar.update(min(len(self.machine), goal) - min(before, goal))
-                self.rounds += 1
-
-    def _absorb(self, row: dict[str, Any], round_: int, tasks: list[dict], ref: dict, goal: int) -> None:
-        """Parse one bootstrap answer, filter its candidates, add survivors to the pool."""
-        source = {"seeds": [t["id"] for t in tasks if "round" not in t],
-                  "machine": [t["instruction"] for t in tasks if "round" in t]}
-        if "error" in row:
-            self.rejects.append(make_reject(Example(instruction="", output="", meta={"method": STAGE, "round": round_}),
-                                            STAGE, f"llm_{row['error']}", row["detail"], step="bootstrap"))
-            return
-        candidates = parse_numbered_list(row["text"], continuation=self.cfg.style == "completion")
-        if row["finish_reason"] == "length" and candidates:
-            self._reject(clean_instruction(candidates.pop()), round_, "truncated", None)
-        for raw in candidates:
-            text = clean_instruction(raw)
-            broken = check_instruction(text, self.cfg.lang)
-            if broken:
-                self._reject(text, round_, *broken)
-                continue
-            if len(self.machine) >= goal:
-                self._reject(text, round_, "over_target", None)
-                continue
-            top = self.pool.top_k(text, 10)
-            if top and top[0][1] >= self.cfg.rouge_threshold:
-                self._reject(text, round_, "near_duplicate", {"similar": self.pool[top[0][0]], "rougeL": top[0][1]})
-                continue
-            similar = [[self.pool[i], round(score, 4)] for i, score in top]
-            self.pool.add(text)
-            self.machine.append({"instruction": text, "round": round_, "similar": similar, "source": source,
-                                 "model": row["model"], "prompt": ref, "usage": row["usage"]})
-
-    def _reject(self, text: str, round_: int, reason: str, detail: Any) -> None:
-        self.rejects.append(make_reject(Example(instruction=text, output="", lang=self.cfg.lang,
-                                                meta={"method": STAGE, "round": round_}),
-                                        STAGE, reason, detail, step="bootstrap"))
-
-    async def answer_all(self, log: StageLog, jobs: list[tuple[str, str, SamplingParams]], desc: str) -> None:
+    async def answer_all(self, log: Step, jobs: list[tuple[str, str, SamplingParams]], desc: str) -> None:
         """Ask every ``(key, prompt, params)`` job not yet in ``log``, appending answers as they arrive."""
-        todo = [job for job in jobs if job[0] not in log.done]
-
-        async def one(job: tuple[str, str, SamplingParams]) -> Completion:
-            return await self.ask(job[1], job[2])
-        with progress(len(jobs), desc, initial=len(jobs) - len(todo)) as bar:
-            async for (key, prompt, _), result in map_bounded(one, todo, limit=self.cfg.llm.gather_limit):
-                log.append(_log_row(key, _key(prompt), result))
-                self.failed |= isinstance(result, LLMError)
-                bar.update()
+        await log.answer(jobs, key=lambda job: job[0],
+                         ask=lambda job: ask(self.llm, *as_request(self.cfg.style, job[1]), job[2]),
+                         row=lambda job, result: answer_row(job[0], result, "error", prompt=_key(job[1])),
+                         limit=self.cfg.llm.gather_limit, desc=desc)
+        self.failed |= any(not log.lasts(log.done[job[0]]) for job in jobs)
 
 
 def classify_prompt(instruction: str, lang: str) -> str:
@@ -380,12 +218,10 @@ async def generate(cfg: SelfInstructConfig) -> dict[str, Any]:
     async with LLMClient(cfg.llm) as llm:
         make_dirs(out)  # an unusable --out fails here, before any request is paid for
         run = _Run(cfg, llm, seeds)
-        with StageLog(out, "bootstrap", keep=_settled) as boot_log, \
-                StageLog(out, "classify", keep=_settled) as clf_log, \
-                StageLog(out, "instances", keep=_settled) as inst_log:
+        with Step(out, "bootstrap") as boot_log, Step(out, "classify") as clf_log, Step(out, "instances") as inst_log:
             goal = cfg.num_instructions
             while True:
-                await run.bootstrap(boot_log, goal)
+                await run.grow(boot_log, goal, "self-instruct: bootstrap")
                 # Step 2: classify new tasks (and, to measure agreement, a sample of labelled seeds).
                 to_classify = [m["instruction"] for m in run.machine] + [t["instruction"] for t in eval_seeds]
                 await run.answer_all(clf_log, [(_key("clf", t), classify_prompt(t, cfg.lang), cfg.classify_sampling)
@@ -426,11 +262,6 @@ async def generate(cfg: SelfInstructConfig) -> dict[str, Any]:
              "instruction_rejects": count_reasons(r for r in run.rejects if r.reject.get("step") == "bootstrap"),
              "llm": ledger, "seconds": round(time.monotonic() - started, 3)}
     return write_outputs(out, records, run.rejects, stats)
-
-
-def _settled(row: dict[str, Any]) -> bool:
-    """Whether a logged answer stays settled on resume: a request that failed for good is asked again."""
-    return "error" not in row
 
 
 def _instance_key(task: dict[str, Any]) -> str:
@@ -483,14 +314,15 @@ def _agreement(eval_seeds: list[dict], decisions: dict[str, bool | None]) -> dic
     return {**found, "rate": found["accuracy"], "unparsed": found["unanswered"]}
 
 
-def _assemble(cfg: SelfInstructConfig, run: _Run, inst_log: StageLog) -> tuple[list[Example], list[dict[str, Any]]]:
+def _assemble(cfg: SelfInstructConfig, run: _Run, inst_log: Step) -> tuple[list[Example], list[dict[str, Any]]]:
     """Final records (and seed-format tasks) from the first ``num_instructions`` tasks with valid instances."""
     records: list[Example] = []
     tasks_out: list[dict[str, Any]] = []
+    prompt = template_ref(f"{cfg.lang}/self_instruct_generate" + ("" if cfg.style == "completion" else "_chat"))
     for index, task in enumerate(run.machine):
         instruction, is_clf = task["instruction"], task["is_classification"]
         row = inst_log.done[_instance_key(task)]
-        meta = {"method": STAGE, "round": task["round"], "model": task["model"], "prompt": task["prompt"],
+        meta = {"method": STAGE, "round": task["round"], "model": task["model"], "prompt": prompt,
                 "source": task["source"], "similar": task["similar"], "usage": task["usage"],
                 "route": "output_first" if is_clf else "input_first", "classify": task["classify"],
                 "in_context": _in_context(cfg, task)}

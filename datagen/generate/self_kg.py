@@ -39,14 +39,14 @@ from typing import Any
 
 import networkx as nx
 
-from datagen.checkpoint import StageLog, make_reject, not_failed, write_outputs
+from datagen.checkpoint import make_reject, write_outputs
 from datagen.errors import ConfigError, LLMError
 from datagen.generate.graph import DANGLING, all_labels, entity_label, load_graph, normalise_label, relation_label
 from datagen.generate.kg_sampling import PATTERNS, FactIndex, KGSampler, Sample
-from datagen.llm.client import Completion, LLMClient, LLMConfig, SamplingParams, map_bounded
-from datagen.progress import progress
+from datagen.llm.client import Completion, LLMClient, LLMConfig, SamplingParams
 from datagen.prompts import render, template_ref
 from datagen.records import Example
+from datagen.step import Step, failed_row, truncated_reject
 from datagen.text import CJK, LANGS
 
 STAGE = "self-kg"
@@ -297,31 +297,24 @@ async def _from_llm(cfg: SelfKGConfig, G: nx.MultiDiGraph, samples: list[Sample]
                     grounding: Grounding) -> tuple[list[Example], list[Example], dict[str, Any]]:
     prompt = template_ref(f"{cfg.lang}/self_kg_verbalise")
     keyed = [(f"{i}:{s.key}", s) for i, s in enumerate(samples)]
-    # Requests that failed for good last time are asked again: the endpoint may have recovered.
-    with StageLog(cfg.out, "verbalise", keep=not_failed) as log:
-        todo = [(key, s) for key, s in keyed if key not in log.done]
+    with Step(cfg.out, "verbalise") as log:
         async with LLMClient(cfg.llm) as llm:
-            async def ask(item: tuple[str, Sample]) -> Completion:
-                return await llm.chat(build_messages(item[1], G, cfg.lang), cfg.sampling)
-
-            with progress(len(keyed), "self-kg", initial=len(keyed) - len(todo)) as bar:
-                async for (key, sample), result in map_bounded(ask, todo, limit=cfg.llm.gather_limit):
-                    log.append(_settle(key, sample, result, G, cfg, grounding, prompt))
-                    bar.update()
+            resumed = await log.answer(keyed, key=lambda item: item[0],
+                                       ask=lambda item: llm.chat(build_messages(item[1], G, cfg.lang), cfg.sampling),
+                                       row=lambda item, result: _record_row(*item, result, G, cfg, grounding, prompt),
+                                       limit=cfg.llm.gather_limit, desc="self-kg")
             ledger = llm.ledger.as_dict()
     kept, rejects = log.split_records(key for key, _ in keyed)
-    return kept, rejects, {"llm": ledger, "resumed_from": len(keyed) - len(todo)}
+    return kept, rejects, {"llm": ledger, "resumed_from": resumed}
 
 
-def _settle(key: str, sample: Sample, result: Completion | BaseException, G: nx.MultiDiGraph, cfg: SelfKGConfig,
-            grounding: Grounding, prompt: dict[str, str]) -> dict[str, Any]:
+def _record_row(key: str, sample: Sample, result: Completion | LLMError, G: nx.MultiDiGraph, cfg: SelfKGConfig,
+                grounding: Grounding, prompt: dict[str, str]) -> dict[str, Any]:
     """The state row for one finished request: the record, plus a reject when it failed a check."""
     meta: dict[str, Any] = {"method": "self-kg", "pattern": sample.pattern, "source": _source(sample, G, cfg),
                             "prompt": prompt}
     if isinstance(result, LLMError):
-        record = Example(instruction="", output="", lang=cfg.lang, meta=meta)
-        return {"key": key, "record": record.to_dict(), "llm_failed": True,
-                "reject": {"stage": STAGE, "reason": result.reason, "detail": str(result)}}
+        return failed_row(key, Example(instruction="", output="", lang=cfg.lang, meta=meta), STAGE, result)
     meta.update(model=result.model, usage=result.usage)
     parsed = parse_qa(result.text)
     if parsed is None:
@@ -334,8 +327,7 @@ def _settle(key: str, sample: Sample, result: Completion | BaseException, G: nx.
     record = Example(instruction=question, output=answer, lang=cfg.lang, meta=meta)
     row: dict[str, Any] = {"key": key, "record": record.to_dict()}
     if result.truncated and not complete:
-        row["reject"] = {"stage": STAGE, "reason": "truncated",
-                         "detail": f"finish_reason=length after {result.completion_tokens} tokens"}
+        row["reject"] = truncated_reject(STAGE, result)
         return row
     problem = (_echoes_question(question, answer)
                or copied_from_prompt(question, answer, build_messages(sample, G, cfg.lang))

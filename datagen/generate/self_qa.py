@@ -18,7 +18,7 @@ Each kept record points back to its source: ``meta.source = {doc_id, span: [star
 prompt injection ("ignore previous instructions", 忽略以上指令) are flagged in ``meta.flags``; document text is
 only ever a template *variable*, never template source, so ``{{ 7*7 }}`` in a document stays literal.
 
-Both LLM steps log settled work in ``OUT/.state/{questions,answers}.jsonl`` (``StageLog``): a killed run
+Both LLM steps log settled work in ``OUT/.state/{questions,answers}.jsonl`` (``Step``): a killed run
 re-run with the same arguments skips what is settled, and answers that arrived but were not logged come back
 free from the LLM cache. Final files (``records.jsonl``, ``rejects.jsonl``, ``stats.json``) are written
 atomically once everything is settled.
@@ -34,13 +34,13 @@ from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any
 
-from datagen.checkpoint import StageLog, make_reject, not_failed, write_outputs
-from datagen.errors import ConfigError, LLMError
+from datagen.checkpoint import make_reject, write_outputs
+from datagen.errors import ConfigError
 from datagen.generate.documents import Chunk, Document, chunk_document, load_documents
-from datagen.llm.client import LLMClient, LLMConfig, SamplingParams, map_bounded
-from datagen.progress import progress
+from datagen.llm.client import LLMClient, LLMConfig, SamplingParams
 from datagen.prompts import render, template_ref
 from datagen.records import Example, make_dirs
+from datagen.step import Step, answer_row
 from datagen.text import INJECTION, LANGS, STOP_WORDS, count_units, detect_lang, is_cjk
 from datagen.text import find_refusal as is_refusal
 
@@ -382,31 +382,19 @@ async def generate(cfg: SelfQAConfig) -> dict[str, Any]:
     # Keys name the prompt's hash too: a tuned template is asked again, an unchanged one never.
     qkeys = {c.key: f"{c.key}|q:{refs[langs[c.key]]['questions']['sha256']}" for c in chunks}
     q_params, a_params = cfg.question_sampling, cfg.sampling
-    with StageLog(cfg.out, "questions", keep=not_failed) as qlog, StageLog(cfg.out, "answers", keep=not_failed) as alog:
+    with Step(cfg.out, "questions") as qlog, Step(cfg.out, "answers") as alog:
         async with LLMClient(cfg.llm) as llm:
-            todo = [c for c in chunks if qkeys[c.key] not in qlog.done]
-            resumed_questions = len(chunks) - len(todo)
-
-            async def ask(chunk: Chunk):
-                messages = build_question_messages(chunk, langs[chunk.key], cfg.questions_per_chunk)
-                return await llm.chat(messages, q_params)
-
-            with progress(len(chunks), "self-qa questions", initial=resumed_questions) as bar:
-                async for chunk, result in map_bounded(ask, todo, limit=cfg.llm.gather_limit):
-                    qlog.append(_settle(qkeys[chunk.key], result, doc_id=chunk.doc_id))
-                    bar.update()
-
+            resumed_questions = await qlog.answer(
+                chunks, key=lambda c: qkeys[c.key],
+                ask=lambda c: llm.chat(build_question_messages(c, langs[c.key], cfg.questions_per_chunk), q_params),
+                row=lambda c, result: answer_row(qkeys[c.key], result, doc_id=c.doc_id),
+                limit=cfg.llm.gather_limit, desc="self-qa questions")
             jobs = [job for c in chunks
                     for job in _jobs(c, langs[c.key], qlog.done.get(qkeys[c.key]), cfg, refs[langs[c.key]])[0]]
-            todo_jobs = [j for j in jobs if j.key not in alog.done]
-
-            async def answer(job: _Job):
-                return await llm.chat(build_answer_messages(job.chunk, job.lang, job.question), a_params)
-
-            with progress(len(jobs), "self-qa answers", initial=len(jobs) - len(todo_jobs)) as bar:
-                async for job, result in map_bounded(answer, todo_jobs, limit=cfg.llm.gather_limit):
-                    alog.append(_settle(job.key, result))
-                    bar.update()
+            resumed_answers = await alog.answer(
+                jobs, key=lambda j: j.key, row=lambda j, result: answer_row(j.key, result),
+                ask=lambda j: llm.chat(build_answer_messages(j.chunk, j.lang, j.question), a_params),
+                limit=cfg.llm.gather_limit, desc="self-qa answers")
             ledger = llm.ledger.as_dict()
 
         questions = {c.key: qlog.done.get(qkeys[c.key]) for c in chunks}
@@ -419,20 +407,12 @@ async def generate(cfg: SelfQAConfig) -> dict[str, Any]:
         "chunks_used": len(chunks),
         "questions_asked": len(jobs),
         "per_document": per_doc,
-        "resumed": {"question_calls": resumed_questions, "answer_calls": len(jobs) - len(todo_jobs)},
+        "resumed": {"question_calls": resumed_questions, "answer_calls": resumed_answers},
         "llm": ledger,
         "config": cfg.public_dict(),
         "seconds": round(time.monotonic() - started, 3),
     }
     return write_outputs(cfg.out, kept, rejects, stats)
-
-
-def _settle(key: str, result: Any, **extra: Any) -> dict[str, Any]:
-    """The state row of one finished request: the completion, or the failure (asked again next run)."""
-    if isinstance(result, LLMError):
-        return {"key": key, **extra, "llm_failed": True, "reason": result.reason, "detail": str(result)}
-    return {"key": key, **extra, "text": result.text, "finish_reason": result.finish_reason, "model": result.model,
-            "usage": result.usage}
 
 
 def _template_refs(lang: str) -> dict[str, dict[str, str]]:

@@ -2,7 +2,7 @@
 
     examples = read_any("curated.jsonl")                      # alpaca, sharegpt, messages, seed, HF ...
     template = resolve_chat_template(tokenizer, None, "chatml")
-    rows, stats = build_rows(tokenizer, [to_messages(e) for e in examples], template, max_seq_len=1024)
+    rows, stats = build_rows(tokenizer, [e.conversation() for e in examples], template, max_seq_len=1024)
     packed = pack_rows(rows, 1024)                            # best-fit decreasing, position_ids restart
     batch = Collator(pad_id=tokenizer.pad_token_id)(packed[:8])
     print(show_labels(tokenizer, rows[0]))                    # trained tokens in green

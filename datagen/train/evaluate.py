@@ -29,7 +29,7 @@ from typing import Any
 from rapidfuzz.distance import LCSseq
 
 from datagen.errors import ConfigError
-from datagen.formats import read_any, to_messages
+from datagen.formats import read_any
 from datagen.records import write_atomic, write_json, write_jsonl
 from datagen.rouge import tokenize  # one definition of a ROUGE token for the whole project (CJK-aware)
 from datagen.train.config import adapter_train_config
@@ -74,7 +74,7 @@ def evaluate(data: str | Path, out: str | Path, cfg: EvalConfig) -> dict[str, An
         examples = examples[: cfg.max_samples]
     if not examples:
         raise ConfigError(f"{data}: no records to evaluate")
-    conversations = [to_messages(e) for e in examples]
+    conversations = [e.conversation() for e in examples]
     cuts = [max(i for i, m in enumerate(c) if m["role"] == "assistant") for c in conversations]
     prompts = [c[:cut] for c, cut in zip(conversations, cuts)]
     references = [c[cut]["content"] for c, cut in zip(conversations, cuts)]

@@ -36,7 +36,7 @@ from pathlib import Path
 from typing import Any
 
 from datagen.errors import ConfigError
-from datagen.formats import read_any, to_messages
+from datagen.formats import read_any
 from datagen.records import write_json, write_jsonl
 from datagen.train import distributed
 from datagen.train.config import TrainConfig, to_bnb_config, to_lora_config, torch_dtype
@@ -101,11 +101,11 @@ def train(
         torch.set_num_threads(len(os.sched_getaffinity(0)))  # all cores we may use, not the host's
     tokenizer = _load_tokenizer(model_dir)
     template = resolve_chat_template(tokenizer, cfg.chat_template, cfg.fallback_template)
-    train_messages = [to_messages(e) for e in train_examples]
+    train_messages = [e.conversation() for e in train_examples]
     audit = audit_template(tokenizer, train_messages, template) if main else None
     (rows, stats), (eval_rows, eval_stats) = cached_rows(
         out / ".tokenized", tokenizer, template, cfg,
-        [train_messages, [to_messages(e) for e in eval_examples]], write=main)
+        [train_messages, [e.conversation() for e in eval_examples]], write=main)
     if main:
         for row in rows[:debug_labels]:
             echo(show_labels(tokenizer, row, color=_use_color(color)))

@@ -8,7 +8,7 @@ from pathlib import Path
 import pytest
 
 from datagen.errors import ConfigError
-from datagen.formats import read_any, to_messages
+from datagen.formats import read_any
 from datagen.records import Example
 from datagen.train.data import (
     IGNORE_INDEX,
@@ -69,7 +69,7 @@ def write_lines(path: Path, rows: list[dict]) -> Path:
 def test_alpaca_record_trains_only_the_reply_and_its_end_of_turn(tmp_path, tokenizer, template):
     path = write_lines(tmp_path / "a.jsonl", [{"instruction": "Translate to French.", "input": "Good morning",
                                                 "output": "Bonjour"}])
-    rows, stats = build_rows(tokenizer, [to_messages(e) for e in read_any(path)], template, max_seq_len=256)
+    rows, stats = build_rows(tokenizer, [e.conversation() for e in read_any(path)], template, max_seq_len=256)
     [row] = rows
     assert trained_spans(tokenizer, row) == ["Bonjour<|im_end|>"]
     text = tokenizer.decode(row["input_ids"])
@@ -103,8 +103,8 @@ def test_sharegpt_and_messages_give_the_same_rows(tmp_path, tokenizer, template)
                 for m in CHAT]
     a = write_lines(tmp_path / "s.jsonl", [{"conversations": sharegpt}])
     b = write_lines(tmp_path / "m.jsonl", [{"messages": CHAT}])
-    rows_a, _ = build_rows(tokenizer, [to_messages(e) for e in read_any(a)], template, 256)
-    rows_b, _ = build_rows(tokenizer, [to_messages(e) for e in read_any(b)], template, 256)
+    rows_a, _ = build_rows(tokenizer, [e.conversation() for e in read_any(a)], template, 256)
+    rows_b, _ = build_rows(tokenizer, [e.conversation() for e in read_any(b)], template, 256)
     assert rows_a == rows_b and len(rows_a) == 1
 
 
