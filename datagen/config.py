@@ -97,6 +97,22 @@ def _deep_copy(data: Any) -> Any:
     return data
 
 
+def field_default(cls: type, dotted: str) -> Any:
+    """The default of field ``dotted`` of dataclass ``cls`` (``a.b``: field ``b`` of field ``a``'s default), the one
+    place the command line reads its defaults from; ``dataclasses.MISSING`` for a field with none.
+
+    >>> from datagen.llm.types import LLMConfig
+    >>> field_default(LLMConfig, "concurrency")
+    16
+    """
+    head, _, rest = dotted.partition(".")
+    found = {f.name: f for f in dataclasses.fields(cls)}[head]
+    value = found.default if found.default_factory is dataclasses.MISSING else found.default_factory()
+    for name in rest.split(".") if rest else ():
+        value = getattr(value, name)
+    return value
+
+
 def field_names(cls: type, exclude: Iterable[str] = ()) -> list[str]:
     return [f.name for f in dataclasses.fields(cls) if f.name not in set(exclude)]
 

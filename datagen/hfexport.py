@@ -23,12 +23,12 @@ from __future__ import annotations
 
 import json
 import os
+import shutil
 import tempfile
 from collections import Counter
 from pathlib import Path
 from typing import Any
 
-from datagen.formats import replace_folder, to_alpaca, to_messages
 from datagen.records import Example, write_atomic, write_json
 
 ARROW_FILE = "train/data-00000-of-00001.arrow"  # as save_to_disk names it; renamed to train/data-<digest>.arrow
@@ -115,11 +115,12 @@ def typed_meta(metas: list[dict[str, Any]], dropped: Counter[str]) -> tuple[list
     return rows, pa.struct(fields)
 
 
-def hf_rows(examples: list[Example], meta: str, dropped: Counter[str]) -> tuple[list[dict[str, Any]], Any]:
-    """Rows and features for ``examples``: every row has its whole conversation in ``messages``."""
+def hf_rows(examples: list[Example], messages: list[list[dict[str, str]]], meta: str,
+            dropped: Counter[str]) -> tuple[list[dict[str, Any]], Any]:
+    """Rows and features for ``examples``: every row has its whole conversation (``messages``) in ``messages``."""
     rows = [{"id": e.id, "instruction": e.instruction, "input": e.input, "output": e.output,
-             "messages": to_messages(e), "is_classification": e.is_classification, "lang": e.lang}
-            for e in examples]
+             "messages": m, "is_classification": e.is_classification, "lang": e.lang}
+            for e, m in zip(examples, messages, strict=True)]
     if meta == "drop":
         lost = sum(1 for e in examples if e.meta)
         if lost:
@@ -133,11 +134,14 @@ def hf_rows(examples: list[Example], meta: str, dropped: Counter[str]) -> tuple[
 
 
 def write_hf(examples: list[Example], out: Path, folder: bool, meta: str, card: dict[str, Any],
-             dropped: Counter[str]) -> int:
-    """Write a parquet file or a dataset folder at ``out`` (already checked), built beside it and renamed."""
+             dropped: Counter[str], messages: list[list[dict[str, str]]], alpaca: list[dict[str, Any]]) -> int:
+    """Write a parquet file or a dataset folder at ``out`` (already checked), built beside it and renamed.
+
+    ``messages`` and ``alpaca`` are each example in those formats, converted by the caller (``formats.py``,
+    which owns the conversions and calls this module: passing them keeps imports one way)."""
     import datasets
 
-    rows, schema = hf_rows(examples, meta, dropped)
+    rows, schema = hf_rows(examples, messages, meta, dropped)
     dataset = datasets.Dataset.from_list(rows, features=schema)
     out.parent.mkdir(parents=True, exist_ok=True)
     if not folder:
@@ -156,14 +160,11 @@ def write_hf(examples: list[Example], out: Path, folder: bool, meta: str, card: 
         datasets.DatasetDict({"train": dataset}).save_to_disk(str(staging), num_shards={"train": 1})
         arrow_file = _name_by_content(staging)
         write_json(staging / "dataset_info.json", llama_factory_entries(arrow_file))
-        alpaca = [{"system": "", "history": [], **to_alpaca(e)} for e in examples]  # one shape for every row
-        write_json(staging / ALPACA_FILE, alpaca)
+        write_json(staging / ALPACA_FILE, [{"system": "", "history": [], **row} for row in alpaca])  # one shape for all
         write_atomic(staging / "README.md", dataset_card(examples, card, dropped, arrow_file))
         os.chmod(staging, 0o755)
         replace_folder(staging, out)
     except BaseException:
-        import shutil
-
         shutil.rmtree(staging, ignore_errors=True)
         raise
     return len(dataset)
@@ -241,3 +242,17 @@ def dataset_card(examples: list[Example], card: dict[str, Any], dropped: Counter
               'ds = datasets.load_dataset("PATH", split="train")   # or datasets.load_from_disk("PATH")', "```",
               "", "LLaMA-Factory: `dataset_dir: PATH`, `dataset: datagen_sharegpt` (or `datagen_alpaca`).", ""]
     return "\n".join(lines)
+
+
+def replace_folder(staging: Path, out: Path) -> None:
+    """Move the finished ``staging`` folder to ``out``; an old ``out`` (already checked) is moved aside
+    first and removed only once the new one is in place."""
+    if out.is_dir() and not any(out.iterdir()):
+        out.rmdir()
+    if not out.exists():
+        os.replace(staging, out)
+        return
+    aside = Path(tempfile.mkdtemp(prefix=f".{out.name}.old-", dir=out.parent))
+    os.replace(out, aside / out.name)
+    os.replace(staging, out)
+    shutil.rmtree(aside, ignore_errors=True)
