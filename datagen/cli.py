@@ -124,18 +124,20 @@ def cli(verbose: int, quiet: bool) -> None:
     _setup_logging(verbose, quiet)
 
 
-#: Where the config dataclasses live, by the short names ``ConfigOption`` takes (imported only when needed).
-CONFIGS = {"LLMConfig": "datagen.llm.types", "ServeConfig": "datagen.llm.server", "RespondConfig": "datagen.generate.respond",
-           "SelfInstructConfig": "datagen.generate.self_instruct", "MultiTurnConfig": "datagen.generate.multiturn",
-           "SelfQAConfig": "datagen.generate.self_qa", "SelfKGConfig": "datagen.generate.self_kg",
-           "FilterConfig": "datagen.filter.config", "EvalConfig": "datagen.train.evaluate",
-           "ClassifyConfig": "datagen.generate.classify", "TrainConfig": "datagen.train.config"}
+#: Config dataclasses of commands that are no stage of a run (those are in ``datagen.stages``), by class name.
+_CONFIGS = ("datagen.llm.types:LLMConfig", "datagen.llm.server:ServeConfig", "datagen.generate.respond:RespondConfig",
+            "datagen.generate.classify:ClassifyConfig")
 
 
 def config_class(name: str) -> type:
+    """A config dataclass by its name: a stage's (read from the stage table) or one of ``_CONFIGS``."""
     import importlib
 
-    return getattr(importlib.import_module(CONFIGS[name]), name)
+    from datagen.stages import STAGES
+
+    path = next(p for p in (*_CONFIGS, *(stage.config for stage in STAGES)) if p.endswith(f":{name}"))
+    module, _, cls = path.partition(":")
+    return getattr(importlib.import_module(module), cls)
 
 
 class ConfigOption(click.Option):
@@ -242,7 +244,8 @@ def sampling_options(config: str) -> Any:
             option("--temperature", config=config, field="sampling.temperature", type=FiniteFloat(min=0)),
             option("--top-p", config=config, field="sampling.top_p", type=FiniteFloat(min=0, max=1, min_open=True)),
             option("--max-tokens", config=config, field="sampling.max_tokens", type=click.IntRange(min=1)),
-            option("--seed", config=config, field="sampling.seed", type=int, help="Sampling seed sent to the endpoint."),
+            option("--seed", config=config, field="sampling.seed", type=int,
+                   help="Sampling seed sent to the endpoint."),
         ]
         return functools.reduce(lambda f, option: option(f), reversed(options), fn)
 
@@ -253,7 +256,8 @@ def sampling_options(config: str) -> Any:
 
 
 @cli.command("serve")
-@option("--model", config="ServeConfig", help="HF model folder or .gguf file. Default: embedded SmolLM2-135M-Instruct.")
+@option("--model", config="ServeConfig",
+        help="HF model folder or .gguf file. Default: embedded SmolLM2-135M-Instruct.")
 @option("--adapter", config="ServeConfig", type=click.Path(exists=True, file_okay=False, path_type=Path),
         help="LoRA adapter folder to serve on top of the model (serve a tuned model).")
 @option("--host", config="ServeConfig", help="Interface to bind; 0.0.0.0 exposes it.")
@@ -321,17 +325,20 @@ def respond_cmd(inputs, out, **given):
 @cli.command("self-instruct")
 @click.option("--seeds", type=click.Path(path_type=Path), required=True, help="Seed tasks (self-instruct JSONL).")
 @click.option("--out", type=click.Path(file_okay=False, path_type=Path), required=True, help="Output folder.")
-@option("--num-instructions", config="SelfInstructConfig", type=click.IntRange(min=1), help="New instructions to generate.")
+@option("--num-instructions", config="SelfInstructConfig", type=click.IntRange(min=1),
+        help="New instructions to generate.")
 @option("--lang", config="SelfInstructConfig", type=click.Choice(["en", "zh"]))
 @option("--style", config="SelfInstructConfig", type=click.Choice(["completion", "chat"]),
         help="completion: the model continues a numbered list (/v1/completions; best for small models). "
              "chat: ask an instruction-following model.")
-@option("--batch-size", config="SelfInstructConfig", type=click.IntRange(min=1), help="Bootstrap requests in flight per round.")
+@option("--batch-size", config="SelfInstructConfig", type=click.IntRange(min=1),
+        help="Bootstrap requests in flight per round.")
 @option("--num-prompt-instructions", config="SelfInstructConfig", type=click.IntRange(min=1))
 @option("--num-machine-in-prompt", config="SelfInstructConfig", type=click.IntRange(min=0))
 @option("--rouge-threshold", config="SelfInstructConfig", type=FiniteFloat(0, 1, min_open=True))
 @option("--max-instances", config="SelfInstructConfig", type=click.IntRange(min=1))
-@option("--max-rounds", config="SelfInstructConfig", type=click.IntRange(min=1), help="Default: 4× the minimum needed.")
+@option("--max-rounds", config="SelfInstructConfig", type=click.IntRange(min=1),
+        help="Default: 4× the minimum needed.")
 @option("--seed", config="SelfInstructConfig", type=int, help="RNG seed for in-context sampling.")
 @llm_options
 def self_instruct_cmd(seeds, out, **given):
@@ -363,14 +370,17 @@ def self_instruct_cmd(seeds, out, **given):
         help="Conversations to keep, each with at least 2 user turns.")
 @click.option("--out", type=click.Path(file_okay=False, path_type=Path), required=True, help="Output folder.")
 @option("--lang", config="MultiTurnConfig", type=click.Choice(["en", "zh"]))
-@option("--min-turns", config="MultiTurnConfig", type=click.IntRange(min=2), help="Fewest user turns a conversation is planned with.")
+@option("--min-turns", config="MultiTurnConfig", type=click.IntRange(min=2),
+        help="Fewest user turns a conversation is planned with.")
 @option("--max-turns", config="MultiTurnConfig", type=click.IntRange(min=2),
         help="Most user turns; each conversation draws its count from [min, max].")
 @option("--style", config="MultiTurnConfig", type=click.Choice(["completion", "chat"]),
         help="completion: openers continue a numbered list and the simulated user continues a transcript "
              "(/v1/completions; best for small models). chat: ask an instruction-following model.")
-@option("--batch-size", config="MultiTurnConfig", type=click.IntRange(min=1), help="Opener requests in flight per bootstrap round.")
-@option("--seed", config="MultiTurnConfig", type=int, help="RNG seed: in-context sampling, turn counts and follow-up kinds.")
+@option("--batch-size", config="MultiTurnConfig", type=click.IntRange(min=1),
+        help="Opener requests in flight per bootstrap round.")
+@option("--seed", config="MultiTurnConfig", type=int,
+        help="RNG seed: in-context sampling, turn counts and follow-up kinds.")
 @llm_options
 def self_instruct_multiturn_cmd(seeds, out, **given):
     """Grow multi-turn conversations from seed dialogues (multi-turn Self-Instruct).
@@ -402,9 +412,12 @@ def self_instruct_multiturn_cmd(seeds, out, **given):
         help="Questions asked for, and kept at most, per chunk.")
 @option("--chunk-tokens", config="SelfQAConfig", type=click.IntRange(min=16),
         help="Chunk size in tokens (words; a CJK character counts as one).")
-@option("--chunk-overlap", config="SelfQAConfig", type=click.IntRange(min=0), help="Tokens consecutive chunks may share.")
-@option("--lang", config="SelfQAConfig", type=click.Choice(["auto", "en", "zh"]), help="Prompt language; auto picks it per chunk.")
-@option("--max-chunks", config="SelfQAConfig", type=click.IntRange(min=1), help="Use at most this many chunks, round-robin over documents.")
+@option("--chunk-overlap", config="SelfQAConfig", type=click.IntRange(min=0),
+        help="Tokens consecutive chunks may share.")
+@option("--lang", config="SelfQAConfig", type=click.Choice(["auto", "en", "zh"]),
+        help="Prompt language; auto picks it per chunk.")
+@option("--max-chunks", config="SelfQAConfig", type=click.IntRange(min=1),
+        help="Use at most this many chunks, round-robin over documents.")
 @option("--min-support", config="SelfQAConfig", type=FiniteFloat(0, 1),
         help="Drop answers with a smaller share of content words found in their chunk.")
 @option("--text-field", config="SelfQAConfig", help="Field holding the text in .jsonl documents.")
@@ -441,7 +454,8 @@ def self_qa_cmd(docs, out, **given):
 @option("--labels", config="SelfKGConfig", type=click.Path(exists=True, dir_okay=False, path_type=Path),
         help="Display labels: id<TAB>label rows, or a header such as id<TAB>label_zh.")
 @option("--lang", config="SelfKGConfig", type=click.Choice(["en", "zh"]))
-@option("--skip-bad-rows", config="SelfKGConfig", is_flag=True, help="Skip and count bad input rows instead of stopping.")
+@option("--skip-bad-rows", config="SelfKGConfig", is_flag=True,
+        help="Skip and count bad input rows instead of stopping.")
 @option("--dangling", config="SelfKGConfig", type=click.Choice(["drop", "add", "error"]),
         help="Edges to nodes the file never declares (GraphML, GML, node-link).")
 @option("--keep-self-loops", config="SelfKGConfig", is_flag=True, help="Keep head == tail facts (dropped by default).")
@@ -492,7 +506,8 @@ def self_kg_cmd(graph, out, **given):
 @option("--rouge-threshold", config="FilterConfig", type=FiniteFloat(0, 1, min_open=True))
 @option("--embed-threshold", config="FilterConfig", type=FiniteFloat(0, 1, min_open=True),
         help="Cosine at or above which two instructions are duplicates.")
-@option("--embed-model", config="FilterConfig", help="sentence-transformers folder. Default: bundled all-MiniLM-L6-v2.")
+@option("--embed-model", config="FilterConfig",
+        help="sentence-transformers folder. Default: bundled all-MiniLM-L6-v2.")
 @option("--judge-min-score", config="FilterConfig", type=click.IntRange(1, 5))
 @click.option("--against", multiple=True, type=click.Path(exists=True, path_type=Path),
               help="Earlier dataset(s): drop records that near-duplicate them (repeat the option for several).")
@@ -557,7 +572,8 @@ def train_cmd(data, base, out, config_path, debug_labels, overrides):
 
 
 @cli.command("eval")
-@option("--base", config="EvalConfig", help="Base model. Default: the one the adapter was trained on, else 'embedded'.")
+@option("--base", config="EvalConfig",
+        help="Base model. Default: the one the adapter was trained on, else 'embedded'.")
 @option("--adapter", config="EvalConfig", type=click.Path(exists=True, file_okay=False, path_type=Path),
         help="LoRA adapter folder (OUT/adapter of datagen train); without it only the base is scored.")
 @click.option("--data", type=click.Path(exists=True, path_type=Path), required=True,
@@ -908,7 +924,8 @@ def classify_cmd(inputs, out, neighbours, **given):
     from datagen.generate import classify
     from datagen.llm.endpoint import endpoint
 
-    cfg = configure("ClassifyConfig", given, inputs=inputs, out=out, **({"neighbours": neighbours} if neighbours else {}))
+    cfg = configure("ClassifyConfig", given, inputs=inputs, out=out,
+                    **({"neighbours": neighbours} if neighbours else {}))
     with (endpoint(llm_config(**given)) if cfg.model_vote else contextlib.nullcontext(None)) as llm_cfg:
         stats = asyncio.run(classify.classify_file(dataclasses.replace(cfg, llm=llm_cfg)))
     agreement = stats["agreement"]
