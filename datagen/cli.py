@@ -141,13 +141,9 @@ def config_class(name: str) -> type:
 
 
 class ConfigOption(click.Option):
-    """An option that sets a field of a config dataclass: ``config`` names the class, ``field`` the field
-    (dotted for a nested one: ``sampling.max_tokens``; default: the option's name).
-
-    Its default is "not given" (None), so the dataclass fills in its own: a default lives once, in the config,
-    and the command line cannot drift from a run config. ``--help`` shows the dataclass's default, read when
-    help is rendered (the stage modules stay unimported for everything else).
-    """
+    """An option that sets field ``field`` (default: its name; ``sampling.max_tokens`` for a nested one) of config
+    class ``config``. Its default is "not given" (None) and the dataclass fills it in: a default lives once, so the
+    command line cannot drift from a run config. ``--help`` shows the dataclass's, read only when help is shown."""
 
     def __init__(self, *decls: str, config: str, field: str | None = None, **attrs: Any) -> None:
         super().__init__(*decls, default=None, show_default=True, **attrs)
@@ -203,7 +199,8 @@ def llm_options(fn):
                help="Retries on 408/409/429/5xx, timeouts and connection errors."),
         option("--rpm", config="LLMConfig", type=FiniteFloat(min=0, min_open=True), help="Requests-per-minute limit."),
         option("--tpm", config="LLMConfig", type=FiniteFloat(min=0, min_open=True), help="Tokens-per-minute limit."),
-        click.option("--no-cache", is_flag=True, help="Do not replay or store answers in the on-disk cache."),
+        click.option("--no-cache", is_flag=True, default=None,  # None: not given (filter: the YAML's llm.cache)
+                     help="Do not replay or store answers in the on-disk cache."),
         option("--cache-path", config="LLMConfig", type=click.Path(dir_okay=False, path_type=Path),
                help="SQLite answer cache. Default: $DATAGEN_HOME/llm_cache.sqlite."),
         option("--circuit-breaker", config="LLMConfig", type=FiniteFloat(min=0, min_open=True),
@@ -227,7 +224,7 @@ def llm_options(fn):
     return functools.reduce(lambda f, option: option(f), reversed(options), fn)
 
 
-def llm_config(base_urls: tuple[str, ...] = (), no_cache: bool = False, prices_file: Path | None = None,
+def llm_config(base_urls: tuple[str, ...] = (), no_cache: bool | None = None, prices_file: Path | None = None,
                **given: Any) -> Any:
     """The ``LLMConfig`` of ``llm_options``; extra keyword arguments (the command's other options) are ignored."""
     from datagen.config import load_yaml
@@ -522,13 +519,10 @@ def filter_cmd(config_path, **options):
               datagen filter a.jsonl b.jsonl --out f/ --keep longest_output --no-embed-dedup
               datagen filter gen.jsonl --out f/ --judge --base-url embedded
     """
-    from click.core import ParameterSource
-
     from datagen.filter.config import load_config
     from datagen.filter.pipeline import run_filter
 
-    ctx = click.get_current_context()
-    given = {k: v for k, v in options.items() if ctx.get_parameter_source(k) is not ParameterSource.DEFAULT}
+    given = {k: v for k, v in options.items() if v not in (None, ())}  # what the user gave: the rest defaults to None
     stats = asyncio.run(run_filter(load_config(config_path, **given)))
     click.echo(f"kept {stats['curated']} of {stats['records_in']} records in {stats['out']}/curated.jsonl; "
                f"{stats['rejected']} rejected {stats['rejects_by_stage'] or ''}".rstrip())

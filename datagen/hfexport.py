@@ -135,10 +135,8 @@ def hf_rows(examples: list[Example], messages: list[list[dict[str, str]]], meta:
 
 def write_hf(examples: list[Example], out: Path, folder: bool, meta: str, card: dict[str, Any],
              dropped: Counter[str], messages: list[list[dict[str, str]]], alpaca: list[dict[str, Any]]) -> int:
-    """Write a parquet file or a dataset folder at ``out`` (already checked), built beside it and renamed.
-
-    ``messages`` and ``alpaca`` are each example in those formats, converted by the caller (``formats.py``,
-    which owns the conversions and calls this module: passing them keeps imports one way)."""
+    """Write a parquet file or a dataset folder at ``out`` (already checked), built beside it and renamed; the
+    caller (``formats.py``, which owns the conversions) passes each example as ``messages`` and as ``alpaca``."""
     import datasets
 
     rows, schema = hf_rows(examples, messages, meta, dropped)

@@ -1,13 +1,8 @@
-"""The filter stage's settings: ``FilterConfig`` and how a YAML file and command-line flags build it.
+"""The filter stage's settings (``FilterConfig``, built from YAML and flags by ``load_config``), kept below the
+pipeline and its rule modules so that both can read them and imports point one way.
 
-Kept apart from ``pipeline.py`` so that the rule modules (``heuristics.py``) can name their settings without
-importing the pipeline that runs them: settings sit below both, and imports point one way.
-
-    >>> FilterConfig(rouge_threshold=0.8).rouge_threshold
-    0.8
     >>> FilterConfig(keep="best")
     Traceback (most recent call last):
-    ...
     datagen.errors.ConfigError: filter.keep must be one of ['first', 'longest_output', 'heuristic_score'], got 'best'
 """
 
@@ -18,7 +13,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from datagen.config import build, load_yaml
+from datagen.config import build, load_yaml, to_plain
 from datagen.errors import ConfigError
 from datagen.filter import semantic
 from datagen.llm.client import LLMConfig
@@ -161,16 +156,8 @@ class FilterConfig:
 
     def public_dict(self) -> dict[str, Any]:
         """The resolved config for ``filter_stats.json`` (no secrets live in it)."""
-        out = {f.name: getattr(self, f.name) for f in dataclasses.fields(self) if f.name != "llm"}
-        out["inputs"] = [str(p) for p in self.inputs]
-        out["decontaminate"] = [str(p) for p in self.decontaminate]
-        out["against"] = [str(p) for p in self.against]
-        out["out"] = str(self.out) if self.out else None
-        for name, value in out.items():
-            if isinstance(value, tuple):
-                out[name] = list(value)
-        out["llm"] = self.llm.public_dict() if self.judge else None
-        return out
+        out = to_plain({f.name: getattr(self, f.name) for f in dataclasses.fields(self) if f.name != "llm"})
+        return {**out, "llm": self.llm.public_dict() if self.judge else None}
 
 
 def _strings(name: str, value: Any) -> tuple[str, ...]:
@@ -197,13 +184,6 @@ def _number(name: str, value: Any, lo: float, hi: float, *, integer: bool = Fals
 
 # ---------------------------------------------------------------------------------------------- config loading
 
-#: CLI options that configure the judge's endpoint, by click parameter name → LLMConfig field.
-_LLM_FLAGS = {"base_urls": "base_urls", "model": "model", "concurrency": "concurrency", "timeout": "timeout",
-              "max_retries": "max_retries", "rpm": "rpm", "tpm": "tpm", "cache_path": "cache_path",
-              "circuit_breaker": "circuit_breaker", "batch": "batch", "batch_file": "batch_file",
-              "max_cost": "max_cost"}
-
-
 def load_config(path: Path | None = None, **flags: Any) -> FilterConfig:
     """Build the config: dataclass defaults < YAML file ``path`` < ``flags`` (CLI options the user gave).
 
@@ -222,8 +202,8 @@ def load_config(path: Path | None = None, **flags: Any) -> FilterConfig:
             llm_values["cache"] = not value
         elif name == "prices_file":
             llm_values["prices"] = load_yaml(value)
-        elif name in _LLM_FLAGS:
-            llm_values[_LLM_FLAGS[name]] = value
+        elif name in {f.name for f in dataclasses.fields(LLMConfig)}:  # the judge's endpoint
+            llm_values[name] = value
         else:
             values[name] = value
     return build(FilterConfig, values, where, llm=build(LLMConfig, llm_values, f"{where}.llm"))

@@ -30,6 +30,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from datagen.config import check_fields
 from datagen.errors import ConfigError
 from datagen.home import model_cache_dir
 
@@ -173,9 +174,7 @@ class DecodingParams:
             ("logit_bias", all(isinstance(t, int) and t >= 0 and -100 <= b <= 100 for t, b in self.logit_bias),
              "token ids mapped to biases in [-100, 100]"),
         ]
-        for name, ok, expected in checks:
-            if not ok:
-                raise ConfigError(f"{name} must be {expected}, got {getattr(self, name)!r}")
+        check_fields(self, "", checks)
 
 
 @dataclass(frozen=True)

@@ -1,7 +1,5 @@
-"""What the LLM client, its transports and the batch path share: the endpoint settings (``LLMConfig``), what a
-stage asks for (``SamplingParams``), one answer (``Completion``) and the counts for the manifest (``UsageLedger``).
-
-Below ``client.py`` and ``batch.py`` so that both can use them without importing each other.
+"""What the client and the batch path share (below both, so neither imports the other): endpoint settings
+(``LLMConfig``), what a stage asks for (``SamplingParams``), an answer (``Completion``), the counts (``UsageLedger``).
 
     >>> SamplingParams(max_tokens=16, seed=3).to_request(sample_index=2)
     {'temperature': 0.7, 'top_p': 1.0, 'max_tokens': 16, 'seed': 5}
@@ -15,6 +13,7 @@ from pathlib import Path
 from typing import Any
 from urllib.parse import urlparse
 
+from datagen.config import check_fields
 from datagen.errors import ConfigError
 from datagen.llm.costs import check_prices
 from datagen.redaction import redact_url
@@ -56,40 +55,29 @@ class LLMConfig:
     def __post_init__(self) -> None:
         if isinstance(self.base_urls, str):
             object.__setattr__(self, "base_urls", tuple(u for u in self.base_urls.split(",") if u))
-        if self.concurrency < 1:
-            raise ConfigError(f"llm.concurrency must be ≥ 1, got {self.concurrency}")
-        if self.timeout <= 0:
-            raise ConfigError(f"llm.timeout must be > 0 seconds, got {self.timeout}")
-        if self.processes < 1:
-            raise ConfigError(f"llm.processes must be ≥ 1, got {self.processes}")
-        if self.max_retries < 0:
-            raise ConfigError(f"llm.max_retries must be ≥ 0, got {self.max_retries}")
-        for name in ("rpm", "tpm"):
-            value = getattr(self, name)
-            if value is not None and value <= 0:
-                raise ConfigError(f"llm.{name} must be > 0 or unset, got {value}")
-        if self.circuit_breaker is not None and self.circuit_breaker <= 0:
-            raise ConfigError(f"llm.circuit_breaker must be > 0 seconds or unset, got {self.circuit_breaker}")
+        if isinstance(self.batch, bool):  # `batch: true` in YAML reads as it should
+            object.__setattr__(self, "batch", "on" if self.batch else "off")
+        check_fields(self, "llm.", [
+            ("concurrency", self.concurrency >= 1, "≥ 1"), ("processes", self.processes >= 1, "≥ 1"),
+            ("timeout", self.timeout > 0, "> 0 seconds"), ("max_retries", self.max_retries >= 0, "≥ 0"),
+            ("rpm", self.rpm is None or self.rpm > 0, "> 0 or unset"),
+            ("tpm", self.tpm is None or self.tpm > 0, "> 0 or unset"),
+            ("circuit_breaker", self.circuit_breaker is None or self.circuit_breaker > 0, "> 0 seconds or unset"),
+            ("batch", self.batch in BATCH_MODES, f"one of {list(BATCH_MODES)} (or true/false)"),
+            ("poll_interval", 0 < self.poll_interval < float("inf"), "> 0 seconds"),
+            *((name, getattr(self, name) >= 1, "≥ 1") for name in ("batch_max_requests", "batch_max_bytes",
+                                                                 "batch_max_attempts")),
+            ("batch_discount", 0 <= self.batch_discount < 1, "in [0, 1)"),
+        ])
         for url in self.base_urls:
             if url != "embedded" and urlparse(url).scheme not in ("http", "https"):
                 raise ConfigError(f"llm.base_url must start with http:// or https://, got {redact_url(url)!r}")
-        if isinstance(self.batch, bool):  # `batch: true` in YAML reads as it should
-            object.__setattr__(self, "batch", "on" if self.batch else "off")
-        if self.batch not in BATCH_MODES:
-            raise ConfigError(f"llm.batch must be one of {list(BATCH_MODES)} (or true/false), got {self.batch!r}")
-        if not self.poll_interval > 0 or self.poll_interval == float("inf"):
-            raise ConfigError(f"llm.poll_interval must be > 0 seconds, got {self.poll_interval}")
-        for name in ("batch_max_requests", "batch_max_bytes", "batch_max_attempts"):
-            if getattr(self, name) < 1:
-                raise ConfigError(f"llm.{name} must be ≥ 1, got {getattr(self, name)}")
         if self.batch == "file" and self.batch_file is None:
             object.__setattr__(self, "batch_file", Path("batch_requests.jsonl"))
         if self.batch_file is not None:
             object.__setattr__(self, "batch_file", Path(self.batch_file))
         object.__setattr__(self, "prices", {model: {"input": i, "output": o}
                                             for model, (i, o) in check_prices(self.prices, "llm.prices").items()})
-        if not 0 <= self.batch_discount < 1:
-            raise ConfigError(f"llm.batch_discount must be in [0, 1), got {self.batch_discount}")
         if self.max_cost is not None:
             if not 0 < self.max_cost < float("inf"):
                 raise ConfigError(f"llm.max_cost must be a positive number of USD, got {self.max_cost}")

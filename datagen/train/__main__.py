@@ -1,7 +1,4 @@
-"""One rank of ``train.nproc: N`` (``datagen/train/launch.py`` starts N of these under torchrun).
-
-Its own entry point, not ``launch.py``'s: the launcher is what ``sft.train`` calls, this is what calls it.
-"""
+"""One rank of ``train.nproc: N``: ``launch.py`` (which ``sft.train`` calls) starts N of these, which call it."""
 
 from __future__ import annotations
 

@@ -28,6 +28,7 @@ from typing import Any
 
 from rapidfuzz.distance import LCSseq
 
+from datagen.config import check_fields
 from datagen.errors import ConfigError
 from datagen.formats import read_any, to_messages
 from datagen.records import write_atomic, write_json, write_jsonl
@@ -59,9 +60,7 @@ class EvalConfig:
             ("batch_size", self.batch_size >= 1, "an integer >= 1"),
             ("max_seq_len", self.max_seq_len >= 16, "an integer >= 16"),
         ]
-        for name, ok, expected in checks:
-            if not ok:
-                raise ConfigError(f"eval.{name} must be {expected}, got {getattr(self, name)!r}")
+        check_fields(self, "eval.", checks)
 
 
 def evaluate(data: str | Path, out: str | Path, cfg: EvalConfig) -> dict[str, Any]:
