@@ -72,32 +72,32 @@ def _training_data(run_dir: Path) -> dict[str, Path]:
     return {"data": curated} if curated.exists() else _generated(run_dir)
 
 
-def _training_file(run_dir: Path, folder: Path, stage: str) -> Path:
+def _training_file(run_dir: Path, folder: Path) -> Path | None:
     """What train (or eval without a held-out split) reads: the curated set, else every generator's records
-    (joined in stage order into ``folder/generated.jsonl`` when there are several)."""
+    (joined in stage order into ``folder/generated.jsonl`` when there are several); None without either."""
     data = _training_data(run_dir)
-    if not data:
-        raise ConfigError(f"{stage}: no data; enable the filter stage or a generator before it")
-    if len(data) == 1:
-        return next(iter(data.values()))
+    if len(data) <= 1:
+        return next(iter(data.values()), None)
     blocks = [path.read_bytes() for path in data.values()]
     write_atomic(folder / "generated.jsonl", b"".join(b if b.endswith(b"\n") or not b else b + b"\n" for b in blocks))
     return folder / "generated.jsonl"
 
 
 def _train(cfg: Any, run_dir: Path) -> dict[str, Any]:
-    out = make_dirs(run_dir / "train")
-    summary = _call(STAGE["train"], _training_file(run_dir, out, "train"), out, cfg)
+    data = _training_file(run_dir, make_dirs(run_dir / "train"))
+    if data is None:
+        raise ConfigError("train: no data; enable the filter stage or a generator before it")
+    summary = _call(STAGE["train"], data, run_dir / "train", cfg)
     return {**summary, "kept": summary.get("train_records"), "rejected": summary.get("dropped_rows")}
 
 
 def _eval(cfg: Any, run_dir: Path) -> dict[str, Any]:
     """Score base vs tuned on the split the trainer held out (or, without one, the training data)."""
     held_out = run_dir / "train" / "eval.jsonl"
-    if held_out.exists() and held_out.stat().st_size:
-        data = held_out
-    else:
-        data = _training_file(run_dir, make_dirs(run_dir / "eval"), "eval")
+    data = (held_out if held_out.exists() and held_out.stat().st_size
+            else _training_file(run_dir, make_dirs(run_dir / "eval")))
+    if data is None:
+        raise ConfigError("eval: no data; enable train (its held-out split) or a generator before it")
     adapter = run_dir / "train" / "adapter"
     if adapter.exists():
         cfg = dataclasses.replace(cfg, adapter=adapter)
