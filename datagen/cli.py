@@ -124,99 +124,158 @@ def cli(verbose: int, quiet: bool) -> None:
     _setup_logging(verbose, quiet)
 
 
+#: Config dataclasses of commands that are no stage of a run (those are in ``datagen.stages``), by class name.
+_CONFIGS = ("datagen.llm.types:LLMConfig", "datagen.llm.server:ServeConfig", "datagen.generate.respond:RespondConfig",
+            "datagen.generate.classify:ClassifyConfig")
+
+
+def config_class(name: str) -> type:
+    """A config dataclass by its name: a stage's (read from the stage table) or one of ``_CONFIGS``."""
+    import importlib
+
+    from datagen.stages import STAGES
+
+    path = next(p for p in (*_CONFIGS, *(stage.config for stage in STAGES)) if p.endswith(f":{name}"))
+    module, _, cls = path.partition(":")
+    return getattr(importlib.import_module(module), cls)
+
+
+class ConfigOption(click.Option):
+    """An option that sets field ``field`` (default: its name; ``sampling.max_tokens`` for a nested one) of config
+    class ``config``. Its default is "not given" (None) and the dataclass fills it in: a default lives once, so the
+    command line cannot drift from a run config. ``--help`` shows the dataclass's, read only when help is shown."""
+
+    def __init__(self, *decls: str, config: str, field: str | None = None, **attrs: Any) -> None:
+        super().__init__(*decls, default=None, show_default=True, **attrs)
+        self.config, self.field = config, field or self.name
+
+    def config_default(self) -> Any:
+        from datagen.config import field_default
+
+        return field_default(config_class(self.config), self.field)
+
+    def get_help_extra(self, ctx: click.Context) -> Any:
+        self.default = self.config_default()
+        try:
+            return super().get_help_extra(ctx)
+        finally:
+            self.default = None
+
+
+def option(*decls: str, config: str, **attrs: Any) -> Any:
+    return click.option(*decls, cls=ConfigOption, config=config, **attrs)
+
+
+def configure(config: str, given: dict[str, Any], **fixed: Any) -> Any:
+    """The ``config`` dataclass from the options the user gave (the rest keep the dataclass defaults) and
+    ``fixed`` fields; a nested field (``sampling.max_tokens``) updates that field's own default."""
+    import dataclasses
+
+    from datagen.config import field_default
+
+    cls, values = config_class(config), dict(fixed)
+    for param in click.get_current_context().command.params:
+        if isinstance(param, ConfigOption) and param.config == config and given.get(param.name) is not None:
+            head, _, rest = param.field.partition(".")
+            if rest:
+                values[head] = dataclasses.replace(values.get(head) or field_default(cls, head),
+                                                   **{rest: given[param.name]})
+            else:
+                values[head] = given[param.name]
+    return cls(**values)
+
+
 def llm_options(fn):
     """The endpoint options every LLM-calling command shares (keys come from the environment only)."""
     options = [
         click.option("--base-url", "base_urls", multiple=True, metavar="URL",
                      help="OpenAI-compatible base URL; repeat to load-balance. Default: $DATAGEN_BASE_URL or "
                           "$OPENAI_BASE_URL. 'embedded' starts the bundled model for this command."),
-        click.option("--model", default=None, help="Model name. Default: the first model the endpoint lists."),
-        click.option("--concurrency", type=click.IntRange(min=1), default=16, show_default=True,
-                     help="Requests in flight at once."),
-        click.option("--timeout", type=FiniteFloat(min=0, min_open=True), default=120.0, show_default=True,
-                     help="Seconds per request attempt."),
-        click.option("--max-retries", type=click.IntRange(min=0), default=6, show_default=True,
-                     help="Retries on 408/409/429/5xx, timeouts and connection errors."),
-        click.option("--rpm", type=FiniteFloat(min=0, min_open=True), default=None,
-                     help="Requests-per-minute limit."),
-        click.option("--tpm", type=FiniteFloat(min=0, min_open=True), default=None,
-                     help="Tokens-per-minute limit."),
-        click.option("--no-cache", is_flag=True, help="Do not replay or store answers in the on-disk cache."),
-        click.option("--cache-path", type=click.Path(dir_okay=False, path_type=Path), default=None,
-                     help="SQLite answer cache. Default: $DATAGEN_HOME/llm_cache.sqlite."),
-        click.option("--circuit-breaker", type=FiniteFloat(min=0, min_open=True), default=600.0,
-                     show_default=True, help="Stop after this many seconds of nothing but failures."),
-        click.option("--processes", type=click.IntRange(min=1), default=1, show_default=True,
-                     help="Send requests from this many child processes: for hundreds of requests/s, where "
-                          "one event loop running the openai SDK runs out of CPU."),
-        click.option("--batch", type=click.Choice(BATCH_CHOICES), is_flag=False, flag_value="on", default="off",
-                     show_default=True,
-                     help="Send requests as batch jobs (OpenAI Batch API: half the price, no rate limits): "
-                          "--batch, --batch=auto (online where the endpoint has no /batches) or --batch=file "
-                          "(write them to --batch-file for another engine, then `datagen batch import`)."),
-        click.option("--batch-file", type=click.Path(dir_okay=False, path_type=Path), default=None,
-                     help="--batch=file: where the pending requests are written. Default: batch_requests.jsonl."),
+        option("--model", config="LLMConfig", help="Model name. Default: the first model the endpoint lists."),
+        option("--concurrency", config="LLMConfig", type=click.IntRange(min=1), help="Requests in flight at once."),
+        option("--timeout", config="LLMConfig", type=FiniteFloat(min=0, min_open=True),
+               help="Seconds per request attempt."),
+        option("--max-retries", config="LLMConfig", type=click.IntRange(min=0),
+               help="Retries on 408/409/429/5xx, timeouts and connection errors."),
+        option("--rpm", config="LLMConfig", type=FiniteFloat(min=0, min_open=True), help="Requests-per-minute limit."),
+        option("--tpm", config="LLMConfig", type=FiniteFloat(min=0, min_open=True), help="Tokens-per-minute limit."),
+        click.option("--no-cache", is_flag=True, default=None,  # None: not given (filter: the YAML's llm.cache)
+                     help="Do not replay or store answers in the on-disk cache."),
+        option("--cache-path", config="LLMConfig", type=click.Path(dir_okay=False, path_type=Path),
+               help="SQLite answer cache. Default: $DATAGEN_HOME/llm_cache.sqlite."),
+        option("--circuit-breaker", config="LLMConfig", type=FiniteFloat(min=0, min_open=True),
+               help="Stop after this many seconds of nothing but failures."),
+        option("--processes", config="LLMConfig", type=click.IntRange(min=1),
+               help="Send requests from this many child processes: for hundreds of requests/s, where "
+                    "one event loop running the openai SDK runs out of CPU."),
+        option("--batch", config="LLMConfig", type=click.Choice(BATCH_CHOICES), is_flag=False, flag_value="on",
+               help="Send requests as batch jobs (OpenAI Batch API: half the price, no rate limits): "
+                    "--batch, --batch=auto (online where the endpoint has no /batches) or --batch=file "
+                    "(write them to --batch-file for another engine, then `datagen batch import`)."),
+        option("--batch-file", config="LLMConfig", type=click.Path(dir_okay=False, path_type=Path),
+               help="--batch=file: where the pending requests are written. Default: batch_requests.jsonl."),
         click.option("--prices", "prices_file", type=click.Path(exists=True, dir_okay=False, path_type=Path),
                      default=None, help="YAML price table, model: {input: USD, output: USD} per million tokens "
                                         "('*' for any model): costs in stats.json, and what --max-cost counts."),
-        click.option("--max-cost", type=click.FloatRange(min=0, min_open=True), default=None, metavar="USD",
-                     help="Stop before a request would take spending past this (needs --prices). Answers "
-                          "received are cached: the same command with a higher limit goes on from there."),
+        option("--max-cost", config="LLMConfig", type=click.FloatRange(min=0, min_open=True), metavar="USD",
+               help="Stop before a request would take spending past this (needs --prices). Answers "
+                    "received are cached: the same command with a higher limit goes on from there."),
     ]
     return functools.reduce(lambda f, option: option(f), reversed(options), fn)
 
 
-def llm_config(base_urls: tuple[str, ...], model: str | None, concurrency: int, timeout: float, max_retries: int,
-               rpm: float | None, tpm: float | None, no_cache: bool, cache_path: Path | None,
-               circuit_breaker: float, processes: int = 1, batch: str = "off", batch_file: Path | None = None,
-               prices_file: Path | None = None, max_cost: float | None = None) -> Any:
+def llm_config(base_urls: tuple[str, ...] = (), no_cache: bool | None = None, prices_file: Path | None = None,
+               **given: Any) -> Any:
+    """The ``LLMConfig`` of ``llm_options``; extra keyword arguments (the command's other options) are ignored."""
     from datagen.config import load_yaml
-    from datagen.llm.client import LLMConfig
 
     prices = load_yaml(prices_file) if prices_file is not None else {}
-    return LLMConfig(base_urls=base_urls, model=model, concurrency=concurrency, timeout=timeout,
-                     max_retries=max_retries, rpm=rpm, tpm=tpm, cache=not no_cache, cache_path=cache_path,
-                     circuit_breaker=circuit_breaker, processes=processes, batch=batch, batch_file=batch_file,
-                     prices=prices, max_cost=max_cost)
+    return configure("LLMConfig", given, base_urls=base_urls, cache=not no_cache, prices=prices)
 
 
-def sampling_options(fn):
-    options = [
-        click.option("--temperature", type=FiniteFloat(min=0), default=0.7, show_default=True),
-        click.option("--top-p", type=FiniteFloat(min=0, max=1, min_open=True), default=1.0, show_default=True),
-        click.option("--max-tokens", type=click.IntRange(min=1), default=512, show_default=True),
-        click.option("--seed", type=int, default=None, help="Sampling seed sent to the endpoint."),
-    ]
-    return functools.reduce(lambda f, option: option(f), reversed(options), fn)
+def sampling_options(config: str) -> Any:
+    """``--temperature --top-p --max-tokens --seed``, setting the ``sampling`` field of ``config``."""
+
+    def decorate(fn: Any) -> Any:
+        options = [
+            option("--temperature", config=config, field="sampling.temperature", type=FiniteFloat(min=0)),
+            option("--top-p", config=config, field="sampling.top_p", type=FiniteFloat(min=0, max=1, min_open=True)),
+            option("--max-tokens", config=config, field="sampling.max_tokens", type=click.IntRange(min=1)),
+            option("--seed", config=config, field="sampling.seed", type=int,
+                   help="Sampling seed sent to the endpoint."),
+        ]
+        return functools.reduce(lambda f, option: option(f), reversed(options), fn)
+
+    return decorate
 
 
 # ---------------------------------------------------------------------------------------------- commands
 
 
 @cli.command("serve")
-@click.option("--model", default=None, help="HF model folder or .gguf file. Default: embedded SmolLM2-135M-Instruct.")
-@click.option("--adapter", type=click.Path(exists=True, file_okay=False, path_type=Path), default=None,
-              help="LoRA adapter folder to serve on top of the model (serve a tuned model).")
-@click.option("--host", default="127.0.0.1", show_default=True, help="Interface to bind; 0.0.0.0 exposes it.")
-@click.option("--port", type=click.IntRange(0, 65535), default=8000, show_default=True, help="0 picks a free port.")
-@click.option("--api-key", envvar="DATAGEN_SERVE_API_KEY", default=None,
-              help="Require this bearer key (prefer the env var DATAGEN_SERVE_API_KEY).")
-@click.option("--served-model-name", default=None,
-              help="Model id clients must use. Default: NAME@DIGEST of the weights (+adapter@DIGEST), so client "
-                   "caches keyed by model id never mix models.")
-@click.option("--max-batch-size", type=click.IntRange(min=1), default=16, show_default=True,
-              help="Concurrent requests gathered into one generate call.")
-@click.option("--max-request-bytes", type=click.IntRange(min=1), default=1_000_000, show_default=True)
+@option("--model", config="ServeConfig",
+        help="HF model folder or .gguf file. Default: embedded SmolLM2-135M-Instruct.")
+@option("--adapter", config="ServeConfig", type=click.Path(exists=True, file_okay=False, path_type=Path),
+        help="LoRA adapter folder to serve on top of the model (serve a tuned model).")
+@option("--host", config="ServeConfig", help="Interface to bind; 0.0.0.0 exposes it.")
+@option("--port", config="ServeConfig", type=click.IntRange(0, 65535), help="0 picks a free port.")
+@option("--api-key", config="ServeConfig", envvar="DATAGEN_SERVE_API_KEY",
+        help="Require this bearer key (prefer the env var DATAGEN_SERVE_API_KEY).")
+@option("--served-model-name", config="ServeConfig",
+        help="Model id clients must use. Default: NAME@DIGEST of the weights (+adapter@DIGEST), so client "
+             "caches keyed by model id never mix models.")
+@option("--max-batch-size", config="ServeConfig", type=click.IntRange(min=1),
+        help="Concurrent requests gathered into one generate call.")
+@option("--max-request-bytes", config="ServeConfig", type=click.IntRange(min=1))
 @click.option("--url-file", type=click.Path(dir_okay=False, path_type=Path), default=None,
               help="Write the base URL here once healthy (for scripts that start it on port 0).")
-@click.option("--max-choices", type=click.IntRange(1, 4096), default=64, show_default=True,
-              help="Most completions (n x prompts) one request may ask for.")
-@click.option("--client-timeout", type=click.FloatRange(min=0, min_open=True, max=3600), default=30.0,
-              show_default=True, help="Seconds a client may take to send its headers, and again its body.")
+@option("--max-choices", config="ServeConfig", type=click.IntRange(1, 4096),
+        help="Most completions (n x prompts) one request may ask for.")
+@option("--client-timeout", config="ServeConfig", type=click.FloatRange(min=0, min_open=True, max=3600),
+        help="Seconds a client may take to send its headers, and again its body.")
 @click.option("--allow-host", "allow_hosts", multiple=True,
               help="Without an API key only loopback Host/Origin are served; also accept this name ('*': any).")
-def serve_cmd(model, adapter, host, port, api_key, served_model_name, max_batch_size, max_request_bytes, url_file,
-              max_choices, client_timeout, allow_hosts):
+def serve_cmd(url_file, allow_hosts, **given):
     """Serve a local model as an OpenAI-compatible endpoint.
 
     Endpoints: /v1/chat/completions and /v1/completions (stream: true for SSE), /v1/embeddings, /v1/models,
@@ -226,23 +285,19 @@ def serve_cmd(model, adapter, host, port, api_key, served_model_name, max_batch_
     Example:  datagen serve --port 8000
               datagen serve --model outputs/run/merged --port 8001
     """
-    from datagen.llm.server import ServeConfig, run_server
+    from datagen.llm.server import run_server
 
-    cfg = ServeConfig(model=model, adapter=adapter, host=host, port=port, api_key=api_key,
-                      served_model_name=served_model_name, max_batch_size=max_batch_size,
-                      max_request_bytes=max_request_bytes, max_choices=max_choices, client_timeout=client_timeout,
-                      allowed_hosts=tuple(allow_hosts))
-    run_server(cfg, url_file=url_file)
+    run_server(configure("ServeConfig", given, allowed_hosts=tuple(allow_hosts)), url_file=url_file)
 
 
 @cli.command("respond")
 @click.option("--in", "inputs", type=click.Path(path_type=Path), required=True,
               help="Records in any format (alpaca, sharegpt, messages, seed, datagen).")
 @click.option("--out", type=click.Path(file_okay=False, path_type=Path), required=True, help="Output folder.")
-@click.option("--system", default=None, help="System message to put before each conversation.")
+@option("--system", config="RespondConfig", help="System message to put before each conversation.")
 @llm_options
-@sampling_options
-def respond_cmd(inputs, out, system, temperature, top_p, max_tokens, seed, **llm_opts):
+@sampling_options("RespondConfig")
+def respond_cmd(inputs, out, **given):
     """Answer every prompt in a file with an LLM.
 
     Resumable: re-run the same command to continue.
@@ -253,14 +308,11 @@ def respond_cmd(inputs, out, system, temperature, top_p, max_tokens, seed, **llm
     \b
     Example:  datagen respond --in curated.jsonl --out answers/ --base-url http://127.0.0.1:8000/v1
     """
-    from datagen.generate.respond import RespondConfig, respond
-    from datagen.llm.client import SamplingParams
+    from datagen.generate.respond import respond
     from datagen.llm.endpoint import endpoint
 
-    sampling = SamplingParams(temperature=temperature, top_p=top_p, max_tokens=max_tokens, seed=seed)
-    with endpoint(llm_config(**llm_opts)) as llm_cfg:
-        cfg = RespondConfig(inputs=inputs, out=out, llm=llm_cfg, sampling=sampling, system=system)
-        stats = asyncio.run(respond(cfg))
+    with endpoint(llm_config(**given)) as llm_cfg:
+        stats = asyncio.run(respond(configure("RespondConfig", given, inputs=inputs, out=out, llm=llm_cfg)))
     click.echo(f"wrote {stats['kept']} responses to {out / 'responses.jsonl'}, {stats['rejected']} rejected "
                f"({stats['llm']['succeeded']} calls, {stats['llm']['cached']} from cache)")
 
@@ -270,23 +322,23 @@ def respond_cmd(inputs, out, system, temperature, top_p, max_tokens, seed, **llm
 @cli.command("self-instruct")
 @click.option("--seeds", type=click.Path(path_type=Path), required=True, help="Seed tasks (self-instruct JSONL).")
 @click.option("--out", type=click.Path(file_okay=False, path_type=Path), required=True, help="Output folder.")
-@click.option("--num-instructions", type=click.IntRange(min=1), default=100, show_default=True,
-              help="New instructions to generate.")
-@click.option("--lang", type=click.Choice(["en", "zh"]), default="en", show_default=True)
-@click.option("--style", type=click.Choice(["completion", "chat"]), default="completion", show_default=True,
-              help="completion: the model continues a numbered list (/v1/completions; best for small models). "
-                   "chat: ask an instruction-following model.")
-@click.option("--batch-size", type=click.IntRange(min=1), default=5, show_default=True,
-              help="Bootstrap requests in flight per round.")
-@click.option("--num-prompt-instructions", type=click.IntRange(min=1), default=8, show_default=True)
-@click.option("--num-machine-in-prompt", type=click.IntRange(min=0), default=2, show_default=True)
-@click.option("--rouge-threshold", type=FiniteFloat(0, 1, min_open=True), default=0.7, show_default=True)
-@click.option("--max-instances", type=click.IntRange(min=1), default=5, show_default=True)
-@click.option("--max-rounds", type=click.IntRange(min=1), default=None, help="Default: 4× the minimum needed.")
-@click.option("--seed", type=int, default=0, show_default=True, help="RNG seed for in-context sampling.")
+@option("--num-instructions", config="SelfInstructConfig", type=click.IntRange(min=1),
+        help="New instructions to generate.")
+@option("--lang", config="SelfInstructConfig", type=click.Choice(["en", "zh"]))
+@option("--style", config="SelfInstructConfig", type=click.Choice(["completion", "chat"]),
+        help="completion: the model continues a numbered list (/v1/completions; best for small models). "
+             "chat: ask an instruction-following model.")
+@option("--batch-size", config="SelfInstructConfig", type=click.IntRange(min=1),
+        help="Bootstrap requests in flight per round.")
+@option("--num-prompt-instructions", config="SelfInstructConfig", type=click.IntRange(min=1))
+@option("--num-machine-in-prompt", config="SelfInstructConfig", type=click.IntRange(min=0))
+@option("--rouge-threshold", config="SelfInstructConfig", type=FiniteFloat(0, 1, min_open=True))
+@option("--max-instances", config="SelfInstructConfig", type=click.IntRange(min=1))
+@option("--max-rounds", config="SelfInstructConfig", type=click.IntRange(min=1),
+        help="Default: 4× the minimum needed.")
+@option("--seed", config="SelfInstructConfig", type=int, help="RNG seed for in-context sampling.")
 @llm_options
-def self_instruct_cmd(seeds, out, num_instructions, lang, style, batch_size, num_prompt_instructions,
-                      num_machine_in_prompt, rouge_threshold, max_instances, max_rounds, seed, **llm_opts):
+def self_instruct_cmd(seeds, out, **given):
     """Bootstrap new instructions from seed tasks (Self-Instruct).
 
     Classification tasks get output-first instances, the rest input-first. Resumable.
@@ -298,13 +350,9 @@ def self_instruct_cmd(seeds, out, num_instructions, lang, style, batch_size, num
     from datagen.generate import self_instruct
     from datagen.llm.endpoint import endpoint
 
-    with endpoint(llm_config(**llm_opts)) as llm_cfg:
-        cfg = self_instruct.SelfInstructConfig(
-            seeds=seeds, out=out, num_instructions=num_instructions, lang=lang, style=style, batch_size=batch_size,
-            num_prompt_instructions=num_prompt_instructions, num_machine_in_prompt=num_machine_in_prompt,
-            rouge_threshold=rouge_threshold, max_instances=max_instances, max_rounds=max_rounds, seed=seed,
-            llm=llm_cfg)
-        stats = asyncio.run(self_instruct.generate(cfg))
+    with endpoint(llm_config(**given)) as llm_cfg:
+        stats = asyncio.run(self_instruct.generate(configure("SelfInstructConfig", given, seeds=seeds, out=out,
+                                                             llm=llm_cfg)))
     agreement = stats.get("classifier_agreement")
     click.echo(f"wrote {stats['kept']} records from {stats['machine_instructions']} new instructions to "
                f"{out / 'records.jsonl'}; {stats['rejected']} rejected ({stats['llm']['succeeded']} calls, "
@@ -315,24 +363,23 @@ def self_instruct_cmd(seeds, out, num_instructions, lang, style, batch_size, num
 @cli.command("self-instruct-multiturn")
 @click.option("--seeds", type=click.Path(path_type=Path), required=True,
               help="Seed conversations (JSONL of OpenAI messages or sharegpt conversations).")
-@click.option("--num-conversations", type=click.IntRange(min=1), default=50, show_default=True,
-              help="Conversations to keep, each with at least 2 user turns.")
+@option("--num-conversations", config="MultiTurnConfig", type=click.IntRange(min=1),
+        help="Conversations to keep, each with at least 2 user turns.")
 @click.option("--out", type=click.Path(file_okay=False, path_type=Path), required=True, help="Output folder.")
-@click.option("--lang", type=click.Choice(["en", "zh"]), default="en", show_default=True)
-@click.option("--min-turns", type=click.IntRange(min=2), default=2, show_default=True,
-              help="Fewest user turns a conversation is planned with.")
-@click.option("--max-turns", type=click.IntRange(min=2), default=3, show_default=True,
-              help="Most user turns; each conversation draws its count from [min, max].")
-@click.option("--style", type=click.Choice(["completion", "chat"]), default="completion", show_default=True,
-              help="completion: openers continue a numbered list and the simulated user continues a transcript "
-                   "(/v1/completions; best for small models). chat: ask an instruction-following model.")
-@click.option("--batch-size", type=click.IntRange(min=1), default=5, show_default=True,
-              help="Opener requests in flight per bootstrap round.")
-@click.option("--seed", type=int, default=0, show_default=True,
-              help="RNG seed: in-context sampling, turn counts and follow-up kinds.")
+@option("--lang", config="MultiTurnConfig", type=click.Choice(["en", "zh"]))
+@option("--min-turns", config="MultiTurnConfig", type=click.IntRange(min=2),
+        help="Fewest user turns a conversation is planned with.")
+@option("--max-turns", config="MultiTurnConfig", type=click.IntRange(min=2),
+        help="Most user turns; each conversation draws its count from [min, max].")
+@option("--style", config="MultiTurnConfig", type=click.Choice(["completion", "chat"]),
+        help="completion: openers continue a numbered list and the simulated user continues a transcript "
+             "(/v1/completions; best for small models). chat: ask an instruction-following model.")
+@option("--batch-size", config="MultiTurnConfig", type=click.IntRange(min=1),
+        help="Opener requests in flight per bootstrap round.")
+@option("--seed", config="MultiTurnConfig", type=int,
+        help="RNG seed: in-context sampling, turn counts and follow-up kinds.")
 @llm_options
-def self_instruct_multiturn_cmd(seeds, num_conversations, out, lang, min_turns, max_turns, style, batch_size, seed,
-                                **llm_opts):
+def self_instruct_multiturn_cmd(seeds, out, **given):
     """Grow multi-turn conversations from seed dialogues (multi-turn Self-Instruct).
 
     New first turns are bootstrapped from the seeds' first turns; the LLM then answers, plays the user with a
@@ -343,14 +390,11 @@ def self_instruct_multiturn_cmd(seeds, num_conversations, out, lang, min_turns, 
     Example:  datagen self-instruct-multiturn --seeds seeds/seed_dialogues.jsonl --num-conversations 10 \\
                   --out outputs/mt --base-url embedded
     """
-    from datagen.generate.multiturn import MultiTurnConfig, generate
+    from datagen.generate.multiturn import generate
     from datagen.llm.endpoint import endpoint
 
-    with endpoint(llm_config(**llm_opts)) as llm_cfg:
-        cfg = MultiTurnConfig(seeds=seeds, out=out, num_conversations=num_conversations, lang=lang,
-                              min_turns=min_turns, max_turns=max_turns, style=style, batch_size=batch_size,
-                              seed=seed, llm=llm_cfg)
-        stats = asyncio.run(generate(cfg))
+    with endpoint(llm_config(**given)) as llm_cfg:
+        stats = asyncio.run(generate(configure("MultiTurnConfig", given, seeds=seeds, out=out, llm=llm_cfg)))
     click.echo(f"wrote {stats['kept']} conversations (user turns: {stats['turns']}) to {out / 'records.jsonl'}; "
                f"{stats['rejected']} rejected ({stats['llm']['succeeded']} calls, {stats['llm']['cached']} from cache)")
 
@@ -361,23 +405,22 @@ def self_instruct_multiturn_cmd(seeds, num_conversations, out, lang, min_turns, 
 @click.option("--docs", required=True, metavar="DIR_OR_GLOB",
               help="Folder (walked recursively), file or glob of .txt .md .html .jsonl .csv .tsv .pdf documents.")
 @click.option("--out", type=click.Path(file_okay=False, path_type=Path), required=True, help="Output folder.")
-@click.option("--questions-per-chunk", type=click.IntRange(1, 20), default=3, show_default=True,
-              help="Questions asked for, and kept at most, per chunk.")
-@click.option("--chunk-tokens", type=click.IntRange(min=16), default=200, show_default=True,
-              help="Chunk size in tokens (words; a CJK character counts as one).")
-@click.option("--chunk-overlap", type=click.IntRange(min=0), default=40, show_default=True,
-              help="Tokens consecutive chunks may share.")
-@click.option("--lang", type=click.Choice(["auto", "en", "zh"]), default="auto", show_default=True,
-              help="Prompt language; auto picks it per chunk.")
-@click.option("--max-chunks", type=click.IntRange(min=1), default=None,
-              help="Use at most this many chunks, round-robin over documents.")
-@click.option("--min-support", type=FiniteFloat(0, 1), default=0.5, show_default=True,
-              help="Drop answers with a smaller share of content words found in their chunk.")
-@click.option("--text-field", default="text", show_default=True, help="Field holding the text in .jsonl documents.")
+@option("--questions-per-chunk", config="SelfQAConfig", type=click.IntRange(1, 20),
+        help="Questions asked for, and kept at most, per chunk.")
+@option("--chunk-tokens", config="SelfQAConfig", type=click.IntRange(min=16),
+        help="Chunk size in tokens (words; a CJK character counts as one).")
+@option("--chunk-overlap", config="SelfQAConfig", type=click.IntRange(min=0),
+        help="Tokens consecutive chunks may share.")
+@option("--lang", config="SelfQAConfig", type=click.Choice(["auto", "en", "zh"]),
+        help="Prompt language; auto picks it per chunk.")
+@option("--max-chunks", config="SelfQAConfig", type=click.IntRange(min=1),
+        help="Use at most this many chunks, round-robin over documents.")
+@option("--min-support", config="SelfQAConfig", type=FiniteFloat(0, 1),
+        help="Drop answers with a smaller share of content words found in their chunk.")
+@option("--text-field", config="SelfQAConfig", help="Field holding the text in .jsonl documents.")
 @llm_options
-@sampling_options
-def self_qa_cmd(docs, out, questions_per_chunk, chunk_tokens, chunk_overlap, lang, max_chunks, min_support,
-                text_field, temperature, top_p, max_tokens, seed, **llm_opts):
+@sampling_options("SelfQAConfig")
+def self_qa_cmd(docs, out, **given):
     """Generate question-answer pairs grounded in documents (Self-QA).
 
     Resumable: re-run the same command to continue. Writes OUT/records.jsonl, OUT/rejects.jsonl (with
@@ -387,16 +430,11 @@ def self_qa_cmd(docs, out, questions_per_chunk, chunk_tokens, chunk_overlap, lan
     Example:  datagen self-qa --docs seeds/docs --out gen/qa --base-url embedded \\
                 --max-chunks 18 --temperature 0.3 --max-tokens 160
     """
-    from datagen.generate.self_qa import SelfQAConfig, generate
-    from datagen.llm.client import SamplingParams
+    from datagen.generate.self_qa import generate
     from datagen.llm.endpoint import endpoint
 
-    sampling = SamplingParams(temperature=temperature, top_p=top_p, max_tokens=max_tokens, seed=seed)
-    with endpoint(llm_config(**llm_opts)) as llm_cfg:
-        cfg = SelfQAConfig(docs=docs, out=out, llm=llm_cfg, sampling=sampling, questions_per_chunk=questions_per_chunk,
-                           chunk_tokens=chunk_tokens, chunk_overlap=chunk_overlap, lang=lang, max_chunks=max_chunks,
-                           min_support=min_support, text_field=text_field)
-        stats = asyncio.run(generate(cfg))
+    with endpoint(llm_config(**given)) as llm_cfg:
+        stats = asyncio.run(generate(configure("SelfQAConfig", given, docs=docs, out=out, llm=llm_cfg)))
     click.echo(f"wrote {stats['kept']} records from {stats['documents']} documents to {out / 'records.jsonl'}, "
                f"{stats['rejected']} rejected ({stats['llm']['succeeded']} calls, {stats['llm']['cached']} from cache)")
 
@@ -406,26 +444,26 @@ def self_qa_cmd(docs, out, questions_per_chunk, chunk_tokens, chunk_overlap, lan
 @cli.command("self-kg")
 @click.option("--graph", type=click.Path(exists=True, dir_okay=False, path_type=Path), required=True,
               help="Triples (.tsv/.csv/.jsonl: head, relation, tail) or a graph (.graphml/.gml/.json node-link).")
-@click.option("--num", type=click.IntRange(min=1), default=100, show_default=True, help="Samples to draw.")
-@click.option("--mode", type=click.Choice(["template", "llm"]), default="template", show_default=True,
-              help="template: fixed phrasings, no LLM; llm: the LLM phrases the facts (grounding-checked).")
+@option("--num", config="SelfKGConfig", type=click.IntRange(min=1), help="Samples to draw.")
+@option("--mode", config="SelfKGConfig", type=click.Choice(["template", "llm"]),
+        help="template: fixed phrasings, no LLM; llm: the LLM phrases the facts (grounding-checked).")
 @click.option("--out", type=click.Path(file_okay=False, path_type=Path), required=True, help="Output folder.")
-@click.option("--labels", type=click.Path(exists=True, dir_okay=False, path_type=Path), default=None,
-              help="Display labels: id<TAB>label rows, or a header such as id<TAB>label_zh.")
-@click.option("--lang", type=click.Choice(["en", "zh"]), default="en", show_default=True)
-@click.option("--skip-bad-rows", is_flag=True, help="Skip and count bad input rows instead of stopping.")
-@click.option("--dangling", type=click.Choice(["drop", "add", "error"]), default="drop", show_default=True,
-              help="Edges to nodes the file never declares (GraphML, GML, node-link).")
-@click.option("--keep-self-loops", is_flag=True, help="Keep head == tail facts (dropped by default).")
+@option("--labels", config="SelfKGConfig", type=click.Path(exists=True, dir_okay=False, path_type=Path),
+        help="Display labels: id<TAB>label rows, or a header such as id<TAB>label_zh.")
+@option("--lang", config="SelfKGConfig", type=click.Choice(["en", "zh"]))
+@option("--skip-bad-rows", config="SelfKGConfig", is_flag=True,
+        help="Skip and count bad input rows instead of stopping.")
+@option("--dangling", config="SelfKGConfig", type=click.Choice(["drop", "add", "error"]),
+        help="Edges to nodes the file never declares (GraphML, GML, node-link).")
+@option("--keep-self-loops", config="SelfKGConfig", is_flag=True, help="Keep head == tail facts (dropped by default).")
 @llm_options
-@sampling_options
-def self_kg_cmd(graph, num, mode, out, labels, lang, skip_bad_rows, dangling, keep_self_loops, temperature, top_p,
-                max_tokens, seed, **llm_opts):
+@sampling_options("SelfKGConfig")
+def self_kg_cmd(graph, out, **given):
     """Generate question-answer pairs from a knowledge graph (Self-KG).
 
     Samples entity neighbourhoods, single facts, 2-hop paths and comparisons, least-used parts of the graph
     first; --seed seeds this sampling (default 0) and, in llm mode, the endpoint too. LLM options apply to
-    --mode llm only (default there: --temperature 0.3 --max-tokens 160). Resumable: re-run the same command.
+    --mode llm only. Resumable: re-run the same command.
 
     Writes OUT/records.jsonl, OUT/rejects.jsonl (with reasons) and OUT/stats.json (graph, coverage, rejects).
 
@@ -437,19 +475,13 @@ def self_kg_cmd(graph, num, mode, out, labels, lang, skip_bad_rows, dangling, ke
     import contextlib
     import dataclasses
 
-    from datagen.generate.self_kg import DEFAULT_SAMPLING, SelfKGConfig, generate
+    from datagen.generate.self_kg import generate
     from datagen.llm.endpoint import endpoint
 
-    ctx = click.get_current_context()
-    given = {name: value for name, value in {"temperature": temperature, "top_p": top_p, "max_tokens": max_tokens,
-                                              "seed": seed}.items()
-             if ctx.get_parameter_source(name) is not click.core.ParameterSource.DEFAULT}
-    settings = dict(graph=graph, out=out, num=num, mode=mode, labels=labels, lang=lang, seed=seed or 0,
-                    skip_bad_rows=skip_bad_rows, dangling=dangling, keep_self_loops=keep_self_loops,
-                    sampling=dataclasses.replace(DEFAULT_SAMPLING, **given))
-    with endpoint(llm_config(**llm_opts)) if mode == "llm" else contextlib.nullcontext(None) as llm_cfg:
-        cfg = SelfKGConfig(**settings, **({"llm": llm_cfg} if llm_cfg else {}))
-        stats = asyncio.run(generate(cfg))
+    cfg = configure("SelfKGConfig", given, graph=graph, out=out,
+                    **({"seed": given["seed"]} if given["seed"] is not None else {}))  # --seed: graph sampling too
+    with endpoint(llm_config(**given)) if cfg.mode == "llm" else contextlib.nullcontext(None) as llm_cfg:
+        stats = asyncio.run(generate(dataclasses.replace(cfg, llm=llm_cfg) if llm_cfg else cfg))
     coverage = stats["coverage"]
     click.echo(f"wrote {stats['kept']} records to {out / 'records.jsonl'}, {stats['rejected']} rejected; "
                f"covered {coverage['entities']['share']:.0%} of entities, {coverage['relations']['share']:.0%} "
@@ -461,18 +493,19 @@ def self_kg_cmd(graph, num, mode, out, labels, lang, skip_bad_rows, dangling, ke
               help="Output folder (or 'out' in --config).")
 @click.option("--config", "config_path", type=click.Path(exists=True, dir_okay=False, path_type=Path), default=None,
               help="filter.yaml with any FilterConfig key; flags given here override it.")
-@click.option("--heuristics/--no-heuristics", default=True, show_default=True, help="Stage 1: named rules.")
-@click.option("--exact-dedup/--no-exact-dedup", default=True, show_default=True, help="Stage 2: same prompt.")
-@click.option("--rouge-dedup/--no-rouge-dedup", default=True, show_default=True, help="Stage 3: ROUGE-L near-dups.")
-@click.option("--embed-dedup/--no-embed-dedup", default=True, show_default=True, help="Stage 4: embedding near-dups.")
-@click.option("--judge/--no-judge", default=False, show_default=True, help="Stage 5: LLM judge (needs --base-url).")
-@click.option("--keep", type=click.Choice(["first", "longest_output", "heuristic_score"]), default="first",
-              show_default=True, help="Which record of a duplicate group survives.")
-@click.option("--rouge-threshold", type=FiniteFloat(0, 1, min_open=True), default=0.7, show_default=True)
-@click.option("--embed-threshold", type=FiniteFloat(0, 1, min_open=True), default=0.9, show_default=True,
-              help="Cosine at or above which two instructions are duplicates.")
-@click.option("--embed-model", default=None, help="sentence-transformers folder. Default: bundled all-MiniLM-L6-v2.")
-@click.option("--judge-min-score", type=click.IntRange(1, 5), default=3, show_default=True)
+@option("--heuristics/--no-heuristics", config="FilterConfig", help="Stage 1: named rules.")
+@option("--exact-dedup/--no-exact-dedup", config="FilterConfig", help="Stage 2: same prompt.")
+@option("--rouge-dedup/--no-rouge-dedup", config="FilterConfig", help="Stage 3: ROUGE-L near-dups.")
+@option("--embed-dedup/--no-embed-dedup", config="FilterConfig", help="Stage 4: embedding near-dups.")
+@option("--judge/--no-judge", config="FilterConfig", help="Stage 5: LLM judge (needs --base-url).")
+@option("--keep", config="FilterConfig", type=click.Choice(["first", "longest_output", "heuristic_score"]),
+        help="Which record of a duplicate group survives.")
+@option("--rouge-threshold", config="FilterConfig", type=FiniteFloat(0, 1, min_open=True))
+@option("--embed-threshold", config="FilterConfig", type=FiniteFloat(0, 1, min_open=True),
+        help="Cosine at or above which two instructions are duplicates.")
+@option("--embed-model", config="FilterConfig",
+        help="sentence-transformers folder. Default: bundled all-MiniLM-L6-v2.")
+@option("--judge-min-score", config="FilterConfig", type=click.IntRange(1, 5))
 @click.option("--against", multiple=True, type=click.Path(exists=True, path_type=Path),
               help="Earlier dataset(s): drop records that near-duplicate them (repeat the option for several).")
 @llm_options
@@ -486,12 +519,10 @@ def filter_cmd(config_path, **options):
               datagen filter a.jsonl b.jsonl --out f/ --keep longest_output --no-embed-dedup
               datagen filter gen.jsonl --out f/ --judge --base-url embedded
     """
-    from click.core import ParameterSource
+    from datagen.filter.config import load_config
+    from datagen.filter.pipeline import run_filter
 
-    from datagen.filter.pipeline import load_config, run_filter
-
-    ctx = click.get_current_context()
-    given = {k: v for k, v in options.items() if ctx.get_parameter_source(k) is not ParameterSource.DEFAULT}
+    given = {k: v for k, v in options.items() if v not in (None, ())}  # what the user gave: the rest defaults to None
     stats = asyncio.run(run_filter(load_config(config_path, **given)))
     click.echo(f"kept {stats['curated']} of {stats['records_in']} records in {stats['out']}/curated.jsonl; "
                f"{stats['rejected']} rejected {stats['rejects_by_stage'] or ''}".rstrip())
@@ -501,8 +532,8 @@ def filter_cmd(config_path, **options):
 @cli.command("train")
 @click.option("--data", type=click.Path(exists=True, path_type=Path), required=True,
               help="Training records in any format (alpaca, sharegpt, messages, seed, datagen, HF folder/parquet).")
-@click.option("--base", default=None, help="Base model: 'embedded' (SmolLM2-135M-Instruct, default), a .gguf file "
-                                           "or an HF model folder.")
+@option("--base", config="TrainConfig", help="Base model: 'embedded' (SmolLM2-135M-Instruct), a .gguf file or an HF "
+                                            "model folder.")
 @click.option("--out", type=click.Path(file_okay=False, path_type=Path), required=True, help="Output folder.")
 @click.option("--config", "config_path", type=click.Path(exists=True, dir_okay=False, path_type=Path), default=None,
               help="YAML file of train settings (see datagen/train/config.py); key=value arguments override it.")
@@ -535,16 +566,17 @@ def train_cmd(data, base, out, config_path, debug_labels, overrides):
 
 
 @cli.command("eval")
-@click.option("--base", default=None, help="Base model. Default: the one the adapter was trained on, else 'embedded'.")
-@click.option("--adapter", type=click.Path(exists=True, file_okay=False, path_type=Path), default=None,
-              help="LoRA adapter folder (OUT/adapter of datagen train); without it only the base is scored.")
+@option("--base", config="EvalConfig",
+        help="Base model. Default: the one the adapter was trained on, else 'embedded'.")
+@option("--adapter", config="EvalConfig", type=click.Path(exists=True, file_okay=False, path_type=Path),
+        help="LoRA adapter folder (OUT/adapter of datagen train); without it only the base is scored.")
 @click.option("--data", type=click.Path(exists=True, path_type=Path), required=True,
               help="Held-out records (e.g. OUT/eval.jsonl of datagen train); the last reply is the reference.")
-@click.option("--max-samples", type=click.IntRange(min=1), default=100, show_default=True)
-@click.option("--max-new-tokens", type=click.IntRange(min=1), default=128, show_default=True)
-@click.option("--batch-size", type=click.IntRange(min=1), default=16, show_default=True)
+@option("--max-samples", config="EvalConfig", type=click.IntRange(min=1))
+@option("--max-new-tokens", config="EvalConfig", type=click.IntRange(min=1))
+@option("--batch-size", config="EvalConfig", type=click.IntRange(min=1))
 @click.option("--out", type=click.Path(file_okay=False, path_type=Path), required=True, help="Output folder.")
-def eval_cmd(base, adapter, data, max_samples, max_new_tokens, batch_size, out):
+def eval_cmd(data, out, **given):
     """Score the base and the tuned model: ROUGE-1/2/L, loss, perplexity.
 
     Greedy answers side by side (base | tuned | reference) go to OUT/samples.md and OUT/samples.jsonl,
@@ -554,15 +586,13 @@ def eval_cmd(base, adapter, data, max_samples, max_new_tokens, batch_size, out):
     Example:  datagen eval --adapter outputs/sft/adapter --data outputs/sft/eval.jsonl --out outputs/sft/eval
     """
     from datagen.train.distributed import is_main_process
-    from datagen.train.evaluate import EvalConfig, evaluate
+    from datagen.train.evaluate import evaluate
 
-    cfg = EvalConfig(base=base, adapter=adapter, max_samples=max_samples, max_new_tokens=max_new_tokens,
-                     batch_size=batch_size)
-    r = evaluate(data, out, cfg)
+    r = evaluate(data, out, configure("EvalConfig", given))
     if not is_main_process():  # under torchrun, rank 0 speaks for every rank
         return
     line = f"base ROUGE-L F {r['base']['rougeL']['fmeasure']:.4f}, loss {r['base']['loss']:.4f}"
-    if adapter:
+    if given["adapter"]:
         line += f"; tuned ROUGE-L F {r['tuned']['rougeL']['fmeasure']:.4f}, loss {r['tuned']['loss']:.4f}"
     click.echo(f"scored {r['samples']} samples: {line}; wrote {out / 'eval.json'}")
 
@@ -867,12 +897,12 @@ def main() -> None:
 @click.option("--out", type=click.Path(dir_okay=False, path_type=Path), required=True, help="Output JSONL.")
 @click.option("--neighbours", type=click.Path(exists=True, dir_okay=False, path_type=Path), multiple=True,
               help="Labelled seed-format file for the kNN vote; repeat. Default: the shipped en + zh seeds.")
-@click.option("--k", type=click.IntRange(min=1), default=7, show_default=True, help="Neighbours per vote.")
-@click.option("--model-vote/--no-model-vote", default=True, show_default=True,
-              help="Also ask the LLM (the Self-Instruct few-shot prompt); it only breaks ties.")
-@click.option("--style", type=click.Choice(["completion", "chat"]), default="completion", show_default=True)
+@option("--k", config="ClassifyConfig", type=click.IntRange(min=1), help="Neighbours per vote.")
+@option("--model-vote/--no-model-vote", config="ClassifyConfig",
+        help="Also ask the LLM (the Self-Instruct few-shot prompt); it only breaks ties.")
+@option("--style", config="ClassifyConfig", type=click.Choice(["completion", "chat"]))
 @llm_options
-def classify_cmd(inputs, out, neighbours, k, model_vote, style, **llm_opts):
+def classify_cmd(inputs, out, neighbours, **given):
     """Decide which tasks are classification tasks (finite output labels), with the evidence.
 
     Writes every record of INPUTS with is_classification and meta.classify (cue, neighbour and model
@@ -883,14 +913,15 @@ def classify_cmd(inputs, out, neighbours, k, model_vote, style, **llm_opts):
               datagen classify tasks.jsonl --out tasks.classified.jsonl --no-model-vote
     """
     import contextlib
+    import dataclasses
 
     from datagen.generate import classify
     from datagen.llm.endpoint import endpoint
 
-    with (endpoint(llm_config(**llm_opts)) if model_vote else contextlib.nullcontext(None)) as llm_cfg:
-        cfg = classify.ClassifyConfig(inputs=inputs, out=out, neighbours=neighbours or classify.DEFAULT_NEIGHBOURS,
-                                      k=k, model_vote=model_vote, style=style, llm=llm_cfg)
-        stats = asyncio.run(classify.classify_file(cfg))
+    cfg = configure("ClassifyConfig", given, inputs=inputs, out=out,
+                    **({"neighbours": neighbours} if neighbours else {}))
+    with (endpoint(llm_config(**given)) if cfg.model_vote else contextlib.nullcontext(None)) as llm_cfg:
+        stats = asyncio.run(classify.classify_file(dataclasses.replace(cfg, llm=llm_cfg)))
     agreement = stats["agreement"]
     summary = (f"; agreement with the input's labels {agreement['accuracy']:.1%}, recall on classification "
                f"{agreement['recall'] or 0:.1%} ({agreement['evaluated']} labelled)") if agreement else ""

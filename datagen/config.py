@@ -14,6 +14,7 @@ wrong type names the key, the expected type and what was given.
 
 from __future__ import annotations
 
+import copy
 import dataclasses
 import difflib
 import math
@@ -67,7 +68,7 @@ def load_yaml(path: str | Path) -> dict[str, Any]:
 
 def apply_overrides(data: dict[str, Any], overrides: Iterable[str]) -> dict[str, Any]:
     """Apply ``a.b.c=value`` overrides (values parsed as YAML: ``3``, ``true``, ``[a, b]``) to a nested dict."""
-    data = _deep_copy(data)
+    data = copy.deepcopy(data)
     for item in overrides:
         if "=" not in item:
             raise ConfigError(f"override {item!r} must look like key=value (e.g. self_instruct.num_instructions=10)")
@@ -89,12 +90,28 @@ def apply_overrides(data: dict[str, Any], overrides: Iterable[str]) -> dict[str,
     return data
 
 
-def _deep_copy(data: Any) -> Any:
-    if isinstance(data, dict):
-        return {k: _deep_copy(v) for k, v in data.items()}
-    if isinstance(data, list):
-        return [_deep_copy(v) for v in data]
-    return data
+def check_fields(config: Any, prefix: str, checks: Iterable[tuple[str, bool, str]]) -> None:
+    """The one way configs check their values: ``(field, ok, what it must be)`` rows; the first that fails is a
+    ConfigError naming the key, what it must be and what it got ("train.lora_r must be an integer >= 1, got 0")."""
+    for name, ok, expected in checks:
+        if not ok:
+            raise ConfigError(f"{prefix}{name} must be {expected}, got {getattr(config, name)!r}")
+
+
+def field_default(cls: type, dotted: str) -> Any:
+    """The default of field ``dotted`` of dataclass ``cls`` (``a.b``: field ``b`` of field ``a``'s default), the one
+    place the command line reads its defaults from; ``dataclasses.MISSING`` for a field with none.
+
+    >>> from datagen.llm.types import LLMConfig
+    >>> field_default(LLMConfig, "concurrency")
+    16
+    """
+    head, _, rest = dotted.partition(".")
+    found = {f.name: f for f in dataclasses.fields(cls)}[head]
+    value = found.default if found.default_factory is dataclasses.MISSING else found.default_factory()
+    for name in rest.split(".") if rest else ():
+        value = getattr(value, name)
+    return value
 
 
 def field_names(cls: type, exclude: Iterable[str] = ()) -> list[str]:

@@ -13,9 +13,6 @@ Reading detects the format per line, so a file may mix formats; every error name
 from __future__ import annotations
 
 import json
-import os
-import shutil
-import tempfile
 from collections import Counter
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
@@ -447,7 +444,8 @@ def export(examples: list[Example], out: str | Path, to: str, *, overwrite: bool
     else:
         from datagen.hfexport import write_hf
 
-        result.rows = write_hf(examples, out, folder=(to == "hf"), meta=meta, card=card or {}, dropped=dropped)
+        result.rows = write_hf(examples, out, folder=(to == "hf"), meta=meta, card=card or {}, dropped=dropped,
+                               alpaca=[to_alpaca(e) for e in examples])
     return result
 
 
@@ -497,17 +495,3 @@ def check_destination(out: Path, folder: bool, overwrite: bool, protect: Iterabl
         raise ConfigError(f"{out} is a datagen run folder; refusing to overwrite it even with --overwrite")
     if folder and not (target / "dataset_info.json").is_file():
         raise ConfigError(f"{out} is not a dataset folder written by `--to hf`; refusing to replace it")
-
-
-def replace_folder(staging: Path, out: Path) -> None:
-    """Move the finished ``staging`` folder to ``out``; an old ``out`` (already checked) is moved aside
-    first and removed only once the new one is in place."""
-    if out.is_dir() and not any(out.iterdir()):
-        out.rmdir()
-    if not out.exists():
-        os.replace(staging, out)
-        return
-    aside = Path(tempfile.mkdtemp(prefix=f".{out.name}.old-", dir=out.parent))
-    os.replace(out, aside / out.name)
-    os.replace(staging, out)
-    shutil.rmtree(aside, ignore_errors=True)

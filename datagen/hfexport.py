@@ -23,12 +23,12 @@ from __future__ import annotations
 
 import json
 import os
+import shutil
 import tempfile
 from collections import Counter
 from pathlib import Path
 from typing import Any
 
-from datagen.formats import replace_folder, to_alpaca
 from datagen.records import Example, write_atomic, write_json
 
 ARROW_FILE = "train/data-00000-of-00001.arrow"  # as save_to_disk names it; renamed to train/data-<digest>.arrow
@@ -133,8 +133,9 @@ def hf_rows(examples: list[Example], meta: str, dropped: Counter[str]) -> tuple[
 
 
 def write_hf(examples: list[Example], out: Path, folder: bool, meta: str, card: dict[str, Any],
-             dropped: Counter[str]) -> int:
-    """Write a parquet file or a dataset folder at ``out`` (already checked), built beside it and renamed."""
+             dropped: Counter[str], alpaca: list[dict[str, Any]]) -> int:
+    """Write a parquet file or a dataset folder at ``out`` (already checked), built beside it and renamed; the
+    caller (``formats.py``, which owns the alpaca conversion) passes each example as ``alpaca``."""
     import datasets
 
     rows, schema = hf_rows(examples, meta, dropped)
@@ -156,14 +157,11 @@ def write_hf(examples: list[Example], out: Path, folder: bool, meta: str, card: 
         datasets.DatasetDict({"train": dataset}).save_to_disk(str(staging), num_shards={"train": 1})
         arrow_file = _name_by_content(staging)
         write_json(staging / "dataset_info.json", llama_factory_entries(arrow_file))
-        alpaca = [{"system": "", "history": [], **to_alpaca(e)} for e in examples]  # one shape for every row
-        write_json(staging / ALPACA_FILE, alpaca)
+        write_json(staging / ALPACA_FILE, [{"system": "", "history": [], **row} for row in alpaca])  # one shape for all
         write_atomic(staging / "README.md", dataset_card(examples, card, dropped, arrow_file))
         os.chmod(staging, 0o755)
         replace_folder(staging, out)
     except BaseException:
-        import shutil
-
         shutil.rmtree(staging, ignore_errors=True)
         raise
     return len(dataset)
@@ -241,3 +239,17 @@ def dataset_card(examples: list[Example], card: dict[str, Any], dropped: Counter
               'ds = datasets.load_dataset("PATH", split="train")   # or datasets.load_from_disk("PATH")', "```",
               "", "LLaMA-Factory: `dataset_dir: PATH`, `dataset: datagen_sharegpt` (or `datagen_alpaca`).", ""]
     return "\n".join(lines)
+
+
+def replace_folder(staging: Path, out: Path) -> None:
+    """Move the finished ``staging`` folder to ``out``; an old ``out`` (already checked) is moved aside
+    first and removed only once the new one is in place."""
+    if out.is_dir() and not any(out.iterdir()):
+        out.rmdir()
+    if not out.exists():
+        os.replace(staging, out)
+        return
+    aside = Path(tempfile.mkdtemp(prefix=f".{out.name}.old-", dir=out.parent))
+    os.replace(out, aside / out.name)
+    os.replace(staging, out)
+    shutil.rmtree(aside, ignore_errors=True)

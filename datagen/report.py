@@ -25,11 +25,11 @@ from typing import Any
 import jinja2
 
 from datagen.records import Example, iter_examples, write_atomic
+from datagen.stages import STAGE, STAGES
 from datagen.text import count_units, detect_lang
 from datagen.verbs import verb_object
 
 _PLOTS = ("funnel", "rejects", "lengths", "similarity", "loss")
-_GENERATORS = ("self_instruct", "self_instruct_multiturn", "self_qa", "self_kg")
 _EXAMPLES = 3  # rejected examples per rule, kept examples per generator
 
 
@@ -59,7 +59,7 @@ def _json(path: Path) -> Any:
 def _stage_folders(run_dir: Path, manifest: dict[str, Any]) -> list[str]:
     """Stages in run order: the manifest's, else every generator/filter folder on disk (a run cut short)."""
     names = list(manifest.get("stages", {}))
-    return names or [n for n in (*_GENERATORS, "filter") if (run_dir / n).is_dir()]
+    return names or [s.name for s in STAGES if (s.generator or s.name == "filter") and (run_dir / s.name).is_dir()]
 
 
 def collect(run_dir: Path) -> dict[str, Any]:
@@ -71,7 +71,7 @@ def collect(run_dir: Path) -> dict[str, Any]:
     for stage in stages:
         entry = manifest.get("stages", {}).get(stage, {})
         folder = run_dir / stage
-        stats = _json(folder / "stats.json") or _json(folder / "filter_stats.json")
+        stats = _json(folder / STAGE[stage].stats) if stage in STAGE else {}
         rejects[stage] = Counter(entry.get("rejects_by_reason") or stats.get("rejects_by_reason") or {})
         if (folder / "records.jsonl").exists():
             generated[stage] = _load(folder / "records.jsonl")
@@ -206,10 +206,9 @@ def shortfall(run_dir: Path, manifest: dict[str, Any], curated: list[Example]) -
     if not curated and not (run_dir / "filter" / "curated.jsonl").exists():
         return None
     missing = []
-    for stage, unit in (("self_instruct", "instructions"), ("self_instruct_multiturn", "conversations"),
-                        ("self_qa", "questions"), ("self_kg", "records")):
-        section = config.get(stage)
-        if not isinstance(section, dict) or section.get("enabled") is False or stage not in manifest.get("stages", {}):
+    for spec in STAGES:
+        stage, unit, section = spec.name, spec.unit, config.get(spec.name)
+        if not spec.asked or not isinstance(section, dict) or section.get("enabled") is False or stage not in manifest.get("stages", {}):
             continue
         asked = _asked(stage, section)
         if not asked:
@@ -225,21 +224,12 @@ def shortfall(run_dir: Path, manifest: dict[str, Any], curated: list[Example]) -
             "records, and the rest are in the rejects files with their reasons.")
 
 
-#: Where each generator's config says how much was asked for (the defaults are read from those classes).
-_ASKED = {"self_instruct": ("datagen.generate.self_instruct", "SelfInstructConfig", ("num_instructions",)),
-          "self_instruct_multiturn": ("datagen.generate.multiturn", "MultiTurnConfig", ("num_conversations",)),
-          "self_kg": ("datagen.generate.self_kg", "SelfKGConfig", ("num",)),
-          "self_qa": ("datagen.generate.self_qa", "SelfQAConfig", ("max_chunks", "questions_per_chunk"))}
-
-
 def _asked(stage: str, section: dict[str, Any]) -> int | None:
     """The count the run's config asked of ``stage`` (the YAML value, else the config class's default)."""
-    import dataclasses
-    import importlib
+    from datagen.config import field_default
 
-    module, name, keys = _ASKED[stage]
-    defaults = {f.name: f.default for f in dataclasses.fields(getattr(importlib.import_module(module), name))}
-    values = [section.get(key, defaults.get(key)) for key in keys]
+    cls = STAGE[stage].load("config")
+    values = [section.get(key, field_default(cls, key)) for key in STAGE[stage].asked]
     if not all(isinstance(v, int) and not isinstance(v, bool) and v > 0 for v in values):
         return None  # e.g. Self-QA without max_chunks: as many questions as the documents give
     product = 1

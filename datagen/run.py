@@ -20,7 +20,6 @@ import asyncio
 import dataclasses
 import glob
 import hashlib
-import importlib
 import itertools
 import json
 import logging
@@ -47,98 +46,94 @@ from datagen.config import (
 )
 from datagen.errors import ConfigError, UserError
 from datagen.llm.client import LLMConfig
-from datagen.records import make_dirs, write_json
+from datagen.records import make_dirs, write_atomic, write_json
 from datagen.runlock import run_lock
+from datagen.stages import STAGE, STAGES, Stage
 
 log = logging.getLogger("datagen.run")
 
-TOP_KEYS = ("name", "out_dir", "endpoint", "prices", "self_instruct", "self_instruct_multiturn", "self_qa", "self_kg", "filter",
-            "train", "eval")
+TOP_KEYS = ("name", "out_dir", "endpoint", "prices", *(stage.name for stage in STAGES))
 VERSIONED_PACKAGES = ("datagen", "openai", "torch", "transformers", "peft", "sentence-transformers", "faiss-cpu",
                       "rapidfuzz", "networkx", "datasets", "bitsandbytes", "accelerate")
 
 
-@dataclass(frozen=True)
-class StageSpec:
-    """How the runner drives one stage: its config class, where its inputs come from, how to call it."""
-
-    name: str
-    module: str
-    config_class: str
-    needs_llm: bool
-    fixed: Callable[[Path], dict[str, Any]]        # run-decided config fields, from the run folder
-    execute: Callable[[Any, Path], dict[str, Any]]  # (config, run folder) -> stats
-    outputs: tuple[str, ...]                       # files inside the stage folder that hold its result
-    inputs: Callable[[Path], dict[str, Path]] = lambda run_dir: {}  # files from other stages it reads
-
-
-GENERATORS = ("self_instruct", "self_instruct_multiturn", "self_qa", "self_kg")
-_STATS_FILES = ("stats.json", "filter_stats.json", "train_summary.json", "eval.json")
-
-
-def _call(module: str, function: str, *args: Any) -> dict[str, Any]:
-    result = getattr(importlib.import_module(module), function)(*args)
+def _call(stage: Stage, *args: Any) -> dict[str, Any]:
+    result = stage.load("run")(*args)
     return asyncio.run(result) if asyncio.iscoroutine(result) else result
 
 
 def _generated(run_dir: Path) -> dict[str, Path]:
-    return {name: run_dir / name / "records.jsonl" for name in GENERATORS if (run_dir / name / "records.jsonl").exists()}
+    return {s.name: run_dir / s.name / "records.jsonl" for s in STAGES
+            if s.generator and (run_dir / s.name / "records.jsonl").exists()}
 
 
 def _training_data(run_dir: Path) -> dict[str, Path]:
     curated = run_dir / "filter" / "curated.jsonl"
-    return {"data": curated} if curated.exists() else dict(list(_generated(run_dir).items())[:1])
+    return {"data": curated} if curated.exists() else _generated(run_dir)
+
+
+def _training_file(run_dir: Path, folder: Path) -> Path | None:
+    """What train (or eval without a held-out split) reads: the curated set, else every generator's records
+    (joined in stage order into ``folder/generated.jsonl`` when there are several); None without either."""
+    data = _training_data(run_dir)
+    if len(data) <= 1:
+        return next(iter(data.values()), None)
+    blocks = [path.read_bytes() for path in data.values()]
+    write_atomic(folder / "generated.jsonl", b"".join(b if b.endswith(b"\n") or not b else b + b"\n" for b in blocks))
+    return folder / "generated.jsonl"
 
 
 def _train(cfg: Any, run_dir: Path) -> dict[str, Any]:
-    data = _training_data(run_dir)
-    if not data:
+    data = _training_file(run_dir, make_dirs(run_dir / "train"))
+    if data is None:
         raise ConfigError("train: no data; enable the filter stage or a generator before it")
-    summary = _call("datagen.train.sft", "train", next(iter(data.values())), run_dir / "train", cfg)
+    summary = _call(STAGE["train"], data, run_dir / "train", cfg)
     return {**summary, "kept": summary.get("train_records"), "rejected": summary.get("dropped_rows")}
 
 
 def _eval(cfg: Any, run_dir: Path) -> dict[str, Any]:
     """Score base vs tuned on the split the trainer held out (or, without one, the training data)."""
     held_out = run_dir / "train" / "eval.jsonl"
-    data = held_out if held_out.exists() and held_out.stat().st_size else next(iter(_training_data(run_dir).values()), None)
+    data = (held_out if held_out.exists() and held_out.stat().st_size
+            else _training_file(run_dir, make_dirs(run_dir / "eval")))
     if data is None:
         raise ConfigError("eval: no data; enable train (its held-out split) or a generator before it")
     adapter = run_dir / "train" / "adapter"
     if adapter.exists():
         cfg = dataclasses.replace(cfg, adapter=adapter)
-    return _call("datagen.train.evaluate", "evaluate", data, run_dir / "eval", cfg)
+    return _call(STAGE["eval"], data, run_dir / "eval", cfg)
 
 
 def _filter(cfg: Any, run_dir: Path) -> dict[str, Any]:
     inputs = tuple(_generated(run_dir).values())
     if not inputs:
         raise ConfigError("filter: no generated records; enable at least one generator")
-    return _call("datagen.filter.pipeline", "run_filter", dataclasses.replace(cfg, inputs=inputs))
+    return _call(STAGE["filter"], dataclasses.replace(cfg, inputs=inputs))
 
 
-STAGES: tuple[StageSpec, ...] = (
-    StageSpec("self_instruct", "datagen.generate.self_instruct", "SelfInstructConfig", True,
-              lambda d: {"out": d / "self_instruct"}, lambda c, d: _call("datagen.generate.self_instruct", "generate", c),
-              ("records.jsonl", "rejects.jsonl", "stats.json")),
-    StageSpec("self_instruct_multiturn", "datagen.generate.multiturn", "MultiTurnConfig", True,
-              lambda d: {"out": d / "self_instruct_multiturn"},
-              lambda c, d: _call("datagen.generate.multiturn", "generate", c),
-              ("records.jsonl", "rejects.jsonl", "stats.json")),
-    StageSpec("self_qa", "datagen.generate.self_qa", "SelfQAConfig", True,
-              lambda d: {"out": d / "self_qa"}, lambda c, d: _call("datagen.generate.self_qa", "generate", c),
-              ("records.jsonl", "rejects.jsonl", "stats.json")),
-    StageSpec("self_kg", "datagen.generate.self_kg", "SelfKGConfig", False,  # needs the LLM in llm mode only
-              lambda d: {"out": d / "self_kg"}, lambda c, d: _call("datagen.generate.self_kg", "generate", c),
-              ("records.jsonl", "rejects.jsonl", "stats.json")),
-    StageSpec("filter", "datagen.filter.pipeline", "FilterConfig", False,  # needs the LLM for the judge only
-              lambda d: {"out": d / "filter"}, _filter,
-              ("curated.jsonl", "rejects.jsonl", "filter_stats.json"), _generated),
-    StageSpec("train", "datagen.train.config", "TrainConfig", False, lambda d: {}, _train,
-              ("adapter", "train_summary.json", "loss_curve.json", "eval.jsonl"), _training_data),
-    StageSpec("eval", "datagen.train.evaluate", "EvalConfig", False, lambda d: {"adapter": None}, _eval,
-              ("eval.json",), lambda d: {"adapter": d / "train" / "adapter", "held_out": d / "train" / "eval.jsonl"}),
-)
+#: How the runner drives the stages that read other stages' files (the generators: ``run(cfg)``): the call,
+#: which earlier files it reads (they are part of its fingerprint), and the config fields the runner sets.
+_DRIVE: dict[str, tuple[Callable[..., dict[str, Any]], Callable[[Path], dict[str, Path]], tuple[str, ...]]] = {
+    "filter": (_filter, _generated, ("out",)),
+    "train": (_train, _training_data, ()),
+    "eval": (_eval, lambda d: {"adapter": d / "train" / "adapter", "held_out": d / "train" / "eval.jsonl"},
+             ("adapter",)),
+}
+
+
+def execute(stage: Stage, cfg: Any, run_dir: Path) -> dict[str, Any]:
+    return _DRIVE[stage.name][0](cfg, run_dir) if stage.name in _DRIVE else _call(stage, cfg)
+
+
+def stage_reads(stage: Stage, run_dir: Path) -> dict[str, Path]:
+    """Files of earlier stages that ``stage`` reads."""
+    return _DRIVE[stage.name][1](run_dir) if stage.name in _DRIVE else {}
+
+
+def _fixed(stage: Stage, run_dir: Path) -> dict[str, Any]:
+    """Config fields the runner decides: a generator's (and the filter's) ``out`` folder, eval's adapter."""
+    names = _DRIVE[stage.name][2] if stage.name in _DRIVE else ("out",)
+    return {name: run_dir / stage.name if name == "out" else None for name in names}
 
 
 @dataclass
@@ -149,7 +144,7 @@ class Plan:
     run_dir: Path
     llm: LLMConfig
     raw: dict[str, Any]
-    stages: list[tuple[StageSpec, Any]]
+    stages: list[tuple[Stage, Any]]
 
 
 def load_plan(path: str | Path, overrides: tuple[str, ...] = ()) -> Plan:
@@ -181,8 +176,8 @@ def load_plan(path: str | Path, overrides: tuple[str, ...] = ()) -> Plan:
         if not isinstance(section, dict):
             raise ConfigError(f"{where}: {spec.name} must be a mapping of settings (or enabled: false)")
         section = {k: v for k, v in section.items() if k != "enabled"}
-        cls = getattr(importlib.import_module(spec.module), spec.config_class)
-        fixed = spec.fixed(run_dir)
+        cls = spec.load("config")
+        fixed = _fixed(spec, run_dir)
         if "llm" in {f.name for f in dataclasses.fields(cls)}:
             fixed["llm"] = llm
         stages.append((spec, build(cls, section, f"{where}: {spec.name}", **fixed)))
@@ -193,14 +188,9 @@ def load_plan(path: str | Path, overrides: tuple[str, ...] = ()) -> Plan:
     return Plan(name=name, run_dir=run_dir, llm=llm, raw=raw, stages=stages)
 
 
-#: Paths a stage reads from the user's disk: a typo must fail before the first stage runs, not after it.
-_INPUT_PATHS = {"self_instruct": ("seeds",), "self_instruct_multiturn": ("seeds",), "self_qa": ("docs",), "self_kg": ("graph", "labels"),
-                "train": ("base",), "eval": ("base",)}
-
-
-def _check_input_paths(stages: list[tuple[StageSpec, Any]], where: str) -> None:
+def _check_input_paths(stages: list[tuple[Stage, Any]], where: str) -> None:
     for spec, cfg in stages:
-        for name in _INPUT_PATHS.get(spec.name, ()):
+        for name in spec.reads:
             value = getattr(cfg, name, None)
             if value is None or str(value) == "embedded" or glob.has_magic(str(value)):
                 continue  # the embedded model needs no path; a glob is matched by the stage itself
@@ -250,12 +240,12 @@ def stage_inputs(cfg: Any) -> dict[str, str | None]:
     return inputs
 
 
-def all_inputs(spec: StageSpec, cfg: Any, run_dir: Path) -> dict[str, str | None]:
+def all_inputs(spec: Stage, cfg: Any, run_dir: Path) -> dict[str, str | None]:
     """Hashes of a stage's inputs: paths in its config plus the files of earlier stages it reads."""
-    return {**stage_inputs(cfg), **{name: hash_path(path) for name, path in spec.inputs(run_dir).items()}}
+    return {**stage_inputs(cfg), **{name: hash_path(path) for name, path in stage_reads(spec, run_dir).items()}}
 
 
-def fingerprint(spec: StageSpec, cfg: Any, run_dir: Path) -> str:
+def fingerprint(spec: Stage, cfg: Any, run_dir: Path) -> str:
     """What decides a stage's result: its config (minus where the endpoint lives) and its inputs' contents."""
     plain = to_plain(cfg)
     if "llm" in plain:
@@ -265,11 +255,11 @@ def fingerprint(spec: StageSpec, cfg: Any, run_dir: Path) -> str:
     return hashlib.sha256(blob.encode()).hexdigest()
 
 
-def _done_marker(run_dir: Path, spec: StageSpec) -> Path:
+def _done_marker(run_dir: Path, spec: Stage) -> Path:
     return run_dir / spec.name / ".done.json"
 
 
-def is_done(run_dir: Path, spec: StageSpec, print_: str) -> bool:
+def is_done(run_dir: Path, spec: Stage, print_: str) -> bool:
     marker = _done_marker(run_dir, spec)
     if not marker.exists():
         return False
@@ -345,7 +335,7 @@ def _run_stages(plan: Plan, config_path: str | Path, overrides: tuple[str, ...],
             stage_started = time.monotonic()
             if "llm" in {f.name for f in dataclasses.fields(cfg)} and _uses_llm(spec, cfg):
                 cfg = dataclasses.replace(cfg, llm=live_llm())
-            stats = spec.execute(cfg, run_dir)
+            stats = execute(spec, cfg, run_dir)
             entry = _stage_manifest(run_dir, spec, cfg, stats, time.monotonic() - stage_started)
             write_json(_done_marker(run_dir, spec), {"fingerprint": print_, "manifest": entry,
                                                      "outputs": {n: o["sha256"] for n, o in entry["outputs"].items()}})
@@ -363,11 +353,11 @@ def _run_stages(plan: Plan, config_path: str | Path, overrides: tuple[str, ...],
     return manifest
 
 
-def _uses_llm(spec: StageSpec, cfg: Any) -> bool:
+def _uses_llm(spec: Stage, cfg: Any) -> bool:
     return spec.needs_llm or getattr(cfg, "mode", None) == "llm" or getattr(cfg, "judge", False) is True
 
 
-def _stage_manifest(run_dir: Path, spec: StageSpec, cfg: Any, stats: dict[str, Any], seconds: float) -> dict[str, Any]:
+def _stage_manifest(run_dir: Path, spec: Stage, cfg: Any, stats: dict[str, Any], seconds: float) -> dict[str, Any]:
     folder = run_dir / spec.name
     outputs = {}
     for name in spec.outputs:
@@ -386,7 +376,7 @@ def _stage_manifest(run_dir: Path, spec: StageSpec, cfg: Any, stats: dict[str, A
                                         "batch_cost_usd")} if llm else None,
         "llm_failures": llm.get("failures", []) if llm else [],
         "seconds": round(seconds, 3),
-        "stats_file": next((str(folder / n) for n in _STATS_FILES if (folder / n).exists()), None),
+        "stats_file": str(folder / spec.stats) if (folder / spec.stats).exists() else None,
     }
 
 
@@ -425,13 +415,13 @@ def hash_glob(pattern: str) -> str:
     return digest.hexdigest()
 
 
-def _check_out_dir_outside_inputs(run_dir: Path, stages: list[tuple[StageSpec, Any]], where: str) -> None:
+def _check_out_dir_outside_inputs(run_dir: Path, stages: list[tuple[Stage, Any]], where: str) -> None:
     """Refuse a run folder inside a folder (or glob) a stage reads: the run would read its own report, records
     and state as input documents, and every resume would see different inputs. Refused rather than silently
     excluded: which files a run reads should be what its config says."""
     target = run_dir.expanduser().resolve()
     for spec, cfg in stages:
-        for name in _INPUT_PATHS.get(spec.name, ()):
+        for name in spec.reads:
             value = getattr(cfg, name, None)
             if value is None or str(value) == "embedded":
                 continue

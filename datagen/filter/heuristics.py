@@ -9,7 +9,7 @@ phrase list has both halves (``datagen.text``). Instruction rules look at the in
 turn of a conversation) or at every prompt-side text; answer rules run on every assistant turn of a
 ``messages`` record, against the user turn before it, and name the turn in their detail.
 
-    >>> from datagen.filter.pipeline import FilterConfig
+    >>> from datagen.filter.config import FilterConfig
     >>> answer = "As an AI language model, I think 7."
     >>> evaluate(Example(instruction="Name a prime.", output=answer), FilterConfig()).flags
     [('ai_identity', 'as an ai language model')]
@@ -32,8 +32,9 @@ from __future__ import annotations
 import re
 import unicodedata
 from dataclasses import dataclass, field
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
+from datagen.filter.config import RULES, FilterConfig
 from datagen.filter.degenerate import (
     TaskContext,
     announces_only,
@@ -67,20 +68,7 @@ from datagen.text import (
     starts_with_punctuation,
 )
 
-if TYPE_CHECKING:  # the config lives with the stage runner; only its fields are read here
-    from datagen.filter.pipeline import FilterConfig
-
 STAGE = "heuristics"
-
-#: Every rule, in the order they are checked: a record that breaks several is rejected for the first.
-RULES = (
-    "instruction_empty", "output_empty",
-    "instruction_too_short", "instruction_too_long", "output_too_short", "output_too_long",
-    "prompt_injection", "output_equals_input", "echo", "label_copy", "short_open_answer", "announces_only",
-    "wrong_answer_type", "placeholder", "blacklisted_keyword", "personal_experience", "leading_punctuation", "url_in_prompt", "image_placeholder",
-    "ai_identity", "refusal", "truncated", "unbalanced", "repetition", "language_mismatch",
-    "unrelated_answer",  # batched, with the sentence encoder: datagen/filter/relevance.py
-)
 
 _FENCE = re.compile(r"^[ \t]*(```|~~~)", re.MULTILINE)
 _FENCED_BLOCK = re.compile(r"^[ \t]*(```|~~~).*?(^[ \t]*\1[^\n]*$|\Z)", re.MULTILINE | re.DOTALL)

@@ -36,220 +36,24 @@ import dataclasses
 import logging
 import time
 from collections import Counter, defaultdict
-from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
 from datagen.checkpoint import count_reasons, make_reject
-from datagen.config import build, load_yaml
 from datagen.errors import ConfigError
 from datagen.filter import against as against_mod
 from datagen.filter import decontaminate as decontaminate_mod
 from datagen.filter import heuristics, judge, minhash, relevance, semantic
+from datagen.filter.config import STAGES, FilterConfig, load_config  # noqa: F401 - load_config: its old home
 from datagen.formats import read_any, render_user_turn
 from datagen.interrupt import interruptible
-from datagen.llm.client import LLMConfig
 from datagen.records import Example, make_dirs, write_json, write_jsonl
 from datagen.rouge import greedy_dedup, greedy_dedup_among, tokenize
 from datagen.text import normalize_text
 
 log = logging.getLogger("datagen.filter")
 
-STAGES = ("heuristics", "exact_dedup", "rouge_dedup", "embed_dedup", "judge")
-KEEP_POLICIES = ("first", "longest_output", "heuristic_score")
-ROUGE_METHODS = ("auto", "exact", "lsh")
 CURATED, REJECTS, STATS = "curated.jsonl", "rejects.jsonl", "filter_stats.json"
-
-
-@dataclass(frozen=True)
-class FilterConfig:
-    """Every knob of the filter stage. YAML keys and ``--kebab-case`` flags use these names."""
-
-    inputs: tuple[Path, ...] = ()                   # record files in any format datagen reads
-    out: Path | None = None                         # output folder
-    # --- stages, in order; each can be switched off
-    heuristics: bool = True                         # 1. named rules (datagen/filter/heuristics.py)
-    exact_dedup: bool = True                        # 2. same normalised prompt
-    rouge_dedup: bool = True                        # 3. ROUGE-L near-duplicates (datagen/rouge.py)
-    embed_dedup: bool = True                        # 4. embedding near-duplicates (datagen/filter/semantic.py)
-    judge: bool = False                             # 5. LLM judge (datagen/filter/judge.py); needs an endpoint
-    keep: str = "first"                             # which duplicate survives: first | longest_output | heuristic_score
-    # --- 1. heuristics. Lengths are inclusive (min, max): words for English text, characters for Chinese.
-    skip_rules: tuple[str, ...] = ()                # rule names to skip (see heuristics.RULES)
-    instruction_length: tuple[int, int] = (3, 150)  # Self-Instruct keeps 3 < words <= 150 for new instructions
-    instruction_length_zh: tuple[int, int] = (4, 300)
-    output_length: tuple[int, int] = (1, 2000)      # min 1: "Yes" and "正面" are whole answers
-    output_length_zh: tuple[int, int] = (1, 4000)
-    blacklist: tuple[str, ...] | None = None        # instruction keywords; None = text.BLACKLIST (en+zh); [] = off
-    repetition_ngram: int = 4                       # n of the repeated-n-gram ratio (words; characters for Chinese)
-    repetition_max: float = 0.4                     # reject an answer whose repeated n-gram share is above this
-    language_min_units: int = 4                     # shorter answers (words/characters) skip the language check
-    # --- 3. ROUGE-L
-    rouge_threshold: float = 0.7                    # drop a unit with ROUGE-L F >= this against one kept before it
-    # --- 4. embeddings
-    embed_model: str | None = None                  # sentence-transformers folder or hub id; None = bundled MiniLM
-    embed_threshold: float = 0.9                    # cosine at or above which two texts are duplicates
-    embed_grouping: str = "greedy"                  # greedy: drop only texts >= threshold to a kept one (no
-                                                    # chaining); connected: one survivor per union-find group
-    embed_max_unknown: float = 0.1                  # texts with a larger share of [UNK] tokens are not compared:
-                                                    # MiniLM reads Chinese as 20-90% [UNK] (ROUGE-L dedups those)
-    embed_batch_size: int = 64                      # texts per encoder batch
-    embed_device: str | None = None                 # cpu, cuda, mps; None = what sentence-transformers picks
-    embed_ivf_above: int = 20_000                   # exact IndexFlatIP up to this many texts; above, IndexIVFFlat
-                                                    # if measured cheaper on a sample (semantic._choose_index)
-    embed_nprobe: int = 16                          # IVF lists searched per query (more = fewer missed pairs, slower)
-    embed_min_recall: float = 0.99                  # IVF: raise nprobe until a sample's pairs are found this often
-    # --- 3. ROUGE-L at size (datagen/filter/minhash.py)
-    rouge_method: str = "auto"                      # exact: pool search; lsh: MinHash-LSH candidates, exact ROUGE-L
-                                                    # on them; auto: lsh above rouge_lsh_above units
-    rouge_lsh_above: int = 50_000                   # units at which auto switches to LSH (below, exact is cheap)
-    rouge_lsh_threshold: float = 0.4                # Jaccard the LSH bands target (ROUGE-L 0.7 pairs have >= ~0.54)
-    rouge_lsh_num_perm: int = 128                   # MinHash permutations
-    rouge_lsh_max_df: float = 0.01                  # tokens in more texts than this share are left out of shingles
-    # --- before dedup: benchmark decontamination (datagen/filter/decontaminate.py)
-    decontaminate: tuple[Path, ...] = ()            # benchmark files; a record sharing an n-gram with an item goes
-    decontaminate_ngram: int = 13                   # n: words for Latin text, characters for CJK
-    # --- after exact dedup: earlier datasets (datagen/filter/against.py)
-    against: tuple[Path, ...] = ()                  # record files of earlier rounds; near-copies of them are dropped
-    # --- 5. LLM judge
-    judge_min_score: int = 3                        # keep records the judge scores >= this (1-5)
-    judge_max_tokens: int = 256                     # room for the rationale and the score line
-    llm: LLMConfig = field(default_factory=LLMConfig)
-    # --- 1b. unrelated_answer (datagen/filter/relevance.py), part of the heuristics stage
-    relevance: bool | None = None                   # None = on when embed_dedup is (both load the encoder)
-    relevance_min_cosine: float = 0.1               # English: task-answer cosine (MiniLM) below this = unrelated
-    relevance_min_chars_zh: int = 10                # Chinese: answers this long sharing no character with the task
-                                                    # and its input are unrelated
-
-    def __post_init__(self) -> None:
-        inputs = (self.inputs,) if isinstance(self.inputs, (str, Path)) else self.inputs
-        if not isinstance(inputs, (list, tuple)) or not all(isinstance(p, (str, Path)) for p in inputs):
-            raise ConfigError(f"filter.inputs must be a list of paths, got {self.inputs!r}")
-        object.__setattr__(self, "inputs", tuple(Path(p) for p in inputs))
-        if self.out is not None:
-            if not isinstance(self.out, (str, Path)):
-                raise ConfigError(f"filter.out must be a folder path, got {self.out!r}")
-            object.__setattr__(self, "out", Path(self.out))
-        for name in (*STAGES,):
-            if not isinstance(getattr(self, name), bool):
-                raise ConfigError(f"filter.{name} must be true or false, got {getattr(self, name)!r}")
-        if self.keep not in KEEP_POLICIES:
-            raise ConfigError(f"filter.keep must be one of {list(KEEP_POLICIES)}, got {self.keep!r}")
-        object.__setattr__(self, "skip_rules", _strings("skip_rules", self.skip_rules))
-        unknown = sorted(set(self.skip_rules) - set(heuristics.RULES))
-        if unknown:
-            raise ConfigError(f"filter.skip_rules: unknown rule(s) {unknown}; rules: {list(heuristics.RULES)}")
-        if self.blacklist is not None:
-            object.__setattr__(self, "blacklist", _strings("blacklist", self.blacklist))
-        for name in ("instruction_length", "instruction_length_zh", "output_length", "output_length_zh"):
-            object.__setattr__(self, name, _bounds(name, getattr(self, name)))
-        _number("repetition_ngram", self.repetition_ngram, 1, 20, integer=True)
-        _number("repetition_max", self.repetition_max, 0, 1)
-        _number("language_min_units", self.language_min_units, 0, 10_000, integer=True)
-        _number("rouge_threshold", self.rouge_threshold, 0, 1, lo_open=True)
-        _number("embed_threshold", self.embed_threshold, 0, 1, lo_open=True)
-        _number("embed_max_unknown", self.embed_max_unknown, 0, 1)
-        if self.embed_grouping not in semantic.GROUPINGS:
-            raise ConfigError(f"filter.embed_grouping must be one of {list(semantic.GROUPINGS)}, "
-                              f"got {self.embed_grouping!r}")
-        _number("embed_batch_size", self.embed_batch_size, 1, 1 << 16, integer=True)
-        _number("embed_ivf_above", self.embed_ivf_above, 1, 1 << 40, integer=True)
-        _number("embed_nprobe", self.embed_nprobe, 1, 1 << 20, integer=True)
-        _number("judge_min_score", self.judge_min_score, 1, 5, integer=True)
-        _number("judge_max_tokens", self.judge_max_tokens, 1, 1 << 20, integer=True)
-        for name in ("embed_model", "embed_device"):
-            value = getattr(self, name)
-            if value is not None and (not isinstance(value, str) or not value):
-                raise ConfigError(f"filter.{name} must be a non-empty string or unset, got {value!r}")
-        if not isinstance(self.llm, LLMConfig):
-            raise ConfigError(f"filter.llm must be a mapping of LLM settings, got {self.llm!r}")
-        _number("embed_min_recall", self.embed_min_recall, 0, 1)
-        if self.rouge_method not in ROUGE_METHODS:
-            raise ConfigError(f"filter.rouge_method must be one of {list(ROUGE_METHODS)}, got {self.rouge_method!r}")
-        _number("rouge_lsh_above", self.rouge_lsh_above, 0, 1 << 40, integer=True)
-        _number("rouge_lsh_threshold", self.rouge_lsh_threshold, 0, 1, lo_open=True)
-        _number("rouge_lsh_num_perm", self.rouge_lsh_num_perm, 8, 4096, integer=True)
-        _number("rouge_lsh_max_df", self.rouge_lsh_max_df, 0, 1, lo_open=True)
-        _number("decontaminate_ngram", self.decontaminate_ngram, 1, 1000, integer=True)
-        for name in ("decontaminate", "against"):
-            value = getattr(self, name)
-            value = (value,) if isinstance(value, (str, Path)) else value
-            if not isinstance(value, (list, tuple)) or not all(isinstance(p, (str, Path)) for p in value):
-                raise ConfigError(f"filter.{name} must be a list of paths, got {getattr(self, name)!r}")
-            object.__setattr__(self, name, tuple(Path(p) for p in value))
-        if self.relevance is not None and not isinstance(self.relevance, bool):
-            raise ConfigError(f"filter.relevance must be true, false or unset, got {self.relevance!r}")
-        _number("relevance_min_cosine", self.relevance_min_cosine, -1, 1)
-        _number("relevance_min_chars_zh", self.relevance_min_chars_zh, 1, 1 << 20, integer=True)
-
-    def public_dict(self) -> dict[str, Any]:
-        """The resolved config for ``filter_stats.json`` (no secrets live in it)."""
-        out = {f.name: getattr(self, f.name) for f in dataclasses.fields(self) if f.name != "llm"}
-        out["inputs"] = [str(p) for p in self.inputs]
-        out["decontaminate"] = [str(p) for p in self.decontaminate]
-        out["against"] = [str(p) for p in self.against]
-        out["out"] = str(self.out) if self.out else None
-        for name, value in out.items():
-            if isinstance(value, tuple):
-                out[name] = list(value)
-        out["llm"] = self.llm.public_dict() if self.judge else None
-        return out
-
-
-def _strings(name: str, value: Any) -> tuple[str, ...]:
-    if isinstance(value, str) or not isinstance(value, (list, tuple)) or not all(isinstance(v, str) for v in value):
-        raise ConfigError(f"filter.{name} must be a list of strings, got {value!r}")
-    return tuple(value)
-
-
-def _bounds(name: str, value: Any) -> tuple[int, int]:
-    ok = isinstance(value, (list, tuple)) and len(value) == 2 and all(
-        isinstance(v, int) and not isinstance(v, bool) for v in value)
-    if not ok or not 0 <= value[0] <= value[1]:
-        raise ConfigError(f"filter.{name} must be [min, max] with 0 <= min <= max, got {value!r}")
-    return int(value[0]), int(value[1])
-
-
-def _number(name: str, value: Any, lo: float, hi: float, *, integer: bool = False, lo_open: bool = False) -> None:
-    kinds = (int,) if integer else (int, float)
-    if isinstance(value, bool) or not isinstance(value, kinds):
-        raise ConfigError(f"filter.{name} must be {'an integer' if integer else 'a number'}, got {value!r}")
-    if not (lo < value <= hi if lo_open else lo <= value <= hi):
-        raise ConfigError(f"filter.{name} must be in {'(' if lo_open else '['}{lo:g}, {hi:g}], got {value!r}")
-
-
-# ---------------------------------------------------------------------------------------------- config loading
-
-#: CLI options that configure the judge's endpoint, by click parameter name → LLMConfig field.
-_LLM_FLAGS = {"base_urls": "base_urls", "model": "model", "concurrency": "concurrency", "timeout": "timeout",
-              "max_retries": "max_retries", "rpm": "rpm", "tpm": "tpm", "cache_path": "cache_path",
-              "circuit_breaker": "circuit_breaker", "batch": "batch", "batch_file": "batch_file",
-              "max_cost": "max_cost"}
-
-
-def load_config(path: Path | None = None, **flags: Any) -> FilterConfig:
-    """Build the config: dataclass defaults < YAML file ``path`` < ``flags`` (CLI options the user gave).
-
-    The YAML holds ``FilterConfig`` keys at the top level or under ``filter:``, with endpoint settings under
-    ``llm:``. An unknown key or a value of the wrong type is an error naming it (``datagen.config``).
-    """
-    values: dict[str, Any] = load_yaml(path) if path is not None else {}
-    if set(values) == {"filter"} and isinstance(values["filter"], dict):
-        values = dict(values["filter"])
-    where = f"{path}: filter" if path is not None else "filter"
-    llm_values = values.pop("llm", None) or {}
-    if not isinstance(llm_values, dict):
-        raise ConfigError(f"{where}.llm must be a mapping of LLM settings, got {llm_values!r}")
-    for name, value in flags.items():
-        if name == "no_cache":
-            llm_values["cache"] = not value
-        elif name == "prices_file":
-            llm_values["prices"] = load_yaml(value)
-        elif name in _LLM_FLAGS:
-            llm_values[_LLM_FLAGS[name]] = value
-        else:
-            values[name] = value
-    return build(FilterConfig, values, where, llm=build(LLMConfig, llm_values, f"{where}.llm"))
 
 
 # ---------------------------------------------------------------------------------------------- texts compared

@@ -46,11 +46,11 @@ from typing import TYPE_CHECKING, Any
 import openai
 
 from datagen.errors import ConfigError, DatagenError, LLMBadResponse, LLMError, LLMRequestError
+from datagen.llm.types import Completion, LLMConfig, UsageLedger
 from datagen.records import write_atomic
 
 if TYPE_CHECKING:
     from datagen.llm.cache import ResponseCache
-    from datagen.llm.client import Completion, LLMConfig, UsageLedger
 
 log = logging.getLogger("datagen.llm")
 

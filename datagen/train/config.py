@@ -18,7 +18,7 @@ from dataclasses import asdict, dataclass, fields
 from pathlib import Path
 from typing import Any
 
-from datagen.config import apply_overrides, build, coerce, load_yaml
+from datagen.config import apply_overrides, build, check_fields, coerce, load_yaml
 from datagen.errors import ConfigError
 
 #: Values of ``assistant_turns``: train every assistant turn of a conversation, or only its last one.
@@ -123,9 +123,7 @@ class TrainConfig:
             ("nproc", self.nproc >= 1, "an integer >= 1"),
             ("base_model_id", self.base_model_id is None or bool(self.base_model_id.strip()), "a hub id or null"),
         ]
-        for name, ok, expected in checks:
-            if not ok:
-                raise ConfigError(f"train.{name} must be {expected}, got {getattr(self, name)!r}")
+        check_fields(self, "train.", checks)
 
     def to_dict(self) -> dict[str, Any]:
         """The resolved config as JSON-ready values (written to ``train_config.json``)."""

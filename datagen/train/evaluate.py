@@ -28,6 +28,7 @@ from typing import Any
 
 from rapidfuzz.distance import LCSseq
 
+from datagen.config import check_fields
 from datagen.errors import ConfigError
 from datagen.formats import read_any
 from datagen.records import write_atomic, write_json, write_jsonl
@@ -59,14 +60,12 @@ class EvalConfig:
             ("batch_size", self.batch_size >= 1, "an integer >= 1"),
             ("max_seq_len", self.max_seq_len >= 16, "an integer >= 16"),
         ]
-        for name, ok, expected in checks:
-            if not ok:
-                raise ConfigError(f"eval.{name} must be {expected}, got {getattr(self, name)!r}")
+        check_fields(self, "eval.", checks)
 
 
 def evaluate(data: str | Path, out: str | Path, cfg: EvalConfig) -> dict[str, Any]:
     """Generate with the base (and tuned) model on ``data``, score against the references; returns ``eval.json``."""
-    from datagen.llm.local import LocalBackend, SamplingParams, resolve_model_dir
+    from datagen.llm.local import DecodingParams, LocalBackend, resolve_model_dir
 
     out = Path(out)
     examples = read_any(data)
@@ -91,7 +90,7 @@ def evaluate(data: str | Path, out: str | Path, cfg: EvalConfig) -> dict[str, An
         template = resolve_chat_template(backend.tokenizer, trained.get("chat_template"),
                                          trained.get("fallback_template", "chatml"))
         backend.tokenizer.chat_template = template.text
-        params = SamplingParams(temperature=0, max_tokens=cfg.max_new_tokens)
+        params = DecodingParams(temperature=0, max_tokens=cfg.max_new_tokens)
         answers[name] = [choices[0].text for choices in backend.chat([(p, params) for p in prompts])]
         loss, tokens = reference_loss(backend.model, backend.tokenizer, conversations, template, cfg)
         report[name] = {**mean_rouge(answers[name], references), "loss": loss,

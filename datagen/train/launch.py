@@ -29,10 +29,10 @@ def torchrun_command(data: str | Path, out: Path, config: Path, nproc: int, debu
     """The command line that trains on ``nproc`` local processes.
 
     >>> torchrun_command("d.jsonl", Path("o"), Path("o/c.json"), 2)[1:8]
-    ['-m', 'torch.distributed.run', '--standalone', '--nproc_per_node', '2', '-m', 'datagen.train.launch']
+    ['-m', 'torch.distributed.run', '--standalone', '--nproc_per_node', '2', '-m', 'datagen.train']
     """
     return [sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node", str(nproc),
-            "-m", "datagen.train.launch", str(data), str(out), str(config), str(debug_labels)]
+            "-m", "datagen.train", str(data), str(out), str(config), str(debug_labels)]
 
 
 def launch(data: str | Path, out: str | Path, cfg: TrainConfig, debug_labels: int = 0) -> dict[str, Any]:
@@ -56,27 +56,3 @@ def launch(data: str | Path, out: str | Path, cfg: TrainConfig, debug_labels: in
         raise DatagenError(f"training on {cfg.nproc} processes failed (torchrun exit code {code}); "
                            "its ranks' errors are above")
     return json.loads((out / "train_summary.json").read_text(encoding="utf-8"))
-
-
-def _child(argv: list[str]) -> int:
-    """One rank of a launch: ``DATA OUT CONFIG DEBUG_LABELS``; a user error prints once (rank 0) and exits 2."""
-    import click
-
-    from datagen.errors import DatagenError
-    from datagen.train.config import load_train_config
-    from datagen.train.distributed import is_main_process
-    from datagen.train.sft import train
-
-    logging.basicConfig(level=logging.INFO if is_main_process() else logging.ERROR, format="%(message)s")
-    data, out, config, debug_labels = argv
-    try:
-        train(data, out, load_train_config(Path(config)), debug_labels=int(debug_labels), echo=click.echo)
-    except DatagenError as exc:
-        if is_main_process():
-            click.echo(f"error: {exc}", err=True)
-        return exc.exit_code
-    return 0
-
-
-if __name__ == "__main__":
-    sys.exit(_child(sys.argv[1:]))

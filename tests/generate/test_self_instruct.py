@@ -18,8 +18,8 @@ from click.testing import CliRunner
 
 from datagen.cli import cli
 from datagen.errors import ConfigError
-from datagen.generate.parsing import parse_instances_input_first, parse_instances_output_first, parse_numbered_list
 from datagen.generate.bootstrap import check_instruction, clean_instruction, sample_prompt_tasks
+from datagen.generate.parsing import parse_instances_input_first, parse_instances_output_first, parse_numbered_list
 from datagen.generate.self_instruct import SelfInstructConfig, filter_instances, generate
 from datagen.llm.client import LLMConfig
 from datagen.records import read_examples

@@ -11,7 +11,7 @@ import pytest
 
 from datagen.errors import ConfigError
 from datagen.llm import local
-from datagen.llm.local import LocalBackend, SamplingParams, embedded_gguf_path, resolve_model_dir
+from datagen.llm.local import DecodingParams, LocalBackend, embedded_gguf_path, resolve_model_dir
 
 CHAT = [{"role": "user", "content": "Name three colours."}]
 
@@ -137,7 +137,7 @@ def test_concurrent_resolves_convert_once(tmp_path, monkeypatch):
 
 
 def test_max_tokens_ends_with_length_and_counts_tokens(tiny_backend):
-    prepared = tiny_backend.prepare_chat(CHAT, SamplingParams(max_tokens=5, temperature=0))
+    prepared = tiny_backend.prepare_chat(CHAT, DecodingParams(max_tokens=5, temperature=0))
     [[choice]] = tiny_backend.generate([prepared])
     assert choice.finish_reason == "length"
     assert choice.completion_tokens == 5
@@ -147,15 +147,15 @@ def test_max_tokens_ends_with_length_and_counts_tokens(tiny_backend):
 
 
 def test_raw_prompt_is_tokenized_as_is(tiny_backend):
-    prepared = tiny_backend.prepare_text("1. apple\n2.", SamplingParams())
+    prepared = tiny_backend.prepare_text("1. apple\n2.", DecodingParams())
     assert tiny_backend.tokenizer.decode(prepared.prompt_ids) == "1. apple\n2."
 
 
 def test_n_choices_and_seeds(tiny_backend):
-    params = SamplingParams(n=3, temperature=1.0, max_tokens=8, seed=42)
+    params = DecodingParams(n=3, temperature=1.0, max_tokens=8, seed=42)
     [first] = tiny_backend.chat([(CHAT, params)])
     [again] = tiny_backend.chat([(CHAT, params)])
-    [other] = tiny_backend.chat([(CHAT, SamplingParams(n=3, temperature=1.0, max_tokens=8, seed=43))])
+    [other] = tiny_backend.chat([(CHAT, DecodingParams(n=3, temperature=1.0, max_tokens=8, seed=43))])
     texts = [c.text for c in first]
     assert len(texts) == 3 and len(set(texts)) == 3  # each choice has its own random stream
     assert [c.text for c in again] == texts
@@ -163,15 +163,15 @@ def test_n_choices_and_seeds(tiny_backend):
 
 
 def test_greedy_is_deterministic(tiny_backend):
-    runs = [tiny_backend.chat([(CHAT, SamplingParams(temperature=0, max_tokens=12))])[0][0].text for _ in range(2)]
+    runs = [tiny_backend.chat([(CHAT, DecodingParams(temperature=0, max_tokens=12))])[0][0].text for _ in range(2)]
     assert runs[0] == runs[1] and runs[0]
 
 
 def test_mixed_parameters_share_a_batch_without_interfering(tiny_backend):
-    greedy = (CHAT, SamplingParams(temperature=0, max_tokens=10))
+    greedy = (CHAT, DecodingParams(temperature=0, max_tokens=10))
     longer = [{"role": "user", "content": "A much longer prompt " * 5}]
-    seeded = (longer, SamplingParams(temperature=0.8, top_p=0.9, max_tokens=6, seed=7))
-    short = (CHAT, SamplingParams(temperature=1.0, max_tokens=3, n=2))
+    seeded = (longer, DecodingParams(temperature=0.8, top_p=0.9, max_tokens=6, seed=7))
+    short = (CHAT, DecodingParams(temperature=1.0, max_tokens=3, n=2))
     together = tiny_backend.chat([greedy, seeded, short])
     assert together[0] == tiny_backend.chat([greedy])[0]
     assert together[1] == tiny_backend.chat([seeded])[0]
@@ -182,7 +182,7 @@ def test_mixed_parameters_share_a_batch_without_interfering(tiny_backend):
 def test_presence_and_frequency_penalties_discourage_repeats(tiny_backend):
     """OpenAI semantics over the completion only: with presence 2 a greedy tiny model stops looping."""
     def tokens(**penalty):
-        prepared = tiny_backend.prepare_text("1. apple\n2.", SamplingParams(max_tokens=24, temperature=0, **penalty))
+        prepared = tiny_backend.prepare_text("1. apple\n2.", DecodingParams(max_tokens=24, temperature=0, **penalty))
         [[choice]] = tiny_backend.generate([prepared])
         return tiny_backend.tokenizer(choice.text, add_special_tokens=False)["input_ids"]
     plain, penalised = tokens(), tokens(presence_penalty=2.0)
@@ -192,9 +192,9 @@ def test_presence_and_frequency_penalties_discourage_repeats(tiny_backend):
 
 
 def test_stop_string_cuts_the_text(tiny_backend):
-    [[full]] = tiny_backend.chat([(CHAT, SamplingParams(temperature=0, max_tokens=20))])
+    [[full]] = tiny_backend.chat([(CHAT, DecodingParams(temperature=0, max_tokens=20))])
     stop = full.text[len(full.text) // 2 : len(full.text) // 2 + 3]
-    [[cut]] = tiny_backend.chat([(CHAT, SamplingParams(temperature=0, max_tokens=20, stop=("zzzq", stop)))])
+    [[cut]] = tiny_backend.chat([(CHAT, DecodingParams(temperature=0, max_tokens=20, stop=("zzzq", stop)))])
     assert cut.text == full.text[: full.text.find(stop)]
     assert cut.finish_reason == "stop"
     assert cut.completion_tokens < 20  # generation stopped early, not just the text
@@ -202,7 +202,7 @@ def test_stop_string_cuts_the_text(tiny_backend):
 
 def test_prompt_over_the_context_is_refused(tiny_backend):
     with pytest.raises(ConfigError, match="exceeds the model's context of 2048 tokens"):
-        tiny_backend.prepare_text("word " * 2100, SamplingParams(max_tokens=16))
+        tiny_backend.prepare_text("word " * 2100, DecodingParams(max_tokens=16))
 
 
 @pytest.mark.parametrize(
@@ -212,7 +212,7 @@ def test_prompt_over_the_context_is_refused(tiny_backend):
 )  # fmt: skip
 def test_sampling_params_name_the_bad_field(kwargs, field):
     with pytest.raises(ConfigError, match=f"^{field} must be"):
-        SamplingParams(**kwargs)
+        DecodingParams(**kwargs)
 
 
 def test_lora_adapter_is_applied(tiny_model_dir, tiny_backend, tmp_path):
@@ -226,7 +226,7 @@ def test_lora_adapter_is_applied(tiny_model_dir, tiny_backend, tmp_path):
     peft_model = get_peft_model(base, LoraConfig(r=4, target_modules="all-linear", init_lora_weights=False))
     peft_model.save_pretrained(tmp_path / "adapter")
     tuned = LocalBackend(tiny_model_dir, adapter=tmp_path / "adapter")
-    request = [(CHAT, SamplingParams(temperature=0, max_tokens=10))]
+    request = [(CHAT, DecodingParams(temperature=0, max_tokens=10))]
     assert tuned.chat(request)[0][0].text != tiny_backend.chat(request)[0][0].text
 
 
@@ -241,17 +241,17 @@ def test_adapter_folder_is_checked(tiny_model_dir, tmp_path):
 @pytest.mark.slow
 def test_embedded_model_answers_sensibly(embedded_backend):
     question = [{"role": "user", "content": "What is the capital of France?"}]
-    [[choice]] = embedded_backend.chat([(question, SamplingParams(temperature=0, max_tokens=20))])
+    [[choice]] = embedded_backend.chat([(question, DecodingParams(temperature=0, max_tokens=20))])
     assert "Paris" in choice.text
     assert choice.finish_reason == "stop"  # it ended with <|im_end|>, not the budget
 
 
 @pytest.mark.slow
 def test_left_padding_does_not_change_greedy_output(embedded_backend):
-    short = ([{"role": "user", "content": "Name a fruit."}], SamplingParams(temperature=0, max_tokens=12))
+    short = ([{"role": "user", "content": "Name a fruit."}], DecodingParams(temperature=0, max_tokens=12))
     long = (
         [{"role": "user", "content": "Describe, in detail and over several sentences, how bread is made."}],
-        SamplingParams(temperature=0, max_tokens=12),
+        DecodingParams(temperature=0, max_tokens=12),
     )
     alone = embedded_backend.chat([short])[0]
     batched = embedded_backend.chat([short, long])[0]  # short is left-padded to long's length here
@@ -260,7 +260,7 @@ def test_left_padding_does_not_change_greedy_output(embedded_backend):
 
 @pytest.mark.slow
 def test_embedded_completion_continues_a_numbered_list(embedded_backend):
-    params = SamplingParams(temperature=0, max_tokens=12, stop="\n4.")
+    params = DecodingParams(temperature=0, max_tokens=12, stop="\n4.")
     [[choice]] = embedded_backend.complete([("Fruits:\n1. apple\n2. banana\n3.", params)])
     assert choice.finish_reason == "stop"
     assert choice.text.strip() and "\n" not in choice.text.strip()

@@ -151,12 +151,12 @@ def test_merge_cli(memorised, tmp_path):
 def test_serve_answers_with_the_trained_adapter(tiny_model_dir, memorised):
     import openai
 
-    from datagen.llm.local import LocalBackend, SamplingParams
+    from datagen.llm.local import DecodingParams, LocalBackend
     from datagen.llm.server import ServeConfig, serve_in_thread
 
     adapter, _ = memorised
     messages = [{"role": "user", "content": MEMO[0][0]}]
-    params = SamplingParams(temperature=0, max_tokens=8)
+    params = DecodingParams(temperature=0, max_tokens=8)
     [[tuned]] = LocalBackend(tiny_model_dir, adapter).chat([(messages, params)])
     [[untuned]] = LocalBackend(tiny_model_dir).chat([(messages, params)])
     assert tuned.text != untuned.text and "sky" in tuned.text
