@@ -103,9 +103,10 @@ class FilterConfig:
     rouge_method: str = "auto"                      # exact: pool search; lsh: MinHash-LSH candidates, exact ROUGE-L
                                                     # on them; auto: lsh above rouge_lsh_above units
     rouge_lsh_above: int = 50_000                   # units at which auto switches to LSH (below, exact is cheap)
-    rouge_lsh_threshold: float = 0.4                # Jaccard the LSH bands target (ROUGE-L 0.7 pairs have >= ~0.54)
-    rouge_lsh_num_perm: int = 128                   # MinHash permutations
+    rouge_lsh_threshold: float = 0.3                # Jaccard the LSH bands target (words + word bigrams; minhash.py)
+    rouge_lsh_num_perm: int = 256                   # MinHash permutations
     rouge_lsh_max_df: float = 0.01                  # tokens in more texts than this share are left out of shingles
+    rouge_lsh_max_count: int = 100                  # ... and in more texts than this count (keeps pairs linear in n)
     # --- before dedup: benchmark decontamination (datagen/filter/decontaminate.py)
     decontaminate: tuple[Path, ...] = ()            # benchmark files; a record sharing an n-gram with an item goes
     decontaminate_ngram: int = 13                   # n: words for Latin text, characters for CJK
@@ -170,6 +171,7 @@ class FilterConfig:
         _number("rouge_lsh_threshold", self.rouge_lsh_threshold, 0, 1, lo_open=True)
         _number("rouge_lsh_num_perm", self.rouge_lsh_num_perm, 8, 4096, integer=True)
         _number("rouge_lsh_max_df", self.rouge_lsh_max_df, 0, 1, lo_open=True)
+        _number("rouge_lsh_max_count", self.rouge_lsh_max_count, 1, 1 << 40, integer=True)
         _number("decontaminate_ngram", self.decontaminate_ngram, 1, 1000, integer=True)
         for name in ("decontaminate", "against"):
             value = getattr(self, name)
@@ -433,7 +435,8 @@ def _rouge_dedup(run: _Run) -> None:
     if method == "lsh":
         tokens = [tokenize(text) for text in texts]
         pairs, few = minhash.candidate_pairs(tokens, threshold=cfg.rouge_lsh_threshold,
-                                             num_perm=cfg.rouge_lsh_num_perm, max_df=cfg.rouge_lsh_max_df)
+                                             num_perm=cfg.rouge_lsh_num_perm, max_df=cfg.rouge_lsh_max_df,
+                                             max_count=cfg.rouge_lsh_max_count)
         _, dropped = greedy_dedup_among(tokens, cfg.rouge_threshold, pairs, exhaustive=few)
         extra.update(candidate_pairs=int(len(pairs)), pool_searched=int(few.sum()))
     else:
