@@ -191,25 +191,33 @@ class Sketch:
 
 def _bucket_pairs(keys: np.ndarray, members: np.ndarray, n: int, required: np.ndarray | None) -> list[np.ndarray]:
     """Pair codes ``i·n + j`` (i < j) of ``members`` sharing a band key; with ``required``, only pairs that
-    hold at least one required text."""
+    hold at least one required text.
+
+    Vectorised over buckets: after sorting the keys, position p pairs with p + d for d = 1, 2, ... while both
+    are in one bucket, one numpy pass per d (a Python loop over 200K buckets of two, with ``triu_indices``
+    each, was 17 of 26 profiled seconds at 30K). Passes stop at the largest bucket's size.
+    """
     if len(members) < 2:
         return []
     bands = keys.shape[1]
     flat = keys[members].ravel()  # row-major: key k belongs to members[k // bands]
     order = np.argsort(flat, kind="stable")
+    owner = members[order // bands]
     cuts = np.flatnonzero(np.diff(flat[order])) + 1
     starts, ends = np.r_[0, cuts], np.r_[cuts, len(flat)]
-    multi = np.flatnonzero(ends - starts > 1)
+    later = np.repeat(ends, ends - starts) - np.arange(len(flat)) - 1  # members after p in p's bucket
     codes: list[np.ndarray] = []
-    for s, e in zip(starts[multi], ends[multi]):
-        group = np.unique(members[order[s:e] // bands])
-        if len(group) < 2 or (required is not None and not required[group].any()):
-            continue
-        i, j = np.triu_indices(len(group), 1)
+    at = np.flatnonzero(later >= 1)
+    d = 1
+    while len(at):
+        a, b = owner[at], owner[at + d]
+        lo, hi = np.minimum(a, b), np.maximum(a, b)
+        keep = lo != hi
         if required is not None:
-            need = required[group[i]] | required[group[j]]
-            i, j = i[need], j[need]
-        codes.append(group[i] * n + group[j])
+            keep &= required[lo] | required[hi]
+        codes.append(lo[keep] * n + hi[keep])
+        d += 1
+        at = at[later[at] >= d]
     return codes
 
 
