@@ -97,7 +97,7 @@ class FilterConfig:
     embed_device: str | None = None                 # cpu, cuda, mps; None = what sentence-transformers picks
     embed_ivf_above: int = 20_000                   # exact IndexFlatIP up to this many texts; above, IndexIVFFlat
                                                     # if measured cheaper on a sample (semantic._choose_index)
-    embed_nprobe: int = 16                          # IVF lists searched per query (more = fewer missed pairs, slower)
+    embed_nprobe: int = 1                           # IVF lists searched per query, to start: doubled until min_recall
     embed_min_recall: float = 0.99                  # IVF: raise nprobe until a sample's pairs are found this often
     # --- 3. ROUGE-L at size (datagen/filter/minhash.py)
     rouge_method: str = "auto"                      # exact: pool search; lsh: MinHash-LSH candidates, exact ROUGE-L

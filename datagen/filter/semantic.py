@@ -69,10 +69,10 @@ def _ivf(vectors: np.ndarray) -> tuple[Any, int]:
     nlist = max(1, min(int(4 * math.sqrt(n)), n // 39))
     quantizer = faiss.IndexFlatIP(dim)
     index = faiss.IndexIVFFlat(quantizer, dim, nlist, faiss.METRIC_INNER_PRODUCT)
-    # 64 points per list and 10 k-means rounds (faiss: 256 and 25): training was most of the IVF cost at 300K,
-    # and the recall loop below checks that the coarser lists still find the pairs.
+    # 39 points per list (faiss's minimum) and 10 k-means rounds (faiss: 256 and 25): training was most of the
+    # IVF cost at 300K, and the recall loop below checks that the coarser lists still find the pairs.
     index.cp.niter = 10
-    sample = vectors if n <= 64 * nlist else vectors[np.random.default_rng(0).choice(n, 64 * nlist, replace=False)]
+    sample = vectors if n <= 39 * nlist else vectors[np.random.default_rng(0).choice(n, 39 * nlist, replace=False)]
     index.train(sample)
     index.add(vectors)
     return index, nlist
