@@ -165,8 +165,10 @@ def peer_datasketch(tokens: list[list[str]], threshold: float, jaccard: float = 
     return kept, dropped
 
 
-def one_size(n: int, exact_max: int, encoder_sample: int, seed: int, peer_max: int) -> dict:
-    """Everything measured at one size (run in a child process)."""
+def one_size(n: int, exact_max: int, encoder_sample: int, seed: int, peer_max: int,
+             skip: frozenset[str] = frozenset()) -> dict:
+    """Everything measured at one size (run in a child process); ``skip`` names stages not run
+    ("heuristics", "pair_search": for a ROUGE-only measurement at a size where the rest takes too long)."""
     from datagen.filter import minhash, semantic
     from datagen.filter.pipeline import FilterConfig, _exact_dedup, _heuristics, _Run, similarity_text
     from datagen.records import Example
@@ -181,7 +183,10 @@ def one_size(n: int, exact_max: int, encoder_sample: int, seed: int, peer_max: i
     cfg = FilterConfig(embed_dedup=False)
     run = _Run(cfg, examples)
     with _Clock(row, "heuristics"):
-        _heuristics(run)
+        if "heuristics" not in skip:
+            _heuristics(run)
+        else:
+            run.stages["heuristics"] = {"rejected": 0}
     with _Clock(row, "exact_dedup"):
         _exact_dedup(run)
     row["heuristic_rejects"] = run.stages["heuristics"]["rejected"]
@@ -229,12 +234,14 @@ def one_size(n: int, exact_max: int, encoder_sample: int, seed: int, peer_max: i
     row["unplanted_dropped"] = sum(1 for i in rejected if not planted[i]) - row["heuristic_rejects"]
     del sketch, gone, rejected
 
-    survivors = [units[u][0] for u in kept_l]
+    survivors = [units[u][0] for u in kept_l] if "pair_search" not in skip else []
     vectors = hashed_vectors([similarity_text(examples[i]) for i in survivors])
     info: dict = {}
     with _Clock(row, "pair_search"):
         i, j, s = semantic.similar_pairs(vectors, cfg.embed_threshold, ivf_above=cfg.embed_ivf_above,
                                          nprobe=cfg.embed_nprobe, min_recall=cfg.embed_min_recall, info=info)
+    if skip:
+        row["skipped"] = sorted(skip)
     with _Clock(row, "embed_group"):
         kept_v, dropped_v = semantic.keep_greedy(len(vectors), i, j, s, list(range(len(vectors))))
     row["embed_texts"], row["embed_pairs"], row["embed_dropped"] = len(vectors), int(len(i)), len(dropped_v)
@@ -338,11 +345,13 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--peer-max", type=int, default=300_000, help="run datasketch's LSH up to this many units")
     parser.add_argument("--encoder-sample", type=int, default=1000, help="texts MiniLM encodes to time it (0 = skip)")
     parser.add_argument("--seed", type=int, default=0)
+    parser.add_argument("--skip", default="", help="stages not run, comma-separated: heuristics, pair_search")
     parser.add_argument("--one", type=int, default=None, help=argparse.SUPPRESS)
     parser.add_argument("--out", type=Path, default=Path("outputs/bench/bench_filter.json"))
     args = parser.parse_args(argv)
     if args.one is not None:
-        print(json.dumps(one_size(args.one, args.exact_max, args.encoder_sample, args.seed, args.peer_max)))
+        skip = frozenset(x for x in args.skip.split(",") if x)
+        print(json.dumps(one_size(args.one, args.exact_max, args.encoder_sample, args.seed, args.peer_max, skip)))
         return 0
 
     rows = []
@@ -350,7 +359,7 @@ def main(argv: list[str] | None = None) -> int:
         started = time.perf_counter()
         done = subprocess.run([sys.executable, __file__, "--one", str(n), "--exact-max", str(args.exact_max),
                                "--encoder-sample", str(args.encoder_sample if not rows else 0),
-                               "--peer-max", str(args.peer_max), "--seed", str(args.seed)],
+                               "--peer-max", str(args.peer_max), "--seed", str(args.seed), "--skip", args.skip],
                               capture_output=True, text=True)
         if done.returncode != 0:
             print(done.stderr[-3000:], file=sys.stderr)
