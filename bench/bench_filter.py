@@ -1,21 +1,25 @@
-"""Benchmark: the filter at size — 10K to 300K (or 1M) synthetic records with planted duplicates, en and zh.
+"""Benchmark: the filter at size — 10K to 1M synthetic records with planted duplicates, en and zh.
 
-    python bench/bench_filter.py                                  # 10K, 100K, 300K: about 15-25 min on 2 cores
+    python bench/bench_filter.py                                  # 10K, 100K, 300K, 1M
     python bench/bench_filter.py --sizes 2000,10000 --out /tmp/f.json
+    python bench/bench_filter.py --sizes 1000000 --skip heuristics,pair_search   # the ROUGE stage alone
 
 Each size runs in its own process (so peak RSS is that size's) through the filter's own stage functions:
 heuristics, exact dedup, the ROUGE-L stage by both paths (exact pool search up to ``--exact-max`` units,
 MinHash-LSH candidates + exact ROUGE-L on them at every size), and the embedding pair search + greedy grouping.
 
-What is measured, per size: seconds of each stage, peak RSS, planted-duplicate recall (planted copies the
-exact and ROUGE-L stages reject), kept-set agreement of LSH vs exact ROUGE-L and LSH pair recall (the share of
-the exact path's (dropped, kept) pairs that share a LSH band), and the embedding index picked with its recall
-measured against exact search. Across sizes: the log-log slope of the ROUGE stage and of the pair search.
+What is measured, per size: wall AND CPU seconds of each stage (the machine is shared: CPU seconds are what
+the code costs, wall what it cost there; the load average is recorded per size), peak RSS, planted-duplicate
+recall, kept-set agreement of LSH vs exact ROUGE-L (records kept by one path only, each way) and LSH pair
+recall (the share of the exact path's (kept, dropped) pairs that LSH compares), a check that every LSH drop
+is >= the threshold to a kept record, and the embedding index picked with its recall against exact search.
+Beside ours, the same near-duplicate workload through datasketch's ``MinHashLSH`` used directly (up to
+``--peer-max`` units), for a time ratio and its kept-set agreement. Across sizes: log-log slopes, wall and CPU.
 
 The encoder is reported on its own: encoding 300K texts with MiniLM on 2 shared cores takes longer than every
 other stage together and is the floor on CPU (a GPU or a cluster scales it out), so the pair search runs on
 384-dim hashed bag-of-token vectors (same shape and index as MiniLM's; planted copies land near their source),
-and MiniLM's rate is measured on 2,000 texts and multiplied out.
+and MiniLM's rate is measured on ``--encoder-sample`` texts with one torch thread per core.
 
 Data: instructions of 8-24 tokens drawn from a Zipf vocabulary (function words + 20,000 pseudo-words for
 English; 3,500 Han characters for Chinese, 15% of records), answers likewise. 5% of records are exact copies
@@ -119,110 +123,239 @@ def hashed_vectors(texts: list[str], dim: int = 384) -> np.ndarray:
     return out / np.maximum(norms, 1e-9)
 
 
-def one_size(n: int, exact_max: int, encoder_sample: int, seed: int) -> dict:
-    """Everything measured at one size (run in a child process)."""
+class _Clock:
+    """Wall and CPU seconds of a block, written as ``{name}_s`` and ``{name}_cpu_s`` into a row.
+
+    CPU seconds (this process's user + system, ``time.process_time``) beside wall: the machine is shared, and
+    wall time then measures the neighbours as much as the code.
+    """
+
+    def __init__(self, row: dict, name: str):
+        self.row, self.name = row, name
+
+    def __enter__(self) -> "_Clock":
+        self.wall, self.cpu = time.perf_counter(), time.process_time()
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.row[f"{self.name}_s"] = time.perf_counter() - self.wall
+        self.row[f"{self.name}_cpu_s"] = time.process_time() - self.cpu
+
+
+def peer_datasketch(tokens: list[list[str]], threshold: float, jaccard: float = 0.5,
+                    num_perm: int = 128) -> tuple[list[int], list[int]]:
+    """The same near-duplicate workload through datasketch's ``MinHashLSH`` used directly, the way its docs
+    show: a ``MinHash`` of each text's token set (``MinHash.bulk``), query the LSH for earlier kept texts,
+    keep the text (and insert it) unless a candidate scores ROUGE-L F >= ``threshold`` (exact, rapidfuzz).
+    Jaccard 0.5 on token sets: ROUGE-L 0.7 pairs have token-set Jaccard >= 0.54 (datagen/filter/minhash.py).
+    """
+    from datasketch import MinHash, MinHashLSH
+    from rapidfuzz import process
+    from rapidfuzz.distance import LCSseq
+
+    lsh = MinHashLSH(threshold=jaccard, num_perm=num_perm)
+    hashes = MinHash.bulk([[t.encode() for t in set(toks)] for toks in tokens], num_perm=num_perm)
+    kept, dropped = [], []
+    for k, m in enumerate(hashes):
+        cands = lsh.query(m) if tokens[k] else []
+        if cands:
+            lcs = process.cdist([tokens[k]], [tokens[c] for c in cands], scorer=LCSseq.similarity)[0]
+            f = 2 * lcs / np.array([len(tokens[k]) + len(tokens[c]) for c in cands])
+            if (f >= threshold - 1e-9).any():
+                dropped.append(k)
+                continue
+        lsh.insert(k, m)
+        kept.append(k)
+    return kept, dropped
+
+
+def one_size(n: int, exact_max: int, encoder_sample: int, seed: int, peer_max: int,
+             skip: frozenset[str] = frozenset()) -> dict:
+    """Everything measured at one size (run in a child process); ``skip`` names stages not run
+    ("heuristics", "pair_search": for a ROUGE-only measurement at a size where the rest takes too long)."""
     from datagen.filter import minhash, semantic
     from datagen.filter.pipeline import FilterConfig, _exact_dedup, _heuristics, _Run, similarity_text
     from datagen.records import Example
-    from datagen.rouge import greedy_dedup, greedy_dedup_among, tokenize
+    from datagen.rouge import greedy_dedup, greedy_dedup_among, rouge_l, tokenize
 
-    started = time.perf_counter()
-    records, planted = make_records(n, seed)
-    examples = [Example(**r) for r in records]
-    row: dict = {"records": n, "planted_copies": int(sum(planted)), "generate_s": time.perf_counter() - started}
+    row: dict = {"records": n, "load_average_before": " ".join(f"{x:.2f}" for x in os.getloadavg())}
+    with _Clock(row, "generate"):
+        records, planted = make_records(n, seed)
+        examples = [Example(**r) for r in records]
+        del records
+    row["planted_copies"] = int(sum(planted))
     cfg = FilterConfig(embed_dedup=False)
     run = _Run(cfg, examples)
-    _heuristics(run)
-    _exact_dedup(run)
-    row["heuristics_s"] = run.stages["heuristics"]["seconds"]
-    row["exact_dedup_s"] = run.stages["exact_dedup"]["seconds"]
+    with _Clock(row, "heuristics"):
+        if "heuristics" not in skip:
+            _heuristics(run)
+        else:
+            run.stages["heuristics"] = {"rejected": 0}
+    with _Clock(row, "exact_dedup"):
+        _exact_dedup(run)
     row["heuristic_rejects"] = run.stages["heuristics"]["rejected"]
 
-    started = time.perf_counter()
-    units = run.units()
-    texts = [similarity_text(examples[u[0]]) for u in units]
-    row["units_s"] = time.perf_counter() - started
+    with _Clock(row, "units"):
+        units = run.units()
+        texts = [similarity_text(examples[u[0]]) for u in units]
     row["units"] = len(units)
-    started = time.perf_counter()
-    tokens = [tokenize(t) for t in texts]
-    row["rouge_tokenize_s"] = time.perf_counter() - started
-    started = time.perf_counter()
-    sketch = minhash.Sketch(tokens, threshold=cfg.rouge_lsh_threshold, num_perm=cfg.rouge_lsh_num_perm,
-                            max_df=cfg.rouge_lsh_max_df)
-    row["minhash_s"] = time.perf_counter() - started
-    started = time.perf_counter()
-    pairs = sketch.pairs()
-    row["lsh_pairs_s"] = time.perf_counter() - started
+    with _Clock(row, "rouge_tokenize"):
+        tokens = [tokenize(t) for t in texts]
+    with _Clock(row, "minhash"):
+        sketch = minhash.Sketch(tokens, threshold=cfg.rouge_lsh_threshold, num_perm=cfg.rouge_lsh_num_perm,
+                                max_df=cfg.rouge_lsh_max_df, max_count=cfg.rouge_lsh_max_count)
+    with _Clock(row, "lsh_pairs"):
+        pairs = sketch.pairs()
     row["candidate_pairs"] = int(len(pairs))
-    started = time.perf_counter()
-    kept_l, dropped_l = greedy_dedup_among(tokens, cfg.rouge_threshold, pairs, exhaustive=sketch.few)
+    row["lsh_bands_rows"] = f"{sketch.bands}x{sketch.rows}"
+    with _Clock(row, "rouge_verify"):
+        kept_l, dropped_l = greedy_dedup_among(tokens, cfg.rouge_threshold, pairs, exhaustive=sketch.few)
+    del pairs
     row["pool_searched"] = int(sketch.few.sum())
-    row["rouge_verify_s"] = time.perf_counter() - started
-    row["rouge_lsh_s"] = row["rouge_tokenize_s"] + row["minhash_s"] + row["lsh_pairs_s"] + row["rouge_verify_s"]
+    for unit in ("s", "cpu_s"):
+        row[f"rouge_lsh_{unit}"] = sum(row[f"{k}_{unit}"] for k in ("rouge_tokenize", "minhash", "lsh_pairs",
+                                                                    "rouge_verify"))
     row["rouge_lsh_dropped"] = len(dropped_l)
+    # Every LSH drop is verified: at or above the threshold to the kept text it names (checked on a sample).
+    kept_set = set(kept_l)
+    check = dropped_l[:: max(1, len(dropped_l) // 2000)]
+    row["lsh_drops_checked"] = len(check)
+    row["lsh_drops_below_threshold_or_to_dropped"] = sum(
+        1 for x, k, _ in check if k not in kept_set or rouge_l(texts[x], texts[k]) < cfg.rouge_threshold - 1e-9)
     if len(units) <= exact_max:
-        started = time.perf_counter()
-        kept_e, dropped_e = greedy_dedup(texts, cfg.rouge_threshold)
-        row["rouge_exact_s"] = time.perf_counter() - started
+        with _Clock(row, "rouge_exact"):
+            kept_e, dropped_e = greedy_dedup(texts, cfg.rouge_threshold)
         row["rouge_exact_dropped"] = len(dropped_e)
         row["kept_set_equal"] = kept_e == kept_l
-        row["kept_set_differences"] = len(set(kept_e) ^ set(kept_l))
+        row["kept_only_by_lsh"] = len(set(kept_l) - set(kept_e))   # a pair LSH missed (or what follows from one)
+        row["kept_only_by_exact"] = len(set(kept_e) - set(kept_l))
         exact_pairs = np.array([(k, x) for x, k, _ in dropped_e], np.int64).reshape(-1, 2)
         row["lsh_pair_recall"] = float(sketch.collides(exact_pairs).mean()) if len(exact_pairs) else 1.0
     gone = {i for u, _, _ in dropped_l for i in units[u]}
     rejected = set(run.rejected) | gone
     copies = [i for i, p in enumerate(planted) if p]
     row["planted_recall"] = sum(i in rejected for i in copies) / max(len(copies), 1)
-    row["false_drops"] = sum(1 for i in rejected if not planted[i]) - row["heuristic_rejects"]
+    row["unplanted_dropped"] = sum(1 for i in rejected if not planted[i]) - row["heuristic_rejects"]
+    del sketch, gone, rejected
 
-    survivors = [units[u][0] for u in kept_l]
+    survivors = [units[u][0] for u in kept_l] if "pair_search" not in skip else []
     vectors = hashed_vectors([similarity_text(examples[i]) for i in survivors])
     info: dict = {}
-    started = time.perf_counter()
-    i, j, s = semantic.similar_pairs(vectors, cfg.embed_threshold, ivf_above=cfg.embed_ivf_above,
-                                     nprobe=cfg.embed_nprobe, min_recall=cfg.embed_min_recall, info=info)
-    row["pair_search_s"] = time.perf_counter() - started
-    started = time.perf_counter()
-    kept_v, dropped_v = semantic.keep_greedy(len(vectors), i, j, s, list(range(len(vectors))))
-    row["embed_group_s"] = time.perf_counter() - started
+    with _Clock(row, "pair_search"):
+        i, j, s = semantic.similar_pairs(vectors, cfg.embed_threshold, ivf_above=cfg.embed_ivf_above,
+                                         nprobe=cfg.embed_nprobe, min_recall=cfg.embed_min_recall, info=info)
+    if skip:
+        row["skipped"] = sorted(skip)
+    with _Clock(row, "embed_group"):
+        kept_v, dropped_v = semantic.keep_greedy(len(vectors), i, j, s, list(range(len(vectors))))
     row["embed_texts"], row["embed_pairs"], row["embed_dropped"] = len(vectors), int(len(i)), len(dropped_v)
     row["embed_index"] = info
+    del vectors
+    for unit in ("s", "cpu_s"):
+        row[f"stages_without_encoder_{unit}"] = sum(row[f"{k}_{unit}"] for k in (
+            "heuristics", "exact_dedup", "units", "rouge_lsh", "pair_search", "embed_group"))
+    row["peak_rss_mb"] = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
 
     if encoder_sample:
+        import torch
+
         from datagen.filter.semantic import encode, load_encoder
 
+        cores = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else (os.cpu_count() or 1)
+        row["torch_threads_default"] = torch.get_num_threads()
+        torch.set_num_threads(cores)  # one per core: more threads than cores on a shared machine only thrash
+        row["torch_threads"] = torch.get_num_threads()
         load_encoder(None, "cpu")
         sample = texts[:encoder_sample]
         encode(sample[:64], None, "cpu")
-        started = time.perf_counter()
-        encode(sample, None, "cpu")
-        rate = len(sample) / (time.perf_counter() - started)
-        row["encoder_texts_per_s"] = rate
-    row["stages_without_encoder_s"] = (row["heuristics_s"] + row["exact_dedup_s"] + row["units_s"]
-                                       + row["rouge_lsh_s"] + row["pair_search_s"] + row["embed_group_s"])
-    row["peak_rss_mb"] = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
+        clock = {}
+        with _Clock(clock, "encode"):
+            encode(sample, None, "cpu")
+        row["encoder_sample"] = len(sample)
+        row["encoder_texts_per_s"] = len(sample) / clock["encode_s"]
+        row["encoder_texts_per_cpu_s"] = len(sample) / clock["encode_cpu_s"]
+    if len(units) <= peer_max:
+        with _Clock(row, "peer_datasketch"):
+            kept_p, dropped_p = peer_datasketch(tokens, cfg.rouge_threshold)
+        row["peer_dropped"] = len(dropped_p)
+        if len(units) <= exact_max:
+            row["peer_kept_equal_exact"] = kept_p == kept_e
+            row["peer_kept_differences"] = len(set(kept_p) ^ set(kept_e))
+        row["peer_kept_differences_vs_lsh"] = len(set(kept_p) ^ set(kept_l))
+        row["peer_time_ratio"] = row["peer_datasketch_s"] / row["rouge_lsh_s"]
+        row["peer_cpu_ratio"] = row["peer_datasketch_cpu_s"] / row["rouge_lsh_cpu_s"]
+    row["load_average_after"] = " ".join(f"{x:.2f}" for x in os.getloadavg())
     return {k: (round(v, 4) if isinstance(v, float) else v) for k, v in row.items()}
 
 
-def slope(rows: list[dict], key: str) -> float | None:
-    points = [(r["records"], r[key]) for r in rows if r.get(key)]
-    if len(points) < 2:
+def slope(rows: list[dict], key: str, lo: int | None = None, hi: int | None = None) -> float | None:
+    """Log-log slope of ``key`` between the sizes ``lo`` and ``hi`` (default: the smallest and the largest)."""
+    points = {r["records"]: r[key] for r in rows if r.get(key)}
+    lo = min(points, default=None) if lo is None else lo
+    hi = max(points, default=None) if hi is None else hi
+    if lo not in points or hi not in points or lo == hi:
         return None
-    (n0, t0), (n1, t1) = points[0], points[-1]
-    return round(math.log(t1 / t0) / math.log(n1 / n0), 3)
+    return round(math.log(points[hi] / points[lo]) / math.log(hi / lo), 3)
+
+
+SLOPED = {"rouge_lsh": "ROUGE stage (LSH)", "lsh_pairs": "LSH pairs", "rouge_verify": "ROUGE verify",
+          "rouge_exact": "ROUGE exact", "pair_search": "pair search", "stages_without_encoder": "all but encoder"}
+
+
+def render(rows: list[dict], slopes: dict) -> str:
+    """The markdown table: per size, wall / CPU seconds of each stage, RSS, recall and agreement."""
+    def wc(r: dict, k: str) -> str:
+        return f"{r[k + '_s']:.1f} / {r[k + '_cpu_s']:.1f}" if k + "_s" in r else "-"
+
+    lines = ["Timings on a 2-core machine shared with 5 other jobs: each cell is wall / CPU seconds (CPU = this "
+             "process's user + system time, which the neighbours do not inflate); load average per size below.",
+             "",
+             "| records | load avg | heuristics | exact dedup | ROUGE LSH (minhash / pairs / verify) | LSH pairs | "
+             "ROUGE exact | pair search (index, nprobe, recall) | all but encoder | peak RSS MB | planted recall | "
+             "LSH pair recall | kept LSH vs exact (only LSH / only exact) | datasketch (ratio wall, CPU) |",
+             "|---|---|---|---|---|---|---|---|---|---|---|---|---|---|"]
+    for r in rows:
+        idx = r["embed_index"]
+        peer = (f"{wc(r, 'peer_datasketch')} ({r['peer_time_ratio']:.2f}x, {r['peer_cpu_ratio']:.2f}x)"
+                if "peer_datasketch_s" in r else "-")
+        agree = (f"{'equal' if r['kept_set_equal'] else 'differ'} ({r['kept_only_by_lsh']} / "
+                 f"{r['kept_only_by_exact']})" if "kept_set_equal" in r else "-")
+        lines.append(
+            f"| {r['records']:,} | {r['load_average_before'].split()[0]} | {wc(r, 'heuristics')} | "
+            f"{wc(r, 'exact_dedup')} | {wc(r, 'rouge_lsh')} ({r['minhash_cpu_s']:.1f} / {r['lsh_pairs_cpu_s']:.1f} / "
+            f"{r['rouge_verify_cpu_s']:.1f} CPU) | {r['candidate_pairs']:,} | {wc(r, 'rouge_exact')} | "
+            f"{wc(r, 'pair_search')} ({idx.get('index')}, {idx.get('ivf_nprobe', '-')}, {idx.get('recall')}) | "
+            f"{wc(r, 'stages_without_encoder')} | {r['peak_rss_mb']:.0f} | {r['planted_recall']:.4f} | "
+            f"{r.get('lsh_pair_recall', '-')} | {agree} | {peer} |")
+    lines += ["", "| log-log slope | " + " | ".join(f"{a}→{b}" for a, b in slopes["spans"]) + " |",
+              "|---|" + "---|" * len(slopes["spans"])]
+    for key, label in SLOPED.items():
+        for unit in ("wall", "cpu"):
+            cells = [slopes[unit].get(f"{key}:{a}:{b}") for a, b in slopes["spans"]]
+            if any(c is not None for c in cells):
+                lines.append(f"| {label} ({unit}) | " + " | ".join("-" if c is None else str(c) for c in cells) + " |")
+    enc = next((r for r in rows if r.get("encoder_texts_per_s")), None)
+    if enc:
+        lines += ["", f"Encoder (MiniLM, CPU, on its own): {enc['encoder_texts_per_s']:.1f} texts/s wall, "
+                  f"{enc['encoder_texts_per_cpu_s']:.1f} texts per CPU second, {enc['encoder_sample']} texts, "
+                  f"torch threads {enc['torch_threads']} (default {enc['torch_threads_default']})."]
+    return "\n".join(lines)
 
 
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    parser.add_argument("--sizes", default="10000,100000,300000")
+    parser.add_argument("--sizes", default="10000,100000,300000,1000000")
     parser.add_argument("--exact-max", type=int, default=100_000, help="run the exact ROUGE path up to this many units")
-    parser.add_argument("--encoder-sample", type=int, default=2000, help="texts MiniLM encodes to time it (0 = skip)")
+    parser.add_argument("--peer-max", type=int, default=300_000, help="run datasketch's LSH up to this many units")
+    parser.add_argument("--encoder-sample", type=int, default=1000, help="texts MiniLM encodes to time it (0 = skip)")
     parser.add_argument("--seed", type=int, default=0)
+    parser.add_argument("--skip", default="", help="stages not run, comma-separated: heuristics, pair_search")
     parser.add_argument("--one", type=int, default=None, help=argparse.SUPPRESS)
     parser.add_argument("--out", type=Path, default=Path("outputs/bench/bench_filter.json"))
     args = parser.parse_args(argv)
     if args.one is not None:
-        print(json.dumps(one_size(args.one, args.exact_max, args.encoder_sample, args.seed)))
+        skip = frozenset(x for x in args.skip.split(",") if x)
+        print(json.dumps(one_size(args.one, args.exact_max, args.encoder_sample, args.seed, args.peer_max, skip)))
         return 0
 
     rows = []
@@ -230,7 +363,8 @@ def main(argv: list[str] | None = None) -> int:
         started = time.perf_counter()
         done = subprocess.run([sys.executable, __file__, "--one", str(n), "--exact-max", str(args.exact_max),
                                "--encoder-sample", str(args.encoder_sample if not rows else 0),
-                               "--seed", str(args.seed)], capture_output=True, text=True)
+                               "--peer-max", str(args.peer_max), "--seed", str(args.seed), "--skip", args.skip],
+                              capture_output=True, text=True)
         if done.returncode != 0:
             print(done.stderr[-3000:], file=sys.stderr)
             return 1
@@ -238,30 +372,15 @@ def main(argv: list[str] | None = None) -> int:
         row["wall_s"] = round(time.perf_counter() - started, 1)
         rows.append(row)
         print(json.dumps(row), flush=True)
-    rate = rows[0].get("encoder_texts_per_s")
-    for row in rows:
-        if rate:
-            row["encoder_s_estimated"] = round(row["embed_texts"] / rate, 1)
-    slopes = {"rouge_lsh": slope(rows, "rouge_lsh_s"), "rouge_exact": slope(rows, "rouge_exact_s"),
-              "pair_search": slope(rows, "pair_search_s"), "stages_without_encoder": slope(rows, "stages_without_encoder_s")}
-    lines = ["Timings taken on a 2-core machine shared with 7 other jobs (load average in the header): "
-             "absolute seconds are inflated, slopes less so.", "",
-             "| records | heuristics s | exact dedup s | ROUGE LSH s (minhash / pairs / verify) | ROUGE exact s | "
-             "pair search s (index, recall) | all but encoder s | encoder s (est.) | peak RSS MB | planted recall | "
-             "LSH pair recall | kept set LSH = exact |",
-             "|---|---|---|---|---|---|---|---|---|---|---|---|"]
-    for r in rows:
-        idx = r["embed_index"]
-        lines.append(
-            f"| {r['records']:,} | {r['heuristics_s']:.1f} | {r['exact_dedup_s']:.1f} | {r['rouge_lsh_s']:.1f} "
-            f"({r['minhash_s']:.1f} / {r['lsh_pairs_s']:.1f} / {r['rouge_verify_s']:.1f}) | "
-            f"{r.get('rouge_exact_s', float('nan')):.1f} | {r['pair_search_s']:.1f} ({idx.get('index')}, "
-            f"{idx.get('recall')}) | {r['stages_without_encoder_s']:.1f} | {r.get('encoder_s_estimated', '-')} | "
-            f"{r['peak_rss_mb']:.0f} | {r['planted_recall']:.4f} | {r.get('lsh_pair_recall', '-')} | "
-            f"{r.get('kept_set_equal', '-')} ({r.get('kept_set_differences', '-')} differ) |")
-    lines += ["", "Log-log slopes from the smallest to the largest size: " + ", ".join(
-        f"{k} {v}" for k, v in slopes.items() if v is not None) + " (targets: ROUGE and pair search <= 1.2)."]
-    markdown = "\n".join(lines)
+    sizes = [r["records"] for r in rows]
+    spans = [(a, b) for a, b in zip(sizes, sizes[1:])] + ([(sizes[0], sizes[-1])] if len(sizes) > 2 else [])
+    spans += [(sizes[0], n) for n in sizes[2:-1]]
+    slopes: dict = {"spans": spans, "wall": {}, "cpu": {}}
+    for key in SLOPED:
+        for a, b in spans:
+            slopes["wall"][f"{key}:{a}:{b}"] = slope(rows, f"{key}_s", a, b)
+            slopes["cpu"][f"{key}:{a}:{b}"] = slope(rows, f"{key}_cpu_s", a, b)
+    markdown = render(rows, slopes)
     print(markdown)
     machine = {"python": platform.python_version(), "cpus": os.cpu_count(),
                "load_average": " ".join(f"{x:.2f}" for x in os.getloadavg())}

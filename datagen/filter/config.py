@@ -69,15 +69,16 @@ class FilterConfig:
     embed_device: str | None = None                 # cpu, cuda, mps; None = what sentence-transformers picks
     embed_ivf_above: int = 20_000                   # exact IndexFlatIP up to this many texts; above, IndexIVFFlat
                                                     # if measured cheaper on a sample (semantic._choose_index)
-    embed_nprobe: int = 16                          # IVF lists searched per query (more = fewer missed pairs, slower)
+    embed_nprobe: int = 1                           # IVF lists searched per query, to start: doubled until min_recall
     embed_min_recall: float = 0.99                  # IVF: raise nprobe until a sample's pairs are found this often
     # --- 3. ROUGE-L at size (datagen/filter/minhash.py)
     rouge_method: str = "auto"                      # exact: pool search; lsh: MinHash-LSH candidates, exact ROUGE-L
                                                     # on them; auto: lsh above rouge_lsh_above units
     rouge_lsh_above: int = 50_000                   # units at which auto switches to LSH (below, exact is cheap)
-    rouge_lsh_threshold: float = 0.4                # Jaccard the LSH bands target (ROUGE-L 0.7 pairs have >= ~0.54)
-    rouge_lsh_num_perm: int = 128                   # MinHash permutations
+    rouge_lsh_threshold: float = 0.3                # Jaccard the LSH bands target (words + word bigrams; minhash.py)
+    rouge_lsh_num_perm: int = 256                   # MinHash permutations
     rouge_lsh_max_df: float = 0.01                  # tokens in more texts than this share are left out of shingles
+    rouge_lsh_max_count: int = 100                  # ... and in more texts than this count (keeps pairs linear in n)
     # --- before dedup: benchmark decontamination (datagen/filter/decontaminate.py)
     decontaminate: tuple[Path, ...] = ()            # benchmark files; a record sharing an n-gram with an item goes
     decontaminate_ngram: int = 13                   # n: words for Latin text, characters for CJK
@@ -142,6 +143,7 @@ class FilterConfig:
         _number("rouge_lsh_threshold", self.rouge_lsh_threshold, 0, 1, lo_open=True)
         _number("rouge_lsh_num_perm", self.rouge_lsh_num_perm, 8, 4096, integer=True)
         _number("rouge_lsh_max_df", self.rouge_lsh_max_df, 0, 1, lo_open=True)
+        _number("rouge_lsh_max_count", self.rouge_lsh_max_count, 1, 1 << 40, integer=True)
         _number("decontaminate_ngram", self.decontaminate_ngram, 1, 1000, integer=True)
         for name in ("decontaminate", "against"):
             value = getattr(self, name)

@@ -237,7 +237,8 @@ def _rouge_dedup(run: _Run) -> None:
     if method == "lsh":
         tokens = [tokenize(text) for text in texts]
         pairs, few = minhash.candidate_pairs(tokens, threshold=cfg.rouge_lsh_threshold,
-                                             num_perm=cfg.rouge_lsh_num_perm, max_df=cfg.rouge_lsh_max_df)
+                                             num_perm=cfg.rouge_lsh_num_perm, max_df=cfg.rouge_lsh_max_df,
+                                             max_count=cfg.rouge_lsh_max_count)
         _, dropped = greedy_dedup_among(tokens, cfg.rouge_threshold, pairs, exhaustive=few)
         extra.update(candidate_pairs=int(len(pairs)), pool_searched=int(few.sum()))
     else:

@@ -132,7 +132,8 @@ def test_lsh_candidates_find_the_exact_pairs_on_english_and_chinese():
 
 
 def test_chinese_shingles_are_character_bigrams():
-    assert sorted(minhash._grams(tokenize("写一首诗 about the sea"))) == ["about", "sea", "the", "一首", "写一", "首诗"]
+    assert sorted(minhash._grams(tokenize("写一首诗 about the sea"))) == [
+        "about", "about the", "sea", "the", "the sea", "一首", "一首诗", "写一", "写一首", "诗 about", "首诗"]
     a, b = "写一首关于大海和月亮的现代诗歌", "写一首关于大海和月光的现代诗歌"
     assert rouge_l(a, b) >= 0.7
     sketch = minhash.Sketch([tokenize(a), tokenize(b), tokenize("解释光合作用的基本原理和过程")], max_df=1.0)
