@@ -58,6 +58,7 @@ log = logging.getLogger("datagen.filter")
 STAGES = ("heuristics", "exact_dedup", "rouge_dedup", "embed_dedup", "judge")
 KEEP_POLICIES = ("first", "longest_output", "heuristic_score")
 ROUGE_METHODS = ("auto", "exact", "lsh")
+ENGINES = ("local", "ray")  # filter.engine
 CURATED, REJECTS, STATS = "curated.jsonl", "rejects.jsonl", "filter_stats.json"
 
 
@@ -120,6 +121,10 @@ class FilterConfig:
     relevance_min_cosine: float = 0.1               # English: task-answer cosine (MiniLM) below this = unrelated
     relevance_min_chars_zh: int = 10                # Chinese: answers this long sharing no character with the task
                                                     # and its input are unrelated
+    # --- where the dedup stages run (datagen/filter/ray_engine.py); the kept set is the same either way
+    engine: str = "local"                           # local: this process; ray: exact, ROUGE-L and embedding dedup on
+                                                    # Ray Data (pip install 'datagen[ray]')
+    ray_address: str | None = None                  # ray://head:10001 or auto; None = the open session or a local Ray
 
     def __post_init__(self) -> None:
         inputs = (self.inputs,) if isinstance(self.inputs, (str, Path)) else self.inputs
@@ -181,6 +186,11 @@ class FilterConfig:
             raise ConfigError(f"filter.relevance must be true, false or unset, got {self.relevance!r}")
         _number("relevance_min_cosine", self.relevance_min_cosine, -1, 1)
         _number("relevance_min_chars_zh", self.relevance_min_chars_zh, 1, 1 << 20, integer=True)
+        if self.engine not in ENGINES:
+            raise ConfigError(f"filter.engine must be one of {list(ENGINES)}, got {self.engine!r}")
+        if self.ray_address is not None and (not isinstance(self.ray_address, str) or not self.ray_address):
+            raise ConfigError(f"filter.ray_address must be a Ray address (ray://head:10001) or unset, "
+                              f"got {self.ray_address!r}")
 
     def public_dict(self) -> dict[str, Any]:
         """The resolved config for ``filter_stats.json`` (no secrets live in it)."""
@@ -391,8 +401,14 @@ def _relevance(run: _Run, survivors: list[int]) -> dict[str, Any]:
 def _exact_dedup(run: _Run) -> None:
     started = time.perf_counter()
     groups: dict[str, list[int]] = defaultdict(list)
-    for i in run.alive:
-        groups[normalize_text(exact_text(run.examples[i]))].append(i)
+    if run.cfg.engine == "ray":
+        from datagen.filter import ray_engine
+
+        found = ray_engine.exact_groups([exact_text(run.examples[i]) for i in run.alive], run.cfg.ray_address)
+        groups.update((str(k), [run.alive[x] for x in members]) for k, members in enumerate(found))
+    else:
+        for i in run.alive:
+            groups[normalize_text(exact_text(run.examples[i]))].append(i)
     for members in groups.values():
         keep, *rest = sorted(members, key=run.priority)
         for i in rest:
@@ -430,7 +446,13 @@ def _rouge_dedup(run: _Run) -> None:
     if method == "auto":
         method = "lsh" if len(units) > cfg.rouge_lsh_above else "exact"
     extra: dict[str, Any] = {}
-    if method == "lsh":
+    if cfg.engine == "ray":
+        from datagen.filter import ray_engine
+
+        dropped, extra = ray_engine.rouge_dedup(texts, cfg.rouge_threshold, method=method,
+                                                lsh_threshold=cfg.rouge_lsh_threshold, num_perm=cfg.rouge_lsh_num_perm,
+                                                max_df=cfg.rouge_lsh_max_df, address=cfg.ray_address)
+    elif method == "lsh":
         tokens = [tokenize(text) for text in texts]
         pairs, few = minhash.candidate_pairs(tokens, threshold=cfg.rouge_lsh_threshold,
                                              num_perm=cfg.rouge_lsh_num_perm, max_df=cfg.rouge_lsh_max_df)
@@ -448,11 +470,16 @@ def _embed_dedup(run: _Run) -> dict[str, Any]:
     cfg, started = run.cfg, time.perf_counter()
     units = run.units()
     texts = [similarity_text(run.examples[unit[0]]) for unit in units]
-    result = semantic.embed_dedup(
+    engine: dict[str, Any] = {}
+    if cfg.engine == "ray":
+        from datagen.filter import ray_engine
+
+        engine = {"address": cfg.ray_address}
+    result = (ray_engine.embed_dedup if engine else semantic.embed_dedup)(
         texts, priority=list(range(len(units))), threshold=cfg.embed_threshold, grouping=cfg.embed_grouping,
         max_unknown=cfg.embed_max_unknown,
         model=cfg.embed_model, device=cfg.embed_device, batch_size=cfg.embed_batch_size,
-        ivf_above=cfg.embed_ivf_above, nprobe=cfg.embed_nprobe, min_recall=cfg.embed_min_recall)
+        ivf_above=cfg.embed_ivf_above, nprobe=cfg.embed_nprobe, min_recall=cfg.embed_min_recall, **engine)
     _drop_units(run, "embed_dedup", "embedding_near_duplicate", units, result.dropped,
                 f"cosine >= {cfg.embed_threshold} in a group with a kept record" if cfg.embed_grouping == "connected"
                 else f"cosine >= {cfg.embed_threshold} against a kept record")
@@ -524,6 +551,10 @@ def _preflight(cfg: FilterConfig) -> None:
         raise ConfigError(f"--out {cfg.out}: exists and is not a folder")
     if cfg.embed_dedup and cfg.embed_model is None:
         semantic.default_model_path()
+    if cfg.engine == "ray":
+        from datagen.filter import ray_engine
+
+        ray_engine.require()
     if cfg.judge:
         from datagen.llm.client import resolve_base_urls
         from datagen.prompts import get_template
