@@ -84,7 +84,6 @@ def _partitions(n: int) -> int:
 def _rows(ds: Any, *columns: str) -> dict[str, np.ndarray]:
     """The dataset's columns gathered on the driver (empty arrays for an empty result)."""
     import pyarrow as pa
-
     import ray
 
     tables = [t for t in ray.get(ds.to_arrow_refs()) if t.num_rows]
