@@ -78,14 +78,17 @@ def test_ray_engine_keeps_what_the_local_engine_keeps(tmp_path, local_ray):
 @pytest.mark.ray
 @needs_ray
 def test_ray_lsh_path_keeps_what_the_local_lsh_path_keeps(tmp_path, local_ray):
-    """MinHash signatures as a map and LSH buckets as a group-by, verified pairs, greedy per component."""
-    cheap = {"embed_dedup": False, "rouge_method": "lsh"}
+    """MinHash signatures as a map and LSH buckets as a group-by, verified pairs, greedy per component.
+    Without the heuristics "Hi." reaches the ROUGE-L stage: one shingle, too few for LSH, so it is searched
+    against every text (``pool_searched``), as the local LSH path does."""
+    cheap = {"embed_dedup": False, "rouge_method": "lsh", "heuristics": False}
     local_kept, local_rejects, _ = filtered(tmp_path / "local", **cheap)
     ray_kept, ray_rejects, stats = filtered(tmp_path / "ray", engine="ray", **cheap)
 
     assert (ray_kept, ray_rejects) == (local_kept, local_rejects)
     rouge = stats["stages"]["rouge_dedup"]
     assert rouge["method"] == "lsh" and rouge["candidate_pairs"] >= rouge["verified_pairs"] == 8
+    assert rouge["pool_searched"] == 1 and "en-17" in ray_kept
     assert sum(stage == "rouge_dedup" for stage, *_ in ray_rejects.values()) == 6
 
 
