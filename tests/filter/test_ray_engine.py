@@ -1,7 +1,7 @@
 """``filter.engine: ray`` keeps what ``engine: local`` keeps, against a local Ray instance the tests start.
 
 The fixture (``fixtures/ray_engine_dups.jsonl``) plants, in English and Chinese: exact duplicates (case, width
-and punctuation folded), ROUGE-L near-duplicates, embedding paraphrases (MiniLM cosine 0.91-0.95), one
+and punctuation folded; one group of three), ROUGE-L near-duplicates, embedding paraphrases (MiniLM cosine 0.91-0.95), one
 Self-Instruct task with two instances (one unit) and a near-copy of it, a record the heuristics drop, and two
 greedy chains (en-05 ~ en-06 ~ en-07, zh-01 ~ zh-03 ~ zh-04, first and last below 0.7): the last of each chain
 stays, because it only pairs with a dropped record. A connected-components shortcut would drop it; the
@@ -64,7 +64,7 @@ def test_ray_engine_keeps_what_the_local_engine_keeps(tmp_path, local_ray):
     # The fixture plants what it says, so the comparison covers every dedup stage in both languages.
     reasons = {rid: (stage, dup) for rid, (stage, _, dup, _, _) in local_rejects.items()}
     assert reasons == {
-        "en-02": ("exact_dedup", "en-01"), "zh-02": ("exact_dedup", "zh-01"), "zh-09": ("exact_dedup", "zh-08"),
+        "en-02": ("exact_dedup", "en-01"), "en-18": ("exact_dedup", "en-01"), "zh-02": ("exact_dedup", "zh-01"), "zh-09": ("exact_dedup", "zh-08"),
         "en-03": ("rouge_dedup", "en-01"), "en-06": ("rouge_dedup", "en-05"), "en-11": ("rouge_dedup", "en-10"),
         "en-14": ("rouge_dedup", "en-12"), "zh-03": ("rouge_dedup", "zh-01"), "zh-06": ("rouge_dedup", "zh-05"),
         "en-04": ("embed_dedup", "en-01"), "en-09": ("embed_dedup", "en-08"), "en-17": ("heuristics", None)}
