@@ -6,13 +6,13 @@ Run it:  pip install 'datagen[ray]'
 Only the insides of three stages move; reading, heuristics, the judge, rejects with reasons and the outputs are
 the pipeline's own code (``pipeline.py`` calls the three functions below instead of its local ones):
 
-- exact dedup: the normalised prompt's hash as a ``map_batches``, duplicate groups as a ``groupby``;
+- exact dedup: the normalised prompt's 128-bit hash as a ``map_batches``, duplicate groups as a ``groupby``;
 - ROUGE-L: tokens and MinHash signatures (``minhash.signatures``) as maps, LSH buckets as a ``groupby`` on
-  (band, band rows), candidate pairs verified with ``rouge.rouge_l`` as a map; texts LSH cannot place
+  each band's rows folded into an int64, candidate pairs verified with ``rouge.rouge_l`` as a map; texts LSH cannot place
   (``minhash.shingles``' ``few``) and, for ``rouge_method: exact``, every text, are searched with a broadcast
   ``rouge.RougePool`` per batch. The verified pairs (every pair at or above the threshold) split into connected
   components, and each component runs the project's greedy pass (``rouge.greedy_dedup_among``) in unit order,
-  one component per task. No pair crosses components, so this is the global greedy result: the same kept
+  components spread over tasks. No pair crosses components, so this is the global greedy result: the same kept
   set, duplicate_of and score as the local engine (``tests/filter/test_ray_engine.py``);
 - embeddings: the encoder as an actor pool (one GPU per actor where the cluster has GPUs, CPU otherwise);
   pair search (``semantic.similar_pairs``) and the keep rule (``semantic.keep_greedy`` / ``keep_one_per_group``)
