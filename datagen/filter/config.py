@@ -21,6 +21,7 @@ from datagen.llm.client import LLMConfig
 STAGES = ("heuristics", "exact_dedup", "rouge_dedup", "embed_dedup", "judge")
 KEEP_POLICIES = ("first", "longest_output", "heuristic_score")
 ROUGE_METHODS = ("auto", "exact", "lsh")
+ENGINES = ("local", "ray")  # filter.engine
 #: Every heuristic rule (``heuristics.py``) by the reason it writes, in the order they are checked: a record that
 #: breaks several is rejected for the first.
 RULES = (
@@ -93,6 +94,10 @@ class FilterConfig:
     relevance_min_cosine: float = 0.1               # English: task-answer cosine (MiniLM) below this = unrelated
     relevance_min_chars_zh: int = 10                # Chinese: answers this long sharing no character with the task
                                                     # and its input are unrelated
+    # --- where the dedup stages run (datagen/filter/ray_engine.py); the kept set is the same either way
+    engine: str = "local"                           # local: this process; ray: exact, ROUGE-L and embedding dedup on
+                                                    # Ray Data (pip install 'datagen[ray]')
+    ray_address: str | None = None                  # ray://head:10001 or auto; None = the open session or a local Ray
 
     def __post_init__(self) -> None:
         inputs = (self.inputs,) if isinstance(self.inputs, (str, Path)) else self.inputs
@@ -155,6 +160,11 @@ class FilterConfig:
             raise ConfigError(f"filter.relevance must be true, false or unset, got {self.relevance!r}")
         _number("relevance_min_cosine", self.relevance_min_cosine, -1, 1)
         _number("relevance_min_chars_zh", self.relevance_min_chars_zh, 1, 1 << 20, integer=True)
+        if self.engine not in ENGINES:
+            raise ConfigError(f"filter.engine must be one of {list(ENGINES)}, got {self.engine!r}")
+        if self.ray_address is not None and (not isinstance(self.ray_address, str) or not self.ray_address):
+            raise ConfigError(f"filter.ray_address must be a Ray address (ray://head:10001) or unset, "
+                              f"got {self.ray_address!r}")
 
     def public_dict(self) -> dict[str, Any]:
         """The resolved config for ``filter_stats.json`` (no secrets live in it)."""

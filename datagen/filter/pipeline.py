@@ -195,8 +195,14 @@ def _relevance(run: _Run, survivors: list[int]) -> dict[str, Any]:
 def _exact_dedup(run: _Run) -> None:
     started = time.perf_counter()
     groups: dict[str, list[int]] = defaultdict(list)
-    for i in run.alive:
-        groups[normalize_text(exact_text(run.examples[i]))].append(i)
+    if run.cfg.engine == "ray":
+        from datagen.filter import ray_engine
+
+        found = ray_engine.exact_groups([exact_text(run.examples[i]) for i in run.alive], run.cfg.ray_address)
+        groups.update((str(k), [run.alive[x] for x in members]) for k, members in enumerate(found))
+    else:
+        for i in run.alive:
+            groups[normalize_text(exact_text(run.examples[i]))].append(i)
     for members in groups.values():
         keep, *rest = sorted(members, key=run.priority)
         for i in rest:
@@ -234,7 +240,14 @@ def _rouge_dedup(run: _Run) -> None:
     if method == "auto":
         method = "lsh" if len(units) > cfg.rouge_lsh_above else "exact"
     extra: dict[str, Any] = {}
-    if method == "lsh":
+    if cfg.engine == "ray":
+        from datagen.filter import ray_engine
+
+        dropped, extra = ray_engine.rouge_dedup(texts, cfg.rouge_threshold, method=method,
+                                                lsh_threshold=cfg.rouge_lsh_threshold, num_perm=cfg.rouge_lsh_num_perm,
+                                                max_df=cfg.rouge_lsh_max_df, max_count=cfg.rouge_lsh_max_count,
+                                                address=cfg.ray_address)
+    elif method == "lsh":
         tokens = [tokenize(text) for text in texts]
         pairs, few = minhash.candidate_pairs(tokens, threshold=cfg.rouge_lsh_threshold,
                                              num_perm=cfg.rouge_lsh_num_perm, max_df=cfg.rouge_lsh_max_df,
@@ -253,11 +266,16 @@ def _embed_dedup(run: _Run) -> dict[str, Any]:
     cfg, started = run.cfg, time.perf_counter()
     units = run.units()
     texts = [similarity_text(run.examples[unit[0]]) for unit in units]
-    result = semantic.embed_dedup(
+    engine: dict[str, Any] = {}
+    if cfg.engine == "ray":
+        from datagen.filter import ray_engine
+
+        engine = {"address": cfg.ray_address}
+    result = (ray_engine.embed_dedup if engine else semantic.embed_dedup)(
         texts, priority=list(range(len(units))), threshold=cfg.embed_threshold, grouping=cfg.embed_grouping,
         max_unknown=cfg.embed_max_unknown,
         model=cfg.embed_model, device=cfg.embed_device, batch_size=cfg.embed_batch_size,
-        ivf_above=cfg.embed_ivf_above, nprobe=cfg.embed_nprobe, min_recall=cfg.embed_min_recall)
+        ivf_above=cfg.embed_ivf_above, nprobe=cfg.embed_nprobe, min_recall=cfg.embed_min_recall, **engine)
     _drop_units(run, "embed_dedup", "embedding_near_duplicate", units, result.dropped,
                 f"cosine >= {cfg.embed_threshold} in a group with a kept record" if cfg.embed_grouping == "connected"
                 else f"cosine >= {cfg.embed_threshold} against a kept record")
@@ -329,6 +347,10 @@ def _preflight(cfg: FilterConfig) -> None:
         raise ConfigError(f"--out {cfg.out}: exists and is not a folder")
     if cfg.embed_dedup and cfg.embed_model is None:
         semantic.default_model_path()
+    if cfg.engine == "ray":
+        from datagen.filter import ray_engine
+
+        ray_engine.require()
     if cfg.judge:
         from datagen.llm.client import resolve_base_urls
         from datagen.prompts import get_template
