@@ -8,10 +8,11 @@ is back: the first Ctrl-C raises ``KeyboardInterrupt`` at the next Python byteco
 their callers, so that is within a second or so), the CLI turns it into exit status 130, and nothing written at
 the end of the stage is written.
 
-Acting on the Ctrl-C is the quick part (measured 0.03 s into the encoder stage). What used to take seconds came
-after it: the interpreter's exit, which clears every module and runs full garbage collections over the ~580K
-objects torch, transformers and sentence-transformers create at import (2.6-3.7 s under load, up to 13 s; issue
-24's "did not stop within 3 s"). ``skip_exit_collection()`` freezes them first, so the exit takes ~0.3 s.
+Acting on the Ctrl-C is the quick part (measured in the encoder stage: 0.01-0.2 s, once 1.0 s at load 5). What
+used to take seconds came after it: the interpreter's exit, which clears every module and runs full garbage
+collections over the ~580K objects torch, transformers and sentence-transformers create at import (2.6-3.7 s
+at load 7, up to 13 s; issue 24's "did not stop within 3 s"). ``skip_exit_collection()`` freezes them first:
+0.2-0.9 s from the signal to the exit at load 2.5-5.
 
     >>> import signal
     >>> with interruptible():
