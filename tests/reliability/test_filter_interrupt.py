@@ -3,7 +3,8 @@
 The synchronous stages run inside ``asyncio.run``, whose SIGINT handler only cancels the main task, and a
 cancel never lands in code that does not await: one Ctrl-C used to be swallowed and the run wrote every output.
 Each case starts ``datagen filter`` on a set big enough that the stage takes seconds, waits for the stage's
-"started" log line, sends one SIGINT, and checks: exit within 3 s with status 130, the stage had not finished
+"started" log line (the embedding stage: its "embedding N texts" line, after the encoder has loaded), sends one
+SIGINT, and checks: exit within 3 s with status 130, the stage had not finished
 (no "kept" line for it), no final output (curated, rejects, stats) in OUT, and a re-run writes the same curated
 set as an uninterrupted in-process run.
 """
