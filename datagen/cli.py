@@ -890,6 +890,10 @@ def main() -> None:
         click.echo(f"internal error: {type(exc).__name__}: {redact_text(str(exc))} (set DATAGEN_DEBUG=1 for a traceback)",
                    err=True)
         sys.exit(1)
+    finally:  # the exit's collector passes took seconds with torch loaded (issue 24: Ctrl-C within 3 s)
+        from datagen.interrupt import skip_exit_collection
+
+        skip_exit_collection()
 
 
 @cli.command("classify")

