@@ -30,7 +30,7 @@ BENCHES: dict[str, tuple[str, list[str], list[str], str]] = {
                                      "--sizes", "1000", "--queries", "20"],
               "ROUGE-L pool filter: ours vs rouge_score (single process and alpaca's Pool), 5,000 candidates"),
     "filter": ("bench_filter.py", [], ["--sizes", "300,600", "--encoder-sample", "0"],
-               "The filter at size: 10K, 100K, 300K records with planted duplicates (en+zh), per stage, slopes"),
+               "The filter at size: 10K, 100K, 300K, 1M records with planted duplicates (en+zh), per stage, slopes"),
     "client": ("bench_client.py", [], ["--requests", "200", "--repeats", "1", "--sequential-requests", "10",
                                        "--skip-distilabel"],
                "LLM client saturation at concurrency 64 against a fixed 100 ms endpoint"),
