@@ -41,7 +41,7 @@ from datagen.embed import DEFAULT_MODEL, encode, load_encoder
 from datagen.errors import ConfigError
 from datagen.filter import minhash, semantic
 from datagen.rouge import RougePool, greedy_dedup_among, rouge_l, tokenize
-from datagen.textrules import normalize_text
+from datagen.text import normalize_text
 
 log = logging.getLogger("datagen.filter")
 
@@ -142,7 +142,7 @@ def _groups(ds: Any, n: int) -> list[np.ndarray]:
 
 def exact_groups(texts: Sequence[str], address: str | None = None) -> list[list[int]]:
     """Groups (ascending indices, two or more each) of ``texts`` with the same normalised text
-    (``textrules.normalize_text``, compared by its 128-bit hash); texts alone in their group are left out."""
+    (``text.normalize_text``, compared by its 128-bit hash); texts alone in their group are left out."""
     if len(texts) < 2:
         return []
     connect(address)
