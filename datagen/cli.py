@@ -249,6 +249,19 @@ def sampling_options(config: str) -> Any:
     return decorate
 
 
+def run_llm_stage(generate: Any, config: str, given: dict[str, Any], **fixed: Any) -> dict[str, Any]:
+    """Run ``generate(cfg)`` on the ``config`` dataclass the options built, with the endpoint of ``llm_options``
+    (``--base-url embedded`` started for the command and stopped after); returns its stats."""
+    from datagen.llm.endpoint import endpoint
+
+    with endpoint(llm_config(**given)) as llm_cfg:
+        return asyncio.run(generate(configure(config, given, llm=llm_cfg, **fixed)))
+
+
+def _calls(stats: dict[str, Any]) -> str:
+    return f"{stats['llm']['succeeded']} calls, {stats['llm']['cached']} from cache"
+
+
 # ---------------------------------------------------------------------------------------------- commands
 
 
@@ -309,12 +322,10 @@ def respond_cmd(inputs, out, **given):
     Example:  datagen respond --in curated.jsonl --out answers/ --base-url http://127.0.0.1:8000/v1
     """
     from datagen.generate.respond import respond
-    from datagen.llm.endpoint import endpoint
 
-    with endpoint(llm_config(**given)) as llm_cfg:
-        stats = asyncio.run(respond(configure("RespondConfig", given, inputs=inputs, out=out, llm=llm_cfg)))
+    stats = run_llm_stage(respond, "RespondConfig", given, inputs=inputs, out=out)
     click.echo(f"wrote {stats['kept']} responses to {out / 'responses.jsonl'}, {stats['rejected']} rejected "
-               f"({stats['llm']['succeeded']} calls, {stats['llm']['cached']} from cache)")
+               f"({_calls(stats)})")
 
 
 # ---- generator commands: self-instruct ----
@@ -347,16 +358,12 @@ def self_instruct_cmd(seeds, out, **given):
     Example:  datagen self-instruct --seeds seeds/seed_tasks.jsonl --num-instructions 30 \\
                   --out outputs/si --base-url embedded
     """
-    from datagen.generate import self_instruct
-    from datagen.llm.endpoint import endpoint
+    from datagen.generate.self_instruct import generate
 
-    with endpoint(llm_config(**given)) as llm_cfg:
-        stats = asyncio.run(self_instruct.generate(configure("SelfInstructConfig", given, seeds=seeds, out=out,
-                                                             llm=llm_cfg)))
+    stats = run_llm_stage(generate, "SelfInstructConfig", given, seeds=seeds, out=out)
     agreement = stats.get("classifier_agreement")
     click.echo(f"wrote {stats['kept']} records from {stats['machine_instructions']} new instructions to "
-               f"{out / 'records.jsonl'}; {stats['rejected']} rejected ({stats['llm']['succeeded']} calls, "
-               f"{stats['llm']['cached']} from cache)" +
+               f"{out / 'records.jsonl'}; {stats['rejected']} rejected ({_calls(stats)})" +
                (f"; classifier agrees with {agreement['agree']}/{agreement['evaluated']} labelled seeds "
                 "(leave-one-out)" if agreement else ""))
 
@@ -391,12 +398,10 @@ def self_instruct_multiturn_cmd(seeds, out, **given):
                   --out outputs/mt --base-url embedded
     """
     from datagen.generate.multiturn import generate
-    from datagen.llm.endpoint import endpoint
 
-    with endpoint(llm_config(**given)) as llm_cfg:
-        stats = asyncio.run(generate(configure("MultiTurnConfig", given, seeds=seeds, out=out, llm=llm_cfg)))
+    stats = run_llm_stage(generate, "MultiTurnConfig", given, seeds=seeds, out=out)
     click.echo(f"wrote {stats['kept']} conversations (user turns: {stats['turns']}) to {out / 'records.jsonl'}; "
-               f"{stats['rejected']} rejected ({stats['llm']['succeeded']} calls, {stats['llm']['cached']} from cache)")
+               f"{stats['rejected']} rejected ({_calls(stats)})")
 
 # ---- generator commands: self-qa ----
 
@@ -431,12 +436,10 @@ def self_qa_cmd(docs, out, **given):
                 --max-chunks 18 --temperature 0.3 --max-tokens 160
     """
     from datagen.generate.self_qa import generate
-    from datagen.llm.endpoint import endpoint
 
-    with endpoint(llm_config(**given)) as llm_cfg:
-        stats = asyncio.run(generate(configure("SelfQAConfig", given, docs=docs, out=out, llm=llm_cfg)))
+    stats = run_llm_stage(generate, "SelfQAConfig", given, docs=docs, out=out)
     click.echo(f"wrote {stats['kept']} records from {stats['documents']} documents to {out / 'records.jsonl'}, "
-               f"{stats['rejected']} rejected ({stats['llm']['succeeded']} calls, {stats['llm']['cached']} from cache)")
+               f"{stats['rejected']} rejected ({_calls(stats)})")
 
 # ---- generator commands: self-kg ----
 

@@ -44,7 +44,8 @@ from pathlib import Path
 from typing import Any
 
 from datagen.checkpoint import count_reasons, make_reject, write_outputs
-from datagen.errors import ConfigError, RecordError
+from datagen.config import check_fields
+from datagen.errors import RecordError
 from datagen.formats import example_from_obj
 from datagen.generate.bootstrap import Bootstrap, check_config
 from datagen.llm.client import LLMClient, LLMConfig, SamplingParams, map_bounded
@@ -106,14 +107,12 @@ class MultiTurnConfig:
         object.__setattr__(self, "followup_kinds", tuple(self.followup_kinds))  # a YAML list is fine too
         check_config(self, "multiturn", ("num_conversations", "min_context_overlap", "context_chars"),
                      ("repeat_threshold",))
-        if self.min_turns < MIN_USER_TURNS:
-            raise ConfigError(f"multiturn.min_turns must be ≥ {MIN_USER_TURNS} (a multi-turn conversation), "
-                              f"got {self.min_turns}")
-        if self.max_turns < self.min_turns:
-            raise ConfigError(f"multiturn.max_turns must be ≥ min_turns ({self.min_turns}), got {self.max_turns}")
-        if not self.followup_kinds or set(self.followup_kinds) - set(FOLLOWUP_KINDS):
-            raise ConfigError(f"multiturn.followup_kinds must be a non-empty subset of {list(FOLLOWUP_KINDS)}, "
-                              f"got {list(self.followup_kinds)}")
+        check_fields(self, "multiturn.", [
+            ("min_turns", self.min_turns >= MIN_USER_TURNS, f"≥ {MIN_USER_TURNS} (a multi-turn conversation)"),
+            ("max_turns", self.max_turns >= self.min_turns, f"≥ min_turns ({self.min_turns})"),
+            ("followup_kinds", self.followup_kinds and not set(self.followup_kinds) - set(FOLLOWUP_KINDS),
+             f"a non-empty subset of {list(FOLLOWUP_KINDS)}"),
+        ])
 
     @property
     def rounds_limit(self) -> int:

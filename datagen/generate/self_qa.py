@@ -35,6 +35,7 @@ from pathlib import Path
 from typing import Any
 
 from datagen.checkpoint import make_reject, write_outputs
+from datagen.config import check_fields
 from datagen.errors import ConfigError
 from datagen.generate.documents import Chunk, Document, chunk_document, load_documents
 from datagen.llm.client import LLMClient, LLMConfig, SamplingParams
@@ -71,24 +72,17 @@ class SelfQAConfig:
         if not str(self.docs).strip():
             raise ConfigError("self_qa.docs must name a folder, file or glob")
         object.__setattr__(self, "out", Path(self.out))
-        if not 1 <= self.questions_per_chunk <= 20:
-            raise ConfigError(f"self_qa.questions_per_chunk must be in [1, 20], got {self.questions_per_chunk}")
-        if self.chunk_tokens < 16:
-            raise ConfigError(f"self_qa.chunk_tokens must be ≥ 16, got {self.chunk_tokens}")
-        if not 0 <= self.chunk_overlap < self.chunk_tokens:
-            raise ConfigError(f"self_qa.chunk_overlap must be in [0, chunk_tokens={self.chunk_tokens}), "
-                              f"got {self.chunk_overlap}")
-        if self.lang not in ("auto", *LANGS):
-            raise ConfigError(f"self_qa.lang must be one of auto, {', '.join(LANGS)}; got {self.lang!r}")
-        if self.max_chunks is not None and self.max_chunks < 1:
-            raise ConfigError(f"self_qa.max_chunks must be ≥ 1 or unset, got {self.max_chunks}")
-        for name in ("min_support", "min_question_support"):
-            if not 0 <= getattr(self, name) <= 1:
-                raise ConfigError(f"self_qa.{name} must be in [0, 1], got {getattr(self, name)}")
-        if not self.text_field:
-            raise ConfigError("self_qa.text_field must not be empty")
-        if self.questions_max_tokens is not None and self.questions_max_tokens < 8:
-            raise ConfigError(f"self_qa.questions_max_tokens must be ≥ 8 or unset, got {self.questions_max_tokens}")
+        check_fields(self, "self_qa.", [
+            ("questions_per_chunk", 1 <= self.questions_per_chunk <= 20, "in [1, 20]"),
+            ("chunk_tokens", self.chunk_tokens >= 16, "≥ 16"),
+            ("chunk_overlap", 0 <= self.chunk_overlap < self.chunk_tokens, f"in [0, chunk_tokens={self.chunk_tokens})"),
+            ("lang", self.lang in ("auto", *LANGS), f"one of auto, {', '.join(LANGS)}"),
+            ("max_chunks", self.max_chunks is None or self.max_chunks >= 1, "≥ 1 or unset"),
+            *((name, 0 <= getattr(self, name) <= 1, "in [0, 1]") for name in ("min_support", "min_question_support")),
+            ("text_field", bool(self.text_field), "non-empty"),
+            ("questions_max_tokens", self.questions_max_tokens is None or self.questions_max_tokens >= 8,
+             "≥ 8 or unset"),
+        ])
 
     @property
     def question_sampling(self) -> SamplingParams:
