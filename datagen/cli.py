@@ -249,13 +249,18 @@ def sampling_options(config: str) -> Any:
     return decorate
 
 
-def run_llm_stage(generate: Any, config: str, given: dict[str, Any], **fixed: Any) -> dict[str, Any]:
-    """Run ``generate(cfg)`` on the ``config`` dataclass the options built, with the endpoint of ``llm_options``
-    (``--base-url embedded`` started for the command and stopped after); returns its stats."""
+def run_llm_stage(generate: Any, config: str, given: dict[str, Any], uses_llm: Any = lambda cfg: True,
+                  **fixed: Any) -> dict[str, Any]:
+    """Run ``generate(cfg)`` on the ``config`` dataclass the options built; when ``uses_llm(cfg)``, with the
+    endpoint of ``llm_options`` (``--base-url embedded`` started for the command and stopped after)."""
+    import contextlib
+    import dataclasses
+
     from datagen.llm.endpoint import endpoint
 
-    with endpoint(llm_config(**given)) as llm_cfg:
-        return asyncio.run(generate(configure(config, given, llm=llm_cfg, **fixed)))
+    cfg = configure(config, given, **fixed)
+    with endpoint(llm_config(**given)) if uses_llm(cfg) else contextlib.nullcontext(None) as llm_cfg:
+        return asyncio.run(generate(dataclasses.replace(cfg, llm=llm_cfg) if llm_cfg else cfg))
 
 
 def _calls(stats: dict[str, Any]) -> str:
@@ -475,16 +480,10 @@ def self_kg_cmd(graph, out, **given):
               datagen self-kg --graph seeds/kg/plants.tsv --labels seeds/kg/labels.zh.tsv --lang zh \\
                   --num 20 --mode llm --base-url embedded --out gen/kg-zh
     """
-    import contextlib
-    import dataclasses
-
     from datagen.generate.self_kg import generate
-    from datagen.llm.endpoint import endpoint
 
-    cfg = configure("SelfKGConfig", given, graph=graph, out=out,
-                    **({"seed": given["seed"]} if given["seed"] is not None else {}))  # --seed: graph sampling too
-    with endpoint(llm_config(**given)) if cfg.mode == "llm" else contextlib.nullcontext(None) as llm_cfg:
-        stats = asyncio.run(generate(dataclasses.replace(cfg, llm=llm_cfg) if llm_cfg else cfg))
+    seed = {"seed": given["seed"]} if given["seed"] is not None else {}  # --seed: graph sampling too
+    stats = run_llm_stage(generate, "SelfKGConfig", given, lambda cfg: cfg.mode == "llm", graph=graph, out=out, **seed)
     coverage = stats["coverage"]
     click.echo(f"wrote {stats['kept']} records to {out / 'records.jsonl'}, {stats['rejected']} rejected; "
                f"covered {coverage['entities']['share']:.0%} of entities, {coverage['relations']['share']:.0%} "
@@ -919,16 +918,10 @@ def classify_cmd(inputs, out, neighbours, **given):
     Example:  datagen classify tasks.jsonl --out tasks.classified.jsonl --base-url embedded
               datagen classify tasks.jsonl --out tasks.classified.jsonl --no-model-vote
     """
-    import contextlib
-    import dataclasses
+    from datagen.generate.classify import classify_file
 
-    from datagen.generate import classify
-    from datagen.llm.endpoint import endpoint
-
-    cfg = configure("ClassifyConfig", given, inputs=inputs, out=out,
-                    **({"neighbours": neighbours} if neighbours else {}))
-    with (endpoint(llm_config(**given)) if cfg.model_vote else contextlib.nullcontext(None)) as llm_cfg:
-        stats = asyncio.run(classify.classify_file(dataclasses.replace(cfg, llm=llm_cfg)))
+    stats = run_llm_stage(classify_file, "ClassifyConfig", given, lambda cfg: cfg.model_vote, inputs=inputs, out=out,
+                          **({"neighbours": neighbours} if neighbours else {}))
     agreement = stats["agreement"]
     summary = (f"; agreement with the input's labels {agreement['accuracy']:.1%}, recall on classification "
                f"{agreement['recall'] or 0:.1%} ({agreement['evaluated']} labelled)") if agreement else ""

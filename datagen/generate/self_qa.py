@@ -75,7 +75,8 @@ class SelfQAConfig:
         check_fields(self, "self_qa.", [
             ("questions_per_chunk", 1 <= self.questions_per_chunk <= 20, "in [1, 20]"),
             ("chunk_tokens", self.chunk_tokens >= 16, "≥ 16"),
-            ("chunk_overlap", 0 <= self.chunk_overlap < self.chunk_tokens, f"in [0, chunk_tokens={self.chunk_tokens})"),
+            ("chunk_overlap", 0 <= self.chunk_overlap < self.chunk_tokens,
+             f"in [0, chunk_tokens={self.chunk_tokens})"),
             ("lang", self.lang in ("auto", *LANGS), f"one of auto, {', '.join(LANGS)}"),
             ("max_chunks", self.max_chunks is None or self.max_chunks >= 1, "≥ 1 or unset"),
             *((name, 0 <= getattr(self, name) <= 1, "in [0, 1]") for name in ("min_support", "min_question_support")),

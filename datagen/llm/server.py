@@ -893,16 +893,20 @@ def _base_url(sock: socket.socket) -> str:
     return f"http://{f'[{host}]' if ':' in host else host}:{port}/v1"
 
 
-def run_server(cfg: ServeConfig, url_file: Path | None = None) -> None:
-    """Serve until SIGINT/SIGTERM (blocking; ``datagen serve``). Prints the URL and writes ``url_file`` when ready."""
+def _uvicorn(app: Starlette, cfg: ServeConfig, **settings: Any) -> Any:
+    """A uvicorn server for ``app`` with the slow-client deadline and a 5 s keep-alive."""
     import uvicorn
 
+    return uvicorn.Server(uvicorn.Config(app, http=_protocol(cfg.client_timeout), timeout_keep_alive=5, **settings))
+
+
+def run_server(cfg: ServeConfig, url_file: Path | None = None) -> None:
+    """Serve until SIGINT/SIGTERM (blocking; ``datagen serve``). Prints the URL and writes ``url_file`` when ready."""
     sock = _bind(cfg.host, cfg.port)
     url = _base_url(sock)
     app = create_app(cfg)
     engine: _Engine = app.state.engine
-    server = uvicorn.Server(uvicorn.Config(app, log_level="info", access_log=False, timeout_graceful_shutdown=5,
-                                           http=_protocol(cfg.client_timeout), timeout_keep_alive=5))
+    server = _uvicorn(app, cfg, log_level="info", access_log=False, timeout_graceful_shutdown=5)
     print(f"datagen serve: loading {cfg.model_id}; listening on {url}", flush=True)
 
     def ready() -> None:
@@ -961,14 +965,11 @@ def serve_in_thread(
     ``wait=False`` yields as soon as the socket listens, before the model has loaded (for 503 tests).
     Errors of the server thread — a failed load, an exception in generation — are raised here.
     """
-    import uvicorn
-
     sock = _bind(cfg.host, cfg.port)
     url = _base_url(sock)
     app = create_app(cfg, loader)
     engine: _Engine = app.state.engine
-    server = uvicorn.Server(uvicorn.Config(app, log_level="warning", log_config=None, timeout_graceful_shutdown=2,
-                                           http=_protocol(cfg.client_timeout), timeout_keep_alive=5))
+    server = _uvicorn(app, cfg, log_level="warning", log_config=None, timeout_graceful_shutdown=2)
     crashed: list[BaseException] = []
 
     def run() -> None:
