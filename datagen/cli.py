@@ -249,6 +249,24 @@ def sampling_options(config: str) -> Any:
     return decorate
 
 
+def run_llm_stage(generate: Any, config: str, given: dict[str, Any], uses_llm: Any = lambda cfg: True,
+                  **fixed: Any) -> dict[str, Any]:
+    """Run ``generate(cfg)`` on the ``config`` dataclass the options built; when ``uses_llm(cfg)``, with the
+    endpoint of ``llm_options`` (``--base-url embedded`` started for the command and stopped after)."""
+    import contextlib
+    import dataclasses
+
+    from datagen.llm.endpoint import endpoint
+
+    cfg = configure(config, given, **fixed)
+    with endpoint(llm_config(**given)) if uses_llm(cfg) else contextlib.nullcontext(None) as llm_cfg:
+        return asyncio.run(generate(dataclasses.replace(cfg, llm=llm_cfg) if llm_cfg else cfg))
+
+
+def _calls(stats: dict[str, Any]) -> str:
+    return f"{stats['llm']['succeeded']} calls, {stats['llm']['cached']} from cache"
+
+
 # ---------------------------------------------------------------------------------------------- commands
 
 
@@ -309,12 +327,10 @@ def respond_cmd(inputs, out, **given):
     Example:  datagen respond --in curated.jsonl --out answers/ --base-url http://127.0.0.1:8000/v1
     """
     from datagen.generate.respond import respond
-    from datagen.llm.endpoint import endpoint
 
-    with endpoint(llm_config(**given)) as llm_cfg:
-        stats = asyncio.run(respond(configure("RespondConfig", given, inputs=inputs, out=out, llm=llm_cfg)))
+    stats = run_llm_stage(respond, "RespondConfig", given, inputs=inputs, out=out)
     click.echo(f"wrote {stats['kept']} responses to {out / 'responses.jsonl'}, {stats['rejected']} rejected "
-               f"({stats['llm']['succeeded']} calls, {stats['llm']['cached']} from cache)")
+               f"({_calls(stats)})")
 
 
 # ---- generator commands: self-instruct ----
@@ -347,16 +363,12 @@ def self_instruct_cmd(seeds, out, **given):
     Example:  datagen self-instruct --seeds seeds/seed_tasks.jsonl --num-instructions 30 \\
                   --out outputs/si --base-url embedded
     """
-    from datagen.generate import self_instruct
-    from datagen.llm.endpoint import endpoint
+    from datagen.generate.self_instruct import generate
 
-    with endpoint(llm_config(**given)) as llm_cfg:
-        stats = asyncio.run(self_instruct.generate(configure("SelfInstructConfig", given, seeds=seeds, out=out,
-                                                             llm=llm_cfg)))
+    stats = run_llm_stage(generate, "SelfInstructConfig", given, seeds=seeds, out=out)
     agreement = stats.get("classifier_agreement")
     click.echo(f"wrote {stats['kept']} records from {stats['machine_instructions']} new instructions to "
-               f"{out / 'records.jsonl'}; {stats['rejected']} rejected ({stats['llm']['succeeded']} calls, "
-               f"{stats['llm']['cached']} from cache)" +
+               f"{out / 'records.jsonl'}; {stats['rejected']} rejected ({_calls(stats)})" +
                (f"; classifier agrees with {agreement['agree']}/{agreement['evaluated']} labelled seeds "
                 "(leave-one-out)" if agreement else ""))
 
@@ -391,12 +403,10 @@ def self_instruct_multiturn_cmd(seeds, out, **given):
                   --out outputs/mt --base-url embedded
     """
     from datagen.generate.multiturn import generate
-    from datagen.llm.endpoint import endpoint
 
-    with endpoint(llm_config(**given)) as llm_cfg:
-        stats = asyncio.run(generate(configure("MultiTurnConfig", given, seeds=seeds, out=out, llm=llm_cfg)))
+    stats = run_llm_stage(generate, "MultiTurnConfig", given, seeds=seeds, out=out)
     click.echo(f"wrote {stats['kept']} conversations (user turns: {stats['turns']}) to {out / 'records.jsonl'}; "
-               f"{stats['rejected']} rejected ({stats['llm']['succeeded']} calls, {stats['llm']['cached']} from cache)")
+               f"{stats['rejected']} rejected ({_calls(stats)})")
 
 # ---- generator commands: self-qa ----
 
@@ -431,12 +441,10 @@ def self_qa_cmd(docs, out, **given):
                 --max-chunks 18 --temperature 0.3 --max-tokens 160
     """
     from datagen.generate.self_qa import generate
-    from datagen.llm.endpoint import endpoint
 
-    with endpoint(llm_config(**given)) as llm_cfg:
-        stats = asyncio.run(generate(configure("SelfQAConfig", given, docs=docs, out=out, llm=llm_cfg)))
+    stats = run_llm_stage(generate, "SelfQAConfig", given, docs=docs, out=out)
     click.echo(f"wrote {stats['kept']} records from {stats['documents']} documents to {out / 'records.jsonl'}, "
-               f"{stats['rejected']} rejected ({stats['llm']['succeeded']} calls, {stats['llm']['cached']} from cache)")
+               f"{stats['rejected']} rejected ({_calls(stats)})")
 
 # ---- generator commands: self-kg ----
 
@@ -472,16 +480,10 @@ def self_kg_cmd(graph, out, **given):
               datagen self-kg --graph seeds/kg/plants.tsv --labels seeds/kg/labels.zh.tsv --lang zh \\
                   --num 20 --mode llm --base-url embedded --out gen/kg-zh
     """
-    import contextlib
-    import dataclasses
-
     from datagen.generate.self_kg import generate
-    from datagen.llm.endpoint import endpoint
 
-    cfg = configure("SelfKGConfig", given, graph=graph, out=out,
-                    **({"seed": given["seed"]} if given["seed"] is not None else {}))  # --seed: graph sampling too
-    with endpoint(llm_config(**given)) if cfg.mode == "llm" else contextlib.nullcontext(None) as llm_cfg:
-        stats = asyncio.run(generate(dataclasses.replace(cfg, llm=llm_cfg) if llm_cfg else cfg))
+    seed = {"seed": given["seed"]} if given["seed"] is not None else {}  # --seed: graph sampling too
+    stats = run_llm_stage(generate, "SelfKGConfig", given, lambda cfg: cfg.mode == "llm", graph=graph, out=out, **seed)
     coverage = stats["coverage"]
     click.echo(f"wrote {stats['kept']} records to {out / 'records.jsonl'}, {stats['rejected']} rejected; "
                f"covered {coverage['entities']['share']:.0%} of entities, {coverage['relations']['share']:.0%} "
@@ -916,16 +918,10 @@ def classify_cmd(inputs, out, neighbours, **given):
     Example:  datagen classify tasks.jsonl --out tasks.classified.jsonl --base-url embedded
               datagen classify tasks.jsonl --out tasks.classified.jsonl --no-model-vote
     """
-    import contextlib
-    import dataclasses
+    from datagen.generate.classify import classify_file
 
-    from datagen.generate import classify
-    from datagen.llm.endpoint import endpoint
-
-    cfg = configure("ClassifyConfig", given, inputs=inputs, out=out,
-                    **({"neighbours": neighbours} if neighbours else {}))
-    with (endpoint(llm_config(**given)) if cfg.model_vote else contextlib.nullcontext(None)) as llm_cfg:
-        stats = asyncio.run(classify.classify_file(dataclasses.replace(cfg, llm=llm_cfg)))
+    stats = run_llm_stage(classify_file, "ClassifyConfig", given, lambda cfg: cfg.model_vote, inputs=inputs, out=out,
+                          **({"neighbours": neighbours} if neighbours else {}))
     agreement = stats["agreement"]
     summary = (f"; agreement with the input's labels {agreement['accuracy']:.1%}, recall on classification "
                f"{agreement['recall'] or 0:.1%} ({agreement['evaluated']} labelled)") if agreement else ""

@@ -129,6 +129,54 @@ STOP_WORDS = {
                     "下面以下什么怎么如何吗呢吧啊哪些个种条首篇段句话用要会能可到来去人大小多少好很最更"),
 }
 
+_CONTENT_PIECE = re.compile(r"[^\W\d_]+|\d+(?:[,.]\d+)*|\S")
+_CONTENT_LATIN = re.compile(r"\d+(?:[,.]\d+)*|[a-z]+(?:'[a-z]+)?")
+
+
+def content_words(text: str, keep_stop: bool = False, min_len: int = 2) -> list[str]:
+    """Content words of ``text``, in order: Latin words of ``min_len``+ letters (lowercased, crudely stemmed: plural
+    ``s`` dropped, cut to 6 letters) and numbers without thousands separators, minus stop words; CJK text as
+    character bigrams (a bigram of two function characters is left out; a lone character stays). ``keep_stop``
+    keeps every word: the vocabulary a text's content words are looked up in.
+
+    >>> content_words("The volcanoes erupted 1,200 times; 火山爆发了")
+    ['volcan', 'erupte', '1200', 'time', '火山', '山爆', '爆发', '发了']
+    """
+    words: list[str] = []
+    run: list[str] = []
+
+    def flush() -> None:
+        if len(run) == 1 and (keep_stop or run[0] not in STOP_WORDS["zh"]):
+            words.append(run[0])
+        for a, b in zip(run, run[1:]):
+            if keep_stop or not (a in STOP_WORDS["zh"] and b in STOP_WORDS["zh"]):
+                words.append(a + b)
+        run.clear()
+
+    for piece in _CONTENT_PIECE.findall(text.lower()):
+        if is_cjk(piece[0]):
+            for char in piece:
+                if is_cjk(char):
+                    run.append(char)
+                else:
+                    flush()
+            continue
+        flush()
+        for word in _CONTENT_LATIN.findall(piece):
+            if word[0].isdigit():
+                words.append(word.replace(",", ""))
+            elif keep_stop or (word not in STOP_WORDS["en"] and len(word) >= min_len):
+                words.append(_stem(word))
+    flush()
+    return words
+
+
+def _stem(word: str) -> str:
+    if len(word) > 3 and word.endswith("s") and not word.endswith("ss"):
+        word = word[:-1]
+    return word[:6]
+
+
 # ---------------------------------------------------------------------------------------------- phrase lists
 #: Self-Instruct's bare keyword list, plus the media the project names. Matched as bare words it drops
 #: "the plot of the novel" and "a video game", so it applies only where a user passes ``blacklist:`` words of

@@ -25,7 +25,7 @@ from collections.abc import Callable
 from typing import Any
 
 from datagen.checkpoint import make_reject
-from datagen.errors import ConfigError
+from datagen.config import check_fields
 from datagen.generate.parsing import parse_numbered_list
 from datagen.llm.client import LLMClient, SamplingParams
 from datagen.progress import progress
@@ -42,21 +42,15 @@ LENGTH_BOUNDS = {"en": (3, 150), "zh": (5, 300)}
 def check_config(cfg: Any, section: str, positive: tuple[str, ...], fractions: tuple[str, ...] = ()) -> None:
     """The checks both bootstrap configs share (``positive`` fields must be ≥ 1, ``fractions`` in (0, 1]);
     errors name ``section.field``."""
-    if cfg.lang not in LANGS:
-        raise ConfigError(f"{section}.lang must be one of {list(LANGS)}, got {cfg.lang!r}")
-    if cfg.style not in STYLES:
-        raise ConfigError(f"{section}.style must be one of {list(STYLES)}, got {cfg.style!r}")
-    for name in (*positive, "batch_size", "num_prompt_instructions"):
-        if getattr(cfg, name) < 1:
-            raise ConfigError(f"{section}.{name} must be ≥ 1, got {getattr(cfg, name)}")
-    if not 0 <= cfg.num_machine_in_prompt <= cfg.num_prompt_instructions:
-        raise ConfigError(f"{section}.num_machine_in_prompt must be between 0 and num_prompt_instructions, "
-                          f"got {cfg.num_machine_in_prompt}")
-    for name in ("rouge_threshold", *fractions):
-        if not 0 < getattr(cfg, name) <= 1:
-            raise ConfigError(f"{section}.{name} must be in (0, 1], got {getattr(cfg, name)}")
-    if cfg.max_rounds is not None and cfg.max_rounds < 1:
-        raise ConfigError(f"{section}.max_rounds must be ≥ 1, got {cfg.max_rounds}")
+    check_fields(cfg, f"{section}.", [
+        ("lang", cfg.lang in LANGS, f"one of {list(LANGS)}"),
+        ("style", cfg.style in STYLES, f"one of {list(STYLES)}"),
+        *((name, getattr(cfg, name) >= 1, "≥ 1") for name in (*positive, "batch_size", "num_prompt_instructions")),
+        ("num_machine_in_prompt", 0 <= cfg.num_machine_in_prompt <= cfg.num_prompt_instructions,
+         "between 0 and num_prompt_instructions"),
+        *((name, 0 < getattr(cfg, name) <= 1, "in (0, 1]") for name in ("rouge_threshold", *fractions)),
+        ("max_rounds", cfg.max_rounds is None or cfg.max_rounds >= 1, "≥ 1"),
+    ])
 
 
 def sample_prompt_tasks(rng: random.Random, seeds: list[dict], machine: list[dict], cfg: Any) -> list[dict]:

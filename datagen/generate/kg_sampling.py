@@ -169,9 +169,6 @@ class KGSampler:
 
     # ------------------------------------------------------------------------------------------ choosing
 
-    def _entity_priority(self, entity: str) -> int:
-        return self.entity_uses[entity]
-
     def _anchor_priority(self, pattern: str) -> Callable[[str], tuple[int, int]]:
         """Entities not yet centred on by this pattern first, then the least used overall."""
         return lambda entity: (self.anchor_uses[(pattern, entity)], self.entity_uses[entity])

@@ -44,7 +44,8 @@ from pathlib import Path
 from typing import Any
 
 from datagen.checkpoint import count_reasons, make_reject, write_outputs
-from datagen.errors import ConfigError, RecordError
+from datagen.config import check_fields
+from datagen.errors import RecordError
 from datagen.formats import example_from_obj
 from datagen.generate.bootstrap import Bootstrap, check_config
 from datagen.llm.client import LLMClient, LLMConfig, SamplingParams, map_bounded
@@ -53,7 +54,7 @@ from datagen.prompts import render, template_ref
 from datagen.records import Example, iter_json_lines, write_jsonl
 from datagen.rouge import rouge_l
 from datagen.step import Step, as_request, ask
-from datagen.text import AI_IDENTITY, HAN, LANGUAGE_WORDS, STOP_WORDS, detect_lang, find_phrase, find_refusal
+from datagen.text import AI_IDENTITY, LANGUAGE_WORDS, content_words, detect_lang, find_phrase, find_refusal
 
 STAGE = "self-instruct-multiturn"
 #: Follow-up kinds, as named in ``multiturn_followup.j2``: one is drawn per later user turn.
@@ -106,14 +107,12 @@ class MultiTurnConfig:
         object.__setattr__(self, "followup_kinds", tuple(self.followup_kinds))  # a YAML list is fine too
         check_config(self, "multiturn", ("num_conversations", "min_context_overlap", "context_chars"),
                      ("repeat_threshold",))
-        if self.min_turns < MIN_USER_TURNS:
-            raise ConfigError(f"multiturn.min_turns must be ≥ {MIN_USER_TURNS} (a multi-turn conversation), "
-                              f"got {self.min_turns}")
-        if self.max_turns < self.min_turns:
-            raise ConfigError(f"multiturn.max_turns must be ≥ min_turns ({self.min_turns}), got {self.max_turns}")
-        if not self.followup_kinds or set(self.followup_kinds) - set(FOLLOWUP_KINDS):
-            raise ConfigError(f"multiturn.followup_kinds must be a non-empty subset of {list(FOLLOWUP_KINDS)}, "
-                              f"got {list(self.followup_kinds)}")
+        check_fields(self, "multiturn.", [
+            ("min_turns", self.min_turns >= MIN_USER_TURNS, f"≥ {MIN_USER_TURNS} (a multi-turn conversation)"),
+            ("max_turns", self.max_turns >= self.min_turns, f"≥ min_turns ({self.min_turns})"),
+            ("followup_kinds", self.followup_kinds and not set(self.followup_kinds) - set(FOLLOWUP_KINDS),
+             f"a non-empty subset of {list(FOLLOWUP_KINDS)}"),
+        ])
 
     @property
     def rounds_limit(self) -> int:
@@ -205,7 +204,6 @@ def plan_conversation(cfg: MultiTurnConfig, index: int, opener: str) -> tuple[in
     return turns, [rng.choice(cfg.followup_kinds) for _ in range(turns - 1)]
 
 
-_WORD = re.compile(r"[a-z0-9]+")
 # Words by which a turn points back at the conversation: pronouns and demonstratives ("can you make *it*
 # shorter?"), continuation markers ("*what if* I …", "*and* at x = π?", "*more*") and the acknowledgements
 # follow-ups open with ("nice!", "oops"). Human follow-ups lean on these rather than repeat content words: of
@@ -216,25 +214,6 @@ _REFERENCES_EN = re.compile(
     r"what about|how about|instead|again|another|else|also|too|then|now|still|more|but|actually|yes|nice|good|"
     r"great|thanks|ok|okay|oops)\b", re.IGNORECASE)
 _REFERENCES_ZH = re.compile(r"[它这那还再也呢更]|刚才|上面|前面|如果|但是|可是|不过|好的|谢谢")
-
-
-def content_words(text: str) -> set[str]:
-    """Content words of ``text``: English words minus stopwords (crudely stemmed: plural s off, first 6
-    letters) and numbers; Chinese character bigrams that are not two function characters."""
-    words: set[str] = set()
-    lowered = text.lower()
-    for word in _WORD.findall(lowered):
-        if word.isdigit():
-            words.add(word)
-        elif len(word) > 2 and word not in STOP_WORDS["en"]:
-            if len(word) > 3 and word.endswith("s") and not word.endswith("ss"):
-                word = word[:-1]
-            words.add(word[:6])
-    for run in re.findall(f"[{HAN}]+", text):
-        for a, b in zip(run, run[1:]):
-            if not (a in STOP_WORDS["zh"] and b in STOP_WORDS["zh"]):
-                words.add(a + b)
-    return words
 
 
 def _mentions_language(texts: list[str]) -> bool:
@@ -326,8 +305,8 @@ def check_followup(text: str, finish_reason: str, messages: list[dict[str, str]]
             return "repeated_followup", {"earlier_turn": turn, "similar": earlier, "rougeL": round(score, 4)}
     if prompt and " ".join(text.split()) in " ".join(prompt.split()):
         return "copies_prompt", None
-    context = set().union(*(content_words(m["content"]) for m in messages if m["role"] != "system"))
-    shared = sorted(content_words(text) & context)
+    context = {w for m in messages if m["role"] != "system" for w in content_words(m["content"], min_len=3)}
+    shared = sorted(set(content_words(text, min_len=3)) & context)
     if len(shared) < min_context_overlap and not (_REFERENCES_EN.search(text) or _REFERENCES_ZH.search(text)):
         return "ignores_context", {"shared": shared}
     return None

@@ -36,8 +36,6 @@ from datagen.errors import RecordError
 
 #: rdflib's parser names, by our format name.
 SYNTAXES = {"nt": "nt", "turtle": "turtle", "rdfxml": "xml", "jsonld": "json-ld"}
-EXTENSIONS = {".nt": "nt", ".ttl": "turtle", ".turtle": "turtle", ".rdf": "rdfxml", ".owl": "rdfxml",
-              ".jsonld": "jsonld"}
 #: Label predicates, best first: a node's label in a language comes from the first of these that gives one.
 LABEL_PREDICATES = (
     "http://www.w3.org/2004/02/skos/core#prefLabel",

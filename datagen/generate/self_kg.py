@@ -40,6 +40,7 @@ from typing import Any
 import networkx as nx
 
 from datagen.checkpoint import make_reject, write_outputs
+from datagen.config import check_fields
 from datagen.errors import ConfigError, LLMError
 from datagen.generate.graph import DANGLING, all_labels, entity_label, load_graph, normalise_label, relation_label
 from datagen.generate.kg_sampling import PATTERNS, FactIndex, KGSampler, Sample
@@ -85,19 +86,15 @@ class SelfKGConfig:
             object.__setattr__(self, "labels", Path(self.labels))
         if isinstance(self.patterns, str):
             object.__setattr__(self, "patterns", tuple(p.strip() for p in self.patterns.split(",") if p.strip()))
-        if not isinstance(self.num, int) or self.num < 1:
-            raise ConfigError(f"self_kg.num must be an integer ≥ 1, got {self.num!r}")
-        if self.mode not in MODES:
-            raise ConfigError(f"self_kg.mode must be one of {', '.join(MODES)}, got {self.mode!r}")
-        if self.lang not in LANGS:
-            raise ConfigError(f"self_kg.lang must be one of {', '.join(LANGS)}, got {self.lang!r}")
-        if not self.patterns or set(self.patterns) - set(PATTERNS):
-            raise ConfigError(f"self_kg.patterns must be a non-empty subset of {', '.join(PATTERNS)}, "
-                              f"got {list(self.patterns)}")
-        if not isinstance(self.max_facts, int) or self.max_facts < 1:
-            raise ConfigError(f"self_kg.max_facts must be an integer ≥ 1, got {self.max_facts!r}")
-        if self.dangling not in DANGLING:
-            raise ConfigError(f"self_kg.dangling must be one of {', '.join(DANGLING)}, got {self.dangling!r}")
+        check_fields(self, "self_kg.", [
+            ("num", isinstance(self.num, int) and self.num >= 1, "an integer ≥ 1"),
+            ("mode", self.mode in MODES, f"one of {', '.join(MODES)}"),
+            ("lang", self.lang in LANGS, f"one of {', '.join(LANGS)}"),
+            ("patterns", self.patterns and not set(self.patterns) - set(PATTERNS),
+             f"a non-empty subset of {', '.join(PATTERNS)}"),
+            ("max_facts", isinstance(self.max_facts, int) and self.max_facts >= 1, "an integer ≥ 1"),
+            ("dangling", self.dangling in DANGLING, f"one of {', '.join(DANGLING)}"),
+        ])
         if not self.graph.is_file():
             raise ConfigError(f"self_kg.graph: no such file {self.graph}")
         if self.labels is not None and not self.labels.is_file():

@@ -35,13 +35,14 @@ from pathlib import Path
 from typing import Any
 
 from datagen.checkpoint import make_reject, write_outputs
+from datagen.config import check_fields
 from datagen.errors import ConfigError
 from datagen.generate.documents import Chunk, Document, chunk_document, load_documents
 from datagen.llm.client import LLMClient, LLMConfig, SamplingParams
 from datagen.prompts import render, template_ref
 from datagen.records import Example, make_dirs
 from datagen.step import Step, answer_row
-from datagen.text import INJECTION, LANGS, STOP_WORDS, count_units, detect_lang, is_cjk
+from datagen.text import INJECTION, LANGS, content_words, count_units, detect_lang
 from datagen.text import find_refusal as is_refusal
 
 STAGE = "self-qa"
@@ -71,24 +72,18 @@ class SelfQAConfig:
         if not str(self.docs).strip():
             raise ConfigError("self_qa.docs must name a folder, file or glob")
         object.__setattr__(self, "out", Path(self.out))
-        if not 1 <= self.questions_per_chunk <= 20:
-            raise ConfigError(f"self_qa.questions_per_chunk must be in [1, 20], got {self.questions_per_chunk}")
-        if self.chunk_tokens < 16:
-            raise ConfigError(f"self_qa.chunk_tokens must be ≥ 16, got {self.chunk_tokens}")
-        if not 0 <= self.chunk_overlap < self.chunk_tokens:
-            raise ConfigError(f"self_qa.chunk_overlap must be in [0, chunk_tokens={self.chunk_tokens}), "
-                              f"got {self.chunk_overlap}")
-        if self.lang not in ("auto", *LANGS):
-            raise ConfigError(f"self_qa.lang must be one of auto, {', '.join(LANGS)}; got {self.lang!r}")
-        if self.max_chunks is not None and self.max_chunks < 1:
-            raise ConfigError(f"self_qa.max_chunks must be ≥ 1 or unset, got {self.max_chunks}")
-        for name in ("min_support", "min_question_support"):
-            if not 0 <= getattr(self, name) <= 1:
-                raise ConfigError(f"self_qa.{name} must be in [0, 1], got {getattr(self, name)}")
-        if not self.text_field:
-            raise ConfigError("self_qa.text_field must not be empty")
-        if self.questions_max_tokens is not None and self.questions_max_tokens < 8:
-            raise ConfigError(f"self_qa.questions_max_tokens must be ≥ 8 or unset, got {self.questions_max_tokens}")
+        check_fields(self, "self_qa.", [
+            ("questions_per_chunk", 1 <= self.questions_per_chunk <= 20, "in [1, 20]"),
+            ("chunk_tokens", self.chunk_tokens >= 16, "≥ 16"),
+            ("chunk_overlap", 0 <= self.chunk_overlap < self.chunk_tokens,
+             f"in [0, chunk_tokens={self.chunk_tokens})"),
+            ("lang", self.lang in ("auto", *LANGS), f"one of auto, {', '.join(LANGS)}"),
+            ("max_chunks", self.max_chunks is None or self.max_chunks >= 1, "≥ 1 or unset"),
+            *((name, 0 <= getattr(self, name) <= 1, "in [0, 1]") for name in ("min_support", "min_question_support")),
+            ("text_field", bool(self.text_field), "non-empty"),
+            ("questions_max_tokens", self.questions_max_tokens is None or self.questions_max_tokens >= 8,
+             "≥ 8 or unset"),
+        ])
 
     @property
     def question_sampling(self) -> SamplingParams:
@@ -147,7 +142,6 @@ _QUESTION_START = re.compile(
     r"^(?:explain|describe|list|name|compare|summari[sz]e|give|discuss|identify|define|tell|state|outline|"
     r"请|简述|说明|描述|列举|比较|解释|介绍|概括)", re.IGNORECASE)
 _FACT = re.compile(r"(?<![A-Za-z0-9.,])\d+(?:[,.]\d+)*(?![A-Za-z0-9])|\b[A-Z][a-z]+(?:[A-Z][a-z]+)*\b")
-_LATIN = re.compile(r"\d+(?:[,.]\d+)*|[a-z]+(?:'[a-z]+)?")
 
 
 def refers_to_text(text: str) -> str | None:
@@ -167,59 +161,20 @@ def injection_lines(text: str) -> list[str]:
     return [line.strip()[:200] for line in text.split("\n") if INJECTION.search(line)]
 
 
-def content_tokens(text: str, keep_stop: bool = False) -> list[str]:
-    """Content words of ``text`` for the support score: Latin words (lowercased, crudely stemmed: plural
-    ``s`` dropped, cut to 6 letters) and numbers without thousands separators, minus stopwords; Chinese as
-    character bigrams (a bigram of two function characters is left out)."""
-    tokens: list[str] = []
-    run: list[str] = []
-
-    def flush() -> None:
-        if len(run) == 1 and (keep_stop or run[0] not in STOP_WORDS["zh"]):
-            tokens.append(run[0])
-        for a, b in zip(run, run[1:]):
-            if keep_stop or not (a in STOP_WORDS["zh"] and b in STOP_WORDS["zh"]):
-                tokens.append(a + b)
-        run.clear()
-
-    for piece in re.findall(r"[^\W\d_]+|\d+(?:[,.]\d+)*|\S", text.lower()):
-        if is_cjk(piece[0]):
-            for char in piece:
-                if is_cjk(char):
-                    run.append(char)
-                else:
-                    flush()
-            continue
-        flush()
-        for word in _LATIN.findall(piece):
-            if word[0].isdigit():
-                tokens.append(word.replace(",", ""))
-            elif keep_stop or (word not in STOP_WORDS["en"] and len(word) > 1):
-                tokens.append(_stem(word))
-    flush()
-    return tokens
-
-
-def _stem(word: str) -> str:
-    if len(word) > 3 and word.endswith("s") and not word.endswith("ss"):
-        word = word[:-1]
-    return word[:6]
-
-
 def unsupported_facts(answer: str, chunk: str) -> list[str]:
     """Numbers and capitalised names in ``answer`` (not at a sentence start) that the chunk never mentions.
 
     Lexical overlap lets "invented in 1817 by Karl Benz" through when the chunk says Karl Drais; a name or a
     number the chunk does not contain is the cheapest sign of a hallucinated fact.
     """
-    vocabulary = set(content_tokens(chunk, keep_stop=True))
+    vocabulary = set(content_words(chunk, keep_stop=True))
     missing = []
     for match in _FACT.finditer(answer):
         word = match.group(0)
         before = answer[: match.start()].rstrip()
         if not word[0].isdigit() and (not before or before[-1] in ".!?:;\"“(\n*-#"):
             continue  # a capital at a sentence start says nothing
-        tokens = content_tokens(word, keep_stop=True)
+        tokens = content_words(word, keep_stop=True)
         if tokens and not all(t in vocabulary for t in tokens) and word not in missing:
             missing.append(word)
     return missing
@@ -227,10 +182,10 @@ def unsupported_facts(answer: str, chunk: str) -> list[str]:
 
 def support(answer: str, chunk: str) -> float:
     """Share of the answer's content tokens that occur in the chunk (0 when the answer has none)."""
-    tokens = content_tokens(answer)
+    tokens = content_words(answer)
     if not tokens:
         return 0.0
-    vocabulary = set(content_tokens(chunk, keep_stop=True))
+    vocabulary = set(content_words(chunk, keep_stop=True))
     return round(sum(t in vocabulary for t in tokens) / len(tokens), 4)
 
 

@@ -47,8 +47,10 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 from urllib.parse import urlsplit
 
+from datagen.config import check_fields
 from datagen.errors import ConfigError, DatagenError, LLMError, LLMServerError, LLMTimeout
 from datagen.llm.local import EMBEDDED_MODEL_ID
+from datagen.records import write_atomic
 
 if TYPE_CHECKING:  # the server module must not import torch at import time
     from starlette.applications import Starlette
@@ -84,27 +86,24 @@ class ServeConfig:
             raise ConfigError(f"serve.model: no such file or folder: {self.model}")
         if self.adapter is not None and not (Path(self.adapter) / "adapter_config.json").is_file():
             raise ConfigError(f"serve.adapter: {self.adapter} is not a folder with adapter_config.json")
-        if not self.host:
-            raise ConfigError("serve.host must not be empty")
-        if not isinstance(self.port, int) or not 0 <= self.port <= 65535:
-            raise ConfigError(f"serve.port must be an integer in [0, 65535], got {self.port!r}")
-        if self.api_key is not None and not self.api_key.strip():
-            raise ConfigError("serve.api_key must not be empty (leave it unset to serve without a key)")
-        if self.served_model_name is not None and not re.fullmatch(r"\S+", self.served_model_name):
-            raise ConfigError(f"serve.served_model_name must be non-empty without spaces, got {self.served_model_name!r}")
-        if not isinstance(self.max_batch_size, int) or not 1 <= self.max_batch_size <= 256:
-            raise ConfigError(f"serve.max_batch_size must be an integer in [1, 256], got {self.max_batch_size!r}")
-        if not isinstance(self.max_request_bytes, int) or self.max_request_bytes < 1024:
-            raise ConfigError(f"serve.max_request_bytes must be an integer >= 1024, got {self.max_request_bytes!r}")
-        if not isinstance(self.max_choices, int) or not 1 <= self.max_choices <= 4096:
-            raise ConfigError(f"serve.max_choices must be an integer in [1, 4096], got {self.max_choices!r}")
-        if not isinstance(self.client_timeout, (int, float)) or not 0 < self.client_timeout <= 3600:
-            raise ConfigError(f"serve.client_timeout must be seconds in (0, 3600], got {self.client_timeout!r}")
         object.__setattr__(self, "allowed_hosts", tuple(h.lower().strip("[]") for h in self.allowed_hosts))
-        if not all(h and re.fullmatch(r"[\w.:*-]+", h) for h in self.allowed_hosts):
-            raise ConfigError(f"serve.allowed_hosts must be host names (or *), got {self.allowed_hosts!r}")
-        if not _DEVICE.fullmatch(self.device):
-            raise ConfigError(f"serve.device must be auto, cpu, mps, cuda or cuda:N, got {self.device!r}")
+        integer = lambda name, lo, hi: isinstance(getattr(self, name), int) and lo <= getattr(self, name) <= hi
+        check_fields(self, "serve.", [
+            ("host", bool(self.host), "non-empty"),
+            ("port", integer("port", 0, 65535), "an integer in [0, 65535]"),
+            ("api_key", self.api_key is None or bool(self.api_key.strip()),
+             "non-empty (leave it unset to serve without a key)"),
+            ("served_model_name", self.served_model_name is None or re.fullmatch(r"\S+", self.served_model_name),
+             "non-empty without spaces"),
+            ("max_batch_size", integer("max_batch_size", 1, 256), "an integer in [1, 256]"),
+            ("max_request_bytes", integer("max_request_bytes", 1024, float("inf")), "an integer >= 1024"),
+            ("max_choices", integer("max_choices", 1, 4096), "an integer in [1, 4096]"),
+            ("client_timeout", isinstance(self.client_timeout, (int, float)) and 0 < self.client_timeout <= 3600,
+             "seconds in (0, 3600]"),
+            ("allowed_hosts", all(h and re.fullmatch(r"[\w.:*-]+", h) for h in self.allowed_hosts),
+             "host names (or *)"),
+            ("device", _DEVICE.fullmatch(self.device), "auto, cpu, mps, cuda or cuda:N"),
+        ])
 
     @functools.cached_property
     def model_id(self) -> str:
@@ -894,27 +893,25 @@ def _base_url(sock: socket.socket) -> str:
     return f"http://{f'[{host}]' if ':' in host else host}:{port}/v1"
 
 
-def _write_atomic(path: Path, text: str) -> None:
-    tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
-    tmp.write_text(text)
-    os.replace(tmp, path)
+def _uvicorn(app: Starlette, cfg: ServeConfig, **settings: Any) -> Any:
+    """A uvicorn server for ``app`` with the slow-client deadline and a 5 s keep-alive."""
+    import uvicorn
+
+    return uvicorn.Server(uvicorn.Config(app, http=_protocol(cfg.client_timeout), timeout_keep_alive=5, **settings))
 
 
 def run_server(cfg: ServeConfig, url_file: Path | None = None) -> None:
     """Serve until SIGINT/SIGTERM (blocking; ``datagen serve``). Prints the URL and writes ``url_file`` when ready."""
-    import uvicorn
-
     sock = _bind(cfg.host, cfg.port)
     url = _base_url(sock)
     app = create_app(cfg)
     engine: _Engine = app.state.engine
-    server = uvicorn.Server(uvicorn.Config(app, log_level="info", access_log=False, timeout_graceful_shutdown=5,
-                                           http=_protocol(cfg.client_timeout), timeout_keep_alive=5))
+    server = _uvicorn(app, cfg, log_level="info", access_log=False, timeout_graceful_shutdown=5)
     print(f"datagen serve: loading {cfg.model_id}; listening on {url}", flush=True)
 
     def ready() -> None:
         if url_file is not None:
-            _write_atomic(Path(url_file), url)
+            write_atomic(url_file, url)
         print(f"datagen serve: {cfg.model_id} ready at {url}", flush=True)
 
     def failed() -> None:
@@ -968,14 +965,11 @@ def serve_in_thread(
     ``wait=False`` yields as soon as the socket listens, before the model has loaded (for 503 tests).
     Errors of the server thread — a failed load, an exception in generation — are raised here.
     """
-    import uvicorn
-
     sock = _bind(cfg.host, cfg.port)
     url = _base_url(sock)
     app = create_app(cfg, loader)
     engine: _Engine = app.state.engine
-    server = uvicorn.Server(uvicorn.Config(app, log_level="warning", log_config=None, timeout_graceful_shutdown=2,
-                                           http=_protocol(cfg.client_timeout), timeout_keep_alive=5))
+    server = _uvicorn(app, cfg, log_level="warning", log_config=None, timeout_graceful_shutdown=2)
     crashed: list[BaseException] = []
 
     def run() -> None:

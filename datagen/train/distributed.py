@@ -74,17 +74,6 @@ def all_reduce_sums(values: Sequence[float], device: Any = "cpu") -> list[float]
     return [float(v) for v in tensor.tolist()]
 
 
-def broadcast_object(obj: Any) -> Any:
-    """``obj`` as rank 0 has it, on every rank."""
-    if not _group():
-        return obj
-    import torch.distributed as dist
-
-    box = [obj]
-    dist.broadcast_object_list(box, src=0)
-    return box[0]
-
-
 def shard_batches(n_rows: int, batch_size: int, ranks: int, this_rank: int) -> list[range | None]:
     """The eval batches this rank computes: batch i of the whole set goes to rank i % ranks.
 

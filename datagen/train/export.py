@@ -17,11 +17,10 @@ import json
 import logging
 import os
 import re
-import shutil
-import tempfile
 from pathlib import Path
 from typing import Any
 
+from datagen.hfexport import replace_folder
 from datagen.records import write_atomic, write_json
 
 log = logging.getLogger("datagen.train")
@@ -181,10 +180,4 @@ def normal_modes(folder: Path) -> None:
 def publish_dir(staging: Path, target: Path) -> None:
     """Rename the finished ``staging`` folder onto ``target``, replacing it whole; modes made normal first."""
     normal_modes(staging)
-    if target.exists():  # a folder cannot be os.replace'd onto a non-empty one: move the old one aside first
-        old = Path(tempfile.mkdtemp(prefix=f".{target.name}.old-", dir=target.parent))
-        os.replace(target, old / target.name)
-        os.replace(staging, target)
-        shutil.rmtree(old, ignore_errors=True)
-    else:
-        os.replace(staging, target)
+    replace_folder(staging, target)

@@ -22,6 +22,7 @@ from __future__ import annotations
 
 import contextlib
 import dataclasses
+import io
 import json
 import logging
 import math
@@ -37,7 +38,7 @@ from typing import Any
 
 from datagen.errors import ConfigError
 from datagen.formats import read_any
-from datagen.records import write_json, write_jsonl
+from datagen.records import write_atomic, write_json, write_jsonl
 from datagen.train import distributed
 from datagen.train.config import TrainConfig, to_bnb_config, to_lora_config, torch_dtype
 from datagen.train.data import (
@@ -610,20 +611,9 @@ def _plot_loss_curve(curve: dict[str, Any], path: Path) -> None:
     axes.legend()
     axes.grid(alpha=0.3)
     figure.tight_layout()
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
-    os.close(fd)
-    try:
-        os.chmod(tmp, 0o666 & ~_umask())
-        figure.savefig(tmp, format="png")
-        os.replace(tmp, path)
-    finally:
-        Path(tmp).unlink(missing_ok=True)
-
-
-def _umask() -> int:
-    mask = os.umask(0)
-    os.umask(mask)
-    return mask
+    png = io.BytesIO()
+    figure.savefig(png, format="png")
+    write_atomic(path, png.getvalue())
 
 
 def _check_report_to(report_to: str) -> None:
