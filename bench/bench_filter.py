@@ -162,7 +162,7 @@ def peer_datasketch(tokens: Tokens, threshold: float, jaccard: float = 0.5,
     for k, m in enumerate(hashes):
         cands = lsh.query(m) if tokens.lengths[k] else []
         if cands:
-            lcs = process.cdist([tokens.seq(k)], [tokens.seq(c) for c in cands], scorer=LCSseq.similarity)[0]
+            lcs = process.cdist(tokens.seqs([k]), tokens.seqs(cands), scorer=LCSseq.similarity)[0]
             f = 2 * lcs / (tokens.lengths[k] + tokens.lengths[cands])
             if (f >= threshold - 1e-9).any():
                 dropped.append(k)

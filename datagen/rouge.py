@@ -439,13 +439,17 @@ class Tokens:
     def __getitem__(self, k: int) -> np.ndarray:
         return self.ids[self.offsets[k] : self.offsets[k + 1]]
 
-    def seq(self, k: int) -> str | list[int]:
-        """Text k packed as `_encode` packs it, a slice of one str holding every text (a str each: ~150 bytes)."""
+    def seqs(self, which: Sequence[int] | np.ndarray) -> list[str | list[int]]:
+        """Texts ``which``, each packed as `_encode` packs it: slices of one str holding every text (a str per
+        text would cost ~150 bytes), cut at offsets read in one numpy pass (0.1 µs a text)."""
+        which = np.asarray(which, np.int64)
+        starts, ends = self.offsets[which].tolist(), self.offsets[which + 1].tolist()
         if len(self.vocab) > _MAX_CODE_POINT:
-            return self[k].tolist()
+            return [self.ids[a:b].tolist() for a, b in zip(starts, ends)]
         if self._packed is None:  # the ids as UTF-32; surrogatepass lets ids in the surrogate range through
             self._packed = self.ids.astype("<u4").tobytes().decode("utf-32-le", "surrogatepass")
-        return self._packed[self.offsets[k] : self.offsets[k + 1]]
+        packed = self._packed
+        return [packed[a:b] for a, b in zip(starts, ends)]
 
 
 def greedy_dedup_among(
@@ -477,8 +481,7 @@ def greedy_dedup_among(
     scores = np.zeros(len(lo))
     for s in range(0, len(lo), 1 << 16):
         a, b = lo[s : s + (1 << 16)], hi[s : s + (1 << 16)]
-        lcs = process.cpdist([toks.seq(j) for j in b], [toks.seq(i) for i in a], scorer=LCSseq.similarity,
-                             dtype=np.int32)
+        lcs = process.cpdist(toks.seqs(b), toks.seqs(a), scorer=LCSseq.similarity, dtype=np.int32)
         scores[s : s + len(a)] = _fmeasures(lcs, lengths[b], lengths[a])
     if exhaustive is not None and np.any(exhaustive):
         lo, hi, scores = (np.concatenate(c) for c in zip((lo, hi, scores), _pool_pairs(toks, exhaustive, threshold)))

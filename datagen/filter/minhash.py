@@ -19,7 +19,7 @@ toward recall: b=76, r=3 with 256 permutations, which catches a pair at Jaccard 
 0.54 with p = 1 - 4e-6.
 
 Memory and time at 1M texts: shingles are int64 codes of token ids (`_codes`), never strings; document
-frequencies are one ``np.unique``; a shingle's hash is splitmix64 of its code (numpy integer arithmetic, the
+frequencies are one sort; a shingle's hash is splitmix64 of its code (numpy integer arithmetic, the
 same in every process, where ``hash()`` of a str is not); signatures are made a block of texts at a time
 (one multiply-shift per permutation over the block's shingles, a min per text), so only the bands × n
 uint64 band keys are ever whole. Candidate pairs are sorted out one band at a time (`_bucket_pairs`).
@@ -110,11 +110,15 @@ def shingles(tokens: Tokens | Sequence[Sequence[str]], seed: int = 1) -> tuple[n
     """Each text's distinct shingles, text by text: the text each belongs to (ascending), its 32-bit hash
     (splitmix64's finaliser of its code, salted by ``seed``), and its document frequency (texts holding it)."""
     codes, owner = _codes(Tokens.of(tokens))
-    unique, sid = np.unique(codes, return_inverse=True)
-    del codes
+    order = np.argsort(codes, kind="stable")  # np.unique(return_inverse=True), 2x slower
+    codes = codes[order]
+    first = _firsts(codes)
+    unique, sid = codes[first], np.empty(len(codes), np.int64)
+    sid[order] = np.cumsum(first) - 1
+    del codes, order, first
     key = np.sort(owner * len(unique) + sid, kind="stable")  # (text, shingle), text-major; np.unique: 80x slower
     del owner, sid
-    key = key[np.r_[True, key[1:] != key[:-1]]]  # once each
+    key = key[_firsts(key)]  # once each
     owner, sid = np.divmod(key, max(len(unique), 1))
     del key
     x = unique.astype(np.uint64) + np.uint64(seed) * np.uint64(0x9E3779B97F4A7C15)
@@ -122,6 +126,13 @@ def shingles(tokens: Tokens | Sequence[Sequence[str]], seed: int = 1) -> tuple[n
         x = (x ^ (x >> np.uint64(shift))) * np.uint64(mult)
     hashes = ((x ^ (x >> np.uint64(31))) >> np.uint64(32)).astype(np.uint32)
     return owner, hashes[sid], np.bincount(sid, minlength=len(unique))[sid]
+
+
+def _firsts(values: np.ndarray) -> np.ndarray:
+    """Where each run of equal values starts in sorted ``values``."""
+    first = np.ones(len(values), bool)
+    first[1:] = values[1:] != values[:-1]
+    return first
 
 
 def tiers(owner: np.ndarray, df: np.ndarray, live: np.ndarray, limit: float, *, min_rare: int = 3, weak: int = 8,
@@ -218,7 +229,8 @@ class Sketch:
         n = len(self.live)
         codes = [c for keys, members, required in self.tiers
                  for c in _bucket_pairs(keys, np.flatnonzero(members), n, required)]
-        unique = np.unique(np.concatenate(codes)) if codes else np.empty(0, np.int64)
+        unique = np.sort(np.concatenate(codes)) if codes else np.empty(0, np.int64)
+        unique = unique[_firsts(unique)]
         return np.stack([unique // n, unique % n], axis=1)
 
     def collides(self, pairs: np.ndarray) -> np.ndarray:
