@@ -206,7 +206,7 @@ def band_keys(owner: np.ndarray, hashes: np.ndarray, n: int, bands: int, rows: i
 
 class Sketch:
     """The LSH view of a corpus: the band keys of each tier (`tiers`), and ``few``, the texts left to the
-    exact pool search, about 0.01% of texts on bench_filter's data (1% before tier 2).
+    exact pool search (70 of 949K at 1M on bench_filter's data; 16,855 with tier 1 alone).
 
     Comparing a text of few rare shingles with others' rare sets missed 4 of 292 pairs at 3K, and hashing
     every shingle of those texts made 75K-230K candidate pairs at 10K (they are all common words, so they
