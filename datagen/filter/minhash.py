@@ -138,23 +138,19 @@ def _firsts(values: np.ndarray) -> np.ndarray:
 def tiers(owner: np.ndarray, df: np.ndarray, live: np.ndarray, limit: float, *, min_rare: int = 3, weak: int = 8,
           widen: int = 10, depth: int = 3) -> tuple[list[tuple[np.ndarray, np.ndarray, np.ndarray | None]], np.ndarray]:
     """The LSH indexes, each ``(entries, members, required)``: the shingle entries it hashes, the texts it holds
-    (those with ``min_rare`` such shingles), and which texts a pair must hold (None: any); and ``few``, the
-    live texts no index holds, left to the exact pool search (``greedy_dedup_among(..., exhaustive=few)``).
+    (with ``min_rare`` such shingles), which texts a pair must hold (None: any); and ``few``, the live texts no
+    index holds, left to the exact search (``greedy_dedup_among(..., exhaustive=few)``).
 
-    Tier 1 hashes the shingles in at most ``limit`` texts (rare ones: "the", a template's fixed words are
-    common). Why a fixed count and not a share of n: every shingle kept makes up to df²/2 pairs of texts that
-    share it, and some collide in LSH; with the cut at 1% of n that is quadratic (8.8K candidate pairs at 10K
-    records, 780K at 100K, 6.9M at 300K: n^1.95, measured on bench_filter's data). With df <= c, they number
-    at most c/2 per shingle occurrence: linear.
+    Tier 1 hashes the shingles in at most ``limit`` texts ("the", a template's fixed words are common). A fixed
+    count, not a share of n: a shingle in df texts makes up to df²/2 pairs, quadratic with a cut at 1% of n
+    (8.8K candidate pairs at 10K records, 6.9M at 300K on bench_filter's data), linear with df <= c.
 
-    Texts with fewer than ``weak`` rare shingles get another tier, cut ``widen`` times wider (at most 10% of n),
-    hashed with a new seed over every text, where a pair must hold one of them; and so on up to ``depth`` tiers. Those made of
-    common words only (< ``min_rare`` rare shingles) grow with n on a fixed vocabulary (2 at 10K, 188 at 100K,
-    1,621 at 300K, 16,855 at 1M on bench_filter's data), and searching them against the whole kept pool made
-    the verify step n^1.59 from 300K to 1M. Those with a few rare shingles lose most of them to one edit (6
-    rare shingles, 3 changed: Jaccard 0.33, missed with p = 0.06): their second, independent chance on the
-    wider set took LSH pair recall from 0.9971 to 0.9991 at 100K. Their pairs stay bounded: at most the
-    wider cut per shingle occurrence of theirs.
+    Texts with fewer than ``weak`` rare shingles get a tier cut ``widen`` times wider (at most n/10), with a new
+    seed, over every text, where a pair must hold one of them; and so on, up to ``depth`` tiers. On a fixed
+    vocabulary those of < 3 rare shingles grow with n (2 at 10K, 16,855 at 1M): searching them against the kept
+    pool made the verify step n^1.59 from 300K to 1M. Those of a few lose most to one edit (6 rare shingles, 3
+    changed: Jaccard 0.33, missed with p = 0.06): the second, independent chance took LSH pair recall at 100K
+    from 0.9971 to 0.9991. Their pairs stay bounded: at most the wider cut per shingle occurrence of theirs.
     """
     need, out, cuts = live.copy(), [], sorted({min(limit * widen**k, max(limit, len(live) / 10)) for k in range(depth)})
     for cut in cuts:
