@@ -46,6 +46,8 @@ os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
 
 import numpy as np  # noqa: E402
 
+from datagen.rouge import Tokens  # noqa: E402
+
 FUNCTION = ["the", "a", "of", "and", "to", "in", "for", "with", "about", "on", "how", "what", "is", "your", "an"]
 SYLLABLES = ["ka", "lo", "mi", "ren", "tu", "sa", "vo", "pel", "dri", "no", "qua", "zen", "bi", "tor", "fe", "gal"]
 
@@ -142,7 +144,7 @@ class _Clock:
         self.row[f"{self.name}_cpu_s"] = time.process_time() - self.cpu
 
 
-def peer_datasketch(tokens: list[list[str]], threshold: float, jaccard: float = 0.5,
+def peer_datasketch(tokens: Tokens, threshold: float, jaccard: float = 0.5,
                     num_perm: int = 128) -> tuple[list[int], list[int]]:
     """The same near-duplicate workload through datasketch's ``MinHashLSH`` used directly, the way its docs
     show: a ``MinHash`` of each text's token set (``MinHash.bulk``), query the LSH for earlier kept texts,
@@ -154,13 +156,14 @@ def peer_datasketch(tokens: list[list[str]], threshold: float, jaccard: float = 
     from rapidfuzz.distance import LCSseq
 
     lsh = MinHashLSH(threshold=jaccard, num_perm=num_perm)
-    hashes = MinHash.bulk([[t.encode() for t in set(toks)] for toks in tokens], num_perm=num_perm)
+    hashes = MinHash.bulk([[str(t).encode() for t in set(tokens[k].tolist())] for k in range(len(tokens))],
+                          num_perm=num_perm)
     kept, dropped = [], []
     for k, m in enumerate(hashes):
-        cands = lsh.query(m) if tokens[k] else []
+        cands = lsh.query(m) if tokens.lengths[k] else []
         if cands:
-            lcs = process.cdist([tokens[k]], [tokens[c] for c in cands], scorer=LCSseq.similarity)[0]
-            f = 2 * lcs / np.array([len(tokens[k]) + len(tokens[c]) for c in cands])
+            lcs = process.cdist(tokens.seqs([k]), tokens.seqs(cands), scorer=LCSseq.similarity)[0]
+            f = 2 * lcs / (tokens.lengths[k] + tokens.lengths[cands])
             if (f >= threshold - 1e-9).any():
                 dropped.append(k)
                 continue
@@ -176,7 +179,7 @@ def one_size(n: int, exact_max: int, encoder_sample: int, seed: int, peer_max: i
     from datagen.filter import minhash, semantic
     from datagen.filter.pipeline import FilterConfig, _exact_dedup, _heuristics, _Run, similarity_text
     from datagen.records import Example
-    from datagen.rouge import greedy_dedup, greedy_dedup_among, rouge_l, tokenize
+    from datagen.rouge import Tokens, greedy_dedup, greedy_dedup_among, rouge_l
 
     row: dict = {"records": n, "load_average_before": " ".join(f"{x:.2f}" for x in os.getloadavg())}
     with _Clock(row, "generate"):
@@ -200,7 +203,7 @@ def one_size(n: int, exact_max: int, encoder_sample: int, seed: int, peer_max: i
         texts = [similarity_text(examples[u[0]]) for u in units]
     row["units"] = len(units)
     with _Clock(row, "rouge_tokenize"):
-        tokens = [tokenize(t) for t in texts]
+        tokens = Tokens.of(texts)
     with _Clock(row, "minhash"):
         sketch = minhash.Sketch(tokens, threshold=cfg.rouge_lsh_threshold, num_perm=cfg.rouge_lsh_num_perm,
                                 max_df=cfg.rouge_lsh_max_df, max_count=cfg.rouge_lsh_max_count)
@@ -212,6 +215,7 @@ def one_size(n: int, exact_max: int, encoder_sample: int, seed: int, peer_max: i
         kept_l, dropped_l = greedy_dedup_among(tokens, cfg.rouge_threshold, pairs, exhaustive=sketch.few)
     del pairs
     row["pool_searched"] = int(sketch.few.sum())
+    row["second_tier"] = int(sum(required.sum() for _, _, required in sketch.tiers if required is not None))
     for unit in ("s", "cpu_s"):
         row[f"rouge_lsh_{unit}"] = sum(row[f"{k}_{unit}"] for k in ("rouge_tokenize", "minhash", "lsh_pairs",
                                                                     "rouge_verify"))

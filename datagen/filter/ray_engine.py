@@ -7,9 +7,9 @@ Only the insides of three stages move; reading, heuristics, the judge, rejects w
 the pipeline's own code (``pipeline.py`` calls the three functions below instead of its local ones):
 
 - exact dedup: the normalised prompt's 128-bit hash as a ``map_batches``, duplicate groups as a ``groupby``;
-- ROUGE-L: tokens and MinHash signatures (``minhash.signatures``) as maps, LSH buckets as a ``groupby`` on
-  each band's rows folded into an int64, candidate pairs verified with ``rouge.rouge_l`` as a map; texts LSH cannot place
-  (``minhash.shingles``' ``few``) and, for ``rouge_method: exact``, every text, are searched with a broadcast
+- ROUGE-L: tokens and band keys (``minhash.band_keys``, per tier of ``minhash.tiers``) as maps, LSH buckets as
+  a ``groupby`` on the int64 keys, candidate pairs verified with ``rouge.rouge_l`` as a map; texts LSH cannot place
+  (``minhash.tiers``' ``few``) and, for ``rouge_method: exact``, every text, are searched with a broadcast
   ``rouge.RougePool`` per batch. The verified pairs (every pair at or above the threshold) split into connected
   components, and each component runs the project's greedy pass (``rouge.greedy_dedup_among``) in unit order,
   components spread over tasks. No pair crosses components, so this is the global greedy result: the same kept
@@ -40,7 +40,7 @@ import numpy as np
 from datagen.embed import DEFAULT_MODEL, encode, load_encoder
 from datagen.errors import ConfigError
 from datagen.filter import minhash, semantic
-from datagen.rouge import RougePool, greedy_dedup_among, rouge_l, tokenize
+from datagen.rouge import RougePool, Tokens, greedy_dedup_among, rouge_l, tokenize
 from datagen.text import normalize_text
 
 log = logging.getLogger("datagen.filter")
@@ -158,15 +158,13 @@ def _tokenize(batch: dict[str, np.ndarray]) -> dict[str, Any]:
     return {"i": batch["i"], "tokens": [tokenize(t) for t in batch["text"]]}
 
 
-def _band_keys(batch: dict[str, np.ndarray], num_perm: int, bands: int, rows: int) -> dict[str, np.ndarray]:
-    """One row per (text, band): the band's MinHash rows folded into an int64 bucket key (a collision of two
-    bands only adds a candidate pair, which verification removes)."""
-    sig = minhash.signatures([list(s) for s in batch["shingles"]], num_perm).astype(np.uint64)
-    key = np.repeat(np.arange(bands, dtype=np.uint64)[None, :], len(sig), axis=0)
-    with np.errstate(over="ignore"):
-        for r in range(rows):  # polynomial hash over the band's rows, 64-bit wrap-around
-            key = key * np.uint64(0x9E3779B97F4A7C15) + sig[:, r:bands * rows:rows] + np.uint64(1)
-    return {"i": np.repeat(batch["i"], bands), "key": key.ravel().view(np.int64)}
+def _band_keys(batch: dict[str, np.ndarray], num_perm: int, bands: int, rows: int, seed: int) -> dict[str, np.ndarray]:
+    """One row per (text, band): ``minhash.band_keys`` of each text's shingle hashes, as int64 bucket keys."""
+    sets = list(batch["shingles"])
+    owner = np.repeat(np.arange(len(sets)), [len(h) for h in sets])
+    hashes = np.concatenate(sets).astype(np.uint32) if sets else np.empty(0, np.uint32)
+    keys = minhash.band_keys(owner, hashes, len(sets), bands, rows, num_perm, seed)
+    return {"i": np.repeat(batch["i"], bands), "key": np.ascontiguousarray(keys.T).ravel().view(np.int64)}
 
 
 def _verify(batch: dict[str, np.ndarray], texts_ref: list, threshold: float) -> dict[str, np.ndarray]:
@@ -272,17 +270,21 @@ def rouge_dedup(texts: Sequence[str], threshold: float, *, method: str, lsh_thre
     pair_sets = []
     stats: dict[str, Any] = {"engine": "ray"}
     if method == "lsh":
-        tokens = [list(t) for t in _rows(ds.map_batches(_tokenize, batch_format="numpy"), "tokens")["tokens"]]
-        rare, _, few = minhash.shingles(tokens, max_df, max_count=max_count)
+        tokens = Tokens.of([list(t) for t in _rows(ds.map_batches(_tokenize, batch_format="numpy"), "tokens")["tokens"]])
+        owner, hashes, df = minhash.shingles(tokens)
+        found, few = minhash.tiers(owner, df, tokens.lengths > 0, min(max(max_df * n, 50), max_count))
         bands, rows = minhash.lsh_params(lsh_threshold, num_perm)
-        placed = np.flatnonzero(~few & np.fromiter((len(t) > 0 for t in tokens), bool, n))
-        sets = _dataset({"i": placed, "shingles": [rare[k] for k in placed]})
-        keys = sets.map_batches(_band_keys, batch_format="numpy",
-                                fn_kwargs={"num_perm": num_perm, "bands": bands, "rows": rows})
         codes = [np.empty(0, np.int64)]
-        for members in _groups(keys, n):  # every pair a < b of each bucket
-            a, b = np.triu_indices(len(members), 1)
-            codes.append(members[a] * n + members[b])
+        for k, (entries, members, required) in enumerate(found):  # the local Sketch's tiers, seeds and keys
+            starts, held = np.searchsorted(owner[entries], np.arange(n + 1)), hashes[entries]
+            placed = np.flatnonzero(members)
+            sets = _dataset({"i": placed, "shingles": [held[starts[m]:starts[m + 1]] for m in placed]})
+            keys = sets.map_batches(_band_keys, batch_format="numpy",
+                                    fn_kwargs={"num_perm": num_perm, "bands": bands, "rows": rows, "seed": 1 + k})
+            for group in _groups(keys, n):  # every pair a < b of each bucket (holding a required text)
+                a, b = (group[x] for x in np.triu_indices(len(group), 1))
+                keep = np.ones(len(a), bool) if required is None else required[a] | required[b]
+                codes.append(a[keep] * n + b[keep])
         codes = np.unique(np.concatenate(codes))
         stats.update(candidate_pairs=int(len(codes)), pool_searched=int(few.sum()))
         timings["lsh_s"] = time.perf_counter() - started
