@@ -3,6 +3,7 @@
     python bench/bench_filter.py                                  # 10K, 100K, 300K, 1M
     python bench/bench_filter.py --sizes 2000,10000 --out /tmp/f.json
     python bench/bench_filter.py --sizes 1000000 --skip heuristics,pair_search   # the ROUGE stage alone
+    python bench/bench_filter.py --pipeline --sizes 100000,1000000   # `datagen filter` end to end, streaming
 
 Each size runs in its own process (so peak RSS is that size's) through the filter's own stage functions:
 heuristics, exact dedup, the ROUGE-L stage by both paths (exact pool search up to ``--exact-max`` units,
@@ -292,6 +293,68 @@ def one_size(n: int, exact_max: int, encoder_sample: int, seed: int, peer_max: i
     return {k: (round(v, 4) if isinstance(v, float) else v) for k, v in row.items()}
 
 
+def write_records(n: int, seed: int, path: Path) -> None:
+    """The bench's records as a JSONL file, for the end-to-end run (written by its own process)."""
+    records, _ = make_records(n, seed)
+    with open(path, "w", encoding="utf-8") as f:
+        for record in records:
+            f.write(json.dumps(record, ensure_ascii=False) + "\n")
+
+
+def pipeline_size(path: Path, out: Path) -> dict:
+    """``run_filter`` end to end on a JSONL file, in a process that holds nothing else, so its peak RSS is
+    the filter's: streaming read, heuristics, exact dedup, the ROUGE-L stage (LSH past ``rouge_lsh_above``),
+    streaming write. Embedding dedup and the relevance rule are off: both are the encoder (measured on its
+    own; at 1M it is hours of CPU), and the pair search on vectors of this size is measured by ``one_size``."""
+    import asyncio
+
+    from datagen.filter.pipeline import FilterConfig, run_filter
+
+    row: dict = {"input_mb": round(path.stat().st_size / 2**20, 1),
+                 "load_average_before": " ".join(f"{x:.2f}" for x in os.getloadavg())}
+    cfg = FilterConfig(inputs=(path,), out=out, embed_dedup=False, relevance=False)
+    with _Clock(row, "pipeline"):
+        stats = asyncio.run(run_filter(cfg))
+    row.update(records=stats["records_in"], curated=stats["curated"], rejected=stats["rejected"],
+               peak_rss_mb=round(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024, 1),
+               stage_s={name: s.get("seconds") for name, s in stats["stages"].items() if s.get("enabled")},
+               rouge_method=stats["stages"]["rouge_dedup"].get("method"),
+               load_average_after=" ".join(f"{x:.2f}" for x in os.getloadavg()))
+    return row
+
+
+def run_pipeline(sizes: list[int], seed: int) -> list[dict]:
+    """For each size: write the records (one process), then filter them (another); a row per size."""
+    import tempfile
+
+    rows = []
+    for n in sizes:
+        with tempfile.TemporaryDirectory(prefix="bench_filter_") as tmp:
+            data = Path(tmp) / "records.jsonl"
+            subprocess.run([sys.executable, __file__, "--write", str(n), "--seed", str(seed), "--data", str(data)],
+                           check=True)
+            done = subprocess.run([sys.executable, __file__, "--pipeline-one", str(data), "--data",
+                                   str(Path(tmp) / "out")], capture_output=True, text=True)
+        if done.returncode != 0:
+            raise SystemExit(done.stderr[-3000:])
+        rows.append(json.loads(done.stdout.strip().splitlines()[-1]))
+        print(json.dumps(rows[-1]), flush=True)
+    return rows
+
+
+def render_pipeline(rows: list[dict]) -> str:
+    lines = ["`datagen filter` end to end (`run_filter` on a JSONL file; embedding dedup and relevance off: the "
+             "encoder is measured on its own). Wall / CPU seconds; peak RSS of the filter's process.", "",
+             "| records | input MB | load avg | wall / CPU s | peak RSS MB | ROUGE method | kept | seconds per stage |",
+             "|---|---|---|---|---|---|---|---|"]
+    for r in rows:
+        stages = ", ".join(f"{k} {v:.1f}" for k, v in r["stage_s"].items() if v is not None)
+        lines.append(f"| {r['records']:,} | {r['input_mb']} | {r['load_average_before'].split()[0]} | "
+                     f"{r['pipeline_s']:.1f} / {r['pipeline_cpu_s']:.1f} | {r['peak_rss_mb']:.0f} | "
+                     f"{r['rouge_method']} | {r['curated']:,} | {stages} |")
+    return "\n".join(lines)
+
+
 def slope(rows: list[dict], key: str, lo: int | None = None, hi: int | None = None) -> float | None:
     """Log-log slope of ``key`` between the sizes ``lo`` and ``hi`` (default: the smallest and the largest)."""
     points = {r["records"]: r[key] for r in rows if r.get(key)}
@@ -355,11 +418,30 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--skip", default="", help="stages not run, comma-separated: heuristics, pair_search")
     parser.add_argument("--one", type=int, default=None, help=argparse.SUPPRESS)
+    parser.add_argument("--pipeline", action="store_true",
+                        help="run `run_filter` end to end on each size (streaming, peak RSS of the filter alone)")
+    parser.add_argument("--write", type=int, default=None, help=argparse.SUPPRESS)
+    parser.add_argument("--pipeline-one", type=Path, default=None, help=argparse.SUPPRESS)
+    parser.add_argument("--data", type=Path, default=None, help=argparse.SUPPRESS)
     parser.add_argument("--out", type=Path, default=Path("outputs/bench/bench_filter.json"))
     args = parser.parse_args(argv)
     if args.one is not None:
         skip = frozenset(x for x in args.skip.split(",") if x)
         print(json.dumps(one_size(args.one, args.exact_max, args.encoder_sample, args.seed, args.peer_max, skip)))
+        return 0
+    if args.write is not None:
+        write_records(args.write, args.seed, args.data)
+        return 0
+    if args.pipeline_one is not None:
+        print(json.dumps(pipeline_size(args.pipeline_one, args.data)))
+        return 0
+    if args.pipeline:
+        rows = run_pipeline([int(x) for x in args.sizes.split(",")], args.seed)
+        markdown = render_pipeline(rows)
+        print(markdown)
+        if args.out:
+            args.out.parent.mkdir(parents=True, exist_ok=True)
+            args.out.write_text(json.dumps({"markdown": markdown, "pipeline": rows}, indent=2) + "\n")
         return 0
 
     rows = []
