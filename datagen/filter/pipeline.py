@@ -148,8 +148,7 @@ class _Run:
         self.alive: list[int] = []
         self.stages: dict[str, dict[str, Any]] = {name: {"enabled": getattr(cfg, name)} for name in STAGES}
 
-    def add(self, example: Example) -> int:
-        i = len(self.ids)
+    def add(self, i: int, example: Example) -> None:
         self.ids.append(example.id)
         self.sims.append(similarity_text(example))
         self.digests.append(_digest(example))
@@ -158,7 +157,6 @@ class _Run:
         facts = fact_key(example)
         if facts is not None:
             self.facts[i] = facts
-        return i
 
     def priority(self, i: int) -> tuple:
         """Sort key: the smallest is the record a duplicate group keeps."""
@@ -198,7 +196,8 @@ RELEVANCE_CHUNK = 8192
 def _scan(run: _Run, bench_index: decontaminate_mod.NgramIndex | None) -> None:
     """Pass 1: read every record once (a bad line raises before anything is written), run the per-record
     stages, heuristics and decontamination, as the records stream by, and keep what the dedup stages need."""
-    cfg, seconds, hits = run.cfg, Counter[str](), {}
+    cfg, seconds = run.cfg, Counter[str]()
+    hits: dict[int, tuple[str, dict[str, str]]] = {}  # records sharing an n-gram with a benchmark item
     on = cfg.heuristics and (cfg.embed_dedup if cfg.relevance is None else cfg.relevance) \
         and "unrelated_answer" not in cfg.skip_rules
     pending: list[relevance.Item] = []
@@ -206,7 +205,7 @@ def _scan(run: _Run, bench_index: decontaminate_mod.NgramIndex | None) -> None:
     if cfg.heuristics:
         log.info("filter heuristics: started on the records as they are read")
     for i, example in _records(cfg):
-        run.add(example)
+        run.add(i, example)
         started = time.perf_counter()
         if cfg.heuristics:
             result = heuristics.evaluate(example, cfg)
@@ -223,7 +222,9 @@ def _scan(run: _Run, bench_index: decontaminate_mod.NgramIndex | None) -> None:
         seconds["heuristics"] += time.perf_counter() - started
         if bench_index is not None and i not in run.rejected:
             started = time.perf_counter()
-            hits[i] = bench_index.check(example)
+            hit = bench_index.check(example)
+            if hit is not None:
+                hits[i] = hit
             seconds[decontaminate_mod.STAGE] += time.perf_counter() - started
         if len(pending) >= RELEVANCE_CHUNK:
             seconds["heuristics"] += _relevance(run, pending, totals)
@@ -236,9 +237,8 @@ def _scan(run: _Run, bench_index: decontaminate_mod.NgramIndex | None) -> None:
                   **({"relevance": {**totals, "seconds": round(totals["seconds"], 4)}} if on else {}))
     if bench_index is not None:
         for i in run.alive:
-            if hits[i] is not None:
-                detail, extra = hits[i]
-                run.drop(i, decontaminate_mod.STAGE, decontaminate_mod.REASON, detail, **extra)
+            if i in hits:
+                run.drop(i, decontaminate_mod.STAGE, decontaminate_mod.REASON, hits[i][0], **hits[i][1])
         run.stage(decontaminate_mod.STAGE, run.survivors(), seconds[decontaminate_mod.STAGE], ngram=bench_index.n,
                   benchmark_items=bench_index.items)
 
@@ -325,7 +325,7 @@ def _rouge_dedup(run: _Run) -> None:
               **extra)
 
 
-def _embed_dedup(run: _Run) -> dict[str, Any]:
+def _embed_dedup(run: _Run) -> None:
     cfg, started = run.cfg, time.perf_counter()
     units = run.units()
     texts = [run.sims[unit[0]] for unit in units]
@@ -343,17 +343,11 @@ def _embed_dedup(run: _Run) -> dict[str, Any]:
                 f"cosine >= {cfg.embed_threshold} in a group with a kept record" if cfg.embed_grouping == "connected"
                 else f"cosine >= {cfg.embed_threshold} against a kept record")
     run.stage("embed_dedup", run.survivors(), time.perf_counter() - started, **result.stats)
-    return result.stats
 
 
 def _read_against(paths: tuple[Path, ...]) -> against_mod.OldSet:
-    texts: list[str] = []
-    ids: list[str] = []
-    digests: list[str] = []
-    for example in (e for path in paths for e in iter_any(path)):
-        texts.append(similarity_text(example))
-        ids.append(example.id)
-        digests.append(_digest(example))
+    rows = [(similarity_text(e), e.id, _digest(e)) for path in paths for e in iter_any(path)]
+    texts, ids, digests = zip(*rows) if rows else ((), (), ())
     return against_mod.OldSet(texts, ids, digests)
 
 
@@ -369,7 +363,7 @@ def _against(run: _Run, old: against_mod.OldSet) -> None:
     run.stage(against_mod.STAGE, run.survivors(), time.perf_counter() - started, earlier_records=len(old))
 
 
-async def _judge(run: _Run) -> dict[str, Any]:
+async def _judge(run: _Run) -> None:
     """The LLM judge over the survivors, re-read from the inputs: only they are held, not every record (one
     call, so one client's cost budget and usage ledger cover them all)."""
     from datagen.llm.endpoint import endpoint
@@ -389,15 +383,13 @@ async def _judge(run: _Run) -> dict[str, Any]:
             run.drop(i, judge.STAGE, "low_judge_score", f"score {verdict.score} < {cfg.judge_min_score}",
                      score=verdict.score)
     run.stage("judge", run.survivors(), time.perf_counter() - started, llm=ledger)
-    return ledger
 
 
 def _write(run: _Run) -> None:
     """Pass 2: re-read the inputs in order and stream each record, with its ``meta.filter`` scores, to
     curated or (tagged with its ``reject``) to rejects. Both are temp files until the end, so a Ctrl-C or an
     error leaves no part of a file."""
-    out, changed = Path(run.cfg.out), "filter: the input files changed while being filtered"
-    n = 0
+    out, changed, n = Path(run.cfg.out), "filter: the input files changed while being filtered", -1
     with _atomic_file(out / REJECTS, "w") as rejects, _atomic_file(out / CURATED, "w") as curated:
         for n, example in _records(run.cfg):
             if n >= len(run.ids) or example.id != run.ids[n]:
@@ -408,10 +400,10 @@ def _write(run: _Run) -> None:
                 example.meta["filter"] = scores
             dropped = run.rejected.get(n)
             if dropped is not None:
-                example = make_reject(example, dropped[0], dropped[1], dropped[2], **dropped[3])
+                example = make_reject(example, *dropped[:3], **dropped[3])
             (rejects if dropped else curated).write(json.dumps(example.to_dict(), ensure_ascii=False,
                                                                allow_nan=False) + "\n")
-        if run.ids and n != len(run.ids) - 1:
+        if n != len(run.ids) - 1:
             raise RecordError(f"{changed} ({n + 1} records, not {len(run.ids)})")
 
 
