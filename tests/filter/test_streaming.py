@@ -10,6 +10,9 @@ import asyncio
 import random
 import tracemalloc
 
+import pytest
+
+from datagen.filter import pipeline
 from datagen.filter.pipeline import FilterConfig, run_filter
 from datagen.records import Example, write_jsonl
 from tests.filter.test_pipeline import assert_invariant
@@ -37,3 +40,22 @@ def test_peak_memory_is_far_below_the_text_filtered(tmp_path):
     assert stats["stages"]["exact_dedup"]["rejected"] == 100  # the short copies go, the full answers stay
     assert sorted(len(e.output) for e in curated) == sorted(len(r.output) for r in records[:1500])
     assert {r.reject["duplicate_of"] for r in rejects} == {r.id for r in records[:100]}
+
+
+def test_a_stop_while_writing_leaves_the_old_outputs_whole_and_no_marker(tmp_path, monkeypatch):
+    path, out = tmp_path / "in.jsonl", tmp_path / "out"
+    write_jsonl(path, [Example(instruction=f"Name {k} rivers of the northern valley.", output=f"River {k}.")
+                       for k in range(50)] * 2)
+    cfg = FilterConfig(inputs=(path,), out=out, embed_dedup=False, rouge_dedup=False)
+    asyncio.run(run_filter(cfg))
+    before = {name: (out / name).read_bytes() for name in ("curated.jsonl", "rejects.jsonl")}
+    assert before["rejects.jsonl"].count(b"\n") == 50
+
+    def stop(*args, **kwargs):  # Ctrl-C on the second pass's first reject
+        raise KeyboardInterrupt
+
+    monkeypatch.setattr(pipeline, "make_reject", stop)
+    with pytest.raises(KeyboardInterrupt):
+        asyncio.run(run_filter(cfg))
+    assert sorted(p.name for p in out.iterdir()) == ["curated.jsonl", "rejects.jsonl"]  # no temp file, no stats
+    assert {name: (out / name).read_bytes() for name in before} == before
