@@ -14,7 +14,7 @@ from __future__ import annotations
 
 import json
 from collections import Counter
-from collections.abc import Callable, Iterable
+from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -203,16 +203,21 @@ def read_seed_tasks(path: str | Path) -> list[dict[str, Any]]:
 
 def read_any(path: str | Path) -> list[Example]:
     """Read records in any supported format: a JSONL file, an HF ``save_to_disk`` folder or a parquet file."""
+    return list(iter_any(path))
+
+
+def iter_any(path: str | Path) -> Iterator[Example]:
+    """``read_any`` one record at a time, so a caller that streams (the filter) holds one line, not the file.
+    A JSON array and an HF dataset are still loaded whole (their parsers read the whole file)."""
     path = Path(path)
     if path.is_dir() and any((path / f).exists() for f in ("dataset_info.json", "dataset_dict.json")) \
             or path.suffix == ".parquet":
-        return _read_hf(path)
-    examples: list[Example] = []
-    if path.suffix == ".json" and _starts_with_array(path):  # alpaca_data.json: one JSON array
-        return _read_json_array(path)
-    for number, obj in iter_json_lines(path):
-        examples.extend(example_from_obj(obj, f"{path}:{number}"))
-    return examples
+        yield from _read_hf(path)
+    elif path.suffix == ".json" and _starts_with_array(path):  # alpaca_data.json: one JSON array
+        yield from _read_json_array(path)
+    else:
+        for number, obj in iter_json_lines(path):
+            yield from example_from_obj(obj, f"{path}:{number}")
 
 
 def _without_nones(value: Any) -> Any:

@@ -33,21 +33,24 @@ a unit unless it scores ``>= rouge_threshold`` against one kept before it.
 from __future__ import annotations
 
 import dataclasses
+import hashlib
+import json
 import logging
 import time
 from collections import Counter, defaultdict
+from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
-from datagen.checkpoint import count_reasons, make_reject
-from datagen.errors import ConfigError
+from datagen.checkpoint import make_reject
+from datagen.errors import ConfigError, RecordError
 from datagen.filter import against as against_mod
 from datagen.filter import decontaminate as decontaminate_mod
 from datagen.filter import heuristics, judge, minhash, relevance, semantic
 from datagen.filter.config import STAGES, FilterConfig, load_config  # noqa: F401 - load_config: its old home
-from datagen.formats import read_any, render_user_turn
+from datagen.formats import iter_any, render_user_turn
 from datagen.interrupt import interruptible
-from datagen.records import Example, make_dirs, write_json, write_jsonl
+from datagen.records import Example, _atomic_file, make_dirs, write_json  # _atomic_file: two outputs in one pass
 from datagen.rouge import greedy_dedup, greedy_dedup_among, tokenize
 from datagen.text import normalize_text
 
@@ -105,91 +108,155 @@ def _answer_chars(example: Example) -> int:
     return len(example.output)
 
 
+def _digest(example: Example) -> str:
+    """What exact dedup and ``--against`` compare: a 128-bit hash of the normalised ``exact_text``."""
+    return hashlib.blake2b(normalize_text(exact_text(example)).encode(), digest_size=16).hexdigest()
+
+
+def _shorten(text: str) -> str:
+    """A reject's view of the record kept: its first 80 characters, whitespace folded."""
+    text = " ".join(text.split())
+    return text[:80] + ("…" if len(text) > 80 else "")
+
+
+def _records(cfg: FilterConfig) -> Iterator[tuple[int, Example]]:
+    """Every input record with its index, read one at a time; a re-filtered file's old scores are stale."""
+    for i, example in enumerate(e for path in cfg.inputs for e in iter_any(path)):
+        example.meta = {k: v for k, v in example.meta.items() if k != "filter"}
+        yield i, example
+
+
 # ---------------------------------------------------------------------------------------------- the run
 
 
 class _Run:
-    """The records, who is still in, and what each stage did."""
+    """Who is still in, what each stage did, and per record only what the stages need: its similarity text
+    (the ROUGE-L and embedding input), a hash of its exact-dedup text, scores and flags; never the record."""
 
-    def __init__(self, cfg: FilterConfig, examples: list[Example]):
+    def __init__(self, cfg: FilterConfig):
         self.cfg = cfg
-        self.examples = examples
-        self.alive = list(range(len(examples)))
-        self.rejected: dict[int, Example] = {}
-        self.scores: list[float | None] = [None] * len(examples)
+        self.ids: list[str] = []
+        self.sims: list[str] = []
+        self.digests: list[str] = []
+        self.shorts: list[str] = []  # the exact-dedup text, shortened: a duplicate's reject names it
+        self.answers: list[int] = []
+        self.scores: list[float | None] = []
+        self.facts: dict[int, frozenset] = {}
+        self.flags: dict[int, list[str]] = {}
+        self.judged: dict[int, dict[str, Any]] = {}
+        self.rejected: dict[int, tuple[str, str, Any, dict[str, Any]]] = {}  # stage, reason, detail, extra
+        self.alive: list[int] = []
         self.stages: dict[str, dict[str, Any]] = {name: {"enabled": getattr(cfg, name)} for name in STAGES}
-        for example in examples:  # a re-filtered file's old scores are stale
-            example.meta = {k: v for k, v in example.meta.items() if k != "filter"}
 
-    def filter_meta(self, i: int) -> dict[str, Any]:
-        return self.examples[i].meta.setdefault("filter", {})
+    def add(self, i: int, example: Example) -> None:
+        self.ids.append(example.id)
+        self.sims.append(similarity_text(example))
+        self.digests.append(_digest(example))
+        self.shorts.append(_shorten(exact_text(example)))
+        self.answers.append(_answer_chars(example))
+        facts = fact_key(example)
+        if facts is not None:
+            self.facts[i] = facts
 
     def priority(self, i: int) -> tuple:
         """Sort key: the smallest is the record a duplicate group keeps."""
         if self.cfg.keep == "longest_output":
-            return (-_answer_chars(self.examples[i]), i)
+            return (-self.answers[i], i)
         if self.cfg.keep == "heuristic_score":
-            if self.scores[i] is None:
-                self.scores[i] = heuristics.graded_score(self.examples[i], self.cfg)
-            return (-self.scores[i], i)
+            return (-self.scores[i], i)  # type: ignore[operator]  # set for every record when this policy is on
         return (i,)
 
     def drop(self, i: int, stage: str, reason: str, detail: Any = None, **extra: Any) -> None:
-        self.rejected[i] = make_reject(self.examples[i], stage, reason, detail, **extra)
+        self.rejected[i] = (stage, reason, detail, extra)
 
-    def stage(self, name: str, survivors: list[int], started: float, **extra: Any) -> None:
-        dropped = [i for i in self.alive if i in self.rejected and self.rejected[i].reject["stage"] == name]
+    def stage(self, name: str, survivors: list[int], seconds: float, **extra: Any) -> None:
+        dropped = [i for i in self.alive if i in self.rejected and self.rejected[i][0] == name]
         self.stages[name].update({"in": len(self.alive), "kept": len(survivors), "rejected": len(dropped),
-                                  "reasons": dict(Counter(self.rejected[i].reject["reason"] for i in dropped)),
-                                  "seconds": round(time.perf_counter() - started, 4), **extra})
+                                  "reasons": dict(Counter(self.rejected[i][1] for i in dropped)),
+                                  "seconds": round(seconds, 4), **extra})
         log.info("filter %s: kept %d of %d", name, len(survivors), len(self.alive))
         self.alive = survivors
+
+    def survivors(self) -> list[int]:
+        return [i for i in self.alive if i not in self.rejected]
 
     def units(self) -> list[list[int]]:
         """Alive records grouped by their normalised similarity text, each unit best-first, units best-first."""
         groups: dict[str, list[int]] = defaultdict(list)
         for i in self.alive:
-            groups[normalize_text(similarity_text(self.examples[i]))].append(i)
+            groups[normalize_text(self.sims[i])].append(i)
         units = [sorted(members, key=self.priority) for members in groups.values()]
         return sorted(units, key=lambda unit: self.priority(unit[0]))
 
 
-def _heuristics(run: _Run) -> None:
-    started, survivors = time.perf_counter(), []
-    for i in run.alive:
-        result = heuristics.evaluate(run.examples[i], run.cfg)
-        meta = run.filter_meta(i)
-        meta["heuristic_score"] = run.scores[i] = result.score
-        if result.flags:
-            meta["heuristic_flags"] = [rule for rule, _ in result.flags]
-            rule, detail = result.flags[0]
-            run.drop(i, heuristics.STAGE, rule, detail)
+#: Records whose answers the ``unrelated_answer`` rule checks in one batch (the encoder's input).
+RELEVANCE_CHUNK = 8192
+
+
+def _scan(run: _Run, bench_index: decontaminate_mod.NgramIndex | None) -> None:
+    """Pass 1: read every record once (a bad line raises before anything is written), run the per-record
+    stages, heuristics and decontamination, as the records stream by, and keep what the dedup stages need."""
+    cfg, seconds = run.cfg, Counter[str]()
+    hits: dict[int, tuple[str, dict[str, str]]] = {}  # records sharing an n-gram with a benchmark item
+    on = cfg.heuristics and (cfg.embed_dedup if cfg.relevance is None else cfg.relevance) \
+        and "unrelated_answer" not in cfg.skip_rules
+    pending: list[relevance.Item] = []
+    totals: dict[str, Any] = {"checked": 0, "encoded": 0, "rejected": 0, "seconds": 0.0}
+    if cfg.heuristics:
+        log.info("filter heuristics: started on the records as they are read")
+    for i, example in _records(cfg):
+        run.add(i, example)
+        started = time.perf_counter()
+        if cfg.heuristics:
+            result = heuristics.evaluate(example, cfg)
+            run.scores.append(result.score)
+            if result.flags:
+                run.flags[i] = [rule for rule, _ in result.flags]
+                run.drop(i, heuristics.STAGE, *result.flags[0])
+            elif on:  # only a record's first answer: a follow-up ("And on Everest?") is read with the turns before
+                pending += [relevance.Item(i, heuristics.render_task(turn), turn.answer, example.is_classification,
+                                           bool(turn.input.strip()))
+                            for turn in heuristics.turns(example)[:1] if turn.answer.strip()]
         else:
-            survivors.append(i)
-    on = run.cfg.embed_dedup if run.cfg.relevance is None else run.cfg.relevance
-    extra = _relevance(run, survivors) if on and "unrelated_answer" not in run.cfg.skip_rules else {}
-    run.stage("heuristics", [i for i in survivors if i not in run.rejected], started, **extra)
+            run.scores.append(heuristics.graded_score(example, cfg) if cfg.keep == "heuristic_score" else None)
+        seconds["heuristics"] += time.perf_counter() - started
+        if bench_index is not None and i not in run.rejected:
+            started = time.perf_counter()
+            hit = bench_index.check(example)
+            if hit is not None:
+                hits[i] = hit
+            seconds[decontaminate_mod.STAGE] += time.perf_counter() - started
+        if len(pending) >= RELEVANCE_CHUNK:
+            seconds["heuristics"] += _relevance(run, pending, totals)
+            pending = []
+    if on:
+        seconds["heuristics"] += _relevance(run, pending, totals)
+    run.alive = list(range(len(run.ids)))
+    if cfg.heuristics:
+        run.stage("heuristics", run.survivors(), seconds["heuristics"],
+                  **({"relevance": {**totals, "seconds": round(totals["seconds"], 4)}} if on else {}))
+    if bench_index is not None:
+        for i in run.alive:
+            if i in hits:
+                run.drop(i, decontaminate_mod.STAGE, decontaminate_mod.REASON, hits[i][0], **hits[i][1])
+        run.stage(decontaminate_mod.STAGE, run.survivors(), seconds[decontaminate_mod.STAGE], ngram=bench_index.n,
+                  benchmark_items=bench_index.items)
 
 
-def _relevance(run: _Run, survivors: list[int]) -> dict[str, Any]:
-    """The ``unrelated_answer`` rule over the records that passed the others, in batches (relevance.py)."""
+def _relevance(run: _Run, items: list[relevance.Item], totals: dict[str, Any]) -> float:
+    """The ``unrelated_answer`` rule over a batch of records that passed the others (relevance.py); adds to
+    ``totals`` and returns the seconds it took."""
     started = time.perf_counter()
-    # Only a record's first answer: a follow-up ("And on Everest?") is read with the turns before it.
-    items = [relevance.Item(i, heuristics.render_task(turn), turn.answer, run.examples[i].is_classification,
-                            bool(turn.input.strip()))
-             for i in survivors for turn in heuristics.turns(run.examples[i])[:1] if turn.answer.strip()]
     found, stats = relevance.unrelated(
         items, min_cosine=run.cfg.relevance_min_cosine, min_chars_zh=run.cfg.relevance_min_chars_zh,
         model=run.cfg.embed_model, device=run.cfg.embed_device, batch_size=run.cfg.embed_batch_size)
     for i, detail in found:
-        if i in run.rejected:
-            continue  # a conversation with two unrelated turns: the first names it
-        meta = run.filter_meta(i)
-        meta["heuristic_score"] = run.scores[i] = 0.0
-        meta["heuristic_flags"] = [relevance.RULE]
+        run.scores[i], run.flags[i] = 0.0, [relevance.RULE]
         run.drop(i, heuristics.STAGE, relevance.RULE, detail)
-    return {"relevance": {**stats, "rejected": len({i for i, _ in found}),
-                          "seconds": round(time.perf_counter() - started, 4)}}
+    took = time.perf_counter() - started
+    totals.update(checked=totals["checked"] + stats["checked"], encoded=totals["encoded"] + stats["encoded"],
+                  rejected=totals["rejected"] + len(found), seconds=totals["seconds"] + took)
+    return took
 
 
 def _exact_dedup(run: _Run) -> None:
@@ -198,19 +265,18 @@ def _exact_dedup(run: _Run) -> None:
     if run.cfg.engine == "ray":
         from datagen.filter import ray_engine
 
-        found = ray_engine.exact_groups([exact_text(run.examples[i]) for i in run.alive], run.cfg.ray_address)
+        found = ray_engine.exact_groups([run.digests[i] for i in run.alive], run.cfg.ray_address)
         groups.update((str(k), [run.alive[x] for x in members]) for k, members in enumerate(found))
     else:
         for i in run.alive:
-            groups[normalize_text(exact_text(run.examples[i]))].append(i)
+            groups[run.digests[i]].append(i)
     for members in groups.values():
         keep, *rest = sorted(members, key=run.priority)
         for i in rest:
-            text = " ".join(exact_text(run.examples[keep]).split())
             run.drop(i, "exact_dedup", "exact_duplicate",
-                     f"same normalised prompt: kept {run.examples[keep].id} {text[:80] + ('…' if len(text) > 80 else '')!r}",
-                     duplicate_of=run.examples[keep].id, score=1.0)
-    run.stage("exact_dedup", sorted(i for i in run.alive if i not in run.rejected), started)
+                     f"same normalised prompt: kept {run.ids[keep]} {run.shorts[keep]!r}",
+                     duplicate_of=run.ids[keep], score=1.0)
+    run.stage("exact_dedup", sorted(run.survivors()), time.perf_counter() - started)
 
 
 def _drop_units(run: _Run, stage: str, reason: str, units: list[list[int]],
@@ -218,13 +284,10 @@ def _drop_units(run: _Run, stage: str, reason: str, units: list[list[int]],
     """Drop each duplicate unit; the detail names the record kept (id and a short text). Two Self-KG
     records resting on different graph facts are never duplicates, whatever their texts score."""
     for unit, dup_unit, score in dropped:
-        kept_example = run.examples[units[dup_unit][0]]
-        facts = fact_key(kept_example)
-        kept = kept_example.id
-        text = " ".join(similarity_text(kept_example).split())
-        short = text[:80] + ("…" if len(text) > 80 else "")
+        first = units[dup_unit][0]
+        facts, kept, short = run.facts.get(first), run.ids[first], _shorten(run.sims[first])
         for i in units[unit]:
-            mine = fact_key(run.examples[i])
+            mine = run.facts.get(i)
             if facts is not None and mine is not None and mine != facts:
                 continue
             run.drop(i, stage, reason, f"{detail} (score {round(float(score), 4)}): kept {kept} {short!r}",
@@ -234,7 +297,7 @@ def _drop_units(run: _Run, stage: str, reason: str, units: list[list[int]],
 def _rouge_dedup(run: _Run) -> None:
     started = time.perf_counter()
     units = run.units()
-    texts = [similarity_text(run.examples[unit[0]]) for unit in units]
+    texts = [run.sims[unit[0]] for unit in units]
     cfg = run.cfg
     method = cfg.rouge_method
     if method == "auto":
@@ -258,14 +321,14 @@ def _rouge_dedup(run: _Run) -> None:
         _, dropped = greedy_dedup(texts, cfg.rouge_threshold)
     _drop_units(run, "rouge_dedup", "rouge_near_duplicate", units, dropped,
                 f"ROUGE-L F >= {run.cfg.rouge_threshold} against a kept record")
-    run.stage("rouge_dedup", sorted(i for i in run.alive if i not in run.rejected), started, units=len(units),
-              method=method, **extra)
+    run.stage("rouge_dedup", run.survivors(), time.perf_counter() - started, units=len(units), method=method,
+              **extra)
 
 
-def _embed_dedup(run: _Run) -> dict[str, Any]:
+def _embed_dedup(run: _Run) -> None:
     cfg, started = run.cfg, time.perf_counter()
     units = run.units()
-    texts = [similarity_text(run.examples[unit[0]]) for unit in units]
+    texts = [run.sims[unit[0]] for unit in units]
     engine: dict[str, Any] = {}
     if cfg.engine == "ray":
         from datagen.filter import ray_engine
@@ -279,62 +342,69 @@ def _embed_dedup(run: _Run) -> dict[str, Any]:
     _drop_units(run, "embed_dedup", "embedding_near_duplicate", units, result.dropped,
                 f"cosine >= {cfg.embed_threshold} in a group with a kept record" if cfg.embed_grouping == "connected"
                 else f"cosine >= {cfg.embed_threshold} against a kept record")
-    run.stage("embed_dedup", sorted(i for i in run.alive if i not in run.rejected), started, **result.stats)
-    return result.stats
-
-
-def _decontaminate(run: _Run, index: decontaminate_mod.NgramIndex) -> None:
-    started, survivors = time.perf_counter(), []
-    for i in run.alive:
-        hit = index.check(run.examples[i])
-        if hit is None:
-            survivors.append(i)
-        else:
-            detail, extra = hit
-            run.drop(i, decontaminate_mod.STAGE, decontaminate_mod.REASON, detail, **extra)
-    run.stage(decontaminate_mod.STAGE, survivors, started, ngram=index.n, benchmark_items=index.items)
+    run.stage("embed_dedup", run.survivors(), time.perf_counter() - started, **result.stats)
 
 
 def _read_against(paths: tuple[Path, ...]) -> against_mod.OldSet:
-    old = [example for path in paths for example in read_any(path)]
-    return against_mod.OldSet([similarity_text(e) for e in old], [e.id for e in old],
-                              [normalize_text(exact_text(e)) for e in old])
+    rows = [(similarity_text(e), e.id, _digest(e)) for path in paths for e in iter_any(path)]
+    texts, ids, digests = zip(*rows) if rows else ((), (), ())
+    return against_mod.OldSet(texts, ids, digests)
 
 
 def _against(run: _Run, old: against_mod.OldSet) -> None:
-    started, survivors = time.perf_counter(), []
+    started = time.perf_counter()
     for i in run.alive:
-        example = run.examples[i]
-        hit = old.match(similarity_text(example), normalize_text(exact_text(example)), run.cfg.rouge_threshold)
-        if hit is None:
-            survivors.append(i)
-        else:
+        hit = old.match(run.sims[i], run.digests[i], run.cfg.rouge_threshold)
+        if hit is not None:
             old_id, score, how = hit
             detail = ("same normalised prompt as an earlier record" if how == "exact"
                       else f"ROUGE-L F >= {run.cfg.rouge_threshold} against an earlier record")
             run.drop(i, against_mod.STAGE, against_mod.REASON, detail, duplicate_of=old_id, score=round(score, 4))
-    run.stage(against_mod.STAGE, survivors, started, earlier_records=len(old))
+    run.stage(against_mod.STAGE, run.survivors(), time.perf_counter() - started, earlier_records=len(old))
 
 
-async def _judge(run: _Run) -> dict[str, Any]:
+async def _judge(run: _Run) -> None:
+    """The LLM judge over the survivors, re-read from the inputs: only they are held, not every record (one
+    call, so one client's cost budget and usage ledger cover them all)."""
     from datagen.llm.endpoint import endpoint
 
     cfg, started = run.cfg, time.perf_counter()
     sampling = dataclasses.replace(judge.SAMPLING, max_tokens=cfg.judge_max_tokens)
+    alive = set(run.alive)
+    with interruptible():
+        examples = [example for i, example in _records(cfg) if i in alive]
     with endpoint(cfg.llm) as llm_cfg:
-        verdicts, ledger = await judge.judge_examples([run.examples[i] for i in run.alive], llm_cfg, sampling)
-    survivors = []
+        verdicts, ledger = await judge.judge_examples(examples, llm_cfg, sampling)
     for i, verdict in zip(run.alive, verdicts):
-        run.filter_meta(i)["judge"] = verdict.meta()
+        run.judged[i] = verdict.meta()
         if verdict.error:
             run.drop(i, judge.STAGE, verdict.error, verdict.detail)
         elif verdict.score < cfg.judge_min_score:
             run.drop(i, judge.STAGE, "low_judge_score", f"score {verdict.score} < {cfg.judge_min_score}",
                      score=verdict.score)
-        else:
-            survivors.append(i)
-    run.stage("judge", survivors, started, llm=ledger)
-    return ledger
+    run.stage("judge", run.survivors(), time.perf_counter() - started, llm=ledger)
+
+
+def _write(run: _Run) -> None:
+    """Pass 2: re-read the inputs in order and stream each record, with its ``meta.filter`` scores, to
+    curated or (tagged with its ``reject``) to rejects. Both are temp files until the end, so a Ctrl-C or an
+    error leaves no part of a file."""
+    out, changed, n = Path(run.cfg.out), "filter: the input files changed while being filtered", -1
+    with _atomic_file(out / REJECTS, "w") as rejects, _atomic_file(out / CURATED, "w") as curated:
+        for n, example in _records(run.cfg):
+            if n >= len(run.ids) or example.id != run.ids[n]:
+                raise RecordError(f"{changed} (record {n + 1})")
+            scores = {"heuristic_score": run.scores[n]} if run.cfg.heuristics else {}
+            scores.update({k: v[n] for k, v in (("heuristic_flags", run.flags), ("judge", run.judged)) if n in v})
+            if scores:
+                example.meta["filter"] = scores
+            dropped = run.rejected.get(n)
+            if dropped is not None:
+                example = make_reject(example, *dropped[:3], **dropped[3])
+            (rejects if dropped else curated).write(json.dumps(example.to_dict(), ensure_ascii=False,
+                                                               allow_nan=False) + "\n")
+        if n != len(run.ids) - 1:
+            raise RecordError(f"{changed} ({n + 1} records, not {len(run.ids)})")
 
 
 def _preflight(cfg: FilterConfig) -> None:
@@ -365,27 +435,22 @@ def _started(name: str, run: _Run) -> None:
 
 
 async def run_filter(cfg: FilterConfig) -> dict[str, Any]:
-    """Run the enabled stages over every input record; write the outputs; return the stats."""
+    """Run the enabled stages over every input record; write the outputs; return the stats.
+
+    Two passes over the inputs, so memory holds the dedup indexes, not the records: the first validates and
+    scores each record as it is read, the dedup stages then work on what it kept, and the second writes."""
     total_started = time.perf_counter()
     _preflight(cfg)
-    examples: list[Example] = []
+    run = _Run(cfg)
     with interruptible():  # one Ctrl-C stops the synchronous stages (issue 24); asyncio.run alone swallows it
-        for path in cfg.inputs:
-            examples.extend(read_any(path))  # RecordError (path:line) before anything is written
         bench_index = decontaminate_mod.build_index(cfg.decontaminate, cfg.decontaminate_ngram) \
             if cfg.decontaminate else None
-        old = _read_against(cfg.against) if cfg.against else None
-        make_dirs(cfg.out)  # an unusable --out fails now, not after the work (and judge calls) are done
-        run = _Run(cfg, examples)
-        for name, used in ((decontaminate_mod.STAGE, bench_index), (against_mod.STAGE, old)):
+        for name, used in ((decontaminate_mod.STAGE, bench_index), (against_mod.STAGE, cfg.against or None)):
             if used is not None:  # listed in the stats only when configured: the five stages stay as they were
                 run.stages[name] = {"enabled": True}
-        if cfg.heuristics:
-            _started("heuristics", run)
-            _heuristics(run)
-        if bench_index is not None:
-            _started(decontaminate_mod.STAGE, run)
-            _decontaminate(run, bench_index)
+        _scan(run, bench_index)  # RecordError (path:line) before anything is written
+        old = _read_against(cfg.against) if cfg.against else None
+        make_dirs(cfg.out)  # an unusable --out fails now, not after the work (and judge calls) are done
         if cfg.exact_dedup:
             _started("exact_dedup", run)
             _exact_dedup(run)
@@ -401,22 +466,20 @@ async def run_filter(cfg: FilterConfig) -> dict[str, Any]:
     if cfg.judge and run.alive:
         await _judge(run)
 
-    curated = [examples[i] for i in run.alive]
     rejects = [run.rejected[i] for i in sorted(run.rejected)]
-    if len(curated) + len(rejects) != len(examples) or set(run.alive) & set(run.rejected):
-        raise AssertionError(f"filter lost track of records: {len(examples)} in, {len(curated)} curated + "
+    if len(run.alive) + len(rejects) != len(run.ids) or set(run.alive) & set(run.rejected):
+        raise AssertionError(f"filter lost track of records: {len(run.ids)} in, {len(run.alive)} curated + "
                              f"{len(rejects)} rejected")  # never under -O: this is the stage's contract
     stats = {
-        "stage": "filter", "inputs": [str(p) for p in cfg.inputs], "out": str(cfg.out), "records_in": len(examples),
-        "curated": len(curated), "kept": len(curated), "rejected": len(rejects),
-        "rejects_by_reason": count_reasons(rejects),
-        "rejects_by_stage": dict(Counter(r.reject["stage"] for r in rejects)), "stages": run.stages,
-        "llm": run.stages["judge"].get("llm"), "seconds": round(time.perf_counter() - total_started, 4),
-        "config": cfg.public_dict(),
+        "stage": "filter", "inputs": [str(p) for p in cfg.inputs], "out": str(cfg.out), "records_in": len(run.ids),
+        "curated": len(run.alive), "kept": len(run.alive), "rejected": len(rejects),
+        "rejects_by_reason": dict(Counter(reason for _, reason, _, _ in rejects)),
+        "rejects_by_stage": dict(Counter(stage for stage, _, _, _ in rejects)), "stages": run.stages,
+        "llm": run.stages["judge"].get("llm"), "seconds": 0.0, "config": cfg.public_dict(),
     }
-    out = Path(cfg.out)
-    (out / STATS).unlink(missing_ok=True)  # a stale marker must not vouch for half-replaced outputs
-    write_jsonl(out / REJECTS, rejects)
-    write_jsonl(out / CURATED, curated)
-    write_json(out / STATS, stats)  # written last: its presence means the stage finished
+    (Path(cfg.out) / STATS).unlink(missing_ok=True)  # a stale marker must not vouch for half-replaced outputs
+    with interruptible():
+        _write(run)
+    stats["seconds"] = round(time.perf_counter() - total_started, 4)
+    write_json(Path(cfg.out) / STATS, stats)  # written last: its presence means the stage finished
     return stats
