@@ -177,31 +177,35 @@ def one_size(n: int, exact_max: int, encoder_sample: int, seed: int, peer_max: i
              skip: frozenset[str] = frozenset()) -> dict:
     """Everything measured at one size (run in a child process); ``skip`` names stages not run
     ("heuristics", "pair_search": for a ROUGE-only measurement at a size where the rest takes too long)."""
+    import tempfile
+
     from datagen.filter import minhash, semantic
-    from datagen.filter.pipeline import FilterConfig, _exact_dedup, _heuristics, _Run, similarity_text
-    from datagen.records import Example
+    from datagen.filter.pipeline import FilterConfig, _exact_dedup, _Run, _scan
     from datagen.rouge import Tokens, greedy_dedup, greedy_dedup_among, rouge_l
 
     row: dict = {"records": n, "load_average_before": " ".join(f"{x:.2f}" for x in os.getloadavg())}
+    tmp = tempfile.TemporaryDirectory(prefix="bench_filter_")
+    path = Path(tmp.name) / "records.jsonl"
     with _Clock(row, "generate"):
         records, planted = make_records(n, seed)
-        examples = [Example(**r) for r in records]
+        with open(path, "w", encoding="utf-8") as f:
+            f.writelines(json.dumps(r, ensure_ascii=False) + "\n" for r in records)
         del records
     row["planted_copies"] = int(sum(planted))
-    cfg = FilterConfig(embed_dedup=False)
-    run = _Run(cfg, examples)
-    with _Clock(row, "heuristics"):
-        if "heuristics" not in skip:
-            _heuristics(run)
-        else:
-            run.stages["heuristics"] = {"rejected": 0}
+    cfg = FilterConfig(inputs=(path,), embed_dedup=False, heuristics="heuristics" not in skip)
+    run = _Run(cfg)
+    with _Clock(row, "heuristics"):  # the filter's pass 1: read each record, run the heuristics, keep its row
+        _scan(run, None)
+    if "heuristics" in skip:
+        run.stages["heuristics"] = {"rejected": 0}
+    tmp.cleanup()
     with _Clock(row, "exact_dedup"):
         _exact_dedup(run)
     row["heuristic_rejects"] = run.stages["heuristics"]["rejected"]
 
     with _Clock(row, "units"):
         units = run.units()
-        texts = [similarity_text(examples[u[0]]) for u in units]
+        texts = [run.sims[u[0]] for u in units]
     row["units"] = len(units)
     with _Clock(row, "rouge_tokenize"):
         tokens = Tokens.of(texts)
@@ -244,7 +248,7 @@ def one_size(n: int, exact_max: int, encoder_sample: int, seed: int, peer_max: i
     del sketch, gone, rejected
 
     survivors = [units[u][0] for u in kept_l] if "pair_search" not in skip else []
-    vectors = hashed_vectors([similarity_text(examples[i]) for i in survivors])
+    vectors = hashed_vectors([run.sims[i] for i in survivors])
     info: dict = {}
     with _Clock(row, "pair_search"):
         i, j, s = semantic.similar_pairs(vectors, cfg.embed_threshold, ivf_above=cfg.embed_ivf_above,
