@@ -378,8 +378,9 @@ def render(rows: list[dict], slopes: dict) -> str:
     def wc(r: dict, k: str) -> str:
         return f"{r[k + '_s']:.1f} / {r[k + '_cpu_s']:.1f}" if k + "_s" in r else "-"
 
-    lines = ["Timings on a 2-core machine shared with 5 other jobs: each cell is wall / CPU seconds (CPU = this "
-             "process's user + system time, which the neighbours do not inflate); load average per size below.",
+    lines = [f"Timings on {os.cpu_count()} cores: each cell is wall / CPU seconds (CPU = this process's user + system "
+             "time, which other work on the machine does not inflate); the load average when each size started is in "
+             "its row.",
              "",
              "| records | load avg | heuristics | exact dedup | ROUGE LSH (minhash / pairs / verify) | LSH pairs | "
              "ROUGE exact | pair search (index, nprobe, recall) | all but encoder | peak RSS MB | planted recall | "
