@@ -94,6 +94,9 @@ class FilterConfig:
     relevance_min_cosine: float = 0.1               # English: task-answer cosine (MiniLM) below this = unrelated
     relevance_min_chars_zh: int = 10                # Chinese: answers this long sharing no character with the task
                                                     # and its input are unrelated
+    # --- pass 1's heuristics in worker processes past a size (the filter's largest cost at 1M records: 0.6 ms each)
+    heuristics_workers: int = 0                     # processes; 0 = one per CPU core, 1 = this process only
+    heuristics_parallel_above: int = 16_384         # records read before the workers start (starting costs ~1 s)
     # --- where the dedup stages run (datagen/filter/ray_engine.py); the kept set is the same either way
     engine: str = "local"                           # local: this process; ray: exact, ROUGE-L and embedding dedup on
                                                     # Ray Data (pip install 'datagen[ray]')
@@ -150,6 +153,8 @@ class FilterConfig:
         _number("rouge_lsh_max_df", self.rouge_lsh_max_df, 0, 1, lo_open=True)
         _number("rouge_lsh_max_count", self.rouge_lsh_max_count, 1, 1 << 40, integer=True)
         _number("decontaminate_ngram", self.decontaminate_ngram, 1, 1000, integer=True)
+        _number("heuristics_workers", self.heuristics_workers, 0, 1024, integer=True)
+        _number("heuristics_parallel_above", self.heuristics_parallel_above, 0, 1 << 40, integer=True)
         for name in ("decontaminate", "against"):
             value = getattr(self, name)
             value = (value,) if isinstance(value, (str, Path)) else value

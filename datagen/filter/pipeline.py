@@ -36,9 +36,14 @@ import dataclasses
 import hashlib
 import json
 import logging
+import multiprocessing
+import os
+import signal
+import sys
 import time
-from collections import Counter, defaultdict
+from collections import Counter, defaultdict, deque
 from collections.abc import Iterator
+from concurrent.futures import Future, ProcessPoolExecutor
 from pathlib import Path
 from typing import Any
 
@@ -204,11 +209,10 @@ def _scan(run: _Run, bench_index: decontaminate_mod.NgramIndex | None) -> None:
     totals: dict[str, Any] = {"checked": 0, "encoded": 0, "rejected": 0, "seconds": 0.0}
     if cfg.heuristics:
         log.info("filter heuristics: started on the records as they are read")
-    for i, example in _records(cfg):
+    scan_started = time.perf_counter()
+    for i, example, result in _evaluated(cfg, _records(cfg)):
         run.add(i, example)
-        started = time.perf_counter()
-        if cfg.heuristics:
-            result = heuristics.evaluate(example, cfg)
+        if result is not None:
             run.scores.append(result.score)
             if result.flags:
                 run.flags[i] = [rule for rule, _ in result.flags]
@@ -219,7 +223,6 @@ def _scan(run: _Run, bench_index: decontaminate_mod.NgramIndex | None) -> None:
                             for turn in heuristics.turns(example)[:1] if turn.answer.strip()]
         else:
             run.scores.append(heuristics.graded_score(example, cfg) if cfg.keep == "heuristic_score" else None)
-        seconds["heuristics"] += time.perf_counter() - started
         if bench_index is not None and i not in run.rejected:
             started = time.perf_counter()
             hit = bench_index.check(example)
@@ -227,10 +230,13 @@ def _scan(run: _Run, bench_index: decontaminate_mod.NgramIndex | None) -> None:
                 hits[i] = hit
             seconds[decontaminate_mod.STAGE] += time.perf_counter() - started
         if len(pending) >= RELEVANCE_CHUNK:
-            seconds["heuristics"] += _relevance(run, pending, totals)
+            _relevance(run, pending, totals)
             pending = []
     if on:
-        seconds["heuristics"] += _relevance(run, pending, totals)
+        _relevance(run, pending, totals)
+    # The heuristics' seconds are pass 1's wall time but decontamination's: with worker processes, the seconds
+    # each record took would add up to more than the stage lasted.
+    seconds["heuristics"] = time.perf_counter() - scan_started - seconds[decontaminate_mod.STAGE]
     run.alive = list(range(len(run.ids)))
     if cfg.heuristics:
         run.stage("heuristics", run.survivors(), seconds["heuristics"],
@@ -243,9 +249,75 @@ def _scan(run: _Run, bench_index: decontaminate_mod.NgramIndex | None) -> None:
                   benchmark_items=bench_index.items)
 
 
-def _relevance(run: _Run, items: list[relevance.Item], totals: dict[str, Any]) -> float:
-    """The ``unrelated_answer`` rule over a batch of records that passed the others (relevance.py); adds to
-    ``totals`` and returns the seconds it took."""
+#: Records a worker evaluates per task; a few tasks per worker are in flight, so memory stays bounded.
+HEURISTICS_CHUNK = 1024
+
+
+def _evaluated(cfg: FilterConfig, records: Iterator[tuple[int, Example]]
+               ) -> Iterator[tuple[int, Example, heuristics.HeuristicResult | None]]:
+    """Each record with its heuristics result (None with the stage off), in input order.
+
+    Past ``heuristics_parallel_above`` records, chunks go to ``heuristics_workers`` processes (the rules are per
+    record and pure Python: one core a process) while this one reads on; at most ``2·workers + 1`` chunks are
+    in flight, so memory stays bounded. The workers ignore SIGINT: a Ctrl-C lands here, the pool is dropped and
+    each worker ends after its current chunk (about a second)."""
+    workers = cfg.heuristics_workers or len(os.sched_getaffinity(0))
+    # fork: the workers start from this process, small at that point, and do not re-import the caller's
+    # __main__ (spawn and forkserver do: a script without a __main__ guard would run again in each worker).
+    # Where there is no fork (macOS discourages it, Windows has none) the heuristics stay in this process.
+    if not cfg.heuristics or workers < 2 or "fork" not in multiprocessing.get_all_start_methods() \
+            or sys.platform == "darwin":
+        yield from ((i, example, heuristics.evaluate(example, cfg) if cfg.heuristics else None)
+                    for i, example in records)
+        return
+    pool: ProcessPoolExecutor | None = None
+    in_flight: deque[tuple[list[tuple[int, Example]], Future]] = deque()
+    chunk: list[tuple[int, Example]] = []
+    try:
+        for i, example in records:
+            if pool is None and i < cfg.heuristics_parallel_above:
+                yield i, example, heuristics.evaluate(example, cfg)
+                continue
+            if pool is None:
+                log.info("filter heuristics: %d worker processes from record %d", workers, i + 1)
+                pool = ProcessPoolExecutor(workers, mp_context=multiprocessing.get_context("fork"),
+                                           initializer=_worker_init, initargs=(cfg,))
+            chunk.append((i, example))
+            if len(chunk) == HEURISTICS_CHUNK:
+                in_flight.append((chunk, pool.submit(_evaluate_chunk, [e for _, e in chunk])))
+                chunk = []
+            while len(in_flight) > 2 * workers or (in_flight and in_flight[0][1].done()):
+                yield from _settled(*in_flight.popleft())
+        if chunk and pool is not None:
+            in_flight.append((chunk, pool.submit(_evaluate_chunk, [e for _, e in chunk])))
+        while in_flight:
+            yield from _settled(*in_flight.popleft())
+    finally:
+        if pool is not None:
+            pool.shutdown(wait=False, cancel_futures=True)
+
+
+def _settled(chunk: list[tuple[int, Example]], future: Future
+             ) -> Iterator[tuple[int, Example, heuristics.HeuristicResult]]:
+    return ((i, example, result) for (i, example), result in zip(chunk, future.result()))
+
+
+_WORKER_CFG: FilterConfig | None = None
+
+
+def _worker_init(cfg: FilterConfig) -> None:
+    global _WORKER_CFG
+    signal.signal(signal.SIGINT, signal.SIG_IGN)  # the parent handles Ctrl-C and drops the pool
+    _WORKER_CFG = cfg
+
+
+def _evaluate_chunk(examples: list[Example]) -> list[heuristics.HeuristicResult]:
+    return [heuristics.evaluate(example, _WORKER_CFG) for example in examples]  # type: ignore[arg-type]
+
+
+def _relevance(run: _Run, items: list[relevance.Item], totals: dict[str, Any]) -> None:
+    """The ``unrelated_answer`` rule over a batch of records that passed the others (relevance.py); adds its
+    counts and seconds to ``totals``."""
     started = time.perf_counter()
     found, stats = relevance.unrelated(
         items, min_cosine=run.cfg.relevance_min_cosine, min_chars_zh=run.cfg.relevance_min_chars_zh,
@@ -256,7 +328,6 @@ def _relevance(run: _Run, items: list[relevance.Item], totals: dict[str, Any]) -
     took = time.perf_counter() - started
     totals.update(checked=totals["checked"] + stats["checked"], encoded=totals["encoded"] + stats["encoded"],
                   rejected=totals["rejected"] + len(found), seconds=totals["seconds"] + took)
-    return took
 
 
 def _exact_dedup(run: _Run) -> None:

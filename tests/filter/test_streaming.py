@@ -59,3 +59,29 @@ def test_a_stop_while_writing_leaves_the_old_outputs_whole_and_no_marker(tmp_pat
         asyncio.run(run_filter(cfg))
     assert sorted(p.name for p in out.iterdir()) == ["curated.jsonl", "rejects.jsonl"]  # no temp file, no stats
     assert {name: (out / name).read_bytes() for name in before} == before
+
+
+def test_heuristics_in_worker_processes_write_the_same_bytes(tmp_path):
+    """Pass 1's heuristics in two worker processes (from the first record here; by default past 16K) give the
+    same curated and rejects, byte for byte, as in this process: same scores, same flags, input order."""
+    rng = random.Random(5)
+    words = [f"word{k}" for k in range(300)]
+    records = []
+    for k in range(3000):
+        answer = " ".join(rng.choices(words, k=rng.randint(6, 30))) + "."
+        records.append(Example(instruction=" ".join(rng.sample(words, 7)).capitalize() + "?",
+                               output=[answer, "", "As an AI language model, I cannot answer that.",
+                                       answer + " " + answer][k % 4 if k % 7 == 0 else 0]))
+    path = tmp_path / "in.jsonl"
+    write_jsonl(path, records)
+    runs = {}
+    for workers in (1, 2):
+        out = tmp_path / f"out{workers}"
+        runs[workers] = asyncio.run(run_filter(FilterConfig(
+            inputs=(path,), out=out, embed_dedup=False, rouge_dedup=False, heuristics_workers=workers,
+            heuristics_parallel_above=0)))
+        assert_invariant([path], out, runs[workers])
+    assert runs[1]["stages"]["heuristics"]["reasons"] == runs[2]["stages"]["heuristics"]["reasons"]
+    assert runs[2]["stages"]["heuristics"]["rejected"] >= 3000 // 7 // 2  # the empty and refusing answers go
+    for name in ("curated.jsonl", "rejects.jsonl"):
+        assert (tmp_path / "out1" / name).read_bytes() == (tmp_path / "out2" / name).read_bytes()

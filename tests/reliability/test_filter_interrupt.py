@@ -40,26 +40,33 @@ def _flags(stage: str) -> list[str]:
     return [flag for name, flag in others.items() if name != stage]
 
 
-CASES = [  # stage, records, ROUGE-L method, seconds to wait after the stage's marker line
-    pytest.param("heuristics", 20_000, None, 0.5, id="heuristics"),
-    pytest.param("rouge_dedup", 12_000, "exact", 0.5, id="rouge-exact"),
-    pytest.param("rouge_dedup", 30_000, "lsh", 0.2, id="rouge-lsh"),  # about 1 s per 12K records
-    pytest.param("embed_dedup", 4_000, None, 0.5, id="embed-encode", marks=pytest.mark.slow),  # encoding: ~3 s
+#: The heuristics in worker processes from the first record (pass 1's pool; the default starts it at 16K).
+WORKERS = {"heuristics_workers": 2, "heuristics_parallel_above": 0}
+
+CASES = [  # stage, records, config, seconds to wait after the stage's marker line
+    pytest.param("heuristics", 20_000, {}, 0.5, id="heuristics"),
+    pytest.param("heuristics", 20_000, WORKERS, 0.5, id="heuristics-workers"),
+    pytest.param("rouge_dedup", 12_000, {"rouge_method": "exact"}, 0.5, id="rouge-exact"),
+    pytest.param("rouge_dedup", 30_000, {"rouge_method": "lsh"}, 0.2, id="rouge-lsh"),  # about 1 s per 12K records
+    pytest.param("embed_dedup", 4_000, {}, 0.5, id="embed-encode", marks=pytest.mark.slow),  # encoding: ~3 s
 ]
 
 
-def _marker(stage: str) -> str:
-    """The log line after which ``stage`` is busy: its start, or for the embedding stage the start of encoding
-    ("embedding N texts with MODEL", after the seconds of loading the encoder that a fixed wait only guessed)."""
+def _marker(stage: str, config: dict) -> str:
+    """The log line after which ``stage`` is busy: its start, for the embedding stage the start of encoding
+    ("embedding N texts with MODEL", after the seconds of loading the encoder that a fixed wait only guessed),
+    for the heuristics in workers the start of the pool."""
+    if config.get("heuristics_workers"):
+        return " worker processes from record "
     return " texts with " if stage == "embed_dedup" else f"filter {stage}: started"
 
 
-@pytest.mark.parametrize("stage, n, method, wait", CASES)
-def test_one_sigint_stops_the_stage_with_130_and_no_output(tmp_path, stage, n, method, wait, record_property):
+@pytest.mark.parametrize("stage, n, settings, wait", CASES)
+def test_one_sigint_stops_the_stage_with_130_and_no_output(tmp_path, stage, n, settings, wait, record_property):
     path, out = tmp_path / "in.jsonl", tmp_path / "out"
     write_jsonl(path, _records(n))
     config = tmp_path / "f.yaml"
-    config.write_text(json.dumps({"rouge_method": method or "auto"}))
+    config.write_text(json.dumps(settings))
     args = ["filter", path, "--out", out, "--config", config, *_flags(stage)]
     env = subprocess_env(tmp_path / "home")
     proc = subprocess.Popen(datagen_cmd(*args), env=env, cwd=REPO, stderr=subprocess.PIPE, stdout=subprocess.PIPE,
@@ -70,7 +77,7 @@ def test_one_sigint_stops_the_stage_with_130_and_no_output(tmp_path, stage, n, m
     def read() -> None:
         for line in proc.stderr:
             lines.append(line)
-            if _marker(stage) in line:
+            if _marker(stage, settings) in line:
                 started.set()
 
     reader = threading.Thread(target=read, daemon=True)
@@ -88,7 +95,8 @@ def test_one_sigint_stops_the_stage_with_130_and_no_output(tmp_path, stage, n, m
             proc.kill()
     reader.join(5)
     log = "".join(lines)
-    record_property("detail", f"{stage} ({method or 'default'}): exit {code} {took:.2f} s after SIGINT")
+    how = ", ".join(f"{k}: {v}" for k, v in settings.items()) or "defaults"
+    record_property("detail", f"{stage} ({how}): exit {code} {took:.2f} s after SIGINT")
     assert code == 130, log
     assert took <= 3.0, f"took {took:.2f} s to stop"
     assert f"filter {stage}: kept" not in log, "the signal must land mid-stage"
