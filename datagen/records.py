@@ -299,7 +299,8 @@ def iter_examples(path: str | Path) -> Iterator[Example]:
 # ---------------------------------------------------------------------------------------------- writing
 
 
-def _dump_line(obj: Any) -> str:
+def dump_line(obj: Any) -> str:
+    """One JSON line of a record (or a plain dict), as every records file is written."""
     if isinstance(obj, Example):
         obj = obj.to_dict()
     return json.dumps(obj, ensure_ascii=False, allow_nan=False) + "\n"
@@ -340,9 +341,10 @@ def make_dirs(path: str | Path) -> Path:
 
 
 @contextlib.contextmanager
-def _atomic_file(path: str | Path, mode: str) -> Iterator[Any]:
+def atomic_file(path: str | Path, mode: str) -> Iterator[Any]:
     """Yield a temp file beside ``path``; on success fsync it and rename it over ``path`` (then fsync the
-    folder), on any error remove it. Readers see the old file or the whole new one, never a part."""
+    folder), on any error remove it. Readers see the old file or the whole new one, never a part. Open two at
+    once to write two files in one pass (the filter's curated and rejects)."""
     path = Path(path)
     make_dirs(path.parent)
     fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
@@ -361,7 +363,7 @@ def _atomic_file(path: str | Path, mode: str) -> Iterator[Any]:
 
 def write_atomic(path: str | Path, data: str | bytes) -> None:
     """Write a whole file so that it is either complete or absent: temp file, fsync, rename, fsync dir."""
-    with _atomic_file(path, "wb") as handle:
+    with atomic_file(path, "wb") as handle:
         handle.write(data.encode("utf-8") if isinstance(data, str) else data)
 
 
@@ -373,9 +375,9 @@ def write_json(path: str | Path, obj: Any) -> None:
 def write_jsonl(path: str | Path, rows: Iterable[Example | dict[str, Any]]) -> int:
     """Atomically write records (or plain dicts) as JSON lines; returns the number written."""
     count = 0
-    with _atomic_file(path, "w") as handle:
+    with atomic_file(path, "w") as handle:
         for row in rows:
-            handle.write(_dump_line(row))
+            handle.write(dump_line(row))
             count += 1
     return count
 
@@ -403,7 +405,7 @@ class ShardWriter:
 
     def write(self, row: Example | dict[str, Any]) -> None:
         """Append one record as one line and flush it to the OS (and to disk every ``fsync_every``)."""
-        self._handle.write(_dump_line(row))
+        self._handle.write(dump_line(row))
         self._handle.flush()
         self._pending += 1
         self.written += 1

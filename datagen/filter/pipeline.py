@@ -34,7 +34,6 @@ from __future__ import annotations
 
 import dataclasses
 import hashlib
-import json
 import logging
 import multiprocessing
 import os
@@ -55,7 +54,7 @@ from datagen.filter import heuristics, judge, minhash, relevance, semantic
 from datagen.filter.config import STAGES, FilterConfig, load_config  # noqa: F401 - load_config: its old home
 from datagen.formats import iter_any, render_user_turn
 from datagen.interrupt import interruptible
-from datagen.records import Example, _atomic_file, make_dirs, write_json  # _atomic_file: two outputs in one pass
+from datagen.records import Example, atomic_file, dump_line, make_dirs, write_json
 from datagen.rouge import Tokens, greedy_dedup, greedy_dedup_among
 from datagen.text import normalize_text
 
@@ -461,7 +460,7 @@ def _write(run: _Run) -> None:
     curated or (tagged with its ``reject``) to rejects. Both are temp files until the end, so a Ctrl-C or an
     error leaves no part of a file."""
     out, changed, n = Path(run.cfg.out), "filter: the input files changed while being filtered", -1
-    with _atomic_file(out / REJECTS, "w") as rejects, _atomic_file(out / CURATED, "w") as curated:
+    with atomic_file(out / REJECTS, "w") as rejects, atomic_file(out / CURATED, "w") as curated:
         for n, example in _records(run.cfg):
             if n >= len(run.ids) or example.id != run.ids[n]:
                 raise RecordError(f"{changed} (record {n + 1})")
@@ -472,8 +471,7 @@ def _write(run: _Run) -> None:
             dropped = run.rejected.get(n)
             if dropped is not None:
                 example = make_reject(example, *dropped[:3], **dropped[3])
-            (rejects if dropped else curated).write(json.dumps(example.to_dict(), ensure_ascii=False,
-                                                               allow_nan=False) + "\n")
+            (rejects if dropped else curated).write(dump_line(example))
         if n != len(run.ids) - 1:
             raise RecordError(f"{changed} ({n + 1} records, not {len(run.ids)})")
 
