@@ -6,7 +6,8 @@ Run it:  pip install 'datagen[ray]'
 Only the insides of three stages move; reading, heuristics, the judge, rejects with reasons and the outputs are
 the pipeline's own code (``pipeline.py`` calls the three functions below instead of its local ones):
 
-- exact dedup: the normalised prompt's 128-bit hash as a ``map_batches``, duplicate groups as a ``groupby``;
+- exact dedup: duplicate groups of the normalised prompts' 128-bit digests (made as pass 1 reads each record)
+  as a ``groupby``;
 - ROUGE-L: tokens and band keys (``minhash.band_keys``, per tier of ``minhash.tiers``) as maps, LSH buckets as
   a ``groupby`` on the int64 keys, candidate pairs verified with ``rouge.rouge_l`` as a map; texts LSH cannot place
   (``minhash.tiers``' ``few``) and, for ``rouge_method: exact``, every text, are searched with a broadcast
@@ -18,8 +19,9 @@ the pipeline's own code (``pipeline.py`` calls the three functions below instead
   pair search (``semantic.similar_pairs``) and the keep rule (``semantic.keep_greedy`` / ``keep_one_per_group``)
   on the driver, where the vectors meet.
 
-What stays on the driver: the records themselves (the pipeline holds them), the ROUGE token lists (shingles
-drop tokens by corpus-wide document frequency, one counting pass), the vectors, and the verified pairs.
+What stays on the driver: the pipeline's rows (per record its similarity text, digest and scores, not the
+record), the ROUGE token ids (shingles drop tokens by corpus-wide document frequency, one counting pass), the
+vectors, and the verified pairs.
 
     >>> _components(5, np.array([[0, 3], [3, 4]]))
     [[0, 3, 4]]
@@ -27,7 +29,6 @@ drop tokens by corpus-wide document frequency, one counting pass), the vectors, 
 
 from __future__ import annotations
 
-import hashlib
 import importlib.util
 import logging
 import time
@@ -41,7 +42,6 @@ from datagen.embed import DEFAULT_MODEL, encode, load_encoder
 from datagen.errors import ConfigError
 from datagen.filter import minhash, semantic
 from datagen.rouge import RougePool, Tokens, greedy_dedup_among, rouge_l, tokenize
-from datagen.text import normalize_text
 
 log = logging.getLogger("datagen.filter")
 
@@ -96,11 +96,6 @@ def _rows(ds: Any, *columns: str) -> dict[str, np.ndarray]:
 # ---------------------------------------------------------------------------------------------- exact dedup
 
 
-def _exact_keys(batch: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
-    keys = [hashlib.blake2b(normalize_text(t).encode(), digest_size=16).hexdigest() for t in batch["text"]]
-    return {"i": batch["i"], "key": np.asarray(keys, dtype=object)}
-
-
 def _shared(batch: Any) -> Any:
     """The aggregated rows of keys held by two or more rows."""
     import pyarrow.compute as pc
@@ -140,15 +135,14 @@ def _groups(ds: Any, n: int) -> list[np.ndarray]:
     return [g.astype(np.int64) for g in groups if len(g) > 1]
 
 
-def exact_groups(texts: Sequence[str], address: str | None = None) -> list[list[int]]:
-    """Groups (ascending indices, two or more each) of ``texts`` with the same normalised text
-    (``text.normalize_text``, compared by its 128-bit hash); texts alone in their group are left out."""
-    if len(texts) < 2:
+def exact_groups(keys: Sequence[str], address: str | None = None) -> list[list[int]]:
+    """Groups (ascending indices, two or more each) of equal ``keys``: the pipeline's digests of each record's
+    normalised exact-dedup text (``pipeline._digest``); keys alone in their group are left out."""
+    if len(keys) < 2:
         return []
     connect(address)
-    ds = _dataset({"i": np.arange(len(texts)), "text": list(texts)})
-    keyed = ds.map_batches(_exact_keys, batch_format="numpy")
-    return sorted(g.tolist() for g in _groups(keyed, len(texts)))
+    ds = _dataset({"i": np.arange(len(keys)), "key": list(keys)})
+    return sorted(g.tolist() for g in _groups(ds, len(keys)))
 
 
 # ---------------------------------------------------------------------------------------------- ROUGE-L
