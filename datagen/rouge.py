@@ -513,8 +513,9 @@ def _pool_pairs(toks: Tokens, flagged: Sequence[bool] | np.ndarray, threshold: f
     """
     lengths = toks.lengths
     owner = np.repeat(np.arange(len(toks)), lengths)
-    by_token = owner[np.argsort(toks.ids, kind="stable")]  # the texts holding each token, token by token
-    starts = np.searchsorted(np.sort(toks.ids), np.arange(len(toks.vocab) + 1))
+    order = np.argsort(toks.ids, kind="stable")
+    by_token = owner[order]  # the texts holding each token, token by token
+    starts = np.searchsorted(toks.ids[order], np.arange(len(toks.vocab) + 1))
     out = [np.empty((0, 2), np.int64)]
     for x in np.flatnonzero(np.asarray(flagged, bool) & (lengths > 0)).tolist():
         shared = np.bincount(np.concatenate([by_token[starts[t] : starts[t + 1]] for t in np.unique(toks[x])]),
