@@ -187,10 +187,7 @@ def one_size(n: int, exact_max: int, encoder_sample: int, seed: int, peer_max: i
     tmp = tempfile.TemporaryDirectory(prefix="bench_filter_")
     path = Path(tmp.name) / "records.jsonl"
     with _Clock(row, "generate"):
-        records, planted = make_records(n, seed)
-        with open(path, "w", encoding="utf-8") as f:
-            f.writelines(json.dumps(r, ensure_ascii=False) + "\n" for r in records)
-        del records
+        planted = write_records(n, seed, path)
     row["planted_copies"] = int(sum(planted))
     cfg = FilterConfig(inputs=(path,), embed_dedup=False, heuristics="heuristics" not in skip)
     run = _Run(cfg)
@@ -297,12 +294,12 @@ def one_size(n: int, exact_max: int, encoder_sample: int, seed: int, peer_max: i
     return {k: (round(v, 4) if isinstance(v, float) else v) for k, v in row.items()}
 
 
-def write_records(n: int, seed: int, path: Path) -> None:
-    """The bench's records as a JSONL file, for the end-to-end run (written by its own process)."""
-    records, _ = make_records(n, seed)
+def write_records(n: int, seed: int, path: Path) -> list[bool]:
+    """The bench's records as a JSONL file, what the filter reads; returns which are planted copies."""
+    records, planted = make_records(n, seed)
     with open(path, "w", encoding="utf-8") as f:
-        for record in records:
-            f.write(json.dumps(record, ensure_ascii=False) + "\n")
+        f.writelines(json.dumps(record, ensure_ascii=False) + "\n" for record in records)
+    return planted
 
 
 def pipeline_size(path: Path, out: Path) -> dict:
