@@ -173,16 +173,15 @@ class _Run:
     def drop(self, i: int, stage: str, reason: str, detail: Any = None, **extra: Any) -> None:
         self.rejected[i] = (stage, reason, detail, extra)
 
-    def stage(self, name: str, survivors: list[int], seconds: float, **extra: Any) -> None:
+    def stage(self, name: str, seconds: float, **extra: Any) -> None:
+        """Close stage ``name``: its counts and seconds into the stats; the records it did not drop go on."""
+        survivors = [i for i in self.alive if i not in self.rejected]
         dropped = [i for i in self.alive if i in self.rejected and self.rejected[i][0] == name]
         self.stages[name].update({"in": len(self.alive), "kept": len(survivors), "rejected": len(dropped),
                                   "reasons": dict(Counter(self.rejected[i][1] for i in dropped)),
                                   "seconds": round(seconds, 4), **extra})
         log.info("filter %s: kept %d of %d", name, len(survivors), len(self.alive))
         self.alive = survivors
-
-    def survivors(self) -> list[int]:
-        return [i for i in self.alive if i not in self.rejected]
 
     def units(self) -> list[list[int]]:
         """Alive records grouped by their normalised similarity text, each unit best-first, units best-first."""
@@ -238,13 +237,13 @@ def _scan(run: _Run, bench_index: decontaminate_mod.NgramIndex | None) -> None:
     seconds["heuristics"] = time.perf_counter() - scan_started - seconds[decontaminate_mod.STAGE]
     run.alive = list(range(len(run.ids)))
     if cfg.heuristics:
-        run.stage("heuristics", run.survivors(), seconds["heuristics"],
+        run.stage("heuristics", seconds["heuristics"],
                   **({"relevance": {**totals, "seconds": round(totals["seconds"], 4)}} if on else {}))
     if bench_index is not None:
         for i in run.alive:
             if i in hits:
                 run.drop(i, decontaminate_mod.STAGE, decontaminate_mod.REASON, hits[i][0], **hits[i][1])
-        run.stage(decontaminate_mod.STAGE, run.survivors(), seconds[decontaminate_mod.STAGE], ngram=bench_index.n,
+        run.stage(decontaminate_mod.STAGE, seconds[decontaminate_mod.STAGE], ngram=bench_index.n,
                   benchmark_items=bench_index.items)
 
 
@@ -346,7 +345,7 @@ def _exact_dedup(run: _Run) -> None:
             run.drop(i, "exact_dedup", "exact_duplicate",
                      f"same normalised prompt: kept {run.ids[keep]} {run.shorts[keep]!r}",
                      duplicate_of=run.ids[keep], score=1.0)
-    run.stage("exact_dedup", sorted(run.survivors()), time.perf_counter() - started)
+    run.stage("exact_dedup", time.perf_counter() - started)
 
 
 def _drop_units(run: _Run, stage: str, reason: str, units: list[list[int]],
@@ -391,8 +390,7 @@ def _rouge_dedup(run: _Run) -> None:
         _, dropped = greedy_dedup(texts, cfg.rouge_threshold)
     _drop_units(run, "rouge_dedup", "rouge_near_duplicate", units, dropped,
                 f"ROUGE-L F >= {run.cfg.rouge_threshold} against a kept record")
-    run.stage("rouge_dedup", run.survivors(), time.perf_counter() - started, units=len(units), method=method,
-              **extra)
+    run.stage("rouge_dedup", time.perf_counter() - started, units=len(units), method=method, **extra)
 
 
 def _embed_dedup(run: _Run) -> None:
@@ -412,7 +410,7 @@ def _embed_dedup(run: _Run) -> None:
     _drop_units(run, "embed_dedup", "embedding_near_duplicate", units, result.dropped,
                 f"cosine >= {cfg.embed_threshold} in a group with a kept record" if cfg.embed_grouping == "connected"
                 else f"cosine >= {cfg.embed_threshold} against a kept record")
-    run.stage("embed_dedup", run.survivors(), time.perf_counter() - started, **result.stats)
+    run.stage("embed_dedup", time.perf_counter() - started, **result.stats)
 
 
 def _read_against(paths: tuple[Path, ...]) -> against_mod.OldSet:
@@ -430,7 +428,7 @@ def _against(run: _Run, old: against_mod.OldSet) -> None:
             detail = ("same normalised prompt as an earlier record" if how == "exact"
                       else f"ROUGE-L F >= {run.cfg.rouge_threshold} against an earlier record")
             run.drop(i, against_mod.STAGE, against_mod.REASON, detail, duplicate_of=old_id, score=round(score, 4))
-    run.stage(against_mod.STAGE, run.survivors(), time.perf_counter() - started, earlier_records=len(old))
+    run.stage(against_mod.STAGE, time.perf_counter() - started, earlier_records=len(old))
 
 
 async def _judge(run: _Run) -> None:
@@ -452,7 +450,7 @@ async def _judge(run: _Run) -> None:
         elif verdict.score < cfg.judge_min_score:
             run.drop(i, judge.STAGE, "low_judge_score", f"score {verdict.score} < {cfg.judge_min_score}",
                      score=verdict.score)
-    run.stage("judge", run.survivors(), time.perf_counter() - started, llm=ledger)
+    run.stage("judge", time.perf_counter() - started, llm=ledger)
 
 
 def _write(run: _Run) -> None:
