@@ -18,6 +18,7 @@ import json
 import logging
 import os
 import re
+import shutil
 import tempfile
 from collections.abc import Iterable, Iterator
 from dataclasses import dataclass, field
@@ -225,8 +226,9 @@ def iter_json_lines(path: str | Path) -> Iterator[tuple[int, Any]]:
                 raise RecordError(f"{where}: extra data after the JSON value at column {end + 1} (one object per line)")
             if raw.count(b"[") + raw.count(b"{") > MAX_DEPTH and _depth(value) > MAX_DEPTH:  # count: a cheap bound
                 raise RecordError(f"{where}: JSON nested too deeply (more than {MAX_DEPTH} levels)")
-            if (b"\\ud" in raw or b"\\uD" in raw) and _has_lone_surrogate(value):  # only a \\uD800 escape makes one
-                value = _replace_surrogates(value)
+            # Only a \\uD800 escape makes a lone surrogate: look for one where the line has such an escape.
+            if (b"\\ud" in raw or b"\\uD" in raw) and (clean := _replace_surrogates(value)) != value:
+                value = clean
                 log.warning("%s: lone UTF-16 surrogate(s) (\\ud800-\\udfff escapes) replaced with U+FFFD", where)
             yield number, value
 
@@ -259,21 +261,6 @@ def _depth(value: Any) -> int:
     return deepest
 
 
-def _has_lone_surrogate(value: Any) -> bool:
-    stack = [value]
-    while stack:
-        item = stack.pop()
-        if isinstance(item, str):
-            if _SURROGATE.search(item):
-                return True
-        elif isinstance(item, dict):
-            stack.extend(item.keys())
-            stack.extend(item.values())
-        elif isinstance(item, list):
-            stack.extend(item)
-    return False
-
-
 def _replace_surrogates(value: Any) -> Any:
     """A copy with each lone surrogate (which no UTF-8 file can hold) replaced by U+FFFD."""
     if isinstance(value, str):
@@ -287,7 +274,7 @@ def _replace_surrogates(value: Any) -> Any:
 
 def read_examples(path: str | Path) -> list[Example]:
     """Read a file of datagen records (``Example.to_dict`` lines), validating every line."""
-    return [Example.from_dict(obj, f"{path}:{number}") for number, obj in iter_json_lines(path)]
+    return list(iter_examples(path))
 
 
 def iter_examples(path: str | Path) -> Iterator[Example]:
@@ -319,11 +306,11 @@ def _fsync_dir(directory: Path) -> None:
         os.close(fd)
 
 
-def _file_mode() -> int:
-    """The mode a plain ``open()`` would give: mkstemp makes 0600 files, outputs should be readable."""
+def _umask() -> int:
+    """The process umask (reading it means setting it, so it is set straight back)."""
     mask = os.umask(0)
     os.umask(mask)
-    return 0o666 & ~mask
+    return mask
 
 
 def make_dirs(path: str | Path) -> Path:
@@ -349,7 +336,7 @@ def atomic_file(path: str | Path, mode: str) -> Iterator[Any]:
     make_dirs(path.parent)
     fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
     try:
-        os.chmod(tmp, _file_mode())
+        os.chmod(tmp, 0o666 & ~_umask())  # the mode a plain open() gives: mkstemp makes 0600, outputs are shared
         with os.fdopen(fd, mode, **({} if "b" in mode else {"encoding": "utf-8"})) as handle:
             yield handle
             handle.flush()
@@ -359,6 +346,45 @@ def atomic_file(path: str | Path, mode: str) -> Iterator[Any]:
         Path(tmp).unlink(missing_ok=True)
         raise
     _fsync_dir(path.parent)
+
+
+@contextlib.contextmanager
+def atomic_dir(target: Path) -> Iterator[Path]:
+    """Yield a temp folder beside ``target``; once the block succeeds it is renamed to ``target``, replacing it
+    whole (``publish_dir``); on any error it is removed."""
+    target.parent.mkdir(parents=True, exist_ok=True)
+    staging = Path(tempfile.mkdtemp(prefix=f".{target.name}.tmp-", dir=target.parent))
+    try:
+        yield staging
+        publish_dir(staging, target)
+    finally:
+        shutil.rmtree(staging, ignore_errors=True)
+
+
+def publish_dir(staging: Path, target: Path) -> None:
+    """Rename the finished ``staging`` folder onto ``target``, replacing it whole.
+
+    Modes are made normal first: files 644 and folders 755 (less the umask), as temp-folder helpers create
+    600/700, too tight to share. An old ``target`` (already checked) is moved aside first and removed only
+    once the new one is in place.
+    """
+    mask = _umask()
+    os.chmod(staging, 0o777 & ~mask)
+    for root, dirs, files in os.walk(staging):
+        for name in dirs:
+            os.chmod(Path(root) / name, 0o777 & ~mask)
+        for name in files:
+            if not os.path.islink(Path(root) / name):
+                os.chmod(Path(root) / name, 0o666 & ~mask)
+    if target.is_dir() and not any(target.iterdir()):
+        target.rmdir()
+    if not target.exists():
+        os.replace(staging, target)
+        return
+    aside = Path(tempfile.mkdtemp(prefix=f".{target.name}.old-", dir=target.parent))
+    os.replace(target, aside / target.name)
+    os.replace(staging, target)
+    shutil.rmtree(aside, ignore_errors=True)
 
 
 def write_atomic(path: str | Path, data: str | bytes) -> None:
@@ -463,9 +489,7 @@ def read_jsonl_tolerant(path: str | Path) -> list[dict[str, Any]]:
     if not path.exists():
         return []
     rows = []
-    with path.open("rb") as handle:
-        data = handle.read()
-    lines = data.split(b"\n")
+    lines = path.read_bytes().split(b"\n")
     for number, raw in enumerate(lines, start=1):
         if not raw.strip():
             continue
