@@ -134,9 +134,7 @@ def _from_alpaca_chat(obj: dict[str, Any], where: str) -> Example:
     messages += [{"role": "user", "content": render_user_turn(obj["instruction"], text_input)},
                  {"role": "assistant", "content": obj["output"]}]
     first = (history[0][0], "", history[0][1]) if history else (obj["instruction"], text_input, obj["output"])
-    meta = obj.get("meta") if isinstance(obj.get("meta"), dict) else {}
-    return Example(instruction=first[0], input=first[1], output=first[2], messages=messages, meta=meta,
-                   id=obj.get("id") if isinstance(obj.get("id"), str) else "")
+    return Example(instruction=first[0], input=first[1], output=first[2], messages=messages, **_meta_and_id(obj))
 
 
 def _from_messages(messages: list[dict[str, str]], obj: dict, where: str) -> Example:
@@ -147,10 +145,13 @@ def _from_messages(messages: list[dict[str, str]], obj: dict, where: str) -> Exa
     reply = next((m["content"] for m in messages[user + 1:] if m["role"] == "assistant"), None)
     if reply is None:
         raise RecordError(f"{where}: conversation has no assistant turn after the first user turn")
-    meta = obj.get("meta") if isinstance(obj.get("meta"), dict) else {}
-    record_id = obj.get("id") if isinstance(obj.get("id"), str) else ""
-    return Example(instruction=messages[user]["content"], input="", output=reply, messages=messages,
-                   meta=meta, id=record_id)
+    return Example(instruction=messages[user]["content"], input="", output=reply, messages=messages, **_meta_and_id(obj))
+
+
+def _meta_and_id(obj: dict[str, Any]) -> dict[str, Any]:
+    """A foreign record's ``meta`` and ``id`` when they have datagen's types; others are ignored, not errors."""
+    return {"meta": obj.get("meta") if isinstance(obj.get("meta"), dict) else {},
+            "id": obj.get("id") if isinstance(obj.get("id"), str) else ""}
 
 
 def validate_seed_task(obj: Any, where: str) -> dict[str, Any]:
@@ -282,8 +283,9 @@ def to_alpaca(example: Example, dropped: Counter[str] | None = None) -> dict[str
     The last exchange is ``instruction``/``output``, earlier ones ``history: [[user, assistant], ...]``.
     Turns alpaca cannot hold (tool turns, a trailing user turn) are counted in ``dropped``.
     """
+    single = {"instruction": example.instruction, "input": example.input, "output": example.output}
     if not example.messages:
-        return {"instruction": example.instruction, "input": example.input, "output": example.output}
+        return single
     messages = list(example.messages)
     system = messages.pop(0)["content"] if messages[0]["role"] == "system" else ""
     pairs: list[list[str]] = []
@@ -299,7 +301,7 @@ def to_alpaca(example: Example, dropped: Counter[str] | None = None) -> dict[str
     if lost and dropped is not None:
         dropped["turns alpaca cannot hold (tool, system or unpaired)"] += lost
     if not pairs:
-        return {"instruction": example.instruction, "input": example.input, "output": example.output}
+        return single
     (last_user, output), history = pairs[-1], pairs[:-1]
     row: dict[str, Any] = {"instruction": last_user, "input": "", "output": output}
     if not history and last_user == render_user_turn(example.instruction, example.input):

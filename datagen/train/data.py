@@ -309,6 +309,9 @@ def cached_rows(
                              + [len(s) for s in conversation_sets], ensure_ascii=False).encode())
     path = Path(folder) / f"rows-{digest.hexdigest()[:24]}.json"
 
+    def build() -> list[tuple[list[dict[str, list[int]]], DataStats]]:
+        return [build_rows(tokenizer, s, template, cfg.max_seq_len, cfg.assistant_turns) for s in conversation_sets]
+
     def load() -> list[tuple[list[dict[str, list[int]]], DataStats]] | None:
         try:
             saved = json.loads(path.read_text(encoding="utf-8"))
@@ -320,8 +323,7 @@ def cached_rows(
     if write:
         result = load()
         if result is None:
-            result = [build_rows(tokenizer, s, template, cfg.max_seq_len, cfg.assistant_turns)
-                      for s in conversation_sets]
+            result = build()
             Path(folder).mkdir(parents=True, exist_ok=True)
             for old in Path(folder).glob("rows-*.json"):
                 old.unlink(missing_ok=True)
@@ -330,7 +332,7 @@ def cached_rows(
     if result is None:
         result = load()
     if result is None:  # not written (a rank without a shared file system): tokenise here
-        result = [build_rows(tokenizer, s, template, cfg.max_seq_len, cfg.assistant_turns) for s in conversation_sets]
+        result = build()
     return result
 
 
