@@ -386,10 +386,6 @@ class ExportResult:
         return "\n".join(f"dropped: {what} on {n} record(s)" for what, n in sorted(self.dropped.items()))
 
 
-#: Formats written as a folder (everything else is one file).
-_FOLDER_FORMATS = ("hf",)
-
-
 def export(examples: list[Example], out: str | Path, to: str, *, overwrite: bool = False,
            protect: Iterable[str | Path] = (), rejected: Iterable[Example] = (),
            chat_template: Callable[[list[dict[str, str]]], str] | None = None,
@@ -406,7 +402,7 @@ def export(examples: list[Example], out: str | Path, to: str, *, overwrite: bool
         raise ConfigError(f"--to must be one of {', '.join(EXPORT_FORMATS)}, got {to!r}")
     if meta not in ("struct", "drop"):
         raise ConfigError(f"--meta must be struct or drop, got {meta!r}")
-    check_destination(out, to in _FOLDER_FORMATS, overwrite, protect)
+    check_destination(out, to == "hf", overwrite, protect)  # hf is the one format written as a folder
     result = ExportResult(0)
     dropped = result.dropped
     if to not in ("datagen", "hf", "parquet"):

@@ -16,6 +16,7 @@ import contextlib
 import hashlib
 import json
 import logging
+import mmap
 import os
 import re
 import shutil
@@ -29,8 +30,6 @@ from datagen.errors import ConfigError, RecordError
 
 #: Roles accepted in ``messages`` (OpenAI chat roles).
 ROLES = ("system", "user", "assistant", "tool")
-#: Values of ``meta.method``.
-METHODS = ("seed", "self-instruct", "self-instruct-multiturn", "self-qa", "self-kg")
 
 log = logging.getLogger("datagen.records")
 _SURROGATE = re.compile("[\ud800-\udfff]")
@@ -427,14 +426,12 @@ class ShardWriter:
         self._handle = self.path.open("a", encoding="utf-8")
         self._fsync_every = max(1, fsync_every)
         self._pending = 0
-        self.written = 0
 
     def write(self, row: Example | dict[str, Any]) -> None:
         """Append one record as one line and flush it to the OS (and to disk every ``fsync_every``)."""
         self._handle.write(dump_line(row))
         self._handle.flush()
         self._pending += 1
-        self.written += 1
         if self._pending >= self._fsync_every:
             os.fsync(self._handle.fileno())
             self._pending = 0
@@ -454,30 +451,16 @@ class ShardWriter:
 
 def _truncate_torn_tail(path: Path) -> int:
     """Cut a file back to just after its last newline; returns how many bytes were removed."""
-    if not path.exists():
-        return 0
-    size = path.stat().st_size
-    if size == 0:
+    if not path.exists() or path.stat().st_size == 0:  # (mmap cannot map an empty file)
         return 0
     with path.open("rb+") as handle:
-        block = 1 << 16
-        position = size
-        while position > 0:
-            start = max(0, position - block)
-            handle.seek(start)
-            chunk = handle.read(position - start)
-            cut = chunk.rfind(b"\n")
-            if cut != -1:
-                keep = start + cut + 1
-                break
-            position = start
-        else:
-            keep = 0
+        with mmap.mmap(handle.fileno(), 0, access=mmap.ACCESS_READ) as view:
+            size, keep = len(view), view.rfind(b"\n") + 1
         if keep != size:
             handle.truncate(keep)
             handle.flush()
             os.fsync(handle.fileno())
-        return size - keep
+    return size - keep
 
 
 def read_jsonl_tolerant(path: str | Path) -> list[dict[str, Any]]:

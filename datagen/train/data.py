@@ -26,6 +26,7 @@ from __future__ import annotations
 
 import bisect
 import hashlib
+import itertools
 import json
 import random
 import re
@@ -479,16 +480,10 @@ def show_labels(tokenizer: Any, row: dict[str, list[int]], color: bool = True) -
 
     Newlines are shown as ``↵`` followed by a line break, so trained newlines are visible.
     """
-    out, trained_run = [], None
-    for token, label in zip(row["input_ids"], row["labels"]):
-        trained = label != IGNORE_INDEX
-        if trained != trained_run:
-            if trained_run is not None:
-                out.append((_RESET if color else "]]") if trained_run else (_RESET if color else ""))
-            out.append((_GREEN if color else "[[") if trained else (_DIM if color else ""))
-            trained_run = trained
-        out.append(tokenizer.decode([token]).replace("\n", "↵\n"))
-    if trained_run is not None:
-        out.append(_RESET if color else ("]]" if trained_run else ""))
+    marks = {True: (_GREEN, _RESET), False: (_DIM, _RESET)} if color else {True: ("[[", "]]"), False: ("", "")}
+    out = []
+    for trained, run in itertools.groupby(zip(row["input_ids"], row["labels"]), key=lambda t: t[1] != IGNORE_INDEX):
+        opening, closing = marks[trained]
+        out += [opening, *(tokenizer.decode([token]).replace("\n", "↵\n") for token, _ in run), closing]
     n_trained = sum(label != IGNORE_INDEX for label in row["labels"])
     return f"── {len(row['input_ids'])} tokens, {n_trained} trained ──\n" + "".join(out)

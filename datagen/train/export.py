@@ -58,18 +58,12 @@ def base_model_id(cfg: Any, model_dir: Path) -> str:
     return name
 
 
-def point_adapter_at(adapter_dir: Path, base_id: str) -> None:
-    """Set ``base_model_name_or_path`` in ``adapter_config.json`` to ``base_id``."""
-    path = adapter_dir / "adapter_config.json"
-    config = json.loads(path.read_text(encoding="utf-8"))
-    config["base_model_name_or_path"] = base_id
-    write_json(path, config)
-
-
 def write_model_card(adapter_dir: Path, cfg: Any, summary: dict[str, Any]) -> None:
     """README.md with a YAML header the hub reads (base_model, library_name, tags) and what went in and came out."""
     base_id = summary.get("base_model_id") or base_model_id(cfg, Path(summary.get("base_model_dir", ".")))
-    point_adapter_at(adapter_dir, base_id)
+    adapter_config = json.loads((adapter_dir / "adapter_config.json").read_text(encoding="utf-8"))
+    adapter_config["base_model_name_or_path"] = base_id  # the id others know, not this machine's folder
+    write_json(adapter_dir / "adapter_config.json", adapter_config)
 
     def fmt(value: Any) -> str:
         return f"{value:.4f}" if isinstance(value, float) else ("-" if value is None else str(value))
