@@ -20,6 +20,7 @@ from pathlib import Path
 from typing import Any
 
 from datagen.errors import ConfigError, RecordError
+from datagen.hfexport import JSON_SUFFIX, write_hf
 from datagen.records import Example, iter_json_lines, render_user_turn, validate_messages, write_json, write_jsonl
 
 #: Export formats, as named by ``datagen convert --to`` and ``datagen export --to``.
@@ -262,7 +263,7 @@ def _read_hf(path: Path) -> list[Example]:
             except (ValueError, RecursionError):
                 raise RecordError(f"{path}:row {i}: column 'meta' is not valid JSON") from None
         elif isinstance(row.get("meta"), dict):  # a struct: keys other rows have come back as None
-            row["meta"] = {k.removesuffix(":json"): (json.loads(v) if k.endswith(":json") else v)
+            row["meta"] = {k.removesuffix(JSON_SUFFIX): (json.loads(v) if k.endswith(JSON_SUFFIX) else v)
                            for k, v in _without_nones(row["meta"]).items()}
         for key in ("messages", "conversations"):
             if key in row and not row[key]:
@@ -445,8 +446,6 @@ def export(examples: list[Example], out: str | Path, to: str, *, overwrite: bool
     elif to == "seed":
         result.rows = write_jsonl(out, to_seed_tasks(examples))
     else:
-        from datagen.hfexport import write_hf
-
         result.rows = write_hf(examples, out, folder=(to == "hf"), meta=meta, card=card or {}, dropped=dropped,
                                alpaca=[to_alpaca(e) for e in examples])
     return result

@@ -126,9 +126,8 @@ class Example:
                 raise RecordError(f"{where}: field '{key}' must be a string, got {_json_type(obj[key])}")
         if obj.get("instruction") is None or obj.get("output") is None:
             raise RecordError(f"{where}: fields 'instruction' and 'output' must not be null")
-        if "is_classification" in obj and obj["is_classification"] is not None:
-            if not isinstance(obj["is_classification"], bool):
-                raise RecordError(f"{where}: field 'is_classification' must be true/false, got {_json_type(obj['is_classification'])}")
+        if obj.get("is_classification") is not None and not isinstance(obj["is_classification"], bool):
+            raise RecordError(f"{where}: field 'is_classification' must be true/false, got {_json_type(obj['is_classification'])}")
         meta = obj.get("meta") or {}
         if not isinstance(meta, dict):
             raise RecordError(f"{where}: field 'meta' must be an object, got {_json_type(meta)}")

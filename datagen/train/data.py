@@ -230,13 +230,9 @@ def audit_template(tokenizer: Any, conversations: Sequence[Sequence[dict[str, st
         except _Mismatch:
             continue
         report["conversations"] += 1
-        trained = [i for i, label in enumerate(labels) if label != IGNORE_INDEX]
-        spans, start = [], None
-        for k, i in enumerate(trained):  # contiguous runs of trained tokens, decoded
-            start = i if start is None else start
-            if k + 1 == len(trained) or trained[k + 1] != i + 1:
-                spans.append(tokenizer.decode(input_ids[start : i + 1]))
-                start = None
+        trained = {i for i, label in enumerate(labels) if label != IGNORE_INDEX}
+        runs = itertools.groupby(range(len(labels)), key=trained.__contains__)
+        spans = [tokenizer.decode([input_ids[i] for i in run]) for is_trained, run in runs if is_trained]  # decoded
         first_user = next((i for i, m in enumerate(messages) if m["role"] == "user"), len(messages))
         for turn, message in enumerate(messages):
             if message["role"] != "assistant" or turn < first_user or not message["content"].strip():
@@ -255,8 +251,7 @@ def audit_template(tokenizer: Any, conversations: Sequence[Sequence[dict[str, st
                 log.info("chat template audit: the tokenizer could not build the generation mask (%s)", exc)
                 continue
             mask = rendered.get("assistant_masks") or []
-            ours = {i for i in trained}
-            missing_total += sum(1 for i, m in enumerate(mask) if m and i not in ours and i > 0)
+            missing_total += sum(1 for i, m in enumerate(mask) if m and i not in trained and i > 0)
     if markers:
         report["marker_only_tokens"] = missing_total
         if missing_total > report["replies"]:  # one token per reply: the end-of-turn text after our stop token
@@ -368,14 +363,11 @@ def pack_rows(rows: Sequence[dict[str, list[int]]], max_seq_len: int) -> list[di
         bins[b].append(i)
         if room - size > 0:
             bisect.insort(free, (room - size, b))
-    packed = []
-    for members in bins:
-        packed.append({
-            "input_ids": [t for i in members for t in rows[i]["input_ids"]],
-            "labels": [t for i in members for t in rows[i]["labels"]],
-            "position_ids": [p for i in members for p in range(len(rows[i]["input_ids"]))],
-        })
-    return packed
+    return [{
+        "input_ids": [t for i in members for t in rows[i]["input_ids"]],
+        "labels": [t for i in members for t in rows[i]["labels"]],
+        "position_ids": [p for i in members for p in range(len(rows[i]["input_ids"]))],
+    } for members in bins]
 
 
 @dataclass

@@ -182,11 +182,11 @@ def _cell(text: str) -> str:
 
 
 def _markdown(rows: list[dict[str, Any]], report: dict[str, Any]) -> str:
-    tuned = "tuned" in rows[0] if rows else False
+    models = ["base", "tuned"] if rows and "tuned" in rows[0] else ["base"]
     lines = [f"# Eval: {report['data']}", ""]
     header = "| | ROUGE-1 F | ROUGE-2 F | ROUGE-L F | loss | perplexity |"
     lines += [header, "|---|---|---|---|---|---|"]
-    for name in ("base", "tuned") if tuned else ("base",):
+    for name in models:
         s = report[name]
         loss = f"{s['loss']:.4f}" if s["loss"] is not None else "-"
         ppl = f"{s['perplexity']:.2f}" if s["perplexity"] is not None else "-"
@@ -196,9 +196,7 @@ def _markdown(rows: list[dict[str, Any]], report: dict[str, Any]) -> str:
     for i, row in enumerate(rows, 1):
         prompt = row["prompt"][-1]["content"] if row["prompt"] else ""
         lines += [f"## {i}. `{row['id']}`", "", f"**Prompt:** {_cell(prompt)}", ""]
-        if tuned:
-            lines += ["| base | tuned | reference |", "|---|---|---|",
-                      f"| {_cell(row['base'])} | {_cell(row['tuned'])} | {_cell(row['reference'])} |", ""]
-        else:
-            lines += ["| base | reference |", "|---|---|", f"| {_cell(row['base'])} | {_cell(row['reference'])} |", ""]
+        columns = [*models, "reference"]
+        lines += ["| " + " | ".join(columns) + " |", "|" + "---|" * len(columns),
+                  "| " + " | ".join(_cell(row[c]) for c in columns) + " |", ""]
     return "\n".join(lines) + "\n"
