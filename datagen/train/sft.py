@@ -20,6 +20,7 @@ Measured on 2 idle CPU cores: SmolLM2-135M, LoRA r=16 on all-linear, batch 4 x ~
 
 from __future__ import annotations
 
+import contextlib
 import dataclasses
 import io
 import json
@@ -611,8 +612,6 @@ def _versions() -> dict[str, str]:
 
     versions = {}
     for name in ("torch", "transformers", "peft", "accelerate", "bitsandbytes"):
-        try:
+        with contextlib.suppress(importlib.metadata.PackageNotFoundError):
             versions[name] = importlib.metadata.version(name)
-        except importlib.metadata.PackageNotFoundError:
-            pass
     return versions
