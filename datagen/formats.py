@@ -20,6 +20,7 @@ from pathlib import Path
 from typing import Any
 
 from datagen.errors import ConfigError, RecordError
+from datagen.hfexport import JSON_SUFFIX, write_hf
 from datagen.records import Example, iter_json_lines, render_user_turn, validate_messages, write_json, write_jsonl
 
 #: Export formats, as named by ``datagen convert --to`` and ``datagen export --to``.
@@ -134,9 +135,7 @@ def _from_alpaca_chat(obj: dict[str, Any], where: str) -> Example:
     messages += [{"role": "user", "content": render_user_turn(obj["instruction"], text_input)},
                  {"role": "assistant", "content": obj["output"]}]
     first = (history[0][0], "", history[0][1]) if history else (obj["instruction"], text_input, obj["output"])
-    meta = obj.get("meta") if isinstance(obj.get("meta"), dict) else {}
-    return Example(instruction=first[0], input=first[1], output=first[2], messages=messages, meta=meta,
-                   id=obj.get("id") if isinstance(obj.get("id"), str) else "")
+    return Example(instruction=first[0], input=first[1], output=first[2], messages=messages, **_meta_and_id(obj))
 
 
 def _from_messages(messages: list[dict[str, str]], obj: dict, where: str) -> Example:
@@ -147,10 +146,13 @@ def _from_messages(messages: list[dict[str, str]], obj: dict, where: str) -> Exa
     reply = next((m["content"] for m in messages[user + 1:] if m["role"] == "assistant"), None)
     if reply is None:
         raise RecordError(f"{where}: conversation has no assistant turn after the first user turn")
-    meta = obj.get("meta") if isinstance(obj.get("meta"), dict) else {}
-    record_id = obj.get("id") if isinstance(obj.get("id"), str) else ""
-    return Example(instruction=messages[user]["content"], input="", output=reply, messages=messages,
-                   meta=meta, id=record_id)
+    return Example(instruction=messages[user]["content"], input="", output=reply, messages=messages, **_meta_and_id(obj))
+
+
+def _meta_and_id(obj: dict[str, Any]) -> dict[str, Any]:
+    """A foreign record's ``meta`` and ``id`` when they have datagen's types; others are ignored, not errors."""
+    return {"meta": obj.get("meta") if isinstance(obj.get("meta"), dict) else {},
+            "id": obj.get("id") if isinstance(obj.get("id"), str) else ""}
 
 
 def validate_seed_task(obj: Any, where: str) -> dict[str, Any]:
@@ -261,7 +263,7 @@ def _read_hf(path: Path) -> list[Example]:
             except (ValueError, RecursionError):
                 raise RecordError(f"{path}:row {i}: column 'meta' is not valid JSON") from None
         elif isinstance(row.get("meta"), dict):  # a struct: keys other rows have come back as None
-            row["meta"] = {k.removesuffix(":json"): (json.loads(v) if k.endswith(":json") else v)
+            row["meta"] = {k.removesuffix(JSON_SUFFIX): (json.loads(v) if k.endswith(JSON_SUFFIX) else v)
                            for k, v in _without_nones(row["meta"]).items()}
         for key in ("messages", "conversations"):
             if key in row and not row[key]:
@@ -282,8 +284,9 @@ def to_alpaca(example: Example, dropped: Counter[str] | None = None) -> dict[str
     The last exchange is ``instruction``/``output``, earlier ones ``history: [[user, assistant], ...]``.
     Turns alpaca cannot hold (tool turns, a trailing user turn) are counted in ``dropped``.
     """
+    single = {"instruction": example.instruction, "input": example.input, "output": example.output}
     if not example.messages:
-        return {"instruction": example.instruction, "input": example.input, "output": example.output}
+        return single
     messages = list(example.messages)
     system = messages.pop(0)["content"] if messages[0]["role"] == "system" else ""
     pairs: list[list[str]] = []
@@ -299,7 +302,7 @@ def to_alpaca(example: Example, dropped: Counter[str] | None = None) -> dict[str
     if lost and dropped is not None:
         dropped["turns alpaca cannot hold (tool, system or unpaired)"] += lost
     if not pairs:
-        return {"instruction": example.instruction, "input": example.input, "output": example.output}
+        return single
     (last_user, output), history = pairs[-1], pairs[:-1]
     row: dict[str, Any] = {"instruction": last_user, "input": "", "output": output}
     if not history and last_user == render_user_turn(example.instruction, example.input):
@@ -384,10 +387,6 @@ class ExportResult:
         return "\n".join(f"dropped: {what} on {n} record(s)" for what, n in sorted(self.dropped.items()))
 
 
-#: Formats written as a folder (everything else is one file).
-_FOLDER_FORMATS = ("hf",)
-
-
 def export(examples: list[Example], out: str | Path, to: str, *, overwrite: bool = False,
            protect: Iterable[str | Path] = (), rejected: Iterable[Example] = (),
            chat_template: Callable[[list[dict[str, str]]], str] | None = None,
@@ -404,7 +403,7 @@ def export(examples: list[Example], out: str | Path, to: str, *, overwrite: bool
         raise ConfigError(f"--to must be one of {', '.join(EXPORT_FORMATS)}, got {to!r}")
     if meta not in ("struct", "drop"):
         raise ConfigError(f"--meta must be struct or drop, got {meta!r}")
-    check_destination(out, to in _FOLDER_FORMATS, overwrite, protect)
+    check_destination(out, to == "hf", overwrite, protect)  # hf is the one format written as a folder
     result = ExportResult(0)
     dropped = result.dropped
     if to not in ("datagen", "hf", "parquet"):
@@ -447,8 +446,6 @@ def export(examples: list[Example], out: str | Path, to: str, *, overwrite: bool
     elif to == "seed":
         result.rows = write_jsonl(out, to_seed_tasks(examples))
     else:
-        from datagen.hfexport import write_hf
-
         result.rows = write_hf(examples, out, folder=(to == "hf"), meta=meta, card=card or {}, dropped=dropped,
                                alpaca=[to_alpaca(e) for e in examples])
     return result

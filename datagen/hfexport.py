@@ -23,13 +23,11 @@ from __future__ import annotations
 
 import json
 import os
-import shutil
-import tempfile
 from collections import Counter
 from pathlib import Path
 from typing import Any
 
-from datagen.records import Example, write_atomic, write_json
+from datagen.records import Example, atomic_dir, atomic_file, write_atomic, write_json
 
 ARROW_FILE = "train/data-00000-of-00001.arrow"  # as save_to_disk names it; renamed to train/data-<digest>.arrow
 ALPACA_FILE = "alpaca_data.json"
@@ -140,30 +138,16 @@ def write_hf(examples: list[Example], out: Path, folder: bool, meta: str, card: 
 
     rows, schema = hf_rows(examples, meta, dropped)
     dataset = datasets.Dataset.from_list(rows, features=schema)
-    out.parent.mkdir(parents=True, exist_ok=True)
     if not folder:
-        fd, tmp = tempfile.mkstemp(prefix=f".{out.name}.", suffix=".tmp", dir=out.parent)
-        os.close(fd)
-        try:
-            dataset.to_parquet(tmp)
-            os.chmod(tmp, 0o644)
-            os.replace(tmp, out)
-        except BaseException:
-            Path(tmp).unlink(missing_ok=True)
-            raise
+        with atomic_file(out, "wb") as handle:
+            dataset.to_parquet(handle)
         return len(dataset)
-    staging = Path(tempfile.mkdtemp(prefix=f".{out.name}.tmp-", dir=out.parent))
-    try:
+    with atomic_dir(out) as staging:
         datasets.DatasetDict({"train": dataset}).save_to_disk(str(staging), num_shards={"train": 1})
         arrow_file = _name_by_content(staging)
         write_json(staging / "dataset_info.json", llama_factory_entries(arrow_file))
         write_json(staging / ALPACA_FILE, [{"system": "", "history": [], **row} for row in alpaca])  # one shape for all
         write_atomic(staging / "README.md", dataset_card(examples, card, dropped, arrow_file))
-        os.chmod(staging, 0o755)
-        replace_folder(staging, out)
-    except BaseException:
-        shutil.rmtree(staging, ignore_errors=True)
-        raise
     return len(dataset)
 
 
@@ -240,16 +224,3 @@ def dataset_card(examples: list[Example], card: dict[str, Any], dropped: Counter
               "", "LLaMA-Factory: `dataset_dir: PATH`, `dataset: datagen_sharegpt` (or `datagen_alpaca`).", ""]
     return "\n".join(lines)
 
-
-def replace_folder(staging: Path, out: Path) -> None:
-    """Move the finished ``staging`` folder to ``out``; an old ``out`` (already checked) is moved aside
-    first and removed only once the new one is in place."""
-    if out.is_dir() and not any(out.iterdir()):
-        out.rmdir()
-    if not out.exists():
-        os.replace(staging, out)
-        return
-    aside = Path(tempfile.mkdtemp(prefix=f".{out.name}.old-", dir=out.parent))
-    os.replace(out, aside / out.name)
-    os.replace(staging, out)
-    shutil.rmtree(aside, ignore_errors=True)

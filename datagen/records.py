@@ -16,8 +16,10 @@ import contextlib
 import hashlib
 import json
 import logging
+import mmap
 import os
 import re
+import shutil
 import tempfile
 from collections.abc import Iterable, Iterator
 from dataclasses import dataclass, field
@@ -28,8 +30,6 @@ from datagen.errors import ConfigError, RecordError
 
 #: Roles accepted in ``messages`` (OpenAI chat roles).
 ROLES = ("system", "user", "assistant", "tool")
-#: Values of ``meta.method``.
-METHODS = ("seed", "self-instruct", "self-instruct-multiturn", "self-qa", "self-kg")
 
 log = logging.getLogger("datagen.records")
 _SURROGATE = re.compile("[\ud800-\udfff]")
@@ -126,9 +126,8 @@ class Example:
                 raise RecordError(f"{where}: field '{key}' must be a string, got {_json_type(obj[key])}")
         if obj.get("instruction") is None or obj.get("output") is None:
             raise RecordError(f"{where}: fields 'instruction' and 'output' must not be null")
-        if "is_classification" in obj and obj["is_classification"] is not None:
-            if not isinstance(obj["is_classification"], bool):
-                raise RecordError(f"{where}: field 'is_classification' must be true/false, got {_json_type(obj['is_classification'])}")
+        if obj.get("is_classification") is not None and not isinstance(obj["is_classification"], bool):
+            raise RecordError(f"{where}: field 'is_classification' must be true/false, got {_json_type(obj['is_classification'])}")
         meta = obj.get("meta") or {}
         if not isinstance(meta, dict):
             raise RecordError(f"{where}: field 'meta' must be an object, got {_json_type(meta)}")
@@ -225,8 +224,9 @@ def iter_json_lines(path: str | Path) -> Iterator[tuple[int, Any]]:
                 raise RecordError(f"{where}: extra data after the JSON value at column {end + 1} (one object per line)")
             if raw.count(b"[") + raw.count(b"{") > MAX_DEPTH and _depth(value) > MAX_DEPTH:  # count: a cheap bound
                 raise RecordError(f"{where}: JSON nested too deeply (more than {MAX_DEPTH} levels)")
-            if (b"\\ud" in raw or b"\\uD" in raw) and _has_lone_surrogate(value):  # only a \\uD800 escape makes one
-                value = _replace_surrogates(value)
+            # Only a \\uD800 escape makes a lone surrogate: look for one where the line has such an escape.
+            if (b"\\ud" in raw or b"\\uD" in raw) and (clean := _replace_surrogates(value)) != value:
+                value = clean
                 log.warning("%s: lone UTF-16 surrogate(s) (\\ud800-\\udfff escapes) replaced with U+FFFD", where)
             yield number, value
 
@@ -259,21 +259,6 @@ def _depth(value: Any) -> int:
     return deepest
 
 
-def _has_lone_surrogate(value: Any) -> bool:
-    stack = [value]
-    while stack:
-        item = stack.pop()
-        if isinstance(item, str):
-            if _SURROGATE.search(item):
-                return True
-        elif isinstance(item, dict):
-            stack.extend(item.keys())
-            stack.extend(item.values())
-        elif isinstance(item, list):
-            stack.extend(item)
-    return False
-
-
 def _replace_surrogates(value: Any) -> Any:
     """A copy with each lone surrogate (which no UTF-8 file can hold) replaced by U+FFFD."""
     if isinstance(value, str):
@@ -287,7 +272,7 @@ def _replace_surrogates(value: Any) -> Any:
 
 def read_examples(path: str | Path) -> list[Example]:
     """Read a file of datagen records (``Example.to_dict`` lines), validating every line."""
-    return [Example.from_dict(obj, f"{path}:{number}") for number, obj in iter_json_lines(path)]
+    return list(iter_examples(path))
 
 
 def iter_examples(path: str | Path) -> Iterator[Example]:
@@ -307,23 +292,19 @@ def dump_line(obj: Any) -> str:
 
 
 def _fsync_dir(directory: Path) -> None:
-    try:
+    with contextlib.suppress(OSError):  # a file system that cannot open or sync a folder: the rename stands
         fd = os.open(directory, os.O_RDONLY)
-    except OSError:
-        return
-    try:
-        os.fsync(fd)
-    except OSError:
-        pass
-    finally:
-        os.close(fd)
+        try:
+            os.fsync(fd)
+        finally:
+            os.close(fd)
 
 
-def _file_mode() -> int:
-    """The mode a plain ``open()`` would give: mkstemp makes 0600 files, outputs should be readable."""
+def _umask() -> int:
+    """The process umask (reading it means setting it, so it is set straight back)."""
     mask = os.umask(0)
     os.umask(mask)
-    return 0o666 & ~mask
+    return mask
 
 
 def make_dirs(path: str | Path) -> Path:
@@ -349,7 +330,7 @@ def atomic_file(path: str | Path, mode: str) -> Iterator[Any]:
     make_dirs(path.parent)
     fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
     try:
-        os.chmod(tmp, _file_mode())
+        os.chmod(tmp, 0o666 & ~_umask())  # the mode a plain open() gives: mkstemp makes 0600, outputs are shared
         with os.fdopen(fd, mode, **({} if "b" in mode else {"encoding": "utf-8"})) as handle:
             yield handle
             handle.flush()
@@ -359,6 +340,45 @@ def atomic_file(path: str | Path, mode: str) -> Iterator[Any]:
         Path(tmp).unlink(missing_ok=True)
         raise
     _fsync_dir(path.parent)
+
+
+@contextlib.contextmanager
+def atomic_dir(target: Path) -> Iterator[Path]:
+    """Yield a temp folder beside ``target``; once the block succeeds it is renamed to ``target``, replacing it
+    whole (``publish_dir``); on any error it is removed."""
+    target.parent.mkdir(parents=True, exist_ok=True)
+    staging = Path(tempfile.mkdtemp(prefix=f".{target.name}.tmp-", dir=target.parent))
+    try:
+        yield staging
+        publish_dir(staging, target)
+    finally:
+        shutil.rmtree(staging, ignore_errors=True)
+
+
+def publish_dir(staging: Path, target: Path) -> None:
+    """Rename the finished ``staging`` folder onto ``target``, replacing it whole.
+
+    Modes are made normal first: files 644 and folders 755 (less the umask), as temp-folder helpers create
+    600/700, too tight to share. An old ``target`` (already checked) is moved aside first and removed only
+    once the new one is in place.
+    """
+    mask = _umask()
+    os.chmod(staging, 0o777 & ~mask)
+    for root, dirs, files in os.walk(staging):
+        for name in dirs:
+            os.chmod(Path(root) / name, 0o777 & ~mask)
+        for name in files:
+            if not os.path.islink(Path(root) / name):
+                os.chmod(Path(root) / name, 0o666 & ~mask)
+    if target.is_dir() and not any(target.iterdir()):
+        target.rmdir()
+    if not target.exists():
+        os.replace(staging, target)
+        return
+    aside = Path(tempfile.mkdtemp(prefix=f".{target.name}.old-", dir=target.parent))
+    os.replace(target, aside / target.name)
+    os.replace(staging, target)
+    shutil.rmtree(aside, ignore_errors=True)
 
 
 def write_atomic(path: str | Path, data: str | bytes) -> None:
@@ -401,14 +421,12 @@ class ShardWriter:
         self._handle = self.path.open("a", encoding="utf-8")
         self._fsync_every = max(1, fsync_every)
         self._pending = 0
-        self.written = 0
 
     def write(self, row: Example | dict[str, Any]) -> None:
         """Append one record as one line and flush it to the OS (and to disk every ``fsync_every``)."""
         self._handle.write(dump_line(row))
         self._handle.flush()
         self._pending += 1
-        self.written += 1
         if self._pending >= self._fsync_every:
             os.fsync(self._handle.fileno())
             self._pending = 0
@@ -428,30 +446,16 @@ class ShardWriter:
 
 def _truncate_torn_tail(path: Path) -> int:
     """Cut a file back to just after its last newline; returns how many bytes were removed."""
-    if not path.exists():
-        return 0
-    size = path.stat().st_size
-    if size == 0:
+    if not path.exists() or path.stat().st_size == 0:  # (mmap cannot map an empty file)
         return 0
     with path.open("rb+") as handle:
-        block = 1 << 16
-        position = size
-        while position > 0:
-            start = max(0, position - block)
-            handle.seek(start)
-            chunk = handle.read(position - start)
-            cut = chunk.rfind(b"\n")
-            if cut != -1:
-                keep = start + cut + 1
-                break
-            position = start
-        else:
-            keep = 0
+        with mmap.mmap(handle.fileno(), 0, access=mmap.ACCESS_READ) as view:
+            size, keep = len(view), view.rfind(b"\n") + 1
         if keep != size:
             handle.truncate(keep)
             handle.flush()
             os.fsync(handle.fileno())
-        return size - keep
+    return size - keep
 
 
 def read_jsonl_tolerant(path: str | Path) -> list[dict[str, Any]]:
@@ -463,9 +467,7 @@ def read_jsonl_tolerant(path: str | Path) -> list[dict[str, Any]]:
     if not path.exists():
         return []
     rows = []
-    with path.open("rb") as handle:
-        data = handle.read()
-    lines = data.split(b"\n")
+    lines = path.read_bytes().split(b"\n")
     for number, raw in enumerate(lines, start=1):
         if not raw.strip():
             continue

@@ -157,12 +157,9 @@ def load_train_config(
 
 def adapter_train_config(adapter: Path) -> dict[str, Any]:
     """The ``train_config.json`` saved beside an adapter by ``datagen train`` ({} when there is none)."""
-    path = Path(adapter) / "train_config.json"
-    if not path.is_file():
-        return {}
     try:
-        return json.loads(path.read_text(encoding="utf-8"))
-    except ValueError:
+        return json.loads((Path(adapter) / "train_config.json").read_text(encoding="utf-8"))
+    except (OSError, ValueError):
         return {}
 
 

@@ -26,6 +26,7 @@ from __future__ import annotations
 
 import bisect
 import hashlib
+import itertools
 import json
 import random
 import re
@@ -229,13 +230,9 @@ def audit_template(tokenizer: Any, conversations: Sequence[Sequence[dict[str, st
         except _Mismatch:
             continue
         report["conversations"] += 1
-        trained = [i for i, label in enumerate(labels) if label != IGNORE_INDEX]
-        spans, start = [], None
-        for k, i in enumerate(trained):  # contiguous runs of trained tokens, decoded
-            start = i if start is None else start
-            if k + 1 == len(trained) or trained[k + 1] != i + 1:
-                spans.append(tokenizer.decode(input_ids[start : i + 1]))
-                start = None
+        trained = {i for i, label in enumerate(labels) if label != IGNORE_INDEX}
+        runs = itertools.groupby(range(len(labels)), key=trained.__contains__)
+        spans = [tokenizer.decode([input_ids[i] for i in run]) for is_trained, run in runs if is_trained]  # decoded
         first_user = next((i for i, m in enumerate(messages) if m["role"] == "user"), len(messages))
         for turn, message in enumerate(messages):
             if message["role"] != "assistant" or turn < first_user or not message["content"].strip():
@@ -254,8 +251,7 @@ def audit_template(tokenizer: Any, conversations: Sequence[Sequence[dict[str, st
                 log.info("chat template audit: the tokenizer could not build the generation mask (%s)", exc)
                 continue
             mask = rendered.get("assistant_masks") or []
-            ours = {i for i in trained}
-            missing_total += sum(1 for i, m in enumerate(mask) if m and i not in ours and i > 0)
+            missing_total += sum(1 for i, m in enumerate(mask) if m and i not in trained and i > 0)
     if markers:
         report["marker_only_tokens"] = missing_total
         if missing_total > report["replies"]:  # one token per reply: the end-of-turn text after our stop token
@@ -309,6 +305,9 @@ def cached_rows(
                              + [len(s) for s in conversation_sets], ensure_ascii=False).encode())
     path = Path(folder) / f"rows-{digest.hexdigest()[:24]}.json"
 
+    def build() -> list[tuple[list[dict[str, list[int]]], DataStats]]:
+        return [build_rows(tokenizer, s, template, cfg.max_seq_len, cfg.assistant_turns) for s in conversation_sets]
+
     def load() -> list[tuple[list[dict[str, list[int]]], DataStats]] | None:
         try:
             saved = json.loads(path.read_text(encoding="utf-8"))
@@ -320,8 +319,7 @@ def cached_rows(
     if write:
         result = load()
         if result is None:
-            result = [build_rows(tokenizer, s, template, cfg.max_seq_len, cfg.assistant_turns)
-                      for s in conversation_sets]
+            result = build()
             Path(folder).mkdir(parents=True, exist_ok=True)
             for old in Path(folder).glob("rows-*.json"):
                 old.unlink(missing_ok=True)
@@ -330,7 +328,7 @@ def cached_rows(
     if result is None:
         result = load()
     if result is None:  # not written (a rank without a shared file system): tokenise here
-        result = [build_rows(tokenizer, s, template, cfg.max_seq_len, cfg.assistant_turns) for s in conversation_sets]
+        result = build()
     return result
 
 
@@ -365,14 +363,11 @@ def pack_rows(rows: Sequence[dict[str, list[int]]], max_seq_len: int) -> list[di
         bins[b].append(i)
         if room - size > 0:
             bisect.insort(free, (room - size, b))
-    packed = []
-    for members in bins:
-        packed.append({
-            "input_ids": [t for i in members for t in rows[i]["input_ids"]],
-            "labels": [t for i in members for t in rows[i]["labels"]],
-            "position_ids": [p for i in members for p in range(len(rows[i]["input_ids"]))],
-        })
-    return packed
+    return [{
+        "input_ids": [t for i in members for t in rows[i]["input_ids"]],
+        "labels": [t for i in members for t in rows[i]["labels"]],
+        "position_ids": [p for i in members for p in range(len(rows[i]["input_ids"]))],
+    } for members in bins]
 
 
 @dataclass
@@ -477,16 +472,10 @@ def show_labels(tokenizer: Any, row: dict[str, list[int]], color: bool = True) -
 
     Newlines are shown as ``↵`` followed by a line break, so trained newlines are visible.
     """
-    out, trained_run = [], None
-    for token, label in zip(row["input_ids"], row["labels"]):
-        trained = label != IGNORE_INDEX
-        if trained != trained_run:
-            if trained_run is not None:
-                out.append((_RESET if color else "]]") if trained_run else (_RESET if color else ""))
-            out.append((_GREEN if color else "[[") if trained else (_DIM if color else ""))
-            trained_run = trained
-        out.append(tokenizer.decode([token]).replace("\n", "↵\n"))
-    if trained_run is not None:
-        out.append(_RESET if color else ("]]" if trained_run else ""))
+    marks = {True: (_GREEN, _RESET), False: (_DIM, _RESET)} if color else {True: ("[[", "]]"), False: ("", "")}
+    out = []
+    for trained, run in itertools.groupby(zip(row["input_ids"], row["labels"]), key=lambda t: t[1] != IGNORE_INDEX):
+        opening, closing = marks[trained]
+        out += [opening, *(tokenizer.decode([token]).replace("\n", "↵\n") for token, _ in run), closing]
     n_trained = sum(label != IGNORE_INDEX for label in row["labels"])
     return f"── {len(row['input_ids'])} tokens, {n_trained} trained ──\n" + "".join(out)

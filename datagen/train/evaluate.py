@@ -100,12 +100,8 @@ def evaluate(data: str | Path, out: str | Path, cfg: EvalConfig) -> dict[str, An
     if cfg.adapter:
         report["improvement"] = _improvement(report["base"], report["tuned"])
 
-    rows = []
-    for i, example in enumerate(examples):
-        row = {"id": example.id, "prompt": prompts[i], "reference": references[i], "base": answers["base"][i]}
-        if cfg.adapter:
-            row["tuned"] = answers["tuned"][i]
-        rows.append(row)
+    rows = [{"id": example.id, "prompt": prompts[i], "reference": references[i],
+             **{name: answers[name][i] for name in answers}} for i, example in enumerate(examples)]
     if not is_main_process():  # launched on several processes, each scored the same records: one writes
         return report
     out.mkdir(parents=True, exist_ok=True)
@@ -164,14 +160,9 @@ def _score(precision: float, recall: float) -> dict[str, float]:
 
 def mean_rouge(predictions: list[str], references: list[str]) -> dict[str, dict[str, float]]:
     """Mean ROUGE precision/recall/F over samples (see ``rouge_scores``)."""
-    sums = {t: {"precision": 0.0, "recall": 0.0, "fmeasure": 0.0} for t in ROUGE_TYPES}
-    for prediction, reference in zip(predictions, references):
-        scores = rouge_scores(reference, prediction)
-        for t in ROUGE_TYPES:
-            for k in sums[t]:
-                sums[t][k] += scores[t][k]
+    scores = [rouge_scores(reference, prediction) for prediction, reference in zip(predictions, references)]
     n = max(1, len(predictions))
-    return {t: {k: v / n for k, v in parts.items()} for t, parts in sums.items()}
+    return {t: {k: sum(s[t][k] for s in scores) / n for k in ("precision", "recall", "fmeasure")} for t in ROUGE_TYPES}
 
 
 def _improvement(base: dict[str, Any], tuned: dict[str, Any]) -> dict[str, float | None]:
@@ -183,9 +174,7 @@ def _improvement(base: dict[str, Any], tuned: dict[str, Any]) -> dict[str, float
         return (after - before) / before if higher_is_better else (before - after) / before
 
     out = {f"{t}_{k}": rel(base[t][k], tuned[t][k], True) for t in ROUGE_TYPES for k in ("precision", "recall", "fmeasure")}
-    out["loss"] = rel(base["loss"], tuned["loss"], False)
-    out["perplexity"] = rel(base["perplexity"], tuned["perplexity"], False)
-    return out
+    return out | {k: rel(base[k], tuned[k], False) for k in ("loss", "perplexity")}
 
 
 def _cell(text: str) -> str:
@@ -193,11 +182,11 @@ def _cell(text: str) -> str:
 
 
 def _markdown(rows: list[dict[str, Any]], report: dict[str, Any]) -> str:
-    tuned = "tuned" in rows[0] if rows else False
+    models = ["base", "tuned"] if rows and "tuned" in rows[0] else ["base"]
     lines = [f"# Eval: {report['data']}", ""]
     header = "| | ROUGE-1 F | ROUGE-2 F | ROUGE-L F | loss | perplexity |"
     lines += [header, "|---|---|---|---|---|---|"]
-    for name in ("base", "tuned") if tuned else ("base",):
+    for name in models:
         s = report[name]
         loss = f"{s['loss']:.4f}" if s["loss"] is not None else "-"
         ppl = f"{s['perplexity']:.2f}" if s["perplexity"] is not None else "-"
@@ -207,9 +196,7 @@ def _markdown(rows: list[dict[str, Any]], report: dict[str, Any]) -> str:
     for i, row in enumerate(rows, 1):
         prompt = row["prompt"][-1]["content"] if row["prompt"] else ""
         lines += [f"## {i}. `{row['id']}`", "", f"**Prompt:** {_cell(prompt)}", ""]
-        if tuned:
-            lines += ["| base | tuned | reference |", "|---|---|---|",
-                      f"| {_cell(row['base'])} | {_cell(row['tuned'])} | {_cell(row['reference'])} |", ""]
-        else:
-            lines += ["| base | reference |", "|---|---|", f"| {_cell(row['base'])} | {_cell(row['reference'])} |", ""]
+        columns = [*models, "reference"]
+        lines += ["| " + " | ".join(columns) + " |", "|" + "---|" * len(columns),
+                  "| " + " | ".join(_cell(row[c]) for c in columns) + " |", ""]
     return "\n".join(lines) + "\n"

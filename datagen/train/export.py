@@ -1,9 +1,8 @@
-"""What makes an adapter or merged model usable outside datagen: a portable base id, a model card, readable files.
+"""What makes an adapter or merged model usable outside datagen: a portable base id, a model card, a portable config.
 
     base_model_id(cfg, model_dir)        # "HuggingFaceTB/SmolLM2-135M-Instruct" for the embedded model
     write_model_card(adapter_dir, cfg, summary)
     portable_config(merged_dir)         # config keys transformers 4.x and 5.x both read
-    publish_dir(staging, target)        # rename a finished folder into place, files 644 / folders 755
 
 peft writes the folder it loaded the base from as ``base_model_name_or_path``; for the embedded model that is
 a converted copy in a local cache, which nobody else has. The adapter names the hub id instead (peft and
@@ -15,12 +14,10 @@ from __future__ import annotations
 
 import json
 import logging
-import os
 import re
 from pathlib import Path
 from typing import Any
 
-from datagen.hfexport import replace_folder
 from datagen.records import write_atomic, write_json
 
 log = logging.getLogger("datagen.train")
@@ -61,18 +58,12 @@ def base_model_id(cfg: Any, model_dir: Path) -> str:
     return name
 
 
-def point_adapter_at(adapter_dir: Path, base_id: str) -> None:
-    """Set ``base_model_name_or_path`` in ``adapter_config.json`` to ``base_id``."""
-    path = adapter_dir / "adapter_config.json"
-    config = json.loads(path.read_text(encoding="utf-8"))
-    config["base_model_name_or_path"] = base_id
-    write_json(path, config)
-
-
 def write_model_card(adapter_dir: Path, cfg: Any, summary: dict[str, Any]) -> None:
     """README.md with a YAML header the hub reads (base_model, library_name, tags) and what went in and came out."""
     base_id = summary.get("base_model_id") or base_model_id(cfg, Path(summary.get("base_model_dir", ".")))
-    point_adapter_at(adapter_dir, base_id)
+    adapter_config = json.loads((adapter_dir / "adapter_config.json").read_text(encoding="utf-8"))
+    adapter_config["base_model_name_or_path"] = base_id  # the id others know, not this machine's folder
+    write_json(adapter_dir / "adapter_config.json", adapter_config)
 
     def fmt(value: Any) -> str:
         return f"{value:.4f}" if isinstance(value, float) else ("-" if value is None else str(value))
@@ -163,21 +154,3 @@ def portable_config(model_dir: Path) -> None:
             del tok["extra_special_tokens"]
         write_json(tokenizer_path, tok)
 
-
-def normal_modes(folder: Path) -> None:
-    """Files 644 and folders 755 (less the umask): temp-folder helpers create 600/700, too tight to share."""
-    mask = os.umask(0)
-    os.umask(mask)
-    os.chmod(folder, 0o777 & ~mask)
-    for root, dirs, files in os.walk(folder):
-        for name in dirs:
-            os.chmod(Path(root) / name, 0o777 & ~mask)
-        for name in files:
-            if not os.path.islink(Path(root) / name):
-                os.chmod(Path(root) / name, 0o666 & ~mask)
-
-
-def publish_dir(staging: Path, target: Path) -> None:
-    """Rename the finished ``staging`` folder onto ``target``, replacing it whole; modes made normal first."""
-    normal_modes(staging)
-    replace_folder(staging, target)

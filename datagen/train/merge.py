@@ -14,9 +14,9 @@ import json
 from pathlib import Path
 
 from datagen.errors import ConfigError
+from datagen.records import atomic_dir
 from datagen.train.config import adapter_train_config, torch_dtype
 from datagen.train.export import portable_config
-from datagen.train.sft import staged_dir
 
 #: dtypes a merge may be saved in; float32 is the default (the converted SmolLM2 folder is float32 too).
 MERGE_DTYPES = ("float32", "bfloat16", "float16")
@@ -48,7 +48,7 @@ def merge(adapter: str | Path, out: str | Path, base: str | None = None, dtype: 
     has_tokenizer = (adapter / "tokenizer_config.json").is_file()
     tokenizer = AutoTokenizer.from_pretrained(adapter if has_tokenizer else model_dir)  # the adapter's keeps its template
 
-    with staged_dir(out) as staging:
+    with atomic_dir(out) as staging:
         merged.save_pretrained(staging, safe_serialization=True)
         tokenizer.save_pretrained(staging)
         portable_config(staging)  # loads in transformers 4.x as in 5.x

@@ -30,15 +30,15 @@ import os
 import re
 import resource
 import shutil
-import tempfile
+import sys
 import time
-from collections.abc import Callable, Iterator
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
 from datagen.errors import ConfigError
 from datagen.formats import read_any
-from datagen.records import write_atomic, write_json, write_jsonl
+from datagen.records import publish_dir, write_atomic, write_json, write_jsonl
 from datagen.train import distributed
 from datagen.train.config import TrainConfig, to_bnb_config, to_lora_config, torch_dtype
 from datagen.train.data import (
@@ -51,7 +51,7 @@ from datagen.train.data import (
     show_labels,
     split_records,
 )
-from datagen.train.export import base_model_id, publish_dir, write_model_card
+from datagen.train.export import base_model_id, write_model_card
 
 log = logging.getLogger("datagen.train")
 
@@ -109,7 +109,7 @@ def train(
         [train_messages, [e.conversation() for e in eval_examples]], write=main)
     if main:
         for row in rows[:debug_labels]:
-            echo(show_labels(tokenizer, row, color=_use_color(color)))
+            echo(show_labels(tokenizer, row, color=sys.stdout.isatty() if color is None else color))
     if stats.all_masked or stats.template_mismatch:
         log.warning("dropped %d of %d training conversations: %d with nothing left to train after truncation to "
                     "%d tokens, %d the template renders differently turn by turn",
@@ -148,7 +148,8 @@ def train(
         write_json(out / "train_summary.json", summary)
 
     model = _load_model(model_dir, cfg, cuda)
-    trainable, total = _count_parameters(model)
+    # 4-bit weights count as their logical size, as peft reports it.
+    trainable, total = map(int, model.get_nb_trainable_parameters())
     log.info("trainable parameters: %s of %s (%.2f%%)", f"{trainable:,}", f"{total:,}", 100 * trainable / total)
     collator = Collator(pad_id=tokenizer.pad_token_id, trained_logits_only=_keeps_logits_by_mask(model),
                         padding_free=_segment_attention(model))
@@ -303,12 +304,6 @@ def trained_token_loss(outputs: Any, labels: Any, num_items_in_batch: Any = None
         return torch.nn.functional.cross_entropy(outputs.logits.float(), targets)
     loss = torch.nn.functional.cross_entropy(outputs.logits.float(), targets, reduction="sum")
     return loss / (num_items_in_batch.to(loss.device) if torch.is_tensor(num_items_in_batch) else num_items_in_batch)
-
-
-def _count_parameters(model: Any) -> tuple[int, int]:
-    """(trainable, total) parameters; 4-bit weights count as their logical size, as peft reports it."""
-    trainable, total = model.get_nb_trainable_parameters()
-    return int(trainable), int(total)
 
 
 def to_training_args(cfg: TrainConfig, output_dir: Path, has_eval: bool, cuda: bool) -> Any:
@@ -566,18 +561,6 @@ def _save_adapter(trainer: Any, tokenizer: Any, target: Path, cfg: TrainConfig, 
     distributed.barrier()
 
 
-@contextlib.contextmanager
-def staged_dir(target: Path) -> Iterator[Path]:
-    """Yield a temp folder beside ``target``; once the block succeeds it is renamed to ``target``, replacing it whole."""
-    target.parent.mkdir(parents=True, exist_ok=True)
-    staging = Path(tempfile.mkdtemp(prefix=f".{target.name}.tmp-", dir=target.parent))
-    try:
-        yield staging
-        publish_dir(staging, target)
-    finally:
-        shutil.rmtree(staging, ignore_errors=True)
-
-
 # ------------------------------------------------------------------------------------ reporting
 
 
@@ -624,19 +607,11 @@ def _check_report_to(report_to: str) -> None:
         raise ConfigError(f"train.report_to={report_to} needs the {needs[0]} package: pip install {needs[0]}")
 
 
-def _use_color(color: bool | None) -> bool:
-    import sys
-
-    return sys.stdout.isatty() if color is None else color
-
-
 def _versions() -> dict[str, str]:
     import importlib.metadata
 
     versions = {}
     for name in ("torch", "transformers", "peft", "accelerate", "bitsandbytes"):
-        try:
+        with contextlib.suppress(importlib.metadata.PackageNotFoundError):
             versions[name] = importlib.metadata.version(name)
-        except importlib.metadata.PackageNotFoundError:
-            pass
     return versions
