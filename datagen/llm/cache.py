@@ -85,12 +85,17 @@ class ResponseCache:
         except ValueError:  # a row someone else wrote by hand: not an answer, ask the endpoint again
             return None
 
+    def _queue(self, key: str, model: str, response: dict[str, Any],
+               loop: asyncio.AbstractEventLoop | None = None) -> Any:
+        """Hand one answer to the writer; the future its commit settles (an asyncio one of ``loop`` if given)."""
+        done = loop.create_future() if loop is not None else concurrent.futures.Future()
+        self._writer.submit((key, model, json.dumps(response, ensure_ascii=False), time.time()), (loop, done))
+        return done
+
     def put(self, key: str, model: str, response: dict[str, Any]) -> None:
         """Store an answer; returns once it is committed."""
-        done: concurrent.futures.Future[None] = concurrent.futures.Future()
-        self._writer.submit((key, model, json.dumps(response, ensure_ascii=False), time.time()), (None, done))
         try:
-            done.result()
+            self._queue(key, model, response).result()
         except sqlite3.Error as exc:
             raise cache_error(self.path, exc, "storing an answer") from None
 
@@ -99,22 +104,15 @@ class ResponseCache:
 
         Rows queue up together, so the writer commits them in a few large transactions, not one per row
         (a 100k-answer import: bench/bench_batch.py)."""
-        waits: list[concurrent.futures.Future[None]] = []
-        for key, model, response in rows:
-            done: concurrent.futures.Future[None] = concurrent.futures.Future()
-            self._writer.submit((key, model, json.dumps(response, ensure_ascii=False), time.time()), (None, done))
-            waits.append(done)
+        waits = [self._queue(key, model, response) for key, model, response in rows]
         for done in waits:
             done.result()
         return len(waits)
 
     async def aput(self, key: str, model: str, response: dict[str, Any]) -> None:
         """``put`` for the event loop: the commit happens in the writer thread, batched with its neighbours."""
-        loop = asyncio.get_running_loop()
-        done = loop.create_future()
-        self._writer.submit((key, model, json.dumps(response, ensure_ascii=False), time.time()), (loop, done))
         try:
-            await done
+            await self._queue(key, model, response, asyncio.get_running_loop())
         except sqlite3.Error as exc:
             raise cache_error(self.path, exc, "storing an answer") from None
 
