@@ -38,10 +38,10 @@ import hashlib
 import json
 import logging
 import time
-from collections.abc import Callable, Iterable
+from collections.abc import Awaitable, Callable, Iterable
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, TypeVar
 
 import openai
 
@@ -53,6 +53,7 @@ if TYPE_CHECKING:
     from datagen.llm.cache import ResponseCache
 
 log = logging.getLogger("datagen.llm")
+T = TypeVar("T")
 
 PATHS = {"chat": "/v1/chat/completions", "completion": "/v1/completions"}
 #: Batch states after which nothing more will be answered.
@@ -191,28 +192,27 @@ class BatchApi:
 
     async def submit(self, data: bytes, endpoint: str, window: str) -> dict[str, Any]:
         """Upload one input file and create its job; the job as a dict."""
-        try:
-            uploaded = await self._client.files.create(file=("batch.jsonl", data), purpose="batch")
-            job = await self._client.batches.create(input_file_id=uploaded.id, endpoint=endpoint,
-                                                    completion_window=window)
-        except openai.OpenAIError as exc:
-            raise _translate(exc) from None
+        uploaded = await _call(self._client.files.create(file=("batch.jsonl", data), purpose="batch"))
+        job = await _call(self._client.batches.create(input_file_id=uploaded.id, endpoint=endpoint,
+                                                      completion_window=window))
         return job.model_dump()
 
     async def retrieve(self, batch_id: str) -> dict[str, Any]:
-        try:
-            return (await self._client.batches.retrieve(batch_id)).model_dump()
-        except openai.OpenAIError as exc:
-            raise _translate(exc) from None
+        return (await _call(self._client.batches.retrieve(batch_id))).model_dump()
 
     async def content(self, file_id: str) -> bytes:
-        try:
-            return (await self._client.files.content(file_id)).content
-        except openai.OpenAIError as exc:
-            raise _translate(exc) from None
+        return (await _call(self._client.files.content(file_id))).content
 
     async def aclose(self) -> None:
         await self._client.close()
+
+
+async def _call(request: Awaitable[T]) -> T:
+    """Await one SDK call, its ``openai`` error turned into ours."""
+    try:
+        return await request
+    except openai.OpenAIError as exc:
+        raise _translate(exc) from None
 
 
 def _translate(exc: BaseException) -> LLMError:
@@ -419,13 +419,9 @@ class BatchGatherer:
                 answers.update(got)
                 failures.update(failed)
         record = self.journal.jobs[job["id"]]
-        parsed: list[tuple[str, Completion]] = []
-        for key, body in answers.items():
-            ask = todo.get(key)
-            try:  # every answer is cached, also those a re-attached job holds for requests not asked now
-                parsed.append((key, self.parse(ask.kind if ask else _kind_of(body), ask.model if ask else "", body)))
-            except Exception as exc:  # noqa: BLE001 - a malformed answer line is an unanswered request
-                failures[key] = f"malformed answer: {getattr(exc, 'error', exc)}"
+        # every answer is cached, also those a re-attached job holds for requests not asked now
+        parsed, malformed = _parse_answers(answers, self.parse, todo)
+        failures.update(malformed)  # a malformed answer line is an unanswered request
         # On disk before anyone sees an answer: the resume contract.
         await asyncio.to_thread(self.cache.put_many, [(k, c.model, c.to_cache()) for k, c in parsed])
         for key, completion in parsed:
@@ -458,17 +454,24 @@ def check_batch_config(cfg: LLMConfig) -> None:
 def import_results(path: Path, cache: ResponseCache, parse: Callable[[str, str, bytes], Completion]) -> dict[str, int]:
     """Load a batch results file (OpenAI format, what ``vllm run-batch -o`` writes) into the answer cache."""
     answers, failures = read_results(Path(path).read_bytes())
-    rows = []
-    bad = 0
+    parsed, malformed = _parse_answers(answers, parse, {})  # a malformed line is counted and skipped
+    stored = cache.put_many([(key, completion.model, completion.to_cache()) for key, completion in parsed])
+    return {"imported": stored, "failed": len(failures), "malformed": len(malformed)}
+
+
+def _parse_answers(answers: dict[str, bytes], parse: Callable[[str, str, bytes], Completion],
+                   asks: dict[str, _Ask]) -> tuple[list[tuple[str, Completion]], dict[str, str]]:
+    """The answers that parse, as ``(key, completion)``, and why each other one did not, by key. An answer to
+    a request in ``asks`` is parsed as that request's kind and model, any other as the kind its body shows."""
+    parsed: list[tuple[str, Completion]] = []
+    malformed: dict[str, str] = {}
     for key, body in answers.items():
+        ask = asks.get(key)
         try:
-            completion = parse(_kind_of(body), "", body)
-        except Exception:  # noqa: BLE001 - a malformed line is counted and skipped
-            bad += 1
-            continue
-        rows.append((key, completion.model, completion.to_cache()))
-    stored = cache.put_many(rows)
-    return {"imported": stored, "failed": len(failures), "malformed": bad}
+            parsed.append((key, parse(ask.kind if ask else _kind_of(body), ask.model if ask else "", body)))
+        except Exception as exc:  # noqa: BLE001 - a malformed answer must not stop the others
+            malformed[key] = f"malformed answer: {getattr(exc, 'error', exc)}"
+    return parsed, malformed
 
 
 def _kind_of(body: bytes) -> str:
