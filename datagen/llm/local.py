@@ -160,7 +160,7 @@ class DecodingParams:
     def __post_init__(self) -> None:
         if isinstance(self.stop, str):
             object.__setattr__(self, "stop", (self.stop,))
-        checks = [
+        check_fields(self, "", [
             ("n", 1 <= self.n <= 64, "an integer in [1, 64]"),
             ("temperature", 0 <= self.temperature <= 2, "in [0, 2]"),
             ("top_p", 0 < self.top_p <= 1, "in (0, 1]"),
@@ -173,8 +173,7 @@ class DecodingParams:
             ("repetition_penalty", 0 < self.repetition_penalty <= 10, "in (0, 10]"),
             ("logit_bias", all(isinstance(t, int) and t >= 0 and -100 <= b <= 100 for t, b in self.logit_bias),
              "token ids mapped to biases in [-100, 100]"),
-        ]
-        check_fields(self, "", checks)
+        ])
 
 
 @dataclass(frozen=True)
@@ -358,7 +357,7 @@ class LocalBackend:
         cut = _first_stop(text, req.params.stop)
         if cut is not None:
             return Choice(text[:cut], "stop", len(req.prompt_ids), used)
-        reason = "stop" if eos_at is not None else "length" if used >= req.params.max_tokens else "stop"
+        reason = "length" if eos_at is None and used >= req.params.max_tokens else "stop"
         return Choice(text, reason, len(req.prompt_ids), used)
 
 
@@ -410,13 +409,13 @@ class _RowSampler:
     presence/frequency penalties, the response_format constraint, then temperature, top_k, min_p and top_p.
     """
 
-    def __init__(self, params: list[DecodingParams], choice_index: list[int], constraints: list[Any] | None = None,
-                 prompts: list[tuple[int, ...]] | None = None):
+    def __init__(self, params: list[DecodingParams], choice_index: list[int], constraints: list[Any],
+                 prompts: list[tuple[int, ...]]):
         import torch
 
         self.params = params
-        self.constraints = constraints or [None] * len(params)
-        self.prompts = prompts or [()] * len(params)
+        self.constraints = constraints
+        self.prompts = prompts
         self.prompt_length: int | None = None
         self.generators: list[Any] = []
         for p, j in zip(params, choice_index):
@@ -499,20 +498,16 @@ class _RowStopper:
                 done[i] = True
                 continue
             request = self.requests[i]
-            if request.cancel is not None and request.cancel.is_set():
-                self.ended_at[i] = length
-                self.cancelled += 1
-                done[i] = True
-                continue
-            stopped = length >= p.max_tokens or int(input_ids[i, -1]) in self.backend.eos_ids
-            text = None
+            cancelled = request.cancel is not None and request.cancel.is_set()
+            stopped = cancelled or length >= p.max_tokens or int(input_ids[i, -1]) in self.backend.eos_ids
             if not stopped and (p.stop or request.on_token is not None):
                 text = self.backend.tokenizer.decode(input_ids[i, self.prompt_width :], skip_special_tokens=True)
                 stopped = bool(p.stop) and _first_stop(text, p.stop) is not None
-            if not stopped and request.on_token is not None:
-                request.on_token(self.choice_index[i], text)
+                if not stopped and request.on_token is not None:
+                    request.on_token(self.choice_index[i], text)
             if stopped:
                 self.ended_at[i] = length
+                self.cancelled += cancelled
                 done[i] = True
         if self.backend._interrupted.is_set():
             done[:] = True
