@@ -76,14 +76,19 @@ class ResponseCache:
         self._finalizer = weakref.finalize(self, self._writer.stop)
 
     def get(self, key: str) -> dict[str, Any] | None:
+        rows = self._select("reading an answer", "SELECT response FROM completions WHERE key = ?", key)
         try:
-            with self._lock:
-                row = self._conn.execute("SELECT response FROM completions WHERE key = ?", (key,)).fetchone()
-            return json.loads(row[0]) if row else None
-        except sqlite3.Error as exc:
-            raise cache_error(self.path, exc, "reading an answer") from None
+            return json.loads(rows[0][0]) if rows else None
         except ValueError:  # a row someone else wrote by hand: not an answer, ask the endpoint again
             return None
+
+    def _select(self, doing: str, sql: str, *params: Any) -> list[tuple[Any, ...]]:
+        """The rows of one query on the reading connection; a SQLite error becomes a CacheError saying ``doing``."""
+        try:
+            with self._lock:
+                return self._conn.execute(sql, params).fetchall()
+        except sqlite3.Error as exc:
+            raise cache_error(self.path, exc, doing) from None
 
     def _queue(self, key: str, model: str, response: dict[str, Any],
                loop: asyncio.AbstractEventLoop | None = None) -> Any:
@@ -117,18 +122,10 @@ class ResponseCache:
             raise cache_error(self.path, exc, "storing an answer") from None
 
     def keys(self) -> set[str]:
-        try:
-            with self._lock:
-                return {row[0] for row in self._conn.execute("SELECT key FROM completions")}
-        except sqlite3.Error as exc:
-            raise cache_error(self.path, exc, "listing its keys") from None
+        return {row[0] for row in self._select("listing its keys", "SELECT key FROM completions")}
 
     def __len__(self) -> int:
-        try:
-            with self._lock:
-                return self._conn.execute("SELECT COUNT(*) FROM completions").fetchone()[0]
-        except sqlite3.Error as exc:
-            raise cache_error(self.path, exc, "counting its answers") from None
+        return self._select("counting its answers", "SELECT COUNT(*) FROM completions")[0][0]
 
     def close(self) -> None:
         self._finalizer()  # commits what is queued and stops the writer, once
