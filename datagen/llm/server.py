@@ -353,13 +353,17 @@ def create_app(cfg: ServeConfig, loader: Callable[[], LocalBackend] | None = Non
         finally:
             await engine.stop()
 
-    def api(handler: Callable[[Request], Awaitable[dict[str, Any]]]) -> Callable[[Request], Awaitable[JSONResponse]]:
+    def api(handler: Callable[[Request], Awaitable[dict[str, Any] | JSONResponse]],
+            model: bool = True) -> Callable[[Request], Awaitable[JSONResponse]]:
+        """``handler`` behind the Host check and, for a route that uses the model, the key and the loaded model
+        (``/health`` answers without the key, and while the model loads)."""
         async def endpoint(request: Request) -> JSONResponse:
             try:
                 _check_host(request, cfg)
-                _check_key(request, cfg.api_key)
-                if engine.backend is None:
-                    raise _ApiError(503, "the model is still loading; retry shortly", "model_loading")
+                if model:
+                    _check_key(request, cfg.api_key)
+                    if engine.backend is None:
+                        raise _ApiError(503, "the model is still loading; retry shortly", "model_loading")
                 result = await handler(request)
                 return result if isinstance(result, Response) else JSONResponse(result)
             except _ApiError as exc:
@@ -434,10 +438,6 @@ def create_app(cfg: ServeConfig, loader: Callable[[], LocalBackend] | None = Non
                 "usage": {"prompt_tokens": tokens, "total_tokens": tokens}}
 
     async def health(request: Request) -> JSONResponse:
-        try:
-            _check_host(request, cfg)
-        except _ApiError as exc:
-            return exc.response()
         stats = {"model": cfg.model_id, "pid": os.getpid(), "batch_sizes": dict(engine.batch_sizes),
                  "cancelled_rows": engine.cancelled_rows}
         if engine.load_error is not None:
@@ -457,7 +457,7 @@ def create_app(cfg: ServeConfig, loader: Callable[[], LocalBackend] | None = Non
             Route("/v1/completions", api(completions), methods=["POST"]),
             Route("/v1/models", api(models), methods=["GET"]),
             Route("/v1/embeddings", api(embeddings), methods=["POST"]),
-            Route("/health", health, methods=["GET"]),
+            Route("/health", api(health, model=False), methods=["GET"]),
         ],
         exception_handlers={HTTPException: http_error},
         lifespan=lifespan,
@@ -872,19 +872,20 @@ def _protocol(header_timeout: float) -> type:
     return DeadlineProtocol
 
 
-def _uvicorn(app: Starlette, cfg: ServeConfig, **settings: Any) -> Any:
-    """A uvicorn server for ``app`` with the slow-client deadline and a 5 s keep-alive."""
+def _uvicorn(cfg: ServeConfig, loader: Callable[[], LocalBackend] | None, **settings: Any) -> tuple[Any, _Engine]:
+    """A uvicorn server for ``create_app(cfg, loader)`` with the slow-client deadline and a 5 s keep-alive, and
+    the app's engine."""
     import uvicorn
 
-    return uvicorn.Server(uvicorn.Config(app, http=_protocol(cfg.client_timeout), timeout_keep_alive=5, **settings))
+    app = create_app(cfg, loader)
+    config = uvicorn.Config(app, http=_protocol(cfg.client_timeout), timeout_keep_alive=5, **settings)
+    return uvicorn.Server(config), app.state.engine
 
 
 def run_server(cfg: ServeConfig, url_file: Path | None = None) -> None:
     """Serve until SIGINT/SIGTERM (blocking; ``datagen serve``). Prints the URL and writes ``url_file`` when ready."""
     sock, url = _bind(cfg.host, cfg.port)
-    app = create_app(cfg)
-    engine: _Engine = app.state.engine
-    server = _uvicorn(app, cfg, log_level="info", access_log=False, timeout_graceful_shutdown=5)
+    server, engine = _uvicorn(cfg, None, log_level="info", access_log=False, timeout_graceful_shutdown=5)
     print(f"datagen serve: loading {cfg.model_id}; listening on {url}", flush=True)
 
     def ready() -> None:
@@ -944,9 +945,7 @@ def serve_in_thread(
     Errors of the server thread — a failed load, an exception in generation — are raised here.
     """
     sock, url = _bind(cfg.host, cfg.port)
-    app = create_app(cfg, loader)
-    engine: _Engine = app.state.engine
-    server = _uvicorn(app, cfg, log_level="warning", log_config=None, timeout_graceful_shutdown=2)
+    server, engine = _uvicorn(cfg, loader, log_level="warning", log_config=None, timeout_graceful_shutdown=2)
     crashed: list[BaseException] = []
 
     def run() -> None:
