@@ -17,15 +17,13 @@ and a seeded request draws the same random numbers whatever else is in its batch
 
 from __future__ import annotations
 
-import contextlib
-import fcntl
 import hashlib
 import importlib.util
 import os
 import shutil
 import tempfile
 import threading
-from collections.abc import Iterator, Sequence
+from collections.abc import Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -78,7 +76,9 @@ def _converted(gguf: Path) -> Path:
     target = cache / f"{gguf.stem}-{key}"
     if (target / "config.json").is_file():
         return target
-    with _file_lock(cache / f".{target.name}.lock"):
+    from filelock import FileLock  # an flock on Unix; it comes with huggingface_hub, which transformers needs
+
+    with FileLock(cache / f".{target.name}.lock"):
         if (target / "config.json").is_file():  # another process finished while we waited
             return target
         for stale in cache.glob(f".{target.name}.tmp-*"):  # left by a killed conversion; we hold the lock
@@ -104,16 +104,6 @@ def _convert_gguf(gguf: Path, out: Path) -> None:
         del model.config.quantization_config
     model.save_pretrained(out, safe_serialization=True)
     tokenizer.save_pretrained(out)  # keeps the ChatML chat template
-
-
-@contextlib.contextmanager
-def _file_lock(path: Path) -> Iterator[None]:
-    with open(path, "a") as handle:
-        fcntl.flock(handle, fcntl.LOCK_EX)
-        try:
-            yield
-        finally:
-            fcntl.flock(handle, fcntl.LOCK_UN)
 
 
 def _load_tokenizer(model_dir: str | Path, adapter: str | Path | None) -> Any:
