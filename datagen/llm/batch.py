@@ -152,7 +152,6 @@ class BatchJournal:
         self.path.parent.mkdir(parents=True, exist_ok=True)
         with self.path.open("a", encoding="utf-8") as f:
             f.write(json.dumps(row, ensure_ascii=False) + "\n")
-            f.flush()
 
     def open_jobs(self, endpoint: str, keys: set[str]) -> list[dict[str, Any]]:
         """Jobs on ``endpoint`` not yet imported that were submitted for any of ``keys``."""
