@@ -46,7 +46,7 @@ from typing import TYPE_CHECKING, Any, TypeVar
 import openai
 
 from datagen.errors import ConfigError, DatagenError, LLMBadResponse, LLMError, LLMRequestError
-from datagen.llm.types import Completion, LLMConfig, UsageLedger
+from datagen.llm.types import PATHS, Completion, LLMConfig, UsageLedger, request_body
 from datagen.records import write_atomic
 
 if TYPE_CHECKING:
@@ -55,7 +55,6 @@ if TYPE_CHECKING:
 log = logging.getLogger("datagen.llm")
 T = TypeVar("T")
 
-PATHS = {"chat": "/v1/chat/completions", "completion": "/v1/completions"}
 #: Batch states after which nothing more will be answered.
 FINAL = frozenset({"completed", "failed", "expired", "cancelled"})
 JOURNAL = "batches.jsonl"
@@ -79,9 +78,8 @@ class BatchFailed(LLMError):
 
 def request_line(key: str, kind: str, model: str, payload: Any, request: dict[str, Any]) -> dict[str, Any]:
     """One line of a batch input file: the body online mode would POST, under its cache key."""
-    field_name = "messages" if kind == "chat" else "prompt"
-    return {"custom_id": key, "method": "POST", "url": PATHS[kind],
-            "body": {"model": model, field_name: payload, **request}}
+    return {"custom_id": key, "method": "POST", "url": "/v1" + PATHS[kind],
+            "body": request_body(kind, model, payload, request)}
 
 
 def split_lines(lines: Iterable[bytes], max_requests: int, max_bytes: int) -> list[bytes]:
@@ -364,7 +362,7 @@ class BatchGatherer:
                 estimate = sum(self.estimate(a.model, a.payload, a.request, batch=True) for a in members)
                 self.check_budget(self._committed + estimate)
                 self._committed += estimate
-                job = await self.api.submit(part, PATHS[kind], self.cfg.completion_window)
+                job = await self.api.submit(part, "/v1" + PATHS[kind], self.cfg.completion_window)
                 self.journal.record({"id": job["id"], "input_file_id": job.get("input_file_id"), "endpoint": where,
                                      "keys": keys, "submitted_at": time.time(), "imported": False})
                 self.ledger.batches.append(job["id"])

@@ -40,14 +40,21 @@ from datagen.llm.cache import ResponseCache, cache_key
 from datagen.llm.costs import CostLimitReached, cost, estimate_tokens, price_of
 from datagen.llm.limits import CircuitBreaker, TokenBucket
 from datagen.llm.transport import ProcessTransport, Retryable, SdkTransport, resolve_api_key
-from datagen.llm.types import BATCH_MODES, Completion, LLMConfig, SamplingParams, UsageLedger  # noqa: F401 - re-exported
+from datagen.llm.types import (  # noqa: F401 - BATCH_MODES, LLMConfig and UsageLedger are re-exported
+    BATCH_MODES,
+    PATHS,
+    Completion,
+    LLMConfig,
+    SamplingParams,
+    UsageLedger,
+    request_body,
+)
 from datagen.redaction import redact_text, redact_url
 
 log = logging.getLogger("datagen.llm")
 
 BASE_URL_ENV = ("DATAGEN_BASE_URL", "OPENAI_BASE_URL")
 _LOCAL_HOSTS = {"127.0.0.1", "localhost", "::1", "0.0.0.0"}
-_PATHS = {"chat": "/chat/completions", "completion": "/completions"}
 _SURROGATE = re.compile("[\ud800-\udfff]")
 
 
@@ -294,8 +301,7 @@ class LLMClient:
         return min(candidates, key=lambda i: self._in_flight[i])
 
     async def _send(self, index: int, kind: str, model: str, payload: Any, request: dict[str, Any]) -> Completion:
-        field = "messages" if kind == "chat" else "prompt"
-        body = await self._transport.post(index, _PATHS[kind], {"model": model, field: payload, **request})
+        body = await self._transport.post(index, PATHS[kind], request_body(kind, model, payload, request))
         return self._parse(kind, model, body)
 
     def _parse(self, kind: str, model: str, body: bytes | str) -> Completion:
