@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import asyncio
 import concurrent.futures
+import contextlib
 import hashlib
 import json
 import sqlite3
@@ -232,11 +233,9 @@ class _Writer:
         for loop, futures in by_loop.items():
             if loop is None:
                 _settle(futures, error)
-            else:
-                try:  # one wake-up of the loop per batch, not per row
+            else:  # one wake-up of the loop per batch, not per row
+                with contextlib.suppress(RuntimeError):  # that loop is closed: nobody is waiting any more
                     loop.call_soon_threadsafe(_settle, futures, error)
-                except RuntimeError:  # that loop is closed: nobody is waiting any more
-                    pass
 
     def stop(self) -> None:
         with self._queue_lock:

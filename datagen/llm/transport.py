@@ -19,6 +19,7 @@ from __future__ import annotations
 
 import asyncio
 import base64
+import contextlib
 import email.utils
 import logging
 import os
@@ -380,10 +381,8 @@ def _child_main(argument: str) -> None:
     urls, seconds = ast.literal_eval(os.environ.pop(_ARGS_ENV) if argument == "-" else argument)
     protocol_out = os.fdopen(os.dup(sys.stdout.fileno()), "wb", buffering=0)
     os.dup2(sys.stderr.fileno(), sys.stdout.fileno())
-    try:
+    with contextlib.suppress(KeyboardInterrupt, BrokenPipeError):
         asyncio.run(_child(tuple(urls), float(seconds), protocol_out))
-    except (KeyboardInterrupt, BrokenPipeError):
-        pass
 
 
 if __name__ == "__main__":
