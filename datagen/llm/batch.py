@@ -351,20 +351,19 @@ class BatchGatherer:
         for ask in asks:
             by_kind.setdefault(ask.kind, []).append(ask)
         for kind, group in by_kind.items():
-            lines = [ask.line() for ask in group]
-            parts = split_lines(lines, self.cfg.batch_max_requests, self.cfg.batch_max_bytes)
+            parts = split_lines([ask.line() for ask in group], self.cfg.batch_max_requests, self.cfg.batch_max_bytes)
             start = 0
             for part in parts:
                 count = part.count(b"\n")
                 members = group[start:start + count]
-                keys = [ask.key for ask in members]
                 start += count
                 estimate = sum(self.estimate(a.model, a.payload, a.request, batch=True) for a in members)
                 self.check_budget(self._committed + estimate)
                 self._committed += estimate
                 job = await self.api.submit(part, "/v1" + PATHS[kind], self.cfg.completion_window)
                 self.journal.record({"id": job["id"], "input_file_id": job.get("input_file_id"), "endpoint": where,
-                                     "keys": keys, "submitted_at": time.time(), "imported": False})
+                                     "keys": [ask.key for ask in members], "submitted_at": time.time(),
+                                     "imported": False})
                 self.ledger.batches.append(job["id"])
                 self.ledger.batch_requests += count
                 ids.append(job["id"])

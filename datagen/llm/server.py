@@ -760,7 +760,8 @@ def _stream(engine: _Engine, request: Request, model_id: str, kind: str, prompts
                         yield event(index, rest)
                     yield event(index, finish=choice.finish_reason)
             if options and options.get("include_usage"):
-                yield chunk([], usage=_usage(sum(c[0].prompt_tokens for c in results), [ch for c in results for ch in c]))
+                prompt_tokens = sum(c[0].prompt_tokens for c in results)
+                yield chunk([], usage=_usage(prompt_tokens, [choice for c in results for choice in c]))
             yield "data: [DONE]\n\n"
         finally:  # also when the client disconnects
             for task in (getter, gone):
@@ -801,7 +802,8 @@ def _response(model_id: str, choices: list[Choice], prompt_tokens: int, chat: bo
 
 def _usage(prompt_tokens: int, choices: list[Choice]) -> dict[str, int]:
     completion = sum(c.completion_tokens for c in choices)
-    return {"prompt_tokens": prompt_tokens, "completion_tokens": completion, "total_tokens": prompt_tokens + completion}
+    return {"prompt_tokens": prompt_tokens, "completion_tokens": completion,
+            "total_tokens": prompt_tokens + completion}
 
 
 # -------------------------------------------------------------------------------------------- running
