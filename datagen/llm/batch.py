@@ -38,23 +38,23 @@ import hashlib
 import json
 import logging
 import time
-from collections.abc import Callable, Iterable
+from collections.abc import Awaitable, Callable, Iterable
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, TypeVar
 
 import openai
 
 from datagen.errors import ConfigError, DatagenError, LLMBadResponse, LLMError, LLMRequestError
-from datagen.llm.types import Completion, LLMConfig, UsageLedger
+from datagen.llm.types import PATHS, Completion, LLMConfig, UsageLedger, request_body
 from datagen.records import write_atomic
 
 if TYPE_CHECKING:
     from datagen.llm.cache import ResponseCache
 
 log = logging.getLogger("datagen.llm")
+T = TypeVar("T")
 
-PATHS = {"chat": "/v1/chat/completions", "completion": "/v1/completions"}
 #: Batch states after which nothing more will be answered.
 FINAL = frozenset({"completed", "failed", "expired", "cancelled"})
 JOURNAL = "batches.jsonl"
@@ -78,9 +78,8 @@ class BatchFailed(LLMError):
 
 def request_line(key: str, kind: str, model: str, payload: Any, request: dict[str, Any]) -> dict[str, Any]:
     """One line of a batch input file: the body online mode would POST, under its cache key."""
-    field_name = "messages" if kind == "chat" else "prompt"
-    return {"custom_id": key, "method": "POST", "url": PATHS[kind],
-            "body": {"model": model, field_name: payload, **request}}
+    return {"custom_id": key, "method": "POST", "url": "/v1" + PATHS[kind],
+            "body": request_body(kind, model, payload, request)}
 
 
 def split_lines(lines: Iterable[bytes], max_requests: int, max_bytes: int) -> list[bytes]:
@@ -151,7 +150,6 @@ class BatchJournal:
         self.path.parent.mkdir(parents=True, exist_ok=True)
         with self.path.open("a", encoding="utf-8") as f:
             f.write(json.dumps(row, ensure_ascii=False) + "\n")
-            f.flush()
 
     def open_jobs(self, endpoint: str, keys: set[str]) -> list[dict[str, Any]]:
         """Jobs on ``endpoint`` not yet imported that were submitted for any of ``keys``."""
@@ -191,28 +189,27 @@ class BatchApi:
 
     async def submit(self, data: bytes, endpoint: str, window: str) -> dict[str, Any]:
         """Upload one input file and create its job; the job as a dict."""
-        try:
-            uploaded = await self._client.files.create(file=("batch.jsonl", data), purpose="batch")
-            job = await self._client.batches.create(input_file_id=uploaded.id, endpoint=endpoint,
-                                                    completion_window=window)
-        except openai.OpenAIError as exc:
-            raise _translate(exc) from None
+        uploaded = await _call(self._client.files.create(file=("batch.jsonl", data), purpose="batch"))
+        job = await _call(self._client.batches.create(input_file_id=uploaded.id, endpoint=endpoint,
+                                                      completion_window=window))
         return job.model_dump()
 
     async def retrieve(self, batch_id: str) -> dict[str, Any]:
-        try:
-            return (await self._client.batches.retrieve(batch_id)).model_dump()
-        except openai.OpenAIError as exc:
-            raise _translate(exc) from None
+        return (await _call(self._client.batches.retrieve(batch_id))).model_dump()
 
     async def content(self, file_id: str) -> bytes:
-        try:
-            return (await self._client.files.content(file_id)).content
-        except openai.OpenAIError as exc:
-            raise _translate(exc) from None
+        return (await _call(self._client.files.content(file_id))).content
 
     async def aclose(self) -> None:
         await self._client.close()
+
+
+async def _call(request: Awaitable[T]) -> T:
+    """Await one SDK call, its ``openai`` error turned into ours."""
+    try:
+        return await request
+    except openai.OpenAIError as exc:
+        raise _translate(exc) from None
 
 
 def _translate(exc: BaseException) -> LLMError:
@@ -354,20 +351,19 @@ class BatchGatherer:
         for ask in asks:
             by_kind.setdefault(ask.kind, []).append(ask)
         for kind, group in by_kind.items():
-            lines = [ask.line() for ask in group]
-            parts = split_lines(lines, self.cfg.batch_max_requests, self.cfg.batch_max_bytes)
+            parts = split_lines([ask.line() for ask in group], self.cfg.batch_max_requests, self.cfg.batch_max_bytes)
             start = 0
             for part in parts:
                 count = part.count(b"\n")
                 members = group[start:start + count]
-                keys = [ask.key for ask in members]
                 start += count
                 estimate = sum(self.estimate(a.model, a.payload, a.request, batch=True) for a in members)
                 self.check_budget(self._committed + estimate)
                 self._committed += estimate
-                job = await self.api.submit(part, PATHS[kind], self.cfg.completion_window)
+                job = await self.api.submit(part, "/v1" + PATHS[kind], self.cfg.completion_window)
                 self.journal.record({"id": job["id"], "input_file_id": job.get("input_file_id"), "endpoint": where,
-                                     "keys": keys, "submitted_at": time.time(), "imported": False})
+                                     "keys": [ask.key for ask in members], "submitted_at": time.time(),
+                                     "imported": False})
                 self.ledger.batches.append(job["id"])
                 self.ledger.batch_requests += count
                 ids.append(job["id"])
@@ -419,13 +415,9 @@ class BatchGatherer:
                 answers.update(got)
                 failures.update(failed)
         record = self.journal.jobs[job["id"]]
-        parsed: list[tuple[str, Completion]] = []
-        for key, body in answers.items():
-            ask = todo.get(key)
-            try:  # every answer is cached, also those a re-attached job holds for requests not asked now
-                parsed.append((key, self.parse(ask.kind if ask else _kind_of(body), ask.model if ask else "", body)))
-            except Exception as exc:  # noqa: BLE001 - a malformed answer line is an unanswered request
-                failures[key] = f"malformed answer: {getattr(exc, 'error', exc)}"
+        # every answer is cached, also those a re-attached job holds for requests not asked now
+        parsed, malformed = _parse_answers(answers, self.parse, todo)
+        failures.update(malformed)  # a malformed answer line is an unanswered request
         # On disk before anyone sees an answer: the resume contract.
         await asyncio.to_thread(self.cache.put_many, [(k, c.model, c.to_cache()) for k, c in parsed])
         for key, completion in parsed:
@@ -458,17 +450,24 @@ def check_batch_config(cfg: LLMConfig) -> None:
 def import_results(path: Path, cache: ResponseCache, parse: Callable[[str, str, bytes], Completion]) -> dict[str, int]:
     """Load a batch results file (OpenAI format, what ``vllm run-batch -o`` writes) into the answer cache."""
     answers, failures = read_results(Path(path).read_bytes())
-    rows = []
-    bad = 0
+    parsed, malformed = _parse_answers(answers, parse, {})  # a malformed line is counted and skipped
+    stored = cache.put_many([(key, completion.model, completion.to_cache()) for key, completion in parsed])
+    return {"imported": stored, "failed": len(failures), "malformed": len(malformed)}
+
+
+def _parse_answers(answers: dict[str, bytes], parse: Callable[[str, str, bytes], Completion],
+                   asks: dict[str, _Ask]) -> tuple[list[tuple[str, Completion]], dict[str, str]]:
+    """The answers that parse, as ``(key, completion)``, and why each other one did not, by key. An answer to
+    a request in ``asks`` is parsed as that request's kind and model, any other as the kind its body shows."""
+    parsed: list[tuple[str, Completion]] = []
+    malformed: dict[str, str] = {}
     for key, body in answers.items():
+        ask = asks.get(key)
         try:
-            completion = parse(_kind_of(body), "", body)
-        except Exception:  # noqa: BLE001 - a malformed line is counted and skipped
-            bad += 1
-            continue
-        rows.append((key, completion.model, completion.to_cache()))
-    stored = cache.put_many(rows)
-    return {"imported": stored, "failed": len(failures), "malformed": bad}
+            parsed.append((key, parse(ask.kind if ask else _kind_of(body), ask.model if ask else "", body)))
+        except Exception as exc:  # noqa: BLE001 - a malformed answer must not stop the others
+            malformed[key] = f"malformed answer: {getattr(exc, 'error', exc)}"
+    return parsed, malformed
 
 
 def _kind_of(body: bytes) -> str:

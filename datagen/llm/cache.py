@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import asyncio
 import concurrent.futures
+import contextlib
 import hashlib
 import json
 import sqlite3
@@ -76,21 +77,31 @@ class ResponseCache:
         self._finalizer = weakref.finalize(self, self._writer.stop)
 
     def get(self, key: str) -> dict[str, Any] | None:
+        rows = self._select("reading an answer", "SELECT response FROM completions WHERE key = ?", key)
         try:
-            with self._lock:
-                row = self._conn.execute("SELECT response FROM completions WHERE key = ?", (key,)).fetchone()
-            return json.loads(row[0]) if row else None
-        except sqlite3.Error as exc:
-            raise cache_error(self.path, exc, "reading an answer") from None
+            return json.loads(rows[0][0]) if rows else None
         except ValueError:  # a row someone else wrote by hand: not an answer, ask the endpoint again
             return None
 
+    def _select(self, doing: str, sql: str, *params: Any) -> list[tuple[Any, ...]]:
+        """The rows of one query on the reading connection; a SQLite error becomes a CacheError saying ``doing``."""
+        try:
+            with self._lock:
+                return self._conn.execute(sql, params).fetchall()
+        except sqlite3.Error as exc:
+            raise cache_error(self.path, exc, doing) from None
+
+    def _queue(self, key: str, model: str, response: dict[str, Any],
+               loop: asyncio.AbstractEventLoop | None = None) -> Any:
+        """Hand one answer to the writer; the future its commit settles (an asyncio one of ``loop`` if given)."""
+        done = loop.create_future() if loop is not None else concurrent.futures.Future()
+        self._writer.submit((key, model, json.dumps(response, ensure_ascii=False), time.time()), (loop, done))
+        return done
+
     def put(self, key: str, model: str, response: dict[str, Any]) -> None:
         """Store an answer; returns once it is committed."""
-        done: concurrent.futures.Future[None] = concurrent.futures.Future()
-        self._writer.submit((key, model, json.dumps(response, ensure_ascii=False), time.time()), (None, done))
         try:
-            done.result()
+            self._queue(key, model, response).result()
         except sqlite3.Error as exc:
             raise cache_error(self.path, exc, "storing an answer") from None
 
@@ -99,38 +110,23 @@ class ResponseCache:
 
         Rows queue up together, so the writer commits them in a few large transactions, not one per row
         (a 100k-answer import: bench/bench_batch.py)."""
-        waits: list[concurrent.futures.Future[None]] = []
-        for key, model, response in rows:
-            done: concurrent.futures.Future[None] = concurrent.futures.Future()
-            self._writer.submit((key, model, json.dumps(response, ensure_ascii=False), time.time()), (None, done))
-            waits.append(done)
+        waits = [self._queue(key, model, response) for key, model, response in rows]
         for done in waits:
             done.result()
         return len(waits)
 
     async def aput(self, key: str, model: str, response: dict[str, Any]) -> None:
         """``put`` for the event loop: the commit happens in the writer thread, batched with its neighbours."""
-        loop = asyncio.get_running_loop()
-        done = loop.create_future()
-        self._writer.submit((key, model, json.dumps(response, ensure_ascii=False), time.time()), (loop, done))
         try:
-            await done
+            await self._queue(key, model, response, asyncio.get_running_loop())
         except sqlite3.Error as exc:
             raise cache_error(self.path, exc, "storing an answer") from None
 
     def keys(self) -> set[str]:
-        try:
-            with self._lock:
-                return {row[0] for row in self._conn.execute("SELECT key FROM completions")}
-        except sqlite3.Error as exc:
-            raise cache_error(self.path, exc, "listing its keys") from None
+        return {row[0] for row in self._select("listing its keys", "SELECT key FROM completions")}
 
     def __len__(self) -> int:
-        try:
-            with self._lock:
-                return self._conn.execute("SELECT COUNT(*) FROM completions").fetchone()[0]
-        except sqlite3.Error as exc:
-            raise cache_error(self.path, exc, "counting its answers") from None
+        return self._select("counting its answers", "SELECT COUNT(*) FROM completions")[0][0]
 
     def close(self) -> None:
         self._finalizer()  # commits what is queued and stops the writer, once
@@ -237,11 +233,9 @@ class _Writer:
         for loop, futures in by_loop.items():
             if loop is None:
                 _settle(futures, error)
-            else:
-                try:  # one wake-up of the loop per batch, not per row
+            else:  # one wake-up of the loop per batch, not per row
+                with contextlib.suppress(RuntimeError):  # that loop is closed: nobody is waiting any more
                     loop.call_soon_threadsafe(_settle, futures, error)
-                except RuntimeError:  # that loop is closed: nobody is waiting any more
-                    pass
 
     def stop(self) -> None:
         with self._queue_lock:

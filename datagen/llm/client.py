@@ -37,17 +37,24 @@ from datagen.errors import (
 from datagen.home import datagen_home
 from datagen.llm.batch import BatchApi, BatchGatherer, check_batch_config
 from datagen.llm.cache import ResponseCache, cache_key
-from datagen.llm.costs import CostLimitReached, Price, cost, estimate_tokens, price_of
+from datagen.llm.costs import CostLimitReached, cost, estimate_tokens, price_of
 from datagen.llm.limits import CircuitBreaker, TokenBucket
 from datagen.llm.transport import ProcessTransport, Retryable, SdkTransport, resolve_api_key
-from datagen.llm.types import BATCH_MODES, Completion, LLMConfig, SamplingParams, UsageLedger  # noqa: F401 - re-exported
+from datagen.llm.types import (  # noqa: F401 - BATCH_MODES, LLMConfig and UsageLedger are re-exported
+    BATCH_MODES,
+    PATHS,
+    Completion,
+    LLMConfig,
+    SamplingParams,
+    UsageLedger,
+    request_body,
+)
 from datagen.redaction import redact_text, redact_url
 
 log = logging.getLogger("datagen.llm")
 
 BASE_URL_ENV = ("DATAGEN_BASE_URL", "OPENAI_BASE_URL")
 _LOCAL_HOSTS = {"127.0.0.1", "localhost", "::1", "0.0.0.0"}
-_PATHS = {"chat": "/chat/completions", "completion": "/completions"}
 _SURROGATE = re.compile("[\ud800-\udfff]")
 
 
@@ -172,13 +179,9 @@ class LLMClient:
                 self._model = models[0]
         return self._model
 
-    def price(self, model: str) -> Price | None:
-        """The configured (input, output) price of ``model``, USD per million tokens, or None."""
-        return price_of(self.cfg.prices, model)
-
     def request_cost(self, model: str, payload: Any, request: dict[str, Any], batch: bool = False) -> float:
         """The most one request can cost (prompt estimated, ``max_tokens`` in full); 0 when unpriced."""
-        price = self.price(model)
+        price = price_of(self.cfg.prices, model)
         discount = self.cfg.batch_discount if batch else 0.0
         return cost(price, *estimate_tokens(payload, request), discount=discount) if price else 0.0
 
@@ -195,7 +198,7 @@ class LLMClient:
 
     def _charge(self, completion: Completion, batch: bool = False) -> None:
         """Add one answer's tokens at the model's price to the ledger's spending."""
-        price = self.price(completion.model) or self.price(self._model or "")
+        price = price_of(self.cfg.prices, completion.model) or price_of(self.cfg.prices, self._model or "")
         if price is None:
             return
         spent = cost(price, completion.prompt_tokens, completion.completion_tokens,
@@ -287,10 +290,8 @@ class LLMClient:
     async def _pace(self, payload: Any, request: dict[str, Any]) -> None:
         if self._rpm:
             await self._rpm.acquire(1)
-        if self._tpm:
-            # ~4 characters per token is the usual estimate; the completion budget is counted in full.
-            estimate = len(json.dumps(payload, ensure_ascii=False)) / 4 + request.get("max_tokens", 0)
-            await self._tpm.acquire(estimate)
+        if self._tpm:  # the prompt at ~4 characters a token, the completion budget in full
+            await self._tpm.acquire(sum(estimate_tokens(payload, request)))
 
     def _pick_endpoint(self, avoid: int | None) -> int:
         """Least requests in flight, round-robin among ties; after a failure prefer another endpoint."""
@@ -300,8 +301,7 @@ class LLMClient:
         return min(candidates, key=lambda i: self._in_flight[i])
 
     async def _send(self, index: int, kind: str, model: str, payload: Any, request: dict[str, Any]) -> Completion:
-        field = "messages" if kind == "chat" else "prompt"
-        body = await self._transport.post(index, _PATHS[kind], {"model": model, field: payload, **request})
+        body = await self._transport.post(index, PATHS[kind], request_body(kind, model, payload, request))
         return self._parse(kind, model, body)
 
     def _parse(self, kind: str, model: str, body: bytes | str) -> Completion:

@@ -17,15 +17,13 @@ and a seeded request draws the same random numbers whatever else is in its batch
 
 from __future__ import annotations
 
-import contextlib
-import fcntl
 import hashlib
 import importlib.util
 import os
 import shutil
 import tempfile
 import threading
-from collections.abc import Iterator, Sequence
+from collections.abc import Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -78,7 +76,9 @@ def _converted(gguf: Path) -> Path:
     target = cache / f"{gguf.stem}-{key}"
     if (target / "config.json").is_file():
         return target
-    with _file_lock(cache / f".{target.name}.lock"):
+    from filelock import FileLock  # an flock on Unix; it comes with huggingface_hub, which transformers needs
+
+    with FileLock(cache / f".{target.name}.lock"):
         if (target / "config.json").is_file():  # another process finished while we waited
             return target
         for stale in cache.glob(f".{target.name}.tmp-*"):  # left by a killed conversion; we hold the lock
@@ -104,16 +104,6 @@ def _convert_gguf(gguf: Path, out: Path) -> None:
         del model.config.quantization_config
     model.save_pretrained(out, safe_serialization=True)
     tokenizer.save_pretrained(out)  # keeps the ChatML chat template
-
-
-@contextlib.contextmanager
-def _file_lock(path: Path) -> Iterator[None]:
-    with open(path, "a") as handle:
-        fcntl.flock(handle, fcntl.LOCK_EX)
-        try:
-            yield
-        finally:
-            fcntl.flock(handle, fcntl.LOCK_UN)
 
 
 def _load_tokenizer(model_dir: str | Path, adapter: str | Path | None) -> Any:
@@ -160,7 +150,7 @@ class DecodingParams:
     def __post_init__(self) -> None:
         if isinstance(self.stop, str):
             object.__setattr__(self, "stop", (self.stop,))
-        checks = [
+        check_fields(self, "", [
             ("n", 1 <= self.n <= 64, "an integer in [1, 64]"),
             ("temperature", 0 <= self.temperature <= 2, "in [0, 2]"),
             ("top_p", 0 < self.top_p <= 1, "in (0, 1]"),
@@ -173,8 +163,7 @@ class DecodingParams:
             ("repetition_penalty", 0 < self.repetition_penalty <= 10, "in (0, 10]"),
             ("logit_bias", all(isinstance(t, int) and t >= 0 and -100 <= b <= 100 for t, b in self.logit_bias),
              "token ids mapped to biases in [-100, 100]"),
-        ]
-        check_fields(self, "", checks)
+        ])
 
 
 @dataclass(frozen=True)
@@ -358,7 +347,7 @@ class LocalBackend:
         cut = _first_stop(text, req.params.stop)
         if cut is not None:
             return Choice(text[:cut], "stop", len(req.prompt_ids), used)
-        reason = "stop" if eos_at is not None else "length" if used >= req.params.max_tokens else "stop"
+        reason = "length" if eos_at is None and used >= req.params.max_tokens else "stop"
         return Choice(text, reason, len(req.prompt_ids), used)
 
 
@@ -410,13 +399,13 @@ class _RowSampler:
     presence/frequency penalties, the response_format constraint, then temperature, top_k, min_p and top_p.
     """
 
-    def __init__(self, params: list[DecodingParams], choice_index: list[int], constraints: list[Any] | None = None,
-                 prompts: list[tuple[int, ...]] | None = None):
+    def __init__(self, params: list[DecodingParams], choice_index: list[int], constraints: list[Any],
+                 prompts: list[tuple[int, ...]]):
         import torch
 
         self.params = params
-        self.constraints = constraints or [None] * len(params)
-        self.prompts = prompts or [()] * len(params)
+        self.constraints = constraints
+        self.prompts = prompts
         self.prompt_length: int | None = None
         self.generators: list[Any] = []
         for p, j in zip(params, choice_index):
@@ -499,20 +488,16 @@ class _RowStopper:
                 done[i] = True
                 continue
             request = self.requests[i]
-            if request.cancel is not None and request.cancel.is_set():
-                self.ended_at[i] = length
-                self.cancelled += 1
-                done[i] = True
-                continue
-            stopped = length >= p.max_tokens or int(input_ids[i, -1]) in self.backend.eos_ids
-            text = None
+            cancelled = request.cancel is not None and request.cancel.is_set()
+            stopped = cancelled or length >= p.max_tokens or int(input_ids[i, -1]) in self.backend.eos_ids
             if not stopped and (p.stop or request.on_token is not None):
                 text = self.backend.tokenizer.decode(input_ids[i, self.prompt_width :], skip_special_tokens=True)
                 stopped = bool(p.stop) and _first_stop(text, p.stop) is not None
-            if not stopped and request.on_token is not None:
-                request.on_token(self.choice_index[i], text)
+                if not stopped and request.on_token is not None:
+                    request.on_token(self.choice_index[i], text)
             if stopped:
                 self.ended_at[i] = length
+                self.cancelled += cancelled
                 done[i] = True
         if self.backend._interrupted.is_set():
             done[:] = True

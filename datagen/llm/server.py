@@ -266,12 +266,7 @@ class _Engine:
                 self.errors.append(exc)
                 outcomes = [_ApiError(500, f"{type(exc).__name__}: {exc}")] * len(batch)
             for pending, outcome in zip(batch, outcomes):
-                if pending.future.done():
-                    continue
-                if isinstance(outcome, BaseException):
-                    pending.future.set_exception(outcome)
-                else:
-                    pending.future.set_result(outcome)
+                _settle(pending.future, not isinstance(outcome, BaseException), outcome)
 
     def _run(self, batch: list[_Pending]) -> list[list[Choice] | BaseException]:
         """Tokenize each request (a bad one fails alone), then generate the rest together. In a thread."""
@@ -358,13 +353,17 @@ def create_app(cfg: ServeConfig, loader: Callable[[], LocalBackend] | None = Non
         finally:
             await engine.stop()
 
-    def api(handler: Callable[[Request], Awaitable[dict[str, Any]]]) -> Callable[[Request], Awaitable[JSONResponse]]:
+    def api(handler: Callable[[Request], Awaitable[dict[str, Any] | JSONResponse]],
+            model: bool = True) -> Callable[[Request], Awaitable[JSONResponse]]:
+        """``handler`` behind the Host check and, for a route that uses the model, the key and the loaded model
+        (``/health`` answers without the key, and while the model loads)."""
         async def endpoint(request: Request) -> JSONResponse:
             try:
                 _check_host(request, cfg)
-                _check_key(request, cfg.api_key)
-                if engine.backend is None:
-                    raise _ApiError(503, "the model is still loading; retry shortly", "model_loading")
+                if model:
+                    _check_key(request, cfg.api_key)
+                    if engine.backend is None:
+                        raise _ApiError(503, "the model is still loading; retry shortly", "model_loading")
                 result = await handler(request)
                 return result if isinstance(result, Response) else JSONResponse(result)
             except _ApiError as exc:
@@ -382,8 +381,8 @@ def create_app(cfg: ServeConfig, loader: Callable[[], LocalBackend] | None = Non
         _check_choices(params.n, cfg.max_choices)
         if body.get("stream"):
             return _stream(engine, request, cfg.model_id, "chat", [messages], params, body.get("stream_options"))
-        choices = await _submit(engine, request, "chat", messages, params)
-        return _response(cfg.model_id, "chat.completion", "chatcmpl", choices, [choices[0].prompt_tokens], chat=True)
+        [choices] = await _submit_all(engine, request, "chat", [messages], params)
+        return _response(cfg.model_id, choices, choices[0].prompt_tokens, chat=True)
 
     async def completions(request: Request) -> dict[str, Any]:
         body = await _read_json(request, cfg.max_request_bytes, cfg.model_id, cfg.client_timeout)
@@ -397,15 +396,13 @@ def create_app(cfg: ServeConfig, loader: Callable[[], LocalBackend] | None = Non
             return _stream(engine, request, cfg.model_id, "text", prompts, params, body.get("stream_options"))
         per_prompt = await _submit_all(engine, request, "text", prompts, params)
         choices = [c for group in per_prompt for c in group]  # index = prompt_i * n + j, as OpenAI does
-        return _response(cfg.model_id, "text_completion", "cmpl", choices, [g[0].prompt_tokens for g in per_prompt])
+        return _response(cfg.model_id, choices, sum(g[0].prompt_tokens for g in per_prompt))
 
     async def models(request: Request) -> dict[str, Any]:
         now = int(time.time())  # the chat model first: clients without --model take the first listed
         data = [{"id": name, "object": "model", "created": now, "owned_by": "datagen"}
                 for name in (cfg.model_id, EMBEDDING_MODEL_ID)]
         return {"object": "list", "data": data}
-
-    encoder: list[Any] = []
 
     async def embeddings(request: Request) -> dict[str, Any]:
         body = await _read_json(request, cfg.max_request_bytes, EMBEDDING_MODEL_ID, cfg.client_timeout)
@@ -419,9 +416,7 @@ def create_app(cfg: ServeConfig, loader: Callable[[], LocalBackend] | None = Non
         if fmt not in ("float", "base64"):
             raise _ApiError(400, "encoding_format must be float or base64", param="encoding_format")
         assert engine._thread is not None
-        if not encoder:
-            encoder.append(await engine._thread.run(_load_encoder))
-        model = encoder[0]
+        model = await engine._thread.run(_load_encoder)  # loaded once per process, on the first request
         dimensions = body.get("dimensions")
         # renamed get_embedding_dimension in sentence-transformers 5; the old name warns there
         size = (getattr(model, "get_embedding_dimension", None) or model.get_sentence_embedding_dimension)()
@@ -443,10 +438,6 @@ def create_app(cfg: ServeConfig, loader: Callable[[], LocalBackend] | None = Non
                 "usage": {"prompt_tokens": tokens, "total_tokens": tokens}}
 
     async def health(request: Request) -> JSONResponse:
-        try:
-            _check_host(request, cfg)
-        except _ApiError as exc:
-            return exc.response()
         stats = {"model": cfg.model_id, "pid": os.getpid(), "batch_sizes": dict(engine.batch_sizes),
                  "cancelled_rows": engine.cancelled_rows}
         if engine.load_error is not None:
@@ -466,7 +457,7 @@ def create_app(cfg: ServeConfig, loader: Callable[[], LocalBackend] | None = Non
             Route("/v1/completions", api(completions), methods=["POST"]),
             Route("/v1/models", api(models), methods=["GET"]),
             Route("/v1/embeddings", api(embeddings), methods=["POST"]),
-            Route("/health", health, methods=["GET"]),
+            Route("/health", api(health, model=False), methods=["GET"]),
         ],
         exception_handlers={HTTPException: http_error},
         lifespan=lifespan,
@@ -478,7 +469,6 @@ def create_app(cfg: ServeConfig, loader: Callable[[], LocalBackend] | None = Non
 def _load_encoder() -> Any:
     """The shipped all-MiniLM-L6-v2 sentence encoder (``datagen.embed``, the loader every stage uses), on the CPU."""
     from datagen.embed import load_encoder
-    from datagen.errors import ConfigError
 
     try:
         return load_encoder(None, "cpu")
@@ -524,7 +514,7 @@ def _check_host(request: Request, cfg: ServeConfig) -> None:
                              "DATAGEN_SERVE_API_KEY, or pass --allow-host NAME", "host_not_allowed")
     origin = request.headers.get("origin")
     if origin is not None:
-        name = _hostname(origin) if origin != "null" else "null"
+        name = _hostname(origin)  # "null" (an opaque origin, e.g. a sandboxed page) stays "null"
         if name not in allowed and not name.startswith("127."):
             raise _ApiError(403, f"Origin {origin!r} is not allowed without an API key (a web page may not drive "
                                  "this server); set DATAGEN_SERVE_API_KEY or pass --allow-host NAME",
@@ -652,10 +642,8 @@ def _sampling(body: dict[str, Any], default_max_tokens: int) -> DecodingParams:
 
 def _response_format(value: Any) -> str | None:
     """OpenAI ``response_format`` -> None (text), "json" (any JSON object) or a JSON schema as JSON text."""
-    if value is None:
-        return None
     kind = value.get("type") if isinstance(value, dict) else None
-    if kind == "text":
+    if value is None or kind == "text":
         return None
     if kind == "json_object":
         return json.dumps({"type": "object"})
@@ -669,16 +657,11 @@ def _response_format(value: Any) -> str | None:
     raise _ApiError(400, "response_format.type must be text, json_object or json_schema", param="response_format")
 
 
-async def _submit(engine: _Engine, request: Request, kind: str, prompt: Any, params: DecodingParams,
-                  on_token: Callable[[int, str], None] | None = None) -> list[Choice]:
-    """Generate one request, stopping its generation if the client disconnects first."""
-    return (await _submit_all(engine, request, kind, [prompt], params, on_token))[0]
-
-
-async def _submit_all(engine: _Engine, request: Request, kind: str, prompts: list[Any], params: DecodingParams,
-                      on_token: Callable[[int, str], None] | None = None) -> list[list[Choice]]:
+async def _submit_all(engine: _Engine, request: Request, kind: str, prompts: list[Any],
+                      params: DecodingParams) -> list[list[Choice]]:
+    """Generate every prompt of one request, stopping their generation if the client disconnects first."""
     cancel = threading.Event()
-    work = asyncio.ensure_future(asyncio.gather(*(engine.submit(kind, p, params, cancel, on_token) for p in prompts)))
+    work = asyncio.ensure_future(asyncio.gather(*(engine.submit(kind, p, params, cancel) for p in prompts)))
     watcher = asyncio.ensure_future(_disconnected(request))
     try:
         await asyncio.wait([work, watcher], return_when=asyncio.FIRST_COMPLETED)
@@ -728,8 +711,11 @@ def _stream(engine: _Engine, request: Request, model_id: str, kind: str, prompts
             choice: dict[str, Any] = {"index": index, "delta": delta, "logprobs": None, "finish_reason": finish}
         else:
             choice = {"index": index, "text": text or "", "logprobs": None, "finish_reason": finish}
-        chunk = {"id": rid, "object": obj, "created": created, "model": model_id, "choices": [choice]}
-        return f"data: {json.dumps(chunk, ensure_ascii=False)}\n\n"
+        return chunk([choice])
+
+    def chunk(choices: list[dict[str, Any]], **usage: Any) -> str:
+        body = {"id": rid, "object": obj, "created": created, "model": model_id, "choices": choices, **usage}
+        return f"data: {json.dumps(body, ensure_ascii=False)}\n\n"
 
     async def body() -> Any:
         work = asyncio.ensure_future(asyncio.gather(
@@ -775,11 +761,7 @@ def _stream(engine: _Engine, request: Request, model_id: str, kind: str, prompts
                     yield event(index, finish=choice.finish_reason)
             if options and options.get("include_usage"):
                 prompt_tokens = sum(c[0].prompt_tokens for c in results)
-                completion = sum(ch.completion_tokens for c in results for ch in c)
-                usage = {"prompt_tokens": prompt_tokens, "completion_tokens": completion,
-                         "total_tokens": prompt_tokens + completion}
-                chunk = {"id": rid, "object": obj, "created": created, "model": model_id, "choices": [], "usage": usage}
-                yield f"data: {json.dumps(chunk)}\n\n"
+                yield chunk([], usage=_usage(prompt_tokens, [choice for c in results for choice in c]))
             yield "data: [DONE]\n\n"
         finally:  # also when the client disconnects
             for task in (getter, gone):
@@ -802,31 +784,34 @@ async def _disconnected(request: Request) -> None:
             return
 
 
-def _response(
-    model_id: str, obj: str, prefix: str, choices: list[Choice], prompt_tokens: list[int], chat: bool = False
-) -> dict[str, Any]:
+def _response(model_id: str, choices: list[Choice], prompt_tokens: int, chat: bool = False) -> dict[str, Any]:
     """An OpenAI completion object: id, object, created, model, choices, usage."""
     rows = []
     for index, choice in enumerate(choices):
         content = {"message": {"role": "assistant", "content": choice.text}} if chat else {"text": choice.text}
         rows.append({"index": index, **content, "logprobs": None, "finish_reason": choice.finish_reason})
-    completion = sum(c.completion_tokens for c in choices)
-    usage = {"prompt_tokens": sum(prompt_tokens), "completion_tokens": completion}
     return {
-        "id": f"{prefix}-{uuid.uuid4().hex}",
-        "object": obj,
+        "id": f"{'chatcmpl' if chat else 'cmpl'}-{uuid.uuid4().hex}",
+        "object": "chat.completion" if chat else "text_completion",
         "created": int(time.time()),
         "model": model_id,
         "choices": rows,
-        "usage": {**usage, "total_tokens": usage["prompt_tokens"] + completion},
+        "usage": _usage(prompt_tokens, choices),
     }
+
+
+def _usage(prompt_tokens: int, choices: list[Choice]) -> dict[str, int]:
+    completion = sum(c.completion_tokens for c in choices)
+    return {"prompt_tokens": prompt_tokens, "completion_tokens": completion,
+            "total_tokens": prompt_tokens + completion}
 
 
 # -------------------------------------------------------------------------------------------- running
 
 
-def _bind(host: str, port: int) -> socket.socket:
-    """A listening socket (port 0: the OS picks), bound before uvicorn starts so the port is known."""
+def _bind(host: str, port: int) -> tuple[socket.socket, str]:
+    """A listening socket (port 0: the OS picks), bound before uvicorn starts so the port is known, and its
+    base URL."""
     family = socket.AF_INET6 if ":" in host else socket.AF_INET
     sock = socket.socket(family, socket.SOCK_STREAM)
     sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
@@ -837,7 +822,8 @@ def _bind(host: str, port: int) -> socket.socket:
         raise ConfigError(f"serve: cannot listen on {host}:{port}: {exc.strerror or exc}") from exc
     sock.listen(2048)
     sock.set_inheritable(False)
-    return sock
+    host, port = sock.getsockname()[:2]
+    return sock, f"http://{f'[{host}]' if ':' in host else host}:{port}/v1"
 
 
 def _protocol(header_timeout: float) -> type:
@@ -888,25 +874,20 @@ def _protocol(header_timeout: float) -> type:
     return DeadlineProtocol
 
 
-def _base_url(sock: socket.socket) -> str:
-    host, port = sock.getsockname()[:2]
-    return f"http://{f'[{host}]' if ':' in host else host}:{port}/v1"
-
-
-def _uvicorn(app: Starlette, cfg: ServeConfig, **settings: Any) -> Any:
-    """A uvicorn server for ``app`` with the slow-client deadline and a 5 s keep-alive."""
+def _uvicorn(cfg: ServeConfig, loader: Callable[[], LocalBackend] | None, **settings: Any) -> tuple[Any, _Engine]:
+    """A uvicorn server for ``create_app(cfg, loader)`` with the slow-client deadline and a 5 s keep-alive, and
+    the app's engine."""
     import uvicorn
 
-    return uvicorn.Server(uvicorn.Config(app, http=_protocol(cfg.client_timeout), timeout_keep_alive=5, **settings))
+    app = create_app(cfg, loader)
+    config = uvicorn.Config(app, http=_protocol(cfg.client_timeout), timeout_keep_alive=5, **settings)
+    return uvicorn.Server(config), app.state.engine
 
 
 def run_server(cfg: ServeConfig, url_file: Path | None = None) -> None:
     """Serve until SIGINT/SIGTERM (blocking; ``datagen serve``). Prints the URL and writes ``url_file`` when ready."""
-    sock = _bind(cfg.host, cfg.port)
-    url = _base_url(sock)
-    app = create_app(cfg)
-    engine: _Engine = app.state.engine
-    server = _uvicorn(app, cfg, log_level="info", access_log=False, timeout_graceful_shutdown=5)
+    sock, url = _bind(cfg.host, cfg.port)
+    server, engine = _uvicorn(cfg, None, log_level="info", access_log=False, timeout_graceful_shutdown=5)
     print(f"datagen serve: loading {cfg.model_id}; listening on {url}", flush=True)
 
     def ready() -> None:
@@ -965,11 +946,8 @@ def serve_in_thread(
     ``wait=False`` yields as soon as the socket listens, before the model has loaded (for 503 tests).
     Errors of the server thread — a failed load, an exception in generation — are raised here.
     """
-    sock = _bind(cfg.host, cfg.port)
-    url = _base_url(sock)
-    app = create_app(cfg, loader)
-    engine: _Engine = app.state.engine
-    server = _uvicorn(app, cfg, log_level="warning", log_config=None, timeout_graceful_shutdown=2)
+    sock, url = _bind(cfg.host, cfg.port)
+    server, engine = _uvicorn(cfg, loader, log_level="warning", log_config=None, timeout_graceful_shutdown=2)
     crashed: list[BaseException] = []
 
     def run() -> None:
@@ -1056,12 +1034,10 @@ def start_server_process(cfg: ServeConfig, timeout: float = 300) -> Iterator[str
 def _serve_args(cfg: ServeConfig) -> list[str]:
     args = ["--host", cfg.host, "--port", str(cfg.port), "--max-batch-size", str(cfg.max_batch_size)]
     args += ["--max-request-bytes", str(cfg.max_request_bytes)]
-    if cfg.model is not None:
-        args += ["--model", str(cfg.model)]
-    if cfg.adapter is not None:
-        args += ["--adapter", str(cfg.adapter)]
-    if cfg.served_model_name is not None:
-        args += ["--served-model-name", cfg.served_model_name]
+    for flag, value in (("--model", cfg.model), ("--adapter", cfg.adapter), ("--served-model-name",
+                                                                             cfg.served_model_name)):
+        if value is not None:
+            args += [flag, str(value)]
     args += ["--max-choices", str(cfg.max_choices), "--client-timeout", str(cfg.client_timeout)]
     for host in cfg.allowed_hosts:
         args += ["--allow-host", host]

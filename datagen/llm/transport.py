@@ -19,6 +19,7 @@ from __future__ import annotations
 
 import asyncio
 import base64
+import contextlib
 import email.utils
 import logging
 import os
@@ -53,11 +54,7 @@ API_KEY_ENV = ("DATAGEN_API_KEY", "OPENAI_API_KEY")
 
 def resolve_api_key() -> str | None:
     """The API key from the environment, or None. Never from a flag or a config file."""
-    for name in API_KEY_ENV:
-        value = os.environ.get(name)
-        if value:
-            return value
-    return None
+    return next((os.environ[name] for name in API_KEY_ENV if os.environ.get(name)), None)
 
 
 class Retryable(Exception):
@@ -85,8 +82,7 @@ def parse_retry_after(headers: Any) -> float | None:
         try:
             return max(0.0, float(value))
         except ValueError:
-            when = email.utils.parsedate_to_datetime(value)
-            return max(0.0, when.timestamp() - time.time())
+            return max(0.0, email.utils.parsedate_to_datetime(value).timestamp() - time.time())
     except (TypeError, ValueError):
         return None
 
@@ -191,13 +187,11 @@ class SdkTransport:
             message = self._redact(f"HTTP {status}: {detail or exc.message}")
             if status == 429:
                 return LLMRateLimited(message, status=status)
-            if status >= 500:
+            if status >= 500 or status in (408, 409):
                 return LLMServerError(message, status=status)
             if status in (401, 403):
                 return LLMRequestError(self._redact(f"HTTP {status}: authentication failed; check DATAGEN_API_KEY "
                                                     "or OPENAI_API_KEY"), status=status)
-            if status in (408, 409):
-                return LLMServerError(message, status=status)
             return LLMRequestError(message, status=status)
         return LLMError(self._redact(str(exc)))
 
@@ -251,9 +245,8 @@ class ProcessTransport:
         request_id, self._next_id = self._next_id, self._next_id + 1
         future: asyncio.Future[bytes] = asyncio.get_running_loop().create_future()
         sender.pending[request_id] = future
-        message = pickle.dumps((request_id, index, path, body), protocol=pickle.HIGHEST_PROTOCOL)
         # A pipe write never raises: if the child has died meanwhile, its reader sees EOF and fails this future.
-        sender.process.stdin.write(_FRAME.pack(len(message)) + message)
+        sender.process.stdin.write(_frame((request_id, index, path, body)))
         return await future
 
     async def start(self) -> None:
@@ -281,8 +274,7 @@ class ProcessTransport:
             stdin=asyncio.subprocess.PIPE, stdout=asyncio.subprocess.PIPE,  # not argv, which `ps` shows anyone
             env={**os.environ, _ARGS_ENV: repr((self.base_urls, self.timeout))})
         try:
-            header = await process.stdout.readexactly(_FRAME.size)
-            await process.stdout.readexactly(_FRAME.unpack(header)[0])
+            await _read_frame(process.stdout)
         except (asyncio.IncompleteReadError, ConnectionError):
             _close_stdin(process)
             await process.wait()
@@ -293,11 +285,9 @@ class ProcessTransport:
         return sender
 
     async def _read_answers(self, sender: _Sender) -> None:
-        stdout = sender.process.stdout
         try:
             while True:
-                header = await stdout.readexactly(_FRAME.size)
-                request_id, ok, value = pickle.loads(await stdout.readexactly(_FRAME.unpack(header)[0]))
+                request_id, ok, value = await _read_frame(sender.process.stdout)
                 future = sender.pending.pop(request_id, None)
                 if future is None or future.done():  # its caller was cancelled meanwhile
                     continue
@@ -330,6 +320,18 @@ class ProcessTransport:
                 await asyncio.gather(sender.reader, return_exceptions=True)
 
 
+def _frame(message: Any) -> bytes:
+    """One message between a ProcessTransport and a child: the pickle, behind its length."""
+    data = pickle.dumps(message, protocol=pickle.HIGHEST_PROTOCOL)
+    return _FRAME.pack(len(data)) + data
+
+
+async def _read_frame(stream: asyncio.StreamReader) -> Any:
+    """The next message on ``stream``; ``asyncio.IncompleteReadError`` once the other side has closed it."""
+    header = await stream.readexactly(_FRAME.size)
+    return pickle.loads(await stream.readexactly(_FRAME.unpack(header)[0]))
+
+
 def _close_stdin(process: asyncio.subprocess.Process) -> None:
     if process.stdin is not None and not process.stdin.is_closing():
         process.stdin.close()
@@ -344,8 +346,7 @@ async def _child(base_urls: tuple[str, ...], timeout: float, out: Any) -> None:
     writer = asyncio.StreamWriter(write_transport, write_protocol, None, loop)
     transport = SdkTransport(base_urls, resolve_api_key(), timeout)
     tasks: set[asyncio.Task] = set()
-    ready = pickle.dumps((-1, True, b"ready"))
-    writer.write(_FRAME.pack(len(ready)) + ready)
+    writer.write(_frame((-1, True, b"ready")))
 
     async def answer(request_id: int, index: int, path: str, body: dict[str, Any]) -> None:
         try:
@@ -355,14 +356,12 @@ async def _child(base_urls: tuple[str, ...], timeout: float, out: Any) -> None:
             out = (request_id, False, exc)
         except Exception as exc:  # noqa: BLE001 - a bug here must reach the parent as an error, not a hang
             out = (request_id, False, Retryable(LLMConnectionError(f"sender process: {type(exc).__name__}: {exc}")))
-        message = pickle.dumps(out, protocol=pickle.HIGHEST_PROTOCOL)
-        writer.write(_FRAME.pack(len(message)) + message)
+        writer.write(_frame(out))
 
     try:
         while True:
             try:
-                header = await reader.readexactly(_FRAME.size)
-                request = pickle.loads(await reader.readexactly(_FRAME.unpack(header)[0]))
+                request = await _read_frame(reader)
             except asyncio.IncompleteReadError:
                 break  # the parent closed stdin: finish what is in flight, then exit
             task = asyncio.ensure_future(answer(*request))
@@ -382,10 +381,8 @@ def _child_main(argument: str) -> None:
     urls, seconds = ast.literal_eval(os.environ.pop(_ARGS_ENV) if argument == "-" else argument)
     protocol_out = os.fdopen(os.dup(sys.stdout.fileno()), "wb", buffering=0)
     os.dup2(sys.stderr.fileno(), sys.stdout.fileno())
-    try:
+    with contextlib.suppress(KeyboardInterrupt, BrokenPipeError):
         asyncio.run(_child(tuple(urls), float(seconds), protocol_out))
-    except (KeyboardInterrupt, BrokenPipeError):
-        pass
 
 
 if __name__ == "__main__":

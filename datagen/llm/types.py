@@ -19,6 +19,13 @@ from datagen.llm.costs import check_prices
 from datagen.redaction import redact_url
 
 BATCH_MODES = ("off", "on", "auto", "file")
+#: Where each kind of request goes, below the base URL (``/v1``).
+PATHS = {"chat": "/chat/completions", "completion": "/completions"}
+
+
+def request_body(kind: str, model: str, payload: Any, request: dict[str, Any]) -> dict[str, Any]:
+    """What is POSTed for one request, online or as a line of a batch file: the same bytes either way."""
+    return {"model": model, "messages" if kind == "chat" else "prompt": payload, **request}
 
 
 @dataclass(frozen=True)
