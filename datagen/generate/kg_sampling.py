@@ -187,10 +187,8 @@ class KGSampler:
 
     def _least_used(self, candidates: Sequence[str], exclude: set[str] = frozenset()) -> str | None:
         """The least-used entity among ``candidates`` (a seeded random subset of them when there are many)."""
-        if len(candidates) > _CANDIDATES * 4:
-            pool = [c for c in self.rng.sample(candidates, _CANDIDATES) if c not in exclude]
-        else:
-            pool = []
+        pool = ([c for c in self.rng.sample(candidates, _CANDIDATES) if c not in exclude]
+                if len(candidates) > _CANDIDATES * 4 else [])
         if not pool:
             pool = [c for c in candidates if c not in exclude]
         if not pool:
