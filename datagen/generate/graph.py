@@ -520,8 +520,7 @@ def _read_node_link(b: _Builder, path: Path) -> None:
         nodes.append((node, {k: v for k, v in obj.items() if k != "id"}, where))
     for i, obj in enumerate(data[links_key]):
         where = f"{path}: {links_key}[{i}]"
-        source = _text_value(obj.get("source")) if isinstance(obj, dict) else None
-        target = _text_value(obj.get("target")) if isinstance(obj, dict) else None
+        source, target = (_text_value(obj.get(k)) if isinstance(obj, dict) else None for k in ("source", "target"))
         if not source or not target:
             b.bad_row(where, "link needs both 'source' and 'target'")
             continue
