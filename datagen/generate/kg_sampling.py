@@ -110,11 +110,8 @@ class FactIndex:
 
     def out_groups(self, head: str) -> dict[str, list[str]]:
         """Outgoing facts of ``head`` grouped by relation, relations in sorted order."""
-        groups: dict[str, list[str]] = {}
-        for tail, keys in self.G.succ[head].items():
-            for relation in keys:
-                groups.setdefault(relation, []).append(tail)
-        return {r: sorted(groups[r]) for r in sorted(groups)}
+        relations = {relation for keys in self.G.succ[head].values() for relation in keys}
+        return {r: self.tails[(head, r)] for r in sorted(relations)}
 
 
 class _LeastUsed:
