@@ -53,6 +53,11 @@ def check_config(cfg: Any, section: str, positive: tuple[str, ...], fractions: t
     ])
 
 
+def prompt_template(cfg: Any, name: str) -> str:
+    """The template of a bootstrap request: ``<lang>/<name>`` (a list to continue), or its ``_chat`` variant."""
+    return f"{cfg.lang}/{name}" + ("" if cfg.style == "completion" else "_chat")
+
+
 def sample_prompt_tasks(rng: random.Random, seeds: list[dict], machine: list[dict], cfg: Any) -> list[dict]:
     """6 human + 2 machine tasks (fewer machine ones while the pool has fewer), shuffled — the paper's mix."""
     chosen = rng.sample(machine, min(cfg.num_machine_in_prompt, len(machine)))
@@ -77,14 +82,13 @@ def check_instruction(text: str, lang: str) -> tuple[str, Any] | None:
         return "too_short", units
     if units > hi:
         return "too_long", units
-    lowered = text.lower()
     word = find_blacklisted(text, lang)
     if word:
         return "blacklisted_keyword", word
     if starts_with_punctuation(text, allow_openers=False):  # the paper's rule: no exception for quotes
         return "leading_punctuation", text[0]
     if lang == "en":
-        if lowered.startswith("write a program"):
+        if text.lower().startswith("write a program"):
             return "write_a_program", None  # the paper: ambiguous whether to write code or give the result
         if not text[0].isascii():
             return "non_ascii_start", text[0]  # the paper's rule, for English runs only

@@ -113,11 +113,9 @@ def cue_vote(instruction: str, lang: str | None = None) -> tuple[bool | None, st
     """
     lang = lang or detect_lang(instruction)
     text = instruction.strip()
-    first_clf: tuple[int, str] | None = None
-    for name, pattern in _COMPILED.get(lang, _COMPILED["en"]):
-        match = pattern.search(text)
-        if match and (first_clf is None or match.start() < first_clf[0]):
-            first_clf = (match.start(), name)
+    # The earliest classification cue (on a tie, the one listed first).
+    first_clf = min(((match.start(), name) for name, pattern in _COMPILED.get(lang, _COMPILED["en"])
+                     if (match := pattern.search(text))), key=lambda found: found[0], default=None)
     match = _OPEN.get(lang, _OPEN["en"]).search(text)
     first_open = (match.start(), match.group(1).lower()) if match else None
     if first_clf and (first_open is None or first_clf[0] <= first_open[0]):
@@ -348,14 +346,13 @@ async def ask_model(llm: Any, texts: Sequence[str], style: str, lang: str | None
     from datagen.generate.parsing import parse_yes_no
     from datagen.llm.client import SamplingParams, map_bounded
     from datagen.prompts import render
+    from datagen.step import as_request, ask
 
     params = params or SamplingParams(temperature=0.0, top_p=1.0, max_tokens=3, stop=("\n", "Task", "任务"))
 
     async def one(i: int) -> Any:
         prompt = render(f"{lang or detect_lang(texts[i])}/self_instruct_classify", instruction=texts[i])
-        if style == "completion":
-            return await llm.complete(prompt, params)
-        return await llm.chat([{"role": "user", "content": prompt}], params)
+        return await ask(llm, *as_request(style, prompt), params)
 
     votes: list[bool | None] = [None] * len(texts)
     async for i, answer in map_bounded(one, range(len(texts)), limit=max(1, llm.cfg.concurrency) * 2):
@@ -366,10 +363,8 @@ async def ask_model(llm: Any, texts: Sequence[str], style: str, lang: str | None
 
 
 def _task_text(example: Example) -> str:
-    if example.instruction:
-        return example.instruction
-    users = [m["content"] for m in example.messages or [] if m["role"] == "user"]
-    return users[0] if users else ""
+    """The task to classify: the instruction, else a conversation's first user turn."""
+    return example.instruction or next((m["content"] for m in example.messages or [] if m["role"] == "user"), "")
 
 
 async def classify_file(cfg: ClassifyConfig) -> dict[str, Any]:

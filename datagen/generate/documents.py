@@ -34,6 +34,7 @@ import functools
 import glob
 import hashlib
 import io
+import itertools
 import json
 import logging
 import os
@@ -113,7 +114,8 @@ def find_files(spec: str | Path) -> tuple[Path, list[Path]]:
     spec_str = str(spec)
     path = Path(spec_str).expanduser()
     if path.is_dir():
-        files = [p for p in path.rglob("*") if not p.is_dir() and not _hidden(p.relative_to(path))]
+        files = [p for p in path.rglob("*")
+                 if not p.is_dir() and not any(part.startswith(".") for part in p.relative_to(path).parts)]
         return path, sorted(files)
     if path.exists() or path.is_symlink():
         return path.parent, [path]
@@ -126,18 +128,9 @@ def find_files(spec: str | Path) -> tuple[Path, list[Path]]:
     raise ConfigError(f"--docs {spec_str}: no such file or folder")
 
 
-def _hidden(relative: Path) -> bool:
-    return any(part.startswith(".") for part in relative.parts)
-
-
 def _glob_root(pattern: Path) -> Path:
     """The longest leading part of a glob without wildcards: what its doc_ids are relative to."""
-    parts = []
-    for part in pattern.parts:
-        if glob.has_magic(part):
-            break
-        parts.append(part)
-    return Path(*parts) if parts else Path(".")
+    return Path(*itertools.takewhile(lambda part: not glob.has_magic(part), pattern.parts))
 
 
 # ---------------------------------------------------------------------------------------------- loading
@@ -149,7 +142,7 @@ def load_documents(spec: str | Path, text_field: str = "text") -> tuple[list[Doc
     docs: list[Document] = []
     skipped: list[Skipped] = []
     for path in files:
-        doc_id = _doc_id(path, root)
+        doc_id = (path.relative_to(root) if path.is_relative_to(root) else path).as_posix()
         if _SURROGATE.search(doc_id):
             # A file name that is not UTF-8 (Latin-1 from an old archive): readable through its Path, but no
             # UTF-8 record can hold its name. Load it under a name with U+FFFD for the undecodable bytes.
@@ -163,13 +156,6 @@ def load_documents(spec: str | Path, text_field: str = "text") -> tuple[list[Doc
         for item in loaded:
             (docs if isinstance(item, Document) else skipped).append(item)
     return docs, skipped
-
-
-def _doc_id(path: Path, root: Path) -> str:
-    try:
-        return path.relative_to(root).as_posix()
-    except ValueError:
-        return path.as_posix()
 
 
 def _load_file(path: Path, doc_id: str, text_field: str = "text") -> Iterator[Document | Skipped]:
@@ -510,12 +496,9 @@ def _best_cut(cuts: list[int], levels: list[int], first: int, size: int) -> int:
     lo, hi = bisect.bisect_right(cuts, first), bisect.bisect_right(cuts, limit)
     candidates = list(zip(cuts[lo:hi], levels[lo:hi]))
     min_end = first + max(1, size // 2)
-    for level in (3, 2, 1, 0):
-        good = [cut for cut, strength in candidates if strength >= level and cut >= min_end]
-        if good:
-            return good[-1]
-    for level in (1, 0):
-        good = [cut for cut, strength in candidates if strength >= level]
+    # Each boundary strength keeping half the tokens, strongest first; then a sentence or clause end anywhere.
+    for level, floor in ((3, min_end), (2, min_end), (1, min_end), (0, min_end), (1, 0), (0, 0)):
+        good = [cut for cut, strength in candidates if strength >= level and cut >= floor]
         if good:
             return good[-1]
     return limit                              # a run longer than `size` with no boundary: cut between tokens

@@ -39,6 +39,7 @@ Load counts are in ``G.graph["stats"]``.
 
 from __future__ import annotations
 
+import contextlib
 import csv
 import html
 import json
@@ -108,9 +109,9 @@ def relation_label(G: nx.MultiDiGraph, relation: str, lang: str) -> str:
             or normalise_label(relation, relation=True))
 
 
-def all_labels(G: nx.MultiDiGraph, node: str) -> set[str]:
-    """Every name a node goes by: its labels in every language and its normalised id."""
-    names = {normalise_label(node)}
+def all_labels(G: nx.MultiDiGraph, node: str, relation: bool = False) -> set[str]:
+    """Every name a node (or a relation id) goes by: its labels in every language and its normalised id."""
+    names = {normalise_label(node, relation=relation)}
     for table in G.graph.get("labels", {}).values():
         if node in table:
             names.add(table[node])
@@ -119,6 +120,15 @@ def all_labels(G: nx.MultiDiGraph, node: str) -> set[str]:
 
 def _clean(text: str) -> str:
     return " ".join(text.split())
+
+
+@contextlib.contextmanager
+def _utf8(path: Path, hint: str = "") -> Iterator[None]:
+    """Reading ``path`` inside the block: bytes that are not UTF-8 are a RecordError naming it (``hint``: what to do)."""
+    try:
+        yield
+    except UnicodeDecodeError as exc:
+        raise RecordError(f"{path}: not valid UTF-8 ({exc.reason} at byte {exc.start}){hint}") from None
 
 
 # ---------------------------------------------------------------------------------------------- building
@@ -251,35 +261,31 @@ def _relation_of(attrs: dict[str, Any], edge_key: str) -> str | None:
 
 def _read_table(b: _Builder, path: Path, delimiter: str | None) -> None:
     """Triples in TSV/CSV; ``delimiter=None`` picks tab when the first data line has one, else comma."""
-    try:
-        with path.open(encoding="utf-8-sig", newline="") as handle:
-            if delimiter is None:
-                first = next((line for line in handle if line.strip() and not line.startswith("#")), "")
-                delimiter = "\t" if "\t" in first else ","
-                handle.seek(0)
-            quoting = csv.QUOTE_NONE if delimiter == "\t" else csv.QUOTE_MINIMAL
-            reader = csv.reader(handle, delimiter=delimiter, quoting=quoting)
-            columns: dict[str, int] | None = None
-            width = 3
-            for row in _rows(reader, path):
-                number, cells = row
-                where = f"{path}:{number}"
-                if columns is None:
-                    columns = _header(cells, where)
-                    if columns:
-                        width = len(cells)
-                        continue
-                    columns = {"head": 0, "relation": 1, "tail": 2}
-                if len(cells) != width:
-                    b.bad_row(where, f"expected {width} columns (head, relation, tail), got {len(cells)}")
+    with _utf8(path, "; re-save the file as UTF-8"), path.open(encoding="utf-8-sig", newline="") as handle:
+        if delimiter is None:
+            first = next((line for line in handle if line.strip() and not line.startswith("#")), "")
+            delimiter = "\t" if "\t" in first else ","
+            handle.seek(0)
+        columns: dict[str, int] | None = None
+        width = 3
+        for number, cells in _rows(handle, path, delimiter):
+            where = f"{path}:{number}"
+            if columns is None:
+                columns = _header(cells, where)
+                if columns:
+                    width = len(cells)
                     continue
-                _add_row(b, where, {name: cells[i] for name, i in columns.items()})
-    except UnicodeDecodeError as exc:
-        raise RecordError(f"{path}: not valid UTF-8 ({exc.reason} at byte {exc.start}); re-save the file as UTF-8") from None
+                columns = {"head": 0, "relation": 1, "tail": 2}
+            if len(cells) != width:
+                b.bad_row(where, f"expected {width} columns (head, relation, tail), got {len(cells)}")
+                continue
+            _add_row(b, where, {name: cells[i] for name, i in columns.items()})
 
 
-def _rows(reader: Any, path: Path) -> Iterator[tuple[int, list[str]]]:
-    """Non-blank, non-comment rows with the line each starts on."""
+def _rows(handle: Any, path: Path, delimiter: str) -> Iterator[tuple[int, list[str]]]:
+    """Non-blank, non-comment rows of a TSV (unquoted) or CSV file with the line each starts on."""
+    quoting = csv.QUOTE_NONE if delimiter == "\t" else csv.QUOTE_MINIMAL
+    reader = csv.reader(handle, delimiter=delimiter, quoting=quoting)
     line = 1
     try:
         for cells in reader:
@@ -456,10 +462,8 @@ def _parse_gml(path: Path, source: str) -> list[tuple[str, Any, int]]:
 
 
 def _read_gml(b: _Builder, path: Path) -> None:
-    try:
+    with _utf8(path):
         source = path.read_text(encoding="utf-8-sig")
-    except UnicodeDecodeError as exc:
-        raise RecordError(f"{path}: not valid UTF-8 ({exc.reason} at byte {exc.start})") from None
     top = _parse_gml(path, source)
     graph = next((value for key, value, _ in top if key == "graph" and isinstance(value, list)), None)
     if graph is None:
@@ -497,10 +501,10 @@ def _read_gml(b: _Builder, path: Path) -> None:
 
 
 def _read_node_link(b: _Builder, path: Path) -> None:
+    with _utf8(path):
+        text = path.read_text(encoding="utf-8-sig")
     try:
-        data = json.loads(path.read_text(encoding="utf-8-sig"))
-    except UnicodeDecodeError as exc:
-        raise RecordError(f"{path}: not valid UTF-8 ({exc.reason} at byte {exc.start})") from None
+        data = json.loads(text)
     except json.JSONDecodeError as exc:
         raise RecordError(f"{path}:{exc.lineno}: invalid JSON: {exc.msg} at column {exc.colno}") from None
     links_key = "links" if isinstance(data, dict) and "links" in data else "edges"
@@ -516,8 +520,7 @@ def _read_node_link(b: _Builder, path: Path) -> None:
         nodes.append((node, {k: v for k, v in obj.items() if k != "id"}, where))
     for i, obj in enumerate(data[links_key]):
         where = f"{path}: {links_key}[{i}]"
-        source = _text_value(obj.get("source")) if isinstance(obj, dict) else None
-        target = _text_value(obj.get("target")) if isinstance(obj, dict) else None
+        source, target = (_text_value(obj.get(k)) if isinstance(obj, dict) else None for k in ("source", "target"))
         if not source or not target:
             b.bad_row(where, "link needs both 'source' and 'target'")
             continue
@@ -565,6 +568,10 @@ def _detect_format(path: Path) -> str:
     return "table"
 
 
+#: Readers of the formats that need only the path (tables take their delimiter, RDF its syntax).
+_READERS = {"jsonl": _read_jsonl, "graphml": _read_graphml, "gml": _read_gml, "node-link": _read_node_link}
+
+
 # ---------------------------------------------------------------------------------------------- public
 
 
@@ -582,16 +589,10 @@ def load_graph(path: str | Path, labels: str | Path | None = None, *, fmt: str |
     b = _Builder(path, skip_bad_rows, keep_self_loops, dangling)
     if kind in ("tsv", "csv", "table"):
         _read_table(b, path, {"tsv": "\t", "csv": ","}.get(kind))
-    elif kind == "jsonl":
-        _read_jsonl(b, path)
-    elif kind == "graphml":
-        _read_graphml(b, path)
-    elif kind == "gml":
-        _read_gml(b, path)
     elif kind in _RDF:
         _read_rdf(b, path, kind)
     else:
-        _read_node_link(b, path)
+        _READERS[kind](b, path)
     if b.G.number_of_edges() == 0:
         raise RecordError(f"{path}: no facts found (is it a {kind} file of head, relation, tail triples?)")
     stats = b.stats("tsv" if kind == "table" else kind)
@@ -610,34 +611,29 @@ def read_labels(b: _Builder, path: Path) -> dict[str, Any]:
     known = set(b.G.nodes) | {r for _, _, r in b.G.edges(keys=True)}
     loaded, unused = 0, 0
     langs: list[str] | None = None
-    try:
-        with path.open(encoding="utf-8-sig", newline="") as handle:
-            reader = csv.reader(handle, delimiter=delimiter,
-                                quoting=csv.QUOTE_NONE if delimiter == "\t" else csv.QUOTE_MINIMAL)
-            for number, cells in _rows(reader, path):
-                where = f"{path}:{number}"
-                if langs is None:
-                    langs = _label_header(cells)
-                    if langs is not None:
-                        continue
-                    langs = [suffix_lang or ANY_LANG]
-                if len(cells) != len(langs) + 1:
-                    b.bad_row(where, f"expected {len(langs) + 1} columns (id, {', '.join(f'label {x}' for x in langs)}), "
-                                     f"got {len(cells)}")
+    with _utf8(path), path.open(encoding="utf-8-sig", newline="") as handle:
+        for number, cells in _rows(handle, path, delimiter):
+            where = f"{path}:{number}"
+            if langs is None:
+                langs = _label_header(cells)
+                if langs is not None:
                     continue
-                node = _clean(cells[0])
-                if not node:
-                    b.bad_row(where, "empty id")
-                    continue
-                if node not in known:
-                    unused += 1
-                    continue
-                for lang, label in zip(langs, cells[1:]):
-                    if label.strip():
-                        b.add_label(lang, node, label)
-                        loaded += 1
-    except UnicodeDecodeError as exc:
-        raise RecordError(f"{path}: not valid UTF-8 ({exc.reason} at byte {exc.start})") from None
+                langs = [suffix_lang or ANY_LANG]
+            if len(cells) != len(langs) + 1:
+                b.bad_row(where, f"expected {len(langs) + 1} columns (id, {', '.join(f'label {x}' for x in langs)}), "
+                                 f"got {len(cells)}")
+                continue
+            node = _clean(cells[0])
+            if not node:
+                b.bad_row(where, "empty id")
+                continue
+            if node not in known:
+                unused += 1
+                continue
+            for lang, label in zip(langs, cells[1:]):
+                if label.strip():
+                    b.add_label(lang, node, label)
+                    loaded += 1
     return {"path": str(path), "languages": langs or [], "loaded": loaded, "unused": unused}
 
 

@@ -110,11 +110,8 @@ class FactIndex:
 
     def out_groups(self, head: str) -> dict[str, list[str]]:
         """Outgoing facts of ``head`` grouped by relation, relations in sorted order."""
-        groups: dict[str, list[str]] = {}
-        for tail, keys in self.G.succ[head].items():
-            for relation in keys:
-                groups.setdefault(relation, []).append(tail)
-        return {r: sorted(groups[r]) for r in sorted(groups)}
+        relations = {relation for keys in self.G.succ[head].values() for relation in keys}
+        return {r: self.tails[(head, r)] for r in sorted(relations)}
 
 
 class _LeastUsed:
@@ -187,10 +184,8 @@ class KGSampler:
 
     def _least_used(self, candidates: Sequence[str], exclude: set[str] = frozenset()) -> str | None:
         """The least-used entity among ``candidates`` (a seeded random subset of them when there are many)."""
-        if len(candidates) > _CANDIDATES * 4:
-            pool = [c for c in self.rng.sample(candidates, _CANDIDATES) if c not in exclude]
-        else:
-            pool = []
+        pool = ([c for c in self.rng.sample(candidates, _CANDIDATES) if c not in exclude]
+                if len(candidates) > _CANDIDATES * 4 else [])
         if not pool:
             pool = [c for c in candidates if c not in exclude]
         if not pool:

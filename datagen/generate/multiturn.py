@@ -47,7 +47,7 @@ from datagen.checkpoint import count_reasons, make_reject, write_outputs
 from datagen.config import check_fields
 from datagen.errors import RecordError
 from datagen.formats import example_from_obj
-from datagen.generate.bootstrap import Bootstrap, check_config
+from datagen.generate.bootstrap import Bootstrap, check_config, prompt_template
 from datagen.llm.client import LLMClient, LLMConfig, SamplingParams, map_bounded
 from datagen.progress import progress
 from datagen.prompts import render, template_ref
@@ -171,9 +171,7 @@ def read_seed_dialogues(path: str | Path) -> list[dict[str, Any]]:
 def build_opener_prompt(openers: list[str], cfg: MultiTurnConfig) -> str:
     """The opener-bootstrap prompt; seed first turns are put on one line each (code blocks included)."""
     flat = [" ".join(o.split()) for o in openers]
-    if cfg.style == "completion":
-        return render(f"{cfg.lang}/multiturn_openers", openers=flat)
-    return render(f"{cfg.lang}/multiturn_openers_chat", openers=flat, num_new=cfg.num_prompt_instructions)
+    return render(prompt_template(cfg, "multiturn_openers"), openers=flat, num_new=cfg.num_prompt_instructions)
 
 
 def _shorten(text: str, limit: int) -> str:
@@ -343,8 +341,8 @@ class _Run(Bootstrap):
                          failure_lang=cfg.lang)
         self.results: dict[int, dict[str, Any]] = {}
         self.system = cfg.system_message
-        openers = f"{cfg.lang}/multiturn_openers" + ("" if cfg.style == "completion" else "_chat")
-        self.refs = {"openers": template_ref(openers), "followup": template_ref(f"{cfg.lang}/multiturn_followup")}
+        self.refs = {"openers": template_ref(prompt_template(cfg, "multiturn_openers")),
+                     "followup": template_ref(f"{cfg.lang}/multiturn_followup")}
 
     # -------------------------------------------------------------------------------------- step 2: dialogue
 

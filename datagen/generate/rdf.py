@@ -33,6 +33,7 @@ from pathlib import Path
 from typing import Any
 
 from datagen.errors import RecordError
+from datagen.text import LANGS
 
 #: rdflib's parser names, by our format name.
 SYNTAXES = {"nt": "nt", "turtle": "turtle", "rdfxml": "xml", "jsonld": "json-ld"}
@@ -45,7 +46,6 @@ LABEL_PREDICATES = (
     "https://schema.org/name",
     "http://www.w3.org/2004/02/skos/core#altLabel",
 )
-_LANGS = {"en": "en", "zh": "zh"}
 
 
 def read_rdf(path: Path, fmt: str) -> Iterator[tuple[str, str, str, str]]:
@@ -57,19 +57,14 @@ def read_rdf(path: Path, fmt: str) -> Iterator[tuple[str, str, str, str]]:
     labels: list[tuple[int, str, str, str]] = []
     for s, p, o in _triples(path, fmt):
         subject, predicate = _node_id(s), str(p)
-        if predicate in LABEL_PREDICATES and _is_literal(o):
-            lang = _literal_lang(o)
-            if lang is not None:
-                labels.append((LABEL_PREDICATES.index(predicate), lang, subject, str(o)))
-            continue
-        if _is_literal(o):
-            lang = _literal_lang(o)
-            if lang is None:
-                yield "skipped", subject, predicate, str(o)
-            else:
-                yield "attribute", subject, predicate, str(o)
-        else:
+        if not _is_literal(o):
             yield "fact", subject, predicate, _node_id(o)
+            continue
+        lang = _literal_lang(o)
+        if predicate not in LABEL_PREDICATES:
+            yield ("skipped" if lang is None else "attribute"), subject, predicate, str(o)
+        elif lang is not None:
+            labels.append((LABEL_PREDICATES.index(predicate), lang, subject, str(o)))
     for _, lang, subject, text in sorted(labels, key=lambda row: -row[0]):
         yield f"label:{lang}", subject, "", text
 
@@ -88,11 +83,7 @@ def check_jsonld_context(data: Any, path: Path) -> None:
 
 
 def _remote(context: Any) -> bool:
-    if isinstance(context, str):
-        return True
-    if isinstance(context, list):
-        return any(_remote(c) for c in context)
-    return False
+    return isinstance(context, str) or isinstance(context, list) and any(_remote(c) for c in context)
 
 
 def _triples(path: Path, fmt: str) -> Iterator[tuple[Any, Any, Any]]:
@@ -154,7 +145,8 @@ def _literal_lang(node: Any) -> str | None:
     lang = (node.language or "").lower()
     if not lang:
         return "*"
-    return _LANGS.get(lang.split("-")[0])
+    primary = lang.split("-")[0]
+    return primary if primary in LANGS else None
 
 
 def _node_id(node: Any) -> str:

@@ -20,7 +20,7 @@ from typing import Any
 from datagen.checkpoint import write_outputs
 from datagen.errors import ConfigError, LLMError
 from datagen.formats import read_any
-from datagen.llm.client import LLMClient, LLMConfig, SamplingParams
+from datagen.llm.client import Completion, LLMClient, LLMConfig, SamplingParams
 from datagen.records import Example
 from datagen.step import Step, failed_row, truncated_reject
 
@@ -44,16 +44,15 @@ def build_messages(example: Example, system: str | None) -> list[dict[str, str]]
     return messages
 
 
-def _answered(example: Example, messages: list[dict[str, str]], text: str, model: str, usage: dict,
-              finish_reason: str | None = None) -> Example:
-    meta = {**example.meta, "model": model, "usage": usage, "source": example.meta.get("source", example.id),
-            "finish_reason": finish_reason}
-    if example.messages:
-        return Example(instruction=example.instruction, input=example.input, output=example.output or text,
-                       messages=[*messages, {"role": "assistant", "content": text}], lang=example.lang, meta=meta,
-                       is_classification=example.is_classification)
-    return Example(instruction=example.instruction, input=example.input, output=text, lang=example.lang,
-                   is_classification=example.is_classification, meta=meta)
+def _answered(example: Example, messages: list[dict[str, str]], completion: Completion) -> Example:
+    """The record with its answer: appended to its ``messages`` if it has them, else as its ``output``."""
+    meta = {**example.meta, "model": completion.model, "usage": completion.usage,
+            "source": example.meta.get("source", example.id), "finish_reason": completion.finish_reason}
+    text = completion.text
+    return Example(instruction=example.instruction, input=example.input,
+                   output=(example.output or text) if example.messages else text,
+                   messages=[*messages, {"role": "assistant", "content": text}] if example.messages else None,
+                   lang=example.lang, meta=meta, is_classification=example.is_classification)
 
 
 async def respond(cfg: RespondConfig) -> dict[str, Any]:
@@ -86,8 +85,7 @@ def _record_row(key: str, example: Example, result: Any) -> dict[str, Any]:
     if isinstance(result, LLMError):
         return failed_row(key, example, STAGE, result)
     messages, completion = result
-    record = _answered(example, messages, completion.text, completion.model, completion.usage,
-                       completion.finish_reason)
+    record = _answered(example, messages, completion)
     row: dict[str, Any] = {"key": key, "record": record.to_dict()}
     if completion.truncated:
         row["reject"] = truncated_reject(STAGE, completion)

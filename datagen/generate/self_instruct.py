@@ -39,7 +39,7 @@ from typing import Any
 from datagen.checkpoint import count_reasons, make_reject, write_outputs
 from datagen.formats import read_seed_tasks
 from datagen.generate import classify
-from datagen.generate.bootstrap import Bootstrap, check_config
+from datagen.generate.bootstrap import Bootstrap, check_config, prompt_template
 from datagen.generate.parsing import (
     parse_instances_input_first,
     parse_instances_output_first,
@@ -96,9 +96,7 @@ class SelfInstructConfig:
 
 def build_bootstrap_prompt(tasks: list[str], cfg: SelfInstructConfig) -> str:
     """The bootstrap prompt for ``tasks`` in the configured language and style."""
-    if cfg.style == "completion":
-        return render(f"{cfg.lang}/self_instruct_generate", tasks=tasks)
-    return render(f"{cfg.lang}/self_instruct_generate_chat", tasks=tasks, num_new=cfg.num_prompt_instructions)
+    return render(prompt_template(cfg, "self_instruct_generate"), tasks=tasks, num_new=cfg.num_prompt_instructions)
 
 
 def in_context_outputs(prompt: str) -> list[str]:
@@ -318,7 +316,7 @@ def _assemble(cfg: SelfInstructConfig, run: _Run, inst_log: Step) -> tuple[list[
     """Final records (and seed-format tasks) from the first ``num_instructions`` tasks with valid instances."""
     records: list[Example] = []
     tasks_out: list[dict[str, Any]] = []
-    prompt = template_ref(f"{cfg.lang}/self_instruct_generate" + ("" if cfg.style == "completion" else "_chat"))
+    prompt = template_ref(prompt_template(cfg, "self_instruct_generate"))
     for index, task in enumerate(run.machine):
         instruction, is_clf = task["instruction"], task["is_classification"]
         row = inst_log.done[_instance_key(task)]
@@ -326,15 +324,14 @@ def _assemble(cfg: SelfInstructConfig, run: _Run, inst_log: Step) -> tuple[list[
                 "source": task["source"], "similar": task["similar"], "usage": task["usage"],
                 "route": "output_first" if is_clf else "input_first", "classify": task["classify"],
                 "in_context": _in_context(cfg, task)}
-        if "error" not in row:
-            # Of the instance kept: when the reply hit max_tokens its last instance is dropped as truncated,
-            # and every kept one ended before the cut. The reply's own reason stays in response_finish_reason.
-            meta["finish_reason"] = "stop" if row["finish_reason"] == "length" else row["finish_reason"]
-            meta["response_finish_reason"] = row["finish_reason"]
         if "error" in row:
             run.rejects.append(make_reject(Example(instruction=instruction, output="", meta=meta), STAGE,
                                            f"llm_{row['error']}", row["detail"], step="instances"))
             continue
+        # Of the instance kept: when the reply hit max_tokens its last instance is dropped as truncated,
+        # and every kept one ended before the cut. The reply's own reason stays in response_finish_reason.
+        meta["finish_reason"] = "stop" if row["finish_reason"] == "length" else row["finish_reason"]
+        meta["response_finish_reason"] = row["finish_reason"]
         kept, dropped, conflicting = _instances(cfg, task, row)
         for (inp, out), reason in dropped:
             run.rejects.append(make_reject(Example(instruction=instruction, input=inp, output=out, meta=meta),

@@ -42,7 +42,7 @@ import networkx as nx
 from datagen.checkpoint import make_reject, write_outputs
 from datagen.config import check_fields
 from datagen.errors import ConfigError, LLMError
-from datagen.generate.graph import DANGLING, all_labels, entity_label, load_graph, normalise_label, relation_label
+from datagen.generate.graph import DANGLING, all_labels, entity_label, load_graph, relation_label
 from datagen.generate.kg_sampling import PATTERNS, FactIndex, KGSampler, Sample
 from datagen.llm.client import Completion, LLMClient, LLMConfig, SamplingParams
 from datagen.prompts import render, template_ref
@@ -268,8 +268,8 @@ def copied_from_prompt(question: str, answer: str, messages: list[dict[str, str]
                 if len(units) >= 3:
                     phrases.add(" " + " ".join(units) + " ")
     for field_name, text in (("instruction", question), ("output", answer)):
-        if _FACT_LINE.search(text):
-            return "copied_prompt", {"field": field_name, "phrase": _FACT_LINE.search(text).group().strip()}
+        if fact := _FACT_LINE.search(text):
+            return "copied_prompt", {"field": field_name, "phrase": fact.group().strip()}
         flat = " " + " ".join(_units(text)) + " "
         hit = next((p for p in phrases if p in flat), None)
         if hit:
@@ -393,7 +393,7 @@ class Grounding:
     def _local(self, sample: Sample) -> dict[tuple[str, ...], _Mention]:
         local: dict[tuple[str, ...], _Mention] = {}
         for relation in {r for _, r, _ in sample.triples}:
-            for name in _relation_names(self.G, relation):
+            for name in all_labels(self.G, relation, relation=True):
                 units = _units(name)
                 if units:
                     local[units] = _Mention(name, frozenset(), frozenset({relation}))
@@ -401,9 +401,8 @@ class Grounding:
             for name in all_labels(self.G, entity):
                 units = _units(name)
                 if units:
-                    known = local.get(units)
-                    local[units] = _Mention(name, (known.entities if known else frozenset()) | {entity},
-                                            known.relations if known else frozenset())
+                    known = local.get(units, _Mention(name, frozenset()))
+                    local[units] = _Mention(name, known.entities | {entity}, known.relations)
         return local
 
     def mentions(self, text: str, local: dict[tuple[str, ...], _Mention] | None = None) -> list[_Mention]:
@@ -466,14 +465,6 @@ class Grounding:
         if not named & set(sample.answers):
             return "omits_answer", {"expected": list(sample.answers)}
         return None
-
-
-def _relation_names(G: nx.MultiDiGraph, relation: str) -> set[str]:
-    names = {normalise_label(relation, relation=True)}
-    for table in G.graph.get("labels", {}).values():
-        if relation in table:
-            names.add(table[relation])
-    return names
 
 
 # ---------------------------------------------------------------------------------------------- the stage

@@ -301,14 +301,9 @@ def select_chunks(docs: list[Document], cfg: SelfQAConfig) -> tuple[list[Chunk],
     counts = {d.doc_id: len(c) for d, c in zip(docs, per_doc)}
     if cfg.max_chunks is None:
         return [c for chunks in per_doc for c in chunks], counts
-    chosen: set[tuple[str, int]] = set()
-    depth = 0
-    while len(chosen) < cfg.max_chunks and any(depth < len(c) for c in per_doc):
-        for chunks in per_doc:
-            if depth < len(chunks) and len(chosen) < cfg.max_chunks:
-                chosen.add((chunks[depth].doc_id, depth))
-        depth += 1
-    return [c for chunks in per_doc for c in chunks if (c.doc_id, c.index) in chosen], counts
+    # Round-robin: every document's first chunk, then every document's second, ... up to max_chunks.
+    chosen = set(sorted((c.index, d) for d, chunks in enumerate(per_doc) for c in chunks)[:cfg.max_chunks])
+    return [c for d, chunks in enumerate(per_doc) for c in chunks if (c.index, d) in chosen], counts
 
 
 @dataclass
