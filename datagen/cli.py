@@ -642,7 +642,7 @@ def run_cmd(config: Path, overrides: tuple[str, ...], resume: bool, dry_run: boo
         from datagen.run import load_plan
 
         plan = load_plan(config, overrides)
-        click.echo(render_table(estimate_run([(spec.name, cfg) for spec, cfg in plan.stages], plan.llm)))
+        click.echo(render_table(estimate_run(plan.stages, plan.llm)))
         return
 
     manifest = run_pipeline(config, overrides, resume=resume)
