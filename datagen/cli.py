@@ -701,28 +701,6 @@ def _echo_export(result: Any, to: str, dest: Path, origin: str = "") -> None:
         click.echo(result.notes(), err=True)
 
 
-def _run_card(run: Path) -> dict[str, Any]:
-    """Dataset-card facts from a run folder: its config's seeds and random seeds, and the filter's figures."""
-    import json
-
-    card: dict[str, Any] = {"name": run.resolve().name, "source": {"run": run.resolve().name}}
-    try:
-        config = json.loads((run / "manifest.json").read_text()).get("config", {})
-    except (OSError, ValueError):
-        config = {}
-    seeds = {f"{stage}.{key}": value for stage, section in config.items() if isinstance(section, dict)
-             for key, value in section.items() if key in ("seeds", "docs", "graph") and value}
-    random_seeds = {f"{stage}.seed": section["seed"] for stage, section in config.items()
-                    if isinstance(section, dict) and section.get("seed") is not None}
-    try:
-        stats = json.loads((run / "filter" / "filter_stats.json").read_text())
-        card["filter"] = {k: stats[k] for k in ("records_in", "kept", "rejected", "rejects_by_reason") if k in stats}
-    except (OSError, ValueError):
-        pass
-    card.update(seeds=seeds, random_seeds=random_seeds)
-    return card
-
-
 @cli.command("export")
 @click.argument("run", type=click.Path(exists=True, file_okay=False, path_type=Path))
 @click.argument("dest", type=click.Path(path_type=Path))
@@ -740,6 +718,7 @@ def export_cmd(run: Path, dest: Path, to: str, overwrite: bool, meta: str, token
     """
     from datagen.errors import ConfigError
     from datagen.formats import export, read_any
+    from datagen.report import dataset_card
 
     curated = run / "filter" / "curated.jsonl"
     sources = [curated] if curated.exists() else sorted(run.glob("*/records.jsonl"))
@@ -750,7 +729,7 @@ def export_cmd(run: Path, dest: Path, to: str, overwrite: bool, meta: str, token
     rejected = read_any(rejects) if to == "preference" and rejects.exists() else []
     result = export(examples, dest, to, overwrite=overwrite, protect=[run, *sources], rejected=rejected,
                     chat_template=_chat_template(to, tokenizer), meta=meta,
-                    card={**_run_card(run), "license": license_})
+                    card={**dataset_card(run), "license": license_})
     _echo_export(result, to, dest, f" from {len(sources)} file(s)")
 
 
