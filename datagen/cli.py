@@ -45,9 +45,8 @@ class _Group(click.Group):
     def format_commands(self, ctx: click.Context, formatter: click.HelpFormatter) -> None:
         # click cuts summaries to fit one line ("..."); wrap the whole first sentence instead.
         rows = [(name, self.get_command(ctx, name).get_short_help_str(limit=200)) for name in self.list_commands(ctx)]
-        if rows:
-            with formatter.section("Commands"):
-                formatter.write_dl(rows)
+        with formatter.section("Commands"):  # the root group, the only one of this class, always has commands
+            formatter.write_dl(rows)
 
     def invoke(self, ctx: click.Context) -> Any:
         try:
@@ -104,9 +103,8 @@ def _quiet_libraries(verbose: int) -> None:
         return
     for var, value in _QUIET_ENV.items():
         os.environ.setdefault(var, value)
-    warnings.filterwarnings("ignore", category=FutureWarning, module=foreign)
-    warnings.filterwarnings("ignore", category=DeprecationWarning, module=foreign)
-    warnings.filterwarnings("ignore", category=UserWarning, module=libraries)
+    for category, module in ((FutureWarning, foreign), (DeprecationWarning, foreign), (UserWarning, libraries)):
+        warnings.filterwarnings("ignore", category=category, module=module)
 
 
 @click.group(cls=_Group, context_settings={"help_option_names": ["-h", "--help"], "max_content_width": 100})

@@ -114,10 +114,6 @@ def field_default(cls: type, dotted: str) -> Any:
     return value
 
 
-def field_names(cls: type, exclude: Iterable[str] = ()) -> list[str]:
-    return [f.name for f in dataclasses.fields(cls) if f.name not in set(exclude)]
-
-
 def check_keys(mapping: dict[str, Any], allowed: Iterable[str], where: str) -> None:
     """Raise ConfigError for the first key of ``mapping`` not in ``allowed``."""
     allowed = list(allowed)
@@ -136,7 +132,7 @@ def build(cls: type, mapping: dict[str, Any] | None, where: str, exclude: Iterab
     if mapping is not None and not isinstance(mapping, dict):
         raise ConfigError(f"{where}: must be a mapping of keys to values, got {_describe(mapping)}")
     mapping = dict(mapping or {})
-    allowed = field_names(cls, exclude=set(exclude) | set(fixed))
+    allowed = [f.name for f in dataclasses.fields(cls) if f.name not in {*exclude, *fixed}]
     check_keys(mapping, allowed, where)
     hints = typing.get_type_hints(cls)
     defaults = {f.name: f.default for f in dataclasses.fields(cls)}
@@ -157,7 +153,7 @@ def build(cls: type, mapping: dict[str, Any] | None, where: str, exclude: Iterab
 def _merge(default: Any, mapping: dict[str, Any], where: str) -> Any:
     """A partial nested section updates the field's own default (e.g. one sampling knob), not the class defaults."""
     cls = type(default)
-    check_keys(mapping, field_names(cls), where)
+    check_keys(mapping, [f.name for f in dataclasses.fields(cls)], where)
     hints = typing.get_type_hints(cls)
     try:
         return dataclasses.replace(default, **{k: coerce(v, hints[k], f"{where}.{k}") for k, v in mapping.items()})

@@ -64,9 +64,8 @@ def estimate_run(stages: list[tuple[Stage, Any]], llm: LLMConfig) -> list[Step]:
 def render_table(steps: list[Step]) -> str:
     """The estimate as a text table, one row per step and a total."""
     rows = [("stage", "step", "requests ≤", "prompt tokens", "answer tokens ≤", "cost USD ≤")]
-    for s in steps:
-        rows.append((s.stage, s.step, str(s.requests), str(s.requests * s.prompt_tokens),
-                     str(s.requests * s.completion_tokens), "-" if s.cost_usd is None else f"{s.cost_usd:.4f}"))
+    rows += [(s.stage, s.step, str(s.requests), str(s.requests * s.prompt_tokens),
+              str(s.requests * s.completion_tokens), "-" if s.cost_usd is None else f"{s.cost_usd:.4f}") for s in steps]
     costs = [s.cost_usd for s in steps]
     rows.append(("total", "", str(sum(s.requests for s in steps)), str(sum(s.requests * s.prompt_tokens for s in steps)),
                  str(sum(s.requests * s.completion_tokens for s in steps)),

@@ -64,10 +64,9 @@ def render(summary: dict[str, Any]) -> str:
     lines.append(f"  with input: {summary['with_input']}, multi-turn: {summary['multi_turn']}, "
                  f"classification: {summary['classification']}")
     for key in ("instruction_length", "output_length"):
-        stats = summary[key]
-        if stats:
+        if summary[key]:
             lines.append(f"  {key.replace('_', ' ')} (words; characters for Chinese): "
-                         + ", ".join(f"{k} {v}" for k, v in stats.items()))
+                         + ", ".join(f"{k} {v}" for k, v in summary[key].items()))
     groups = summary.get("reject_groups") or []
     if groups:
         lines.append(f"  rejects by reason ({len(groups)} reason{'s' if len(groups) != 1 else ''}):")
