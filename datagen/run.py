@@ -347,7 +347,7 @@ def _stage_manifest(run_dir: Path, spec: Stage, cfg: Any, stats: dict[str, Any],
                                         "completion_tokens", "batch_requests", "batch_succeeded", "batch_failed",
                                         "batch_prompt_tokens", "batch_completion_tokens", "batches", "cost_usd",
                                         "batch_cost_usd")} if llm else None,
-        "llm_failures": llm.get("failures", []) if llm else [],
+        "llm_failures": llm.get("failures", []),
         "seconds": round(seconds, 3),
         "stats_file": str(folder / spec.stats) if (folder / spec.stats).exists() else None,
     }
