@@ -34,8 +34,12 @@ class StageLog:
         # ``keep`` lets a stage forget rows it wants redone (e.g. requests that failed for good last time). It
         # judges a key's last row only: an older answer must not stand in for a newer failure.
         self.keep = keep
-        self.done: dict[str, dict[str, Any]] = {k: r for k, r in latest.items() if keep is None or keep(r)}
+        self.done: dict[str, dict[str, Any]] = {k: r for k, r in latest.items() if self.lasts(r)}
         self._writer: ShardWriter | None = None
+
+    def lasts(self, row: dict[str, Any]) -> bool:
+        """Whether ``row`` stays settled on resume (a failure under ``not_failed`` does not: it is asked again)."""
+        return self.keep is None or self.keep(row)
 
     def append(self, row: dict[str, Any]) -> None:
         if self._writer is None:

@@ -45,9 +45,8 @@ class _Group(click.Group):
     def format_commands(self, ctx: click.Context, formatter: click.HelpFormatter) -> None:
         # click cuts summaries to fit one line ("..."); wrap the whole first sentence instead.
         rows = [(name, self.get_command(ctx, name).get_short_help_str(limit=200)) for name in self.list_commands(ctx)]
-        if rows:
-            with formatter.section("Commands"):
-                formatter.write_dl(rows)
+        with formatter.section("Commands"):  # the root group, the only one of this class, always has commands
+            formatter.write_dl(rows)
 
     def invoke(self, ctx: click.Context) -> Any:
         try:
@@ -104,9 +103,8 @@ def _quiet_libraries(verbose: int) -> None:
         return
     for var, value in _QUIET_ENV.items():
         os.environ.setdefault(var, value)
-    warnings.filterwarnings("ignore", category=FutureWarning, module=foreign)
-    warnings.filterwarnings("ignore", category=DeprecationWarning, module=foreign)
-    warnings.filterwarnings("ignore", category=UserWarning, module=libraries)
+    for category, module in ((FutureWarning, foreign), (DeprecationWarning, foreign), (UserWarning, libraries)):
+        warnings.filterwarnings("ignore", category=category, module=module)
 
 
 @click.group(cls=_Group, context_settings={"help_option_names": ["-h", "--help"], "max_content_width": 100})
@@ -166,6 +164,11 @@ def option(*decls: str, config: str, **attrs: Any) -> Any:
     return click.option(*decls, cls=ConfigOption, config=config, **attrs)
 
 
+def _options(*options: Any) -> Any:
+    """One decorator applying ``options`` (click decorators) in the order given, as stacked ``@`` lines would."""
+    return lambda fn: functools.reduce(lambda f, option: option(f), reversed(options), fn)
+
+
 def configure(config: str, given: dict[str, Any], **fixed: Any) -> Any:
     """The ``config`` dataclass from the options the user gave (the rest keep the dataclass defaults) and
     ``fixed`` fields; a nested field (``sampling.max_tokens``) updates that field's own default."""
@@ -187,7 +190,7 @@ def configure(config: str, given: dict[str, Any], **fixed: Any) -> Any:
 
 def llm_options(fn):
     """The endpoint options every LLM-calling command shares (keys come from the environment only)."""
-    options = [
+    return _options(
         click.option("--base-url", "base_urls", multiple=True, metavar="URL",
                      help="OpenAI-compatible base URL; repeat to load-balance. Default: $DATAGEN_BASE_URL or "
                           "$OPENAI_BASE_URL. 'embedded' starts the bundled model for this command."),
@@ -220,47 +223,35 @@ def llm_options(fn):
         option("--max-cost", config="LLMConfig", type=click.FloatRange(min=0, min_open=True), metavar="USD",
                help="Stop before a request would take spending past this (needs --prices). Answers "
                     "received are cached: the same command with a higher limit goes on from there."),
-    ]
-    return functools.reduce(lambda f, option: option(f), reversed(options), fn)
-
-
-def llm_config(base_urls: tuple[str, ...] = (), no_cache: bool | None = None, prices_file: Path | None = None,
-               **given: Any) -> Any:
-    """The ``LLMConfig`` of ``llm_options``; extra keyword arguments (the command's other options) are ignored."""
-    from datagen.config import load_yaml
-
-    prices = load_yaml(prices_file) if prices_file is not None else {}
-    return configure("LLMConfig", given, base_urls=base_urls, cache=not no_cache, prices=prices)
+    )(fn)
 
 
 def sampling_options(config: str) -> Any:
     """``--temperature --top-p --max-tokens --seed``, setting the ``sampling`` field of ``config``."""
-
-    def decorate(fn: Any) -> Any:
-        options = [
-            option("--temperature", config=config, field="sampling.temperature", type=FiniteFloat(min=0)),
-            option("--top-p", config=config, field="sampling.top_p", type=FiniteFloat(min=0, max=1, min_open=True)),
-            option("--max-tokens", config=config, field="sampling.max_tokens", type=click.IntRange(min=1)),
-            option("--seed", config=config, field="sampling.seed", type=int,
-                   help="Sampling seed sent to the endpoint."),
-        ]
-        return functools.reduce(lambda f, option: option(f), reversed(options), fn)
-
-    return decorate
+    return _options(
+        option("--temperature", config=config, field="sampling.temperature", type=FiniteFloat(min=0)),
+        option("--top-p", config=config, field="sampling.top_p", type=FiniteFloat(min=0, max=1, min_open=True)),
+        option("--max-tokens", config=config, field="sampling.max_tokens", type=click.IntRange(min=1)),
+        option("--seed", config=config, field="sampling.seed", type=int, help="Sampling seed sent to the endpoint."),
+    )
 
 
 def run_llm_stage(generate: Any, config: str, given: dict[str, Any], uses_llm: Any = lambda cfg: True,
                   **fixed: Any) -> dict[str, Any]:
     """Run ``generate(cfg)`` on the ``config`` dataclass the options built; when ``uses_llm(cfg)``, with the
     endpoint of ``llm_options`` (``--base-url embedded`` started for the command and stopped after)."""
-    import contextlib
     import dataclasses
 
+    from datagen.config import load_yaml
     from datagen.llm.endpoint import endpoint
 
     cfg = configure(config, given, **fixed)
-    with endpoint(llm_config(**given)) if uses_llm(cfg) else contextlib.nullcontext(None) as llm_cfg:
-        return asyncio.run(generate(dataclasses.replace(cfg, llm=llm_cfg) if llm_cfg else cfg))
+    if not uses_llm(cfg):
+        return asyncio.run(generate(cfg))
+    prices = load_yaml(given["prices_file"]) if given["prices_file"] is not None else {}
+    llm = configure("LLMConfig", given, base_urls=given["base_urls"], cache=not given["no_cache"], prices=prices)
+    with endpoint(llm) as llm_cfg:
+        return asyncio.run(generate(dataclasses.replace(cfg, llm=llm_cfg)))
 
 
 def _calls(stats: dict[str, Any]) -> str:
@@ -642,7 +633,7 @@ def run_cmd(config: Path, overrides: tuple[str, ...], resume: bool, dry_run: boo
         from datagen.run import load_plan
 
         plan = load_plan(config, overrides)
-        click.echo(render_table(estimate_run([(spec.name, cfg) for spec, cfg in plan.stages], plan.llm)))
+        click.echo(render_table(estimate_run(plan.stages, plan.llm)))
         return
 
     manifest = run_pipeline(config, overrides, resume=resume)
@@ -670,7 +661,7 @@ def _export_options(fn: Any) -> Any:
     """Options ``export`` and ``convert`` share."""
     from datagen.formats import EXPORT_FORMATS
 
-    options = [
+    return _options(
         click.option("--to", "to", required=True, type=click.Choice(list(EXPORT_FORMATS)),
                      help="Output format; 'hf' writes a dataset folder (load_dataset, load_from_disk, LLaMA-Factory)."),
         click.option("--overwrite", is_flag=True, help="Replace an existing DEST (never one holding the input or a run)."),
@@ -679,48 +670,27 @@ def _export_options(fn: Any) -> Any:
         click.option("--tokenizer", default=None, help="--to text: model folder whose chat template renders each "
                                                        "conversation (default: the embedded SmolLM2)."),
         click.option("--license", "license_", default=None, help="--to hf: license in the dataset card."),
-    ]
-    return functools.reduce(lambda f, option: option(f), reversed(options), fn)
+    )(fn)
 
 
-def _chat_template(to: str, tokenizer: str | None) -> Any:
-    if to != "text":
-        return None
-    from transformers import AutoTokenizer
+def _export(examples: list[Any], dest: Path, to: str, tokenizer: str | None, origin: str = "", **options: Any) -> None:
+    """``formats.export`` (``--to text``: rendered with ``tokenizer``'s chat template), then one line saying what
+    was written and, on stderr, what the format could not hold."""
+    from datagen.formats import export
 
-    from datagen.llm.local import resolve_model_dir
+    chat_template = None
+    if to == "text":
+        from transformers import AutoTokenizer
 
-    tok = AutoTokenizer.from_pretrained(resolve_model_dir(tokenizer))
-    return lambda messages: tok.apply_chat_template(messages, tokenize=False)
+        from datagen.llm.local import resolve_model_dir
 
-
-def _echo_export(result: Any, to: str, dest: Path, origin: str = "") -> None:
+        tok = AutoTokenizer.from_pretrained(resolve_model_dir(tokenizer))
+        chat_template = functools.partial(tok.apply_chat_template, tokenize=False)
+    result = export(examples, dest, to, chat_template=chat_template, **options)
     click.echo(f"wrote {result.rows} {'tasks' if to == 'seed' else 'pairs' if to == 'preference' else 'records'}"
                f"{origin} to {dest} ({to})")
     if result.dropped:
         click.echo(result.notes(), err=True)
-
-
-def _run_card(run: Path) -> dict[str, Any]:
-    """Dataset-card facts from a run folder: its config's seeds and random seeds, and the filter's figures."""
-    import json
-
-    card: dict[str, Any] = {"name": run.resolve().name, "source": {"run": run.resolve().name}}
-    try:
-        config = json.loads((run / "manifest.json").read_text()).get("config", {})
-    except (OSError, ValueError):
-        config = {}
-    seeds = {f"{stage}.{key}": value for stage, section in config.items() if isinstance(section, dict)
-             for key, value in section.items() if key in ("seeds", "docs", "graph") and value}
-    random_seeds = {f"{stage}.seed": section["seed"] for stage, section in config.items()
-                    if isinstance(section, dict) and section.get("seed") is not None}
-    try:
-        stats = json.loads((run / "filter" / "filter_stats.json").read_text())
-        card["filter"] = {k: stats[k] for k in ("records_in", "kept", "rejected", "rejects_by_reason") if k in stats}
-    except (OSError, ValueError):
-        pass
-    card.update(seeds=seeds, random_seeds=random_seeds)
-    return card
 
 
 @cli.command("export")
@@ -739,7 +709,8 @@ def export_cmd(run: Path, dest: Path, to: str, overwrite: bool, meta: str, token
               datagen export outputs/seeds-to-sft pairs.jsonl --to preference
     """
     from datagen.errors import ConfigError
-    from datagen.formats import export, read_any
+    from datagen.formats import read_any
+    from datagen.report import dataset_card
 
     curated = run / "filter" / "curated.jsonl"
     sources = [curated] if curated.exists() else sorted(run.glob("*/records.jsonl"))
@@ -748,10 +719,8 @@ def export_cmd(run: Path, dest: Path, to: str, overwrite: bool, meta: str, token
     examples = [e for source in sources for e in read_any(source)]
     rejects = run / "filter" / "rejects.jsonl"
     rejected = read_any(rejects) if to == "preference" and rejects.exists() else []
-    result = export(examples, dest, to, overwrite=overwrite, protect=[run, *sources], rejected=rejected,
-                    chat_template=_chat_template(to, tokenizer), meta=meta,
-                    card={**_run_card(run), "license": license_})
-    _echo_export(result, to, dest, f" from {len(sources)} file(s)")
+    _export(examples, dest, to, tokenizer, f" from {len(sources)} file(s)", overwrite=overwrite,
+            protect=[run, *sources], rejected=rejected, meta=meta, card={**dataset_card(run), "license": license_})
 
 
 @cli.command("convert")
@@ -771,15 +740,11 @@ def convert_cmd(source: Path, dest: Path, to: str, overwrite: bool, meta: str, t
               datagen convert alpaca.jsonl ds/ --to hf
               datagen convert curated.jsonl pairs.jsonl --to preference --rejected rejects.jsonl
     """
-    from datagen.formats import export, read_any
+    from datagen.formats import read_any
 
-    examples = read_any(source)
-    protect = [source] + ([rejected] if rejected else [])
-    result = export(examples, dest, to, overwrite=overwrite, protect=protect,
-                    rejected=read_any(rejected) if rejected else [], chat_template=_chat_template(to, tokenizer),
-                    meta=meta, card={"name": Path(source).stem, "source": {"file": Path(source).name},
-                                     "license": license_})
-    _echo_export(result, to, dest)
+    _export(read_any(source), dest, to, tokenizer, overwrite=overwrite,
+            protect=[source] + ([rejected] if rejected else []), rejected=read_any(rejected) if rejected else [],
+            meta=meta, card={"name": Path(source).stem, "source": {"file": Path(source).name}, "license": license_})
 
 
 @cli.group("prompts")
@@ -868,8 +833,7 @@ def batch_import_cmd(results: Path, cache_path: Path | None) -> None:
         counts = import_results(results, client.cache, client._parse_raw)
     finally:
         asyncio.run(client.aclose())
-    cache = client.cache
-    click.echo(f"imported {counts['imported']} answer(s) into {cache.path}; "
+    click.echo(f"imported {counts['imported']} answer(s) into {client.cache.path}; "
                f"{counts['failed']} failed and {counts['malformed']} malformed line(s) skipped")
 
 

@@ -114,10 +114,6 @@ def field_default(cls: type, dotted: str) -> Any:
     return value
 
 
-def field_names(cls: type, exclude: Iterable[str] = ()) -> list[str]:
-    return [f.name for f in dataclasses.fields(cls) if f.name not in set(exclude)]
-
-
 def check_keys(mapping: dict[str, Any], allowed: Iterable[str], where: str) -> None:
     """Raise ConfigError for the first key of ``mapping`` not in ``allowed``."""
     allowed = list(allowed)
@@ -136,7 +132,7 @@ def build(cls: type, mapping: dict[str, Any] | None, where: str, exclude: Iterab
     if mapping is not None and not isinstance(mapping, dict):
         raise ConfigError(f"{where}: must be a mapping of keys to values, got {_describe(mapping)}")
     mapping = dict(mapping or {})
-    allowed = field_names(cls, exclude=set(exclude) | set(fixed))
+    allowed = [f.name for f in dataclasses.fields(cls) if f.name not in {*exclude, *fixed}]
     check_keys(mapping, allowed, where)
     hints = typing.get_type_hints(cls)
     defaults = {f.name: f.default for f in dataclasses.fields(cls)}
@@ -149,22 +145,24 @@ def build(cls: type, mapping: dict[str, Any] | None, where: str, exclude: Iterab
             values[key] = coerce(value, hints[key], f"{where}.{key}")
     try:
         return cls(**values, **fixed)
-    except ConfigError as exc:
+    except (ConfigError, TypeError) as exc:
         # the dataclass names its own key (e.g. "self_instruct.lang"); say which file section it came from
-        raise ConfigError(f"{where}: {exc}") from None
-    except TypeError as exc:
         raise ConfigError(f"{where}: {exc}") from None
 
 
 def _merge(default: Any, mapping: dict[str, Any], where: str) -> Any:
     """A partial nested section updates the field's own default (e.g. one sampling knob), not the class defaults."""
     cls = type(default)
-    check_keys(mapping, field_names(cls), where)
+    check_keys(mapping, [f.name for f in dataclasses.fields(cls)], where)
     hints = typing.get_type_hints(cls)
     try:
         return dataclasses.replace(default, **{k: coerce(v, hints[k], f"{where}.{k}") for k, v in mapping.items()})
     except (ConfigError, TypeError, ValueError) as exc:
         raise ConfigError(f"{where}: {exc}") from None
+
+
+#: Types ``coerce`` takes only as they are, with what the error says was expected.
+_PLAIN = {bool: "true or false", int: "an integer", str: "a string"}
 
 
 def coerce(value: Any, hint: Any, where: str) -> Any:
@@ -197,13 +195,9 @@ def coerce(value: Any, hint: Any, where: str) -> Any:
         return value
     if hint is Any:
         return value
-    if hint is bool:
-        if not isinstance(value, bool):
-            raise ConfigError(f"{where}: expected true or false, got {value!r}")
-        return value
-    if hint is int:
-        if isinstance(value, bool) or not isinstance(value, int):
-            raise ConfigError(f"{where}: expected an integer, got {value!r}")
+    if hint in _PLAIN:
+        if not isinstance(value, hint) or (hint is int and isinstance(value, bool)):  # True is an int to Python
+            raise ConfigError(f"{where}: expected {_PLAIN[hint]}, got {value!r}")
         return value
     if hint is float:
         if isinstance(value, str):  # PyYAML reads 2e-4 (no dot) as a string: YAML 1.1's float needs one
@@ -216,18 +210,12 @@ def coerce(value: Any, hint: Any, where: str) -> Any:
         if not math.isfinite(value):
             raise ConfigError(f"{where}: expected a finite number, got {value!r}")
         return float(value)
-    if hint is str:
-        if not isinstance(value, str):
-            raise ConfigError(f"{where}: expected a string, got {value!r}")
-        return value
     if hint is Path:
         if not isinstance(value, (str, Path)):
             raise ConfigError(f"{where}: expected a path, got {value!r}")
         return Path(value)
     if dataclasses.is_dataclass(hint):
-        if isinstance(value, hint):
-            return value
-        return build(hint, value, where)
+        return value if isinstance(value, hint) else build(hint, value, where)
     if isinstance(hint, type) and isinstance(value, hint):
         return value
     if typing.get_origin(hint) is typing.Literal:
@@ -250,9 +238,7 @@ def redact(data: Any) -> Any:
         return redact_text(data)
     if isinstance(data, (list, tuple)):
         return [redact(v) for v in data]
-    if isinstance(data, Path):
-        return str(data)
-    return data
+    return to_plain(data)
 
 
 def to_plain(obj: Any) -> Any:

@@ -14,7 +14,7 @@ from __future__ import annotations
 
 import importlib.util
 import logging
-from collections.abc import Iterator, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from contextlib import contextmanager
 from functools import lru_cache
 from pathlib import Path
@@ -77,24 +77,19 @@ def _kernel_notices_dropped() -> Iterator[None]:
     if log.isEnabledFor(logging.DEBUG):
         yield
         return
-    pairs = [(logging.getLogger(name), start) for name, start in _KERNEL_NOTICES]
-    filters = [_DropStart(start) for _, start in pairs]
-    for (logger, _), dropper in zip(pairs, filters):
+    droppers = [(logging.getLogger(name), _drop_start(start)) for name, start in _KERNEL_NOTICES]
+    for logger, dropper in droppers:
         logger.addFilter(dropper)
     try:
         yield
     finally:
-        for (logger, _), dropper in zip(pairs, filters):
+        for logger, dropper in droppers:
             logger.removeFilter(dropper)
 
 
-class _DropStart(logging.Filter):
-    def __init__(self, start: str):
-        super().__init__()
-        self.start = start
-
-    def filter(self, record: logging.LogRecord) -> bool:
-        return not str(record.msg).startswith(self.start)
+def _drop_start(start: str) -> Callable[[logging.LogRecord], bool]:
+    """A logging filter (any callable will do) passing every record whose message does not begin with ``start``."""
+    return lambda record: not str(record.msg).startswith(start)
 
 
 @lru_cache(maxsize=2)

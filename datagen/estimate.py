@@ -23,6 +23,7 @@ from typing import Any
 
 from datagen.llm.client import LLMConfig
 from datagen.llm.costs import cost, price_of
+from datagen.stages import Stage
 
 
 @dataclass
@@ -42,13 +43,13 @@ class Step:
         return self.requests * (self.prompt_tokens + self.completion_tokens)
 
 
-def estimate_run(stages: list[tuple[str, Any]], llm: LLMConfig) -> list[Step]:
-    """Steps of every LLM stage in ``stages`` (``(name, config)`` pairs, as ``run.load_plan`` builds them)."""
+def estimate_run(stages: list[tuple[Stage, Any]], llm: LLMConfig) -> list[Step]:
+    """Steps of every LLM stage in ``stages`` (``(stage, config)`` pairs: ``run.load_plan``'s ``Plan.stages``)."""
     count = _token_counter(llm)
     steps: list[Step] = []
-    for name, cfg in stages:
-        estimator = _ESTIMATORS.get(name)
-        if estimator is None or (name == "self_kg" and cfg.mode != "llm") or (name == "filter" and not cfg.judge):
+    for spec, cfg in stages:
+        estimator = _ESTIMATORS.get(spec.name)
+        if estimator is None or not spec.uses_llm(cfg):
             continue
         steps += estimator(cfg, count, steps)
     price = price_of(llm.prices, llm.model or "")
@@ -63,9 +64,8 @@ def estimate_run(stages: list[tuple[str, Any]], llm: LLMConfig) -> list[Step]:
 def render_table(steps: list[Step]) -> str:
     """The estimate as a text table, one row per step and a total."""
     rows = [("stage", "step", "requests ≤", "prompt tokens", "answer tokens ≤", "cost USD ≤")]
-    for s in steps:
-        rows.append((s.stage, s.step, str(s.requests), str(s.requests * s.prompt_tokens),
-                     str(s.requests * s.completion_tokens), "-" if s.cost_usd is None else f"{s.cost_usd:.4f}"))
+    rows += [(s.stage, s.step, str(s.requests), str(s.requests * s.prompt_tokens),
+              str(s.requests * s.completion_tokens), "-" if s.cost_usd is None else f"{s.cost_usd:.4f}") for s in steps]
     costs = [s.cost_usd for s in steps]
     rows.append(("total", "", str(sum(s.requests for s in steps)), str(sum(s.requests * s.prompt_tokens for s in steps)),
                  str(sum(s.requests * s.completion_tokens for s in steps)),
@@ -117,11 +117,10 @@ def _self_instruct(cfg: Any, count: Callable[[Any], int], _: list[Step]) -> list
     shown = [si.build_bootstrap_prompt([t["instruction"] for t in rng.sample(seeds, min(len(seeds),
              cfg.num_prompt_instructions))], cfg) for _ in range(5)]
     sample = [t["instruction"] for t in seeds[:20]]
-    rounds = cfg.rounds_limit
     labelled = sum(1 for t in seeds if isinstance(t.get("is_classification"), bool))
     classify = cfg.num_instructions + min(cfg.classifier_eval_seeds, labelled)
     return [
-        Step("self_instruct", "bootstrap", rounds * cfg.batch_size, _mean([count(p) for p in shown]),
+        Step("self_instruct", "bootstrap", cfg.rounds_limit * cfg.batch_size, _mean([count(p) for p in shown]),
              cfg.generate_sampling.max_tokens),
         Step("self_instruct", "classify", classify, _mean([count(si.classify_prompt(t, cfg.lang)) for t in sample]),
              cfg.classify_sampling.max_tokens),
@@ -160,11 +159,11 @@ def _multiturn(cfg: Any, count: Callable[[Any], int], _: list[Step]) -> list[Ste
 
     seeds = mt.read_seed_dialogues(cfg.seeds)
     opener = count(mt.build_opener_prompt([s["instruction"] for s in seeds[: cfg.num_prompt_instructions]], cfg))
-    rounds = cfg.rounds_limit
     later_turns = cfg.num_conversations * (cfg.max_turns - 1)
     # A conversation's prompts grow turn by turn: count the last turn's, an upper bound for every turn.
     context = (cfg.context_chars + 200) * cfg.max_turns // 4
-    return [Step("self_instruct_multiturn", "openers", rounds * cfg.batch_size, opener, cfg.opener_sampling.max_tokens),
+    return [Step("self_instruct_multiturn", "openers", cfg.rounds_limit * cfg.batch_size, opener,
+                 cfg.opener_sampling.max_tokens),
             Step("self_instruct_multiturn", "answers", cfg.num_conversations * cfg.max_turns, context,
                  cfg.answer_sampling.max_tokens),
             Step("self_instruct_multiturn", "follow-ups", later_turns, context, cfg.followup_sampling.max_tokens)]

@@ -64,10 +64,9 @@ def render(summary: dict[str, Any]) -> str:
     lines.append(f"  with input: {summary['with_input']}, multi-turn: {summary['multi_turn']}, "
                  f"classification: {summary['classification']}")
     for key in ("instruction_length", "output_length"):
-        stats = summary[key]
-        if stats:
+        if summary[key]:
             lines.append(f"  {key.replace('_', ' ')} (words; characters for Chinese): "
-                         + ", ".join(f"{k} {v}" for k, v in stats.items()))
+                         + ", ".join(f"{k} {v}" for k, v in summary[key].items()))
     groups = summary.get("reject_groups") or []
     if groups:
         lines.append(f"  rejects by reason ({len(groups)} reason{'s' if len(groups) != 1 else ''}):")
@@ -76,7 +75,7 @@ def render(summary: dict[str, Any]) -> str:
             lines.append(f"    {group['reason']}: {group['count']}" + (f" ({stages})" if stages else ""))
             lines.extend("    " + line for line in _sample(group["example"], answer=True))
             if group["detail"]:
-                lines.append(f"      detail: {_cut(group['detail'])}")
+                lines.append(f"      detail: {snippet(group['detail'])}")
         return "\n".join(lines)
     for record in summary["samples"]:
         lines.append("  ---")
@@ -100,7 +99,7 @@ def reject_groups(records: list[Example]) -> list[dict[str, Any]]:
             continue
         reason = str(record.reject.get("reason") or "unknown")
         group = groups.setdefault(reason, {"reason": reason, "count": 0, "stages": Counter(), "example": record,
-                                           "detail": _detail(record.reject)})
+                                           "detail": reject_detail(record.reject)})
         group["count"] += 1
         if record.reject.get("stage"):
             group["stages"][str(record.reject["stage"])] += 1
@@ -108,25 +107,27 @@ def reject_groups(records: list[Example]) -> list[dict[str, Any]]:
     return [{**g, "stages": [s for s, _ in g["stages"].most_common()]} for g in ordered]
 
 
-def _detail(reject: dict[str, Any]) -> str:
+def reject_detail(reject: dict[str, Any]) -> str:
+    """A reject's ``detail`` as text (JSON for a structured one; empty when it has none)."""
     detail = reject.get("detail")
     if detail is None:
         return ""
     return detail if isinstance(detail, str) else json.dumps(detail, ensure_ascii=False, default=str)
 
 
-def _cut(text: str, width: int = 300) -> str:
-    text = " ".join(text.split())
+def snippet(text: Any, width: int = 300) -> str:
+    """``text`` on one line (``None``: empty), cut to ``width`` characters with an ellipsis (also the report's)."""
+    text = " ".join(str(text if text is not None else "").split())
     return text if len(text) <= width else text[:width] + "…"
 
 
 def _sample(record: Example, answer: bool = False) -> list[str]:
-    out = [f"  instruction: {_cut(record.instruction)}"]
+    out = [f"  instruction: {snippet(record.instruction)}"]
     if record.input:
-        out.append(f"  input: {_cut(record.input)}")
+        out.append(f"  input: {snippet(record.input)}")
     text = record.output
     if record.messages:  # a conversation: its last answer is what a rule usually judged
         replies = [m["content"] for m in record.messages if m.get("role") == "assistant" and m.get("content")]
         text = replies[-1] if replies and answer else text
-    out.append(f"  {'answer' if answer else 'output'}: {_cut(text) or '(empty)'}")
+    out.append(f"  {'answer' if answer else 'output'}: {snippet(text) or '(empty)'}")
     return out

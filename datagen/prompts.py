@@ -114,14 +114,9 @@ def show(name: str) -> str:
     """Render a template with a placeholder for each variable (``datagen prompts show NAME``)."""
     from jinja2 import meta
 
-    root = prompts_dir()
-    env = _environment(str(root))
-    try:
-        source = (root / _template_file(name)).read_text(encoding="utf-8")
-    except OSError:
-        raise TemplateError(f"prompt template {root / _template_file(name)} not found; "
-                            f"available: {', '.join(list_templates())}") from None
-    names = meta.find_undeclared_variables(env.parse(source))
+    template = get_template(name)  # a missing template: TemplateError naming it
+    source = Path(template.filename).read_text(encoding="utf-8")
+    names = meta.find_undeclared_variables(template.environment.parse(source))
     try:
         return render(name, **{n: _Placeholder(n) for n in names})
     except TemplateError as exc:

@@ -15,6 +15,7 @@ from __future__ import annotations
 import base64
 import io
 import json
+import math
 import random
 import re
 import time
@@ -24,6 +25,7 @@ from typing import Any
 
 import jinja2
 
+from datagen.inspect import reject_detail, snippet
 from datagen.records import Example, iter_examples, write_atomic
 from datagen.stages import STAGE, STAGES
 from datagen.text import count_units, detect_lang
@@ -54,6 +56,21 @@ def _json(path: Path) -> Any:
         return json.loads(path.read_text(encoding="utf-8"))
     except (OSError, ValueError):
         return {}
+
+
+def dataset_card(run_dir: Path) -> dict[str, Any]:
+    """Dataset-card facts from a run folder (``datagen export``): its config's seeds and random seeds, and the
+    filter's figures."""
+    card: dict[str, Any] = {"name": run_dir.resolve().name, "source": {"run": run_dir.resolve().name}}
+    config = _json(run_dir / "manifest.json").get("config", {})
+    seeds = {f"{stage}.{key}": value for stage, section in config.items() if isinstance(section, dict)
+             for key, value in section.items() if key in ("seeds", "docs", "graph") and value}
+    random_seeds = {f"{stage}.seed": section["seed"] for stage, section in config.items()
+                    if isinstance(section, dict) and section.get("seed") is not None}
+    stats = _json(run_dir / "filter" / "filter_stats.json")
+    if stats:
+        card["filter"] = {k: stats[k] for k in ("records_in", "kept", "rejected", "rejects_by_reason") if k in stats}
+    return {**card, "seeds": seeds, "random_seeds": random_seeds}
 
 
 def _stage_folders(run_dir: Path, manifest: dict[str, Any]) -> list[str]:
@@ -94,11 +111,6 @@ def _json_lines(path: Path) -> list[Any]:
     return rows
 
 
-def _snippet(text: Any, width: int = 240) -> str:
-    text = " ".join(str(text if text is not None else "").split())
-    return text if len(text) <= width else text[:width] + "…"
-
-
 def _answer(record: Example) -> str:
     """What the model wrote: the output, or for a conversation its last assistant turn."""
     if record.messages:
@@ -134,16 +146,16 @@ def rejected_examples(run_dir: Path, stages: list[str], per_reason: int = _EXAMP
                     picks[slot] = record
         for reason, n in counts.most_common():
             out.append({"stage": stage, "reason": reason, "count": n, "examples": [
-                {"instruction": _snippet(r.instruction, 300), "input": _snippet(r.input, 160),
-                 "answer": _snippet(_answer(r)), "detail": _snippet(_detail(r.reject or {}), 300),
+                {"instruction": snippet(r.instruction, 300), "input": snippet(r.input, 160),
+                 "answer": snippet(_answer(r), 240), "detail": snippet(_detail(r.reject or {}), 300),
                  "rule_stage": str((r.reject or {}).get("stage") or "")} for r in chosen[reason]]})
     return out
 
 
 def _detail(reject: dict[str, Any]) -> str:
-    detail = reject.get("detail")
+    """The reject's detail, then any fields beyond stage, reason and detail (as JSON)."""
+    text = reject_detail(reject)
     extra = {k: v for k, v in reject.items() if k not in ("stage", "reason", "detail")}
-    text = detail if isinstance(detail, str) else json.dumps(detail, ensure_ascii=False) if detail is not None else ""
     if extra:
         text = (text + " " if text else "") + json.dumps(extra, ensure_ascii=False, default=str)
     return text
@@ -158,8 +170,7 @@ def kept_examples(records: list[Example], per_method: int = _EXAMPLES, seed: int
     for method in sorted(by_method):
         chosen = random.Random(seed).sample(by_method[method], min(per_method, len(by_method[method])))
         out.append((method, [{"instruction": r.instruction, "input": r.input, "output": r.output,
-                              "turns": [{"role": m["role"], "content": m["content"]} for m in r.messages
-                                        if m.get("role") != "system"] if r.messages else [],
+                              "turns": r.turns() if r.messages else [],
                               "flags": ", ".join(r.meta.get("flags", []) or [])} for r in chosen]))
     return out
 
@@ -179,8 +190,7 @@ def classifier_evidence(run_dir: Path) -> list[dict[str, str]]:
         for key, value in stats.items():
             if not any(word in key for word in ("classif", "agreement", "routes")) or value is None:
                 continue
-            flat = _flatten(value, f"{key}.") if isinstance(value, dict) else {key: value}
-            for name, item in flat.items():
+            for name, item in _flatten({key: value}).items():
                 rows.append({"source": stage, "field": name, "value": _format_value(name, item)})
     return rows
 
@@ -190,7 +200,7 @@ def _format_value(name: str, value: Any) -> str:
         share = re.search(r"rate|accuracy|precision|recall|agreement|f1", name.rsplit(".", 1)[-1])
         return f"{value:.1%}" if share and 0 <= value <= 1 else f"{value:.4g}"
     if isinstance(value, (list, dict)):
-        return _snippet(json.dumps(value, ensure_ascii=False, default=str), 300)
+        return snippet(json.dumps(value, ensure_ascii=False, default=str), 300)
     return str(value)
 
 
@@ -232,10 +242,7 @@ def _asked(stage: str, section: dict[str, Any]) -> int | None:
     values = [section.get(key, field_default(cls, key)) for key in STAGE[stage].asked]
     if not all(isinstance(v, int) and not isinstance(v, bool) and v > 0 for v in values):
         return None  # e.g. Self-QA without max_chunks: as many questions as the documents give
-    product = 1
-    for value in values:
-        product *= value
-    return product
+    return math.prod(values)
 
 
 def _loss_history(train_dir: Path) -> list[dict[str, Any]]:
@@ -416,9 +423,8 @@ def _side_by_side(rows: list[dict[str, Any]], limit: int = 10) -> list[dict[str,
         if isinstance(prompt, list):
             users = [m.get("content", "") for m in prompt if isinstance(m, dict) and m.get("role") == "user"]
             prompt = users[-1] if users else ""
-        out.append({"prompt": _snippet(prompt, 400), "reference": _snippet(row.get("reference"), 400),
-                    "base": _snippet(row.get("base"), 400),
-                    "tuned": _snippet(row.get("tuned"), 400) if row.get("tuned") is not None else ""})
+        out.append({"prompt": snippet(prompt, 400), "reference": snippet(row.get("reference"), 400),
+                    "base": snippet(row.get("base"), 400), "tuned": snippet(row.get("tuned"), 400)})
     return out
 
 

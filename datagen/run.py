@@ -121,15 +121,6 @@ _DRIVE: dict[str, tuple[Callable[..., dict[str, Any]], Callable[[Path], dict[str
 }
 
 
-def execute(stage: Stage, cfg: Any, run_dir: Path) -> dict[str, Any]:
-    return _DRIVE[stage.name][0](cfg, run_dir) if stage.name in _DRIVE else _call(stage, cfg)
-
-
-def stage_reads(stage: Stage, run_dir: Path) -> dict[str, Path]:
-    """Files of earlier stages that ``stage`` reads."""
-    return _DRIVE[stage.name][1](run_dir) if stage.name in _DRIVE else {}
-
-
 def _fixed(stage: Stage, run_dir: Path) -> dict[str, Any]:
     """Config fields the runner decides: a generator's (and the filter's) ``out`` folder, eval's adapter."""
     names = _DRIVE[stage.name][2] if stage.name in _DRIVE else ("out",)
@@ -183,19 +174,8 @@ def load_plan(path: str | Path, overrides: tuple[str, ...] = ()) -> Plan:
         stages.append((spec, build(cls, section, f"{where}: {spec.name}", **fixed)))
     if not stages:
         raise ConfigError(f"{where}: no stage is configured; add at least one of {', '.join(s.name for s in STAGES)}")
-    _check_input_paths(stages, where)
-    _check_out_dir_outside_inputs(run_dir, stages, where)
+    _check_inputs(run_dir, stages, where)
     return Plan(name=name, run_dir=run_dir, llm=llm, raw=raw, stages=stages)
-
-
-def _check_input_paths(stages: list[tuple[Stage, Any]], where: str) -> None:
-    for spec, cfg in stages:
-        for name in spec.reads:
-            value = getattr(cfg, name, None)
-            if value is None or str(value) == "embedded" or glob.has_magic(str(value)):
-                continue  # the embedded model needs no path; a glob is matched by the stage itself
-            if not Path(value).expanduser().exists():
-                raise ConfigError(f"{where}: {spec.name}.{name}: no such file or folder: {value}")
 
 
 # ---------------------------------------------------------------------------------------------- hashing
@@ -242,7 +222,8 @@ def stage_inputs(cfg: Any) -> dict[str, str | None]:
 
 def all_inputs(spec: Stage, cfg: Any, run_dir: Path) -> dict[str, str | None]:
     """Hashes of a stage's inputs: paths in its config plus the files of earlier stages it reads."""
-    return {**stage_inputs(cfg), **{name: hash_path(path) for name, path in stage_reads(spec, run_dir).items()}}
+    reads = _DRIVE[spec.name][1](run_dir) if spec.name in _DRIVE else {}
+    return {**stage_inputs(cfg), **{name: hash_path(path) for name, path in reads.items()}}
 
 
 def fingerprint(spec: Stage, cfg: Any, run_dir: Path) -> str:
@@ -259,23 +240,26 @@ def _done_marker(run_dir: Path, spec: Stage) -> Path:
     return run_dir / spec.name / ".done.json"
 
 
-def is_done(run_dir: Path, spec: Stage, print_: str) -> bool:
+def finished(run_dir: Path, spec: Stage, print_: str) -> dict[str, Any] | None:
+    """The done marker of ``spec`` when the stage is finished with fingerprint ``print_`` and its outputs are
+    unchanged, else None (the stage runs)."""
     marker = _done_marker(run_dir, spec)
     if not marker.exists():
-        return False
+        return None
     try:
         done = json.loads(marker.read_text())
     except ValueError:
-        return False
+        return None
     if done.get("fingerprint") != print_:
-        return False
+        return None
     if (done.get("manifest") or {}).get("llm_failures"):
         # Requests that failed for good are not a result: a resumed run asks them again (the stage's own
         # state replays everything else, so this costs only the missing calls).
         log.info("%s: %d request(s) failed for good last time; running it again", spec.name,
                  len(done["manifest"]["llm_failures"]))
-        return False
-    return all(hash_path(run_dir / spec.name / name) == h for name, h in done.get("outputs", {}).items())
+        return None
+    unchanged = all(hash_path(run_dir / spec.name / name) == h for name, h in done.get("outputs", {}).items())
+    return done if unchanged else None
 
 
 # ---------------------------------------------------------------------------------------------- running
@@ -310,32 +294,27 @@ def _run_stages(plan: Plan, config_path: str | Path, overrides: tuple[str, ...],
         "python": sys.version.split()[0], "platform": platform.platform(), "stages": {},
     }
     with ExitStack() as stack:
-        started_llm: list[LLMConfig] = []
-
-        def live_llm() -> LLMConfig:
-            """Start the endpoint (the embedded server if asked for) the first time a stage needs it."""
-            if not started_llm:
-                from datagen.llm.endpoint import endpoint
-
-                started_llm.append(stack.enter_context(endpoint(plan.llm)))
-            return started_llm[0]
-
-        needs = [i for i, (spec, cfg) in enumerate(plan.stages) if _uses_llm(spec, cfg)]
+        live_llm: LLMConfig | None = None  # the endpoint, started (the embedded server if asked for) when first needed
+        last_llm = max((i for i, (spec, cfg) in enumerate(plan.stages) if spec.uses_llm(cfg)), default=-1)
         for index, (spec, cfg) in enumerate(plan.stages):
-            if started_llm and index > max(needs):
+            if live_llm is not None and index > last_llm:
                 stack.close()  # no later stage calls the LLM: free the embedded server's core and memory now
-                started_llm.clear()
+                live_llm = None
             print_ = fingerprint(spec, cfg, run_dir)
-            if is_done(run_dir, spec, print_):
+            previous = finished(run_dir, spec, print_)
+            if previous is not None:
                 log.info("%s: done already, skipped", spec.name)
-                previous = json.loads(_done_marker(run_dir, spec).read_text())
                 manifest["stages"][spec.name] = {**previous.get("manifest", {}), "skipped": True}
                 continue
             log.info("%s: running", spec.name)
             stage_started = time.monotonic()
-            if "llm" in {f.name for f in dataclasses.fields(cfg)} and _uses_llm(spec, cfg):
-                cfg = dataclasses.replace(cfg, llm=live_llm())
-            stats = execute(spec, cfg, run_dir)
+            if hasattr(cfg, "llm") and spec.uses_llm(cfg):
+                if live_llm is None:
+                    from datagen.llm.endpoint import endpoint
+
+                    live_llm = stack.enter_context(endpoint(plan.llm))
+                cfg = dataclasses.replace(cfg, llm=live_llm)
+            stats = _DRIVE[spec.name][0](cfg, run_dir) if spec.name in _DRIVE else _call(spec, cfg)
             entry = _stage_manifest(run_dir, spec, cfg, stats, time.monotonic() - stage_started)
             write_json(_done_marker(run_dir, spec), {"fingerprint": print_, "manifest": entry,
                                                      "outputs": {n: o["sha256"] for n, o in entry["outputs"].items()}})
@@ -353,16 +332,10 @@ def _run_stages(plan: Plan, config_path: str | Path, overrides: tuple[str, ...],
     return manifest
 
 
-def _uses_llm(spec: Stage, cfg: Any) -> bool:
-    return spec.needs_llm or getattr(cfg, "mode", None) == "llm" or getattr(cfg, "judge", False) is True
-
-
 def _stage_manifest(run_dir: Path, spec: Stage, cfg: Any, stats: dict[str, Any], seconds: float) -> dict[str, Any]:
     folder = run_dir / spec.name
-    outputs = {}
-    for name in spec.outputs:
-        path = folder / name
-        outputs[name] = {"sha256": hash_path(path), "records": _count_lines(path)}
+    outputs = {name: {"sha256": hash_path(folder / name), "records": _count_lines(folder / name)}
+               for name in spec.outputs}
     llm = stats.get("llm") or {}
     return {
         "inputs": all_inputs(spec, cfg, run_dir),
@@ -374,7 +347,7 @@ def _stage_manifest(run_dir: Path, spec: Stage, cfg: Any, stats: dict[str, Any],
                                         "completion_tokens", "batch_requests", "batch_succeeded", "batch_failed",
                                         "batch_prompt_tokens", "batch_completion_tokens", "batches", "cost_usd",
                                         "batch_cost_usd")} if llm else None,
-        "llm_failures": llm.get("failures", []) if llm else [],
+        "llm_failures": llm.get("failures", []),
         "seconds": round(seconds, 3),
         "stats_file": str(folder / spec.stats) if (folder / spec.stats).exists() else None,
     }
@@ -415,19 +388,22 @@ def hash_glob(pattern: str) -> str:
     return digest.hexdigest()
 
 
-def _check_out_dir_outside_inputs(run_dir: Path, stages: list[tuple[Stage, Any]], where: str) -> None:
-    """Refuse a run folder inside a folder (or glob) a stage reads: the run would read its own report, records
-    and state as input documents, and every resume would see different inputs. Refused rather than silently
-    excluded: which files a run reads should be what its config says."""
+def _check_inputs(run_dir: Path, stages: list[tuple[Stage, Any]], where: str) -> None:
+    """Refuse a missing input path (a glob is matched by the stage itself), and a run folder inside a folder (or
+    glob) a stage reads: the run would read its own report, records and state as input documents, and every
+    resume would see different inputs. Refused rather than silently excluded: which files a run reads should be
+    what its config says."""
     target = run_dir.expanduser().resolve()
     for spec, cfg in stages:
         for name in spec.reads:
             value = getattr(cfg, name, None)
             if value is None or str(value) == "embedded":
-                continue
+                continue  # the embedded model needs no path
             root = Path(str(value)).expanduser()
             if glob.has_magic(str(value)):
                 root = Path(*[p for p in itertools.takewhile(lambda p: not glob.has_magic(p), root.parts)] or ["."])
+            elif not root.exists():
+                raise ConfigError(f"{where}: {spec.name}.{name}: no such file or folder: {value}")
             elif not root.is_dir():
                 continue
             if target.is_relative_to(root.resolve()):

@@ -36,6 +36,11 @@ class Stage:
         module, _, name = getattr(self, part).partition(":")
         return getattr(importlib.import_module(module), name)
 
+    def uses_llm(self, cfg: Any) -> bool:
+        """Whether this stage, configured as ``cfg``, calls the LLM (self_kg does in llm mode, the filter with its
+        judge)."""
+        return self.needs_llm or getattr(cfg, "mode", None) == "llm" or getattr(cfg, "judge", False) is True
+
 
 STAGES = (
     Stage("self_instruct", "datagen.generate.self_instruct:SelfInstructConfig",

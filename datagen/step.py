@@ -65,10 +65,6 @@ class Step(StageLog):
     def __init__(self, out: Path, name: str, keep: Callable[[Row], bool] | None = not_failed):
         super().__init__(out, name, keep=keep)
 
-    def lasts(self, row: Row) -> bool:
-        """Whether ``row`` stays settled on resume (a failure under ``not_failed`` does not: it is asked again)."""
-        return self.keep is None or self.keep(row)
-
     def check(self, key: str, digest: str | None) -> None:
         """Refuse a log whose row for ``key`` answered another request (other seeds or settings)."""
         row = self.done.get(key)

@@ -64,8 +64,7 @@ _EN_PHRASAL = ("come up with", "make up", "figure out", "find out", "point out",
                "put together", "pull out", "turn into", "go through")
 
 
-def _en_verb_object(text: str) -> tuple[str, str | None] | None:
-    clause = text.strip()
+def _en_verb_object(clause: str) -> tuple[str, str | None] | None:
     for _ in range(2):  # "Given the list, sort it" / "Please, ...": the clause after the frame
         clause = _EN_LEAD.sub("", clause).strip()
         first = clause.split(maxsplit=1)[0].lower() if clause else ""
@@ -117,8 +116,7 @@ _ZH_HEADS = ("宣传语", "计划", "语句", "句子", "文章", "故事", "邮
 def _zh_verb_object(text: str) -> tuple[str, str | None] | None:
     clause = re.sub(r"\s+", "", text)
     for _ in range(2):
-        clause = _ZH_LEAD.sub("", clause)
-        clause = _ZH_FRAME.sub("", clause)
+        clause = _ZH_FRAME.sub("", _ZH_LEAD.sub("", clause))
     held: str | None = None  # the object a 把/将 phrase moved before the verb
     start = 0
     match = _ZH_PREP.match(clause)

@@ -32,7 +32,7 @@ def test_dry_run_prints_ceilings_and_sends_and_writes_nothing(fault_server, tmp_
 def test_the_estimate_bounds_what_a_real_run_asks_for(fault_server, tmp_path):
     write_config(tmp_path, fault_server.url)
     plan = load_plan(tmp_path / "run.yaml")
-    steps = {(s.stage, s.step): s for s in estimate_run([(spec.name, cfg) for spec, cfg in plan.stages], plan.llm)}
+    steps = {(s.stage, s.step): s for s in estimate_run(plan.stages, plan.llm)}
     result = CliRunner().invoke(cli, ["run", str(tmp_path / "run.yaml")], catch_exceptions=False)
     assert result.exit_code == 0, result.output
     asked = [e["body"] for e in fault_server.log]
