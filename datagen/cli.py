@@ -276,6 +276,7 @@ def _calls(stats: dict[str, Any]) -> str:
 @option("--max-batch-size", config="ServeConfig", type=click.IntRange(min=1),
         help="Concurrent requests gathered into one generate call.")
 @option("--max-request-bytes", config="ServeConfig", type=click.IntRange(min=1))
+@option("--device", config="ServeConfig", help="auto (CUDA in bf16 when available, else CPU), cpu, mps, cuda or cuda:N.")
 @click.option("--url-file", type=click.Path(dir_okay=False, path_type=Path), default=None,
               help="Write the base URL here once healthy (for scripts that start it on port 0).")
 @option("--max-choices", config="ServeConfig", type=click.IntRange(1, 4096),

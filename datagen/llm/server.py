@@ -1033,7 +1033,7 @@ def start_server_process(cfg: ServeConfig, timeout: float = 300) -> Iterator[str
 
 def _serve_args(cfg: ServeConfig) -> list[str]:
     args = ["--host", cfg.host, "--port", str(cfg.port), "--max-batch-size", str(cfg.max_batch_size)]
-    args += ["--max-request-bytes", str(cfg.max_request_bytes)]
+    args += ["--max-request-bytes", str(cfg.max_request_bytes), "--device", cfg.device]
     for flag, value in (("--model", cfg.model), ("--adapter", cfg.adapter), ("--served-model-name",
                                                                              cfg.served_model_name)):
         if value is not None:

@@ -500,3 +500,17 @@ def test_child_server_stops_when_its_parent_is_killed(tiny_model_dir, tmp_path):
     else:
         os.kill(child_pid, _signal.SIGKILL)
         raise AssertionError("the orphaned server was still running 30 s after its parent died")
+
+
+def test_the_child_server_gets_every_field_of_its_config():
+    """``start_server_process`` starts ``datagen serve`` with ``_serve_args(cfg)``: parsed back by that command,
+    the arguments must give the same config (``device`` used to be left out, so the child always chose "auto")."""
+    from datagen import cli
+    from datagen.llm.server import _serve_args
+
+    cfg = ServeConfig(host="0.0.0.0", port=0, served_model_name="m1", max_batch_size=4, max_request_bytes=2048,
+                      device="cpu", max_choices=8, client_timeout=5.0, allowed_hosts=("example.org",))
+    with cli.serve_cmd.make_context("serve", _serve_args(cfg)) as ctx:
+        given = dict(ctx.params)
+        hosts, _ = given.pop("allow_hosts"), given.pop("url_file")
+        assert cli.configure("ServeConfig", given, allowed_hosts=tuple(hosts)) == cfg
