@@ -44,6 +44,7 @@ async def _ask_all(cfg, texts: list[str]) -> int:
     params = SamplingParams(max_tokens=64, temperature=0.7)
     answered = 0
     async with LLMClient(cfg) as llm:
+
         async def one(text):
             return await llm.chat([{"role": "user", "content": text}], params)
 
@@ -56,8 +57,13 @@ def part_export(n: int, work: Path) -> dict:
     from datagen.llm.batch import BatchWaiting
     from datagen.llm.client import LLMConfig
 
-    cfg = LLMConfig(batch="file", model="bench-model", batch_file=work / "requests.jsonl", batch_max_requests=n,
-                    cache_path=work / "export.sqlite")
+    cfg = LLMConfig(
+        batch="file",
+        model="bench-model",
+        batch_file=work / "requests.jsonl",
+        batch_max_requests=n,
+        cache_path=work / "export.sqlite",
+    )
     started = time.perf_counter()
     try:
         asyncio.run(_ask_all(cfg, _prompts(n)))
@@ -65,8 +71,12 @@ def part_export(n: int, work: Path) -> dict:
         pass
     seconds = time.perf_counter() - started
     lines = (work / "requests.jsonl").read_bytes().count(b"\n")
-    return {"requests": lines, "seconds": round(seconds, 2), "ms_per_request": round(1000 * seconds / n, 4),
-            "file_mb": round((work / "requests.jsonl").stat().st_size / 1e6, 1)}
+    return {
+        "requests": lines,
+        "seconds": round(seconds, 2),
+        "ms_per_request": round(1000 * seconds / n, 4),
+        "file_mb": round((work / "requests.jsonl").stat().st_size / 1e6, 1),
+    }
 
 
 def part_import(n: int, work: Path) -> dict:
@@ -77,12 +87,30 @@ def part_import(n: int, work: Path) -> dict:
     results = work / "results.jsonl"
     with results.open("w", encoding="utf-8") as f:
         for i, text in enumerate(_prompts(n)):
-            body = {"id": f"c{i}", "object": "chat.completion", "model": MODEL_ID, "usage":
-                    {"prompt_tokens": 30, "completion_tokens": 20, "total_tokens": 50},
-                    "choices": [{"index": 0, "finish_reason": "stop",
-                                 "message": {"role": "assistant", "content": f"An answer about: {text}"}}]}
-            f.write(json.dumps({"id": f"r{i}", "custom_id": f"key-{i:08d}", "error": None,
-                                "response": {"status_code": 200, "body": body}}) + "\n")
+            body = {
+                "id": f"c{i}",
+                "object": "chat.completion",
+                "model": MODEL_ID,
+                "usage": {"prompt_tokens": 30, "completion_tokens": 20, "total_tokens": 50},
+                "choices": [
+                    {
+                        "index": 0,
+                        "finish_reason": "stop",
+                        "message": {"role": "assistant", "content": f"An answer about: {text}"},
+                    }
+                ],
+            }
+            f.write(
+                json.dumps(
+                    {
+                        "id": f"r{i}",
+                        "custom_id": f"key-{i:08d}",
+                        "error": None,
+                        "response": {"status_code": 200, "body": body},
+                    }
+                )
+                + "\n"
+            )
     client = LLMClient(LLMConfig(batch="file", model="bench-import", cache_path=work / "import.sqlite"))
     started = time.perf_counter()
     counts = import_results(results, client.cache, client._parse_raw)
@@ -97,8 +125,14 @@ def part_round_trip(n: int, work: Path) -> dict:
     from tests.plugins.faults import MODEL_ID, FaultServer, running
 
     with running(FaultServer()) as server:
-        cfg = LLMConfig(base_urls=(server.url,), model=MODEL_ID, batch="on", poll_interval=0.2,
-                        cache_path=work / "round.sqlite", timeout=600)
+        cfg = LLMConfig(
+            base_urls=(server.url,),
+            model=MODEL_ID,
+            batch="on",
+            poll_interval=0.2,
+            cache_path=work / "round.sqlite",
+            timeout=600,
+        )
         started = time.perf_counter()
         answered = asyncio.run(_ask_all(cfg, _prompts(n)))
         seconds = time.perf_counter() - started
@@ -129,17 +163,31 @@ def main() -> None:
     with tempfile.TemporaryDirectory() as tmp:
         env = {**os.environ, "DATAGEN_HOME": tmp, "PYTHONPATH": str(ROOT)}
         for name in PARTS:
-            done = subprocess.run([sys.executable, __file__, "--child", name, "--requests", str(args.requests),
-                                   "--work", tmp], capture_output=True, text=True, env=env, cwd=ROOT)
+            done = subprocess.run(
+                [sys.executable, __file__, "--child", name, "--requests", str(args.requests), "--work", tmp],
+                capture_output=True,
+                text=True,
+                env=env,
+                cwd=ROOT,
+            )
             if done.returncode != 0:
                 sys.exit(f"{name} failed:\n{done.stderr[-3000:]}")
             result[name] = json.loads(done.stdout.strip().splitlines()[-1])
             print(name, result[name], flush=True)
-    rows = [f"| {name} | {r['seconds']} | {r['ms_per_request']} | {r['peak_rss_mb']} |"
-            for name, r in result.items() if isinstance(r, dict)]
-    result["markdown"] = "\n".join([f"{args.requests:,} chat requests, each part in a fresh process.", "",
-                                    "| part | seconds | ms per request | peak RSS (MB) |", "| --- | --- | --- | --- |",
-                                    *rows])
+    rows = [
+        f"| {name} | {r['seconds']} | {r['ms_per_request']} | {r['peak_rss_mb']} |"
+        for name, r in result.items()
+        if isinstance(r, dict)
+    ]
+    result["markdown"] = "\n".join(
+        [
+            f"{args.requests:,} chat requests, each part in a fresh process.",
+            "",
+            "| part | seconds | ms per request | peak RSS (MB) |",
+            "| --- | --- | --- | --- |",
+            *rows,
+        ]
+    )
     if args.out:
         args.out.write_text(json.dumps(result, indent=2))
     print(result["markdown"])

@@ -51,11 +51,17 @@ def _report(labels: list[bool], texts: list[str], decisions: list[classify.Decis
     for lang in ("all", "en", "zh"):
         idx = [i for i, t in enumerate(texts) if lang == "all" or detect_lang(t) == lang]
         y = [labels[i] for i in idx]
-        part = {"combined": classify.agreement(y, [decisions[i].is_classification for i in idx]),
-                "cue": classify.agreement(y, [decisions[i].cue for i in idx]),
-                "neighbour": classify.agreement(y, [None if decisions[i].neighbour is None
-                                                    else decisions[i].neighbour >= classify.NEIGHBOUR_CENTRE
-                                                    for i in idx])}
+        part = {
+            "combined": classify.agreement(y, [decisions[i].is_classification for i in idx]),
+            "cue": classify.agreement(y, [decisions[i].cue for i in idx]),
+            "neighbour": classify.agreement(
+                y,
+                [
+                    None if decisions[i].neighbour is None else decisions[i].neighbour >= classify.NEIGHBOUR_CENTRE
+                    for i in idx
+                ],
+            ),
+        }
         if with_model:
             part["model"] = classify.agreement(y, [decisions[i].model for i in idx])
         for found in part.values():
@@ -66,8 +72,12 @@ def _report(labels: list[bool], texts: list[str], decisions: list[classify.Decis
 
 def main() -> None:
     parser = argparse.ArgumentParser()
-    parser.add_argument("--model-vote", action=argparse.BooleanOptionalAction, default=True,
-                        help="ask the model (default: the embedded SmolLM2-135M-Instruct)")
+    parser.add_argument(
+        "--model-vote",
+        action=argparse.BooleanOptionalAction,
+        default=True,
+        help="ask the model (default: the embedded SmolLM2-135M-Instruct)",
+    )
     parser.add_argument("--base-url", default="embedded")
     parser.add_argument("--style", default="completion", choices=("completion", "chat"))
     parser.add_argument("--out", type=Path, default=None)
@@ -84,7 +94,7 @@ def main() -> None:
     if args.model_vote:
         t0 = time.monotonic()
         answers = asyncio.run(_model_votes(seed_texts + held_texts, args.base_url, args.style))
-        models_seeds, models_held = answers[: len(seeds)], answers[len(seeds):]
+        models_seeds, models_held = answers[: len(seeds)], answers[len(seeds) :]
         model_seconds = round(time.monotonic() - t0, 1)
     # The index skips a neighbour equal to the query: classifying the seeds against the seeds is leave-one-out.
     seeds_found = _report([y for _, y in seeds], seed_texts, _votes(seed_texts, index, models_seeds), args.model_vote)
@@ -93,31 +103,56 @@ def main() -> None:
     held_found = _report(held_labels, held_texts, held_decisions, args.model_vote)
     overall = held_found["all"]["combined"]
     met = {k: (overall[k] or 0) >= v for k, v in TARGETS.items()}
-    misses = [{"instruction": t, "label": y, **d.evidence(top=1)} for t, y, d in zip(held_texts, held_labels,
-                                                                                    held_decisions)
-              if d.is_classification != y]
+    misses = [
+        {"instruction": t, "label": y, **d.evidence(top=1)}
+        for t, y, d in zip(held_texts, held_labels, held_decisions)
+        if d.is_classification != y
+    ]
 
     def line(name: str, found: dict) -> str:
-        return (f"| {name} | {found['evaluated']} | {found['accuracy']:.1%} | "
-                f"{(found['recall'] or 0):.1%} | {(found['precision'] or 0):.1%} | {found['unanswered']} |")
+        return (
+            f"| {name} | {found['evaluated']} | {found['accuracy']:.1%} | "
+            f"{(found['recall'] or 0):.1%} | {(found['precision'] or 0):.1%} | {found['unanswered']} |"
+        )
 
-    md = ["Model vote: " + (f"`{args.base_url}` ({model_seconds} s for {len(seeds) + len(heldout)} prompts)"
-                            if args.model_vote else "off (cues + neighbours only)"), "",
-          "| set / vote | n | accuracy | recall (clf) | precision (clf) | abstained |", "| --- | --- | --- | --- | --- | --- |"]
+    md = [
+        "Model vote: "
+        + (
+            f"`{args.base_url}` ({model_seconds} s for {len(seeds) + len(heldout)} prompts)"
+            if args.model_vote
+            else "off (cues + neighbours only)"
+        ),
+        "",
+        "| set / vote | n | accuracy | recall (clf) | precision (clf) | abstained |",
+        "| --- | --- | --- | --- | --- | --- |",
+    ]
     for set_name, found in (("seeds LOO", seeds_found), ("held-out", held_found)):
         for lang in ("all", "en", "zh"):
             for vote, numbers in found[lang].items():
                 md.append(line(f"{set_name} {lang} · {vote}", numbers))
-    md += ["", f"Held-out targets (accuracy ≥ {TARGETS['accuracy']:.0%}, recall ≥ {TARGETS['recall']:.0%}): "
-           + ("met" if all(met.values()) else "NOT met"), ""]
+    md += [
+        "",
+        f"Held-out targets (accuracy ≥ {TARGETS['accuracy']:.0%}, recall ≥ {TARGETS['recall']:.0%}): "
+        + ("met" if all(met.values()) else "NOT met"),
+        "",
+    ]
     if misses:
         md += ["Held-out misses:", ""] + [
             f"- {m['instruction']} — label {m['label']}; cue {m['cue']['vote']} ({m['cue']['match']}), neighbours "
-            f"{m['neighbour']['score']}, model {m['model']['vote']}" for m in misses]
-    result = {"seeds_loo": seeds_found, "heldout": held_found, "targets": TARGETS, "targets_met": met,
-              "misses": misses, "model_vote": args.base_url if args.model_vote else None,
-              "model_seconds": model_seconds, "seconds": round(time.monotonic() - started, 1),
-              "markdown": "\n".join(md)}
+            f"{m['neighbour']['score']}, model {m['model']['vote']}"
+            for m in misses
+        ]
+    result = {
+        "seeds_loo": seeds_found,
+        "heldout": held_found,
+        "targets": TARGETS,
+        "targets_met": met,
+        "misses": misses,
+        "model_vote": args.base_url if args.model_vote else None,
+        "model_seconds": model_seconds,
+        "seconds": round(time.monotonic() - started, 1),
+        "markdown": "\n".join(md),
+    }
     print(result["markdown"])
     if args.out:
         args.out.write_text(json.dumps(result, ensure_ascii=False, indent=1), encoding="utf-8")

@@ -44,8 +44,16 @@ MODEL = "latency-model"
 
 def start_server(latency: float, scratch: Path) -> tuple[subprocess.Popen, str]:
     url_file = scratch / "url"
-    proc = subprocess.Popen([sys.executable, str(Path(__file__).parent / "latency_server.py"), "--latency",
-                             str(latency), "--url-file", str(url_file)])
+    proc = subprocess.Popen(
+        [
+            sys.executable,
+            str(Path(__file__).parent / "latency_server.py"),
+            "--latency",
+            str(latency),
+            "--url-file",
+            str(url_file),
+        ]
+    )
     deadline = time.monotonic() + 60
     while not url_file.exists():
         if time.monotonic() > deadline or proc.poll() is not None:
@@ -83,6 +91,7 @@ async def ceiling(url: str, prompts: list[str], concurrency: int) -> tuple[float
     import aiohttp
 
     async with aiohttp.ClientSession(connector=aiohttp.TCPConnector(limit=concurrency)) as session:
+
         async def one(prompt: str) -> str:
             async with session.post(url + "/chat/completions", json=_body(prompt)) as response:
                 return (await response.json())["choices"][0]["message"]["content"]
@@ -94,13 +103,18 @@ async def ceiling(url: str, prompts: list[str], concurrency: int) -> tuple[float
         return time.perf_counter() - start, answers
 
 
-async def ours(url: str, prompts: list[str], concurrency: int, cache_path: Path, processes: int = 1) -> tuple[float, int]:
+async def ours(
+    url: str, prompts: list[str], concurrency: int, cache_path: Path, processes: int = 1
+) -> tuple[float, int]:
     cfg = LLMConfig(base_urls=(url,), model=MODEL, concurrency=concurrency, cache_path=cache_path, processes=processes)
     async with LLMClient(cfg) as llm:
         start = time.perf_counter()
         answers = 0
-        async for _, result in map_bounded(lambda p: llm.chat([{"role": "user", "content": p}],
-                                                              SamplingParams(max_tokens=8)), prompts, concurrency * 2):
+        async for _, result in map_bounded(
+            lambda p: llm.chat([{"role": "user", "content": p}], SamplingParams(max_tokens=8)),
+            prompts,
+            concurrency * 2,
+        ):
             answers += not isinstance(result, BaseException) and bool(result.text)
         elapsed = time.perf_counter() - start
         assert llm.ledger.succeeded == answers and llm.ledger.cached == 0, llm.ledger  # really sent, not replayed
@@ -116,8 +130,9 @@ async def openai_async(url: str, prompts: list[str], concurrency: int) -> tuple[
 
     async def one(prompt: str) -> str:
         async with semaphore:
-            answer = await client.chat.completions.create(model=MODEL, messages=[{"role": "user", "content": prompt}],
-                                                          max_tokens=8)
+            answer = await client.chat.completions.create(
+                model=MODEL, messages=[{"role": "user", "content": prompt}], max_tokens=8
+            )
             return answer.choices[0].message.content
 
     start = time.perf_counter()
@@ -152,8 +167,13 @@ def naive_sequential(url: str, prompts: list[str]) -> tuple[float, int]:
 
     client = openai.OpenAI(base_url=url, api_key="none")
     start = time.perf_counter()
-    answers = sum(1 for p in prompts if client.chat.completions.create(
-        model=MODEL, messages=[{"role": "user", "content": p}], max_tokens=8).choices[0].message.content)
+    answers = sum(
+        1
+        for p in prompts
+        if client.chat.completions.create(model=MODEL, messages=[{"role": "user", "content": p}], max_tokens=8)
+        .choices[0]
+        .message.content
+    )
     return time.perf_counter() - start, answers
 
 
@@ -173,9 +193,10 @@ def distilabel_pipeline(url: str, prompts: list[str], concurrency: int, scratch:
     # OpenAILLM has no concurrency knob: it gathers a whole input batch at once, so batch = concurrency.
     with Pipeline(name="bench-client", cache_dir=scratch / "distilabel") as pipeline:
         load = LoadDataFromDicts(data=[{"instruction": p} for p in prompts], batch_size=concurrency)
-        generate = TextGeneration(llm=OpenAILLM(model=MODEL, base_url=url, api_key="none",
-                                                generation_kwargs={"max_new_tokens": 8}),
-                                  input_batch_size=concurrency)
+        generate = TextGeneration(
+            llm=OpenAILLM(model=MODEL, base_url=url, api_key="none", generation_kwargs={"max_new_tokens": 8}),
+            input_batch_size=concurrency,
+        )
         load >> generate
     start = time.perf_counter()
     distiset = pipeline.run(use_cache=False)  # use_cache=False: nothing is replayed from an earlier run
@@ -206,13 +227,16 @@ def _versions() -> dict[str, str]:
 def _markdown(r: dict) -> str:
     ideal = r["ideal_rps"]
 
-    def row(name: str, rps: float | None, cpu: float | None = None, note: str = "",
-            of_ceiling: float | None = None) -> str:
+    def row(
+        name: str, rps: float | None, cpu: float | None = None, note: str = "", of_ceiling: float | None = None
+    ) -> str:
         if rps is None:
             return f"| {name} | – | – | – | – | {note} |"
         of_ceiling = rps / r["ceiling_rps"] if of_ceiling is None else of_ceiling
-        return (f"| {name} | {rps:.0f} | {rps / ideal:.0%} | {of_ceiling:.0%} | "
-                f"{'' if cpu is None else f'{cpu:.2f}'} | {note} |")
+        return (
+            f"| {name} | {rps:.0f} | {rps / ideal:.0%} | {of_ceiling:.0%} | "
+            f"{'' if cpu is None else f'{cpu:.2f}'} | {note} |"
+        )
 
     dl = r.get("distilabel") or {}
     lines = [
@@ -224,40 +248,80 @@ def _markdown(r: dict) -> str:
         "| client | requests/s | % of ideal | % of ceiling | client CPU ms/request | note |",
         "| --- | --- | --- | --- | --- | --- |",
         f"| ideal = concurrency / latency | {ideal:.0f} | 100% | | | zero client cost |",
-        row("ceiling: bare aiohttp", r["ceiling_rps"], r["ceiling_cpu_ms_per_request"],
-            "what this machine can drive through the endpoint"),
-        row(f"**ours**: LLMClient (retries, pacing, breaker, cache, ledger), processes={r['processes']}",
-            r["ours_processes_rps"], r["ours_processes_cpu_ms_per_request"],
+        row(
+            "ceiling: bare aiohttp",
+            r["ceiling_rps"],
+            r["ceiling_cpu_ms_per_request"],
+            "what this machine can drive through the endpoint",
+        ),
+        row(
+            f"**ours**: LLMClient (retries, pacing, breaker, cache, ledger), processes={r['processes']}",
+            r["ours_processes_rps"],
+            r["ours_processes_cpu_ms_per_request"],
             f"the SDK's request work in {r['processes']} sender processes; CPU counts them, start-up included",
-            of_ceiling=r["ours_processes_share_of_ceiling"]),
-        row("ours in one process (the default, processes=1)", r["ours_rps"],
-            r["ours_cpu_ms_per_request"], "vs the ceiling run just before it: median of the per-repeat ratios",
-            of_ceiling=r["ours_share_of_ceiling"]),
-        row("openai SDK alone, called as ours calls it", r["sdk_floor_rps"], r["sdk_floor_cpu_ms_per_request"],
-            "aiohttp transport, raw body, no cache/retries/ledger: the floor under ours"),
-        row("openai AsyncOpenAI() + semaphore, hand-rolled", r["openai_async_rps"],
-            r["openai_async_cpu_ms_per_request"], "the SDK's default HTTP client, typed responses"),
+            of_ceiling=r["ours_processes_share_of_ceiling"],
+        ),
+        row(
+            "ours in one process (the default, processes=1)",
+            r["ours_rps"],
+            r["ours_cpu_ms_per_request"],
+            "vs the ceiling run just before it: median of the per-repeat ratios",
+            of_ceiling=r["ours_share_of_ceiling"],
+        ),
+        row(
+            "openai SDK alone, called as ours calls it",
+            r["sdk_floor_rps"],
+            r["sdk_floor_cpu_ms_per_request"],
+            "aiohttp transport, raw body, no cache/retries/ledger: the floor under ours",
+        ),
+        row(
+            "openai AsyncOpenAI() + semaphore, hand-rolled",
+            r["openai_async_rps"],
+            r["openai_async_cpu_ms_per_request"],
+            "the SDK's default HTTP client, typed responses",
+        ),
         row("naive sequential openai loop", r["naive_sequential_rps"], None, "one request at a time"),
     ]
     if dl:
-        lines.append(row("distilabel OpenAILLM pipeline (end to end)", dl["rps"], None,
-                         f"pipeline.run() wall time, incl. {dl['overhead_s']:.1f} s of start-up and write-out"))
-        lines.append(row("distilabel, endpoint-side rate", dl["endpoint_rps"], None,
-                         "first request → last answer, as the endpoint saw it"))
+        lines.append(
+            row(
+                "distilabel OpenAILLM pipeline (end to end)",
+                dl["rps"],
+                None,
+                f"pipeline.run() wall time, incl. {dl['overhead_s']:.1f} s of start-up and write-out",
+            )
+        )
+        lines.append(
+            row(
+                "distilabel, endpoint-side rate",
+                dl["endpoint_rps"],
+                None,
+                "first request → last answer, as the endpoint saw it",
+            )
+        )
     else:
         lines.append(row("distilabel OpenAILLM pipeline", None, note=r.get("distilabel_note", "skipped")))
-    lines += ["", "Ideal leaves out the ramp-up and the drain of the last wave (~1% at 5,000 requests). Every side "
-              "got one answer per prompt, counted by the client and by the endpoint.",
-              "", f"In one process ours runs at {r['ours_share_of_sdk_floor']:.0%} of the bare SDK beside it (median "
-              f"of per-repeat ratios): what keeps both from the ceiling is the openai SDK's own request path, "
-              f"{r['sdk_floor_cpu_ms_per_request']:.2f} ms of CPU per request against "
-              f"{r['ceiling_cpu_ms_per_request']:.2f} ms for bare aiohttp, which at concurrency 64 leaves one "
-              f"event loop CPU-bound. With processes={r['processes']} the parent keeps retries, pacing, cache and "
-              f"ledger and the sender processes run the SDK: {r['ours_processes_share_of_ceiling']:.0%} of the "
-              "ceiling (median of per-repeat ratios).",
-              "", f"Ours is {r['ours_processes_rps'] / r['naive_sequential_rps']:.0f}× the naive loop"
-              + (f" and {r['ours_processes_rps'] / dl['rps']:.1f}× distilabel end to end "
-                 f"({r['ours_processes_rps'] / dl['endpoint_rps']:.1f}× its endpoint-side rate)." if dl else ".")]
+    lines += [
+        "",
+        "Ideal leaves out the ramp-up and the drain of the last wave (~1% at 5,000 requests). Every side "
+        "got one answer per prompt, counted by the client and by the endpoint.",
+        "",
+        f"In one process ours runs at {r['ours_share_of_sdk_floor']:.0%} of the bare SDK beside it (median "
+        f"of per-repeat ratios): what keeps both from the ceiling is the openai SDK's own request path, "
+        f"{r['sdk_floor_cpu_ms_per_request']:.2f} ms of CPU per request against "
+        f"{r['ceiling_cpu_ms_per_request']:.2f} ms for bare aiohttp, which at concurrency 64 leaves one "
+        f"event loop CPU-bound. With processes={r['processes']} the parent keeps retries, pacing, cache and "
+        f"ledger and the sender processes run the SDK: {r['ours_processes_share_of_ceiling']:.0%} of the "
+        "ceiling (median of per-repeat ratios).",
+        "",
+        f"Ours is {r['ours_processes_rps'] / r['naive_sequential_rps']:.0f}× the naive loop"
+        + (
+            f" and {r['ours_processes_rps'] / dl['rps']:.1f}× distilabel end to end "
+            f"({r['ours_processes_rps'] / dl['endpoint_rps']:.1f}× its endpoint-side rate)."
+            if dl
+            else "."
+        ),
+    ]
     return "\n".join(lines)
 
 
@@ -274,12 +338,23 @@ def main() -> None:
     args = parser.parse_args()
     n, c = args.requests, args.concurrency
     ideal = c / args.latency
-    results: dict[str, object] = {"requests": n, "sequential_requests": args.sequential_requests, "concurrency": c,
-                                  "latency_s": args.latency, "repeats": args.repeats, "ideal_rps": ideal,
-                                  "processes": args.processes,
-                                  "load_avg_start": " ".join(f"{x:.2f}" for x in os.getloadavg())}
-    runs: dict[str, list[tuple[float, float]]] = {"ceiling": [], "ours_processes": [], "ours": [], "sdk_floor": [],
-                                                  "openai_async": []}
+    results: dict[str, object] = {
+        "requests": n,
+        "sequential_requests": args.sequential_requests,
+        "concurrency": c,
+        "latency_s": args.latency,
+        "repeats": args.repeats,
+        "ideal_rps": ideal,
+        "processes": args.processes,
+        "load_avg_start": " ".join(f"{x:.2f}" for x in os.getloadavg()),
+    }
+    runs: dict[str, list[tuple[float, float]]] = {
+        "ceiling": [],
+        "ours_processes": [],
+        "ours": [],
+        "sdk_floor": [],
+        "openai_async": [],
+    }
     scratch = Path(tempfile.mkdtemp(prefix="bench-client-"))  # answer caches, distilabel's caches: removed at the end
     try:
         proc, url = start_server(args.latency, scratch)
@@ -303,8 +378,9 @@ def main() -> None:
 
     sides = {
         "ceiling": lambda ps: asyncio.run(ceiling(url, ps, c)),
-        "ours_processes": lambda ps: asyncio.run(ours(url, ps, c, scratch / f"cache-{time.monotonic_ns()}.sqlite",
-                                                      args.processes)),
+        "ours_processes": lambda ps: asyncio.run(
+            ours(url, ps, c, scratch / f"cache-{time.monotonic_ns()}.sqlite", args.processes)
+        ),
         "ours": lambda ps: asyncio.run(ours(url, ps, c, scratch / f"cache-{time.monotonic_ns()}.sqlite")),
         "sdk_floor": lambda ps: asyncio.run(sdk_floor(url, ps, c)),
         "openai_async": lambda ps: asyncio.run(openai_async(url, ps, c)),
@@ -327,8 +403,11 @@ def main() -> None:
         results["ceiling_share_of_ideal"] = round(results["ceiling_rps"] / ideal, 3)
         results["openai_async_share_of_ideal"] = round(results["openai_async_rps"] / ideal, 3)
 
-        seq_rps, _ = timed("naive sequential", lambda ps: naive_sequential(url, ps),
-                           [f"seq {i}" for i in range(args.sequential_requests)])
+        seq_rps, _ = timed(
+            "naive sequential",
+            lambda ps: naive_sequential(url, ps),
+            [f"seq {i}" for i in range(args.sequential_requests)],
+        )
         results["naive_sequential_rps"] = round(seq_rps, 1)
         results["ours_vs_naive"] = round(results["ours_processes_rps"] / seq_rps, 1)
 
@@ -345,9 +424,13 @@ def main() -> None:
                 seen = endpoint_stats(url)
                 assert answers == n, f"distilabel answered {answers}/{n}"
                 assert seen["answered"] == n, f"distilabel: the endpoint answered {seen['answered']} for {n} prompts"
-                results["distilabel"] = {"rps": round(n / elapsed, 1), "endpoint_rps": round(n / seen["seconds"], 1),
-                                         "seconds": round(elapsed, 2), "answers": answers,
-                                         "overhead_s": round(elapsed - seen["seconds"], 2)}
+                results["distilabel"] = {
+                    "rps": round(n / elapsed, 1),
+                    "endpoint_rps": round(n / seen["seconds"], 1),
+                    "seconds": round(elapsed, 2),
+                    "answers": answers,
+                    "overhead_s": round(elapsed - seen["seconds"], 2),
+                }
                 results["ours_vs_distilabel"] = round(results["ours_processes_rps"] / results["distilabel"]["rps"], 2)
     finally:
         proc.terminate()

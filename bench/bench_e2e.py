@@ -28,8 +28,17 @@ GENERATORS = ("self_instruct", "self_instruct_multiturn", "self_qa", "self_kg")
 
 
 def datagen_run(config: Path, out_dir: Path, cache: Path, overrides: list[str], resume: bool) -> tuple[float, str]:
-    command = [sys.executable, "-m", "datagen", "run", str(config), *(["--resume"] if resume else []),
-               f"out_dir={out_dir}", f"endpoint.cache_path={cache}", *overrides]
+    command = [
+        sys.executable,
+        "-m",
+        "datagen",
+        "run",
+        str(config),
+        *(["--resume"] if resume else []),
+        f"out_dir={out_dir}",
+        f"endpoint.cache_path={cache}",
+        *overrides,
+    ]
     started = time.monotonic()
     done = subprocess.run(command, cwd=ROOT, capture_output=True, text=True, env={**os.environ, "HF_HUB_OFFLINE": "1"})
     seconds = time.monotonic() - started
@@ -41,20 +50,30 @@ def datagen_run(config: Path, out_dir: Path, cache: Path, overrides: list[str], 
 def methods(path: Path) -> Counter[str]:
     if not path.exists():
         return Counter()
-    return Counter(json.loads(line)["meta"]["method"] for line in path.read_text(encoding="utf-8").splitlines()
-                   if line.strip())
+    return Counter(
+        json.loads(line)["meta"]["method"] for line in path.read_text(encoding="utf-8").splitlines() if line.strip()
+    )
 
 
 def output_hashes(run_dir: Path) -> dict[str, str]:
-    return {str(p.relative_to(run_dir)): hashlib.sha256(p.read_bytes()).hexdigest()
-            for p in sorted(run_dir.rglob("*.jsonl")) if ".state" not in p.parts}
+    return {
+        str(p.relative_to(run_dir)): hashlib.sha256(p.read_bytes()).hexdigest()
+        for p in sorted(run_dir.rglob("*.jsonl"))
+        if ".state" not in p.parts
+    }
 
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     parser.add_argument("--config", type=Path, default=ROOT / "configs" / "seeds-to-sft.yaml")
-    parser.add_argument("--set", dest="overrides", action="append", default=[], metavar="KEY=VALUE",
-                        help="config override, as on the datagen run command line (repeatable)")
+    parser.add_argument(
+        "--set",
+        dest="overrides",
+        action="append",
+        default=[],
+        metavar="KEY=VALUE",
+        help="config override, as on the datagen run command line (repeatable)",
+    )
     parser.add_argument("--out", type=Path, required=True)
     args = parser.parse_args()
 
@@ -72,8 +91,11 @@ def main() -> None:
         for stage in GENERATORS:
             generated = methods(run_dir / stage / "records.jsonl")
             for method, count in generated.items():
-                yields[method] = {"generated": count, "curated": curated.get(method, 0),
-                                  "yield": round(curated.get(method, 0) / count, 3)}
+                yields[method] = {
+                    "generated": count,
+                    "curated": curated.get(method, 0),
+                    "yield": round(curated.get(method, 0) / count, 3),
+                }
         stages = manifest["stages"]
         llm_calls = {name: (s.get("llm") or {}).get("succeeded") for name, s in stages.items() if s.get("llm")}
         result = {
@@ -96,7 +118,8 @@ def main() -> None:
         f"`--resume` afterwards: {result['resume_wall_s']:.0f} s, ran nothing: {result['resume_ran_nothing']}, "
         f"outputs identical: {result['resume_outputs_identical']}.\n\n| stage | seconds |\n| --- | --- |\n{rows}\n\n"
         "| method | generated | curated | yield |\n| --- | --- | --- | --- |\n"
-        + "\n".join(f"| {m} | {y['generated']} | {y['curated']} | {y['yield']:.0%} |" for m, y in yields.items()))
+        + "\n".join(f"| {m} | {y['generated']} | {y['curated']} | {y['yield']:.0%} |" for m, y in yields.items())
+    )
     args.out.write_text(json.dumps(result, indent=2, ensure_ascii=False))
     print(json.dumps({k: v for k, v in result.items() if k != "markdown"}, indent=2, ensure_ascii=False))
     if not (result["resume_ran_nothing"] and result["resume_outputs_identical"]):

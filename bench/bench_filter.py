@@ -60,8 +60,9 @@ def _vocab_en(size: int, rng: random.Random) -> list[str]:
     return sorted(words)
 
 
-def make_records(n: int, seed: int = 0, zh_share: float = 0.15, exact_share: float = 0.05,
-                 near_share: float = 0.10) -> tuple[list[dict], list[bool]]:
+def make_records(
+    n: int, seed: int = 0, zh_share: float = 0.15, exact_share: float = 0.05, near_share: float = 0.10
+) -> tuple[list[dict], list[bool]]:
     """``n`` records and, for each, whether it is a planted copy (exact or near) of an earlier one."""
     rng = random.Random(seed)
     nrng = np.random.default_rng(seed)
@@ -96,15 +97,23 @@ def make_records(n: int, seed: int = 0, zh_share: float = 0.15, exact_share: flo
                     else:
                         tokens[pos] = draw(lang, 1)[0]
             text = render(lang, tokens, rng.choice(["?", ".", "!"] if lang == "en" else ["？", "。"]))
-            records.append({"instruction": text.upper() if lang == "en" and roll < exact_share else text,
-                            "output": render(lang, draw(lang, rng.randint(10, 30)), "." if lang == "en" else "。")})
+            records.append(
+                {
+                    "instruction": text.upper() if lang == "en" and roll < exact_share else text,
+                    "output": render(lang, draw(lang, rng.randint(10, 30)), "." if lang == "en" else "。"),
+                }
+            )
             planted.append(True)
             continue
         lang = "zh" if rng.random() < zh_share else "en"
         tokens = draw(lang, rng.randint(8, 24) if lang == "en" else rng.randint(10, 30))
         sources.append((lang, tokens))
-        records.append({"instruction": render(lang, tokens, "." if lang == "en" else "。"),
-                        "output": render(lang, draw(lang, rng.randint(10, 30)), "." if lang == "en" else "。")})
+        records.append(
+            {
+                "instruction": render(lang, tokens, "." if lang == "en" else "。"),
+                "output": render(lang, draw(lang, rng.randint(10, 30)), "." if lang == "en" else "。"),
+            }
+        )
         planted.append(False)
     return records, planted
 
@@ -145,8 +154,9 @@ class _Clock:
         self.row[f"{self.name}_cpu_s"] = time.process_time() - self.cpu
 
 
-def peer_datasketch(tokens: Tokens, threshold: float, jaccard: float = 0.5,
-                    num_perm: int = 128) -> tuple[list[int], list[int]]:
+def peer_datasketch(
+    tokens: Tokens, threshold: float, jaccard: float = 0.5, num_perm: int = 128
+) -> tuple[list[int], list[int]]:
     """The same near-duplicate workload through datasketch's ``MinHashLSH`` used directly, the way its docs
     show: a ``MinHash`` of each text's token set (``MinHash.bulk``), query the LSH for earlier kept texts,
     keep the text (and insert it) unless a candidate scores ROUGE-L F >= ``threshold`` (exact, rapidfuzz).
@@ -157,8 +167,9 @@ def peer_datasketch(tokens: Tokens, threshold: float, jaccard: float = 0.5,
     from rapidfuzz.distance import LCSseq
 
     lsh = MinHashLSH(threshold=jaccard, num_perm=num_perm)
-    hashes = MinHash.bulk([[str(t).encode() for t in set(tokens[k].tolist())] for k in range(len(tokens))],
-                          num_perm=num_perm)
+    hashes = MinHash.bulk(
+        [[str(t).encode() for t in set(tokens[k].tolist())] for k in range(len(tokens))], num_perm=num_perm
+    )
     kept, dropped = [], []
     for k, m in enumerate(hashes):
         cands = lsh.query(m) if tokens.lengths[k] else []
@@ -173,8 +184,9 @@ def peer_datasketch(tokens: Tokens, threshold: float, jaccard: float = 0.5,
     return kept, dropped
 
 
-def one_size(n: int, exact_max: int, encoder_sample: int, seed: int, peer_max: int,
-             skip: frozenset[str] = frozenset()) -> dict:
+def one_size(
+    n: int, exact_max: int, encoder_sample: int, seed: int, peer_max: int, skip: frozenset[str] = frozenset()
+) -> dict:
     """Everything measured at one size (run in a child process); ``skip`` names stages not run
     ("heuristics", "pair_search": for a ROUGE-only measurement at a size where the rest takes too long)."""
     import tempfile
@@ -207,8 +219,13 @@ def one_size(n: int, exact_max: int, encoder_sample: int, seed: int, peer_max: i
     with _Clock(row, "rouge_tokenize"):
         tokens = Tokens.of(texts)
     with _Clock(row, "minhash"):
-        sketch = minhash.Sketch(tokens, threshold=cfg.rouge_lsh_threshold, num_perm=cfg.rouge_lsh_num_perm,
-                                max_df=cfg.rouge_lsh_max_df, max_count=cfg.rouge_lsh_max_count)
+        sketch = minhash.Sketch(
+            tokens,
+            threshold=cfg.rouge_lsh_threshold,
+            num_perm=cfg.rouge_lsh_num_perm,
+            max_df=cfg.rouge_lsh_max_df,
+            max_count=cfg.rouge_lsh_max_count,
+        )
     with _Clock(row, "lsh_pairs"):
         pairs = sketch.pairs()
     row["candidate_pairs"] = int(len(pairs))
@@ -219,21 +236,23 @@ def one_size(n: int, exact_max: int, encoder_sample: int, seed: int, peer_max: i
     row["pool_searched"] = int(sketch.few.sum())
     row["second_tier"] = int(sum(required.sum() for _, _, required in sketch.tiers if required is not None))
     for unit in ("s", "cpu_s"):
-        row[f"rouge_lsh_{unit}"] = sum(row[f"{k}_{unit}"] for k in ("rouge_tokenize", "minhash", "lsh_pairs",
-                                                                    "rouge_verify"))
+        row[f"rouge_lsh_{unit}"] = sum(
+            row[f"{k}_{unit}"] for k in ("rouge_tokenize", "minhash", "lsh_pairs", "rouge_verify")
+        )
     row["rouge_lsh_dropped"] = len(dropped_l)
     # Every LSH drop is verified: at or above the threshold to the kept text it names (checked on a sample).
     kept_set = set(kept_l)
     check = dropped_l[:: max(1, len(dropped_l) // 2000)]
     row["lsh_drops_checked"] = len(check)
     row["lsh_drops_below_threshold_or_to_dropped"] = sum(
-        1 for x, k, _ in check if k not in kept_set or rouge_l(texts[x], texts[k]) < cfg.rouge_threshold - 1e-9)
+        1 for x, k, _ in check if k not in kept_set or rouge_l(texts[x], texts[k]) < cfg.rouge_threshold - 1e-9
+    )
     if len(units) <= exact_max:
         with _Clock(row, "rouge_exact"):
             kept_e, dropped_e = greedy_dedup(texts, cfg.rouge_threshold)
         row["rouge_exact_dropped"] = len(dropped_e)
         row["kept_set_equal"] = kept_e == kept_l
-        row["kept_only_by_lsh"] = len(set(kept_l) - set(kept_e))   # a pair LSH missed (or what follows from one)
+        row["kept_only_by_lsh"] = len(set(kept_l) - set(kept_e))  # a pair LSH missed (or what follows from one)
         row["kept_only_by_exact"] = len(set(kept_e) - set(kept_l))
         exact_pairs = np.array([(k, x) for x, k, _ in dropped_e], np.int64).reshape(-1, 2)
         row["lsh_pair_recall"] = float(sketch.collides(exact_pairs).mean()) if len(exact_pairs) else 1.0
@@ -248,8 +267,14 @@ def one_size(n: int, exact_max: int, encoder_sample: int, seed: int, peer_max: i
     vectors = hashed_vectors([run.sims[i] for i in survivors])
     info: dict = {}
     with _Clock(row, "pair_search"):
-        i, j, s = semantic.similar_pairs(vectors, cfg.embed_threshold, ivf_above=cfg.embed_ivf_above,
-                                         nprobe=cfg.embed_nprobe, min_recall=cfg.embed_min_recall, info=info)
+        i, j, s = semantic.similar_pairs(
+            vectors,
+            cfg.embed_threshold,
+            ivf_above=cfg.embed_ivf_above,
+            nprobe=cfg.embed_nprobe,
+            min_recall=cfg.embed_min_recall,
+            info=info,
+        )
     if skip:
         row["skipped"] = sorted(skip)
     with _Clock(row, "embed_group"):
@@ -258,8 +283,10 @@ def one_size(n: int, exact_max: int, encoder_sample: int, seed: int, peer_max: i
     row["embed_index"] = info
     del vectors
     for unit in ("s", "cpu_s"):
-        row[f"stages_without_encoder_{unit}"] = sum(row[f"{k}_{unit}"] for k in (
-            "heuristics", "exact_dedup", "units", "rouge_lsh", "pair_search", "embed_group"))
+        row[f"stages_without_encoder_{unit}"] = sum(
+            row[f"{k}_{unit}"]
+            for k in ("heuristics", "exact_dedup", "units", "rouge_lsh", "pair_search", "embed_group")
+        )
     row["peak_rss_mb"] = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
 
     if encoder_sample:
@@ -311,16 +338,22 @@ def pipeline_size(path: Path, out: Path) -> dict:
 
     from datagen.filter.pipeline import FilterConfig, run_filter
 
-    row: dict = {"input_mb": round(path.stat().st_size / 2**20, 1),
-                 "load_average_before": " ".join(f"{x:.2f}" for x in os.getloadavg())}
+    row: dict = {
+        "input_mb": round(path.stat().st_size / 2**20, 1),
+        "load_average_before": " ".join(f"{x:.2f}" for x in os.getloadavg()),
+    }
     cfg = FilterConfig(inputs=(path,), out=out, embed_dedup=False, relevance=False)
     with _Clock(row, "pipeline"):
         stats = asyncio.run(run_filter(cfg))
-    row.update(records=stats["records_in"], curated=stats["curated"], rejected=stats["rejected"],
-               peak_rss_mb=round(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024, 1),
-               stage_s={name: s.get("seconds") for name, s in stats["stages"].items() if s.get("enabled")},
-               rouge_method=stats["stages"]["rouge_dedup"].get("method"),
-               load_average_after=" ".join(f"{x:.2f}" for x in os.getloadavg()))
+    row.update(
+        records=stats["records_in"],
+        curated=stats["curated"],
+        rejected=stats["rejected"],
+        peak_rss_mb=round(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024, 1),
+        stage_s={name: s.get("seconds") for name, s in stats["stages"].items() if s.get("enabled")},
+        rouge_method=stats["stages"]["rouge_dedup"].get("method"),
+        load_average_after=" ".join(f"{x:.2f}" for x in os.getloadavg()),
+    )
     return row
 
 
@@ -332,10 +365,14 @@ def run_pipeline(sizes: list[int], seed: int) -> list[dict]:
     for n in sizes:
         with tempfile.TemporaryDirectory(prefix="bench_filter_") as tmp:
             data = Path(tmp) / "records.jsonl"
-            subprocess.run([sys.executable, __file__, "--write", str(n), "--seed", str(seed), "--data", str(data)],
-                           check=True)
-            done = subprocess.run([sys.executable, __file__, "--pipeline-one", str(data), "--data",
-                                   str(Path(tmp) / "out")], capture_output=True, text=True)
+            subprocess.run(
+                [sys.executable, __file__, "--write", str(n), "--seed", str(seed), "--data", str(data)], check=True
+            )
+            done = subprocess.run(
+                [sys.executable, __file__, "--pipeline-one", str(data), "--data", str(Path(tmp) / "out")],
+                capture_output=True,
+                text=True,
+            )
         if done.returncode != 0:
             raise SystemExit(done.stderr[-3000:])
         rows.append(json.loads(done.stdout.strip().splitlines()[-1]))
@@ -344,15 +381,20 @@ def run_pipeline(sizes: list[int], seed: int) -> list[dict]:
 
 
 def render_pipeline(rows: list[dict]) -> str:
-    lines = ["`datagen filter` end to end (`run_filter` on a JSONL file; embedding dedup and relevance off: the "
-             "encoder is measured on its own). Wall / CPU seconds; peak RSS of the filter's process.", "",
-             "| records | input MB | load avg | wall / CPU s | peak RSS MB | ROUGE method | kept | seconds per stage |",
-             "|---|---|---|---|---|---|---|---|"]
+    lines = [
+        "`datagen filter` end to end (`run_filter` on a JSONL file; embedding dedup and relevance off: the "
+        "encoder is measured on its own). Wall / CPU seconds; peak RSS of the filter's process.",
+        "",
+        "| records | input MB | load avg | wall / CPU s | peak RSS MB | ROUGE method | kept | seconds per stage |",
+        "|---|---|---|---|---|---|---|---|",
+    ]
     for r in rows:
         stages = ", ".join(f"{k} {v:.1f}" for k, v in r["stage_s"].items() if v is not None)
-        lines.append(f"| {r['records']:,} | {r['input_mb']} | {r['load_average_before'].split()[0]} | "
-                     f"{r['pipeline_s']:.1f} / {r['pipeline_cpu_s']:.1f} | {r['peak_rss_mb']:.0f} | "
-                     f"{r['rouge_method']} | {r['curated']:,} | {stages} |")
+        lines.append(
+            f"| {r['records']:,} | {r['input_mb']} | {r['load_average_before'].split()[0]} | "
+            f"{r['pipeline_s']:.1f} / {r['pipeline_cpu_s']:.1f} | {r['peak_rss_mb']:.0f} | "
+            f"{r['rouge_method']} | {r['curated']:,} | {stages} |"
+        )
     return "\n".join(lines)
 
 
@@ -366,38 +408,57 @@ def slope(rows: list[dict], key: str, lo: int | None = None, hi: int | None = No
     return round(math.log(points[hi] / points[lo]) / math.log(hi / lo), 3)
 
 
-SLOPED = {"rouge_lsh": "ROUGE stage (LSH)", "lsh_pairs": "LSH pairs", "rouge_verify": "ROUGE verify",
-          "rouge_exact": "ROUGE exact", "pair_search": "pair search", "stages_without_encoder": "all but encoder"}
+SLOPED = {
+    "rouge_lsh": "ROUGE stage (LSH)",
+    "lsh_pairs": "LSH pairs",
+    "rouge_verify": "ROUGE verify",
+    "rouge_exact": "ROUGE exact",
+    "pair_search": "pair search",
+    "stages_without_encoder": "all but encoder",
+}
 
 
 def render(rows: list[dict], slopes: dict) -> str:
     """The markdown table: per size, wall / CPU seconds of each stage, RSS, recall and agreement."""
+
     def wc(r: dict, k: str) -> str:
         return f"{r[k + '_s']:.1f} / {r[k + '_cpu_s']:.1f}" if k + "_s" in r else "-"
 
-    lines = [f"Timings on {os.cpu_count()} cores: each cell is wall / CPU seconds (CPU = this process's user + system "
-             "time, which other work on the machine does not inflate); the load average when each size started is in "
-             "its row.",
-             "",
-             "| records | load avg | heuristics | exact dedup | ROUGE LSH (minhash / pairs / verify) | LSH pairs | "
-             "ROUGE exact | pair search (index, nprobe, recall) | all but encoder | peak RSS MB | planted recall | "
-             "LSH pair recall | kept LSH vs exact (only LSH / only exact) | datasketch (ratio wall, CPU) |",
-             "|---|---|---|---|---|---|---|---|---|---|---|---|---|---|"]
+    lines = [
+        f"Timings on {os.cpu_count()} cores: each cell is wall / CPU seconds (CPU = this process's user + system "
+        "time, which other work on the machine does not inflate); the load average when each size started is in "
+        "its row.",
+        "",
+        "| records | load avg | heuristics | exact dedup | ROUGE LSH (minhash / pairs / verify) | LSH pairs | "
+        "ROUGE exact | pair search (index, nprobe, recall) | all but encoder | peak RSS MB | planted recall | "
+        "LSH pair recall | kept LSH vs exact (only LSH / only exact) | datasketch (ratio wall, CPU) |",
+        "|---|---|---|---|---|---|---|---|---|---|---|---|---|---|",
+    ]
     for r in rows:
         idx = r["embed_index"]
-        peer = (f"{wc(r, 'peer_datasketch')} ({r['peer_time_ratio']:.2f}x, {r['peer_cpu_ratio']:.2f}x)"
-                if "peer_datasketch_s" in r else "-")
-        agree = (f"{'equal' if r['kept_set_equal'] else 'differ'} ({r['kept_only_by_lsh']} / "
-                 f"{r['kept_only_by_exact']})" if "kept_set_equal" in r else "-")
+        peer = (
+            f"{wc(r, 'peer_datasketch')} ({r['peer_time_ratio']:.2f}x, {r['peer_cpu_ratio']:.2f}x)"
+            if "peer_datasketch_s" in r
+            else "-"
+        )
+        agree = (
+            f"{'equal' if r['kept_set_equal'] else 'differ'} ({r['kept_only_by_lsh']} / {r['kept_only_by_exact']})"
+            if "kept_set_equal" in r
+            else "-"
+        )
         lines.append(
             f"| {r['records']:,} | {r['load_average_before'].split()[0]} | {wc(r, 'heuristics')} | "
             f"{wc(r, 'exact_dedup')} | {wc(r, 'rouge_lsh')} ({r['minhash_cpu_s']:.1f} / {r['lsh_pairs_cpu_s']:.1f} / "
             f"{r['rouge_verify_cpu_s']:.1f} CPU) | {r['candidate_pairs']:,} | {wc(r, 'rouge_exact')} | "
             f"{wc(r, 'pair_search')} ({idx.get('index')}, {idx.get('ivf_nprobe', '-')}, {idx.get('recall')}) | "
             f"{wc(r, 'stages_without_encoder')} | {r['peak_rss_mb']:.0f} | {r['planted_recall']:.4f} | "
-            f"{r.get('lsh_pair_recall', '-')} | {agree} | {peer} |")
-    lines += ["", "| log-log slope | " + " | ".join(f"{a}→{b}" for a, b in slopes["spans"]) + " |",
-              "|---|" + "---|" * len(slopes["spans"])]
+            f"{r.get('lsh_pair_recall', '-')} | {agree} | {peer} |"
+        )
+    lines += [
+        "",
+        "| log-log slope | " + " | ".join(f"{a}→{b}" for a, b in slopes["spans"]) + " |",
+        "|---|" + "---|" * len(slopes["spans"]),
+    ]
     for key, label in SLOPED.items():
         for unit in ("wall", "cpu"):
             cells = [slopes[unit].get(f"{key}:{a}:{b}") for a, b in slopes["spans"]]
@@ -405,23 +466,31 @@ def render(rows: list[dict], slopes: dict) -> str:
                 lines.append(f"| {label} ({unit}) | " + " | ".join("-" if c is None else str(c) for c in cells) + " |")
     enc = next((r for r in rows if r.get("encoder_texts_per_s")), None)
     if enc:
-        lines += ["", f"Encoder (MiniLM, CPU, on its own): {enc['encoder_texts_per_s']:.1f} texts/s wall, "
-                  f"{enc['encoder_texts_per_cpu_s']:.1f} texts per CPU second, {enc['encoder_sample']} texts, "
-                  f"torch threads {enc['torch_threads']} (default {enc['torch_threads_default']})."]
+        lines += [
+            "",
+            f"Encoder (MiniLM, CPU, on its own): {enc['encoder_texts_per_s']:.1f} texts/s wall, "
+            f"{enc['encoder_texts_per_cpu_s']:.1f} texts per CPU second, {enc['encoder_sample']} texts, "
+            f"torch threads {enc['torch_threads']} (default {enc['torch_threads_default']}).",
+        ]
     return "\n".join(lines)
 
 
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--sizes", default="10000,100000,300000,1000000")
-    parser.add_argument("--exact-max", type=int, default=100_000, help="run the exact ROUGE path up to this many units")
+    parser.add_argument(
+        "--exact-max", type=int, default=100_000, help="run the exact ROUGE path up to this many units"
+    )
     parser.add_argument("--peer-max", type=int, default=300_000, help="run datasketch's LSH up to this many units")
     parser.add_argument("--encoder-sample", type=int, default=1000, help="texts MiniLM encodes to time it (0 = skip)")
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--skip", default="", help="stages not run, comma-separated: heuristics, pair_search")
     parser.add_argument("--one", type=int, default=None, help=argparse.SUPPRESS)
-    parser.add_argument("--pipeline", action="store_true",
-                        help="run `run_filter` end to end on each size (streaming, peak RSS of the filter alone)")
+    parser.add_argument(
+        "--pipeline",
+        action="store_true",
+        help="run `run_filter` end to end on each size (streaming, peak RSS of the filter alone)",
+    )
     parser.add_argument("--write", type=int, default=None, help=argparse.SUPPRESS)
     parser.add_argument("--pipeline-one", type=Path, default=None, help=argparse.SUPPRESS)
     parser.add_argument("--data", type=Path, default=None, help=argparse.SUPPRESS)
@@ -449,10 +518,26 @@ def main(argv: list[str] | None = None) -> int:
     rows = []
     for n in [int(x) for x in args.sizes.split(",")]:
         started = time.perf_counter()
-        done = subprocess.run([sys.executable, __file__, "--one", str(n), "--exact-max", str(args.exact_max),
-                               "--encoder-sample", str(args.encoder_sample if not rows else 0),
-                               "--peer-max", str(args.peer_max), "--seed", str(args.seed), "--skip", args.skip],
-                              capture_output=True, text=True)
+        done = subprocess.run(
+            [
+                sys.executable,
+                __file__,
+                "--one",
+                str(n),
+                "--exact-max",
+                str(args.exact_max),
+                "--encoder-sample",
+                str(args.encoder_sample if not rows else 0),
+                "--peer-max",
+                str(args.peer_max),
+                "--seed",
+                str(args.seed),
+                "--skip",
+                args.skip,
+            ],
+            capture_output=True,
+            text=True,
+        )
         if done.returncode != 0:
             print(done.stderr[-3000:], file=sys.stderr)
             return 1
@@ -470,12 +555,16 @@ def main(argv: list[str] | None = None) -> int:
             slopes["cpu"][f"{key}:{a}:{b}"] = slope(rows, f"{key}_cpu_s", a, b)
     markdown = render(rows, slopes)
     print(markdown)
-    machine = {"python": platform.python_version(), "cpus": os.cpu_count(),
-               "load_average": " ".join(f"{x:.2f}" for x in os.getloadavg())}
+    machine = {
+        "python": platform.python_version(),
+        "cpus": os.cpu_count(),
+        "load_average": " ".join(f"{x:.2f}" for x in os.getloadavg()),
+    }
     if args.out:
         args.out.parent.mkdir(parents=True, exist_ok=True)
-        args.out.write_text(json.dumps({"markdown": markdown, "sizes": rows, "slopes": slopes, "machine": machine},
-                                       indent=2) + "\n")
+        args.out.write_text(
+            json.dumps({"markdown": markdown, "sizes": rows, "slopes": slopes, "machine": machine}, indent=2) + "\n"
+        )
         print(f"wrote {args.out}")
     return 0
 

@@ -94,28 +94,43 @@ def main() -> None:
         coverage = sampler.coverage()
 
         started = time.perf_counter()
-        stats = asyncio.run(generate(SelfKGConfig(graph=path, out=Path(tmp) / "out", num=args.samples, seed=args.seed)))
+        stats = asyncio.run(
+            generate(SelfKGConfig(graph=path, out=Path(tmp) / "out", num=args.samples, seed=args.seed))
+        )
         template_s = time.perf_counter() - started
 
     result = {
         "benchmark": "self-kg graph load + sampling",
         "machine": {"python": platform.python_version(), "cpus": os.cpu_count(), "platform": platform.platform()},
-        "graph": {**planted, **{k: G.graph["stats"][k] for k in ("triples", "entities", "relations",
-                                                                 "duplicates_merged", "self_loops_dropped")}},
+        "graph": {
+            **planted,
+            **{
+                k: G.graph["stats"][k]
+                for k in ("triples", "entities", "relations", "duplicates_merged", "self_loops_dropped")
+            },
+        },
         "samples": {"requested": args.samples, "drawn": len(samples), "by_pattern": coverage["by_pattern"]},
         "coverage": {k: coverage[k]["share"] for k in ("entities", "relations", "triples")},
-        "seconds": {"load": round(load_s, 3), "index": round(index_s, 3), "sample": round(sample_s, 3),
-                    "load_plus_sample": round(load_s + index_s + sample_s, 3),
-                    "template_stage_end_to_end": round(template_s, 3)},
-        "template_stage": {"kept": stats["kept"], "rejected": stats["rejected"],
-                           "rejects_by_reason": stats["rejects_by_reason"]},
+        "seconds": {
+            "load": round(load_s, 3),
+            "index": round(index_s, 3),
+            "sample": round(sample_s, 3),
+            "load_plus_sample": round(load_s + index_s + sample_s, 3),
+            "template_stage_end_to_end": round(template_s, 3),
+        },
+        "template_stage": {
+            "kept": stats["kept"],
+            "rejected": stats["rejected"],
+            "rejects_by_reason": stats["rejects_by_reason"],
+        },
         "requirement": {"load_plus_sample_under_s": 60, "met": load_s + index_s + sample_s < 60},
     }
     result["markdown"] = (
         f"{result['graph']['triples']:,} triples ({result['graph']['entities']:,} entities, "
         f"{result['graph']['relations']} relations): load {load_s:.1f} s + index {index_s:.1f} s + sample "
         f"{len(samples):,} items {sample_s:.1f} s = **{load_s + index_s + sample_s:.1f} s** (requirement: < 60 s); "
-        f"the whole template-mode stage {template_s:.1f} s.")
+        f"the whole template-mode stage {template_s:.1f} s."
+    )
     text = json.dumps(result, indent=2)
     print(text)
     if args.out:

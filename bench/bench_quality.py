@@ -159,22 +159,38 @@ def score(records: list[dict[str, Any]], rejects: dict[str, dict[str, Any]]) -> 
     caught = sum(e["caught"] for e in defects.values())
     total = sum(e["total"] for e in defects.values())
     overall = _share(caught, total)
-    met = (all(e["met"] for e in sound.values()) and all(e["met"] for e in defects.values())
-           and overall is not None and overall >= TARGETS["overall_caught"])
+    met = (
+        all(e["met"] for e in sound.values())
+        and all(e["met"] for e in defects.values())
+        and overall is not None
+        and overall >= TARGETS["overall_caught"]
+    )
     return {
-        "sound": dict(sorted(sound.items())), "defects": dict(sorted(defects.items())),
-        "overall_caught": caught, "overall_defects": total, "overall_caught_rate": overall,
-        "all_targets_met": met, "categories": {k: dict(v) for k, v in sorted(by_category.items())},
-        "false_positives": false_positives, "misses": misses,
+        "sound": dict(sorted(sound.items())),
+        "defects": dict(sorted(defects.items())),
+        "overall_caught": caught,
+        "overall_defects": total,
+        "overall_caught_rate": overall,
+        "all_targets_met": met,
+        "categories": {k: dict(v) for k, v in sorted(by_category.items())},
+        "false_positives": false_positives,
+        "misses": misses,
     }
 
 
 def _listing(rec: dict[str, Any], reject: dict[str, Any] | None) -> dict[str, Any]:
     """One false positive or miss: who, why, and the record's text."""
     quality = rec.get("meta", {}).get("quality", {})
-    out = {"id": rec["id"], "lang": rec.get("lang"), "kind": quality.get("kind"),
-           "category": quality.get("category"), "note": quality.get("note"),
-           "instruction": rec.get("instruction", ""), "input": rec.get("input", ""), "output": rec.get("output", "")}
+    out = {
+        "id": rec["id"],
+        "lang": rec.get("lang"),
+        "kind": quality.get("kind"),
+        "category": quality.get("category"),
+        "note": quality.get("note"),
+        "instruction": rec.get("instruction", ""),
+        "input": rec.get("input", ""),
+        "output": rec.get("output", ""),
+    }
     if rec.get("messages"):
         out["messages"] = rec["messages"]
     if reject is not None:
@@ -193,8 +209,7 @@ def filter_config(files: list[Path], out: Path, embed: bool) -> Any:
     from datagen.filter.pipeline import load_config
 
     section = dict(load_yaml(CONFIG).get("filter") or {})
-    section.update(inputs=[str(p) for p in files], out=str(out), judge=False, embed_dedup=embed,
-                   embed_device="cpu")
+    section.update(inputs=[str(p) for p in files], out=str(out), judge=False, embed_dedup=embed, embed_device="cpu")
     return load_config(None, **section)
 
 
@@ -211,9 +226,12 @@ def run(fixtures: Path, embed: bool = True, holdout: Path | None = None) -> dict
     if not main_files:
         raise FixtureError(f"{fixtures}: no .jsonl fixture files")
     held_files = fixture_files(holdout) if holdout is not None and holdout.is_dir() else []
-    files = ([p for p in main_files if p.name.startswith("sound")] + [p for p in held_files if p.name.startswith("sound")]
-             + [p for p in main_files if not p.name.startswith("sound")]
-             + [p for p in held_files if not p.name.startswith("sound")])
+    files = (
+        [p for p in main_files if p.name.startswith("sound")]
+        + [p for p in held_files if p.name.startswith("sound")]
+        + [p for p in main_files if not p.name.startswith("sound")]
+        + [p for p in held_files if not p.name.startswith("sound")]
+    )
     records = load_truth(main_files)
     held = load_truth(held_files) if held_files else []
     clash = {r["id"] for r in records} & {r["id"] for r in held}
@@ -227,15 +245,28 @@ def run(fixtures: Path, embed: bool = True, holdout: Path | None = None) -> dict
         rejects = {r.id: r.reject or {} for r in read_examples(Path(tmp) / "filter" / REJECTS)}
     result = score(records, rejects)
     result.update(
-        fixtures=_shown(fixtures), files=[p.name for p in main_files], records=len(records) + len(held),
+        fixtures=_shown(fixtures),
+        files=[p.name for p in main_files],
+        records=len(records) + len(held),
         filter_seconds=round(seconds, 1),
-        config={"rouge_threshold": cfg.rouge_threshold, "embed_threshold": cfg.embed_threshold,
-                "embed_dedup": cfg.embed_dedup, "embed_model": cfg.embed_model or "bundled all-MiniLM-L6-v2",
-                "embed_device": cfg.embed_device, "judge": cfg.judge, "keep": cfg.keep},
-        rejects_by_stage=stats.get("rejects_by_stage", {}), holdout=None)
+        config={
+            "rouge_threshold": cfg.rouge_threshold,
+            "embed_threshold": cfg.embed_threshold,
+            "embed_dedup": cfg.embed_dedup,
+            "embed_model": cfg.embed_model or "bundled all-MiniLM-L6-v2",
+            "embed_device": cfg.embed_device,
+            "judge": cfg.judge,
+            "keep": cfg.keep,
+        },
+        rejects_by_stage=stats.get("rejects_by_stage", {}),
+        holdout=None,
+    )
     if held:
-        result["holdout"] = {**score(held, rejects), "fixtures": _shown(holdout),
-                             "files": [p.name for p in held_files]}
+        result["holdout"] = {
+            **score(held, rejects),
+            "fixtures": _shown(holdout),
+            "files": [p.name for p in held_files],
+        }
     return result
 
 
@@ -259,15 +290,21 @@ def summary_table(result: dict[str, Any]) -> str:
     t = TARGETS
     rows = ["| measure | figure | target | met |", "| --- | --- | --- | --- |"]
     for lang, e in result["sound"].items():
-        rows.append(f"| sound kept, {lang} | {_pct(e['kept_rate'])} ({e['kept']}/{e['total']}) | "
-                    f"≥ {t['sound_kept']:.0%} | {_mark(e['met'])} |")
+        rows.append(
+            f"| sound kept, {lang} | {_pct(e['kept_rate'])} ({e['kept']}/{e['total']}) | "
+            f"≥ {t['sound_kept']:.0%} | {_mark(e['met'])} |"
+        )
     overall = result["overall_caught_rate"]
-    rows.append(f"| defects caught, all kinds | {_pct(overall)} ({result['overall_caught']}/"
-                f"{result['overall_defects']}) | ≥ {t['overall_caught']:.0%} | "
-                f"{_mark(overall is not None and overall >= t['overall_caught'])} |")
+    rows.append(
+        f"| defects caught, all kinds | {_pct(overall)} ({result['overall_caught']}/"
+        f"{result['overall_defects']}) | ≥ {t['overall_caught']:.0%} | "
+        f"{_mark(overall is not None and overall >= t['overall_caught'])} |"
+    )
     for kind, e in result["defects"].items():
-        rows.append(f"| caught: {kind} | {_pct(e['caught_rate'])} ({e['caught']}/{e['total']}) | "
-                    f"≥ {t['kind_caught']:.0%} | {_mark(e['met'])} |")
+        rows.append(
+            f"| caught: {kind} | {_pct(e['caught_rate'])} ({e['caught']}/{e['total']}) | "
+            f"≥ {t['kind_caught']:.0%} | {_mark(e['met'])} |"
+        )
     return "\n".join(rows)
 
 
@@ -301,60 +338,94 @@ def render(result: dict[str, Any], tail: str) -> str:
     sound_total = sum(e["total"] for e in result["sound"].values())
     held = result.get("holdout")
     lines = [
-        "# Quality benchmark", "",
-        ("Written by `python bench/bench_quality.py` (the `quality` section of `make bench`); everything above the "
-        "marker line near the end is regenerated, everything below it is kept. The real filter "
-        "(`datagen.filter.pipeline.run_filter`) runs over hand-written fixtures "
-        f"(`{result['fixtures']}/`: {', '.join(result['files'])}) with ground truth in `meta.quality`: "
-        f"{sound_total} sound records and {result['overall_defects']} planted defects of "
-        f"{len(result['defects'])} kinds. Config: `configs/seeds-to-sft.yaml`'s filter section "
-        f"(ROUGE-L {result['config']['rouge_threshold']}, embedding cosine {result['config']['embed_threshold']}"
-        f"{'' if result['config']['embed_dedup'] else ' — embedding stage OFF'}, keep "
-        f"{result['config']['keep']}, no judge), encoder {result['config']['embed_model']} on "
-        f"{result['config']['embed_device']}. Targets (issue 17) are shown, not asserted."), "",
-        f"- date: {result.get('date', '')}", (f"- filter time: {result['filter_seconds']} s for "
-        f"{result['records']} records (model loading included)"),
+        "# Quality benchmark",
+        "",
+        (
+            "Written by `python bench/bench_quality.py` (the `quality` section of `make bench`); everything above the "
+            "marker line near the end is regenerated, everything below it is kept. The real filter "
+            "(`datagen.filter.pipeline.run_filter`) runs over hand-written fixtures "
+            f"(`{result['fixtures']}/`: {', '.join(result['files'])}) with ground truth in `meta.quality`: "
+            f"{sound_total} sound records and {result['overall_defects']} planted defects of "
+            f"{len(result['defects'])} kinds. Config: `configs/seeds-to-sft.yaml`'s filter section "
+            f"(ROUGE-L {result['config']['rouge_threshold']}, embedding cosine {result['config']['embed_threshold']}"
+            f"{'' if result['config']['embed_dedup'] else ' — embedding stage OFF'}, keep "
+            f"{result['config']['keep']}, no judge), encoder {result['config']['embed_model']} on "
+            f"{result['config']['embed_device']}. Targets (issue 17) are shown, not asserted."
+        ),
+        "",
+        f"- date: {result.get('date', '')}",
+        (f"- filter time: {result['filter_seconds']} s for {result['records']} records (model loading included)"),
         f"- all targets met: {_mark(result['all_targets_met'])}",
     ]
     if held:
-        lines.append(f"- held-out set (`{held['fixtures']}/`, scored separately, see the end): all targets met: "
-                     f"{_mark(held['all_targets_met'])}")
+        lines.append(
+            f"- held-out set (`{held['fixtures']}/`, scored separately, see the end): all targets met: "
+            f"{_mark(held['all_targets_met'])}"
+        )
     lines += ["", "## Figures", "", summary_table(result), ""]
     found = result.get("classify")
     if found:
         overall = found["heldout"]["all"]["combined"]
-        lines += ["## Classification decision (Self-Instruct's routing, `datagen classify`)", "",
-                  (f"Held-out labelled set (`tests/fixtures/classify/heldout.jsonl`, never used as neighbours): accuracy "
-                   f"{overall['accuracy']:.1%} (target ≥ 90%), recall on classification tasks {overall['recall']:.1%} "
-                   f"(target ≥ 75%): {_mark(all(found['targets_met'].values()))}. From "
-                   "`bench/bench_classify.py --no-model-vote`; the model vote only breaks ties."), "",
-                  found["markdown"], ""]
+        lines += [
+            "## Classification decision (Self-Instruct's routing, `datagen classify`)",
+            "",
+            (
+                f"Held-out labelled set (`tests/fixtures/classify/heldout.jsonl`, never used as neighbours): accuracy "
+                f"{overall['accuracy']:.1%} (target ≥ 90%), recall on classification tasks {overall['recall']:.1%} "
+                f"(target ≥ 75%): {_mark(all(found['targets_met'].values()))}. From "
+                "`bench/bench_classify.py --no-model-vote`; the model vote only breaks ties."
+            ),
+            "",
+            found["markdown"],
+            "",
+        ]
     lines += _details(result, "##")
     if held:
         h_sound = sum(e["total"] for e in held["sound"].values())
-        lines += ["", "## Held-out fixtures", "",
-                  (f"`{held['fixtures']}/` ({', '.join(held['files'])}): {h_sound} sound records and "
-                   f"{held['overall_defects']} defects, written after the rules were tuned on the main set and meant "
-                   "never to be tuned on (a rule written for one of these records makes this check worthless); "
-                   "filtered in the same run, scored on their own. A check that the rules generalise; fewer "
-                   "records per kind, so each figure moves in larger steps."), "",
-                  summary_table(held), "", *_details(held, "###")]
+        lines += [
+            "",
+            "## Held-out fixtures",
+            "",
+            (
+                f"`{held['fixtures']}/` ({', '.join(held['files'])}): {h_sound} sound records and "
+                f"{held['overall_defects']} defects, written after the rules were tuned on the main set and meant "
+                "never to be tuned on (a rule written for one of these records makes this check worthless); "
+                "filtered in the same run, scored on their own. A check that the rules generalise; fewer "
+                "records per kind, so each figure moves in larger steps."
+            ),
+            "",
+            summary_table(held),
+            "",
+            *_details(held, "###"),
+        ]
     return "\n".join(lines).rstrip() + "\n\n" + MARKER + "\n" + tail.lstrip("\n")
 
 
 def _details(result: dict[str, Any], level: str) -> list[str]:
     """Rules behind the figures, kept-rate per category, then every false positive and miss."""
     sub = level + "#"
-    lines = [f"{level} What dropped sound records, and what caught each defect kind", "",
-             "| group | dropped or caught by (rule: count) |", "| --- | --- |"]
+    lines = [
+        f"{level} What dropped sound records, and what caught each defect kind",
+        "",
+        "| group | dropped or caught by (rule: count) |",
+        "| --- | --- |",
+    ]
     for lang, e in result["sound"].items():
-        lines.append(f"| sound {lang} (false positives) | "
-                     f"{', '.join(f'{r}: {n}' for r, n in e['dropped_by'].items()) or '–'} |")
+        lines.append(
+            f"| sound {lang} (false positives) | {', '.join(f'{r}: {n}' for r, n in e['dropped_by'].items()) or '–'} |"
+        )
     for kind, e in result["defects"].items():
-        lines.append(f"| {kind} ({e.get('en', 0)} en, {e.get('zh', 0)} zh) | "
-                     f"{', '.join(f'{r}: {n}' for r, n in e['caught_by'].items()) or '–'} |")
-    lines += ["", f"{level} Sound records kept, by category", "", "| language/category | kept | total |",
-              "| --- | --- | --- |"]
+        lines.append(
+            f"| {kind} ({e.get('en', 0)} en, {e.get('zh', 0)} zh) | "
+            f"{', '.join(f'{r}: {n}' for r, n in e['caught_by'].items()) or '–'} |"
+        )
+    lines += [
+        "",
+        f"{level} Sound records kept, by category",
+        "",
+        "| language/category | kept | total |",
+        "| --- | --- | --- |",
+    ]
     lines += [f"| {name} | {c.get('kept', 0)} | {c['total']} |" for name, c in result["categories"].items()]
 
     fps = result["false_positives"]
@@ -368,8 +439,11 @@ def _details(result: dict[str, Any], level: str) -> list[str]:
         lines += [f"{sub} {rule} ({len(items)})", ""]
         for item in items:
             dup = f", duplicate of `{item['duplicate_of']}`" if item.get("duplicate_of") else ""
-            lines += _bullet(f"- `{item['id']}` ({item['lang']}, {item.get('category')}; {item.get('stage')}) — "
-                             f"detail: {_code(item.get('detail'), 160)}{dup}", item)
+            lines += _bullet(
+                f"- `{item['id']}` ({item['lang']}, {item.get('category')}; {item.get('stage')}) — "
+                f"detail: {_code(item.get('detail'), 160)}{dup}",
+                item,
+            )
         lines.append("")
     misses = result["misses"]
     lines += ["", f"{level} Misses: {len(misses)} defects kept, by kind", ""]
@@ -404,8 +478,10 @@ def write_text_atomic(path: Path, text: str) -> None:
 
 def markdown_summary(result: dict[str, Any]) -> str:
     """The short form for docs/BENCHMARKS.md (bench/run.py shows a result's ``markdown`` key)."""
-    text = (summary_table(result) + f"\n\n{len(result['false_positives'])} false positives and "
-            f"{len(result['misses'])} misses, each listed in docs/QUALITY.md.")
+    text = (
+        summary_table(result) + f"\n\n{len(result['false_positives'])} false positives and "
+        f"{len(result['misses'])} misses, each listed in docs/QUALITY.md."
+    )
     held = result.get("holdout")
     if held:
         kept = ", ".join(f"{lang} {_pct(e['kept_rate'])}" for lang, e in held["sound"].items())
@@ -418,16 +494,25 @@ def brief_result(result: dict[str, Any], doc: Path | None) -> dict[str, Any]:
     out: dict[str, Any] = {"markdown": result["markdown"]}
     for lang, e in result["sound"].items():
         out[f"sound_kept_rate_{lang}"] = e["kept_rate"]
-    out.update(overall_caught_rate=result["overall_caught_rate"], all_targets_met=result["all_targets_met"],
-               false_positives=len(result["false_positives"]), misses=len(result["misses"]),
-               records=result["records"], filter_seconds=result["filter_seconds"],
-               embed_dedup=result["config"]["embed_dedup"])
+    out.update(
+        overall_caught_rate=result["overall_caught_rate"],
+        all_targets_met=result["all_targets_met"],
+        false_positives=len(result["false_positives"]),
+        misses=len(result["misses"]),
+        records=result["records"],
+        filter_seconds=result["filter_seconds"],
+        embed_dedup=result["config"]["embed_dedup"],
+    )
     held = result.get("holdout")
     if held:
         for lang, e in held["sound"].items():
             out[f"holdout_sound_kept_rate_{lang}"] = e["kept_rate"]
-        out.update(holdout_caught_rate=held["overall_caught_rate"], holdout_targets_met=held["all_targets_met"],
-                   holdout_false_positives=len(held["false_positives"]), holdout_misses=len(held["misses"]))
+        out.update(
+            holdout_caught_rate=held["overall_caught_rate"],
+            holdout_targets_met=held["all_targets_met"],
+            holdout_false_positives=len(held["false_positives"]),
+            holdout_misses=len(held["misses"]),
+        )
     if doc is not None:
         out["doc"] = str(doc.relative_to(ROOT) if doc.is_relative_to(ROOT) else doc)
     return out
@@ -439,8 +524,11 @@ def classification_figures() -> dict[str, Any] | None:
     are in the ``classify`` section of ``make bench``."""
     with tempfile.TemporaryDirectory(prefix="bench_quality-classify-") as tmp:
         out = Path(tmp) / "classify.json"
-        done = subprocess.run([sys.executable, str(Path(__file__).with_name("bench_classify.py")), "--no-model-vote",
-                               "--out", str(out)], capture_output=True, text=True)
+        done = subprocess.run(
+            [sys.executable, str(Path(__file__).with_name("bench_classify.py")), "--no-model-vote", "--out", str(out)],
+            capture_output=True,
+            text=True,
+        )
         if done.returncode != 0 or not out.exists():
             print(f"bench_quality: bench_classify failed: {done.stderr[-500:]}", file=sys.stderr)
             return None
@@ -450,13 +538,26 @@ def classification_figures() -> dict[str, Any] | None:
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--fixtures", type=Path, default=FIXTURES, help="folder of fixture .jsonl files")
-    parser.add_argument("--out", type=Path, default=None,
-                        help="the document (.md; default docs/QUALITY.md), or the short JSON result if it ends in .json")
-    parser.add_argument("--holdout", type=Path, default=HOLDOUT,
-                        help="folder of held-out fixtures, scored separately (default: tests/fixtures/quality_holdout)")
+    parser.add_argument(
+        "--out",
+        type=Path,
+        default=None,
+        help="the document (.md; default docs/QUALITY.md), or the short JSON result if it ends in .json",
+    )
+    parser.add_argument(
+        "--holdout",
+        type=Path,
+        default=HOLDOUT,
+        help="folder of held-out fixtures, scored separately (default: tests/fixtures/quality_holdout)",
+    )
     parser.add_argument("--no-holdout", action="store_true", help="leave the held-out fixtures out")
     parser.add_argument("--doc", type=Path, default=DOC, help="the document, when --out names the JSON result")
-    parser.add_argument("--json", type=Path, default=None, help="write the full result (every figure, false positive and miss) as JSON here")
+    parser.add_argument(
+        "--json",
+        type=Path,
+        default=None,
+        help="write the full result (every figure, false positive and miss) as JSON here",
+    )
     parser.add_argument("--no-doc", action="store_true", help="write no document (bench/run.py --smoke)")
     parser.add_argument("--no-embed", action="store_true", help="skip the embedding stage (a quick check only)")
     args = parser.parse_args(argv)
@@ -468,8 +569,11 @@ def main(argv: list[str] | None = None) -> int:
     from datagen.errors import DatagenError
 
     try:
-        result = run(args.fixtures.resolve(), embed=not args.no_embed,
-                     holdout=None if args.no_holdout else args.holdout.resolve())
+        result = run(
+            args.fixtures.resolve(),
+            embed=not args.no_embed,
+            holdout=None if args.no_holdout else args.holdout.resolve(),
+        )
     except (FixtureError, DatagenError) as exc:  # bad fixtures or config: say what, exit 2 (STYLE.md §4)
         print(f"bench_quality: {exc}", file=sys.stderr)
         return 2
@@ -477,8 +581,10 @@ def main(argv: list[str] | None = None) -> int:
     result["classify"] = None if args.no_embed else classification_figures()
     result["markdown"] = markdown_summary(result)
     print(summary_table(result))
-    print(f"{len(result['false_positives'])} false positives, {len(result['misses'])} misses; "
-          f"filter {result['filter_seconds']} s")
+    print(
+        f"{len(result['false_positives'])} false positives, {len(result['misses'])} misses; "
+        f"filter {result['filter_seconds']} s"
+    )
     if result.get("holdout"):
         print("held-out set:")
         print(summary_table(result["holdout"]))

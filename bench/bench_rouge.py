@@ -45,52 +45,372 @@ THRESHOLD = 0.7
 
 # --- a seeded generator of instruction-like text ---------------------------------------------------------
 
-VERBS = ["Write", "Compose", "Create", "Draft", "Generate", "Produce", "Design", "Outline", "Prepare", "Sketch",
-         "Develop", "Craft", "Put together", "Come up with", "Invent"]
-VERBS_L = ["explain", "describe", "identify", "summarize", "list", "analyze", "evaluate", "compare", "discuss",
-           "illustrate", "predict", "justify", "classify", "rank", "estimate", "extract", "highlight"]
-FORMS = ["poem", "story", "essay", "haiku", "limerick", "tweet", "blog post", "dialogue", "speech", "letter",
-         "product description", "news headline", "riddle", "recipe", "cover letter", "slogan", "lesson plan",
-         "short film script", "song chorus", "press release", "quiz", "FAQ section", "travel itinerary"]
-ADJS = ["short", "funny", "formal", "persuasive", "detailed", "concise", "creative", "friendly", "dramatic",
-        "technical", "simple", "inspiring", "sarcastic", "balanced", "vivid", "catchy", "polite", "rhyming"]
-TOPIC_ADJS = ["renewable", "ancient", "modern", "urban", "digital", "quantum", "medieval", "tropical", "arctic",
-              "financial", "social", "political", "economic", "cultural", "genetic", "artificial", "local",
-              "global", "industrial", "marine", "solar", "remote", "public", "private", "domestic", "organic",
-              "historical", "volcanic", "agricultural", "electric"]
-TOPIC_NOUNS = ["energy", "history", "architecture", "transport", "privacy", "computing", "medicine", "farming",
-               "education", "music", "cooking", "forests", "oceans", "elections", "markets", "languages",
-               "migration", "festivals", "sports", "painting", "mathematics", "astronomy", "chemistry",
-               "insurance", "banking", "tourism", "fashion", "poetry", "robotics", "vaccines", "bridges",
-               "railways", "deserts", "glaciers", "volcanoes", "rivers", "cities", "villages", "networks",
-               "software", "hardware", "startups", "charities", "museums", "libraries", "gardens", "insects",
-               "birds", "whales", "coffee", "tea", "chocolate", "bread", "cheese", "wine", "textiles",
-               "pottery", "photography", "cinema", "theatre", "lighthouses", "submarines", "satellites",
-               "telescopes", "microchips", "batteries", "windmills", "canals", "castles", "temples", "pyramids",
-               "mountains", "islands", "wetlands", "coral reefs", "rainforests", "earthquakes", "hurricanes",
-               "pandemics", "antibiotics", "nutrition", "diabetes", "sleep", "memory", "emotions", "friendship",
-               "leadership", "negotiation", "taxation", "inflation", "unemployment", "housing", "recycling",
-               "plastics", "fertilizers", "pesticides", "bees", "wolves", "elephants", "dinosaurs", "fossils",
-               "mushrooms", "spices", "rice", "olives", "honey", "jazz", "opera", "ballet", "sculpture",
-               "calligraphy", "chess", "football", "cycling", "sailing", "mountaineering", "journalism",
-               "advertising", "encryption", "databases", "compilers", "algorithms", "spreadsheets", "podcasts"]
-PLACES = ["Kenya", "Peru", "Norway", "Vietnam", "Canada", "Egypt", "Brazil", "India", "Japan", "Mexico",
-          "Iceland", "Morocco", "Chile", "Finland", "Greece", "Nepal", "Ghana", "Portugal", "Mongolia",
-          "New Zealand", "the Alps", "the Sahara", "the Amazon", "Siberia", "Patagonia", "Bavaria", "Texas",
-          "Scotland", "Bali", "the Andes", "small towns", "big cities", "the 19th century", "the Middle Ages"]
-AUDIENCES = ["child", "teenager", "retiree", "beginner", "expert", "student", "teacher", "tourist", "manager",
-             "nurse", "farmer", "programmer", "journalist", "scientist", "parent", "customer"]
-INPUTS = ["sentence", "paragraph", "text", "passage", "email", "review", "tweet", "article", "list of words",
-          "code snippet", "table", "conversation", "product review", "news article", "statement"]
-WHATS = ["main idea", "key points", "tone", "author's opinion", "most important fact", "logical fallacy",
-         "grammatical errors", "named entities", "sentiment", "underlying assumption", "strongest argument"]
-PLURALS = ["tips", "examples", "ideas", "questions", "reasons", "facts", "benefits", "risks", "steps",
-           "strategies", "mistakes", "arguments", "names", "titles", "slogans", "challenges"]
-GOALS = ["save money", "learn a new language", "reduce stress", "improve sleep", "grow tomatoes",
-         "write better emails", "prepare for an interview", "train a puppy", "run a marathon",
-         "organize a closet", "start a podcast", "plan a wedding", "fix a leaking tap", "speak in public"]
-LABELS = [("positive", "negative"), ("true", "false"), ("fact", "opinion"), ("formal", "informal"),
-          ("spam", "not spam"), ("question", "statement"), ("sarcastic", "sincere")]
+VERBS = [
+    "Write",
+    "Compose",
+    "Create",
+    "Draft",
+    "Generate",
+    "Produce",
+    "Design",
+    "Outline",
+    "Prepare",
+    "Sketch",
+    "Develop",
+    "Craft",
+    "Put together",
+    "Come up with",
+    "Invent",
+]
+VERBS_L = [
+    "explain",
+    "describe",
+    "identify",
+    "summarize",
+    "list",
+    "analyze",
+    "evaluate",
+    "compare",
+    "discuss",
+    "illustrate",
+    "predict",
+    "justify",
+    "classify",
+    "rank",
+    "estimate",
+    "extract",
+    "highlight",
+]
+FORMS = [
+    "poem",
+    "story",
+    "essay",
+    "haiku",
+    "limerick",
+    "tweet",
+    "blog post",
+    "dialogue",
+    "speech",
+    "letter",
+    "product description",
+    "news headline",
+    "riddle",
+    "recipe",
+    "cover letter",
+    "slogan",
+    "lesson plan",
+    "short film script",
+    "song chorus",
+    "press release",
+    "quiz",
+    "FAQ section",
+    "travel itinerary",
+]
+ADJS = [
+    "short",
+    "funny",
+    "formal",
+    "persuasive",
+    "detailed",
+    "concise",
+    "creative",
+    "friendly",
+    "dramatic",
+    "technical",
+    "simple",
+    "inspiring",
+    "sarcastic",
+    "balanced",
+    "vivid",
+    "catchy",
+    "polite",
+    "rhyming",
+]
+TOPIC_ADJS = [
+    "renewable",
+    "ancient",
+    "modern",
+    "urban",
+    "digital",
+    "quantum",
+    "medieval",
+    "tropical",
+    "arctic",
+    "financial",
+    "social",
+    "political",
+    "economic",
+    "cultural",
+    "genetic",
+    "artificial",
+    "local",
+    "global",
+    "industrial",
+    "marine",
+    "solar",
+    "remote",
+    "public",
+    "private",
+    "domestic",
+    "organic",
+    "historical",
+    "volcanic",
+    "agricultural",
+    "electric",
+]
+TOPIC_NOUNS = [
+    "energy",
+    "history",
+    "architecture",
+    "transport",
+    "privacy",
+    "computing",
+    "medicine",
+    "farming",
+    "education",
+    "music",
+    "cooking",
+    "forests",
+    "oceans",
+    "elections",
+    "markets",
+    "languages",
+    "migration",
+    "festivals",
+    "sports",
+    "painting",
+    "mathematics",
+    "astronomy",
+    "chemistry",
+    "insurance",
+    "banking",
+    "tourism",
+    "fashion",
+    "poetry",
+    "robotics",
+    "vaccines",
+    "bridges",
+    "railways",
+    "deserts",
+    "glaciers",
+    "volcanoes",
+    "rivers",
+    "cities",
+    "villages",
+    "networks",
+    "software",
+    "hardware",
+    "startups",
+    "charities",
+    "museums",
+    "libraries",
+    "gardens",
+    "insects",
+    "birds",
+    "whales",
+    "coffee",
+    "tea",
+    "chocolate",
+    "bread",
+    "cheese",
+    "wine",
+    "textiles",
+    "pottery",
+    "photography",
+    "cinema",
+    "theatre",
+    "lighthouses",
+    "submarines",
+    "satellites",
+    "telescopes",
+    "microchips",
+    "batteries",
+    "windmills",
+    "canals",
+    "castles",
+    "temples",
+    "pyramids",
+    "mountains",
+    "islands",
+    "wetlands",
+    "coral reefs",
+    "rainforests",
+    "earthquakes",
+    "hurricanes",
+    "pandemics",
+    "antibiotics",
+    "nutrition",
+    "diabetes",
+    "sleep",
+    "memory",
+    "emotions",
+    "friendship",
+    "leadership",
+    "negotiation",
+    "taxation",
+    "inflation",
+    "unemployment",
+    "housing",
+    "recycling",
+    "plastics",
+    "fertilizers",
+    "pesticides",
+    "bees",
+    "wolves",
+    "elephants",
+    "dinosaurs",
+    "fossils",
+    "mushrooms",
+    "spices",
+    "rice",
+    "olives",
+    "honey",
+    "jazz",
+    "opera",
+    "ballet",
+    "sculpture",
+    "calligraphy",
+    "chess",
+    "football",
+    "cycling",
+    "sailing",
+    "mountaineering",
+    "journalism",
+    "advertising",
+    "encryption",
+    "databases",
+    "compilers",
+    "algorithms",
+    "spreadsheets",
+    "podcasts",
+]
+PLACES = [
+    "Kenya",
+    "Peru",
+    "Norway",
+    "Vietnam",
+    "Canada",
+    "Egypt",
+    "Brazil",
+    "India",
+    "Japan",
+    "Mexico",
+    "Iceland",
+    "Morocco",
+    "Chile",
+    "Finland",
+    "Greece",
+    "Nepal",
+    "Ghana",
+    "Portugal",
+    "Mongolia",
+    "New Zealand",
+    "the Alps",
+    "the Sahara",
+    "the Amazon",
+    "Siberia",
+    "Patagonia",
+    "Bavaria",
+    "Texas",
+    "Scotland",
+    "Bali",
+    "the Andes",
+    "small towns",
+    "big cities",
+    "the 19th century",
+    "the Middle Ages",
+]
+AUDIENCES = [
+    "child",
+    "teenager",
+    "retiree",
+    "beginner",
+    "expert",
+    "student",
+    "teacher",
+    "tourist",
+    "manager",
+    "nurse",
+    "farmer",
+    "programmer",
+    "journalist",
+    "scientist",
+    "parent",
+    "customer",
+]
+INPUTS = [
+    "sentence",
+    "paragraph",
+    "text",
+    "passage",
+    "email",
+    "review",
+    "tweet",
+    "article",
+    "list of words",
+    "code snippet",
+    "table",
+    "conversation",
+    "product review",
+    "news article",
+    "statement",
+]
+WHATS = [
+    "main idea",
+    "key points",
+    "tone",
+    "author's opinion",
+    "most important fact",
+    "logical fallacy",
+    "grammatical errors",
+    "named entities",
+    "sentiment",
+    "underlying assumption",
+    "strongest argument",
+]
+PLURALS = [
+    "tips",
+    "examples",
+    "ideas",
+    "questions",
+    "reasons",
+    "facts",
+    "benefits",
+    "risks",
+    "steps",
+    "strategies",
+    "mistakes",
+    "arguments",
+    "names",
+    "titles",
+    "slogans",
+    "challenges",
+]
+GOALS = [
+    "save money",
+    "learn a new language",
+    "reduce stress",
+    "improve sleep",
+    "grow tomatoes",
+    "write better emails",
+    "prepare for an interview",
+    "train a puppy",
+    "run a marathon",
+    "organize a closet",
+    "start a podcast",
+    "plan a wedding",
+    "fix a leaking tap",
+    "speak in public",
+]
+LABELS = [
+    ("positive", "negative"),
+    ("true", "false"),
+    ("fact", "opinion"),
+    ("formal", "informal"),
+    ("spam", "not spam"),
+    ("question", "statement"),
+    ("sarcastic", "sincere"),
+]
 LANGS = ["French", "Spanish", "German", "Chinese", "Japanese", "Italian", "Portuguese", "Korean"]
 NUMS = ["two", "three", "four", "five", "6", "7", "10", "a few", "several"]
 
@@ -118,27 +438,62 @@ TEMPLATES = [
     "Is the following {input} {label1} or {label2}? Answer with one word.",
     "Tell me {num} surprising {plural} about {topic}.",
 ]
-SYNONYMS = {"write": "compose", "short": "brief", "explain": "describe", "list": "name", "give": "provide",
-            "main": "key", "following": "given", "describe": "explain", "ways": "methods", "tips": "suggestions",
-            "funny": "humorous", "create": "make", "about": "on", "three": "3", "five": "5", "make": "render"}
+SYNONYMS = {
+    "write": "compose",
+    "short": "brief",
+    "explain": "describe",
+    "list": "name",
+    "give": "provide",
+    "main": "key",
+    "following": "given",
+    "describe": "explain",
+    "ways": "methods",
+    "tips": "suggestions",
+    "funny": "humorous",
+    "create": "make",
+    "about": "on",
+    "three": "3",
+    "five": "5",
+    "make": "render",
+}
 FILLERS = ["please", "briefly", "also", "now", "then", "really", "new", "simple", "interesting"]
 
 
 def _topic(rng: random.Random) -> str:
     adj, noun, noun2 = rng.choice(TOPIC_ADJS), rng.choice(TOPIC_NOUNS), rng.choice(TOPIC_NOUNS)
     place = rng.choice(PLACES)
-    return rng.choice([f"{adj} {noun}", f"{noun} in {place}", f"{adj} {noun} and {noun2}", f"{noun2} and {noun}",
-                       f"the {noun} of {place}", f"{adj} {noun} in {place}"])
+    return rng.choice(
+        [
+            f"{adj} {noun}",
+            f"{noun} in {place}",
+            f"{adj} {noun} and {noun2}",
+            f"{noun2} and {noun}",
+            f"the {noun} of {place}",
+            f"{adj} {noun} in {place}",
+        ]
+    )
 
 
 def fresh_instruction(rng: random.Random) -> str:
     """A new instruction from a random template with random slots."""
     label1, label2 = rng.choice(LABELS)
     return rng.choice(TEMPLATES).format(
-        verb=rng.choice(VERBS), verb_l=rng.choice(VERBS_L), form=rng.choice(FORMS), adj=rng.choice(ADJS),
-        topic=_topic(rng), topic2=_topic(rng), audience=rng.choice(AUDIENCES), input=rng.choice(INPUTS),
-        what=rng.choice(WHATS), plural=rng.choice(PLURALS), goal=rng.choice(GOALS), lang=rng.choice(LANGS),
-        num=rng.choice(NUMS), place=rng.choice(PLACES), label1=label1, label2=label2,
+        verb=rng.choice(VERBS),
+        verb_l=rng.choice(VERBS_L),
+        form=rng.choice(FORMS),
+        adj=rng.choice(ADJS),
+        topic=_topic(rng),
+        topic2=_topic(rng),
+        audience=rng.choice(AUDIENCES),
+        input=rng.choice(INPUTS),
+        what=rng.choice(WHATS),
+        plural=rng.choice(PLURALS),
+        goal=rng.choice(GOALS),
+        lang=rng.choice(LANGS),
+        num=rng.choice(NUMS),
+        place=rng.choice(PLACES),
+        label1=label1,
+        label2=label2,
     )
 
 
@@ -180,6 +535,7 @@ def instruction_stream(n: int, seed: int, earlier: list[str] | None = None, dup_
 
 # --- the contenders ----------------------------------------------------------------------------------------
 
+
 def run_ours(seeds: list[str], candidates: list[str]) -> dict:
     """Self-Instruct's loop over RougePool; returns kept indices, top-10 scores, pool sizes, and time."""
     start, cpu = time.perf_counter(), time.process_time()
@@ -192,8 +548,13 @@ def run_ours(seeds: list[str], candidates: list[str]) -> dict:
         top10[i] = [score for _, score in pool.top_k(text, 10)]
         pool.add(text)
         kept.append(i)
-    return {"seconds": time.perf_counter() - start, "cpu_s": time.process_time() - cpu, "kept": kept, "top10": top10,
-            "pool_sizes": pool_sizes}
+    return {
+        "seconds": time.perf_counter() - start,
+        "cpu_s": time.process_time() - cpu,
+        "kept": kept,
+        "top10": top10,
+        "pool_sizes": pool_sizes,
+    }
 
 
 def run_classic(seeds: list[str], candidates: list[str], budget_s: float, processes: int = 0) -> dict:
@@ -222,9 +583,15 @@ def run_classic(seeds: list[str], candidates: list[str], budget_s: float, proces
             kept.append(i)
             all_tokens.append(new_tokens)
         seconds.append(time.perf_counter() - t0)
-    return {"seconds": time.perf_counter() - start, "cpu_s": time.process_time() - cpu, "done": len(seconds),
-            "kept": kept, "top10": top10,
-            "per_candidate": seconds, "pool_sizes": pool_sizes}
+    return {
+        "seconds": time.perf_counter() - start,
+        "cpu_s": time.process_time() - cpu,
+        "done": len(seconds),
+        "kept": kept,
+        "top10": top10,
+        "per_candidate": seconds,
+        "pool_sizes": pool_sizes,
+    }
 
 
 def fit(classic: dict, slope: float | None = None) -> tuple[float, float]:
@@ -266,9 +633,11 @@ def scaling(sizes: list[int], queries: int, seed: int) -> list[dict]:
         pool = RougePool(texts[:size])
         build = time.perf_counter() - t0
         row = {"pool": size, "build_s": build}
-        for name, fn in [("is_near_duplicate", lambda q: pool.is_near_duplicate(q, THRESHOLD)),
-                         ("find_duplicate", lambda q: pool.find_duplicate(q, THRESHOLD)),
-                         ("top_k10", lambda q: pool.top_k(q, 10))]:
+        for name, fn in [
+            ("is_near_duplicate", lambda q: pool.is_near_duplicate(q, THRESHOLD)),
+            ("find_duplicate", lambda q: pool.find_duplicate(q, THRESHOLD)),
+            ("top_k10", lambda q: pool.top_k(q, 10)),
+        ]:
             t0 = time.perf_counter()
             for q in probes:
                 fn(q)
@@ -285,10 +654,15 @@ def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     parser.add_argument("--candidates", type=int, default=5000)
     parser.add_argument("--seeds", type=int, default=175)
-    parser.add_argument("--classic-budget", type=float, default=120.0,
-                        help="seconds for the single-process classic run (0 skips)")
-    parser.add_argument("--pool-budget", type=float, default=45.0,
-                        help="seconds for the classic run with a multiprocessing.Pool per candidate (0 skips)")
+    parser.add_argument(
+        "--classic-budget", type=float, default=120.0, help="seconds for the single-process classic run (0 skips)"
+    )
+    parser.add_argument(
+        "--pool-budget",
+        type=float,
+        default=45.0,
+        help="seconds for the classic run with a multiprocessing.Pool per candidate (0 skips)",
+    )
     parser.add_argument("--processes", type=int, default=os.cpu_count() or 2)
     parser.add_argument("--sizes", default="1000,5000,20000,50000", help="pool sizes for the scaling table")
     parser.add_argument("--queries", type=int, default=300, help="queries per pool size")
@@ -301,22 +675,34 @@ def main(argv: list[str] | None = None) -> int:
 
     ours = run_ours(seeds, candidates)
     result: dict = {
-        "machine": {"cpus": os.cpu_count(), "python": platform.python_version(), "platform": platform.platform(),
-                    "loadavg_at_start": os.getloadavg()},
-        "workload": {"seeds": len(seeds), "candidates": len(candidates), "threshold": THRESHOLD,
-                     "kept": len(ours["kept"]), "pairs_full_run": sum(ours["pool_sizes"])},
+        "machine": {
+            "cpus": os.cpu_count(),
+            "python": platform.python_version(),
+            "platform": platform.platform(),
+            "loadavg_at_start": os.getloadavg(),
+        },
+        "workload": {
+            "seeds": len(seeds),
+            "candidates": len(candidates),
+            "threshold": THRESHOLD,
+            "kept": len(ours["kept"]),
+            "pairs_full_run": sum(ours["pool_sizes"]),
+        },
         "ours_s": ours["seconds"],
         "ours_cpu_s": ours["cpu_s"],
     }
-    lines = ["| method | candidates run | kept | seconds (measured) | seconds, full run | speed-up |",
-             "|---|---|---|---|---|---|",
-             f"| datagen RougePool | {len(candidates)} | {len(ours['kept'])} | {ours['seconds']:.2f} | "
-             f"{ours['seconds']:.2f} | 1× |"]
+    lines = [
+        "| method | candidates run | kept | seconds (measured) | seconds, full run | speed-up |",
+        "|---|---|---|---|---|---|",
+        f"| datagen RougePool | {len(candidates)} | {len(ours['kept'])} | {ours['seconds']:.2f} | "
+        f"{ours['seconds']:.2f} | 1× |",
+    ]
     single_slope = 0.0  # per-pair seconds of the single-process run
     cpu_line = ""
-    for name, budget, processes in [("classic (rouge_score, alpaca loop)", args.classic_budget, 0),
-                                    (f"classic + Pool({args.processes}) per candidate", args.pool_budget,
-                                     args.processes)]:
+    for name, budget, processes in [
+        ("classic (rouge_score, alpaca loop)", args.classic_budget, 0),
+        (f"classic + Pool({args.processes}) per candidate", args.pool_budget, args.processes),
+    ]:
         if budget <= 0:
             continue
         classic = run_classic(seeds, candidates, budget, processes)
@@ -326,35 +712,53 @@ def main(argv: list[str] | None = None) -> int:
         single_slope = single_slope or b
         full = classic["seconds"] if complete else extrapolate(a, b, ours["pool_sizes"])
         key = "classic_pool" if processes else "classic"
-        result[key] = {"candidates_run": classic["done"], "kept": len(classic["kept"]), "seconds": classic["seconds"],
-                       "fit_s_per_candidate": a, "fit_s_per_pool_item": b, "cpu_s": classic["cpu_s"],
-                       "full_run_s": full, "extrapolated": not complete, "speedup": full / ours["seconds"],
-                       "identical_kept": True}
+        result[key] = {
+            "candidates_run": classic["done"],
+            "kept": len(classic["kept"]),
+            "seconds": classic["seconds"],
+            "fit_s_per_candidate": a,
+            "fit_s_per_pool_item": b,
+            "cpu_s": classic["cpu_s"],
+            "full_run_s": full,
+            "extrapolated": not complete,
+            "speedup": full / ours["seconds"],
+            "identical_kept": True,
+        }
         if not processes:  # CPU seconds, which other processes' load does not inflate (the Pool's are in children)
             cpu_full = classic["cpu_s"] * sum(ours["pool_sizes"]) / max(sum(classic["pool_sizes"]), 1)
             result[key] |= {"full_run_cpu_s": cpu_full, "speedup_cpu": cpu_full / ours["cpu_s"]}
-            cpu_line = (f"\nCPU seconds (not inflated by other load): ours {ours['cpu_s']:.2f}, classic "
-                        f"{classic['cpu_s']:.1f} on {classic['done']} candidates, {cpu_full:.0f} for the full run"
-                        f"{'' if complete else ' (extrapolated)'}: {cpu_full / ours['cpu_s']:.0f}×.")
+            cpu_line = (
+                f"\nCPU seconds (not inflated by other load): ours {ours['cpu_s']:.2f}, classic "
+                f"{classic['cpu_s']:.1f} on {classic['done']} candidates, {cpu_full:.0f} for the full run"
+                f"{'' if complete else ' (extrapolated)'}: {cpu_full / ours['cpu_s']:.0f}×."
+            )
         note = "" if complete else " (extrapolated)"
-        lines.append(f"| {name} | {classic['done']} | {len(classic['kept'])} | {classic['seconds']:.1f} | "
-                     f"{full:.0f}{note} | {full / ours['seconds']:.0f}× |")
-    print(f"Self-Instruct filter: {len(seeds)} seeds + {len(candidates)} candidates, ROUGE-L >= {THRESHOLD} rejected; "
-          f"kept sets identical on every classic prefix.\n")
+        lines.append(
+            f"| {name} | {classic['done']} | {len(classic['kept'])} | {classic['seconds']:.1f} | "
+            f"{full:.0f}{note} | {full / ours['seconds']:.0f}× |"
+        )
+    print(
+        f"Self-Instruct filter: {len(seeds)} seeds + {len(candidates)} candidates, ROUGE-L >= {THRESHOLD} rejected; "
+        f"kept sets identical on every classic prefix.\n"
+    )
     print("\n".join(lines))
     print(cpu_line)
 
     sizes = [int(s) for s in args.sizes.split(",") if s]
     rows = scaling(sizes, args.queries, args.seed + 2)
     result["scaling"] = rows
-    print(f"\nDatagen alone, per query ({args.queries} queries, ~30% near-duplicates); "
-          "greedy_dedup over the pool's own texts:\n")
+    print(
+        f"\nDatagen alone, per query ({args.queries} queries, ~30% near-duplicates); "
+        "greedy_dedup over the pool's own texts:\n"
+    )
     print("| pool | build s | is_near_duplicate ms | find_duplicate ms | top_k(10) ms | greedy_dedup s (kept) |")
     print("|---|---|---|---|---|---|")
     for r in rows:
-        print(f"| {r['pool']:,} | {r['build_s']:.2f} | {r['is_near_duplicate_ms']:.3f} | "
-              f"{r['find_duplicate_ms']:.3f} | {r['top_k10_ms']:.3f} | "
-              f"{r['greedy_dedup_s']:.2f} ({r['greedy_dedup_kept']:,}) |")
+        print(
+            f"| {r['pool']:,} | {r['build_s']:.2f} | {r['is_near_duplicate_ms']:.3f} | "
+            f"{r['find_duplicate_ms']:.3f} | {r['top_k10_ms']:.3f} | "
+            f"{r['greedy_dedup_s']:.2f} ({r['greedy_dedup_kept']:,}) |"
+        )
     if args.out:
         args.out.write_text(json.dumps(result, indent=2))
         print(f"\nwrote {args.out}")

@@ -45,27 +45,46 @@ os.environ.setdefault("HF_HUB_OFFLINE", "1")
 os.environ.setdefault("TRANSFORMERS_OFFLINE", "1")
 os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
 
-WORDS = ("the of and a to in is you that it he was for on are as with his they at be this have from or one had by "
-         "word but not what all were we when your can said there use an each which she do how their if will up "
-         "other about out many then them these so some her would make like him into time has look two more write "
-         "go see number no way could people my than first water been call who oil its now find long down day did "
-         "get come made may part").split()
+WORDS = (
+    "the of and a to in is you that it he was for on are as with his they at be this have from or one had by "
+    "word but not what all were we when your can said there use an each which she do how their if will up "
+    "other about out many then them these so some her would make like him into time has look two more write "
+    "go see number no way could people my than first water been call who oil its now find long down day did "
+    "get come made may part"
+).split()
 
 
 def records(n: int, seed: int = 0) -> list[dict[str, str]]:
     """Conversations of very different lengths: what packing is for."""
     rng = random.Random(seed)
-    return [{"instruction": " ".join(rng.choices(WORDS, k=rng.randint(4, 40))).capitalize() + "?", "input": "",
-             "output": " ".join(rng.choices(WORDS, k=rng.randint(5, 200))).capitalize() + "."} for _ in range(n)]
+    return [
+        {
+            "instruction": " ".join(rng.choices(WORDS, k=rng.randint(4, 40))).capitalize() + "?",
+            "input": "",
+            "output": " ".join(rng.choices(WORDS, k=rng.randint(5, 200))).capitalize() + ".",
+        }
+        for _ in range(n)
+    ]
 
 
 def config(args: argparse.Namespace, packing: bool):
     from datagen.train.config import TrainConfig
 
-    return TrainConfig(base=args.base, max_steps=args.steps, per_device_train_batch_size=args.batch_size,
-                       max_seq_len=args.max_len, packing=packing, learning_rate=1e-3, warmup_ratio=0.0,
-                       lora_dropout=0.0, eval_fraction=0.0, logging_steps=1, save_steps=100_000,
-                       resume_from_checkpoint=False, seed=args.seed)
+    return TrainConfig(
+        base=args.base,
+        max_steps=args.steps,
+        per_device_train_batch_size=args.batch_size,
+        max_seq_len=args.max_len,
+        packing=packing,
+        learning_rate=1e-3,
+        warmup_ratio=0.0,
+        lora_dropout=0.0,
+        eval_fraction=0.0,
+        logging_steps=1,
+        save_steps=100_000,
+        resume_from_checkpoint=False,
+        seed=args.seed,
+    )
 
 
 # --------------------------------------------------------------------------------------------- workers
@@ -76,8 +95,12 @@ def run_ours(args: argparse.Namespace, packing: bool, data: Path, work: Path) ->
 
     summary = train(data, work / "ours", config(args, packing))
     curve = json.loads((work / "ours" / "loss_curve.json").read_text())
-    return {"losses": [p["loss"] for p in curve["train"]], "tokens_per_second": summary["tokens_per_second"],
-            "train_runtime_s": summary["train_runtime_s"], "rows": summary["train_rows"]}
+    return {
+        "losses": [p["loss"] for p in curve["train"]],
+        "tokens_per_second": summary["tokens_per_second"],
+        "train_runtime_s": summary["train_runtime_s"],
+        "rows": summary["train_rows"],
+    }
 
 
 def run_trl(args: argparse.Namespace, packing: bool, data: Path, work: Path) -> dict:
@@ -102,15 +125,29 @@ def run_trl(args: argparse.Namespace, packing: bool, data: Path, work: Path) -> 
     model.config.use_cache = False
     model = get_peft_model(model, to_lora_config(cfg))
     sft_args = SFTConfig(
-        output_dir=str(work / "trl"), per_device_train_batch_size=cfg.per_device_train_batch_size,
-        max_steps=cfg.max_steps, learning_rate=cfg.learning_rate, lr_scheduler_type=cfg.lr_scheduler_type,
-        warmup_steps=0, weight_decay=cfg.weight_decay, max_grad_norm=cfg.max_grad_norm, logging_steps=1,
-        save_strategy="no", seed=cfg.seed, data_seed=cfg.seed, report_to=[], use_cpu=not torch.cuda.is_available(),
-        dataloader_pin_memory=False, max_length=cfg.max_seq_len, packing=packing, packing_strategy="bfd",
+        output_dir=str(work / "trl"),
+        per_device_train_batch_size=cfg.per_device_train_batch_size,
+        max_steps=cfg.max_steps,
+        learning_rate=cfg.learning_rate,
+        lr_scheduler_type=cfg.lr_scheduler_type,
+        warmup_steps=0,
+        weight_decay=cfg.weight_decay,
+        max_grad_norm=cfg.max_grad_norm,
+        logging_steps=1,
+        save_strategy="no",
+        seed=cfg.seed,
+        data_seed=cfg.seed,
+        report_to=[],
+        use_cpu=not torch.cuda.is_available(),
+        dataloader_pin_memory=False,
+        max_length=cfg.max_seq_len,
+        packing=packing,
+        packing_strategy="bfd",
         disable_tqdm=True,
         # trl's own defaults differ from ours (and from TrainingArguments'): bf16 autocast and gradient
         # checkpointing. On this CPU they made trl ~4x slower and its losses drift; match our settings.
-        bf16=False, gradient_checkpointing=False,
+        bf16=False,
+        gradient_checkpointing=False,
     )
     trainer = SFTTrainer(model=model, args=sft_args, train_dataset=Dataset.from_list(rows), processing_class=tokenizer)
     seen = [0]
@@ -123,9 +160,12 @@ def run_trl(args: argparse.Namespace, packing: bool, data: Path, work: Path) -> 
     trainer.data_collator = counting
     result = trainer.train()
     runtime = result.metrics["train_runtime"]
-    return {"losses": [h["loss"] for h in trainer.state.log_history if "loss" in h],
-            "tokens_per_second": round(seen[0] / runtime, 1), "train_runtime_s": round(runtime, 3),
-            "rows": len(trainer.train_dataset)}
+    return {
+        "losses": [h["loss"] for h in trainer.state.log_history if "loss" in h],
+        "tokens_per_second": round(seen[0] / runtime, 1),
+        "train_runtime_s": round(runtime, 3),
+        "rows": len(trainer.train_dataset),
+    }
 
 
 def worker(args: argparse.Namespace) -> None:
@@ -176,8 +216,20 @@ def main() -> None:
     if args.worker:
         return worker(args)
 
-    common = ["--steps", str(args.steps), "--batch-size", str(args.batch_size), "--max-len", str(args.max_len),
-              "--records", str(args.records), "--seed", str(args.seed), "--base", args.base]
+    common = [
+        "--steps",
+        str(args.steps),
+        "--batch-size",
+        str(args.batch_size),
+        "--max-len",
+        str(args.max_len),
+        "--records",
+        str(args.records),
+        "--seed",
+        str(args.seed),
+        "--base",
+        args.base,
+    ]
     from datagen.llm.local import resolve_model_dir
 
     resolve_model_dir(args.base)  # convert the GGUF once, outside the timed runs
@@ -186,56 +238,82 @@ def main() -> None:
     runs: dict[tuple[str, int], list[dict]] = {(side, p): [] for p in (0, 1) for side in ("ours", "trl")}
     for repeat in range(args.repeats):
         for packing in (0, 1):
-            for side in (("ours", "trl") if repeat % 2 == 0 else ("trl", "ours")):
-                proc = subprocess.run([sys.executable, __file__, "--worker", side, "--packing", str(packing), *common],
-                                      capture_output=True, text=True)
+            for side in ("ours", "trl") if repeat % 2 == 0 else ("trl", "ours"):
+                proc = subprocess.run(
+                    [sys.executable, __file__, "--worker", side, "--packing", str(packing), *common],
+                    capture_output=True,
+                    text=True,
+                )
                 line = next((x for x in proc.stdout.splitlines() if x.startswith("RESULT ")), None)
                 if proc.returncode or line is None:
                     sys.exit(f"{side} (packing={packing}) failed:\n{proc.stderr[-4000:]}")
-                r = json.loads(line[len("RESULT "):])
+                r = json.loads(line[len("RESULT ") :])
                 runs[(side, packing)].append(r)
-                print(f"  repeat {repeat + 1} {side:4} packing={packing}: {r['tokens_per_second']} tokens/s, "
-                      f"{r['peak_rss_mb']} MB, mean loss {sum(r['losses']) / len(r['losses']):.4f}", file=sys.stderr)
+                print(
+                    f"  repeat {repeat + 1} {side:4} packing={packing}: {r['tokens_per_second']} tokens/s, "
+                    f"{r['peak_rss_mb']} MB, mean loss {sum(r['losses']) / len(r['losses']):.4f}",
+                    file=sys.stderr,
+                )
     results = {key: _median_run(value) for key, value in runs.items()}
-    pair_ratio = {p: statistics.median(o["tokens_per_second"] / t["tokens_per_second"]
-                                       for o, t in zip(runs[("ours", p)], runs[("trl", p)])) for p in (0, 1)}
+    pair_ratio = {
+        p: statistics.median(
+            o["tokens_per_second"] / t["tokens_per_second"] for o, t in zip(runs[("ours", p)], runs[("trl", p)])
+        )
+        for p in (0, 1)
+    }
 
     checks = {}
     diffs = [abs(a - b) for a, b in zip(results[("ours", 0)]["losses"], results[("trl", 0)]["losses"])]
     checks["unpacked_max_step_loss_diff"] = max(diffs)
     mean = {k: sum(v["losses"]) / len(v["losses"]) for k, v in results.items()}
     checks["packed_mean_loss_rel_diff"] = abs(mean[("ours", 1)] - mean[("trl", 1)]) / mean[("trl", 1)]
-    checks["passed"] = bool(checks["unpacked_max_step_loss_diff"] <= args.loss_tol
-                            and checks["packed_mean_loss_rel_diff"] <= args.packed_mean_tol)
+    checks["passed"] = bool(
+        checks["unpacked_max_step_loss_diff"] <= args.loss_tol
+        and checks["packed_mean_loss_rel_diff"] <= args.packed_mean_tol
+    )
 
-    lines = ["| trainer | packing | rows | tokens/s | peak RSS (MB) | mean loss | first / last step loss |",
-             "|---|---|---|---|---|---|---|"]
+    lines = [
+        "| trainer | packing | rows | tokens/s | peak RSS (MB) | mean loss | first / last step loss |",
+        "|---|---|---|---|---|---|---|",
+    ]
     for (side, packing), r in results.items():
-        lines.append(f"| {side} | {'yes' if packing else 'no'} | {r['rows']} | {r['tokens_per_second']} | "
-                     f"{r['peak_rss_mb']} | {mean[(side, packing)]:.4f} | {r['losses'][0]:.4f} / {r['losses'][-1]:.4f} |")
+        lines.append(
+            f"| {side} | {'yes' if packing else 'no'} | {r['rows']} | {r['tokens_per_second']} | "
+            f"{r['peak_rss_mb']} | {mean[(side, packing)]:.4f} | {r['losses'][0]:.4f} / {r['losses'][-1]:.4f} |"
+        )
     for packing in (0, 1):
         ours, trl = results[("ours", packing)], results[("trl", packing)]
-        lines.append(f"| **ours / trl** | {'yes' if packing else 'no'} | | "
-                     f"**{pair_ratio[packing]:.2f}x** | "
-                     f"**{ours['peak_rss_mb'] / trl['peak_rss_mb']:.2f}x** | | |")
+        lines.append(
+            f"| **ours / trl** | {'yes' if packing else 'no'} | | "
+            f"**{pair_ratio[packing]:.2f}x** | "
+            f"**{ours['peak_rss_mb'] / trl['peak_rss_mb']:.2f}x** | | |"
+        )
     lines.append(f"\nMedians of {args.repeats} repeats; the ratio is the median of the per-pair ratios.")
-    lines.append(f"\nunpacked: max per-step |loss(ours) - loss(trl)| = {checks['unpacked_max_step_loss_diff']:.2e} "
-                 f"(tolerance {args.loss_tol}); packed: mean-loss gap {100 * checks['packed_mean_loss_rel_diff']:.2f}% "
-                 f"(tolerance {100 * args.packed_mean_tol:.0f}%)")
+    lines.append(
+        f"\nunpacked: max per-step |loss(ours) - loss(trl)| = {checks['unpacked_max_step_loss_diff']:.2e} "
+        f"(tolerance {args.loss_tol}); packed: mean-loss gap {100 * checks['packed_mean_loss_rel_diff']:.2f}% "
+        f"(tolerance {100 * args.packed_mean_tol:.0f}%)"
+    )
     print("\n".join(lines))
     print("PASS" if checks["passed"] else "FAIL")
     if args.out:
         from datagen.records import write_json
 
-        write_json(args.out, {
-            "markdown": "\n".join(lines),
-            "settings": {k: v for k, v in vars(args).items() if k not in ("worker", "packing", "out")},
-            "machine": {"python": platform.python_version(), "cpus": len(os.sched_getaffinity(0))},
-            "runs": [{"trainer": side, "packing": bool(packing), "repeat": i + 1, **r}
-                     for (side, packing), rs in runs.items() for i, r in enumerate(rs)],
-            "tokens_per_second_ratio": {"unpacked": round(pair_ratio[0], 3), "packed": round(pair_ratio[1], 3)},
-            "checks": checks,
-        })
+        write_json(
+            args.out,
+            {
+                "markdown": "\n".join(lines),
+                "settings": {k: v for k, v in vars(args).items() if k not in ("worker", "packing", "out")},
+                "machine": {"python": platform.python_version(), "cpus": len(os.sched_getaffinity(0))},
+                "runs": [
+                    {"trainer": side, "packing": bool(packing), "repeat": i + 1, **r}
+                    for (side, packing), rs in runs.items()
+                    for i, r in enumerate(rs)
+                ],
+                "tokens_per_second_ratio": {"unpacked": round(pair_ratio[0], 3), "packed": round(pair_ratio[1], 3)},
+                "checks": checks,
+            },
+        )
     sys.exit(0 if checks["passed"] else 1)
 
 

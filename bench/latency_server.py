@@ -28,8 +28,10 @@ MODEL = "latency-model"
 
 
 def _response(status: str, body: bytes) -> bytes:
-    return (f"HTTP/1.1 {status}\r\ncontent-type: application/json\r\ncontent-length: {len(body)}\r\n"
-            "connection: keep-alive\r\n\r\n").encode() + body
+    return (
+        f"HTTP/1.1 {status}\r\ncontent-type: application/json\r\ncontent-length: {len(body)}\r\n"
+        "connection: keep-alive\r\n\r\n"
+    ).encode() + body
 
 
 def _json(obj: object) -> bytes:
@@ -37,20 +39,45 @@ def _json(obj: object) -> bytes:
 
 
 _USAGE = {"prompt_tokens": 10, "completion_tokens": 2, "total_tokens": 12}
-CHAT = _response("200 OK", _json({
-    "id": "chatcmpl-bench", "object": "chat.completion", "created": 0, "model": MODEL,
-    "choices": [{"index": 0, "message": {"role": "assistant", "content": "ok"}, "finish_reason": "stop"}],
-    "usage": _USAGE}))
-COMPLETION = _response("200 OK", _json({
-    "id": "cmpl-bench", "object": "text_completion", "created": 0, "model": MODEL,
-    "choices": [{"index": 0, "text": "ok", "finish_reason": "stop"}], "usage": _USAGE}))
-MODELS = _response("200 OK", _json({"object": "list", "data": [{"id": MODEL, "object": "model", "owned_by": "bench"}]}))
+CHAT = _response(
+    "200 OK",
+    _json(
+        {
+            "id": "chatcmpl-bench",
+            "object": "chat.completion",
+            "created": 0,
+            "model": MODEL,
+            "choices": [{"index": 0, "message": {"role": "assistant", "content": "ok"}, "finish_reason": "stop"}],
+            "usage": _USAGE,
+        }
+    ),
+)
+COMPLETION = _response(
+    "200 OK",
+    _json(
+        {
+            "id": "cmpl-bench",
+            "object": "text_completion",
+            "created": 0,
+            "model": MODEL,
+            "choices": [{"index": 0, "text": "ok", "finish_reason": "stop"}],
+            "usage": _USAGE,
+        }
+    ),
+)
+MODELS = _response(
+    "200 OK", _json({"object": "list", "data": [{"id": MODEL, "object": "model", "owned_by": "bench"}]})
+)
 HEALTH = _response("200 OK", b'{"status":"ok"}')
 NOT_FOUND = _response("404 Not Found", b'{"error":{"message":"not found"}}')
 BAD_REQUEST = _response("400 Bad Request", b'{"error":{"message":"bad request"}}')
 STATS_ROUTE = (b"GET", b"/stats")
-ROUTES = {(b"POST", b"/v1/chat/completions"): (CHAT, True), (b"POST", b"/v1/completions"): (COMPLETION, True),
-          (b"GET", b"/v1/models"): (MODELS, False), (b"GET", b"/health"): (HEALTH, False)}
+ROUTES = {
+    (b"POST", b"/v1/chat/completions"): (CHAT, True),
+    (b"POST", b"/v1/completions"): (COMPLETION, True),
+    (b"GET", b"/v1/models"): (MODELS, False),
+    (b"GET", b"/health"): (HEALTH, False),
+}
 
 
 STATS = {"answered": 0, "first": 0.0, "last": 0.0}
@@ -105,7 +132,7 @@ class LatencyProtocol(asyncio.Protocol):
                     length = int(value.strip())
             if len(self.buffer) < end + 4 + length:
                 return  # body not complete yet
-            self.buffer = self.buffer[end + 4 + length:]
+            self.buffer = self.buffer[end + 4 + length :]
             route = (method, target.split(b"?", 1)[0])
             answer, slow = (_stats(), False) if route == STATS_ROUTE else ROUTES.get(route, (NOT_FOUND, False))
             slot = [None]

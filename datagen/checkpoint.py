@@ -88,8 +88,9 @@ def count_reasons(rejects: Iterable[Example]) -> dict[str, int]:
     return dict(Counter(r.reject["reason"] for r in rejects if r.reject))
 
 
-def write_outputs(out: Path, kept: list[Example], rejects: list[Example], stats: dict[str, Any],
-                  kept_name: str = "records.jsonl") -> dict[str, Any]:
+def write_outputs(
+    out: Path, kept: list[Example], rejects: list[Example], stats: dict[str, Any], kept_name: str = "records.jsonl"
+) -> dict[str, Any]:
     """Write kept records, rejects and ``stats.json`` (with counts filled in) atomically; returns stats."""
     out = Path(out)
     write_jsonl(out / "rejects.jsonl", rejects)

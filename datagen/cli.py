@@ -75,10 +75,27 @@ def _setup_logging(verbose: int, quiet: bool) -> None:
 
 #: Libraries whose warnings and chatter say nothing a user can act on (bitsandbytes' "Failed to load CPU
 #: gemm_4bit_forward" on every filter run, transformers' generation notices, FutureWarnings of their own APIs).
-_LIBRARIES = ("bitsandbytes", "transformers", "sentence_transformers", "huggingface_hub", "datasets", "accelerate",
-              "peft", "trl", "torch", "kernels", "filelock", "matplotlib", "PIL", "faiss")
+_LIBRARIES = (
+    "bitsandbytes",
+    "transformers",
+    "sentence_transformers",
+    "huggingface_hub",
+    "datasets",
+    "accelerate",
+    "peft",
+    "trl",
+    "torch",
+    "kernels",
+    "filelock",
+    "matplotlib",
+    "PIL",
+    "faiss",
+)
 _VERBOSITY_VARS = ("TRANSFORMERS_VERBOSITY", "HF_HUB_VERBOSITY", "DATASETS_VERBOSITY")
-_QUIET_ENV = {**dict.fromkeys(_VERBOSITY_VARS, "error"), "HF_HUB_DISABLE_PROGRESS_BARS": "1"}  # + "Loading weights" bars
+_QUIET_ENV = {
+    **dict.fromkeys(_VERBOSITY_VARS, "error"),
+    "HF_HUB_DISABLE_PROGRESS_BARS": "1",
+}  # + "Loading weights" bars
 
 
 def _quiet_libraries(verbose: int) -> None:
@@ -123,8 +140,12 @@ def cli(verbose: int, quiet: bool) -> None:
 
 
 #: Config dataclasses of commands that are no stage of a run (those are in ``datagen.stages``), by class name.
-_CONFIGS = ("datagen.llm.types:LLMConfig", "datagen.llm.server:ServeConfig", "datagen.generate.respond:RespondConfig",
-            "datagen.generate.classify:ClassifyConfig")
+_CONFIGS = (
+    "datagen.llm.types:LLMConfig",
+    "datagen.llm.server:ServeConfig",
+    "datagen.generate.respond:RespondConfig",
+    "datagen.generate.classify:ClassifyConfig",
+)
 
 
 def config_class(name: str) -> type:
@@ -181,8 +202,9 @@ def configure(config: str, given: dict[str, Any], **fixed: Any) -> Any:
         if isinstance(param, ConfigOption) and param.config == config and given.get(param.name) is not None:
             head, _, rest = param.field.partition(".")
             if rest:
-                values[head] = dataclasses.replace(values.get(head) or field_default(cls, head),
-                                                   **{rest: given[param.name]})
+                values[head] = dataclasses.replace(
+                    values.get(head) or field_default(cls, head), **{rest: given[param.name]}
+                )
             else:
                 values[head] = given[param.name]
     return cls(**values)
@@ -191,38 +213,87 @@ def configure(config: str, given: dict[str, Any], **fixed: Any) -> Any:
 def llm_options(fn):
     """The endpoint options every LLM-calling command shares (keys come from the environment only)."""
     return _options(
-        click.option("--base-url", "base_urls", multiple=True, metavar="URL",
-                     help="OpenAI-compatible base URL; repeat to load-balance. Default: $DATAGEN_BASE_URL or "
-                          "$OPENAI_BASE_URL. 'embedded' starts the bundled model for this command."),
+        click.option(
+            "--base-url",
+            "base_urls",
+            multiple=True,
+            metavar="URL",
+            help="OpenAI-compatible base URL; repeat to load-balance. Default: $DATAGEN_BASE_URL or "
+            "$OPENAI_BASE_URL. 'embedded' starts the bundled model for this command.",
+        ),
         option("--model", config="LLMConfig", help="Model name. Default: the first model the endpoint lists."),
         option("--concurrency", config="LLMConfig", type=click.IntRange(min=1), help="Requests in flight at once."),
-        option("--timeout", config="LLMConfig", type=FiniteFloat(min=0, min_open=True),
-               help="Seconds per request attempt."),
-        option("--max-retries", config="LLMConfig", type=click.IntRange(min=0),
-               help="Retries on 408/409/429/5xx, timeouts and connection errors."),
+        option(
+            "--timeout",
+            config="LLMConfig",
+            type=FiniteFloat(min=0, min_open=True),
+            help="Seconds per request attempt.",
+        ),
+        option(
+            "--max-retries",
+            config="LLMConfig",
+            type=click.IntRange(min=0),
+            help="Retries on 408/409/429/5xx, timeouts and connection errors.",
+        ),
         option("--rpm", config="LLMConfig", type=FiniteFloat(min=0, min_open=True), help="Requests-per-minute limit."),
         option("--tpm", config="LLMConfig", type=FiniteFloat(min=0, min_open=True), help="Tokens-per-minute limit."),
-        click.option("--no-cache", is_flag=True, default=None,  # None: not given (filter: the YAML's llm.cache)
-                     help="Do not replay or store answers in the on-disk cache."),
-        option("--cache-path", config="LLMConfig", type=click.Path(dir_okay=False, path_type=Path),
-               help="SQLite answer cache. Default: $DATAGEN_HOME/llm_cache.sqlite."),
-        option("--circuit-breaker", config="LLMConfig", type=FiniteFloat(min=0, min_open=True),
-               help="Stop after this many seconds of nothing but failures."),
-        option("--processes", config="LLMConfig", type=click.IntRange(min=1),
-               help="Send requests from this many child processes: for hundreds of requests/s, where "
-                    "one event loop running the openai SDK runs out of CPU."),
-        option("--batch", config="LLMConfig", type=click.Choice(BATCH_CHOICES), is_flag=False, flag_value="on",
-               help="Send requests as batch jobs (OpenAI Batch API: half the price, no rate limits): "
-                    "--batch, --batch=auto (online where the endpoint has no /batches) or --batch=file "
-                    "(write them to --batch-file for another engine, then `datagen batch import`)."),
-        option("--batch-file", config="LLMConfig", type=click.Path(dir_okay=False, path_type=Path),
-               help="--batch=file: where the pending requests are written. Default: batch_requests.jsonl."),
-        click.option("--prices", "prices_file", type=click.Path(exists=True, dir_okay=False, path_type=Path),
-                     default=None, help="YAML price table, model: {input: USD, output: USD} per million tokens "
-                                        "('*' for any model): costs in stats.json, and what --max-cost counts."),
-        option("--max-cost", config="LLMConfig", type=click.FloatRange(min=0, min_open=True), metavar="USD",
-               help="Stop before a request would take spending past this (needs --prices). Answers "
-                    "received are cached: the same command with a higher limit goes on from there."),
+        click.option(
+            "--no-cache",
+            is_flag=True,
+            default=None,  # None: not given (filter: the YAML's llm.cache)
+            help="Do not replay or store answers in the on-disk cache.",
+        ),
+        option(
+            "--cache-path",
+            config="LLMConfig",
+            type=click.Path(dir_okay=False, path_type=Path),
+            help="SQLite answer cache. Default: $DATAGEN_HOME/llm_cache.sqlite.",
+        ),
+        option(
+            "--circuit-breaker",
+            config="LLMConfig",
+            type=FiniteFloat(min=0, min_open=True),
+            help="Stop after this many seconds of nothing but failures.",
+        ),
+        option(
+            "--processes",
+            config="LLMConfig",
+            type=click.IntRange(min=1),
+            help="Send requests from this many child processes: for hundreds of requests/s, where "
+            "one event loop running the openai SDK runs out of CPU.",
+        ),
+        option(
+            "--batch",
+            config="LLMConfig",
+            type=click.Choice(BATCH_CHOICES),
+            is_flag=False,
+            flag_value="on",
+            help="Send requests as batch jobs (OpenAI Batch API: half the price, no rate limits): "
+            "--batch, --batch=auto (online where the endpoint has no /batches) or --batch=file "
+            "(write them to --batch-file for another engine, then `datagen batch import`).",
+        ),
+        option(
+            "--batch-file",
+            config="LLMConfig",
+            type=click.Path(dir_okay=False, path_type=Path),
+            help="--batch=file: where the pending requests are written. Default: batch_requests.jsonl.",
+        ),
+        click.option(
+            "--prices",
+            "prices_file",
+            type=click.Path(exists=True, dir_okay=False, path_type=Path),
+            default=None,
+            help="YAML price table, model: {input: USD, output: USD} per million tokens "
+            "('*' for any model): costs in stats.json, and what --max-cost counts.",
+        ),
+        option(
+            "--max-cost",
+            config="LLMConfig",
+            type=click.FloatRange(min=0, min_open=True),
+            metavar="USD",
+            help="Stop before a request would take spending past this (needs --prices). Answers "
+            "received are cached: the same command with a higher limit goes on from there.",
+        ),
     )(fn)
 
 
@@ -236,8 +307,9 @@ def sampling_options(config: str) -> Any:
     )
 
 
-def run_llm_stage(generate: Any, config: str, given: dict[str, Any], uses_llm: Any = lambda cfg: True,
-                  **fixed: Any) -> dict[str, Any]:
+def run_llm_stage(
+    generate: Any, config: str, given: dict[str, Any], uses_llm: Any = lambda cfg: True, **fixed: Any
+) -> dict[str, Any]:
     """Run ``generate(cfg)`` on the ``config`` dataclass the options built; when ``uses_llm(cfg)``, with the
     endpoint of ``llm_options`` (``--base-url embedded`` started for the command and stopped after)."""
     import dataclasses
@@ -262,29 +334,63 @@ def _calls(stats: dict[str, Any]) -> str:
 
 
 @cli.command("serve")
-@option("--model", config="ServeConfig",
-        help="HF model folder or .gguf file. Default: embedded SmolLM2-135M-Instruct.")
-@option("--adapter", config="ServeConfig", type=click.Path(exists=True, file_okay=False, path_type=Path),
-        help="LoRA adapter folder to serve on top of the model (serve a tuned model).")
+@option(
+    "--model", config="ServeConfig", help="HF model folder or .gguf file. Default: embedded SmolLM2-135M-Instruct."
+)
+@option(
+    "--adapter",
+    config="ServeConfig",
+    type=click.Path(exists=True, file_okay=False, path_type=Path),
+    help="LoRA adapter folder to serve on top of the model (serve a tuned model).",
+)
 @option("--host", config="ServeConfig", help="Interface to bind; 0.0.0.0 exposes it.")
 @option("--port", config="ServeConfig", type=click.IntRange(0, 65535), help="0 picks a free port.")
-@option("--api-key", config="ServeConfig", envvar="DATAGEN_SERVE_API_KEY",
-        help="Require this bearer key (prefer the env var DATAGEN_SERVE_API_KEY).")
-@option("--served-model-name", config="ServeConfig",
-        help="Model id clients must use. Default: NAME@DIGEST of the weights (+adapter@DIGEST), so client "
-             "caches keyed by model id never mix models.")
-@option("--max-batch-size", config="ServeConfig", type=click.IntRange(min=1),
-        help="Concurrent requests gathered into one generate call.")
+@option(
+    "--api-key",
+    config="ServeConfig",
+    envvar="DATAGEN_SERVE_API_KEY",
+    help="Require this bearer key (prefer the env var DATAGEN_SERVE_API_KEY).",
+)
+@option(
+    "--served-model-name",
+    config="ServeConfig",
+    help="Model id clients must use. Default: NAME@DIGEST of the weights (+adapter@DIGEST), so client "
+    "caches keyed by model id never mix models.",
+)
+@option(
+    "--max-batch-size",
+    config="ServeConfig",
+    type=click.IntRange(min=1),
+    help="Concurrent requests gathered into one generate call.",
+)
 @option("--max-request-bytes", config="ServeConfig", type=click.IntRange(min=1))
-@option("--device", config="ServeConfig", help="auto (CUDA in bf16 when available, else CPU), cpu, mps, cuda or cuda:N.")
-@click.option("--url-file", type=click.Path(dir_okay=False, path_type=Path), default=None,
-              help="Write the base URL here once healthy (for scripts that start it on port 0).")
-@option("--max-choices", config="ServeConfig", type=click.IntRange(1, 4096),
-        help="Most completions (n x prompts) one request may ask for.")
-@option("--client-timeout", config="ServeConfig", type=click.FloatRange(min=0, min_open=True, max=3600),
-        help="Seconds a client may take to send its headers, and again its body.")
-@click.option("--allow-host", "allow_hosts", multiple=True,
-              help="Without an API key only loopback Host/Origin are served; also accept this name ('*': any).")
+@option(
+    "--device", config="ServeConfig", help="auto (CUDA in bf16 when available, else CPU), cpu, mps, cuda or cuda:N."
+)
+@click.option(
+    "--url-file",
+    type=click.Path(dir_okay=False, path_type=Path),
+    default=None,
+    help="Write the base URL here once healthy (for scripts that start it on port 0).",
+)
+@option(
+    "--max-choices",
+    config="ServeConfig",
+    type=click.IntRange(1, 4096),
+    help="Most completions (n x prompts) one request may ask for.",
+)
+@option(
+    "--client-timeout",
+    config="ServeConfig",
+    type=click.FloatRange(min=0, min_open=True, max=3600),
+    help="Seconds a client may take to send its headers, and again its body.",
+)
+@click.option(
+    "--allow-host",
+    "allow_hosts",
+    multiple=True,
+    help="Without an API key only loopback Host/Origin are served; also accept this name ('*': any).",
+)
 def serve_cmd(url_file, allow_hosts, **given):
     """Serve a local model as an OpenAI-compatible endpoint.
 
@@ -301,8 +407,13 @@ def serve_cmd(url_file, allow_hosts, **given):
 
 
 @cli.command("respond")
-@click.option("--in", "inputs", type=click.Path(path_type=Path), required=True,
-              help="Records in any format (alpaca, sharegpt, messages, seed, datagen).")
+@click.option(
+    "--in",
+    "inputs",
+    type=click.Path(path_type=Path),
+    required=True,
+    help="Records in any format (alpaca, sharegpt, messages, seed, datagen).",
+)
 @click.option("--out", type=click.Path(file_okay=False, path_type=Path), required=True, help="Output folder.")
 @option("--system", config="RespondConfig", help="System message to put before each conversation.")
 @llm_options
@@ -321,29 +432,41 @@ def respond_cmd(inputs, out, **given):
     from datagen.generate.respond import respond
 
     stats = run_llm_stage(respond, "RespondConfig", given, inputs=inputs, out=out)
-    click.echo(f"wrote {stats['kept']} responses to {out / 'responses.jsonl'}, {stats['rejected']} rejected "
-               f"({_calls(stats)})")
+    click.echo(
+        f"wrote {stats['kept']} responses to {out / 'responses.jsonl'}, {stats['rejected']} rejected ({_calls(stats)})"
+    )
 
 
 # ---- generator commands: self-instruct ----
 
+
 @cli.command("self-instruct")
 @click.option("--seeds", type=click.Path(path_type=Path), required=True, help="Seed tasks (self-instruct JSONL).")
 @click.option("--out", type=click.Path(file_okay=False, path_type=Path), required=True, help="Output folder.")
-@option("--num-instructions", config="SelfInstructConfig", type=click.IntRange(min=1),
-        help="New instructions to generate.")
+@option(
+    "--num-instructions", config="SelfInstructConfig", type=click.IntRange(min=1), help="New instructions to generate."
+)
 @option("--lang", config="SelfInstructConfig", type=click.Choice(["en", "zh"]))
-@option("--style", config="SelfInstructConfig", type=click.Choice(["completion", "chat"]),
-        help="completion: the model continues a numbered list (/v1/completions; best for small models). "
-             "chat: ask an instruction-following model.")
-@option("--batch-size", config="SelfInstructConfig", type=click.IntRange(min=1),
-        help="Bootstrap requests in flight per round.")
+@option(
+    "--style",
+    config="SelfInstructConfig",
+    type=click.Choice(["completion", "chat"]),
+    help="completion: the model continues a numbered list (/v1/completions; best for small models). "
+    "chat: ask an instruction-following model.",
+)
+@option(
+    "--batch-size",
+    config="SelfInstructConfig",
+    type=click.IntRange(min=1),
+    help="Bootstrap requests in flight per round.",
+)
 @option("--num-prompt-instructions", config="SelfInstructConfig", type=click.IntRange(min=1))
 @option("--num-machine-in-prompt", config="SelfInstructConfig", type=click.IntRange(min=0))
 @option("--rouge-threshold", config="SelfInstructConfig", type=FiniteFloat(0, 1, min_open=True))
 @option("--max-instances", config="SelfInstructConfig", type=click.IntRange(min=1))
-@option("--max-rounds", config="SelfInstructConfig", type=click.IntRange(min=1),
-        help="Default: 4× the minimum needed.")
+@option(
+    "--max-rounds", config="SelfInstructConfig", type=click.IntRange(min=1), help="Default: 4× the minimum needed."
+)
 @option("--seed", config="SelfInstructConfig", type=int, help="RNG seed for in-context sampling.")
 @llm_options
 def self_instruct_cmd(seeds, out, **given):
@@ -359,29 +482,63 @@ def self_instruct_cmd(seeds, out, **given):
 
     stats = run_llm_stage(generate, "SelfInstructConfig", given, seeds=seeds, out=out)
     agreement = stats.get("classifier_agreement")
-    click.echo(f"wrote {stats['kept']} records from {stats['machine_instructions']} new instructions to "
-               f"{out / 'records.jsonl'}; {stats['rejected']} rejected ({_calls(stats)})" +
-               (f"; classifier agrees with {agreement['agree']}/{agreement['evaluated']} labelled seeds "
-                "(leave-one-out)" if agreement else ""))
+    click.echo(
+        f"wrote {stats['kept']} records from {stats['machine_instructions']} new instructions to "
+        f"{out / 'records.jsonl'}; {stats['rejected']} rejected ({_calls(stats)})"
+        + (
+            f"; classifier agrees with {agreement['agree']}/{agreement['evaluated']} labelled seeds (leave-one-out)"
+            if agreement
+            else ""
+        )
+    )
+
 
 @cli.command("self-instruct-multiturn")
-@click.option("--seeds", type=click.Path(path_type=Path), required=True,
-              help="Seed conversations (JSONL of OpenAI messages or sharegpt conversations).")
-@option("--num-conversations", config="MultiTurnConfig", type=click.IntRange(min=1),
-        help="Conversations to keep, each with at least 2 user turns.")
+@click.option(
+    "--seeds",
+    type=click.Path(path_type=Path),
+    required=True,
+    help="Seed conversations (JSONL of OpenAI messages or sharegpt conversations).",
+)
+@option(
+    "--num-conversations",
+    config="MultiTurnConfig",
+    type=click.IntRange(min=1),
+    help="Conversations to keep, each with at least 2 user turns.",
+)
 @click.option("--out", type=click.Path(file_okay=False, path_type=Path), required=True, help="Output folder.")
 @option("--lang", config="MultiTurnConfig", type=click.Choice(["en", "zh"]))
-@option("--min-turns", config="MultiTurnConfig", type=click.IntRange(min=2),
-        help="Fewest user turns a conversation is planned with.")
-@option("--max-turns", config="MultiTurnConfig", type=click.IntRange(min=2),
-        help="Most user turns; each conversation draws its count from [min, max].")
-@option("--style", config="MultiTurnConfig", type=click.Choice(["completion", "chat"]),
-        help="completion: openers continue a numbered list and the simulated user continues a transcript "
-             "(/v1/completions; best for small models). chat: ask an instruction-following model.")
-@option("--batch-size", config="MultiTurnConfig", type=click.IntRange(min=1),
-        help="Opener requests in flight per bootstrap round.")
-@option("--seed", config="MultiTurnConfig", type=int,
-        help="RNG seed: in-context sampling, turn counts and follow-up kinds.")
+@option(
+    "--min-turns",
+    config="MultiTurnConfig",
+    type=click.IntRange(min=2),
+    help="Fewest user turns a conversation is planned with.",
+)
+@option(
+    "--max-turns",
+    config="MultiTurnConfig",
+    type=click.IntRange(min=2),
+    help="Most user turns; each conversation draws its count from [min, max].",
+)
+@option(
+    "--style",
+    config="MultiTurnConfig",
+    type=click.Choice(["completion", "chat"]),
+    help="completion: openers continue a numbered list and the simulated user continues a transcript "
+    "(/v1/completions; best for small models). chat: ask an instruction-following model.",
+)
+@option(
+    "--batch-size",
+    config="MultiTurnConfig",
+    type=click.IntRange(min=1),
+    help="Opener requests in flight per bootstrap round.",
+)
+@option(
+    "--seed",
+    config="MultiTurnConfig",
+    type=int,
+    help="RNG seed: in-context sampling, turn counts and follow-up kinds.",
+)
 @llm_options
 def self_instruct_multiturn_cmd(seeds, out, **given):
     """Grow multi-turn conversations from seed dialogues (multi-turn Self-Instruct).
@@ -397,28 +554,56 @@ def self_instruct_multiturn_cmd(seeds, out, **given):
     from datagen.generate.multiturn import generate
 
     stats = run_llm_stage(generate, "MultiTurnConfig", given, seeds=seeds, out=out)
-    click.echo(f"wrote {stats['kept']} conversations (user turns: {stats['turns']}) to {out / 'records.jsonl'}; "
-               f"{stats['rejected']} rejected ({_calls(stats)})")
+    click.echo(
+        f"wrote {stats['kept']} conversations (user turns: {stats['turns']}) to {out / 'records.jsonl'}; "
+        f"{stats['rejected']} rejected ({_calls(stats)})"
+    )
+
 
 # ---- generator commands: self-qa ----
 
 
 @cli.command("self-qa")
-@click.option("--docs", required=True, metavar="DIR_OR_GLOB",
-              help="Folder (walked recursively), file or glob of .txt .md .html .jsonl .csv .tsv .pdf documents.")
+@click.option(
+    "--docs",
+    required=True,
+    metavar="DIR_OR_GLOB",
+    help="Folder (walked recursively), file or glob of .txt .md .html .jsonl .csv .tsv .pdf documents.",
+)
 @click.option("--out", type=click.Path(file_okay=False, path_type=Path), required=True, help="Output folder.")
-@option("--questions-per-chunk", config="SelfQAConfig", type=click.IntRange(1, 20),
-        help="Questions asked for, and kept at most, per chunk.")
-@option("--chunk-tokens", config="SelfQAConfig", type=click.IntRange(min=16),
-        help="Chunk size in tokens (words; a CJK character counts as one).")
-@option("--chunk-overlap", config="SelfQAConfig", type=click.IntRange(min=0),
-        help="Tokens consecutive chunks may share.")
-@option("--lang", config="SelfQAConfig", type=click.Choice(["auto", "en", "zh"]),
-        help="Prompt language; auto picks it per chunk.")
-@option("--max-chunks", config="SelfQAConfig", type=click.IntRange(min=1),
-        help="Use at most this many chunks, round-robin over documents.")
-@option("--min-support", config="SelfQAConfig", type=FiniteFloat(0, 1),
-        help="Drop answers with a smaller share of content words found in their chunk.")
+@option(
+    "--questions-per-chunk",
+    config="SelfQAConfig",
+    type=click.IntRange(1, 20),
+    help="Questions asked for, and kept at most, per chunk.",
+)
+@option(
+    "--chunk-tokens",
+    config="SelfQAConfig",
+    type=click.IntRange(min=16),
+    help="Chunk size in tokens (words; a CJK character counts as one).",
+)
+@option(
+    "--chunk-overlap", config="SelfQAConfig", type=click.IntRange(min=0), help="Tokens consecutive chunks may share."
+)
+@option(
+    "--lang",
+    config="SelfQAConfig",
+    type=click.Choice(["auto", "en", "zh"]),
+    help="Prompt language; auto picks it per chunk.",
+)
+@option(
+    "--max-chunks",
+    config="SelfQAConfig",
+    type=click.IntRange(min=1),
+    help="Use at most this many chunks, round-robin over documents.",
+)
+@option(
+    "--min-support",
+    config="SelfQAConfig",
+    type=FiniteFloat(0, 1),
+    help="Drop answers with a smaller share of content words found in their chunk.",
+)
 @option("--text-field", config="SelfQAConfig", help="Field holding the text in .jsonl documents.")
 @llm_options
 @sampling_options("SelfQAConfig")
@@ -435,26 +620,46 @@ def self_qa_cmd(docs, out, **given):
     from datagen.generate.self_qa import generate
 
     stats = run_llm_stage(generate, "SelfQAConfig", given, docs=docs, out=out)
-    click.echo(f"wrote {stats['kept']} records from {stats['documents']} documents to {out / 'records.jsonl'}, "
-               f"{stats['rejected']} rejected ({_calls(stats)})")
+    click.echo(
+        f"wrote {stats['kept']} records from {stats['documents']} documents to {out / 'records.jsonl'}, "
+        f"{stats['rejected']} rejected ({_calls(stats)})"
+    )
+
 
 # ---- generator commands: self-kg ----
 
 
 @cli.command("self-kg")
-@click.option("--graph", type=click.Path(exists=True, dir_okay=False, path_type=Path), required=True,
-              help="Triples (.tsv/.csv/.jsonl: head, relation, tail) or a graph (.graphml/.gml/.json node-link).")
+@click.option(
+    "--graph",
+    type=click.Path(exists=True, dir_okay=False, path_type=Path),
+    required=True,
+    help="Triples (.tsv/.csv/.jsonl: head, relation, tail) or a graph (.graphml/.gml/.json node-link).",
+)
 @option("--num", config="SelfKGConfig", type=click.IntRange(min=1), help="Samples to draw.")
-@option("--mode", config="SelfKGConfig", type=click.Choice(["template", "llm"]),
-        help="template: fixed phrasings, no LLM; llm: the LLM phrases the facts (grounding-checked).")
+@option(
+    "--mode",
+    config="SelfKGConfig",
+    type=click.Choice(["template", "llm"]),
+    help="template: fixed phrasings, no LLM; llm: the LLM phrases the facts (grounding-checked).",
+)
 @click.option("--out", type=click.Path(file_okay=False, path_type=Path), required=True, help="Output folder.")
-@option("--labels", config="SelfKGConfig", type=click.Path(exists=True, dir_okay=False, path_type=Path),
-        help="Display labels: id<TAB>label rows, or a header such as id<TAB>label_zh.")
+@option(
+    "--labels",
+    config="SelfKGConfig",
+    type=click.Path(exists=True, dir_okay=False, path_type=Path),
+    help="Display labels: id<TAB>label rows, or a header such as id<TAB>label_zh.",
+)
 @option("--lang", config="SelfKGConfig", type=click.Choice(["en", "zh"]))
-@option("--skip-bad-rows", config="SelfKGConfig", is_flag=True,
-        help="Skip and count bad input rows instead of stopping.")
-@option("--dangling", config="SelfKGConfig", type=click.Choice(["drop", "add", "error"]),
-        help="Edges to nodes the file never declares (GraphML, GML, node-link).")
+@option(
+    "--skip-bad-rows", config="SelfKGConfig", is_flag=True, help="Skip and count bad input rows instead of stopping."
+)
+@option(
+    "--dangling",
+    config="SelfKGConfig",
+    type=click.Choice(["drop", "add", "error"]),
+    help="Edges to nodes the file never declares (GraphML, GML, node-link).",
+)
 @option("--keep-self-loops", config="SelfKGConfig", is_flag=True, help="Keep head == tail facts (dropped by default).")
 @llm_options
 @sampling_options("SelfKGConfig")
@@ -477,31 +682,56 @@ def self_kg_cmd(graph, out, **given):
     seed = {"seed": given["seed"]} if given["seed"] is not None else {}  # --seed: graph sampling too
     stats = run_llm_stage(generate, "SelfKGConfig", given, lambda cfg: cfg.mode == "llm", graph=graph, out=out, **seed)
     coverage = stats["coverage"]
-    click.echo(f"wrote {stats['kept']} records to {out / 'records.jsonl'}, {stats['rejected']} rejected; "
-               f"covered {coverage['entities']['share']:.0%} of entities, {coverage['relations']['share']:.0%} "
-               f"of relations")
+    click.echo(
+        f"wrote {stats['kept']} records to {out / 'records.jsonl'}, {stats['rejected']} rejected; "
+        f"covered {coverage['entities']['share']:.0%} of entities, {coverage['relations']['share']:.0%} "
+        f"of relations"
+    )
+
 
 @cli.command("filter")
 @click.argument("inputs", nargs=-1, type=click.Path(path_type=Path))
-@click.option("--out", type=click.Path(file_okay=False, path_type=Path), default=None,
-              help="Output folder (or 'out' in --config).")
-@click.option("--config", "config_path", type=click.Path(exists=True, dir_okay=False, path_type=Path), default=None,
-              help="filter.yaml with any FilterConfig key; flags given here override it.")
+@click.option(
+    "--out",
+    type=click.Path(file_okay=False, path_type=Path),
+    default=None,
+    help="Output folder (or 'out' in --config).",
+)
+@click.option(
+    "--config",
+    "config_path",
+    type=click.Path(exists=True, dir_okay=False, path_type=Path),
+    default=None,
+    help="filter.yaml with any FilterConfig key; flags given here override it.",
+)
 @option("--heuristics/--no-heuristics", config="FilterConfig", help="Stage 1: named rules.")
 @option("--exact-dedup/--no-exact-dedup", config="FilterConfig", help="Stage 2: same prompt.")
 @option("--rouge-dedup/--no-rouge-dedup", config="FilterConfig", help="Stage 3: ROUGE-L near-dups.")
 @option("--embed-dedup/--no-embed-dedup", config="FilterConfig", help="Stage 4: embedding near-dups.")
 @option("--judge/--no-judge", config="FilterConfig", help="Stage 5: LLM judge (needs --base-url).")
-@option("--keep", config="FilterConfig", type=click.Choice(["first", "longest_output", "heuristic_score"]),
-        help="Which record of a duplicate group survives.")
+@option(
+    "--keep",
+    config="FilterConfig",
+    type=click.Choice(["first", "longest_output", "heuristic_score"]),
+    help="Which record of a duplicate group survives.",
+)
 @option("--rouge-threshold", config="FilterConfig", type=FiniteFloat(0, 1, min_open=True))
-@option("--embed-threshold", config="FilterConfig", type=FiniteFloat(0, 1, min_open=True),
-        help="Cosine at or above which two instructions are duplicates.")
-@option("--embed-model", config="FilterConfig",
-        help="sentence-transformers folder. Default: bundled all-MiniLM-L6-v2.")
+@option(
+    "--embed-threshold",
+    config="FilterConfig",
+    type=FiniteFloat(0, 1, min_open=True),
+    help="Cosine at or above which two instructions are duplicates.",
+)
+@option(
+    "--embed-model", config="FilterConfig", help="sentence-transformers folder. Default: bundled all-MiniLM-L6-v2."
+)
 @option("--judge-min-score", config="FilterConfig", type=click.IntRange(1, 5))
-@click.option("--against", multiple=True, type=click.Path(exists=True, path_type=Path),
-              help="Earlier dataset(s): drop records that near-duplicate them (repeat the option for several).")
+@click.option(
+    "--against",
+    multiple=True,
+    type=click.Path(exists=True, path_type=Path),
+    help="Earlier dataset(s): drop records that near-duplicate them (repeat the option for several).",
+)
 @llm_options
 def filter_cmd(config_path, **options):
     """Filter records: heuristics, exact dedup, ROUGE-L and embedding near-dups, optional LLM judge.
@@ -518,21 +748,42 @@ def filter_cmd(config_path, **options):
 
     given = {k: v for k, v in options.items() if v not in (None, ())}  # what the user gave: the rest defaults to None
     stats = asyncio.run(run_filter(load_config(config_path, **given)))
-    click.echo(f"kept {stats['curated']} of {stats['records_in']} records in {stats['out']}/curated.jsonl; "
-               f"{stats['rejected']} rejected {stats['rejects_by_stage'] or ''}".rstrip())
+    click.echo(
+        f"kept {stats['curated']} of {stats['records_in']} records in {stats['out']}/curated.jsonl; "
+        f"{stats['rejected']} rejected {stats['rejects_by_stage'] or ''}".rstrip()
+    )
+
 
 # ---- filter / train / eval / merge commands ----
 
+
 @cli.command("train")
-@click.option("--data", type=click.Path(exists=True, path_type=Path), required=True,
-              help="Training records in any format (alpaca, sharegpt, messages, seed, datagen, HF folder/parquet).")
-@option("--base", config="TrainConfig", help="Base model: 'embedded' (SmolLM2-135M-Instruct), a .gguf file or an HF "
-                                            "model folder.")
+@click.option(
+    "--data",
+    type=click.Path(exists=True, path_type=Path),
+    required=True,
+    help="Training records in any format (alpaca, sharegpt, messages, seed, datagen, HF folder/parquet).",
+)
+@option(
+    "--base",
+    config="TrainConfig",
+    help="Base model: 'embedded' (SmolLM2-135M-Instruct), a .gguf file or an HF model folder.",
+)
 @click.option("--out", type=click.Path(file_okay=False, path_type=Path), required=True, help="Output folder.")
-@click.option("--config", "config_path", type=click.Path(exists=True, dir_okay=False, path_type=Path), default=None,
-              help="YAML file of train settings (see datagen/train/config.py); key=value arguments override it.")
-@click.option("--debug-labels", type=click.IntRange(min=0), default=0, show_default=True,
-              help="Print N training rows with the trained tokens highlighted, then train.")
+@click.option(
+    "--config",
+    "config_path",
+    type=click.Path(exists=True, dir_okay=False, path_type=Path),
+    default=None,
+    help="YAML file of train settings (see datagen/train/config.py); key=value arguments override it.",
+)
+@click.option(
+    "--debug-labels",
+    type=click.IntRange(min=0),
+    default=0,
+    show_default=True,
+    help="Print N training rows with the trained tokens highlighted, then train.",
+)
 @click.argument("overrides", nargs=-1, metavar="[KEY=VALUE]...")
 def train_cmd(data, base, out, config_path, debug_labels, overrides):
     """Fine-tune a LoRA (or QLoRA) adapter on DATA.
@@ -555,17 +806,28 @@ def train_cmd(data, base, out, config_path, debug_labels, overrides):
         return
     before, after = s["eval_loss_before"], s["eval_loss_after"]
     loss = f"; eval loss {before:.4f} -> {after:.4f}" if before is not None and after is not None else ""
-    click.echo(f"trained {s['global_step']} steps on {s['data_stats']['rows']} rows ({s['dropped_rows']} dropped), "
-               f"{s['trainable_params']:,} trainable parameters{loss}; adapter in {s['adapter']}")
+    click.echo(
+        f"trained {s['global_step']} steps on {s['data_stats']['rows']} rows ({s['dropped_rows']} dropped), "
+        f"{s['trainable_params']:,} trainable parameters{loss}; adapter in {s['adapter']}"
+    )
 
 
 @cli.command("eval")
-@option("--base", config="EvalConfig",
-        help="Base model. Default: the one the adapter was trained on, else 'embedded'.")
-@option("--adapter", config="EvalConfig", type=click.Path(exists=True, file_okay=False, path_type=Path),
-        help="LoRA adapter folder (OUT/adapter of datagen train); without it only the base is scored.")
-@click.option("--data", type=click.Path(exists=True, path_type=Path), required=True,
-              help="Held-out records (e.g. OUT/eval.jsonl of datagen train); the last reply is the reference.")
+@option(
+    "--base", config="EvalConfig", help="Base model. Default: the one the adapter was trained on, else 'embedded'."
+)
+@option(
+    "--adapter",
+    config="EvalConfig",
+    type=click.Path(exists=True, file_okay=False, path_type=Path),
+    help="LoRA adapter folder (OUT/adapter of datagen train); without it only the base is scored.",
+)
+@click.option(
+    "--data",
+    type=click.Path(exists=True, path_type=Path),
+    required=True,
+    help="Held-out records (e.g. OUT/eval.jsonl of datagen train); the last reply is the reference.",
+)
 @option("--max-samples", config="EvalConfig", type=click.IntRange(min=1))
 @option("--max-new-tokens", config="EvalConfig", type=click.IntRange(min=1))
 @option("--batch-size", config="EvalConfig", type=click.IntRange(min=1))
@@ -593,8 +855,12 @@ def eval_cmd(data, out, **given):
 
 @cli.command("merge")
 @click.option("--base", default=None, help="Base model. Default: the one the adapter was trained on, else 'embedded'.")
-@click.option("--adapter", type=click.Path(exists=True, file_okay=False, path_type=Path), required=True,
-              help="LoRA adapter folder (OUT/adapter of datagen train).")
+@click.option(
+    "--adapter",
+    type=click.Path(exists=True, file_okay=False, path_type=Path),
+    required=True,
+    help="LoRA adapter folder (OUT/adapter of datagen train).",
+)
 @click.option("--out", type=click.Path(file_okay=False, path_type=Path), required=True, help="Merged model folder.")
 @click.option("--dtype", type=click.Choice(["float32", "bfloat16", "float16"]), default="float32", show_default=True)
 def merge_cmd(base, adapter, out, dtype):
@@ -612,13 +878,22 @@ def merge_cmd(base, adapter, out, dtype):
 
 # ---- pipeline commands: run / inspect / export ----
 
+
 @cli.command("run")
 @click.argument("config", type=click.Path(path_type=Path))
 @click.argument("overrides", nargs=-1, metavar="[KEY=VALUE]...")
-@click.option("--resume", is_flag=True, help="Continue an existing run: finished stages are skipped, "
-                                             "unfinished ones resume from their state and the LLM cache.")
-@click.option("--dry-run", is_flag=True, help="Estimate requests, tokens and cost per stage (ceilings, with the "
-                                              "config's prices) and exit: nothing is sent or written.")
+@click.option(
+    "--resume",
+    is_flag=True,
+    help="Continue an existing run: finished stages are skipped, "
+    "unfinished ones resume from their state and the LLM cache.",
+)
+@click.option(
+    "--dry-run",
+    is_flag=True,
+    help="Estimate requests, tokens and cost per stage (ceilings, with the "
+    "config's prices) and exit: nothing is sent or written.",
+)
 def run_cmd(config: Path, overrides: tuple[str, ...], resume: bool, dry_run: bool) -> None:
     """Run the stages a YAML config names, then write manifest.json and report.html.
 
@@ -640,8 +915,10 @@ def run_cmd(config: Path, overrides: tuple[str, ...], resume: bool, dry_run: boo
     manifest = run_pipeline(config, overrides, resume=resume)
     ran = [n for n, s in manifest["stages"].items() if not s.get("skipped")]
     run_dir = Path(manifest["config"].get("out_dir") or "outputs") / manifest["name"]
-    click.echo(f"run {manifest['name']}: {len(ran)} stage(s) ran, {len(manifest['stages']) - len(ran)} skipped; "
-               f"results in {run_dir}/ (manifest.json, report.html)")
+    click.echo(
+        f"run {manifest['name']}: {len(ran)} stage(s) ran, {len(manifest['stages']) - len(ran)} skipped; "
+        f"results in {run_dir}/ (manifest.json, report.html)"
+    )
 
 
 @cli.command("inspect")
@@ -663,13 +940,29 @@ def _export_options(fn: Any) -> Any:
     from datagen.formats import EXPORT_FORMATS
 
     return _options(
-        click.option("--to", "to", required=True, type=click.Choice(list(EXPORT_FORMATS)),
-                     help="Output format; 'hf' writes a dataset folder (load_dataset, load_from_disk, LLaMA-Factory)."),
-        click.option("--overwrite", is_flag=True, help="Replace an existing DEST (never one holding the input or a run)."),
-        click.option("--meta", type=click.Choice(["struct", "drop"]), default="struct", show_default=True,
-                     help="hf/parquet: keep meta as a typed struct column, or leave it out."),
-        click.option("--tokenizer", default=None, help="--to text: model folder whose chat template renders each "
-                                                       "conversation (default: the embedded SmolLM2)."),
+        click.option(
+            "--to",
+            "to",
+            required=True,
+            type=click.Choice(list(EXPORT_FORMATS)),
+            help="Output format; 'hf' writes a dataset folder (load_dataset, load_from_disk, LLaMA-Factory).",
+        ),
+        click.option(
+            "--overwrite", is_flag=True, help="Replace an existing DEST (never one holding the input or a run)."
+        ),
+        click.option(
+            "--meta",
+            type=click.Choice(["struct", "drop"]),
+            default="struct",
+            show_default=True,
+            help="hf/parquet: keep meta as a typed struct column, or leave it out.",
+        ),
+        click.option(
+            "--tokenizer",
+            default=None,
+            help="--to text: model folder whose chat template renders each "
+            "conversation (default: the embedded SmolLM2).",
+        ),
         click.option("--license", "license_", default=None, help="--to hf: license in the dataset card."),
     )(fn)
 
@@ -688,8 +981,10 @@ def _export(examples: list[Any], dest: Path, to: str, tokenizer: str | None, ori
         tok = AutoTokenizer.from_pretrained(resolve_model_dir(tokenizer))
         chat_template = functools.partial(tok.apply_chat_template, tokenize=False)
     result = export(examples, dest, to, chat_template=chat_template, **options)
-    click.echo(f"wrote {result.rows} {'tasks' if to == 'seed' else 'pairs' if to == 'preference' else 'records'}"
-               f"{origin} to {dest} ({to})")
+    click.echo(
+        f"wrote {result.rows} {'tasks' if to == 'seed' else 'pairs' if to == 'preference' else 'records'}"
+        f"{origin} to {dest} ({to})"
+    )
     if result.dropped:
         click.echo(result.notes(), err=True)
 
@@ -698,8 +993,9 @@ def _export(examples: list[Any], dest: Path, to: str, tokenizer: str | None, ori
 @click.argument("run", type=click.Path(exists=True, file_okay=False, path_type=Path))
 @click.argument("dest", type=click.Path(path_type=Path))
 @_export_options
-def export_cmd(run: Path, dest: Path, to: str, overwrite: bool, meta: str, tokenizer: str | None,
-               license_: str | None) -> None:
+def export_cmd(
+    run: Path, dest: Path, to: str, overwrite: bool, meta: str, tokenizer: str | None, license_: str | None
+) -> None:
     """Export a run's curated data (or its generated records when it has no filter stage).
 
     An existing DEST is refused unless --overwrite; what a format cannot hold is listed on stderr.
@@ -720,18 +1016,40 @@ def export_cmd(run: Path, dest: Path, to: str, overwrite: bool, meta: str, token
     examples = [e for source in sources for e in read_any(source)]
     rejects = run / "filter" / "rejects.jsonl"
     rejected = read_any(rejects) if to == "preference" and rejects.exists() else []
-    _export(examples, dest, to, tokenizer, f" from {len(sources)} file(s)", overwrite=overwrite,
-            protect=[run, *sources], rejected=rejected, meta=meta, card={**dataset_card(run), "license": license_})
+    _export(
+        examples,
+        dest,
+        to,
+        tokenizer,
+        f" from {len(sources)} file(s)",
+        overwrite=overwrite,
+        protect=[run, *sources],
+        rejected=rejected,
+        meta=meta,
+        card={**dataset_card(run), "license": license_},
+    )
 
 
 @cli.command("convert")
 @click.argument("source", type=click.Path(path_type=Path))
 @click.argument("dest", type=click.Path(path_type=Path))
 @_export_options
-@click.option("--rejected", type=click.Path(exists=True, path_type=Path), default=None,
-              help="--to preference: the rejected records (a filter's rejects.jsonl).")
-def convert_cmd(source: Path, dest: Path, to: str, overwrite: bool, meta: str, tokenizer: str | None,
-                license_: str | None, rejected: Path | None) -> None:
+@click.option(
+    "--rejected",
+    type=click.Path(exists=True, path_type=Path),
+    default=None,
+    help="--to preference: the rejected records (a filter's rejects.jsonl).",
+)
+def convert_cmd(
+    source: Path,
+    dest: Path,
+    to: str,
+    overwrite: bool,
+    meta: str,
+    tokenizer: str | None,
+    license_: str | None,
+    rejected: Path | None,
+) -> None:
     """Convert records between formats.
 
     The input format is detected per line. An existing DEST is refused unless --overwrite.
@@ -743,9 +1061,17 @@ def convert_cmd(source: Path, dest: Path, to: str, overwrite: bool, meta: str, t
     """
     from datagen.formats import read_any
 
-    _export(read_any(source), dest, to, tokenizer, overwrite=overwrite,
-            protect=[source] + ([rejected] if rejected else []), rejected=read_any(rejected) if rejected else [],
-            meta=meta, card={"name": Path(source).stem, "source": {"file": Path(source).name}, "license": license_})
+    _export(
+        read_any(source),
+        dest,
+        to,
+        tokenizer,
+        overwrite=overwrite,
+        protect=[source] + ([rejected] if rejected else []),
+        rejected=read_any(rejected) if rejected else [],
+        meta=meta,
+        card={"name": Path(source).stem, "source": {"file": Path(source).name}, "license": license_},
+    )
 
 
 @cli.group("prompts")
@@ -781,6 +1107,7 @@ def prompts_show(name: str) -> None:
 
 # ---- batch files for self-hosted engines ----
 
+
 @cli.group("batch")
 def batch_group() -> None:
     """Batch files: export the pending requests of a run for another engine, import its results.
@@ -797,8 +1124,13 @@ def batch_group() -> None:
 @batch_group.command("export")
 @click.argument("config", type=click.Path(path_type=Path))
 @click.argument("overrides", nargs=-1, metavar="[KEY=VALUE]...")
-@click.option("--out", "out_file", type=click.Path(dir_okay=False, path_type=Path), required=True,
-              help="Where the pending requests are written (JSONL, OpenAI batch format).")
+@click.option(
+    "--out",
+    "out_file",
+    type=click.Path(dir_okay=False, path_type=Path),
+    required=True,
+    help="Where the pending requests are written (JSONL, OpenAI batch format).",
+)
 def batch_export_cmd(config: Path, overrides: tuple[str, ...], out_file: Path) -> None:
     """Run CONFIG (resuming) until it needs answers it does not have; write those requests to --out.
 
@@ -817,8 +1149,12 @@ def batch_export_cmd(config: Path, overrides: tuple[str, ...], out_file: Path) -
 
 @batch_group.command("import")
 @click.argument("results", type=click.Path(exists=True, dir_okay=False, path_type=Path))
-@click.option("--cache-path", type=click.Path(dir_okay=False, path_type=Path), default=None,
-              help="SQLite answer cache. Default: $DATAGEN_HOME/llm_cache.sqlite.")
+@click.option(
+    "--cache-path",
+    type=click.Path(dir_okay=False, path_type=Path),
+    default=None,
+    help="SQLite answer cache. Default: $DATAGEN_HOME/llm_cache.sqlite.",
+)
 def batch_import_cmd(results: Path, cache_path: Path | None) -> None:
     """Load a batch results file (OpenAI batch output format) into the answer cache.
 
@@ -834,8 +1170,10 @@ def batch_import_cmd(results: Path, cache_path: Path | None) -> None:
         counts = import_results(results, client.cache, client._parse_raw)
     finally:
         asyncio.run(client.aclose())
-    click.echo(f"imported {counts['imported']} answer(s) into {client.cache.path}; "
-               f"{counts['failed']} failed and {counts['malformed']} malformed line(s) skipped")
+    click.echo(
+        f"imported {counts['imported']} answer(s) into {client.cache.path}; "
+        f"{counts['failed']} failed and {counts['malformed']} malformed line(s) skipped"
+    )
 
 
 def _exit_on_sigterm(signum: int, frame: Any) -> None:
@@ -854,8 +1192,10 @@ def main() -> None:
     except Exception as exc:  # click already handled usage errors and DatagenError
         if os.environ.get("DATAGEN_DEBUG"):
             raise
-        click.echo(f"internal error: {type(exc).__name__}: {redact_text(str(exc))} (set DATAGEN_DEBUG=1 for a traceback)",
-                   err=True)
+        click.echo(
+            f"internal error: {type(exc).__name__}: {redact_text(str(exc))} (set DATAGEN_DEBUG=1 for a traceback)",
+            err=True,
+        )
         sys.exit(1)
     finally:  # the exit's collector passes took seconds with torch loaded (issue 24: Ctrl-C within 3 s)
         from datagen.interrupt import skip_exit_collection
@@ -866,11 +1206,18 @@ def main() -> None:
 @cli.command("classify")
 @click.argument("inputs", type=click.Path(path_type=Path))
 @click.option("--out", type=click.Path(dir_okay=False, path_type=Path), required=True, help="Output JSONL.")
-@click.option("--neighbours", type=click.Path(exists=True, dir_okay=False, path_type=Path), multiple=True,
-              help="Labelled seed-format file for the kNN vote; repeat. Default: the shipped en + zh seeds.")
+@click.option(
+    "--neighbours",
+    type=click.Path(exists=True, dir_okay=False, path_type=Path),
+    multiple=True,
+    help="Labelled seed-format file for the kNN vote; repeat. Default: the shipped en + zh seeds.",
+)
 @option("--k", config="ClassifyConfig", type=click.IntRange(min=1), help="Neighbours per vote.")
-@option("--model-vote/--no-model-vote", config="ClassifyConfig",
-        help="Also ask the LLM (the Self-Instruct few-shot prompt); it only breaks ties.")
+@option(
+    "--model-vote/--no-model-vote",
+    config="ClassifyConfig",
+    help="Also ask the LLM (the Self-Instruct few-shot prompt); it only breaks ties.",
+)
 @option("--style", config="ClassifyConfig", type=click.Choice(["completion", "chat"]))
 @llm_options
 def classify_cmd(inputs, out, neighbours, **given):
@@ -885,9 +1232,22 @@ def classify_cmd(inputs, out, neighbours, **given):
     """
     from datagen.generate.classify import classify_file
 
-    stats = run_llm_stage(classify_file, "ClassifyConfig", given, lambda cfg: cfg.model_vote, inputs=inputs, out=out,
-                          **({"neighbours": neighbours} if neighbours else {}))
+    stats = run_llm_stage(
+        classify_file,
+        "ClassifyConfig",
+        given,
+        lambda cfg: cfg.model_vote,
+        inputs=inputs,
+        out=out,
+        **({"neighbours": neighbours} if neighbours else {}),
+    )
     agreement = stats["agreement"]
-    summary = (f"; agreement with the input's labels {agreement['accuracy']:.1%}, recall on classification "
-               f"{agreement['recall'] or 0:.1%} ({agreement['evaluated']} labelled)") if agreement else ""
+    summary = (
+        (
+            f"; agreement with the input's labels {agreement['accuracy']:.1%}, recall on classification "
+            f"{agreement['recall'] or 0:.1%} ({agreement['evaluated']} labelled)"
+        )
+        if agreement
+        else ""
+    )
     click.echo(f"wrote {stats['records']} records to {out}, {stats['classification']} classification{summary}")

@@ -119,8 +119,9 @@ def check_keys(mapping: dict[str, Any], allowed: Iterable[str], where: str) -> N
     allowed = list(allowed)
     for key in mapping:
         if key not in allowed:
-            raise ConfigError(f"{where}: unknown key '{key}'{suggest(str(key), allowed)}; "
-                              f"allowed: {', '.join(sorted(allowed))}")
+            raise ConfigError(
+                f"{where}: unknown key '{key}'{suggest(str(key), allowed)}; allowed: {', '.join(sorted(allowed))}"
+            )
 
 
 def build(cls: type, mapping: dict[str, Any] | None, where: str, exclude: Iterable[str] = (), **fixed: Any) -> Any:
@@ -273,7 +274,8 @@ class _StrictLoader(yaml.SafeLoader):
                 key = self.construct_object(key_node, deep=False)
                 if key in seen:
                     raise yaml.constructor.ConstructorError(
-                        None, None, f"duplicate key {key!r} (first given on line {seen[key] + 1})", key_node.start_mark)
+                        None, None, f"duplicate key {key!r} (first given on line {seen[key] + 1})", key_node.start_mark
+                    )
                 seen[key] = key_node.start_mark.line
         return super().construct_mapping(node, deep=deep)
 
@@ -282,7 +284,8 @@ class _StrictLoader(yaml.SafeLoader):
 # ``yaml.SafeLoader`` in place (seen in the test suite: dates read back as text once some library had loaded)
 # must not change what a config means. A date where text belongs stays a date, and ``check_plain`` refuses it.
 _StrictLoader.yaml_implicit_resolvers = {
-    first: list(entries) for first, entries in yaml.resolver.Resolver.yaml_implicit_resolvers.items()}
+    first: list(entries) for first, entries in yaml.resolver.Resolver.yaml_implicit_resolvers.items()
+}
 _StrictLoader.yaml_constructors = dict(yaml.constructor.SafeConstructor.yaml_constructors)
 
 
@@ -319,8 +322,10 @@ def _check_expansion(root: yaml.Node, limit: int = MAX_YAML_NODES) -> None:
             visiting.discard(id(node))
             sizes[id(node)] = 1 + sum(sizes[id(c)] for c in children(node))
             if sizes[id(node)] > limit:
-                raise _TooBig(f"aliases expand to more than {limit:,} values (line {node.start_mark.line + 1}); "
-                              "a config this size is almost certainly a YAML alias bomb")
+                raise _TooBig(
+                    f"aliases expand to more than {limit:,} values (line {node.start_mark.line + 1}); "
+                    "a config this size is almost certainly a YAML alias bomb"
+                )
             continue
         if id(child) in sizes:
             continue
@@ -347,8 +352,10 @@ def check_plain(data: Any, where: str) -> None:
         elif isinstance(value, (list, tuple)):
             stack.extend((f"{key}[{i}]", v) for i, v in enumerate(value))
         elif value is not None and not isinstance(value, (str, int, float, bool)):
-            raise ConfigError(f"{key}: expected text, a number, true/false, a list or a mapping, got "
-                              f"{type(value).__name__} {value!r} (quote it to pass it as text)")
+            raise ConfigError(
+                f"{key}: expected text, a number, true/false, a list or a mapping, got "
+                f"{type(value).__name__} {value!r} (quote it to pass it as text)"
+            )
 
 
 def _describe(value: Any) -> str:

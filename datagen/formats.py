@@ -24,12 +24,34 @@ from datagen.hfexport import JSON_SUFFIX, write_hf
 from datagen.records import Example, iter_json_lines, render_user_turn, validate_messages, write_json, write_jsonl
 
 #: Export formats, as named by ``datagen convert --to`` and ``datagen export --to``.
-EXPORT_FORMATS = ("datagen", "alpaca", "sharegpt", "messages", "seed", "hf", "parquet",
-                  "alpaca-json", "prompt-completion", "text", "preference")
+EXPORT_FORMATS = (
+    "datagen",
+    "alpaca",
+    "sharegpt",
+    "messages",
+    "seed",
+    "hf",
+    "parquet",
+    "alpaca-json",
+    "prompt-completion",
+    "text",
+    "preference",
+)
 
-_SHAREGPT_ROLES = {"human": "user", "user": "user", "gpt": "assistant", "assistant": "assistant",
-                   "chatgpt": "assistant", "bing": "assistant", "bard": "assistant", "model": "assistant",
-                   "system": "system", "observation": "tool", "tool": "tool", "function_call": "assistant"}
+_SHAREGPT_ROLES = {
+    "human": "user",
+    "user": "user",
+    "gpt": "assistant",
+    "assistant": "assistant",
+    "chatgpt": "assistant",
+    "bing": "assistant",
+    "bard": "assistant",
+    "model": "assistant",
+    "system": "system",
+    "observation": "tool",
+    "tool": "tool",
+    "function_call": "assistant",
+}
 _SHAREGPT_FROM = {"user": "human", "assistant": "gpt", "system": "system", "tool": "observation"}
 #: ``meta`` key listing the assistant turns that were sharegpt ``function_call`` turns, so they export back as such.
 FUNCTION_CALL_TURNS = "function_call_turns"
@@ -82,9 +104,11 @@ def example_from_obj(obj: Any, where: str) -> list[Example]:
         prompt, completion = obj["prompt"], obj["completion"]
         if isinstance(prompt, str) and isinstance(completion, str):
             return [Example(instruction=prompt, output=completion)]
-        messages = validate_messages((prompt if isinstance(prompt, list) else [{"role": "user", "content": prompt}])
-                                     + (completion if isinstance(completion, list) else
-                                        [{"role": "assistant", "content": completion}]), f"{where}: prompt+completion")
+        messages = validate_messages(
+            (prompt if isinstance(prompt, list) else [{"role": "user", "content": prompt}])
+            + (completion if isinstance(completion, list) else [{"role": "assistant", "content": completion}]),
+            f"{where}: prompt+completion",
+        )
         return [_from_messages(messages, obj, where)]
     if kind == "seed":
         return seed_task_examples(validate_seed_task(obj, where))
@@ -107,7 +131,9 @@ def _sharegpt_to_messages(conversations: Any, where: str) -> tuple[list[dict[str
             raise RecordError(f"{where}: conversations[{i}] must be an object")
         speaker, value = turn.get("from"), turn.get("value")
         if speaker not in _SHAREGPT_ROLES:
-            raise RecordError(f"{where}: conversations[{i}].from must be one of {sorted(_SHAREGPT_ROLES)}, got {speaker!r}")
+            raise RecordError(
+                f"{where}: conversations[{i}].from must be one of {sorted(_SHAREGPT_ROLES)}, got {speaker!r}"
+            )
         if not isinstance(value, str):
             raise RecordError(f"{where}: conversations[{i}].value must be a string")
         if speaker == "function_call":
@@ -127,13 +153,16 @@ def _from_alpaca_chat(obj: dict[str, Any], where: str) -> Example:
     if not isinstance(text_input, str) or not isinstance(system, str):
         raise RecordError(f"{where}: fields 'input' and 'system' must be strings")
     if not isinstance(history, list) or not all(
-            isinstance(pair, list) and len(pair) == 2 and all(isinstance(t, str) for t in pair) for pair in history):
+        isinstance(pair, list) and len(pair) == 2 and all(isinstance(t, str) for t in pair) for pair in history
+    ):
         raise RecordError(f"{where}: field 'history' must be a list of [user, assistant] string pairs")
     messages = [{"role": "system", "content": system}] if system else []
     for user, assistant in history:
         messages += [{"role": "user", "content": user}, {"role": "assistant", "content": assistant}]
-    messages += [{"role": "user", "content": render_user_turn(obj["instruction"], text_input)},
-                 {"role": "assistant", "content": obj["output"]}]
+    messages += [
+        {"role": "user", "content": render_user_turn(obj["instruction"], text_input)},
+        {"role": "assistant", "content": obj["output"]},
+    ]
     first = (history[0][0], "", history[0][1]) if history else (obj["instruction"], text_input, obj["output"])
     return Example(instruction=first[0], input=first[1], output=first[2], messages=messages, **_meta_and_id(obj))
 
@@ -143,22 +172,28 @@ def _from_messages(messages: list[dict[str, str]], obj: dict, where: str) -> Exa
     user = next((i for i, m in enumerate(messages) if m["role"] == "user"), None)
     if user is None:
         raise RecordError(f"{where}: conversation has no user turn")
-    reply = next((m["content"] for m in messages[user + 1:] if m["role"] == "assistant"), None)
+    reply = next((m["content"] for m in messages[user + 1 :] if m["role"] == "assistant"), None)
     if reply is None:
         raise RecordError(f"{where}: conversation has no assistant turn after the first user turn")
-    return Example(instruction=messages[user]["content"], input="", output=reply, messages=messages, **_meta_and_id(obj))
+    return Example(
+        instruction=messages[user]["content"], input="", output=reply, messages=messages, **_meta_and_id(obj)
+    )
 
 
 def _meta_and_id(obj: dict[str, Any]) -> dict[str, Any]:
     """A foreign record's ``meta`` and ``id`` when they have datagen's types; others are ignored, not errors."""
-    return {"meta": obj.get("meta") if isinstance(obj.get("meta"), dict) else {},
-            "id": obj.get("id") if isinstance(obj.get("id"), str) else ""}
+    return {
+        "meta": obj.get("meta") if isinstance(obj.get("meta"), dict) else {},
+        "id": obj.get("id") if isinstance(obj.get("id"), str) else "",
+    }
 
 
 def validate_seed_task(obj: Any, where: str) -> dict[str, Any]:
     """Check one Self-Instruct seed task; returns it unchanged (any file in the public format is accepted)."""
     if not isinstance(obj, dict):
-        raise RecordError(f"{where}: expected a seed task object, got {'an array' if isinstance(obj, list) else type(obj).__name__}")
+        raise RecordError(
+            f"{where}: expected a seed task object, got {'an array' if isinstance(obj, list) else type(obj).__name__}"
+        )
     for key in ("instruction", "instances"):
         if key not in obj:
             raise RecordError(f"{where}: seed task is missing required field '{key}'")
@@ -184,9 +219,13 @@ def validate_seed_task(obj: Any, where: str) -> dict[str, Any]:
 def seed_task_examples(task: dict[str, Any]) -> list[Example]:
     """One Example per instance of a seed task, tagged ``meta.method = "seed"``."""
     return [
-        Example(instruction=task["instruction"], input=inst["input"], output=inst["output"],
-                is_classification=task.get("is_classification"),
-                meta={"method": "seed", "source": [task.get("id", "")], "name": task.get("name", "")})
+        Example(
+            instruction=task["instruction"],
+            input=inst["input"],
+            output=inst["output"],
+            is_classification=task.get("is_classification"),
+            meta={"method": "seed", "source": [task.get("id", "")], "name": task.get("name", "")},
+        )
         for inst in task["instances"]
     ]
 
@@ -212,8 +251,11 @@ def iter_any(path: str | Path) -> Iterator[Example]:
     """``read_any`` one record at a time, so a caller that streams (the filter) holds one line, not the file.
     A JSON array and an HF dataset are still loaded whole (their parsers read the whole file)."""
     path = Path(path)
-    if path.is_dir() and any((path / f).exists() for f in ("dataset_info.json", "dataset_dict.json")) \
-            or path.suffix == ".parquet":
+    if (
+        path.is_dir()
+        and any((path / f).exists() for f in ("dataset_info.json", "dataset_dict.json"))
+        or path.suffix == ".parquet"
+    ):
         yield from _read_hf(path)
     elif path.suffix == ".json" and _starts_with_array(path):  # alpaca_data.json: one JSON array
         yield from _read_json_array(path)
@@ -249,7 +291,11 @@ def _read_hf(path: Path) -> list[Example]:
     import datasets  # heavy: imported only when HF data is read
 
     try:
-        dataset = datasets.Dataset.from_parquet(str(path)) if path.suffix == ".parquet" else datasets.load_from_disk(str(path))
+        dataset = (
+            datasets.Dataset.from_parquet(str(path))
+            if path.suffix == ".parquet"
+            else datasets.load_from_disk(str(path))
+        )
         if isinstance(dataset, datasets.DatasetDict):  # the `--to hf` folder: its splits, in order
             dataset = datasets.concatenate_datasets(list(dataset.values()))
     except Exception as exc:  # datasets raises many types for a broken folder
@@ -263,13 +309,18 @@ def _read_hf(path: Path) -> list[Example]:
             except (ValueError, RecursionError):
                 raise RecordError(f"{path}:row {i}: column 'meta' is not valid JSON") from None
         elif isinstance(row.get("meta"), dict):  # a struct: keys other rows have come back as None
-            row["meta"] = {k.removesuffix(JSON_SUFFIX): (json.loads(v) if k.endswith(JSON_SUFFIX) else v)
-                           for k, v in _without_nones(row["meta"]).items()}
+            row["meta"] = {
+                k.removesuffix(JSON_SUFFIX): (json.loads(v) if k.endswith(JSON_SUFFIX) else v)
+                for k, v in _without_nones(row["meta"]).items()
+            }
         for key in ("messages", "conversations"):
             if key in row and not row[key]:
                 del row[key]
-        if "instruction" in row and row.get("messages") == Example(
-                row["instruction"], row.get("output", ""), row.get("input", "")).conversation():
+        if (
+            "instruction" in row
+            and row.get("messages")
+            == Example(row["instruction"], row.get("output", ""), row.get("input", "")).conversation()
+        ):
             del row["messages"]  # the typed column holds every conversation; a single turn had none of its own
         examples.extend(example_from_obj(row, f"{path}:row {i}"))
     return examples
@@ -319,8 +370,11 @@ def to_sharegpt(example: Example) -> dict[str, Any]:
     messages = example.conversation()
     calls = set(example.meta.get(FUNCTION_CALL_TURNS) or [])
     system = messages[0]["content"] if messages[0]["role"] == "system" else None
-    turns = [{"from": "function_call" if i in calls else _SHAREGPT_FROM.get(m["role"], m["role"]), "value": m["content"]}
-             for i, m in enumerate(messages) if not (i == 0 and system is not None)]
+    turns = [
+        {"from": "function_call" if i in calls else _SHAREGPT_FROM.get(m["role"], m["role"]), "value": m["content"]}
+        for i, m in enumerate(messages)
+        if not (i == 0 and system is not None)
+    ]
     row: dict[str, Any] = {"id": example.id, "conversations": turns}
     if system is not None:
         row["system"] = system
@@ -343,9 +397,12 @@ def to_seed_tasks(examples: Iterable[Example]) -> list[dict[str, Any]]:
         task = tasks.get(example.instruction)
         if task is None:
             task = tasks[example.instruction] = {
-                "id": f"seed_task_{len(tasks)}", "name": example.meta.get("name") or example.id,
-                "instruction": example.instruction, "instances": [],
-                "is_classification": bool(example.is_classification)}
+                "id": f"seed_task_{len(tasks)}",
+                "name": example.meta.get("name") or example.id,
+                "instruction": example.instruction,
+                "instances": [],
+                "is_classification": bool(example.is_classification),
+            }
         task["instances"].append({"input": example.input, "output": example.output})
     return list(tasks.values())
 
@@ -370,8 +427,14 @@ def preference_pairs(kept: Iterable[Example], rejected: Iterable[Example]) -> tu
         if chosen["completion"] == pc["completion"]:
             unpaired += 1
             continue
-        pairs.append({"prompt": pc["prompt"], "chosen": chosen["completion"], "rejected": pc["completion"],
-                      "rejected_reason": (bad.reject or {}).get("reason", "")})
+        pairs.append(
+            {
+                "prompt": pc["prompt"],
+                "chosen": chosen["completion"],
+                "rejected": pc["completion"],
+                "rejected_reason": (bad.reject or {}).get("reason", ""),
+            }
+        )
     return pairs, unpaired
 
 
@@ -387,10 +450,18 @@ class ExportResult:
         return "\n".join(f"dropped: {what} on {n} record(s)" for what, n in sorted(self.dropped.items()))
 
 
-def export(examples: list[Example], out: str | Path, to: str, *, overwrite: bool = False,
-           protect: Iterable[str | Path] = (), rejected: Iterable[Example] = (),
-           chat_template: Callable[[list[dict[str, str]]], str] | None = None,
-           meta: str = "struct", card: dict[str, Any] | None = None) -> ExportResult:
+def export(
+    examples: list[Example],
+    out: str | Path,
+    to: str,
+    *,
+    overwrite: bool = False,
+    protect: Iterable[str | Path] = (),
+    rejected: Iterable[Example] = (),
+    chat_template: Callable[[list[dict[str, str]]], str] | None = None,
+    meta: str = "struct",
+    card: dict[str, Any] | None = None,
+) -> ExportResult:
     """Write examples to ``out`` in format ``to``; returns the row count (tasks for ``seed``) and the losses.
 
     ``out`` is never deleted: an existing non-empty ``out`` is refused unless ``overwrite``, and even then a
@@ -407,11 +478,16 @@ def export(examples: list[Example], out: str | Path, to: str, *, overwrite: bool
     result = ExportResult(0)
     dropped = result.dropped
     if to not in ("datagen", "hf", "parquet"):
-        _count_lost_fields(examples, dropped, joined=to not in ("alpaca", "alpaca-json", "seed"),
-                           keeps_classification=to == "seed")
+        _count_lost_fields(
+            examples, dropped, joined=to not in ("alpaca", "alpaca-json", "seed"), keeps_classification=to == "seed"
+        )
     if to == "seed":
-        lost = sum(1 for e in examples if e.messages and e.conversation() != Example(
-            instruction=e.instruction, input=e.input, output=e.output).conversation())
+        lost = sum(
+            1
+            for e in examples
+            if e.messages
+            and e.conversation() != Example(instruction=e.instruction, input=e.input, output=e.output).conversation()
+        )
         if lost:
             dropped["system prompt and turns after the first exchange (seed tasks are single-turn)"] += lost
     if to == "datagen":
@@ -438,7 +514,9 @@ def export(examples: list[Example], out: str | Path, to: str, *, overwrite: bool
     elif to == "preference":
         rejected = list(rejected)
         if not rejected:
-            raise ConfigError("--to preference needs rejected answers (a run's filter/rejects.jsonl, or --rejected FILE)")
+            raise ConfigError(
+                "--to preference needs rejected answers (a run's filter/rejects.jsonl, or --rejected FILE)"
+            )
         pairs, unpaired = preference_pairs(examples, rejected)
         if unpaired:
             dropped["rejected answer without a different kept answer to the same prompt"] += unpaired
@@ -446,13 +524,21 @@ def export(examples: list[Example], out: str | Path, to: str, *, overwrite: bool
     elif to == "seed":
         result.rows = write_jsonl(out, to_seed_tasks(examples))
     else:
-        result.rows = write_hf(examples, out, folder=(to == "hf"), meta=meta, card=card or {}, dropped=dropped,
-                               alpaca=[to_alpaca(e) for e in examples])
+        result.rows = write_hf(
+            examples,
+            out,
+            folder=(to == "hf"),
+            meta=meta,
+            card=card or {},
+            dropped=dropped,
+            alpaca=[to_alpaca(e) for e in examples],
+        )
     return result
 
 
-def _count_lost_fields(examples: list[Example], dropped: Counter[str], joined: bool,
-                       keeps_classification: bool = False) -> None:
+def _count_lost_fields(
+    examples: list[Example], dropped: Counter[str], joined: bool, keeps_classification: bool = False
+) -> None:
     for example in examples:
         if joined and example.input:
             dropped["instruction/input split (joined in the user turn)"] += 1
@@ -484,8 +570,10 @@ def check_destination(out: Path, folder: bool, overwrite: bool, protect: Iterabl
     if out.is_symlink():
         raise ConfigError(f"{out} is a symbolic link; refusing to replace it (remove the link yourself)")
     if out.is_dir() != folder:
-        raise ConfigError(f"{out} is a {'folder' if out.is_dir() else 'file'}; this format writes a "
-                          f"{'folder' if folder else 'file'}, so --overwrite will not replace it")
+        raise ConfigError(
+            f"{out} is a {'folder' if out.is_dir() else 'file'}; this format writes a "
+            f"{'folder' if folder else 'file'}, so --overwrite will not replace it"
+        )
     target = out.resolve()
     for path in protect:
         source = Path(path).resolve()

@@ -40,14 +40,25 @@ def llama_factory_entries(arrow_file: str) -> dict[str, dict[str, Any]]:
         "file_name": arrow_file,
         "formatting": "sharegpt",
         "columns": {"messages": "messages"},
-        "tags": {"role_tag": "role", "content_tag": "content", "user_tag": "user", "assistant_tag": "assistant",
-                 "observation_tag": "tool", "system_tag": "system"},
+        "tags": {
+            "role_tag": "role",
+            "content_tag": "content",
+            "user_tag": "user",
+            "assistant_tag": "assistant",
+            "observation_tag": "tool",
+            "system_tag": "system",
+        },
     }
     alpaca = {
         "file_name": ALPACA_FILE,
         "formatting": "alpaca",
-        "columns": {"prompt": "instruction", "query": "input", "response": "output", "system": "system",
-                    "history": "history"},
+        "columns": {
+            "prompt": "instruction",
+            "query": "input",
+            "response": "output",
+            "system": "system",
+            "history": "history",
+        },
     }
     return {"datagen_sharegpt": sharegpt, "datagen_alpaca": alpaca}
 
@@ -104,20 +115,37 @@ def typed_meta(metas: list[dict[str, Any]], dropped: Counter[str]) -> tuple[list
             as_json.add(key)
             kind = pa.string()
             dropped[f"type of meta.{key} (mixed types: stored as JSON text in meta.{key}{JSON_SUFFIX})"] += sum(
-                v is not None for v in values)
+                v is not None for v in values
+            )
         fields.append(pa.field(key + JSON_SUFFIX if key in as_json else key, kind))
     if not fields:
         return [{} for _ in metas], None
-    rows = [{(k + JSON_SUFFIX if k in as_json else k): (json.dumps(m[k], ensure_ascii=False) if k in as_json and k in m
-                                                        else m.get(k)) for k in keys} for m in metas]
+    rows = [
+        {
+            (k + JSON_SUFFIX if k in as_json else k): (
+                json.dumps(m[k], ensure_ascii=False) if k in as_json and k in m else m.get(k)
+            )
+            for k in keys
+        }
+        for m in metas
+    ]
     return rows, pa.struct(fields)
 
 
 def hf_rows(examples: list[Example], meta: str, dropped: Counter[str]) -> tuple[list[dict[str, Any]], Any]:
     """Rows and features for ``examples``: every row has its whole conversation in ``messages``."""
-    rows = [{"id": e.id, "instruction": e.instruction, "input": e.input, "output": e.output,
-             "messages": e.conversation(), "is_classification": e.is_classification, "lang": e.lang}
-            for e in examples]
+    rows = [
+        {
+            "id": e.id,
+            "instruction": e.instruction,
+            "input": e.input,
+            "output": e.output,
+            "messages": e.conversation(),
+            "is_classification": e.is_classification,
+            "lang": e.lang,
+        }
+        for e in examples
+    ]
     if meta == "drop":
         lost = sum(1 for e in examples if e.meta)
         if lost:
@@ -130,8 +158,15 @@ def hf_rows(examples: list[Example], meta: str, dropped: Counter[str]) -> tuple[
     return rows, features(meta_type)
 
 
-def write_hf(examples: list[Example], out: Path, folder: bool, meta: str, card: dict[str, Any],
-             dropped: Counter[str], alpaca: list[dict[str, Any]]) -> int:
+def write_hf(
+    examples: list[Example],
+    out: Path,
+    folder: bool,
+    meta: str,
+    card: dict[str, Any],
+    dropped: Counter[str],
+    alpaca: list[dict[str, Any]],
+) -> int:
     """Write a parquet file or a dataset folder at ``out`` (already checked), built beside it and renamed; the
     caller (``formats.py``, which owns the alpaca conversion) passes each example as ``alpaca``."""
     import datasets
@@ -146,7 +181,9 @@ def write_hf(examples: list[Example], out: Path, folder: bool, meta: str, card: 
         datasets.DatasetDict({"train": dataset}).save_to_disk(str(staging), num_shards={"train": 1})
         arrow_file = _name_by_content(staging)
         write_json(staging / "dataset_info.json", llama_factory_entries(arrow_file))
-        write_json(staging / ALPACA_FILE, [{"system": "", "history": [], **row} for row in alpaca])  # one shape for all
+        write_json(
+            staging / ALPACA_FILE, [{"system": "", "history": [], **row} for row in alpaca]
+        )  # one shape for all
         write_atomic(staging / "README.md", dataset_card(examples, card, dropped, arrow_file))
     return len(dataset)
 
@@ -179,8 +216,9 @@ def _size_category(n: int) -> str:
     return "n>1M"
 
 
-def dataset_card(examples: list[Example], card: dict[str, Any], dropped: Counter[str],
-                 arrow_file: str = ARROW_FILE) -> str:
+def dataset_card(
+    examples: list[Example], card: dict[str, Any], dropped: Counter[str], arrow_file: str = ARROW_FILE
+) -> str:
     """README.md: a YAML header the Hub reads (license, language, size, configs) and how the data was made."""
     import yaml
 
@@ -196,31 +234,59 @@ def dataset_card(examples: list[Example], card: dict[str, Any], dropped: Counter
     }
     methods = Counter(e.meta.get("method") or "unknown" for e in examples)
     models = Counter(str(e.meta["model"]) for e in examples if e.meta.get("model"))
-    turns = Counter("multi-turn" if e.messages and sum(m["role"] == "user" for m in e.messages) > 1 else "single-turn"
-                    for e in examples)
+    turns = Counter(
+        "multi-turn" if e.messages and sum(m["role"] == "user" for m in e.messages) > 1 else "single-turn"
+        for e in examples
+    )
     lines = [
-        "---", yaml.safe_dump(header, sort_keys=False, allow_unicode=True).strip(), "---", "",
-        f"# {header['pretty_name']}", "",
-        f"{len(examples)} instruction-tuning records made with datagen ("
-        + ", ".join(f"{n} {k}" for k, n in turns.most_common()) + ").",
+        "---",
+        yaml.safe_dump(header, sort_keys=False, allow_unicode=True).strip(),
+        "---",
         "",
-        "## How it was made", "",
+        f"# {header['pretty_name']}",
+        "",
+        f"{len(examples)} instruction-tuning records made with datagen ("
+        + ", ".join(f"{n} {k}" for k, n in turns.most_common())
+        + ").",
+        "",
+        "## How it was made",
+        "",
         *[f"- method `{k}`: {n} records" for k, n in methods.most_common()],
         *[f"- model `{k}`: {n} records" for k, n in models.most_common()],
         *[f"- languages: {', '.join(f'{k} {n}' for k, n in langs.most_common())}"] * bool(langs),
     ]
-    for title, key in (("Seeds", "seeds"), ("Filter", "filter"), ("Random seeds", "random_seeds"),
-                       ("Source", "source")):
+    for title, key in (
+        ("Seeds", "seeds"),
+        ("Filter", "filter"),
+        ("Random seeds", "random_seeds"),
+        ("Source", "source"),
+    ):
         value = card.get(key)
         if value:
             lines += ["", f"## {title}", ""]
-            items = value.items() if isinstance(value, dict) else enumerate(value) if isinstance(value, list) else [("", value)]
-            lines += [f"- {k}: {json.dumps(v, ensure_ascii=False) if not isinstance(v, str) else v}".replace("- : ", "- ")
-                      for k, v in items]
+            items = (
+                value.items()
+                if isinstance(value, dict)
+                else enumerate(value)
+                if isinstance(value, list)
+                else [("", value)]
+            )
+            lines += [
+                f"- {k}: {json.dumps(v, ensure_ascii=False) if not isinstance(v, str) else v}".replace("- : ", "- ")
+                for k, v in items
+            ]
     if dropped:
         lines += ["", "## Not in this export", "", *[f"- {what}: {n} records" for what, n in sorted(dropped.items())]]
-    lines += ["", "## Loading", "", "```python", "import datasets",
-              'ds = datasets.load_dataset("PATH", split="train")   # or datasets.load_from_disk("PATH")', "```",
-              "", "LLaMA-Factory: `dataset_dir: PATH`, `dataset: datagen_sharegpt` (or `datagen_alpaca`).", ""]
+    lines += [
+        "",
+        "## Loading",
+        "",
+        "```python",
+        "import datasets",
+        'ds = datasets.load_dataset("PATH", split="train")   # or datasets.load_from_disk("PATH")',
+        "```",
+        "",
+        "LLaMA-Factory: `dataset_dir: PATH`, `dataset: datagen_sharegpt` (or `datagen_alpaca`).",
+        "",
+    ]
     return "\n".join(lines)
-

@@ -37,12 +37,17 @@ def summarize(path: str | Path, samples: int = 3, seed: int = 0) -> dict[str, An
         values = [count_units(getattr(r, field), r.lang or detect_lang(getattr(r, field))) for r in records]
         if not values:
             return {}
-        return {"min": min(values), "median": statistics.median(values), "mean": round(statistics.fmean(values), 1),
-                "max": max(values)}
+        return {
+            "min": min(values),
+            "median": statistics.median(values),
+            "mean": round(statistics.fmean(values), 1),
+            "max": max(values),
+        }
 
     rng = random.Random(seed)
     return {
-        "path": str(path), "records": len(records),
+        "path": str(path),
+        "records": len(records),
         "methods": dict(Counter(r.meta.get("method", "unknown") for r in records).most_common()),
         "langs": dict(langs.most_common()),
         "with_input": sum(1 for r in records if r.input),
@@ -50,7 +55,8 @@ def summarize(path: str | Path, samples: int = 3, seed: int = 0) -> dict[str, An
         "classification": sum(1 for r in records if r.is_classification),
         "reject_reasons": dict(Counter(r.reject.get("reason") for r in records if r.reject).most_common()),
         "reject_groups": reject_groups(records),
-        "instruction_length": lengths("instruction"), "output_length": lengths("output"),
+        "instruction_length": lengths("instruction"),
+        "output_length": lengths("output"),
         "samples": rng.sample(records, min(samples, len(records))),
     }
 
@@ -61,12 +67,16 @@ def render(summary: dict[str, Any]) -> str:
     for key in ("methods", "langs"):
         if summary[key]:
             lines.append(f"  {key.replace('_', ' ')}: " + ", ".join(f"{k} {v}" for k, v in summary[key].items()))
-    lines.append(f"  with input: {summary['with_input']}, multi-turn: {summary['multi_turn']}, "
-                 f"classification: {summary['classification']}")
+    lines.append(
+        f"  with input: {summary['with_input']}, multi-turn: {summary['multi_turn']}, "
+        f"classification: {summary['classification']}"
+    )
     for key in ("instruction_length", "output_length"):
         if summary[key]:
-            lines.append(f"  {key.replace('_', ' ')} (words; characters for Chinese): "
-                         + ", ".join(f"{k} {v}" for k, v in summary[key].items()))
+            lines.append(
+                f"  {key.replace('_', ' ')} (words; characters for Chinese): "
+                + ", ".join(f"{k} {v}" for k, v in summary[key].items())
+            )
     groups = summary.get("reject_groups") or []
     if groups:
         lines.append(f"  rejects by reason ({len(groups)} reason{'s' if len(groups) != 1 else ''}):")
@@ -98,8 +108,16 @@ def reject_groups(records: list[Example]) -> list[dict[str, Any]]:
         if not record.reject:
             continue
         reason = str(record.reject.get("reason") or "unknown")
-        group = groups.setdefault(reason, {"reason": reason, "count": 0, "stages": Counter(), "example": record,
-                                           "detail": reject_detail(record.reject)})
+        group = groups.setdefault(
+            reason,
+            {
+                "reason": reason,
+                "count": 0,
+                "stages": Counter(),
+                "example": record,
+                "detail": reject_detail(record.reject),
+            },
+        )
         group["count"] += 1
         if record.reject.get("stage"):
             group["stages"][str(record.reject["stage"])] += 1

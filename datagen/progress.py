@@ -19,8 +19,16 @@ def progress(total: int | None, desc: str, initial: int = 0) -> Any:
     from tqdm.auto import tqdm
 
     quiet = logging.getLogger("datagen").getEffectiveLevel() > logging.INFO
-    return tqdm(total=total, desc=desc, initial=initial, unit="it", dynamic_ncols=True, leave=True,
-                disable=quiet or not sys.stderr.isatty(), file=sys.stderr)
+    return tqdm(
+        total=total,
+        desc=desc,
+        initial=initial,
+        unit="it",
+        dynamic_ncols=True,
+        leave=True,
+        disable=quiet or not sys.stderr.isatty(),
+        file=sys.stderr,
+    )
 
 
 def stage_line(name: str, entry: dict[str, Any], folder: str | Path, stats: dict[str, Any] | None = None) -> str:
@@ -56,8 +64,14 @@ def stage_line(name: str, entry: dict[str, Any], folder: str | Path, stats: dict
         completion = (llm.get("completion_tokens") or 0) + (llm.get("batch_completion_tokens") or 0)
         if prompt or completion:
             calls += f", {prompt:,} + {completion:,} tokens"
-        cost = next((c for c in ((stats.get("llm") or {}).get("cost_usd"), stats.get("cost_usd"))
-                     if isinstance(c, (int, float))), None)
+        cost = next(
+            (
+                c
+                for c in ((stats.get("llm") or {}).get("cost_usd"), stats.get("cost_usd"))
+                if isinstance(c, (int, float))
+            ),
+            None,
+        )
         if cost is not None:
             calls += f", ${cost:.4g}"
         parts.append(calls)

@@ -36,7 +36,7 @@ def _environment(root: str) -> ImmutableSandboxedEnvironment:
     return ImmutableSandboxedEnvironment(
         loader=jinja2.FileSystemLoader(root),
         undefined=jinja2.StrictUndefined,
-        autoescape=False,           # prompts are plain text, not HTML
+        autoescape=False,  # prompts are plain text, not HTML
         trim_blocks=True,
         lstrip_blocks=True,
         keep_trailing_newline=False,
@@ -53,10 +53,14 @@ def get_template(name: str) -> jinja2.Template:
     try:
         return _environment(str(root)).get_template(_template_file(name))
     except jinja2.TemplateNotFound:
-        raise TemplateError(f"prompt template {root / _template_file(name)} not found; "
-                            f"available: {', '.join(list_templates()) or 'none'}") from None
+        raise TemplateError(
+            f"prompt template {root / _template_file(name)} not found; "
+            f"available: {', '.join(list_templates()) or 'none'}"
+        ) from None
     except jinja2.TemplateSyntaxError as exc:
-        raise TemplateError(f"{root / _template_file(name)}:{exc.lineno}: template syntax error: {exc.message}") from None
+        raise TemplateError(
+            f"{root / _template_file(name)}:{exc.lineno}: template syntax error: {exc.message}"
+        ) from None
 
 
 def render(name: str, **variables: Any) -> str:
@@ -122,5 +126,7 @@ def show(name: str) -> str:
     except TemplateError as exc:
         # Templates with logic over their values (lookups, comparisons) cannot run on placeholders:
         # show the source instead, saying which variables it takes.
-        return (f"{{# {name} needs real values to render ({exc}); variables: {', '.join(sorted(names))} #}}\n"
-                + source.rstrip())
+        return (
+            f"{{# {name} needs real values to render ({exc}); variables: {', '.join(sorted(names))} #}}\n"
+            + source.rstrip()
+        )

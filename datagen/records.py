@@ -80,7 +80,12 @@ class Example:
 
     def to_dict(self) -> dict[str, Any]:
         """The JSON object written to disk; optional fields are left out when unset."""
-        out: dict[str, Any] = {"id": self.id, "instruction": self.instruction, "input": self.input, "output": self.output}
+        out: dict[str, Any] = {
+            "id": self.id,
+            "instruction": self.instruction,
+            "input": self.input,
+            "output": self.output,
+        }
         if self.messages is not None:
             out["messages"] = self.messages
         if self.is_classification is not None:
@@ -99,9 +104,14 @@ class Example:
         >>> Example(instruction="Translate.", input="猫", output="cat").conversation("Be brief.")[1:]
         [{'role': 'user', 'content': 'Translate.\\n\\n猫'}, {'role': 'assistant', 'content': 'cat'}]
         """
-        messages = list(self.messages) if self.messages else [
-            {"role": "user", "content": render_user_turn(self.instruction, self.input)},
-            {"role": "assistant", "content": self.output}]
+        messages = (
+            list(self.messages)
+            if self.messages
+            else [
+                {"role": "user", "content": render_user_turn(self.instruction, self.input)},
+                {"role": "assistant", "content": self.output},
+            ]
+        )
         if system and messages[0]["role"] != "system":
             messages.insert(0, {"role": "system", "content": system})
         return messages
@@ -127,7 +137,9 @@ class Example:
         if obj.get("instruction") is None or obj.get("output") is None:
             raise RecordError(f"{where}: fields 'instruction' and 'output' must not be null")
         if obj.get("is_classification") is not None and not isinstance(obj["is_classification"], bool):
-            raise RecordError(f"{where}: field 'is_classification' must be true/false, got {_json_type(obj['is_classification'])}")
+            raise RecordError(
+                f"{where}: field 'is_classification' must be true/false, got {_json_type(obj['is_classification'])}"
+            )
         meta = obj.get("meta") or {}
         if not isinstance(meta, dict):
             raise RecordError(f"{where}: field 'meta' must be an object, got {_json_type(meta)}")
@@ -201,11 +213,15 @@ def iter_json_lines(path: str | Path) -> Iterator[tuple[int, Any]]:
                     raise RecordError(f"{where}: file is UTF-16 encoded; convert it to UTF-8")
                 raw = raw.removeprefix(b"\xef\xbb\xbf")
             if b"\x00" in raw:
-                raise RecordError(f"{where}: contains NUL bytes (binary file, or UTF-16/32 text?); expected UTF-8 JSON lines")
+                raise RecordError(
+                    f"{where}: contains NUL bytes (binary file, or UTF-16/32 text?); expected UTF-8 JSON lines"
+                )
             try:
                 text = raw.decode("utf-8")
             except UnicodeDecodeError as exc:
-                raise RecordError(f"{where}: not valid UTF-8 (byte {exc.start + 1} of the line); re-save the file as UTF-8") from None
+                raise RecordError(
+                    f"{where}: not valid UTF-8 (byte {exc.start + 1} of the line); re-save the file as UTF-8"
+                ) from None
             if not text.strip():
                 continue
             try:
@@ -221,7 +237,9 @@ def iter_json_lines(path: str | Path) -> Iterator[tuple[int, Any]]:
             if end != len(text.strip()):
                 if number == 1 and isinstance(value, list):
                     raise RecordError(_ARRAY_HINT.format(where=where, path=path))
-                raise RecordError(f"{where}: extra data after the JSON value at column {end + 1} (one object per line)")
+                raise RecordError(
+                    f"{where}: extra data after the JSON value at column {end + 1} (one object per line)"
+                )
             if raw.count(b"[") + raw.count(b"{") > MAX_DEPTH and _depth(value) > MAX_DEPTH:  # count: a cheap bound
                 raise RecordError(f"{where}: JSON nested too deeply (more than {MAX_DEPTH} levels)")
             # Only a \\uD800 escape makes a lone surrogate: look for one where the line has such an escape.
@@ -233,8 +251,10 @@ def iter_json_lines(path: str | Path) -> Iterator[tuple[int, Any]]:
 
 #: JSON nested deeper than this is refused: no record needs it, and walking it would exhaust Python's stack.
 MAX_DEPTH = 100
-_ARRAY_HINT = ("{where}: this file is one JSON array, but JSON Lines (one object per line) is expected; convert it "
-               "with: jq -c '.[]' {path} > {path}l")
+_ARRAY_HINT = (
+    "{where}: this file is one JSON array, but JSON Lines (one object per line) is expected; convert it "
+    "with: jq -c '.[]' {path} > {path}l"
+)
 
 
 def _unique_keys(pairs: list[tuple[str, Any]]) -> dict[str, Any]:
@@ -476,6 +496,7 @@ def read_jsonl_tolerant(path: str | Path) -> list[dict[str, Any]]:
         except ValueError:
             if number == len(lines):  # the torn tail of a killed write
                 break
-            raise RecordError(f"{path}:{number}: corrupt line in a state file; delete the file to start over") from None
+            raise RecordError(
+                f"{path}:{number}: corrupt line in a state file; delete the file to start over"
+            ) from None
     return rows
-

@@ -25,8 +25,11 @@ SECRET_WORDS = ("key", "token", "secret", "password", "passwd", "auth", "credent
 SECRET_ENV = ("DATAGEN_API_KEY", "OPENAI_API_KEY")
 
 _URL = re.compile(r"(?P<scheme>[A-Za-z][A-Za-z0-9+.-]*://)(?P<userinfo>[^\s/?#@'\"<>]*@)?(?P<rest>[^\s'\"<>]*)")
-_SECRET_PARAM = re.compile(r"(?P<name>[?&;][^=&;#\s'\"]*(?:" + "|".join(SECRET_WORDS) + r")[^=&;#\s'\"]*=)"
-                           r"(?P<value>[^&;#\s'\"]*)", re.IGNORECASE)
+_SECRET_PARAM = re.compile(
+    r"(?P<name>[?&;][^=&;#\s'\"]*(?:" + "|".join(SECRET_WORDS) + r")[^=&;#\s'\"]*=)"
+    r"(?P<value>[^&;#\s'\"]*)",
+    re.IGNORECASE,
+)
 
 
 def is_secret_name(name: object) -> bool:

@@ -63,10 +63,18 @@ def dataset_card(run_dir: Path) -> dict[str, Any]:
     filter's figures."""
     card: dict[str, Any] = {"name": run_dir.resolve().name, "source": {"run": run_dir.resolve().name}}
     config = _json(run_dir / "manifest.json").get("config", {})
-    seeds = {f"{stage}.{key}": value for stage, section in config.items() if isinstance(section, dict)
-             for key, value in section.items() if key in ("seeds", "docs", "graph") and value}
-    random_seeds = {f"{stage}.seed": section["seed"] for stage, section in config.items()
-                    if isinstance(section, dict) and section.get("seed") is not None}
+    seeds = {
+        f"{stage}.{key}": value
+        for stage, section in config.items()
+        if isinstance(section, dict)
+        for key, value in section.items()
+        if key in ("seeds", "docs", "graph") and value
+    }
+    random_seeds = {
+        f"{stage}.seed": section["seed"]
+        for stage, section in config.items()
+        if isinstance(section, dict) and section.get("seed") is not None
+    }
     stats = _json(run_dir / "filter" / "filter_stats.json")
     if stats:
         card["filter"] = {k: stats[k] for k in ("records_in", "kept", "rejected", "rejects_by_reason") if k in stats}
@@ -94,11 +102,17 @@ def collect(run_dir: Path) -> dict[str, Any]:
             generated[stage] = _load(folder / "records.jsonl")
     curated = _load(run_dir / "filter" / "curated.jsonl")
     samples = run_dir / "eval" / "samples.jsonl"
-    return {"manifest": manifest, "generated": generated, "rejects": rejects, "curated": curated,
-            "rejected_examples": rejected_examples(run_dir, stages),
-            "classifier": classifier_evidence(run_dir), "loss": _loss_history(run_dir / "train"),
-            "eval": _json(run_dir / "eval" / "eval.json") or {},
-            "eval_samples": [row for row in (_json_lines(samples) if samples.exists() else []) if isinstance(row, dict)]}
+    return {
+        "manifest": manifest,
+        "generated": generated,
+        "rejects": rejects,
+        "curated": curated,
+        "rejected_examples": rejected_examples(run_dir, stages),
+        "classifier": classifier_evidence(run_dir),
+        "loss": _loss_history(run_dir / "train"),
+        "eval": _json(run_dir / "eval" / "eval.json") or {},
+        "eval_samples": [row for row in (_json_lines(samples) if samples.exists() else []) if isinstance(row, dict)],
+    }
 
 
 def _json_lines(path: Path) -> list[Any]:
@@ -120,8 +134,9 @@ def _answer(record: Example) -> str:
     return record.output
 
 
-def rejected_examples(run_dir: Path, stages: list[str], per_reason: int = _EXAMPLES,
-                      seed: int = 0) -> list[dict[str, Any]]:
+def rejected_examples(
+    run_dir: Path, stages: list[str], per_reason: int = _EXAMPLES, seed: int = 0
+) -> list[dict[str, Any]]:
     """Per stage and rule: how many records it rejected and ``per_reason`` of them (a seeded reservoir sample).
 
     Streams each ``rejects.jsonl`` once, so a 100K-record rejects file costs one pass and little memory.
@@ -145,10 +160,23 @@ def rejected_examples(run_dir: Path, stages: list[str], per_reason: int = _EXAMP
                 if slot < per_reason:
                     picks[slot] = record
         for reason, n in counts.most_common():
-            out.append({"stage": stage, "reason": reason, "count": n, "examples": [
-                {"instruction": snippet(r.instruction, 300), "input": snippet(r.input, 160),
-                 "answer": snippet(_answer(r), 240), "detail": snippet(_detail(r.reject or {}), 300),
-                 "rule_stage": str((r.reject or {}).get("stage") or "")} for r in chosen[reason]]})
+            out.append(
+                {
+                    "stage": stage,
+                    "reason": reason,
+                    "count": n,
+                    "examples": [
+                        {
+                            "instruction": snippet(r.instruction, 300),
+                            "input": snippet(r.input, 160),
+                            "answer": snippet(_answer(r), 240),
+                            "detail": snippet(_detail(r.reject or {}), 300),
+                            "rule_stage": str((r.reject or {}).get("stage") or ""),
+                        }
+                        for r in chosen[reason]
+                    ],
+                }
+            )
     return out
 
 
@@ -161,7 +189,9 @@ def _detail(reject: dict[str, Any]) -> str:
     return text
 
 
-def kept_examples(records: list[Example], per_method: int = _EXAMPLES, seed: int = 0) -> list[tuple[str, list[dict[str, Any]]]]:
+def kept_examples(
+    records: list[Example], per_method: int = _EXAMPLES, seed: int = 0
+) -> list[tuple[str, list[dict[str, Any]]]]:
     """``per_method`` records per generating method (seeded), conversations shown turn by turn."""
     by_method: dict[str, list[Example]] = defaultdict(list)
     for record in records:
@@ -169,9 +199,21 @@ def kept_examples(records: list[Example], per_method: int = _EXAMPLES, seed: int
     out = []
     for method in sorted(by_method):
         chosen = random.Random(seed).sample(by_method[method], min(per_method, len(by_method[method])))
-        out.append((method, [{"instruction": r.instruction, "input": r.input, "output": r.output,
-                              "turns": r.turns() if r.messages else [],
-                              "flags": ", ".join(r.meta.get("flags", []) or [])} for r in chosen]))
+        out.append(
+            (
+                method,
+                [
+                    {
+                        "instruction": r.instruction,
+                        "input": r.input,
+                        "output": r.output,
+                        "turns": r.turns() if r.messages else [],
+                        "flags": ", ".join(r.meta.get("flags", []) or []),
+                    }
+                    for r in chosen
+                ],
+            )
+        )
     return out
 
 
@@ -218,7 +260,12 @@ def shortfall(run_dir: Path, manifest: dict[str, Any], curated: list[Example]) -
     missing = []
     for spec in STAGES:
         stage, unit, section = spec.name, spec.unit, config.get(spec.name)
-        if not spec.asked or not isinstance(section, dict) or section.get("enabled") is False or stage not in manifest.get("stages", {}):
+        if (
+            not spec.asked
+            or not isinstance(section, dict)
+            or section.get("enabled") is False
+            or stage not in manifest.get("stages", {})
+        ):
             continue
         asked = _asked(stage, section)
         if not asked:
@@ -230,8 +277,10 @@ def shortfall(run_dir: Path, manifest: dict[str, Any], curated: list[Example]) -
             missing.append(f"{method} {kept} of {asked} {unit}")
     if not missing:
         return None
-    return (f"The curated set is smaller than asked ({'; '.join(missing)}): the model could not write enough sound "
-            "records, and the rest are in the rejects files with their reasons.")
+    return (
+        f"The curated set is smaller than asked ({'; '.join(missing)}): the model could not write enough sound "
+        "records, and the rest are in the rejects files with their reasons."
+    )
 
 
 def _asked(stage: str, section: dict[str, Any]) -> int | None:
@@ -277,8 +326,19 @@ def _fonts(plt: Any) -> None:
     from matplotlib import font_manager
 
     installed = {f.name for f in font_manager.fontManager.ttflist}
-    cjk = [name for name in ("Noto Sans CJK SC", "Noto Sans CJK JP", "Noto Sans SC", "WenQuanYi Zen Hei",
-                             "Source Han Sans SC", "SimHei", "Microsoft YaHei") if name in installed]
+    cjk = [
+        name
+        for name in (
+            "Noto Sans CJK SC",
+            "Noto Sans CJK JP",
+            "Noto Sans SC",
+            "WenQuanYi Zen Hei",
+            "Source Han Sans SC",
+            "SimHei",
+            "Microsoft YaHei",
+        )
+        if name in installed
+    ]
     plt.rcParams["font.family"] = ["DejaVu Sans", *cjk]
 
 
@@ -307,7 +367,9 @@ def _plots(data: dict[str, Any]) -> dict[str, str]:
             ax.legend(loc="lower right", frameon=False)
             ax.set_xlabel("records")
             plots["funnel"] = _png(fig)
-        reasons = [(f"{stage}: {reason}", n) for stage, counter in data["rejects"].items() for reason, n in counter.items()]
+        reasons = [
+            (f"{stage}: {reason}", n) for stage, counter in data["rejects"].items() for reason, n in counter.items()
+        ]
         if reasons:
             reasons.sort(key=lambda r: -r[1])
             reasons = reasons[:25]
@@ -327,8 +389,9 @@ def _plots(data: dict[str, Any]) -> dict[str, str]:
             plots["lengths"] = _png(fig)
         for lang, table in _verb_tables(records).items():
             plots[f"verbs_{lang}"] = _verb_plot(plt, table)
-        similarity = [r.meta["similar"][0][1] for rs in data["generated"].values() for r in rs
-                      if r.meta.get("similar")]
+        similarity = [
+            r.meta["similar"][0][1] for rs in data["generated"].values() for r in rs if r.meta.get("similar")
+        ]
         if similarity:
             fig, ax = plt.subplots(figsize=(6, 2.6))
             ax.hist(similarity, bins=20, range=(0, 1), color="#7048e8")
@@ -389,9 +452,15 @@ def _verb_table(records: list[Example]) -> list[dict[str, Any]]:
     for verb, obj in pairs:
         if obj:
             objects[verb][obj] += 1
-    return [{"verb": verb, "count": n, "top": objects[verb].most_common(4),
-             "objects": ", ".join(f"{o} ({c})" for o, c in objects[verb].most_common(4))}
-            for verb, n in counts.most_common(20)]
+    return [
+        {
+            "verb": verb,
+            "count": n,
+            "top": objects[verb].most_common(4),
+            "objects": ", ".join(f"{o} ({c})" for o, c in objects[verb].most_common(4)),
+        }
+        for verb, n in counts.most_common(20)
+    ]
 
 
 def _flatten(scores: Any, prefix: str = "") -> dict[str, Any]:
@@ -423,14 +492,23 @@ def _side_by_side(rows: list[dict[str, Any]], limit: int = 10) -> list[dict[str,
         if isinstance(prompt, list):
             users = [m.get("content", "") for m in prompt if isinstance(m, dict) and m.get("role") == "user"]
             prompt = users[-1] if users else ""
-        out.append({"prompt": snippet(prompt, 400), "reference": snippet(row.get("reference"), 400),
-                    "base": snippet(row.get("base"), 400), "tuned": snippet(row.get("tuned"), 400)})
+        out.append(
+            {
+                "prompt": snippet(prompt, 400),
+                "reference": snippet(row.get("reference"), 400),
+                "base": snippet(row.get("base"), 400),
+                "tuned": snippet(row.get("tuned"), 400),
+            }
+        )
     return out
 
 
 def _environment() -> jinja2.Environment:
-    return jinja2.Environment(loader=jinja2.FileSystemLoader(Path(__file__).parent / "templates"),
-                              autoescape=True, undefined=jinja2.StrictUndefined)
+    return jinja2.Environment(
+        loader=jinja2.FileSystemLoader(Path(__file__).parent / "templates"),
+        autoescape=True,
+        undefined=jinja2.StrictUndefined,
+    )
 
 
 def write_report(run_dir: str | Path) -> Path:
@@ -442,27 +520,42 @@ def write_report(run_dir: str | Path) -> Path:
     for stage, entry in manifest.get("stages", {}).items():
         llm = entry.get("llm") or {}
         kept, rejected = entry.get("kept"), entry.get("rejected")
-        funnel.append({"stage": stage, "skipped": entry.get("skipped", False),
-                       "inputs": (kept or 0) + (rejected or 0) if kept is not None else "",
-                       "kept": kept if kept is not None else "", "rejected": rejected if rejected is not None else "",
-                       "calls": f"{llm.get('succeeded') or 0} / {llm.get('cached') or 0} / {llm.get('failed') or 0}" if llm else "",
-                       "tokens": f"{llm.get('prompt_tokens') or 0} / {llm.get('completion_tokens') or 0}" if llm else "",
-                       "seconds": entry.get("seconds", "")})
+        funnel.append(
+            {
+                "stage": stage,
+                "skipped": entry.get("skipped", False),
+                "inputs": (kept or 0) + (rejected or 0) if kept is not None else "",
+                "kept": kept if kept is not None else "",
+                "rejected": rejected if rejected is not None else "",
+                "calls": f"{llm.get('succeeded') or 0} / {llm.get('cached') or 0} / {llm.get('failed') or 0}"
+                if llm
+                else "",
+                "tokens": f"{llm.get('prompt_tokens') or 0} / {llm.get('completion_tokens') or 0}" if llm else "",
+                "seconds": entry.get("seconds", ""),
+            }
+        )
     records = _records(data)
-    html = _environment().get_template("report.html.j2").render(
-        name=manifest.get("name", run_dir.name),
-        status="complete" if manifest.get("complete") else "incomplete",
-        created=time.strftime("%Y-%m-%d %H:%M UTC", time.gmtime()),
-        commit=(manifest.get("git_commit") or "")[:10],
-        seconds=manifest.get("seconds", ""),
-        funnel=funnel, plots=dict.fromkeys(_PLOTS) | _plots(data),
-        shortfall=shortfall(run_dir, manifest, data["curated"]),
-        verbs=_verb_tables(records), rejected=data["rejected_examples"],
-        classifier=data["classifier"], evaluation=_evaluation_rows(data["eval"]),
-        eval_points=[r for r in data["loss"] if "eval_loss" in r],
-        side_by_side=_side_by_side(data["eval_samples"]),
-        kept_from="curated.jsonl" if data["curated"] else "the generators' records.jsonl (no filter in this run)",
-        samples=kept_examples(records),
+    html = (
+        _environment()
+        .get_template("report.html.j2")
+        .render(
+            name=manifest.get("name", run_dir.name),
+            status="complete" if manifest.get("complete") else "incomplete",
+            created=time.strftime("%Y-%m-%d %H:%M UTC", time.gmtime()),
+            commit=(manifest.get("git_commit") or "")[:10],
+            seconds=manifest.get("seconds", ""),
+            funnel=funnel,
+            plots=dict.fromkeys(_PLOTS) | _plots(data),
+            shortfall=shortfall(run_dir, manifest, data["curated"]),
+            verbs=_verb_tables(records),
+            rejected=data["rejected_examples"],
+            classifier=data["classifier"],
+            evaluation=_evaluation_rows(data["eval"]),
+            eval_points=[r for r in data["loss"] if "eval_loss" in r],
+            side_by_side=_side_by_side(data["eval_samples"]),
+            kept_from="curated.jsonl" if data["curated"] else "the generators' records.jsonl (no filter in this run)",
+            samples=kept_examples(records),
+        )
     )
     path = run_dir / "report.html"
     write_atomic(path, html)

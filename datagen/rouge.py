@@ -453,7 +453,9 @@ class Tokens:
 
 
 def greedy_dedup_among(
-    tokens: Tokens | Sequence[Sequence[str]], threshold: float, pairs: Iterable[tuple[int, int]] | np.ndarray,
+    tokens: Tokens | Sequence[Sequence[str]],
+    threshold: float,
+    pairs: Iterable[tuple[int, int]] | np.ndarray,
     exhaustive: Sequence[bool] | np.ndarray | None = None,
 ) -> tuple[list[int], list[tuple[int, int, float]]]:
     """`greedy_dedup` over tokenized texts, comparing a text only with the earlier texts it is paired with.
@@ -518,8 +520,9 @@ def _pool_pairs(toks: Tokens, flagged: Sequence[bool] | np.ndarray, threshold: f
     starts = np.searchsorted(toks.ids[order], np.arange(len(toks.vocab) + 1))
     out = [np.empty((0, 2), np.int64)]
     for x in np.flatnonzero(np.asarray(flagged, bool) & (lengths > 0)).tolist():
-        shared = np.bincount(np.concatenate([by_token[starts[t] : starts[t + 1]] for t in np.unique(toks[x])]),
-                             minlength=len(toks))
+        shared = np.bincount(
+            np.concatenate([by_token[starts[t] : starts[t + 1]] for t in np.unique(toks[x])]), minlength=len(toks)
+        )
         bound = np.minimum(np.minimum(shared, lengths), lengths[x])
         y = np.flatnonzero(2 * bound >= (threshold - _EPS) * (lengths + lengths[x]))
         out.append(np.stack([np.full(len(y), x), y], axis=1))

@@ -53,8 +53,20 @@ from datagen.stages import STAGE, STAGES, Stage
 log = logging.getLogger("datagen.run")
 
 TOP_KEYS = ("name", "out_dir", "endpoint", "prices", *(stage.name for stage in STAGES))
-VERSIONED_PACKAGES = ("datagen", "openai", "torch", "transformers", "peft", "sentence-transformers", "faiss-cpu",
-                      "rapidfuzz", "networkx", "datasets", "bitsandbytes", "accelerate")
+VERSIONED_PACKAGES = (
+    "datagen",
+    "openai",
+    "torch",
+    "transformers",
+    "peft",
+    "sentence-transformers",
+    "faiss-cpu",
+    "rapidfuzz",
+    "networkx",
+    "datasets",
+    "bitsandbytes",
+    "accelerate",
+)
 
 
 def _call(stage: Stage, *args: Any) -> dict[str, Any]:
@@ -63,8 +75,11 @@ def _call(stage: Stage, *args: Any) -> dict[str, Any]:
 
 
 def _generated(run_dir: Path) -> dict[str, Path]:
-    return {s.name: run_dir / s.name / "records.jsonl" for s in STAGES
-            if s.generator and (run_dir / s.name / "records.jsonl").exists()}
+    return {
+        s.name: run_dir / s.name / "records.jsonl"
+        for s in STAGES
+        if s.generator and (run_dir / s.name / "records.jsonl").exists()
+    }
 
 
 def _training_data(run_dir: Path) -> dict[str, Path]:
@@ -94,8 +109,11 @@ def _train(cfg: Any, run_dir: Path) -> dict[str, Any]:
 def _eval(cfg: Any, run_dir: Path) -> dict[str, Any]:
     """Score base vs tuned on the split the trainer held out (or, without one, the training data)."""
     held_out = run_dir / "train" / "eval.jsonl"
-    data = (held_out if held_out.exists() and held_out.stat().st_size
-            else _training_file(run_dir, make_dirs(run_dir / "eval")))
+    data = (
+        held_out
+        if held_out.exists() and held_out.stat().st_size
+        else _training_file(run_dir, make_dirs(run_dir / "eval"))
+    )
     if data is None:
         raise ConfigError("eval: no data; enable train (its held-out split) or a generator before it")
     adapter = run_dir / "train" / "adapter"
@@ -116,8 +134,11 @@ def _filter(cfg: Any, run_dir: Path) -> dict[str, Any]:
 _DRIVE: dict[str, tuple[Callable[..., dict[str, Any]], Callable[[Path], dict[str, Path]], tuple[str, ...]]] = {
     "filter": (_filter, _generated, ("out",)),
     "train": (_train, _training_data, ()),
-    "eval": (_eval, lambda d: {"adapter": d / "train" / "adapter", "held_out": d / "train" / "eval.jsonl"},
-             ("adapter",)),
+    "eval": (
+        _eval,
+        lambda d: {"adapter": d / "train" / "adapter", "held_out": d / "train" / "eval.jsonl"},
+        ("adapter",),
+    ),
 }
 
 
@@ -231,8 +252,9 @@ def fingerprint(spec: Stage, cfg: Any, run_dir: Path) -> str:
     plain = to_plain(cfg)
     if "llm" in plain:
         plain["llm"] = {"model": plain["llm"].get("model")}  # the URL (a fresh port each run) is not content
-    blob = json.dumps({"stage": spec.name, "config": plain, "inputs": all_inputs(spec, cfg, run_dir)},
-                      sort_keys=True, default=str)
+    blob = json.dumps(
+        {"stage": spec.name, "config": plain, "inputs": all_inputs(spec, cfg, run_dir)}, sort_keys=True, default=str
+    )
     return hashlib.sha256(blob.encode()).hexdigest()
 
 
@@ -255,8 +277,11 @@ def finished(run_dir: Path, spec: Stage, print_: str) -> dict[str, Any] | None:
     if (done.get("manifest") or {}).get("llm_failures"):
         # Requests that failed for good are not a result: a resumed run asks them again (the stage's own
         # state replays everything else, so this costs only the missing calls).
-        log.info("%s: %d request(s) failed for good last time; running it again", spec.name,
-                 len(done["manifest"]["llm_failures"]))
+        log.info(
+            "%s: %d request(s) failed for good last time; running it again",
+            spec.name,
+            len(done["manifest"]["llm_failures"]),
+        )
         return None
     unchanged = all(hash_path(run_dir / spec.name / name) == h for name, h in done.get("outputs", {}).items())
     return done if unchanged else None
@@ -275,8 +300,10 @@ def run_pipeline(config_path: str | Path, overrides: tuple[str, ...] = (), resum
     try:
         with run_lock(run_dir):  # a second run on this folder is refused, naming the holder; a dead one's is reclaimed
             if run_dir.exists() and any(run_dir.iterdir()) and not resume:
-                raise ConfigError(f"{run_dir} already holds a run: pass --resume to continue it (finished stages "
-                                  "are skipped), or choose another name")
+                raise ConfigError(
+                    f"{run_dir} already holds a run: pass --resume to continue it (finished stages "
+                    "are skipped), or choose another name"
+                )
             make_dirs(run_dir)
             return _run_stages(plan, config_path, overrides, started)
     except UserError:
@@ -289,9 +316,16 @@ def run_pipeline(config_path: str | Path, overrides: tuple[str, ...] = (), resum
 def _run_stages(plan: Plan, config_path: str | Path, overrides: tuple[str, ...], started: float) -> dict[str, Any]:
     run_dir = plan.run_dir
     manifest: dict[str, Any] = {
-        "name": plan.name, "complete": False, "config": redact(plan.raw), "config_file": str(config_path),
-        "overrides": list(overrides), "versions": package_versions(), "git_commit": git_commit(),
-        "python": sys.version.split()[0], "platform": platform.platform(), "stages": {},
+        "name": plan.name,
+        "complete": False,
+        "config": redact(plan.raw),
+        "config_file": str(config_path),
+        "overrides": list(overrides),
+        "versions": package_versions(),
+        "git_commit": git_commit(),
+        "python": sys.version.split()[0],
+        "platform": platform.platform(),
+        "stages": {},
     }
     with ExitStack() as stack:
         live_llm: LLMConfig | None = None  # the endpoint, started (the embedded server if asked for) when first needed
@@ -316,8 +350,14 @@ def _run_stages(plan: Plan, config_path: str | Path, overrides: tuple[str, ...],
                 cfg = dataclasses.replace(cfg, llm=live_llm)
             stats = _DRIVE[spec.name][0](cfg, run_dir) if spec.name in _DRIVE else _call(spec, cfg)
             entry = _stage_manifest(run_dir, spec, cfg, stats, time.monotonic() - stage_started)
-            write_json(_done_marker(run_dir, spec), {"fingerprint": print_, "manifest": entry,
-                                                     "outputs": {n: o["sha256"] for n, o in entry["outputs"].items()}})
+            write_json(
+                _done_marker(run_dir, spec),
+                {
+                    "fingerprint": print_,
+                    "manifest": entry,
+                    "outputs": {n: o["sha256"] for n, o in entry["outputs"].items()},
+                },
+            )
             manifest["stages"][spec.name] = entry
             write_json(run_dir / "manifest.json", manifest)
             from datagen.progress import stage_line  # the line that says what the stage did, even with 0 records
@@ -334,8 +374,9 @@ def _run_stages(plan: Plan, config_path: str | Path, overrides: tuple[str, ...],
 
 def _stage_manifest(run_dir: Path, spec: Stage, cfg: Any, stats: dict[str, Any], seconds: float) -> dict[str, Any]:
     folder = run_dir / spec.name
-    outputs = {name: {"sha256": hash_path(folder / name), "records": _count_lines(folder / name)}
-               for name in spec.outputs}
+    outputs = {
+        name: {"sha256": hash_path(folder / name), "records": _count_lines(folder / name)} for name in spec.outputs
+    }
     llm = stats.get("llm") or {}
     return {
         "inputs": all_inputs(spec, cfg, run_dir),
@@ -343,10 +384,28 @@ def _stage_manifest(run_dir: Path, spec: Stage, cfg: Any, stats: dict[str, Any],
         "kept": stats.get("kept"),
         "rejected": stats.get("rejected"),
         "rejects_by_reason": stats.get("rejects_by_reason", {}),
-        "llm": {k: llm.get(k) for k in ("requests", "succeeded", "cached", "failed", "retries", "prompt_tokens",
-                                        "completion_tokens", "batch_requests", "batch_succeeded", "batch_failed",
-                                        "batch_prompt_tokens", "batch_completion_tokens", "batches", "cost_usd",
-                                        "batch_cost_usd")} if llm else None,
+        "llm": {
+            k: llm.get(k)
+            for k in (
+                "requests",
+                "succeeded",
+                "cached",
+                "failed",
+                "retries",
+                "prompt_tokens",
+                "completion_tokens",
+                "batch_requests",
+                "batch_succeeded",
+                "batch_failed",
+                "batch_prompt_tokens",
+                "batch_completion_tokens",
+                "batches",
+                "cost_usd",
+                "batch_cost_usd",
+            )
+        }
+        if llm
+        else None,
         "llm_failures": llm.get("failures", []),
         "seconds": round(seconds, 3),
         "stats_file": str(folder / spec.stats) if (folder / spec.stats).exists() else None,
@@ -367,8 +426,13 @@ def package_versions() -> dict[str, str | None]:
 
 def git_commit() -> str | None:
     try:
-        done = subprocess.run(["git", "rev-parse", "HEAD"], capture_output=True, text=True, timeout=5,
-                              cwd=Path(__file__).resolve().parent.parent)
+        done = subprocess.run(
+            ["git", "rev-parse", "HEAD"],
+            capture_output=True,
+            text=True,
+            timeout=5,
+            cwd=Path(__file__).resolve().parent.parent,
+        )
     except (OSError, subprocess.TimeoutExpired):
         return None
     return done.stdout.strip() or None if done.returncode == 0 else None
@@ -407,9 +471,11 @@ def _check_inputs(run_dir: Path, stages: list[tuple[Stage, Any]], where: str) ->
             elif not root.is_dir():
                 continue
             if target.is_relative_to(root.resolve()):
-                raise ConfigError(f"{where}: out_dir puts the run folder {run_dir} inside {spec.name}.{name} "
-                                  f"({value}): the run would read its own outputs as input; choose an out_dir "
-                                  "outside it")
+                raise ConfigError(
+                    f"{where}: out_dir puts the run folder {run_dir} inside {spec.name}.{name} "
+                    f"({value}): the run would read its own outputs as input; choose an out_dir "
+                    "outside it"
+                )
 
 
 def _exists(text: str) -> bool:

@@ -62,8 +62,10 @@ def _acquire(path: Path, run_dir: Path) -> Any:
         except BlockingIOError:
             holder = _read_holder(handle)
             handle.close()
-            raise RunLocked(f"{run_dir} is in use by another run: {_describe(holder)}; wait for it to finish "
-                            f"(or stop it), or give this run another name. Lock file: {path}") from None
+            raise RunLocked(
+                f"{run_dir} is in use by another run: {_describe(holder)}; wait for it to finish "
+                f"(or stop it), or give this run another name. Lock file: {path}"
+            ) from None
         except OSError as exc:  # a file system without flock: say so rather than run unprotected in silence
             handle.close()
             raise UserError(f"{path}: cannot lock the run folder ({exc.strerror or exc})") from None
@@ -79,9 +81,17 @@ def _acquire(path: Path, run_dir: Path) -> Any:
             log.warning("%s: reclaimed a stale lock left by %s (that process is gone)", run_dir, _describe(previous))
         handle.seek(0)
         handle.truncate()
-        handle.write(json.dumps({"pid": os.getpid(), "host": socket.gethostname(),
-                                 "started": time.strftime("%Y-%m-%dT%H:%M:%S%z"),
-                                 "command": redact_text(" ".join(sys.argv))[:500]}) + "\n")
+        handle.write(
+            json.dumps(
+                {
+                    "pid": os.getpid(),
+                    "host": socket.gethostname(),
+                    "started": time.strftime("%Y-%m-%dT%H:%M:%S%z"),
+                    "command": redact_text(" ".join(sys.argv))[:500],
+                }
+            )
+            + "\n"
+        )
         handle.flush()
         return handle
     raise RunLocked(f"{run_dir}: the lock file {path} keeps changing hands; is another run starting right now?")
@@ -99,5 +109,6 @@ def _read_holder(handle: Any) -> dict[str, Any]:
 def _describe(holder: dict[str, Any]) -> str:
     if not holder:
         return "a process that left no details"
-    return (f"pid {holder.get('pid', '?')} on host {holder.get('host', '?')}, started {holder.get('started', '?')}"
-            + (f" ({holder['command']})" if holder.get("command") else ""))
+    return f"pid {holder.get('pid', '?')} on host {holder.get('host', '?')}, started {holder.get('started', '?')}" + (
+        f" ({holder['command']})" if holder.get("command") else ""
+    )

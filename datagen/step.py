@@ -38,8 +38,14 @@ def answer_row(key: str, result: Completion | BaseException, failed_as: str = "l
     if isinstance(result, LLMError):
         failure = {"error": result.reason} if failed_as == "error" else {"llm_failed": True, "reason": result.reason}
         return {"key": key, **extra, **failure, "detail": str(result)}
-    return {"key": key, **extra, "text": result.text, "finish_reason": result.finish_reason, "model": result.model,
-            "usage": result.usage}
+    return {
+        "key": key,
+        **extra,
+        "text": result.text,
+        "finish_reason": result.finish_reason,
+        "model": result.model,
+        "usage": result.usage,
+    }
 
 
 def as_request(style: str, prompt: str) -> tuple[str, str | list[dict[str, str]]]:
@@ -69,11 +75,20 @@ class Step(StageLog):
         """Refuse a log whose row for ``key`` answered another request (other seeds or settings)."""
         row = self.done.get(key)
         if digest is not None and row is not None and row["prompt"] != digest:
-            raise ConfigError(f"{self.path}: state was written by a run with other seeds or settings; "
-                              "use a new --out folder (or delete it) to start over")
+            raise ConfigError(
+                f"{self.path}: state was written by a run with other seeds or settings; "
+                "use a new --out folder (or delete it) to start over"
+            )
 
-    async def answer(self, items: Sequence[T], key: Callable[[T], str], ask: Callable[[T], Awaitable[R]],
-                     row: Callable[[T, R | LLMError], Row], limit: int, desc: str | None = None) -> int:
+    async def answer(
+        self,
+        items: Sequence[T],
+        key: Callable[[T], str],
+        ask: Callable[[T], Awaitable[R]],
+        row: Callable[[T, R | LLMError], Row],
+        limit: int,
+        desc: str | None = None,
+    ) -> int:
         """Ask ``ask(item)`` for every item whose key is not settled (at most ``limit`` in flight) and append
         ``row(item, result)`` as each lands; a failed request is data, a dead endpoint or a bug stops the
         run. Returns how many items were settled already (resumed)."""
@@ -85,8 +100,13 @@ class Step(StageLog):
                     bar.update()
         return len(items) - len(todo)
 
-    async def answer_one(self, key: str, ask: Callable[[], Awaitable[Completion]], digest: str | None = None,
-                         failed_as: str = "llm_failed") -> Row:
+    async def answer_one(
+        self,
+        key: str,
+        ask: Callable[[], Awaitable[Completion]],
+        digest: str | None = None,
+        failed_as: str = "llm_failed",
+    ) -> Row:
         """One answer as an ``answer_row`` (with ``prompt=digest`` when given): replayed from the log, or asked
         for and logged at once."""
         self.check(key, digest)
@@ -107,11 +127,18 @@ class Step(StageLog):
 def failed_row(key: str, record: Example, stage: str, error: LLMError) -> Row:
     """The row of a record log (``StageLog.split_records``) for a request that failed for good: a reject, and
     not settled under ``not_failed``, so a re-run asks it again."""
-    return {"key": key, "record": record.to_dict(), "llm_failed": True,
-            "reject": {"stage": stage, "reason": error.reason, "detail": str(error)}}
+    return {
+        "key": key,
+        "record": record.to_dict(),
+        "llm_failed": True,
+        "reject": {"stage": stage, "reason": error.reason, "detail": str(error)},
+    }
 
 
 def truncated_reject(stage: str, completion: Completion) -> dict[str, Any]:
     """The ``reject`` of an answer cut off at ``max_tokens``."""
-    return {"stage": stage, "reason": "truncated",
-            "detail": f"finish_reason=length after {completion.completion_tokens} tokens"}
+    return {
+        "stage": stage,
+        "reason": "truncated",
+        "detail": f"finish_reason=length after {completion.completion_tokens} tokens",
+    }

@@ -39,29 +39,75 @@ def verb_object(instruction: str) -> tuple[str, str | None] | None:
 
 
 # English: an imperative instruction starts with its root verb once politeness and framing are stripped.
-_EN_LEAD = re.compile(r"^(?:(?:please|kindly|now|then|also|just|and)\b[\s,]*|(?:can|could|would|will) you(?: please)?\b\s*|"
-                      r"i (?:want|need|would like) you to\b\s*|(?:help|let) me\b\s*|you (?:should|must|need to|are to)\b\s*)+",
-                      re.I)
-_EN_FRAME = {"given", "for", "in", "using", "based", "with", "from", "after", "according", "if", "when", "as", "by",
-             "imagine", "suppose", "assuming", "considering", "below", "here", "below,"}
-_EN_NOT_VERB = set("one two three four five six seven eight nine ten first if once after before suppose imagine "
-                   "what which who whom whose how why when where whether is are was were do does did can could would "
-                   "will shall should may might must has have had a an the this that these those there it its i you "
-                   "he she we they my your our their his her some any each every all no not".split())
-_EN_SKIP = set("a an the this that these those some any each every all another other following given above below "
-               "my your our his her its their me us him them it one two three four five six seven eight nine ten "
-               "several few many more most short brief simple new good great detailed quick concise clear "
-               "different same single whole entire full basic main key common possible creative funny catchy "
-               "formal informal complete correct appropriate suitable useful interesting important".split())
+_EN_LEAD = re.compile(
+    r"^(?:(?:please|kindly|now|then|also|just|and)\b[\s,]*|(?:can|could|would|will) you(?: please)?\b\s*|"
+    r"i (?:want|need|would like) you to\b\s*|(?:help|let) me\b\s*|you (?:should|must|need to|are to)\b\s*)+",
+    re.I,
+)
+_EN_FRAME = {
+    "given",
+    "for",
+    "in",
+    "using",
+    "based",
+    "with",
+    "from",
+    "after",
+    "according",
+    "if",
+    "when",
+    "as",
+    "by",
+    "imagine",
+    "suppose",
+    "assuming",
+    "considering",
+    "below",
+    "here",
+    "below,",
+}
+_EN_NOT_VERB = set(
+    "one two three four five six seven eight nine ten first if once after before suppose imagine "
+    "what which who whom whose how why when where whether is are was were do does did can could would "
+    "will shall should may might must has have had a an the this that these those there it its i you "
+    "he she we they my your our their his her some any each every all no not".split()
+)
+_EN_SKIP = set(
+    "a an the this that these those some any each every all another other following given above below "
+    "my your our his her its their me us him them it one two three four five six seven eight nine ten "
+    "several few many more most short brief simple new good great detailed quick concise clear "
+    "different same single whole entire full basic main key common possible creative funny catchy "
+    "formal informal complete correct appropriate suitable useful interesting important".split()
+)
 #: Words that end the object's noun phrase (prepositions, conjunctions, verbs). Not ``text.STOP_WORDS``: that
 #: list holds request nouns ("list", "name", "sentence") that are the very objects counted here.
-_EN_PHRASE_END = set("of to for in on with and or as by from at into about what which who how why when where "
-                     "whether that if than then so because while is are be between across over under through "
-                     "without within against among like using per via during including around onto up out down "
-                     "but".split())
-_EN_PHRASAL = ("come up with", "make up", "figure out", "find out", "point out", "write down", "sum up",
-               "break down", "fill in", "set up", "look up", "think of", "pick out", "work out", "carry out",
-               "put together", "pull out", "turn into", "go through")
+_EN_PHRASE_END = set(
+    "of to for in on with and or as by from at into about what which who how why when where "
+    "whether that if than then so because while is are be between across over under through "
+    "without within against among like using per via during including around onto up out down "
+    "but".split()
+)
+_EN_PHRASAL = (
+    "come up with",
+    "make up",
+    "figure out",
+    "find out",
+    "point out",
+    "write down",
+    "sum up",
+    "break down",
+    "fill in",
+    "set up",
+    "look up",
+    "think of",
+    "pick out",
+    "work out",
+    "carry out",
+    "put together",
+    "pull out",
+    "turn into",
+    "go through",
+)
 
 
 def _en_verb_object(clause: str) -> tuple[str, str | None] | None:
@@ -77,7 +123,7 @@ def _en_verb_object(clause: str) -> tuple[str, str | None] | None:
     for phrase in _EN_PHRASAL:
         parts = phrase.split()
         if words[: len(parts)] == parts:
-            verb, rest = phrase, words[len(parts):]
+            verb, rest = phrase, words[len(parts) :]
             break
     noun: list[str] = []  # the noun phrase after the verb; its last word is the head ("shell command" -> command)
     for word in rest:
@@ -95,22 +141,79 @@ def _en_verb_object(clause: str) -> tuple[str, str | None] | None:
 
 
 # Chinese: the leading instruction verb (longest match), after politeness, a framing clause or a preposition.
-_ZH_VERBS = sorted(set(
-    "写 写出 编写 撰写 起草 创作 续写 改写 重写 扩写 缩写 润色 翻译 解释 说明 介绍 描述 讲 讲述 讲解 告诉 列出 列举 举出 "
-    "举例 给出 提供 推荐 建议 生成 创建 设计 制定 规划 总结 概括 归纳 提取 抽取 整理 分类 归类 判断 识别 指出 找出 "
-    "选出 选择 挑选 比较 对比 分析 评价 评估 计算 求 求解 解答 回答 解决 证明 推导 估算 换算 转换 转写 改成 改为 压缩 "
-    "简化 修改 纠正 修正 检查 校对 排序 去重 统计 填出 填写 补全 预测 回复 想出 构思 标注 标出 输出 实现 优化 模拟 "
-    "扮演 拟 拟定 概述 阐述 论述 复述 辨析 区分 匹配 组织 安排 归入 起 取".split()), key=len, reverse=True)
-_ZH_LEAD = re.compile(r"^(?:请你|请|麻烦你?|你能否|你能不能|你能|能否|能不能|可以|帮我|帮忙|帮助我|试着|尝试|现在|接下来)+")
-_ZH_FRAME = re.compile(r"^(?:根据|依据|按照|基于|针对|结合|参考|假设|如果|假如|以|在|阅读|读|看|对于|关于)[^，,。；;]{0,40}[，,]")
+_ZH_VERBS = sorted(
+    set(
+        "写 写出 编写 撰写 起草 创作 续写 改写 重写 扩写 缩写 润色 翻译 解释 说明 介绍 描述 讲 讲述 讲解 告诉 列出 列举 举出 "
+        "举例 给出 提供 推荐 建议 生成 创建 设计 制定 规划 总结 概括 归纳 提取 抽取 整理 分类 归类 判断 识别 指出 找出 "
+        "选出 选择 挑选 比较 对比 分析 评价 评估 计算 求 求解 解答 回答 解决 证明 推导 估算 换算 转换 转写 改成 改为 压缩 "
+        "简化 修改 纠正 修正 检查 校对 排序 去重 统计 填出 填写 补全 预测 回复 想出 构思 标注 标出 输出 实现 优化 模拟 "
+        "扮演 拟 拟定 概述 阐述 论述 复述 辨析 区分 匹配 组织 安排 归入 起 取".split()
+    ),
+    key=len,
+    reverse=True,
+)
+_ZH_LEAD = re.compile(
+    r"^(?:请你|请|麻烦你?|你能否|你能不能|你能|能否|能不能|可以|帮我|帮忙|帮助我|试着|尝试|现在|接下来)+"
+)
+_ZH_FRAME = re.compile(
+    r"^(?:根据|依据|按照|基于|针对|结合|参考|假设|如果|假如|以|在|阅读|读|看|对于|关于)[^，,。；;]{0,40}[，,]"
+)
 _ZH_PREP = re.compile(r"^(?:根据|依据|按照|基于|针对|结合|参考|使用|把|将|为|给|向|替|对|从|用|以|按|和|跟|在)")
-_ZH_MEASURE = re.compile(r"^(?:什么是|一下|(?:下面的?|以下的?|如下的?|下列的?|上面的?|上述的?|给出的|给定的?|这些|那些|[这那每各该此]|"
-                         r"[一二两三四五六七八九十百千几多若干\d]+)(?:[个句段篇首种本些条位道项则封张份组点行步幅])?)")
+_ZH_MEASURE = re.compile(
+    r"^(?:什么是|一下|(?:下面的?|以下的?|如下的?|下列的?|上面的?|上述的?|给出的|给定的?|这些|那些|[这那每各该此]|"
+    r"[一二两三四五六七八九十百千几多若干\d]+)(?:[个句段篇首种本些条位道项则封张份组点行步幅])?)"
+)
 _ZH_END = re.compile(r"[，,。．.、；;：:？?！!（(\s“”\"'《》]|并且?|然后|再|和|与|及|或|成|为|到|给|是|有")
-_ZH_HEADS = ("宣传语", "计划", "语句", "句子", "文章", "故事", "邮件", "列表", "代码", "函数", "问题", "步骤", "原因", "例子",
-             "建议", "标题", "摘要", "清单", "方案", "表格", "报告", "答案", "公式", "程序", "小诗", "诗", "词", "歌",
-             "对联", "口号", "广告", "说明", "规律", "作用", "用法", "区别", "意思", "含义", "事项", "信息", "名字", "笑话",
-             "原理", "方法", "过程", "特点", "影响", "优缺点")
+_ZH_HEADS = (
+    "宣传语",
+    "计划",
+    "语句",
+    "句子",
+    "文章",
+    "故事",
+    "邮件",
+    "列表",
+    "代码",
+    "函数",
+    "问题",
+    "步骤",
+    "原因",
+    "例子",
+    "建议",
+    "标题",
+    "摘要",
+    "清单",
+    "方案",
+    "表格",
+    "报告",
+    "答案",
+    "公式",
+    "程序",
+    "小诗",
+    "诗",
+    "词",
+    "歌",
+    "对联",
+    "口号",
+    "广告",
+    "说明",
+    "规律",
+    "作用",
+    "用法",
+    "区别",
+    "意思",
+    "含义",
+    "事项",
+    "信息",
+    "名字",
+    "笑话",
+    "原理",
+    "方法",
+    "过程",
+    "特点",
+    "影响",
+    "优缺点",
+)
 
 
 def _zh_verb_object(text: str) -> tuple[str, str | None] | None:
@@ -121,17 +224,23 @@ def _zh_verb_object(text: str) -> tuple[str, str | None] | None:
     start = 0
     match = _ZH_PREP.match(clause)
     if match and not any(clause.startswith(v) for v in _ZH_VERBS):
-        verb_at = next((i for i in range(match.end(), min(len(clause), match.end() + 30))
-                        if any(clause.startswith(v, i) for v in _ZH_VERBS)), None)
+        verb_at = next(
+            (
+                i
+                for i in range(match.end(), min(len(clause), match.end() + 30))
+                if any(clause.startswith(v, i) for v in _ZH_VERBS)
+            ),
+            None,
+        )
         if verb_at is None:
             return None
         if match.group() in ("把", "将"):
-            held = clause[match.end():verb_at]
+            held = clause[match.end() : verb_at]
         start = verb_at
     verb = next((v for v in _ZH_VERBS if clause.startswith(v, start)), None)
     if verb is None:
         return None  # a question or a statement (the paper's parse finds no verb root either)
-    return verb, _zh_head(held if held is not None else clause[start + len(verb):])
+    return verb, _zh_head(held if held is not None else clause[start + len(verb) :])
 
 
 def _zh_head(phrase: str) -> str | None:

@@ -58,9 +58,20 @@ def test_fixture_counts_meet_the_minimums(records):
     per_kind = Counter(_kind(r) for r in records if _kind(r) != "sound")
     assert len(per_kind) >= 12, per_kind
     assert all(n >= 20 for n in per_kind.values()), per_kind
-    for kind in ("refusal", "truncation", "label_copy", "short_answer_open_task", "unrelated_answer", "echo",
-                 "wrong_language", "placeholder", "repetition", "paraphrase_duplicate", "zh_near_copy",
-                 "injection"):
+    for kind in (
+        "refusal",
+        "truncation",
+        "label_copy",
+        "short_answer_open_task",
+        "unrelated_answer",
+        "echo",
+        "wrong_language",
+        "placeholder",
+        "repetition",
+        "paraphrase_duplicate",
+        "zh_near_copy",
+        "injection",
+    ):
         assert per_kind[kind] >= 20, kind
     assert {r.lang for r in records} == {"en", "zh"}
     defect_langs = Counter(r.lang for r in records if _kind(r) != "sound")
@@ -72,7 +83,8 @@ def test_fixture_ids_unique_and_sound_files_first(records):
     assert len(ids) == len(set(ids))
     kinds = [_kind(r) for r in records]
     assert kinds.index("sound") == 0 and max(i for i, k in enumerate(kinds) if k == "sound") < min(
-        i for i, k in enumerate(kinds) if k != "sound")
+        i for i, k in enumerate(kinds) if k != "sound"
+    )
 
 
 def test_sound_records_span_the_record_kinds_and_categories(records):
@@ -81,8 +93,20 @@ def test_sound_records_span_the_record_kinds_and_categories(records):
     assert methods["self-instruct"] >= 250 and methods["self-qa"] >= 30 and methods["self-kg"] >= 30
     assert sum(1 for r in sound if r.messages) >= 15
     categories = Counter(r.meta["quality"]["category"] for r in sound)
-    for category in ("classification", "factual", "code", "regex", "list", "letter", "url_task", "math",
-                     "rewriting", "output_equals_input_allowed", "blacklist_word_in_context", "self_kg"):
+    for category in (
+        "classification",
+        "factual",
+        "code",
+        "regex",
+        "list",
+        "letter",
+        "url_task",
+        "math",
+        "rewriting",
+        "output_equals_input_allowed",
+        "blacklist_word_in_context",
+        "self_kg",
+    ):
         assert categories[category] >= 5, category
     outputs = {r.output for r in sound}
     assert {"Canberra.", "Positive", "积极", "[0, 1)"} <= outputs
@@ -125,12 +149,19 @@ def test_planted_defects_are_wired_to_their_originals(records):
     assert 5 <= with_reason <= len(truncations) - 5
 
 
-@pytest.mark.parametrize("folder, names", [(FIXTURES, ("sound_en.jsonl", "sound_zh.jsonl", "defects.jsonl")),
-                                            (HOLDOUT, ("sound.jsonl", "defects.jsonl"))])
+@pytest.mark.parametrize(
+    "folder, names",
+    [(FIXTURES, ("sound_en.jsonl", "sound_zh.jsonl", "defects.jsonl")), (HOLDOUT, ("sound.jsonl", "defects.jsonl"))],
+)
 def test_fixture_files_match_their_source(tmp_path, folder, names):
     """The .jsonl files are what build.py writes from the data modules (edit those, then rebuild)."""
-    done = subprocess.run([sys.executable, str(folder / "build.py"), str(tmp_path)], check=False,
-                          capture_output=True, text=True, timeout=60)
+    done = subprocess.run(
+        [sys.executable, str(folder / "build.py"), str(tmp_path)],
+        check=False,
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
     assert done.returncode == 0, done.stderr
     for name in names:
         assert (tmp_path / name).read_text(encoding="utf-8") == (folder / name).read_text(encoding="utf-8"), name
@@ -150,26 +181,45 @@ def test_held_out_fixtures_cover_every_kind_and_stay_distinct(records, held):
         if _kind(r) == "label_copy":
             assert r.output in r.meta["in_context"]
     # held-out tasks are new tasks: no near-duplicate of each other or of a main-set task
-    single = [r for r in records + held if r.meta["method"] == "self-instruct"
-              and _kind(r) not in ("paraphrase_duplicate", "zh_near_copy")]
+    single = [
+        r
+        for r in records + held
+        if r.meta["method"] == "self-instruct" and _kind(r) not in ("paraphrase_duplicate", "zh_near_copy")
+    ]
     _, dropped = greedy_dedup([r.instruction for r in single], 0.7)
     assert not dropped, [(single[i].id, single[j].id, s) for i, j, s in dropped]
 
 
 def _rec(rid, lang, kind):
-    return {"id": rid, "lang": lang, "instruction": f"task {rid}", "input": "", "output": "answer",
-            "meta": {"quality": {"kind": kind, "category": "math"} if kind == "sound" else {"kind": kind, "note": "n"}}}
+    return {
+        "id": rid,
+        "lang": lang,
+        "instruction": f"task {rid}",
+        "input": "",
+        "output": "answer",
+        "meta": {"quality": {"kind": kind, "category": "math"} if kind == "sound" else {"kind": kind, "note": "n"}},
+    }
 
 
 def test_score_computes_kept_and_caught_rates():
-    records = [_rec("s1", "en", "sound"), _rec("s2", "en", "sound"), _rec("s3", "en", "sound"),
-               _rec("s4", "en", "sound"), _rec("z1", "zh", "sound"),
-               _rec("r1", "en", "refusal"), _rec("r2", "zh", "refusal"),
-               _rec("e1", "en", "echo"), _rec("e2", "en", "echo"), _rec("e3", "zh", "echo")]
-    rejects = {"s2": {"stage": "heuristics", "reason": "truncated", "detail": "ends with ';'"},
-               "r1": {"stage": "heuristics", "reason": "refusal", "detail": "i'm sorry"},
-               "r2": {"stage": "heuristics", "reason": "refusal", "detail": "抱歉"},
-               "e1": {"stage": "rouge_dedup", "reason": "rouge_near_duplicate", "detail": "x", "duplicate_of": "s1"}}
+    records = [
+        _rec("s1", "en", "sound"),
+        _rec("s2", "en", "sound"),
+        _rec("s3", "en", "sound"),
+        _rec("s4", "en", "sound"),
+        _rec("z1", "zh", "sound"),
+        _rec("r1", "en", "refusal"),
+        _rec("r2", "zh", "refusal"),
+        _rec("e1", "en", "echo"),
+        _rec("e2", "en", "echo"),
+        _rec("e3", "zh", "echo"),
+    ]
+    rejects = {
+        "s2": {"stage": "heuristics", "reason": "truncated", "detail": "ends with ';'"},
+        "r1": {"stage": "heuristics", "reason": "refusal", "detail": "i'm sorry"},
+        "r2": {"stage": "heuristics", "reason": "refusal", "detail": "抱歉"},
+        "e1": {"stage": "rouge_dedup", "reason": "rouge_near_duplicate", "detail": "x", "duplicate_of": "s1"},
+    }
     result = bq.score(records, rejects)
     assert result["sound"]["en"]["kept"] == 3 and result["sound"]["en"]["kept_rate"] == 0.75
     assert result["sound"]["zh"]["kept_rate"] == 1.0 and result["sound"]["zh"]["met"]
@@ -179,7 +229,9 @@ def test_score_computes_kept_and_caught_rates():
     assert result["defects"]["echo"]["caught_by"] == {"rouge_near_duplicate": 1}
     assert result["overall_caught"] == 3 and result["overall_defects"] == 5 and result["overall_caught_rate"] == 0.6
     assert not result["all_targets_met"]
-    assert [(f["id"], f["rule"], f["detail"]) for f in result["false_positives"]] == [("s2", "truncated", "ends with ';'")]
+    assert [(f["id"], f["rule"], f["detail"]) for f in result["false_positives"]] == [
+        ("s2", "truncated", "ends with ';'")
+    ]
     assert sorted(m["id"] for m in result["misses"]) == ["e2", "e3"]
     assert result["categories"]["en/math"] == {"total": 4, "kept": 3}
 
@@ -188,13 +240,35 @@ def test_score_computes_kept_and_caught_rates():
 
 
 def test_render_lists_every_false_positive_and_miss_and_keeps_the_hand_written_part(tmp_path):
-    records = [_rec("s1", "en", "sound"), _rec("s2", "zh", "sound"), _rec("r1", "en", "refusal"),
-               _rec("r2", "en", "refusal")]
-    result = bq.score(records, {"s2": {"stage": "heuristics", "reason": "language_mismatch", "detail": "zh → en"},
-                                "r1": {"stage": "heuristics", "reason": "refusal", "detail": "sorry"}})
-    result.update(fixtures="f", files=["a.jsonl"], records=4, filter_seconds=1.0, date="today",
-                  config={"rouge_threshold": 0.7, "embed_threshold": 0.9, "embed_dedup": True,
-                          "embed_model": "m", "embed_device": "cpu", "judge": False, "keep": "first"})
+    records = [
+        _rec("s1", "en", "sound"),
+        _rec("s2", "zh", "sound"),
+        _rec("r1", "en", "refusal"),
+        _rec("r2", "en", "refusal"),
+    ]
+    result = bq.score(
+        records,
+        {
+            "s2": {"stage": "heuristics", "reason": "language_mismatch", "detail": "zh → en"},
+            "r1": {"stage": "heuristics", "reason": "refusal", "detail": "sorry"},
+        },
+    )
+    result.update(
+        fixtures="f",
+        files=["a.jsonl"],
+        records=4,
+        filter_seconds=1.0,
+        date="today",
+        config={
+            "rouge_threshold": 0.7,
+            "embed_threshold": 0.9,
+            "embed_dedup": True,
+            "embed_model": "m",
+            "embed_device": "cpu",
+            "judge": False,
+            "keep": "first",
+        },
+    )
     doc = tmp_path / "QUALITY.md"
     assert "## Audit of 30 curated records from make seeds-to-sft" in bq.hand_written_tail(doc)
     doc.write_text(bq.render(result, bq.hand_written_tail(doc)), encoding="utf-8")
@@ -216,10 +290,17 @@ def test_bench_runs_the_real_filter_without_the_encoder(tmp_path):
     doc, full, brief = tmp_path / "Q.md", tmp_path / "q.json", tmp_path / "brief.json"
     assert bq.main(["--no-embed", "--out", str(doc), "--json", str(full)]) == 0
     result = json.loads(full.read_text(encoding="utf-8"))
-    assert result["records"] == sum(1 for folder in (FIXTURES, HOLDOUT) for p in bq.fixture_files(folder)
-                                    for _ in read_any(p))
-    assert result["config"] == {**result["config"], "rouge_threshold": 0.7, "embed_threshold": 0.9,
-                                "embed_dedup": False, "judge": False, "embed_device": "cpu"}
+    assert result["records"] == sum(
+        1 for folder in (FIXTURES, HOLDOUT) for p in bq.fixture_files(folder) for _ in read_any(p)
+    )
+    assert result["config"] == {
+        **result["config"],
+        "rouge_threshold": 0.7,
+        "embed_threshold": 0.9,
+        "embed_dedup": False,
+        "judge": False,
+        "embed_device": "cpu",
+    }
     assert set(result["sound"]) == {"en", "zh"} and len(result["defects"]) >= 12
     n_fp = sum(e["total"] - e["kept"] for e in result["sound"].values())
     assert len(result["false_positives"]) == n_fp
@@ -229,8 +310,13 @@ def test_bench_runs_the_real_filter_without_the_encoder(tmp_path):
     held = result["holdout"]
     assert held["files"] == ["sound.jsonl", "defects.jsonl"] and set(held["sound"]) == {"en", "zh"}
     assert "## Held-out fixtures" in text and text.index("## Held-out fixtures") < text.index(bq.MARKER)
-    assert result["records"] == sum(e["total"] for e in result["sound"].values()) + result["overall_defects"] + sum(
-        e["total"] for e in held["sound"].values()) + held["overall_defects"]
+    assert (
+        result["records"]
+        == sum(e["total"] for e in result["sound"].values())
+        + result["overall_defects"]
+        + sum(e["total"] for e in held["sound"].values())
+        + held["overall_defects"]
+    )
     assert bq.main(["--no-embed", "--no-doc", "--no-holdout", "--out", str(brief)]) == 0
     short = json.loads(brief.read_text(encoding="utf-8"))
     assert short["markdown"].startswith("| measure |") and "doc" not in short and "holdout_caught_rate" not in short

@@ -52,6 +52,7 @@ def test_version():
 
 def test_quiet_and_verbose_flags_set_log_level(tmp_path):
     import logging
+
     runner = CliRunner()
     runner.invoke(cli, ["-q", "prompts", "list"])
     assert logging.getLogger("datagen").level == logging.WARNING
@@ -60,11 +61,7 @@ def test_quiet_and_verbose_flags_set_log_level(tmp_path):
 
 
 def test_unexpected_errors_give_one_line_and_exit_1(tmp_path):
-    code = ("import datagen.cli as c\n"
-            "@c.cli.command('boom')\n"
-            "def boom():\n"
-            "    raise RuntimeError('kaboom')\n"
-            "c.main()\n")
+    code = "import datagen.cli as c\n@c.cli.command('boom')\ndef boom():\n    raise RuntimeError('kaboom')\nc.main()\n"
     result = subprocess.run([sys.executable, "-c", code, "boom"], capture_output=True, text=True, timeout=60)
     assert result.returncode == 1 and "internal error: RuntimeError: kaboom" in result.stderr
     assert "Traceback" not in result.stderr

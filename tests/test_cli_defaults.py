@@ -76,8 +76,10 @@ def test_an_option_named_for_a_config_field_leaves_its_default_to_the_config(nam
             continue
         if param.default in NOT_GIVEN and (param.multiple or fields[param.name] in (None, dataclasses.MISSING)):
             continue
-        pytest.fail(f"{name} {param.opts[0]} sets a config field but is a plain option (default "
-                    f"{param.default!r}): make it a ConfigOption so that the config's default applies")
+        pytest.fail(
+            f"{name} {param.opts[0]} sets a config field but is a plain option (default "
+            f"{param.default!r}): make it a ConfigOption so that the config's default applies"
+        )
     checked = sum(isinstance(p, ConfigOption) for p in options)
     assert checked, f"{name}: no option sets a field of {COMMANDS[name]}"
 
@@ -91,8 +93,11 @@ def test_the_effective_default_is_the_dataclass_default(name, param):
     with command.make_context(name, [], resilient_parsing=True) as ctx:  # nothing given
         assert ctx.params[param.name] is None  # so configure() leaves the field to the dataclass
         cls = config_class(param.config)
-        required = {f.name: Path(__file__) for f in dataclasses.fields(cls)  # an existing file for every path
-                    if field_default(cls, f.name) is dataclasses.MISSING}
+        required = {
+            f.name: Path(__file__)
+            for f in dataclasses.fields(cls)  # an existing file for every path
+            if field_default(cls, f.name) is dataclasses.MISSING
+        }
         cfg = configure(param.config, ctx.params, **required)
         value = cfg
         for part in param.field.split("."):
@@ -125,8 +130,11 @@ def test_self_qa_on_the_command_line_answers_with_the_configs_max_tokens(fault_s
     """The drift this fixes: self-qa asked for 512 answer tokens on the command line, 256 in a run config."""
     doc = tmp_path / "docs" / "volcano.md"
     doc.parent.mkdir()
-    doc.write_text("Magma that reaches the surface of a volcano is called lava. Lava cools into basalt rock "
-                   "within days, and the rock keeps the shape of the flow for centuries.\n", encoding="utf-8")
+    doc.write_text(
+        "Magma that reaches the surface of a volcano is called lava. Lava cools into basalt rock "
+        "within days, and the rock keeps the shape of the flow for centuries.\n",
+        encoding="utf-8",
+    )
 
     def responder(kind: str, body: dict) -> str:
         prompt = body["messages"][-1]["content"]
@@ -135,11 +143,27 @@ def test_self_qa_on_the_command_line_answers_with_the_configs_max_tokens(fault_s
         return "1. What is magma called once it reaches the surface of a volcano?"
 
     fault_server.responder = responder
-    result = CliRunner().invoke(cli, ["self-qa", "--docs", str(doc.parent), "--out", str(tmp_path / "out"),
-                                      "--base-url", fault_server.url, "--model", MODEL_ID, "--no-cache"],
-                                catch_exceptions=False)
+    result = CliRunner().invoke(
+        cli,
+        [
+            "self-qa",
+            "--docs",
+            str(doc.parent),
+            "--out",
+            str(tmp_path / "out"),
+            "--base-url",
+            fault_server.url,
+            "--model",
+            MODEL_ID,
+            "--no-cache",
+        ],
+        catch_exceptions=False,
+    )
     assert result.exit_code == 0, result.output
-    answers = [e["body"] for e in fault_server.log if re.search(r"^Question:", e["body"]["messages"][-1]["content"],
-                                                                   re.MULTILINE)]
+    answers = [
+        e["body"]
+        for e in fault_server.log
+        if re.search(r"^Question:", e["body"]["messages"][-1]["content"], re.MULTILINE)
+    ]
     assert answers and {body["max_tokens"] for body in answers} == {256}
     assert field_default(config_class("SelfQAConfig"), "sampling.max_tokens") == 256

@@ -11,13 +11,24 @@ from datagen.cli import cli
 from datagen.formats import EXPORT_FORMATS, export, read_any, read_seed_tasks, to_seed_tasks
 from datagen.records import Example, write_jsonl
 
-SINGLE = Example(instruction="Translate to French.", input="Good morning", output="Bonjour",
-                 meta={"method": "self-instruct", "round": 1})
+SINGLE = Example(
+    instruction="Translate to French.",
+    input="Good morning",
+    output="Bonjour",
+    meta={"method": "self-instruct", "round": 1},
+)
 NO_INPUT = Example(instruction="Name three primary colours.", output="Red, yellow and blue.")
-CHAT = Example(instruction="Hi, what's 2+2?", output="4.",
-               messages=[{"role": "system", "content": "Be brief."}, {"role": "user", "content": "Hi, what's 2+2?"},
-                         {"role": "assistant", "content": "4."}, {"role": "user", "content": "And times 3?"},
-                         {"role": "assistant", "content": "12."}])
+CHAT = Example(
+    instruction="Hi, what's 2+2?",
+    output="4.",
+    messages=[
+        {"role": "system", "content": "Be brief."},
+        {"role": "user", "content": "Hi, what's 2+2?"},
+        {"role": "assistant", "content": "4."},
+        {"role": "user", "content": "And times 3?"},
+        {"role": "assistant", "content": "12."},
+    ],
+)
 
 
 def conversation(example: Example) -> list[dict]:
@@ -43,8 +54,10 @@ def test_datagen_and_hf_keep_ids_and_meta(tmp_path):
 def test_alpaca_export_is_plain_alpaca(tmp_path):
     export([SINGLE, NO_INPUT], tmp_path / "a.jsonl", "alpaca")
     lines = [json.loads(l) for l in (tmp_path / "a.jsonl").read_text().splitlines()]
-    assert lines == [{"instruction": "Translate to French.", "input": "Good morning", "output": "Bonjour"},
-                     {"instruction": "Name three primary colours.", "input": "", "output": "Red, yellow and blue."}]
+    assert lines == [
+        {"instruction": "Translate to French.", "input": "Good morning", "output": "Bonjour"},
+        {"instruction": "Name three primary colours.", "input": "", "output": "Red, yellow and blue."},
+    ]
     assert [e.id for e in read_any(tmp_path / "a.jsonl")] == [SINGLE.id, NO_INPUT.id]
 
 
@@ -64,16 +77,21 @@ def test_seed_format_groups_instances_and_reads_back(tmp_path):
     tasks = to_seed_tasks(examples)
     assert len(tasks) == 2 and [i["output"] for i in tasks[0]["instances"]] == ["Bonjour", "Merci"]
     export(examples, tmp_path / "seed.jsonl", "seed")
-    assert [(e.instruction, e.input, e.output) for e in read_any(tmp_path / "seed.jsonl")] == \
-        [(e.instruction, e.input, e.output) for e in examples]
+    assert [(e.instruction, e.input, e.output) for e in read_any(tmp_path / "seed.jsonl")] == [
+        (e.instruction, e.input, e.output) for e in examples
+    ]
     assert read_seed_tasks(tmp_path / "seed.jsonl")[1]["id"] == "seed_task_1"
 
 
 def test_public_self_instruct_seed_line_is_accepted_unchanged(tmp_path):
     # the shape of the original repository's seed_tasks.jsonl lines
-    line = {"id": "seed_task_0", "name": "breakfast_suggestion",
-            "instruction": "Is there anything I can eat for a breakfast that doesn't include eggs?",
-            "instances": [{"input": "", "output": "Yes, oatmeal."}], "is_classification": False}
+    line = {
+        "id": "seed_task_0",
+        "name": "breakfast_suggestion",
+        "instruction": "Is there anything I can eat for a breakfast that doesn't include eggs?",
+        "instances": [{"input": "", "output": "Yes, oatmeal."}],
+        "is_classification": False,
+    }
     (tmp_path / "seeds.jsonl").write_text(json.dumps(line) + "\n")
     (task,) = read_seed_tasks(tmp_path / "seeds.jsonl")
     assert task == line
@@ -83,11 +101,17 @@ def test_public_self_instruct_seed_line_is_accepted_unchanged(tmp_path):
 
 def test_mixed_formats_in_one_file(tmp_path):
     path = tmp_path / "mixed.jsonl"
-    path.write_text("\n".join(json.dumps(o) for o in [
-        {"instruction": "a", "input": "", "output": "b"},
-        {"messages": [{"role": "user", "content": "c"}, {"role": "assistant", "content": "d"}]},
-        {"conversations": [{"from": "human", "value": "e"}, {"from": "gpt", "value": "f"}]},
-    ]) + "\n")
+    path.write_text(
+        "\n".join(
+            json.dumps(o)
+            for o in [
+                {"instruction": "a", "input": "", "output": "b"},
+                {"messages": [{"role": "user", "content": "c"}, {"role": "assistant", "content": "d"}]},
+                {"conversations": [{"from": "human", "value": "e"}, {"from": "gpt", "value": "f"}]},
+            ]
+        )
+        + "\n"
+    )
     assert [(e.instruction, e.output) for e in read_any(path)] == [("a", "b"), ("c", "d"), ("e", "f")]
 
 

@@ -36,8 +36,9 @@ def _imports(tree: ast.AST, module: str, is_package: bool, modules: set[str]) ->
                 prefix = ".".join([*base, node.module] if node.module else base)
             else:
                 prefix = node.module or ""
-            names = [f"{prefix}.{alias.name}" if f"{prefix}.{alias.name}" in modules else prefix
-                     for alias in node.names]
+            names = [
+                f"{prefix}.{alias.name}" if f"{prefix}.{alias.name}" in modules else prefix for alias in node.names
+            ]
         else:
             continue
         for name in names:
@@ -51,8 +52,10 @@ def _imports(tree: ast.AST, module: str, is_package: bool, modules: set[str]) ->
 def import_graph() -> dict[str, set[str]]:
     files = {_module_name(p): p for p in PACKAGE.rglob("*.py")}
     modules = set(files)
-    return {name: _imports(ast.parse(path.read_text(encoding="utf-8")), name, path.name == "__init__.py", modules)
-            for name, path in files.items()}
+    return {
+        name: _imports(ast.parse(path.read_text(encoding="utf-8")), name, path.name == "__init__.py", modules)
+        for name, path in files.items()
+    }
 
 
 def find_cycles(graph: dict[str, set[str]]) -> list[list[str]]:
@@ -119,8 +122,9 @@ def test_find_cycles_names_the_cycle():
 
 def test_function_level_relative_and_type_checking_imports_count():
     modules = {"datagen", "datagen.x", "datagen.y", "datagen.z"}
-    tree = ast.parse("def f():\n    from datagen import y\n    from .z import thing\n"
-                     "if TYPE_CHECKING:\n    import datagen\n")
+    tree = ast.parse(
+        "def f():\n    from datagen import y\n    from .z import thing\nif TYPE_CHECKING:\n    import datagen\n"
+    )
     assert _imports(tree, "datagen.x", False, modules) == {"datagen.y", "datagen.z", "datagen"}
 
 
@@ -134,4 +138,5 @@ def test_no_import_cycle():
     graph = import_graph()
     cycles = find_cycles(graph)
     assert not cycles, "import cycles in datagen (one per tangle; fix it and run again for the next):\n" + "\n".join(
-        " -> ".join(c) for c in cycles)
+        " -> ".join(c) for c in cycles
+    )

@@ -88,9 +88,14 @@ def test_ids_are_stable_content_hashes():
 
 
 def test_roundtrip_preserves_every_field(tmp_path):
-    record = Example(instruction="说一句话", output="你好", lang="zh", is_classification=False,
-                     messages=[{"role": "user", "content": "说一句话"}, {"role": "assistant", "content": "你好"}],
-                     meta={"method": "self-instruct", "round": 2, "similar": [["x", 0.5]]})
+    record = Example(
+        instruction="说一句话",
+        output="你好",
+        lang="zh",
+        is_classification=False,
+        messages=[{"role": "user", "content": "说一句话"}, {"role": "assistant", "content": "你好"}],
+        meta={"method": "self-instruct", "round": 2, "similar": [["x", 0.5]]},
+    )
     path = tmp_path / "r.jsonl"
     assert write_jsonl(path, [record, record]) == 2
     again = read_examples(path)
@@ -105,6 +110,7 @@ def test_write_atomic_leaves_old_file_when_writing_fails(tmp_path):
     def rows():
         yield Example(**GOOD)
         raise RuntimeError("disk on fire")
+
     with pytest.raises(RuntimeError):
         write_jsonl(path, rows())
     assert len(read_examples(path)) == 1
@@ -147,6 +153,7 @@ def test_shard_writer_never_leaves_half_a_line_when_killed(tmp_path):
     proc = subprocess.Popen([sys.executable, "-c", script])
     try:
         import time
+
         deadline = time.monotonic() + 30
         while (not path.exists() or path.stat().st_size < 2_000_000) and time.monotonic() < deadline:
             time.sleep(0.01)

@@ -20,11 +20,44 @@ WORDS = (
     + "write writes writing written poem poems story stories explain explained explaining".split()
     + "run running runs ran quickly quick connection connected connecting happiness happy".split()
     + "organization organize generously data list lists listing summarize summary the".split()
-    + ["3", "42", "2023", "x1", "covid-19", "e-mail", "don't", "it's", "U.S.A.", "café", "naïve", "GPT-4",
-       "Python", "HTTP", "C++", "über", "İstanbul", "Kelvin", "\u212a", "straße", "ﬁle", "１２３"]
+    + [
+        "3",
+        "42",
+        "2023",
+        "x1",
+        "covid-19",
+        "e-mail",
+        "don't",
+        "it's",
+        "U.S.A.",
+        "café",
+        "naïve",
+        "GPT-4",
+        "Python",
+        "HTTP",
+        "C++",
+        "über",
+        "İstanbul",
+        "Kelvin",
+        "\u212a",
+        "straße",
+        "ﬁle",
+        "１２３",
+    ]
 )
 PUNCT = ["", "", "", ",", ".", "!", "?", ";", ":", "...", ")", '"', " -"]
-CJK_PHRASES = ["请写一首", "关于秋天", "的短诗", "解释", "量子计算", "的基本原理", "东京の天気", "を教えて", "서울의", "날씨를"]
+CJK_PHRASES = [
+    "请写一首",
+    "关于秋天",
+    "的短诗",
+    "解释",
+    "量子计算",
+    "的基本原理",
+    "东京の天気",
+    "を教えて",
+    "서울의",
+    "날씨를",
+]
 
 
 def sentence(rng: random.Random, lo: int = 0, hi: int = 18) -> str:
@@ -96,8 +129,14 @@ def test_tokenize_equals_rouge_score_tokenizer_on_non_cjk_text(use_stemmer):
     theirs = rouge_scorer.RougeScorer(["rougeL"], use_stemmer=use_stemmer)._tokenizer
     rng = random.Random(3)
     texts = [sentence(rng) for _ in range(500)] + [
-        "İSTANBUL \u212aelvin ŒUVRE straße ﬁle", "tab\tnew\nline\r\n", "１２３ full-width", "emoji 😀 ok",
-        "a_b-c.d/e\\f", "", "   ", "Running runs RAN; connections.",
+        "İSTANBUL \u212aelvin ŒUVRE straße ﬁle",
+        "tab\tnew\nline\r\n",
+        "１２３ full-width",
+        "emoji 😀 ok",
+        "a_b-c.d/e\\f",
+        "",
+        "   ",
+        "Running runs RAN; connections.",
     ]
     for text in texts:
         assert tokenize(text, use_stemmer) == theirs.tokenize(text), text
@@ -134,7 +173,18 @@ def test_japanese_and_korean_are_per_character():
 
 def test_mixed_chinese_english_keeps_latin_words_whole():
     assert tokenize("用Python写一个HTTP服务器, port 8080!") == [
-        "用", "python", "写", "一", "个", "http", "服", "务", "器", "port", "8080"]
+        "用",
+        "python",
+        "写",
+        "一",
+        "个",
+        "http",
+        "服",
+        "务",
+        "器",
+        "port",
+        "8080",
+    ]
     assert tokenize("Running 测试", use_stemmer=True) == ["run", "测", "试"]
     a, b = "用Python写一个HTTP服务器", "用 python 写一个简单的 HTTP 服务器"
     assert rouge_l(a, b) == pytest.approx(2 * 9 / (9 + 12))
@@ -263,12 +313,12 @@ def test_empty_pool_and_empty_query():
 
 def test_greedy_dedup_keeps_the_first_of_each_group_and_names_the_best_kept_match():
     texts = [
-        "Write a poem about the sea.",          # 0 kept
-        "Name three primary colors.",           # 1 kept
-        "Write a short poem about the sea!",    # 2 dup of 0
-        "name THREE primary colours",           # 3 dup of 1 (0.75)
-        "Explain how vaccines work.",           # 4 kept
-        "Write a poem about the sea",           # 5 dup of 0 (1.0), not of 2: 2 was dropped
+        "Write a poem about the sea.",  # 0 kept
+        "Name three primary colors.",  # 1 kept
+        "Write a short poem about the sea!",  # 2 dup of 0
+        "name THREE primary colours",  # 3 dup of 1 (0.75)
+        "Explain how vaccines work.",  # 4 kept
+        "Write a poem about the sea",  # 5 dup of 0 (1.0), not of 2: 2 was dropped
         "explain how vaccines work in detail",  # 6 dup of 4
     ]
     kept, dropped = greedy_dedup(texts, 0.7)

@@ -26,9 +26,14 @@ async def answer(url: str, out, prompts: list[str], keep="default") -> int:
     kwargs = {} if keep == "default" else {"keep": keep}
     async with LLMClient(llm_config(url)) as llm:
         with Step(out, "fruit", **kwargs) as step:
-            return await step.answer(prompts, key=lambda p: p, ask=lambda p: ask(llm, "chat", [
-                {"role": "user", "content": p}], PARAMS), row=lambda p, result: answer_row(p, result, n=len(p)),
-                limit=3, desc=None)
+            return await step.answer(
+                prompts,
+                key=lambda p: p,
+                ask=lambda p: ask(llm, "chat", [{"role": "user", "content": p}], PARAMS),
+                row=lambda p, result: answer_row(p, result, n=len(p)),
+                limit=3,
+                desc=None,
+            )
 
 
 def log_rows(out) -> list[dict]:
@@ -76,8 +81,9 @@ def test_answer_one_replays_a_logged_row_and_refuses_a_changed_request(fault_ser
     async def one(digest: str) -> dict:
         async with LLMClient(llm_config(fault_server.url)) as llm:
             with Step(tmp_path, "turns", keep=None) as step:
-                return await step.answer_one("c0|t0", lambda: ask(llm, "completion", "Once upon", PARAMS),
-                                             digest=digest, failed_as="error")
+                return await step.answer_one(
+                    "c0|t0", lambda: ask(llm, "completion", "Once upon", PARAMS), digest=digest, failed_as="error"
+                )
 
     row = asyncio.run(one("d1"))
     assert row["key"] == "c0|t0" and row["prompt"] == "d1" and row["text"]

@@ -60,7 +60,7 @@ class NgramIndex:
     def add_text(self, text: str, source: str, item: str) -> None:
         tokens = tokenize(text)
         for k in range(len(tokens) - self.n + 1):
-            self._grams.setdefault(hash(tuple(tokens[k:k + self.n])), (source, item))
+            self._grams.setdefault(hash(tuple(tokens[k : k + self.n])), (source, item))
 
     def add_file(self, path: Path) -> None:
         for number, example in enumerate(read_any(path), 1):  # RecordError (path:line) for a bad file
@@ -75,7 +75,7 @@ class NgramIndex:
             return None
         tokens = tokenize(text)
         for k in range(len(tokens) - self.n + 1):
-            gram = tuple(tokens[k:k + self.n])
+            gram = tuple(tokens[k : k + self.n])
             hit = self._grams.get(hash(gram))
             if hit is not None:
                 return hit[0], hit[1], _join(gram)
@@ -87,7 +87,7 @@ class NgramIndex:
             hit = self.find(text)
             if hit is not None:
                 source, item, span = hit
-                detail = f"{field} shares a {self.n}-gram with {source} item {item}: \"{span}\""
+                detail = f'{field} shares a {self.n}-gram with {source} item {item}: "{span}"'
                 return detail, {"benchmark": source, "benchmark_item": item, "field": field, "span": span}
         return None
 

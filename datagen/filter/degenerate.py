@@ -41,8 +41,16 @@ def template_examples(root: str | None = None) -> dict[str, frozenset[str]]:
     ``tasks`` (each a set of ``normalize_text`` forms; Jinja lines and ``<noinput>`` left out)."""
     base = prompts_dir() if root is None else Path(root)
     found: dict[str, set[str]] = {"labels": set(), "outputs": set(), "inputs": set(), "tasks": set()}
-    kind = {"Task": "tasks", "任务": "tasks", "Class label": "labels", "类别标签": "labels",
-            "Input": "inputs", "输入": "inputs", "Output": "outputs", "输出": "outputs"}
+    kind = {
+        "Task": "tasks",
+        "任务": "tasks",
+        "Class label": "labels",
+        "类别标签": "labels",
+        "Input": "inputs",
+        "输入": "inputs",
+        "Output": "outputs",
+        "输出": "outputs",
+    }
     for lang in ("en", "zh"):
         for name in _FEW_SHOT_TEMPLATES:
             path = base / lang / name
@@ -75,14 +83,22 @@ def in_context_texts(meta: dict[str, Any]) -> list[str]:
 
 #: Label families: a label of the family is a right kind of answer to a task carrying one of its cues.
 _FAMILIES = (
-    (r"^(?:positive|negative|neutral|mixed|正面|负面|中性|积极|消极|中立|褒义|贬义)$",
-     r"sentiment|feeling|tone|mood|emotion|opinion|attitude|review|polarity|情感|情绪|态度|评价|倾向|褒贬|口碑|看法"),
-    (r"^(?:yes|no|true|false|correct|incorrect|right|wrong|是|否|对|错|正确|错误|不是|不对|有|没有|会|不会|能|不能)$",
-     r"\?|？|\b(?:true or false|yes or no|whether|is it|are they|does it|do they)\b|是否|吗|判断|对不对|是不是|有没有|会不会|能不能"),
-    (r"^(?:(?:not )?promotion|spam|not spam|ham|advert\w*|广告|非广告|垃圾邮件|正常邮件)$",
-     r"e-?mail|message|\bad\b|advert|promot|spam|邮件|短信|广告|消息|推销"),
-    (r"^(?:support|unsupport|supported|unsupported|refute[sd]?|not enough info|支持|不支持|反驳)$",
-     r"support|claim|evidence|document|fact[- ]?check|声明|证据|支持|论断|文档"),
+    (
+        r"^(?:positive|negative|neutral|mixed|正面|负面|中性|积极|消极|中立|褒义|贬义)$",
+        r"sentiment|feeling|tone|mood|emotion|opinion|attitude|review|polarity|情感|情绪|态度|评价|倾向|褒贬|口碑|看法",
+    ),
+    (
+        r"^(?:yes|no|true|false|correct|incorrect|right|wrong|是|否|对|错|正确|错误|不是|不对|有|没有|会|不会|能|不能)$",
+        r"\?|？|\b(?:true or false|yes or no|whether|is it|are they|does it|do they)\b|是否|吗|判断|对不对|是不是|有没有|会不会|能不能",
+    ),
+    (
+        r"^(?:(?:not )?promotion|spam|not spam|ham|advert\w*|广告|非广告|垃圾邮件|正常邮件)$",
+        r"e-?mail|message|\bad\b|advert|promot|spam|邮件|短信|广告|消息|推销",
+    ),
+    (
+        r"^(?:support|unsupport|supported|unsupported|refute[sd]?|not enough info|支持|不支持|反驳)$",
+        r"support|claim|evidence|document|fact[- ]?check|声明|证据|支持|论断|文档",
+    ),
 )
 _FAMILY_RES = tuple((re.compile(label, re.IGNORECASE), re.compile(cue, re.IGNORECASE)) for label, cue in _FAMILIES)
 
@@ -105,7 +121,9 @@ _OPEN_EN = re.compile(
     r"how (?:do|can|should|would) "
     r"(?:i|we|you|one)|how to|what are (?:some|the (?:benefits|advantages|disadvantages|pros|cons|steps|differences|"
     r"causes|effects|main|key))|walk me through|teach me|review|tell (?:me |us |them )?(?:a |an |the )?(?:\S+ ){0,3}?"
-    r"(?:story|tale|fable|anecdote|joke|legend))\b", re.IGNORECASE)
+    r"(?:story|tale|fable|anecdote|joke|legend))\b",
+    re.IGNORECASE,
+)
 #: After an open verb, objects whose whole answer is a word or two: "Write the plural of mouse", "Create a
 #: name for a bakery".
 _SHORT_OBJECT_EN = re.compile(
@@ -116,27 +134,38 @@ _SHORT_OBJECT_EN = re.compile(
     r"label|category|color|colour|code name|brand name|domain name|sum|product|total|score|grade|rating|"
     r"prime|integer|fraction|percentage|ratio|unit|chemical symbol|capital|country|city)s?\b"
     r"(?=\s*(?:$|[.,:;!?\"'“(]|(?:of|for|that|which|to|in|from|with|and|or|about|based|using|meaning|describing|"
-    r"ending|starting|beginning|rhyming|summari[sz]ing)\b))", re.IGNORECASE)
+    r"ending|starting|beginning|rhyming|summari[sz]ing)\b))",
+    re.IGNORECASE,
+)
 _OPEN_ZH = re.compile(
     r"(?P<verb>写(?:一篇|一首|一封|一段|一个故事|一份|一则|篇|首|封|段|个故事|份)|写(?:一|个|篇|首|封|段|份|则)"
     r"[^，。？！\n]{0,12}?(?:故事|文章|诗|信|短文|作文|介绍|报告|演讲稿|计划|日记|评论|对话|文案|邮件|段落|总结|剧本|歌词|"
     r"散文|通知|祝福|感想|读后感|方案|攻略|指南|教程)|撰写|编写|创作|描述|解释|列出|列举|说明|阐述|"
     r"讨论|分析|总结|概括|介绍|比较|设计|制定|规划|起草|谈谈|讲(?:一个|个)?故事|给出(?:一些|几条|几个|\d+条|三条|五条)?"
-    r"(?:建议|理由|例子|步骤|方法|原因)|提出(?:一些|几条)?建议|如何|怎样|怎么(?:做|才能|样才能))")
-_SHORT_OBJECT_ZH = re.compile(r"^(?:出|下|一下)?(?:一个|两个|几个)?(?:词|字|名字|名称|标题|口号|答案|结果|数字|日期|成语|反义词|"
-                              r"近义词|同义词|拼音|缩写|颜色|国家|城市|首都)")
+    r"(?:建议|理由|例子|步骤|方法|原因)|提出(?:一些|几条)?建议|如何|怎样|怎么(?:做|才能|样才能))"
+)
+_SHORT_OBJECT_ZH = re.compile(
+    r"^(?:出|下|一下)?(?:一个|两个|几个)?(?:词|字|名字|名称|标题|口号|答案|结果|数字|日期|成语|反义词|"
+    r"近义词|同义词|拼音|缩写|颜色|国家|城市|首都)"
+)
 #: The task itself asks for a word or two.
-_BRIEF = re.compile(r"\b(?:in|with|using)\s+(?:one|a single|two|a|1|2)\s+words?\b|\bone[- ]word\b|\btwo[- ]word\b|"
-                    r"\bsingle word\b|\bone or two words\b|\bin a word\b|\bjust (?:the|a) (?:name|word|number)\b|"
-                    r"(?:用|以)?(?:一个|两个|一|两|1|2)(?:个)?(?:词|字)|一词|二字|两字", re.IGNORECASE)
+_BRIEF = re.compile(
+    r"\b(?:in|with|using)\s+(?:one|a single|two|a|1|2)\s+words?\b|\bone[- ]word\b|\btwo[- ]word\b|"
+    r"\bsingle word\b|\bone or two words\b|\bin a word\b|\bjust (?:the|a) (?:name|word|number)\b|"
+    r"(?:用|以)?(?:一个|两个|一|两|1|2)(?:个)?(?:词|字)|一词|二字|两字",
+    re.IGNORECASE,
+)
 #: Code or math notation in a short answer ("x++;", "a^2+b^2", "f(x)"). A bare number is not in it: "5" is no
 #: whole answer to "Explain the Pythagorean theorem", and tasks that want a number ("Write the sum of …") are
 #: not open (``_SHORT_OBJECT_EN``).
 _CODE_OR_MATH = re.compile(r"[;{}=<>\[\]+*/\\|^$]|\w\(")
 #: A task that chooses among options ("判断…是新闻、诗歌还是说明文", "Which of these…") is not open.
-_CHOICE = re.compile(r"判断|是否|还是|哪个|哪一|哪种|属于|分类|归类|选择|选出|\bwhich (?:of|one)\b|\bclassify\b|"
-                     r"\bcategori[sz]e\b|\btrue or false\b|\byes or no\b|\bwhether\b|\bidentify the (?:type|category|"
-                     r"genre|tone|sentiment)\b", re.IGNORECASE)
+_CHOICE = re.compile(
+    r"判断|是否|还是|哪个|哪一|哪种|属于|分类|归类|选择|选出|\bwhich (?:of|one)\b|\bclassify\b|"
+    r"\bcategori[sz]e\b|\btrue or false\b|\byes or no\b|\bwhether\b|\bidentify the (?:type|category|"
+    r"genre|tone|sentiment)\b",
+    re.IGNORECASE,
+)
 _LIST_SEP = re.compile(r"[,，、;；/\n]|\band\b|\bor\b|和|与")
 
 
@@ -150,8 +179,9 @@ class TaskContext:
     in_context: list[str] = field(default_factory=list)
 
     @classmethod
-    def of(cls, instruction: str, input: str, meta: dict[str, Any] | None = None,
-           is_classification: bool | None = None) -> TaskContext:
+    def of(
+        cls, instruction: str, input: str, meta: dict[str, Any] | None = None, is_classification: bool | None = None
+    ) -> TaskContext:
         return cls(instruction, input, is_classification, in_context_texts(meta or {}))
 
     @functools.cached_property
@@ -173,10 +203,10 @@ class TaskContext:
         if _BRIEF.search(self.instruction) or _CHOICE.search(self.instruction) or CODE_TASK.search(self.instruction):
             return None
         for match in _OPEN_EN.finditer(self.instruction):
-            if not _SHORT_OBJECT_EN.match(self.instruction[match.end():]):
+            if not _SHORT_OBJECT_EN.match(self.instruction[match.end() :]):
                 return match.group("verb").lower()
         for match in _OPEN_ZH.finditer(self.instruction):
-            if not _SHORT_OBJECT_ZH.match(self.instruction[match.end():]):
+            if not _SHORT_OBJECT_ZH.match(self.instruction[match.end() :]):
                 return match.group("verb")
         return None
 
@@ -231,8 +261,10 @@ def _label_fits(norm: str, task: TaskContext) -> bool:
 
 _BARE_NUMBER = re.compile(r"\W*\d[\d.,]*\W*")
 #: A task that asks for code to be written ("Create a new version of the following code…"), not for a value.
-_WRITES_CODE = re.compile(r"\b(?:write|create|implement|modify|rewrite|refactor|fix|new version|code that)\b|编写|写一个|实现|修改",
-                          re.IGNORECASE)
+_WRITES_CODE = re.compile(
+    r"\b(?:write|create|implement|modify|rewrite|refactor|fix|new version|code that)\b|编写|写一个|实现|修改",
+    re.IGNORECASE,
+)
 
 
 def short_open_answer(answer: str, task: TaskContext) -> str | None:
@@ -242,8 +274,11 @@ def short_open_answer(answer: str, task: TaskContext) -> str | None:
     "Canberra." to "What is the capital of Australia?", "积极" to a sentiment task, "Mice" to "Write the plural
     of mouse", "Red, blue" to "List two colours" (a list), or "Joyful" to "Describe your mood in one word".
     """
-    if CODE_TASK.search(task.instruction) and _WRITES_CODE.search(task.instruction) \
-            and _BARE_NUMBER.fullmatch(answer.strip()):
+    if (
+        CODE_TASK.search(task.instruction)
+        and _WRITES_CODE.search(task.instruction)
+        and _BARE_NUMBER.fullmatch(answer.strip())
+    ):
         return "a bare number for a task that asks for code"
     if not answer.strip() or "```" in answer or _CODE_OR_MATH.search(answer):
         return None  # "x++;" to "Write a C line that increments x" is a whole answer
@@ -259,10 +294,16 @@ def short_open_answer(answer: str, task: TaskContext) -> str | None:
     return f"{size} word{'s' * (size != 1)} for an open task ({verb})"
 
 
-_SCAFFOLD = re.compile(r"^\s*(?:Task|Class label|Is it classification\?|任务|类别标签)\s*[:：]|^\s*(?:Example|示例)\s*\d+\s*$|"
-                       r"<noinput>|<无>|^\s*(?:Input|Output|输入|输出)\s*[:：]", re.MULTILINE | re.IGNORECASE)
-_STRONG_SCAFFOLD = re.compile(r"^\s*(?:Task|Class label|任务|类别标签)\s*[:：]|^\s*(?:Example|示例)\s*\d+\s*$|"
-                              r"<noinput>|<无>|Is it classification\?", re.MULTILINE | re.IGNORECASE)
+_SCAFFOLD = re.compile(
+    r"^\s*(?:Task|Class label|Is it classification\?|任务|类别标签)\s*[:：]|^\s*(?:Example|示例)\s*\d+\s*$|"
+    r"<noinput>|<无>|^\s*(?:Input|Output|输入|输出)\s*[:：]",
+    re.MULTILINE | re.IGNORECASE,
+)
+_STRONG_SCAFFOLD = re.compile(
+    r"^\s*(?:Task|Class label|任务|类别标签)\s*[:：]|^\s*(?:Example|示例)\s*\d+\s*$|"
+    r"<noinput>|<无>|Is it classification\?",
+    re.MULTILINE | re.IGNORECASE,
+)
 
 
 def echo(answer: str, task: TaskContext) -> str | None:
@@ -304,7 +345,9 @@ def echo(answer: str, task: TaskContext) -> str | None:
 _ANNOUNCE = re.compile(
     r"^\W*(?:(?:ok(?:ay)?|sure|good job|great|alright|of course|certainly|yes|absolutely)\W+)*"
     r"(?:i(?:'ll| will| am going to| can| shall)|let me|let's|here (?:is|are)|below (?:is|are))\b[^:：\n]{0,60}$"
-    r"|^(?:好的|当然|没问题)?[，,]?(?:我(?:将|会|来|可以)|下面是|以下是|让我)[^：:\n]{0,25}$", re.IGNORECASE)
+    r"|^(?:好的|当然|没问题)?[，,]?(?:我(?:将|会|来|可以)|下面是|以下是|让我)[^：:\n]{0,25}$",
+    re.IGNORECASE,
+)
 
 
 def announces_only(answer: str, task: TaskContext) -> str | None:
@@ -320,23 +363,31 @@ def announces_only(answer: str, task: TaskContext) -> str | None:
 
 
 #: Questions whose answer is a duration ("How long does it take…", 多久) ...
-_DURATION_QUESTION = re.compile(r"^\W*how long\b|多久|多长时间|多少(?:天|年|小时|分钟)|几(?:天|年|小时|分钟)", re.IGNORECASE)
+_DURATION_QUESTION = re.compile(
+    r"^\W*how long\b|多久|多长时间|多少(?:天|年|小时|分钟)|几(?:天|年|小时|分钟)", re.IGNORECASE
+)
 #: ... or a number or a date ("How many…", "What year…", "When did…", 哪一年).
 _NUMBER_QUESTION = re.compile(
     r"^\W*(?:how (?:many|old|far|tall|high|big|large|heavy|deep|wide)|in what year|what year|which year|"
-    r"when (?:did|was|were))\b|哪一年|几岁|多少(?:个|人|次|种|钱|米|公里)|几(?:个|次|种|人)|多高|多重|多远", re.IGNORECASE)
+    r"when (?:did|was|were))\b|哪一年|几岁|多少(?:个|人|次|种|钱|米|公里)|几(?:个|次|种|人)|多高|多重|多远",
+    re.IGNORECASE,
+)
 #: What a duration holds: a digit or a unit of time or length ("ten minutes", "overnight", "三天左右").
 _DURATION = re.compile(
     r"\d|\b(?:seconds?|minutes?|hours?|days?|weeks?|months?|years?|decades?|centur(?:y|ies)|overnight|"
     r"millenni(?:um|a)|meters?|metres?|kilomet(?:er|re)s?|km|miles?|feet|foot|inches?)\b"
-    r"|[天周年月日时秒]|小时|分钟|星期|世纪|公里|米", re.IGNORECASE)
+    r"|[天周年月日时秒]|小时|分钟|星期|世纪|公里|米",
+    re.IGNORECASE,
+)
 #: What a number or a date holds: a digit, a number word, a month or an era.
 _NUMBER = re.compile(
     r"\d|\b(?:one|two|three|four|five|six|seven|eight|nine|ten|eleven|twelve|thirteen|fourteen|fifteen|sixteen|"
     r"seventeen|eighteen|nineteen|twenty|thirty|forty|fifty|sixty|seventy|eighty|ninety|hundreds?|thousands?|"
     r"millions?|billions?|dozens?|none|zero|no|a couple|several|a few|once|twice|january|february|march|april|"
     r"may|june|july|august|september|october|november|december|bc|bce|ad|ce)\b"
-    r"|[一二三四五六七八九十百千万亿两零]|世纪|年代", re.IGNORECASE)
+    r"|[一二三四五六七八九十百千万亿两零]|世纪|年代",
+    re.IGNORECASE,
+)
 
 
 def wrong_answer_type(answer: str, task: TaskContext) -> str | None:
@@ -357,9 +408,12 @@ def wrong_answer_type(answer: str, task: TaskContext) -> str | None:
 
 #: An instruction that works on its input ("Write the sentence in the plural", "把下面这句话…") may rightly answer
 #: with a near-copy of it.
-_WORKS_ON_INPUT = re.compile(r"\b(?:the|this|these|that|following|given|above|below) (?:sentences?|text|passage|"
-                             r"paragraphs?|phrases?|words?|input|code|list|story|poem|title|statement|quote|line)\b|"
-                             r"\bthe following\b|\bgiven\b|下面|以下|下列|这句|这段|这个句子|给定|上面|上述", re.IGNORECASE)
+_WORKS_ON_INPUT = re.compile(
+    r"\b(?:the|this|these|that|following|given|above|below) (?:sentences?|text|passage|"
+    r"paragraphs?|phrases?|words?|input|code|list|story|poem|title|statement|quote|line)\b|"
+    r"\bthe following\b|\bgiven\b|下面|以下|下列|这句|这段|这个句子|给定|上面|上述",
+    re.IGNORECASE,
+)
 
 
 def copies_input(answer: str, task: TaskContext) -> bool:
@@ -368,8 +422,12 @@ def copies_input(answer: str, task: TaskContext) -> bool:
     ``output_equals_input``'s; a task that asks for more than the input holds gets a copy back only when the
     model did nothing."""
     source = task.input.strip()
-    if not task.open_verb or not source or len(answer.strip()) > 1.3 * len(source) + 10 \
-            or _WORKS_ON_INPUT.search(task.instruction):  # "Write the sentence in the plural" rewrites it
+    if (
+        not task.open_verb
+        or not source
+        or len(answer.strip()) > 1.3 * len(source) + 10
+        or _WORKS_ON_INPUT.search(task.instruction)
+    ):  # "Write the sentence in the plural" rewrites it
         return False
     return fuzz.ratio(normalize_text(answer), normalize_text(source)) >= 80
 
@@ -380,16 +438,24 @@ def adds_nothing(answer: str, task: TaskContext) -> bool:
     counts, not the input: "List the colours in the input" → "Red, green and blue" takes its words from the
     input and is an answer."""
     text = answer.strip()
-    if not task.open_verb or len(text.split()) > 20 or "\n" in text or any(is_cjk(c) for c in text) \
-            or _CODE_OR_MATH.search(text):  # code ('printf("hello\\n");', a Makefile rule) reuses the task's words
+    if (
+        not task.open_verb
+        or len(text.split()) > 20
+        or "\n" in text
+        or any(is_cjk(c) for c in text)
+        or _CODE_OR_MATH.search(text)
+    ):  # code ('printf("hello\\n");', a Makefile rule) reuses the task's words
         return False
     mine = content_stems(text)
     return len(mine) >= 2 and mine <= content_stems(task.instruction)
 
 
 #: A task about templates or blanks may rightly answer with placeholders ("Write a form letter template").
-_TEMPLATE_TASK = re.compile(r"template|placeholder|fill[- ]in|blank|lorem|todo|mail merge|jinja|mustache|handlebars|"
-                            r"format string|boilerplate|skeleton|stub|模板|占位|填空|样板|范本", re.IGNORECASE)
+_TEMPLATE_TASK = re.compile(
+    r"template|placeholder|fill[- ]in|blank|lorem|todo|mail merge|jinja|mustache|handlebars|"
+    r"format string|boilerplate|skeleton|stub|模板|占位|填空|样板|范本",
+    re.IGNORECASE,
+)
 _CURLY_SLOT = re.compile(r"\{\{\s*[\w .'-]{1,30}\s*\}\}|\{[A-Z][A-Z_ ]{1,28}\}|<[A-Z][A-Z_ ]{1,28}>")
 _BRACKET = re.compile(r"(?<![A-Za-z0-9_\]])\[([^\[\]\n]{1,40})\](?![(:\[])")
 _SLOT_WORD = re.compile(
@@ -398,11 +464,18 @@ _SLOT_WORD = re.compile(
     r"year|insert|your|his|her|their|recipient|sender|benefit|school|team|department|website|industry|skill|book|"
     r"author|brand|app|feature|item|quantity|percent(?:age)?|contact|signature|here|placeholder|details?|"
     r"programming languages?|organisation|landlord|manager|client|customer|x|y|n)\b"
-    r"|名称|名字|姓名|日期|时间|地点|职位|公司|星期|活动|事情|某|你的|您的|对方|金额|电话|地址|邮箱|数字|链接|产品|学校|城市|[XxＸ]", re.IGNORECASE)
+    r"|名称|名字|姓名|日期|时间|地点|职位|公司|星期|活动|事情|某|你的|您的|对方|金额|电话|地址|邮箱|数字|链接|产品|学校|城市|[XxＸ]",
+    re.IGNORECASE,
+)
 _CHECKBOX = re.compile(r"^\s*(?:[-*]\s*)?\[[ xX✓]\]", re.MULTILINE)
-_STUB = re.compile(r"\bTODO\b|\bFIXME\b|\bTBD\b|lorem ipsum|\binsert (?:\w+ ){0,3}here\b|待实现|待补充|待填写|此处填写|"
-                   r"在此(?:处)?(?:填写|插入)|(?<![A-Za-z])(?:XXX|xxx)(?![A-Za-z])|某某某", re.IGNORECASE)
-_NAME_LINE = re.compile(r"^\s*(?:your (?:full )?name|your title|sender'?s? name|name surname)\s*$", re.IGNORECASE | re.MULTILINE)
+_STUB = re.compile(
+    r"\bTODO\b|\bFIXME\b|\bTBD\b|lorem ipsum|\binsert (?:\w+ ){0,3}here\b|待实现|待补充|待填写|此处填写|"
+    r"在此(?:处)?(?:填写|插入)|(?<![A-Za-z])(?:XXX|xxx)(?![A-Za-z])|某某某",
+    re.IGNORECASE,
+)
+_NAME_LINE = re.compile(
+    r"^\s*(?:your (?:full )?name|your title|sender'?s? name|name surname)\s*$", re.IGNORECASE | re.MULTILINE
+)
 _MEDIA_TAG = re.compile(r"<\s*(?:image|img|video|audio|picture|图片|视频)\b[^>]*>", re.IGNORECASE)
 
 
@@ -446,15 +519,24 @@ _REQUEST_START = re.compile(
     r"^\s*(?:please |can you |could you )?(?:write|compose|draft|describe|explain|list|outline|discuss|summari[sz]e|"
     r"tell me|give me|create|generate|translate|classify|identify|suggest|what|how|why|which|who|when|where)\s"
     r"(?!.*:)|^\s*(?:请|解释|描述|说明|介绍|列出|列举|写|谈谈|讲讲|告诉我|给出|翻译|判断|什么是|为什么|如何|怎么)(?!.*[:：])",
-    re.IGNORECASE)
-_ASKS_FOR_REQUESTS = re.compile(r"\b(?:question|questions|ask|instruction|instructions|prompt|prompts|command|"
-                                r"request|query|queries|quiz|faq|interview)\b|问题|提问|指令|提示词|问句|请求|面试|测验", re.IGNORECASE)
+    re.IGNORECASE,
+)
+_ASKS_FOR_REQUESTS = re.compile(
+    r"\b(?:question|questions|ask|instruction|instructions|prompt|prompts|command|"
+    r"request|query|queries|quiz|faq|interview)\b|问题|提问|指令|提示词|问句|请求|面试|测验",
+    re.IGNORECASE,
+)
 
 
 def restates_request(answer: str, task: TaskContext) -> bool:
     """The answer is a one-line request sharing words with the task, not an answer to it."""
     text = answer.strip()
-    if "\n" in text or len(text) > 80 or not _REQUEST_START.search(text) or _ASKS_FOR_REQUESTS.search(task.instruction):
+    if (
+        "\n" in text
+        or len(text) > 80
+        or not _REQUEST_START.search(text)
+        or _ASKS_FOR_REQUESTS.search(task.instruction)
+    ):
         return False
     if task.input.strip() and normalize_text(text) in normalize_text(task.input):
         return False  # a copy of the input is output_equals_input's to judge

@@ -74,8 +74,11 @@ _FENCE = re.compile(r"^[ \t]*(```|~~~)", re.MULTILINE)
 _FENCED_BLOCK = re.compile(r"^[ \t]*(```|~~~).*?(^[ \t]*\1[^\n]*$|\Z)", re.MULTILINE | re.DOTALL)
 _INLINE_CODE = re.compile(r"`[^`\n]*`")
 _URL = re.compile(r"\bhttps?://\S+|\bwww\.[\w-]+\.[\w.-]+\S*", re.IGNORECASE)
-_PLACEHOLDER = re.compile(r"<\s*/?\s*(image|img|video|audio|imagehere|image_\d+)\b[^>]*>|"
-                          r"\[\s*(image|img|video|audio|picture|图片|图像|视频|音频)\s*\d*\s*\]", re.IGNORECASE)
+_PLACEHOLDER = re.compile(
+    r"<\s*/?\s*(image|img|video|audio|imagehere|image_\d+)\b[^>]*>|"
+    r"\[\s*(image|img|video|audio|picture|图片|图像|视频|音频)\s*\d*\s*\]",
+    re.IGNORECASE,
+)
 # "1)", "a)", "iv)", "2）" list markers and ":)" smileys close a parenthesis nobody opened, and are fine.
 _LIST_MARKER = re.compile(r"(?:^|[\s:：;；,，])(?:\d{1,3}|[A-Za-z]|[ivxIVX]{1,4})$")
 _SMILEY_EYES = ":;=-"
@@ -92,11 +95,11 @@ _SCORE_UNITS = {"en": 50, "zh": 100}
 class Turn:
     """One assistant answer and the user text it answers (for a single-turn record: instruction + input)."""
 
-    instruction: str          # what the user asked (the instruction, or the user turn)
-    input: str                # the record's ``input`` (single-turn records only)
+    instruction: str  # what the user asked (the instruction, or the user turn)
+    input: str  # the record's ``input`` (single-turn records only)
     answer: str
-    index: int                # position of the answer in ``messages`` (0 for a single-turn record)
-    last: bool                # the final assistant turn: the one a finish_reason refers to
+    index: int  # position of the answer in ``messages`` (0 for a single-turn record)
+    last: bool  # the final assistant turn: the one a finish_reason refers to
     task: TaskContext | None = None  # the request with what the model was shown (degenerate-answer rules)
 
     def context(self) -> TaskContext:
@@ -139,7 +142,7 @@ def repeated_ngram_ratio(text: str, n: int) -> float | None:
     tokens = _TOKEN.findall(strip_code(text).lower())
     if len(tokens) < max(_REPETITION_MIN_TOKENS, n + 1):
         return None
-    grams = [tuple(tokens[i:i + n]) for i in range(len(tokens) - n + 1)]
+    grams = [tuple(tokens[i : i + n]) for i in range(len(tokens) - n + 1)]
     return 1.0 - len(set(grams)) / len(grams)
 
 
@@ -170,17 +173,23 @@ def unbalanced(text: str, code: bool = False) -> str | None:
 
 
 # Tokens that are code or notation, not prose: regexes, intervals, emoticons, inch marks, list markers.
-_REGEX_TOKEN = re.compile(r"(?:\\[A-Za-z\\.()\[\]{}^$*+?|/]|\[\^|\(\?|\.\*|\.\+|[)\]}][*+]|[)\]}]\?(?=\S)|\{\d+(?:,\d*)?\})\S*|"
-                          r"(?<!\S)\^\S+|\S+\$(?!\S)|(?<!\S)/\S*[()\[\]]\S*/[gimsuy]*(?!\S)")
+_REGEX_TOKEN = re.compile(
+    r"(?:\\[A-Za-z\\.()\[\]{}^$*+?|/]|\[\^|\(\?|\.\*|\.\+|[)\]}][*+]|[)\]}]\?(?=\S)|\{\d+(?:,\d*)?\})\S*|"
+    r"(?<!\S)\^\S+|\S+\$(?!\S)|(?<!\S)/\S*[()\[\]]\S*/[gimsuy]*(?!\S)"
+)
 _INTERVAL = re.compile(r"[\[(]\s*[-+−]?\s*[\w.∞π/√]+\s*[,;，]\s*[-+−]?\s*[\w.∞π/√]+\s*[\])]")
-_EMOTICON = re.compile(r"(?<![\w(.,])[:;=][-'^o]?[()\[\]{}DPp/\\|3]+(?![\w)])|(?<!\w)[()\[\]][-'^]?[:;=](?!\w)|"
-                       r"\([^()\s]{0,3}[_^;ツ°□╯︵ω][^()\s]{0,3}\)|¯\\_\(ツ\)_/¯|<3|（[^（）\s]{0,3}[_^ω][^（）\s]{0,3}）")
+_EMOTICON = re.compile(
+    r"(?<![\w(.,])[:;=][-'^o]?[()\[\]{}DPp/\\|3]+(?![\w)])|(?<!\w)[()\[\]][-'^]?[:;=](?!\w)|"
+    r"\([^()\s]{0,3}[_^;ツ°□╯︵ω][^()\s]{0,3}\)|¯\\_\(ツ\)_/¯|<3|（[^（）\s]{0,3}[_^ω][^（）\s]{0,3}）"
+)
 _INCH = re.compile(r"(?<![\w.-])\d+(?:\.\d+)?(?:['′]\d+)?\"(?!\w)")
 _CODE_LINE = re.compile(
     r"[;{}]\s*$|^\s*(?:def|class|import|from\s+\S+\s+import|return|for|while|if|elif|else|try|except|catch|function|"
     r"const|let|var|public|private|static|void|int|#include|#define|SELECT|INSERT|UPDATE|DELETE|CREATE|print|"
     r"console\.|System\.|fn|func|package|using|namespace|echo|sudo|pip|npm|git|cd|ls|\$)\b|==|!=|=>|->|::|&&|\|\||"
-    r"^\s*[\w.\[\]]+\s*[-+*/]?=\s*\S|^\s*\w+(?:\.\w+)*\([^)]*\)?\s*$|^ {4,}\S|^\t+\S|^\s*[<][/!?]?\w+[^>]*>", re.MULTILINE)
+    r"^\s*[\w.\[\]]+\s*[-+*/]?=\s*\S|^\s*\w+(?:\.\w+)*\([^)]*\)?\s*$|^ {4,}\S|^\t+\S|^\s*[<][/!?]?\w+[^>]*>",
+    re.MULTILINE,
+)
 
 
 def looks_like_code(line: str) -> bool:
@@ -242,10 +251,65 @@ def _paren_problem(prose: str, opening: str, closing: str) -> str | None:
 
 #: Words a cut-off English sentence ends on; a finished one does not ("... and the"). Kept to words that
 #: cannot close a sentence: "That's who you are" and "Turn the lights on" end on words left out here.
-_DANGLING = frozenset(["a", "an", "the", "and", "or", "but", "nor", "of", "to", "my", "your", "his", "her", "our", "their", "its", "whose", "including", "because", "than", "such", "with", "from", "into", "onto", "versus"])
+_DANGLING = frozenset(
+    [
+        "a",
+        "an",
+        "the",
+        "and",
+        "or",
+        "but",
+        "nor",
+        "of",
+        "to",
+        "my",
+        "your",
+        "his",
+        "her",
+        "our",
+        "their",
+        "its",
+        "whose",
+        "including",
+        "because",
+        "than",
+        "such",
+        "with",
+        "from",
+        "into",
+        "onto",
+        "versus",
+    ]
+)
 #: Chinese characters a sentence does not end on (conjunctions, prepositions): "因为阳光在" is cut off.
-_DANGLING_ZH = ("和", "与", "及", "或", "在", "把", "被", "对", "从", "向", "因为", "所以", "但是", "而且", "如果", "将",
-                "让", "给", "跟", "并", "以及", "或者", "还有", "比如", "例如", "包括")
+_DANGLING_ZH = (
+    "和",
+    "与",
+    "及",
+    "或",
+    "在",
+    "把",
+    "被",
+    "对",
+    "从",
+    "向",
+    "因为",
+    "所以",
+    "但是",
+    "而且",
+    "如果",
+    "将",
+    "让",
+    "给",
+    "跟",
+    "并",
+    "以及",
+    "或者",
+    "还有",
+    "比如",
+    "例如",
+    "包括",
+)
 
 
 def truncation(answer: str, last: bool, finish_reason: str | None) -> str | None:
@@ -273,7 +337,9 @@ def truncation(answer: str, last: bool, finish_reason: str | None) -> str | None
     end = tail[-1]
     if end in ";；":
         items = [line for line in lines if _LIST_ITEM.match(line)]
-        if looks_like_code(last_line) or (len(items) >= 2 and all(i.rstrip().endswith((";", "；")) for i in items[:-1])):
+        if looks_like_code(last_line) or (
+            len(items) >= 2 and all(i.rstrip().endswith((";", "；")) for i in items[:-1])
+        ):
             return None
         if len(lines) >= 2 and sum(looks_like_code(line) for line in lines) * 2 >= len(lines):
             return None
@@ -282,11 +348,20 @@ def truncation(answer: str, last: bool, finish_reason: str | None) -> str | None
             return None
         return f"ends with {end!r}"
     words = last_line.split()
-    if len(tail.split()) >= 8 and end.isalpha() and end.isascii() and words[-1].lower() in _DANGLING \
-            and not _LIST_ITEM.match(last_line):
+    if (
+        len(tail.split()) >= 8
+        and end.isalpha()
+        and end.isascii()
+        and words[-1].lower() in _DANGLING
+        and not _LIST_ITEM.match(last_line)
+    ):
         return f"ends mid-sentence on {words[-1]!r}"
-    if is_cjk(end) and len(last_line) >= 10 and re.search(r"[，。！？；]", last_line) \
-            and last_line.endswith(_DANGLING_ZH):
+    if (
+        is_cjk(end)
+        and len(last_line) >= 10
+        and re.search(r"[，。！？；]", last_line)
+        and last_line.endswith(_DANGLING_ZH)
+    ):
         return f"ends mid-sentence on {next(w for w in _DANGLING_ZH if last_line.endswith(w))!r}"
     # Prose that stops without closing punctuation: a long line that already holds a sentence break.
     if smiley or _LIST_ITEM.match(last_line) or looks_like_code(last_line) or not (end.isalnum() or is_cjk(end)):
@@ -323,8 +398,11 @@ def language_mismatch(turn: Turn, min_units: int) -> str | None:
         return None
     latin_words = len(re.findall(r"[A-Za-z]{2,}", asked))
     cjk_chars = sum(1 for c in asked if is_cjk(c))
-    if (want == "zh" and latin_words >= 4) or (want == "en" and cjk_chars >= 2) or \
-            (cjk_chars >= 2 and latin_words >= 2 and 0.2 <= cjk_ratio(asked) <= 0.6):
+    if (
+        (want == "zh" and latin_words >= 4)
+        or (want == "en" and cjk_chars >= 2)
+        or (cjk_chars >= 2 and latin_words >= 2 and 0.2 <= cjk_ratio(asked) <= 0.6)
+    ):
         return None  # the request quotes text in the other language: an answer in either may be right
     got = detect_lang(answer)
     if got == want == "en":
@@ -349,8 +427,9 @@ def turns(example: Example) -> list[Turn]:
             user = message["content"]
         elif message["role"] == "assistant":
             first = not out
-            task = TaskContext.of(user, "", example.meta if first else None,
-                                  example.is_classification if first else None)
+            task = TaskContext.of(
+                user, "", example.meta if first else None, example.is_classification if first else None
+            )
             out.append(Turn(user, "", message["content"], i, i == answers[-1], task))
     return out
 
@@ -404,9 +483,14 @@ def _answer_flags(turn: Turn, cfg: FilterConfig, finish_reason: str | None) -> t
     same = output_equals_input(turn)
     if same:
         flags["output_equals_input"] = same
-    for rule, check in (("echo", echo), ("label_copy", label_copy), ("short_open_answer", short_open_answer),
-                        ("announces_only", announces_only), ("wrong_answer_type", wrong_answer_type),
-                        ("placeholder", placeholder)):
+    for rule, check in (
+        ("echo", echo),
+        ("label_copy", label_copy),
+        ("short_open_answer", short_open_answer),
+        ("announces_only", announces_only),
+        ("wrong_answer_type", wrong_answer_type),
+        ("placeholder", placeholder),
+    ):
         found = check(answer, task)
         if found:
             flags[rule] = found
@@ -444,14 +528,18 @@ _CHANGE = re.compile(
     r"put (?:\w+ ){1,3}?(?:in|into)|use (?:a |more )?(?:formal|informal|simpler|different))\w*"
     r"|改写|重写|改成|改为|修改|纠正|改正|修正|润色|翻译|译成|译为|转换|转化|转写|简化|缩写|扩写|压缩|精简|总结|概括|换一种说法|"
     r"用(?:英语|英文|中文|汉语|日语|法语|德语)(?:表达|说|写|改写|翻译|重述)|"
-    r"换个说法|优化|改进|完善|修复|调整|变成|转为|转成|改错|订正|校对", re.IGNORECASE)
+    r"换个说法|优化|改进|完善|修复|调整|变成|转为|转成|改错|订正|校对",
+    re.IGNORECASE,
+)
 #: ... unless it allows none: "Fix the code if needed", "Correct any errors", "如有错误请改正".
 _CONDITIONAL = re.compile(
     r"\bif (?:needed|necessary|any|there (?:are|is)|required|applicable|appropriate|it (?:is|has|contains|needs)|"
     r"they|you find|so|not)|\bwhere (?:needed|necessary|appropriate|applicable)|\bas (?:needed|necessary)\b|"
     r"\bor (?:leave|keep|return|say)|\bunchanged\b|\bas is\b|\bwhether\b|\bany (?:errors?|mistakes?|bugs?|"
     r"issues?|typos?|problems?)\b|\bcheck (?:if|for|whether)|\bif (?:anything|something)\b"
-    r"|如有|如果有|若有|如果需要|如需|必要时|是否|有无|若无|如果没有|无需修改|不需要修改|检查|如存在|若存在", re.IGNORECASE)
+    r"|如有|如果有|若有|如果需要|如需|必要时|是否|有无|若无|如果没有|无需修改|不需要修改|检查|如存在|若存在",
+    re.IGNORECASE,
+)
 
 
 def output_equals_input(turn: Turn) -> str | None:
@@ -492,19 +580,25 @@ def _raw_form(text: str) -> str:
 _OPEN_URL = re.compile(
     r"\b(?:visit|open|go to|browse|navigate to|click|download|fetch|access|read|watch|listen to|view|look at|"
     r"check out|refer to|see|load|scrape|crawl)\b(?![^.\n]{0,40}\b(?:url|link|domain|address)s? (?:format|structure|"
-    r"syntax)\b)|访问|打开|浏览|点击|下载|阅读|查看|观看|进入|参考|前往|登录|爬取", re.IGNORECASE)
+    r"syntax)\b)|访问|打开|浏览|点击|下载|阅读|查看|观看|进入|参考|前往|登录|爬取",
+    re.IGNORECASE,
+)
 _CONTENT_TASK = re.compile(
     r"\b(?:summari[sz]e|describe|review|analy[sz]e|critique|evaluate|explain|translate|classify|what (?:does|is)|"
     r"tell me about|key points|main (?:idea|points?)|according to|based on|from (?:the|this) (?:article|page|post|"
     r"site|website|link|paper|video)|answer|rate|list)\b|总结|概括|描述|介绍|分析|评价|翻译|根据|主要内容|要点|讲了什么|说了什么|"
-    r"回答|解释", re.IGNORECASE)
+    r"回答|解释",
+    re.IGNORECASE,
+)
 #: What a task about the URL itself does with it ("Extract the domain from …", "把链接写成 Markdown 格式").
 _ABOUT_URL = re.compile(
     r"\b(?:domains?|hostnames?|hosts?|query (?:string|parameters?)|parameters?|paths?|slugs?|protocols?|schemes?|"
     r"tlds?|subdomains?|href|anchors?|regex|regular expressions?|patterns?|valid|validate|valid|parse|extract|"
     r"shorten|encode|decode|escape|format|markdown|html|citation|cite|bibliograph\w*|redirect|ports?|characters?|"
     r"components?|parts?|convert|rewrite|split|spell|secure|https? or|phishing|suspicious|safe)\b|"
-    r"域名|参数|协议|格式|正则|提取|解析|验证|缩短|编码|解码|引用|组成|部分|转换|转成|写成|拆分|安全|钓鱼", re.IGNORECASE)
+    r"域名|参数|协议|格式|正则|提取|解析|验证|缩短|编码|解码|引用|组成|部分|转换|转成|写成|拆分|安全|钓鱼",
+    re.IGNORECASE,
+)
 
 
 def url_task(instruction: str, texts: list[str]) -> str | None:
@@ -535,7 +629,9 @@ def url_task(instruction: str, texts: list[str]) -> str | None:
 
 _MEDIA_CODE_CONTEXT = re.compile(
     r"\b(?:function|script|program|code|command|python|java|javascript|bash|shell|sql|api|class|method|snippet|"
-    r"curl|wget|requests|http client)\b|代码|程序|脚本|函数|接口|命令", re.IGNORECASE)
+    r"curl|wget|requests|http client)\b|代码|程序|脚本|函数|接口|命令",
+    re.IGNORECASE,
+)
 
 
 def _instruction_flags(example: Example, cfg: FilterConfig) -> dict[str, Any]:
@@ -620,4 +716,3 @@ def graded_score(example: Example, cfg: FilterConfig) -> float:
     if not answers:
         return 0.0
     return round(sum(score_turn(t, cfg) for t in answers) / len(answers), 4)
-

@@ -74,16 +74,19 @@ def _verdict(result: Completion | BaseException) -> Verdict:
         return Verdict(score=None, error="judge_error", detail=f"{getattr(result, 'reason', 'error')}: {result}")
     score = parse_score(result.text)
     if score is None:
-        return Verdict(score=None, text=result.text, model=result.model, error="judge_unparseable",
-                       detail=result.text[:1000])
+        return Verdict(
+            score=None, text=result.text, model=result.model, error="judge_unparseable", detail=result.text[:1000]
+        )
     return Verdict(score=score, text=result.text, model=result.model)
 
 
-async def judge_examples(examples: Sequence[Example], llm: LLMConfig,
-                         sampling: SamplingParams = SAMPLING) -> tuple[list[Verdict], dict[str, Any]]:
+async def judge_examples(
+    examples: Sequence[Example], llm: LLMConfig, sampling: SamplingParams = SAMPLING
+) -> tuple[list[Verdict], dict[str, Any]]:
     """A verdict per example, in order, and the client's usage ledger."""
     verdicts: list[Verdict | None] = [None] * len(examples)
     async with LLMClient(llm) as client:
+
         async def one(i: int) -> Completion:
             return await client.chat(judge_messages(examples[i]), sampling)
 

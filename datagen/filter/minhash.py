@@ -135,8 +135,17 @@ def _firsts(values: np.ndarray) -> np.ndarray:
     return first
 
 
-def tiers(owner: np.ndarray, df: np.ndarray, live: np.ndarray, limit: float, *, min_rare: int = 3, weak: int = 8,
-          widen: int = 10, depth: int = 3) -> tuple[list[tuple[np.ndarray, np.ndarray, np.ndarray | None]], np.ndarray]:
+def tiers(
+    owner: np.ndarray,
+    df: np.ndarray,
+    live: np.ndarray,
+    limit: float,
+    *,
+    min_rare: int = 3,
+    weak: int = 8,
+    widen: int = 10,
+    depth: int = 3,
+) -> tuple[list[tuple[np.ndarray, np.ndarray, np.ndarray | None]], np.ndarray]:
     """The LSH indexes, each ``(entries, members, required)``: the shingle entries it hashes, the texts it holds
     (with ``min_rare`` such shingles), which texts a pair must hold (None: any); and ``few``, the live texts no
     index holds, left to the exact search (``greedy_dedup_among(..., exhaustive=few)``).
@@ -152,7 +161,11 @@ def tiers(owner: np.ndarray, df: np.ndarray, live: np.ndarray, limit: float, *, 
     changed: Jaccard 0.33, missed with p = 0.06): the second, independent chance took LSH pair recall at 100K
     from 0.9971 to 0.9991. Their pairs stay bounded: at most the wider cut per shingle occurrence of theirs.
     """
-    need, out, cuts = live.copy(), [], sorted({min(limit * widen**k, max(limit, len(live) / 10)) for k in range(depth)})
+    need, out, cuts = (
+        live.copy(),
+        [],
+        sorted({min(limit * widen**k, max(limit, len(live) / 10)) for k in range(depth)}),
+    )
     for cut in cuts:
         entries = df <= cut
         count = np.bincount(owner[entries], minlength=len(live))
@@ -165,8 +178,9 @@ def tiers(owner: np.ndarray, df: np.ndarray, live: np.ndarray, limit: float, *, 
     return out, live & (count < min_rare)
 
 
-def band_keys(owner: np.ndarray, hashes: np.ndarray, n: int, bands: int, rows: int, num_perm: int = 256,
-              seed: int = 1) -> np.ndarray:
+def band_keys(
+    owner: np.ndarray, hashes: np.ndarray, n: int, bands: int, rows: int, num_perm: int = 256, seed: int = 1
+) -> np.ndarray:
     """One uint64 key per (band, text), ``bands × n``, from the shingle hashes of each text (``owner``: the
     text of each, ascending, below ``n``); a text without shingles gets the all-ones signature.
 
@@ -209,22 +223,35 @@ class Sketch:
     collide with everything): hence a second tier with a wider but still fixed cut.
     """
 
-    def __init__(self, tokens: Tokens | Sequence[Sequence[str]], *, threshold: float = 0.3, num_perm: int = 256,
-                 max_df: float = 0.01, max_count: int = 100, seed: int = 1):
+    def __init__(
+        self,
+        tokens: Tokens | Sequence[Sequence[str]],
+        *,
+        threshold: float = 0.3,
+        num_perm: int = 256,
+        max_df: float = 0.01,
+        max_count: int = 100,
+        seed: int = 1,
+    ):
         tokens = Tokens.of(tokens)
         self.bands, self.rows = lsh_params(threshold, num_perm)
         n = len(tokens)
         self.live = tokens.lengths > 0
         owner, hashes, df = shingles(tokens, seed)
         found, self.few = tiers(owner, df, self.live, min(max(max_df * n, 50), max_count))
-        self.tiers = [(band_keys(owner[e], hashes[e], n, self.bands, self.rows, num_perm, seed + k), members, required)
-                      for k, (e, members, required) in enumerate(found)]
+        self.tiers = [
+            (band_keys(owner[e], hashes[e], n, self.bands, self.rows, num_perm, seed + k), members, required)
+            for k, (e, members, required) in enumerate(found)
+        ]
 
     def pairs(self) -> np.ndarray:
         """Distinct candidate pairs ``[i, j]``, i < j, sorted."""
         n = len(self.live)
-        codes = [c for keys, members, required in self.tiers
-                 for c in _bucket_pairs(keys, np.flatnonzero(members), n, required)]
+        codes = [
+            c
+            for keys, members, required in self.tiers
+            for c in _bucket_pairs(keys, np.flatnonzero(members), n, required)
+        ]
         unique = np.sort(np.concatenate(codes)) if codes else np.empty(0, np.int64)
         unique = unique[_firsts(unique)]
         return np.stack([unique // n, unique % n], axis=1)
@@ -269,8 +296,15 @@ def _bucket_pairs(keys: np.ndarray, members: np.ndarray, n: int, required: np.nd
     return codes
 
 
-def candidate_pairs(tokens: Tokens | Sequence[Sequence[str]], *, threshold: float = 0.3, num_perm: int = 256,
-                    max_df: float = 0.01, max_count: int = 100, seed: int = 1) -> tuple[np.ndarray, np.ndarray]:
+def candidate_pairs(
+    tokens: Tokens | Sequence[Sequence[str]],
+    *,
+    threshold: float = 0.3,
+    num_perm: int = 256,
+    max_df: float = 0.01,
+    max_count: int = 100,
+    seed: int = 1,
+) -> tuple[np.ndarray, np.ndarray]:
     """Distinct pairs ``[i, j]`` (i < j, sorted) that LSH makes candidates, and the ``few`` mask (`Sketch`)."""
     sketch = Sketch(tokens, threshold=threshold, num_perm=num_perm, max_df=max_df, max_count=max_count, seed=seed)
     return sketch.pairs(), sketch.few

@@ -177,9 +177,16 @@ class _Run:
         """Close stage ``name``: its counts and seconds into the stats; the records it did not drop go on."""
         survivors = [i for i in self.alive if i not in self.rejected]
         dropped = [i for i in self.alive if i in self.rejected and self.rejected[i][0] == name]
-        self.stages[name].update({"in": len(self.alive), "kept": len(survivors), "rejected": len(dropped),
-                                  "reasons": dict(Counter(self.rejected[i][1] for i in dropped)),
-                                  "seconds": round(seconds, 4), **extra})
+        self.stages[name].update(
+            {
+                "in": len(self.alive),
+                "kept": len(survivors),
+                "rejected": len(dropped),
+                "reasons": dict(Counter(self.rejected[i][1] for i in dropped)),
+                "seconds": round(seconds, 4),
+                **extra,
+            }
+        )
         log.info("filter %s: kept %d of %d", name, len(survivors), len(self.alive))
         self.alive = survivors
 
@@ -201,8 +208,11 @@ def _scan(run: _Run, bench_index: decontaminate_mod.NgramIndex | None) -> None:
     stages, heuristics and decontamination, as the records stream by, and keep what the dedup stages need."""
     cfg, seconds = run.cfg, Counter[str]()
     hits: dict[int, tuple[str, dict[str, str]]] = {}  # records sharing an n-gram with a benchmark item
-    on = cfg.heuristics and (cfg.embed_dedup if cfg.relevance is None else cfg.relevance) \
+    on = (
+        cfg.heuristics
+        and (cfg.embed_dedup if cfg.relevance is None else cfg.relevance)
         and "unrelated_answer" not in cfg.skip_rules
+    )
     pending: list[relevance.Item] = []
     totals: dict[str, Any] = {"checked": 0, "encoded": 0, "rejected": 0, "seconds": 0.0}
     if cfg.heuristics:
@@ -216,9 +226,17 @@ def _scan(run: _Run, bench_index: decontaminate_mod.NgramIndex | None) -> None:
                 run.flags[i] = [rule for rule, _ in result.flags]
                 run.drop(i, heuristics.STAGE, *result.flags[0])
             elif on:  # only a record's first answer: a follow-up ("And on Everest?") is read with the turns before
-                pending += [relevance.Item(i, heuristics.render_task(turn), turn.answer, example.is_classification,
-                                           bool(turn.input.strip()))
-                            for turn in heuristics.turns(example)[:1] if turn.answer.strip()]
+                pending += [
+                    relevance.Item(
+                        i,
+                        heuristics.render_task(turn),
+                        turn.answer,
+                        example.is_classification,
+                        bool(turn.input.strip()),
+                    )
+                    for turn in heuristics.turns(example)[:1]
+                    if turn.answer.strip()
+                ]
         else:
             run.scores.append(heuristics.graded_score(example, cfg) if cfg.keep == "heuristic_score" else None)
         if bench_index is not None and i not in run.rejected:
@@ -237,22 +255,30 @@ def _scan(run: _Run, bench_index: decontaminate_mod.NgramIndex | None) -> None:
     seconds["heuristics"] = time.perf_counter() - scan_started - seconds[decontaminate_mod.STAGE]
     run.alive = list(range(len(run.ids)))
     if cfg.heuristics:
-        run.stage("heuristics", seconds["heuristics"],
-                  **({"relevance": {**totals, "seconds": round(totals["seconds"], 4)}} if on else {}))
+        run.stage(
+            "heuristics",
+            seconds["heuristics"],
+            **({"relevance": {**totals, "seconds": round(totals["seconds"], 4)}} if on else {}),
+        )
     if bench_index is not None:
         for i in run.alive:
             if i in hits:
                 run.drop(i, decontaminate_mod.STAGE, decontaminate_mod.REASON, hits[i][0], **hits[i][1])
-        run.stage(decontaminate_mod.STAGE, seconds[decontaminate_mod.STAGE], ngram=bench_index.n,
-                  benchmark_items=bench_index.items)
+        run.stage(
+            decontaminate_mod.STAGE,
+            seconds[decontaminate_mod.STAGE],
+            ngram=bench_index.n,
+            benchmark_items=bench_index.items,
+        )
 
 
 #: Records a worker evaluates per task; a few tasks per worker are in flight, so memory stays bounded.
 HEURISTICS_CHUNK = 1024
 
 
-def _evaluated(cfg: FilterConfig, records: Iterator[tuple[int, Example]]
-               ) -> Iterator[tuple[int, Example, heuristics.HeuristicResult | None]]:
+def _evaluated(
+    cfg: FilterConfig, records: Iterator[tuple[int, Example]]
+) -> Iterator[tuple[int, Example, heuristics.HeuristicResult | None]]:
     """Each record with its heuristics result (None with the stage off), in input order.
 
     Past ``heuristics_parallel_above`` records, chunks go to ``heuristics_workers`` processes (the rules are per
@@ -263,10 +289,15 @@ def _evaluated(cfg: FilterConfig, records: Iterator[tuple[int, Example]]
     # fork: the workers start from this process, small at that point, and do not re-import the caller's
     # __main__ (spawn and forkserver do: a script without a __main__ guard would run again in each worker).
     # Where there is no fork (macOS discourages it, Windows has none) the heuristics stay in this process.
-    if not cfg.heuristics or workers < 2 or "fork" not in multiprocessing.get_all_start_methods() \
-            or sys.platform == "darwin":
-        yield from ((i, example, heuristics.evaluate(example, cfg) if cfg.heuristics else None)
-                    for i, example in records)
+    if (
+        not cfg.heuristics
+        or workers < 2
+        or "fork" not in multiprocessing.get_all_start_methods()
+        or sys.platform == "darwin"
+    ):
+        yield from (
+            (i, example, heuristics.evaluate(example, cfg) if cfg.heuristics else None) for i, example in records
+        )
         return
     pool: ProcessPoolExecutor | None = None
     in_flight: deque[tuple[list[tuple[int, Example]], Future]] = deque()
@@ -278,8 +309,9 @@ def _evaluated(cfg: FilterConfig, records: Iterator[tuple[int, Example]]
                 continue
             if pool is None:
                 log.info("filter heuristics: %d worker processes from record %d", workers, i + 1)
-                pool = ProcessPoolExecutor(workers, mp_context=multiprocessing.get_context("fork"),
-                                           initializer=_worker_init, initargs=(cfg,))
+                pool = ProcessPoolExecutor(
+                    workers, mp_context=multiprocessing.get_context("fork"), initializer=_worker_init, initargs=(cfg,)
+                )
             chunk.append((i, example))
             if len(chunk) == HEURISTICS_CHUNK:
                 in_flight.append((chunk, pool.submit(_evaluate_chunk, [e for _, e in chunk])))
@@ -295,8 +327,9 @@ def _evaluated(cfg: FilterConfig, records: Iterator[tuple[int, Example]]
             pool.shutdown(wait=False, cancel_futures=True)
 
 
-def _settled(chunk: list[tuple[int, Example]], future: Future
-             ) -> Iterator[tuple[int, Example, heuristics.HeuristicResult]]:
+def _settled(
+    chunk: list[tuple[int, Example]], future: Future
+) -> Iterator[tuple[int, Example, heuristics.HeuristicResult]]:
     return ((i, example, result) for (i, example), result in zip(chunk, future.result()))
 
 
@@ -318,14 +351,23 @@ def _relevance(run: _Run, items: list[relevance.Item], totals: dict[str, Any]) -
     counts and seconds to ``totals``."""
     started = time.perf_counter()
     found, stats = relevance.unrelated(
-        items, min_cosine=run.cfg.relevance_min_cosine, min_chars_zh=run.cfg.relevance_min_chars_zh,
-        model=run.cfg.embed_model, device=run.cfg.embed_device, batch_size=run.cfg.embed_batch_size)
+        items,
+        min_cosine=run.cfg.relevance_min_cosine,
+        min_chars_zh=run.cfg.relevance_min_chars_zh,
+        model=run.cfg.embed_model,
+        device=run.cfg.embed_device,
+        batch_size=run.cfg.embed_batch_size,
+    )
     for i, detail in found:
         run.scores[i], run.flags[i] = 0.0, [relevance.RULE]
         run.drop(i, heuristics.STAGE, relevance.RULE, detail)
     took = time.perf_counter() - started
-    totals.update(checked=totals["checked"] + stats["checked"], encoded=totals["encoded"] + stats["encoded"],
-                  rejected=totals["rejected"] + len(found), seconds=totals["seconds"] + took)
+    totals.update(
+        checked=totals["checked"] + stats["checked"],
+        encoded=totals["encoded"] + stats["encoded"],
+        rejected=totals["rejected"] + len(found),
+        seconds=totals["seconds"] + took,
+    )
 
 
 def _exact_dedup(run: _Run) -> None:
@@ -342,14 +384,20 @@ def _exact_dedup(run: _Run) -> None:
     for members in groups.values():
         keep, *rest = sorted(members, key=run.priority)
         for i in rest:
-            run.drop(i, "exact_dedup", "exact_duplicate",
-                     f"same normalised prompt: kept {run.ids[keep]} {run.shorts[keep]!r}",
-                     duplicate_of=run.ids[keep], score=1.0)
+            run.drop(
+                i,
+                "exact_dedup",
+                "exact_duplicate",
+                f"same normalised prompt: kept {run.ids[keep]} {run.shorts[keep]!r}",
+                duplicate_of=run.ids[keep],
+                score=1.0,
+            )
     run.stage("exact_dedup", time.perf_counter() - started)
 
 
-def _drop_units(run: _Run, stage: str, reason: str, units: list[list[int]],
-                dropped: list[tuple[int, int, float]], detail: str) -> None:
+def _drop_units(
+    run: _Run, stage: str, reason: str, units: list[list[int]], dropped: list[tuple[int, int, float]], detail: str
+) -> None:
     """Drop each duplicate unit; the detail names the record kept (id and a short text). Two Self-KG
     records resting on different graph facts are never duplicates, whatever their texts score."""
     for unit, dup_unit, score in dropped:
@@ -359,8 +407,14 @@ def _drop_units(run: _Run, stage: str, reason: str, units: list[list[int]],
             mine = run.facts.get(i)
             if facts is not None and mine is not None and mine != facts:
                 continue
-            run.drop(i, stage, reason, f"{detail} (score {round(float(score), 4)}): kept {kept} {short!r}",
-                     duplicate_of=kept, score=round(float(score), 4))
+            run.drop(
+                i,
+                stage,
+                reason,
+                f"{detail} (score {round(float(score), 4)}): kept {kept} {short!r}",
+                duplicate_of=kept,
+                score=round(float(score), 4),
+            )
 
 
 def _rouge_dedup(run: _Run) -> None:
@@ -375,21 +429,37 @@ def _rouge_dedup(run: _Run) -> None:
     if cfg.engine == "ray":
         from datagen.filter import ray_engine
 
-        dropped, extra = ray_engine.rouge_dedup(texts, cfg.rouge_threshold, method=method,
-                                                lsh_threshold=cfg.rouge_lsh_threshold, num_perm=cfg.rouge_lsh_num_perm,
-                                                max_df=cfg.rouge_lsh_max_df, max_count=cfg.rouge_lsh_max_count,
-                                                address=cfg.ray_address)
+        dropped, extra = ray_engine.rouge_dedup(
+            texts,
+            cfg.rouge_threshold,
+            method=method,
+            lsh_threshold=cfg.rouge_lsh_threshold,
+            num_perm=cfg.rouge_lsh_num_perm,
+            max_df=cfg.rouge_lsh_max_df,
+            max_count=cfg.rouge_lsh_max_count,
+            address=cfg.ray_address,
+        )
     elif method == "lsh":
         tokens = Tokens.of(texts)  # token ids back to back: ~80 MB at 1M texts, not ~1.5 GB of str lists
-        pairs, few = minhash.candidate_pairs(tokens, threshold=cfg.rouge_lsh_threshold,
-                                             num_perm=cfg.rouge_lsh_num_perm, max_df=cfg.rouge_lsh_max_df,
-                                             max_count=cfg.rouge_lsh_max_count)
+        pairs, few = minhash.candidate_pairs(
+            tokens,
+            threshold=cfg.rouge_lsh_threshold,
+            num_perm=cfg.rouge_lsh_num_perm,
+            max_df=cfg.rouge_lsh_max_df,
+            max_count=cfg.rouge_lsh_max_count,
+        )
         _, dropped = greedy_dedup_among(tokens, cfg.rouge_threshold, pairs, exhaustive=few)
         extra.update(candidate_pairs=int(len(pairs)), pool_searched=int(few.sum()))
     else:
         _, dropped = greedy_dedup(texts, cfg.rouge_threshold)
-    _drop_units(run, "rouge_dedup", "rouge_near_duplicate", units, dropped,
-                f"ROUGE-L F >= {run.cfg.rouge_threshold} against a kept record")
+    _drop_units(
+        run,
+        "rouge_dedup",
+        "rouge_near_duplicate",
+        units,
+        dropped,
+        f"ROUGE-L F >= {run.cfg.rouge_threshold} against a kept record",
+    )
     run.stage("rouge_dedup", time.perf_counter() - started, units=len(units), method=method, **extra)
 
 
@@ -403,13 +473,29 @@ def _embed_dedup(run: _Run) -> None:
 
         engine = {"address": cfg.ray_address}
     result = (ray_engine.embed_dedup if engine else semantic.embed_dedup)(
-        texts, priority=list(range(len(units))), threshold=cfg.embed_threshold, grouping=cfg.embed_grouping,
+        texts,
+        priority=list(range(len(units))),
+        threshold=cfg.embed_threshold,
+        grouping=cfg.embed_grouping,
         max_unknown=cfg.embed_max_unknown,
-        model=cfg.embed_model, device=cfg.embed_device, batch_size=cfg.embed_batch_size,
-        ivf_above=cfg.embed_ivf_above, nprobe=cfg.embed_nprobe, min_recall=cfg.embed_min_recall, **engine)
-    _drop_units(run, "embed_dedup", "embedding_near_duplicate", units, result.dropped,
-                f"cosine >= {cfg.embed_threshold} in a group with a kept record" if cfg.embed_grouping == "connected"
-                else f"cosine >= {cfg.embed_threshold} against a kept record")
+        model=cfg.embed_model,
+        device=cfg.embed_device,
+        batch_size=cfg.embed_batch_size,
+        ivf_above=cfg.embed_ivf_above,
+        nprobe=cfg.embed_nprobe,
+        min_recall=cfg.embed_min_recall,
+        **engine,
+    )
+    _drop_units(
+        run,
+        "embed_dedup",
+        "embedding_near_duplicate",
+        units,
+        result.dropped,
+        f"cosine >= {cfg.embed_threshold} in a group with a kept record"
+        if cfg.embed_grouping == "connected"
+        else f"cosine >= {cfg.embed_threshold} against a kept record",
+    )
     run.stage("embed_dedup", time.perf_counter() - started, **result.stats)
 
 
@@ -425,8 +511,11 @@ def _against(run: _Run, old: against_mod.OldSet) -> None:
         hit = old.match(run.sims[i], run.digests[i], run.cfg.rouge_threshold)
         if hit is not None:
             old_id, score, how = hit
-            detail = ("same normalised prompt as an earlier record" if how == "exact"
-                      else f"ROUGE-L F >= {run.cfg.rouge_threshold} against an earlier record")
+            detail = (
+                "same normalised prompt as an earlier record"
+                if how == "exact"
+                else f"ROUGE-L F >= {run.cfg.rouge_threshold} against an earlier record"
+            )
             run.drop(i, against_mod.STAGE, against_mod.REASON, detail, duplicate_of=old_id, score=round(score, 4))
     run.stage(against_mod.STAGE, time.perf_counter() - started, earlier_records=len(old))
 
@@ -448,8 +537,13 @@ async def _judge(run: _Run) -> None:
         if verdict.error:
             run.drop(i, judge.STAGE, verdict.error, verdict.detail)
         elif verdict.score < cfg.judge_min_score:
-            run.drop(i, judge.STAGE, "low_judge_score", f"score {verdict.score} < {cfg.judge_min_score}",
-                     score=verdict.score)
+            run.drop(
+                i,
+                judge.STAGE,
+                "low_judge_score",
+                f"score {verdict.score} < {cfg.judge_min_score}",
+                score=verdict.score,
+            )
     run.stage("judge", time.perf_counter() - started, llm=ledger)
 
 
@@ -510,8 +604,9 @@ async def run_filter(cfg: FilterConfig) -> dict[str, Any]:
     _preflight(cfg)
     run = _Run(cfg)
     with interruptible():  # one Ctrl-C stops the synchronous stages (issue 24); asyncio.run alone swallows it
-        bench_index = decontaminate_mod.build_index(cfg.decontaminate, cfg.decontaminate_ngram) \
-            if cfg.decontaminate else None
+        bench_index = (
+            decontaminate_mod.build_index(cfg.decontaminate, cfg.decontaminate_ngram) if cfg.decontaminate else None
+        )
         for name, used in ((decontaminate_mod.STAGE, bench_index), (against_mod.STAGE, cfg.against or None)):
             if used is not None:  # listed in the stats only when configured: the five stages stay as they were
                 run.stages[name] = {"enabled": True}
@@ -535,14 +630,23 @@ async def run_filter(cfg: FilterConfig) -> dict[str, Any]:
 
     rejects = [run.rejected[i] for i in sorted(run.rejected)]
     if len(run.alive) + len(rejects) != len(run.ids) or set(run.alive) & set(run.rejected):
-        raise AssertionError(f"filter lost track of records: {len(run.ids)} in, {len(run.alive)} curated + "
-                             f"{len(rejects)} rejected")  # never under -O: this is the stage's contract
+        raise AssertionError(
+            f"filter lost track of records: {len(run.ids)} in, {len(run.alive)} curated + {len(rejects)} rejected"
+        )  # never under -O: this is the stage's contract
     stats = {
-        "stage": "filter", "inputs": [str(p) for p in cfg.inputs], "out": str(cfg.out), "records_in": len(run.ids),
-        "curated": len(run.alive), "kept": len(run.alive), "rejected": len(rejects),
+        "stage": "filter",
+        "inputs": [str(p) for p in cfg.inputs],
+        "out": str(cfg.out),
+        "records_in": len(run.ids),
+        "curated": len(run.alive),
+        "kept": len(run.alive),
+        "rejected": len(rejects),
         "rejects_by_reason": dict(Counter(reason for _, reason, _, _ in rejects)),
-        "rejects_by_stage": dict(Counter(stage for stage, _, _, _ in rejects)), "stages": run.stages,
-        "llm": run.stages["judge"].get("llm"), "seconds": 0.0, "config": cfg.public_dict(),
+        "rejects_by_stage": dict(Counter(stage for stage, _, _, _ in rejects)),
+        "stages": run.stages,
+        "llm": run.stages["judge"].get("llm"),
+        "seconds": 0.0,
+        "config": cfg.public_dict(),
     }
     (Path(cfg.out) / STATS).unlink(missing_ok=True)  # a stale marker must not vouch for half-replaced outputs
     with interruptible():

@@ -121,7 +121,8 @@ def _groups(ds: Any, n: int) -> list[np.ndarray]:
     from ray.data.aggregate import Count, Max, Min
 
     aggregated = ds.groupby("key", num_partitions=_partitions(n)).aggregate(
-        Count(alias_name="n"), Min("i", alias_name="lo"), Max("i", alias_name="hi"))
+        Count(alias_name="n"), Min("i", alias_name="lo"), Max("i", alias_name="hi")
+    )
     shared = _rows(aggregated.map_batches(_shared, batch_format="pyarrow"), "key", "n", "lo", "hi")
     two = shared["n"] == 2
     groups = [np.unique([lo, hi]) for lo, hi in zip(shared["lo"][two].tolist(), shared["hi"][two].tolist())]
@@ -183,8 +184,9 @@ def _get(ref: list) -> Any:
     return _CACHE[key]
 
 
-def _pool_pairs(batch: dict[str, np.ndarray], texts_ref: list, pool_ref: list,
-                threshold: float) -> dict[str, np.ndarray]:
+def _pool_pairs(
+    batch: dict[str, np.ndarray], texts_ref: list, pool_ref: list, threshold: float
+) -> dict[str, np.ndarray]:
     """Pairs of each text with the searched texts (``pool_ref``: their indices) scoring >= ``threshold``.
 
     ``RougePool.top_k`` ranks the pool exactly; k grows until the last item ranked is below the threshold.
@@ -244,9 +246,17 @@ def _greedy_component(batch: dict[str, np.ndarray], texts_ref: list, threshold: 
     return {"x": np.asarray(x_out, np.int64), "dup": np.asarray(dup_out, np.int64), "score": np.asarray(s_out, float)}
 
 
-def rouge_dedup(texts: Sequence[str], threshold: float, *, method: str, lsh_threshold: float = 0.3,
-                num_perm: int = 256, max_df: float = 0.01, max_count: int = 100,
-                address: str | None = None) -> tuple[list[tuple[int, int, float]], dict[str, Any]]:
+def rouge_dedup(
+    texts: Sequence[str],
+    threshold: float,
+    *,
+    method: str,
+    lsh_threshold: float = 0.3,
+    num_perm: int = 256,
+    max_df: float = 0.01,
+    max_count: int = 100,
+    address: str | None = None,
+) -> tuple[list[tuple[int, int, float]], dict[str, Any]]:
     """``greedy_dedup``'s answer (dropped ``(index, duplicate_of, score)``) for ``texts`` in order, on Ray,
     and stats. ``method`` is the resolved ``rouge_method``: ``lsh`` verifies LSH candidate pairs (and searches
     the texts LSH cannot place exhaustively, as the local LSH path does); ``exact`` searches every text
@@ -264,7 +274,9 @@ def rouge_dedup(texts: Sequence[str], threshold: float, *, method: str, lsh_thre
     pair_sets = []
     stats: dict[str, Any] = {"engine": "ray"}
     if method == "lsh":
-        tokens = Tokens.of([list(t) for t in _rows(ds.map_batches(_tokenize, batch_format="numpy"), "tokens")["tokens"]])
+        tokens = Tokens.of(
+            [list(t) for t in _rows(ds.map_batches(_tokenize, batch_format="numpy"), "tokens")["tokens"]]
+        )
         owner, hashes, df = minhash.shingles(tokens)
         found, few = minhash.tiers(owner, df, tokens.lengths > 0, min(max(max_df * n, 50), max_count))
         bands, rows = minhash.lsh_params(lsh_threshold, num_perm)
@@ -272,9 +284,12 @@ def rouge_dedup(texts: Sequence[str], threshold: float, *, method: str, lsh_thre
         for k, (entries, members, required) in enumerate(found):  # the local Sketch's tiers, seeds and keys
             starts, held = np.searchsorted(owner[entries], np.arange(n + 1)), hashes[entries]
             placed = np.flatnonzero(members)
-            sets = _dataset({"i": placed, "shingles": [held[starts[m]:starts[m + 1]] for m in placed]})
-            keys = sets.map_batches(_band_keys, batch_format="numpy",
-                                    fn_kwargs={"num_perm": num_perm, "bands": bands, "rows": rows, "seed": 1 + k})
+            sets = _dataset({"i": placed, "shingles": [held[starts[m] : starts[m + 1]] for m in placed]})
+            keys = sets.map_batches(
+                _band_keys,
+                batch_format="numpy",
+                fn_kwargs={"num_perm": num_perm, "bands": bands, "rows": rows, "seed": 1 + k},
+            )
             for group in _groups(keys, n):  # every pair a < b of each bucket (holding a required text)
                 a, b = (group[x] for x in np.triu_indices(len(group), 1))
                 keep = np.ones(len(a), bool) if required is None else required[a] | required[b]
@@ -284,16 +299,23 @@ def rouge_dedup(texts: Sequence[str], threshold: float, *, method: str, lsh_thre
         timings["lsh_s"] = time.perf_counter() - started
         if len(codes):
             cand = _dataset({"a": codes // n, "b": codes % n})
-            pair_sets.append(cand.map_batches(_verify, batch_format="numpy",
-                                              fn_kwargs={"texts_ref": texts_ref, "threshold": threshold}))
+            pair_sets.append(
+                cand.map_batches(
+                    _verify, batch_format="numpy", fn_kwargs={"texts_ref": texts_ref, "threshold": threshold}
+                )
+            )
         searched = np.flatnonzero(few)
     else:
         searched = np.arange(n)
     if len(searched):
         pool_ref = [ray.put(searched)]
-        pair_sets.append(ds.select_columns(["i"]).map_batches(
-            _pool_pairs, batch_format="numpy",
-            fn_kwargs={"texts_ref": texts_ref, "pool_ref": pool_ref, "threshold": threshold}))
+        pair_sets.append(
+            ds.select_columns(["i"]).map_batches(
+                _pool_pairs,
+                batch_format="numpy",
+                fn_kwargs={"texts_ref": texts_ref, "pool_ref": pool_ref, "threshold": threshold},
+            )
+        )
     started = time.perf_counter()
     verified = [_rows(p, "a", "b", "score") for p in pair_sets]
     a = np.concatenate([v["a"] for v in verified]).astype(np.int64) if verified else np.empty(0, np.int64)
@@ -312,17 +334,27 @@ def rouge_dedup(texts: Sequence[str], threshold: float, *, method: str, lsh_thre
             by_component[label[i]].append((i, j))
         import pyarrow as pa
 
-        table = {"members": pa.array(components, pa.list_(pa.int64())),
-                 "a": pa.array([[i for i, _ in ps] for ps in by_component], pa.list_(pa.int64())),
-                 "b": pa.array([[j for _, j in ps] for ps in by_component], pa.list_(pa.int64()))}
-        result = _rows(_dataset(table).map_batches(_greedy_component, batch_format="numpy",
-                                                   fn_kwargs={"texts_ref": texts_ref, "threshold": threshold}),
-                       "x", "dup", "score")
+        table = {
+            "members": pa.array(components, pa.list_(pa.int64())),
+            "a": pa.array([[i for i, _ in ps] for ps in by_component], pa.list_(pa.int64())),
+            "b": pa.array([[j for _, j in ps] for ps in by_component], pa.list_(pa.int64())),
+        }
+        result = _rows(
+            _dataset(table).map_batches(
+                _greedy_component, batch_format="numpy", fn_kwargs={"texts_ref": texts_ref, "threshold": threshold}
+            ),
+            "x",
+            "dup",
+            "score",
+        )
         dropped = sorted((int(x), int(d), float(s)) for x, d, s in zip(result["x"], result["dup"], result["score"]))
     timings["greedy_s"] = time.perf_counter() - started
-    stats.update(verified_pairs=int(len(pairs)), components=len(components),
-                 largest_component=max(map(len, components), default=0),
-                 **{k: round(v, 4) for k, v in timings.items()})
+    stats.update(
+        verified_pairs=int(len(pairs)),
+        components=len(components),
+        largest_component=max(map(len, components), default=0),
+        **{k: round(v, 4) for k, v in timings.items()},
+    )
     return dropped, stats
 
 
@@ -343,10 +375,21 @@ class _Encoder:
         return {"i": batch["i"][readable], "vector": list(vectors)}
 
 
-def embed_dedup(texts: Sequence[str], priority: Sequence[Any], *, threshold: float = 0.9,
-                grouping: str = "greedy", max_unknown: float = 0.1, model: str | None = None,
-                device: str | None = None, batch_size: int = 64, ivf_above: int = 20_000,
-                nprobe: int = 16, min_recall: float = 0.99, address: str | None = None) -> semantic.EmbedResult:
+def embed_dedup(
+    texts: Sequence[str],
+    priority: Sequence[Any],
+    *,
+    threshold: float = 0.9,
+    grouping: str = "greedy",
+    max_unknown: float = 0.1,
+    model: str | None = None,
+    device: str | None = None,
+    batch_size: int = 64,
+    ivf_above: int = 20_000,
+    nprobe: int = 16,
+    min_recall: float = 0.99,
+    address: str | None = None,
+) -> semantic.EmbedResult:
     """``semantic.embed_dedup`` with the encoder as a Ray actor pool; the same arguments and result."""
     import ray
     from ray.data import ActorPoolStrategy
@@ -362,20 +405,25 @@ def embed_dedup(texts: Sequence[str], priority: Sequence[Any], *, threshold: flo
     # One actor per GPU; on CPUs, half the cores (torch already spreads one encode over a few threads).
     size = max(1, gpus) if gpus else max(1, cpus // 2)
     encoded = _dataset({"i": np.arange(n), "text": list(texts)}).map_batches(
-        _Encoder, batch_format="numpy", batch_size=max(batch_size, 256),
-        compute=ActorPoolStrategy(min_size=1, max_size=size), num_gpus=1 if gpus else 0,
-        fn_constructor_kwargs={"model": model, "device": device, "batch_size": batch_size,
-                               "max_unknown": max_unknown})
+        _Encoder,
+        batch_format="numpy",
+        batch_size=max(batch_size, 256),
+        compute=ActorPoolStrategy(min_size=1, max_size=size),
+        num_gpus=1 if gpus else 0,
+        fn_constructor_kwargs={"model": model, "device": device, "batch_size": batch_size, "max_unknown": max_unknown},
+    )
     rows = _rows(encoded, "i", "vector")
     order = np.argsort(rows["i"], kind="stable")
     readable = rows["i"][order].astype(np.int64)
-    vectors = np.ascontiguousarray(np.stack(rows["vector"][order]) if len(readable) else np.zeros((0, 1)),
-                                   dtype=np.float32)
+    vectors = np.ascontiguousarray(
+        np.stack(rows["vector"][order]) if len(readable) else np.zeros((0, 1)), dtype=np.float32
+    )
     timings["encode_s"] = time.perf_counter() - started
     started = time.perf_counter()
     info: dict[str, Any] = {}
-    i, j, s = semantic.similar_pairs(vectors, threshold, ivf_above=ivf_above, nprobe=nprobe, min_recall=min_recall,
-                                     info=info)
+    i, j, s = semantic.similar_pairs(
+        vectors, threshold, ivf_above=ivf_above, nprobe=nprobe, min_recall=min_recall, info=info
+    )
     timings["search_s"] = time.perf_counter() - started
     started = time.perf_counter()
     ranks = [priority[k] for k in readable]
@@ -390,9 +438,18 @@ def embed_dedup(texts: Sequence[str], priority: Sequence[Any], *, threshold: flo
     gone = {x for x, _, _ in dropped}
     sizes = Counter(k for _, k, _ in dropped)
     timings["group_s"] = time.perf_counter() - started
-    stats = {"engine": "ray", "actors": size, "gpus_per_actor": 1 if gpus else 0,
-             "model": model or DEFAULT_MODEL, "grouping": grouping, "texts": n,
-             "unreadable": n - len(readable), "pairs": int(len(i)), "groups": len(sizes),
-             "largest_group": max(sizes.values(), default=0) + (1 if sizes else 0),
-             **info, **{k: round(v, 4) for k, v in timings.items()}}
+    stats = {
+        "engine": "ray",
+        "actors": size,
+        "gpus_per_actor": 1 if gpus else 0,
+        "model": model or DEFAULT_MODEL,
+        "grouping": grouping,
+        "texts": n,
+        "unreadable": n - len(readable),
+        "pairs": int(len(i)),
+        "groups": len(sizes),
+        "largest_group": max(sizes.values(), default=0) + (1 if sizes else 0),
+        **info,
+        **{k: round(v, 4) for k, v in timings.items()},
+    }
     return semantic.EmbedResult(kept=[x for x in range(n) if x not in gone], dropped=dropped, stats=stats)

@@ -73,7 +73,9 @@ def zh_unrelated(task: str, answer: str, min_chars: int, has_input: bool = True)
     return not _zh_tokens(task) & _zh_tokens(answer)
 
 
-_CREATIVE_ZH = re.compile(r"写|描述|创作|编|想象|设计|构思|起名|取名|广告|口号|诗|故事|祝福|列举|列出|推荐几|安排|计划")
+_CREATIVE_ZH = re.compile(
+    r"写|描述|创作|编|想象|设计|构思|起名|取名|广告|口号|诗|故事|祝福|列举|列出|推荐几|安排|计划"
+)
 _LISTED = re.compile(r"^\s*(?:\d+[.、)]|[-*•])", re.MULTILINE)
 
 
@@ -81,7 +83,7 @@ def _zh_tokens(text: str, bigrams: bool = False) -> set[str]:
     latin = {w.lower() for w in re.findall(r"[A-Za-z]{2,}|\d+", text)}
     if bigrams:
         runs = re.findall(f"[{HAN}]+", text)
-        return latin | {r[k:k + 2] for r in runs for k in range(len(r) - 1)} | {r for r in runs if len(r) == 1}
+        return latin | {r[k : k + 2] for r in runs for k in range(len(r) - 1)} | {r for r in runs if len(r) == 1}
     return ({c for c in text if is_cjk(c)} - STOP_WORDS["zh"]) | latin
 
 
@@ -114,15 +116,25 @@ def needs_encoder(item: Item) -> bool:
     return overlap(item.task, answer) == 0
 
 
-def unrelated(items: Sequence[Item], *, min_cosine: float, min_chars_zh: int, model: str | None = None,
-              device: str | None = None, batch_size: int = 64) -> tuple[list[tuple[int, str]], dict[str, float]]:
+def unrelated(
+    items: Sequence[Item],
+    *,
+    min_cosine: float,
+    min_chars_zh: int,
+    model: str | None = None,
+    device: str | None = None,
+    batch_size: int = 64,
+) -> tuple[list[tuple[int, str]], dict[str, float]]:
     """``(index, detail)`` for every item whose answer is unrelated to its task, and the step's stats."""
     found: list[tuple[int, str]] = []
     doubtful: list[Item] = []
     for item in items:
         if detect_lang(item.answer) == "zh" or detect_lang(item.task) == "zh":
-            if detect_lang(item.answer) == detect_lang(item.task) and not item.is_classification \
-                    and zh_unrelated(item.task, item.answer, min_chars_zh, item.has_input):
+            if (
+                detect_lang(item.answer) == detect_lang(item.task)
+                and not item.is_classification
+                and zh_unrelated(item.task, item.answer, min_chars_zh, item.has_input)
+            ):
                 found.append((item.index, "no content character in common with the task"))
         elif needs_encoder(item):
             doubtful.append(item)

@@ -83,8 +83,9 @@ def _radius(threshold: float) -> float:
     return float(np.nextafter(np.float32(threshold), np.float32(-1))) - 1e-6
 
 
-def _choose_index(vectors: np.ndarray, threshold: float, ivf_above: int, nprobe: int, min_recall: float,
-                  info: dict[str, Any]) -> Any:
+def _choose_index(
+    vectors: np.ndarray, threshold: float, ivf_above: int, nprobe: int, min_recall: float, info: dict[str, Any]
+) -> Any:
     """The index to search with: exact flat up to ``ivf_above`` texts; above, IVF if it is measured cheaper.
 
     Above ``ivf_above``, an IVF index is built and a sample of 512 texts is searched both ways: exactly (one
@@ -103,13 +104,13 @@ def _choose_index(vectors: np.ndarray, threshold: float, ivf_above: int, nprobe:
     nearest = np.empty(len(sample), np.int64)  # each sampled text's nearest other text, by exact search
     near_sim = np.empty(len(sample), np.float32)
     for lo in range(0, len(sample), 64):
-        rows = sample[lo:lo + 64]
+        rows = sample[lo : lo + 64]
         sims = vectors[rows] @ vectors.T
         q, c = np.nonzero(sims >= threshold)
         exact.update((int(rows[a]), int(b)) for a, b in zip(q, c) if rows[a] != b)
         sims[np.arange(len(rows)), rows] = -np.inf
-        nearest[lo:lo + len(rows)] = sims.argmax(axis=1)
-        near_sim[lo:lo + len(rows)] = sims.max(axis=1)
+        nearest[lo : lo + len(rows)] = sims.argmax(axis=1)
+        near_sim[lo : lo + len(rows)] = sims.max(axis=1)
     flat_per_query = (time.perf_counter() - started) / len(sample)
     started = time.perf_counter()
     index, nlist = _ivf(vectors)
@@ -136,16 +137,31 @@ def _choose_index(vectors: np.ndarray, threshold: float, ivf_above: int, nprobe:
             break
         probe = min(2 * probe, nlist)
     use_ivf = ivf_per_query * n + build_s < flat_per_query * n
-    info.update(index=f"ivf{nlist}" if use_ivf else "flat", recall=round(recall, 4) if use_ivf else 1.0,
-                ivf_recall=round(recall, 4), ivf_nn_recall=round(nn_recall, 4), nn_sample=int(close.sum()), ivf_nprobe=probe, ivf_build_s=round(build_s, 3),
-                sample_pairs=len(exact), flat_ms_per_query=round(1e3 * flat_per_query, 3),
-                ivf_ms_per_query=round(1e3 * ivf_per_query, 3))
+    info.update(
+        index=f"ivf{nlist}" if use_ivf else "flat",
+        recall=round(recall, 4) if use_ivf else 1.0,
+        ivf_recall=round(recall, 4),
+        ivf_nn_recall=round(nn_recall, 4),
+        nn_sample=int(close.sum()),
+        ivf_nprobe=probe,
+        ivf_build_s=round(build_s, 3),
+        sample_pairs=len(exact),
+        flat_ms_per_query=round(1e3 * flat_per_query, 3),
+        ivf_ms_per_query=round(1e3 * ivf_per_query, 3),
+    )
     return index if use_ivf else _flat(vectors)
 
 
-def similar_pairs(vectors: np.ndarray, threshold: float, *, ivf_above: int = 20_000, nprobe: int = 16,
-                  min_recall: float = 0.99, chunk: int = 4096,
-                  info: dict[str, Any] | None = None) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+def similar_pairs(
+    vectors: np.ndarray,
+    threshold: float,
+    *,
+    ivf_above: int = 20_000,
+    nprobe: int = 16,
+    min_recall: float = 0.99,
+    chunk: int = 4096,
+    info: dict[str, Any] | None = None,
+) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
     """Every pair ``i < j`` with cosine ``>= threshold``, as arrays ``(i, j, score)``, sorted by (i, j).
 
     ``vectors`` must be L2-normalised. Up to ``ivf_above`` rows the search is exact; above, the index is
@@ -162,7 +178,7 @@ def similar_pairs(vectors: np.ndarray, threshold: float, *, ivf_above: int = 20_
     rows, cols, scores = [], [], []
     radius = _radius(threshold)
     for start in range(0, n, chunk):
-        lims, dist, ids = index.range_search(vectors[start:start + chunk], radius)
+        lims, dist, ids = index.range_search(vectors[start : start + chunk], radius)
         query = np.repeat(np.arange(start, start + len(lims) - 1), np.diff(lims.astype(np.int64)))
         keep = (ids > query) & (dist >= threshold)
         rows.append(query[keep])
@@ -173,8 +189,9 @@ def similar_pairs(vectors: np.ndarray, threshold: float, *, ivf_above: int = 20_
     return i[order], j[order], s[order]
 
 
-def keep_one_per_group(n: int, i: Sequence[int], j: Sequence[int],
-                       priority: Sequence[Any]) -> tuple[list[int], list[tuple[int, int]]]:
+def keep_one_per_group(
+    n: int, i: Sequence[int], j: Sequence[int], priority: Sequence[Any]
+) -> tuple[list[int], list[tuple[int, int]]]:
     """Join pairs into connected groups (union-find); keep the member of each with the smallest priority.
 
     Returns the kept indices (ascending) and ``(dropped, kept_member_of_its_group)`` for the rest.
@@ -219,8 +236,9 @@ def unknown_share(encoder: Any, texts: Sequence[str]) -> np.ndarray:
     return shares
 
 
-def keep_greedy(n: int, i: Sequence[int], j: Sequence[int], scores: Sequence[float],
-                priority: Sequence[Any]) -> tuple[list[int], list[tuple[int, int]]]:
+def keep_greedy(
+    n: int, i: Sequence[int], j: Sequence[int], scores: Sequence[float], priority: Sequence[Any]
+) -> tuple[list[int], list[tuple[int, int]]]:
     """Visit texts best priority first; keep one unless it pairs with a text already kept (then it is a
     duplicate of the most similar such text). Unlike connected groups, a chain A~B~C keeps A and C when
     A and C are not a pair: every dropped text is within the threshold of the one it names."""
@@ -242,17 +260,27 @@ def keep_greedy(n: int, i: Sequence[int], j: Sequence[int], scores: Sequence[flo
 @dataclass
 class EmbedResult:
     kept: list[int]
-    dropped: list[tuple[int, int, float]]          # (index, duplicate_of index, cosine to it)
+    dropped: list[tuple[int, int, float]]  # (index, duplicate_of index, cosine to it)
     stats: dict[str, Any] = field(default_factory=dict)
 
 
 GROUPINGS = ("greedy", "connected")
 
 
-def embed_dedup(texts: Sequence[str], priority: Sequence[Any], *, threshold: float = 0.9,
-                grouping: str = "greedy", max_unknown: float = 0.1, model: str | None = None,
-                device: str | None = None, batch_size: int = 64, ivf_above: int = 20_000,
-                nprobe: int = 16, min_recall: float = 0.99) -> EmbedResult:
+def embed_dedup(
+    texts: Sequence[str],
+    priority: Sequence[Any],
+    *,
+    threshold: float = 0.9,
+    grouping: str = "greedy",
+    max_unknown: float = 0.1,
+    model: str | None = None,
+    device: str | None = None,
+    batch_size: int = 64,
+    ivf_above: int = 20_000,
+    nprobe: int = 16,
+    min_recall: float = 0.99,
+) -> EmbedResult:
     """Drop embedding near-duplicates of ``texts`` (cosine ``>= threshold``).
 
     ``grouping="greedy"`` (the default) drops only texts paired with a kept one (``keep_greedy``), so every
@@ -295,10 +323,23 @@ def embed_dedup(texts: Sequence[str], priority: Sequence[Any], *, threshold: flo
     kept = [x for x in range(n) if x not in gone]
     sizes = Counter(k for _, k, _ in dropped)
     timings["group_s"] = time.perf_counter() - started
-    stats = {"model": model or DEFAULT_MODEL, "grouping": grouping, "texts": n, "unreadable": n - len(readable),
-             "pairs": int(len(i)),
-             "groups": len(sizes), "largest_group": max(sizes.values(), default=0) + (1 if sizes else 0),
-             **info, **{k: round(v, 4) for k, v in timings.items()}}
-    log.info("embedding dedup: %d texts (%d unreadable by the model, kept as they are), %d pairs >= %g, %d dropped",
-             n, n - len(readable), len(i), threshold, len(dropped))
+    stats = {
+        "model": model or DEFAULT_MODEL,
+        "grouping": grouping,
+        "texts": n,
+        "unreadable": n - len(readable),
+        "pairs": int(len(i)),
+        "groups": len(sizes),
+        "largest_group": max(sizes.values(), default=0) + (1 if sizes else 0),
+        **info,
+        **{k: round(v, 4) for k, v in timings.items()},
+    }
+    log.info(
+        "embedding dedup: %d texts (%d unreadable by the model, kept as they are), %d pairs >= %g, %d dropped",
+        n,
+        n - len(readable),
+        len(i),
+        threshold,
+        len(dropped),
+    )
     return EmbedResult(kept=kept, dropped=dropped, stats=stats)

@@ -42,15 +42,22 @@ LENGTH_BOUNDS = {"en": (3, 150), "zh": (5, 300)}
 def check_config(cfg: Any, section: str, positive: tuple[str, ...], fractions: tuple[str, ...] = ()) -> None:
     """The checks both bootstrap configs share (``positive`` fields must be ≥ 1, ``fractions`` in (0, 1]);
     errors name ``section.field``."""
-    check_fields(cfg, f"{section}.", [
-        ("lang", cfg.lang in LANGS, f"one of {list(LANGS)}"),
-        ("style", cfg.style in STYLES, f"one of {list(STYLES)}"),
-        *((name, getattr(cfg, name) >= 1, "≥ 1") for name in (*positive, "batch_size", "num_prompt_instructions")),
-        ("num_machine_in_prompt", 0 <= cfg.num_machine_in_prompt <= cfg.num_prompt_instructions,
-         "between 0 and num_prompt_instructions"),
-        *((name, 0 < getattr(cfg, name) <= 1, "in (0, 1]") for name in ("rouge_threshold", *fractions)),
-        ("max_rounds", cfg.max_rounds is None or cfg.max_rounds >= 1, "≥ 1"),
-    ])
+    check_fields(
+        cfg,
+        f"{section}.",
+        [
+            ("lang", cfg.lang in LANGS, f"one of {list(LANGS)}"),
+            ("style", cfg.style in STYLES, f"one of {list(STYLES)}"),
+            *((name, getattr(cfg, name) >= 1, "≥ 1") for name in (*positive, "batch_size", "num_prompt_instructions")),
+            (
+                "num_machine_in_prompt",
+                0 <= cfg.num_machine_in_prompt <= cfg.num_prompt_instructions,
+                "between 0 and num_prompt_instructions",
+            ),
+            *((name, 0 < getattr(cfg, name) <= 1, "in (0, 1]") for name in ("rouge_threshold", *fractions)),
+            ("max_rounds", cfg.max_rounds is None or cfg.max_rounds >= 1, "≥ 1"),
+        ],
+    )
 
 
 def prompt_template(cfg: Any, name: str) -> str:
@@ -106,9 +113,19 @@ class Bootstrap:
     ``stage`` rejects with ``step``; a failed request's reject carries ``failure_lang``.
     """
 
-    def __init__(self, cfg: Any, llm: LLMClient, seeds: list[dict[str, Any]], *, stage: str, step: str,
-                 prompt: Callable[[list[str]], str], digest: Callable[[str], str], sampling: SamplingParams,
-                 failure_lang: str | None):
+    def __init__(
+        self,
+        cfg: Any,
+        llm: LLMClient,
+        seeds: list[dict[str, Any]],
+        *,
+        stage: str,
+        step: str,
+        prompt: Callable[[list[str]], str],
+        digest: Callable[[str], str],
+        sampling: SamplingParams,
+        failure_lang: str | None,
+    ):
         self.cfg, self.llm, self.seeds = cfg, llm, seeds
         self.stage, self.step, self.prompt, self.digest, self.sampling = stage, step, prompt, digest, sampling
         self.failure_lang = failure_lang
@@ -131,14 +148,18 @@ class Bootstrap:
                     tasks = sample_prompt_tasks(self.rng, self.seeds, self.machine, cfg)
                     prompt = self.prompt([t["instruction"] for t in tasks])
                     # Each request is its own sample: the same prompt drawn twice must not replay one answer.
-                    batch.append((f"r{self.rounds}-{j}", self.digest(prompt), prompt,
-                                  self.rounds * cfg.batch_size + j, tasks))
+                    batch.append(
+                        (f"r{self.rounds}-{j}", self.digest(prompt), prompt, self.rounds * cfg.batch_size + j, tasks)
+                    )
                 for key, digest, *_ in batch:
                     log.check(key, digest)
-                await log.answer(batch, key=lambda b: b[0],
-                                 ask=lambda b: ask(self.llm, *as_request(cfg.style, b[2]), self.sampling, b[3]),
-                                 row=lambda b, result: answer_row(b[0], result, "error", prompt=b[1]),
-                                 limit=len(batch))
+                await log.answer(
+                    batch,
+                    key=lambda b: b[0],
+                    ask=lambda b: ask(self.llm, *as_request(cfg.style, b[2]), self.sampling, b[3]),
+                    row=lambda b, result: answer_row(b[0], result, "error", prompt=b[1]),
+                    limit=len(batch),
+                )
                 before = len(self.machine)
                 for key, *_, tasks in batch:
                     self._absorb(log.done[key], tasks, goal)
@@ -148,8 +169,10 @@ class Bootstrap:
 
     def _absorb(self, row: dict[str, Any], tasks: list[dict[str, Any]], goal: int) -> None:
         """Parse one answer, filter its candidates, add survivors to the pool."""
-        source = {"seeds": [t["id"] for t in tasks if "round" not in t],
-                  "machine": [t["instruction"] for t in tasks if "round" in t]}
+        source = {
+            "seeds": [t["id"] for t in tasks if "round" not in t],
+            "machine": [t["instruction"] for t in tasks if "round" in t],
+        }
         if "error" in row:
             self._reject("", f"llm_{row['error']}", row["detail"], self.failure_lang)
             return
@@ -170,12 +193,26 @@ class Bootstrap:
                 self._reject(text, "near_duplicate", {"similar": self.pool[top[0][0]], "rougeL": top[0][1]})
                 continue
             self.pool.add(text)
-            self.machine.append({"index": len(self.machine), "instruction": text, "round": self.rounds,
-                                 "similar": [[self.pool[i], round(s, 4)] for i, s in top], "source": source,
-                                 "model": row["model"], "usage": row["usage"]})
+            self.machine.append(
+                {
+                    "index": len(self.machine),
+                    "instruction": text,
+                    "round": self.rounds,
+                    "similar": [[self.pool[i], round(s, 4)] for i, s in top],
+                    "source": source,
+                    "model": row["model"],
+                    "usage": row["usage"],
+                }
+            )
 
     def _reject(self, text: str, reason: str, detail: Any, lang: str | None = "") -> None:
         lang = self.cfg.lang if lang == "" else lang
-        self.rejects.append(make_reject(Example(instruction=text, output="", lang=lang,
-                                                meta={"method": self.stage, "round": self.rounds}),
-                                        self.stage, reason, detail, step=self.step))
+        self.rejects.append(
+            make_reject(
+                Example(instruction=text, output="", lang=lang, meta={"method": self.stage, "round": self.rounds}),
+                self.stage,
+                reason,
+                detail,
+                step=self.step,
+            )
+        )

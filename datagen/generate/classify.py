@@ -53,8 +53,10 @@ from datagen.text import detect_lang
 STAGE = "classify"
 
 #: The labelled seeds shipped with the project: the default neighbours.
-DEFAULT_NEIGHBOURS = (Path(__file__).resolve().parent.parent.parent / "seeds" / "seed_tasks.jsonl",
-                      Path(__file__).resolve().parent.parent.parent / "seeds" / "seed_tasks.zh.jsonl")
+DEFAULT_NEIGHBOURS = (
+    Path(__file__).resolve().parent.parent.parent / "seeds" / "seed_tasks.jsonl",
+    Path(__file__).resolve().parent.parent.parent / "seeds" / "seed_tasks.zh.jsonl",
+)
 
 # ---------------------------------------------------------------------------------------------- cues
 
@@ -70,13 +72,22 @@ CLASSIFICATION_CUES = {
         ("which of", r"\bwhich (?:one )?of (?:these|the following|the two|the three|them|those)\b"),
         ("choose from", r"\b(?:choose|pick|select)\b[^.?]*\b(?:from|among|between|one of)\b|\boptions?:"),
         ("belongs to", r"\bbelongs? to\b|\b(?:to|into|as) one of\b"),
-        ("whether", r"\b(?:tell|decide|determine|judge|detect|predict|say|state|indicate|identify|check|know)"
-                    r"\b(?: me)? (?:if|whether)\b"),
+        (
+            "whether",
+            r"\b(?:tell|decide|determine|judge|detect|predict|say|state|indicate|identify|check|know)"
+            r"\b(?: me)? (?:if|whether)\b",
+        ),
         ("is this … or …", r"^(?:is|are|was|does|do|did|can|could|would|will|should|has|have)\b[^?.]*\bor\b"),
         ("X or not X", r"\bor not\b|\bor non-\w+|\bor un\w+\b"),
-        ("sentiment", r"\b(?:sentiment|sarcas\w+|spam|clickbait|toxic\w*|offensive|hate speech|fake news|"
-                      r"positive,? (?:or )?negative|fact or opinion|entailment)\b"),
-        ("option list", rf"(?::|\bas|\binto|\bfrom|\bis it|\bbe)\s+{_OPTION}(?:,\s*{_OPTION})+,?\s+or\s+{_OPTION}[.?]?\s*$"),
+        (
+            "sentiment",
+            r"\b(?:sentiment|sarcas\w+|spam|clickbait|toxic\w*|offensive|hate speech|fake news|"
+            r"positive,? (?:or )?negative|fact or opinion|entailment)\b",
+        ),
+        (
+            "option list",
+            rf"(?::|\bas|\binto|\bfrom|\bis it|\bbe)\s+{_OPTION}(?:,\s*{_OPTION})+,?\s+or\s+{_OPTION}[.?]?\s*$",
+        ),
     ),
     "zh": (
         ("判断", r"判断|判定|鉴别"),
@@ -91,18 +102,20 @@ CLASSIFICATION_CUES = {
 #: Verbs that open an open-ended task (writing, explaining, listing, transforming, computing).
 OPEN_TASK_CUES = {
     "en": r"\b(write|compose|create|generate|draft|design|invent|plan|outline|explain|describe|summari[sz]e|"
-          r"translate|rewrite|rephrase|paraphrase|list|suggest|recommend|brainstorm|implement|teach|make|"
-          r"produce|prepare|propose|offer|expand|convert|calculate|compute|solve|extract|correct|fix|define|"
-          r"compare|continue|edit|improve|tell me (?:about|why|how|a)|how (?:do|does|can|to|many|much|would|"
-          r"should)|why|what are some|give (?:me )?(?:a|an|some|\d+|examples?|one|two|three|five|ten)|"
-          r"find (?:the|all|out)|come up with|put together|sketch|develop|build|name (?:\d+|a few|some|"
-          r"three|five|ten))\b",
+    r"translate|rewrite|rephrase|paraphrase|list|suggest|recommend|brainstorm|implement|teach|make|"
+    r"produce|prepare|propose|offer|expand|convert|calculate|compute|solve|extract|correct|fix|define|"
+    r"compare|continue|edit|improve|tell me (?:about|why|how|a)|how (?:do|does|can|to|many|much|would|"
+    r"should)|why|what are some|give (?:me )?(?:a|an|some|\d+|examples?|one|two|three|five|ten)|"
+    r"find (?:the|all|out)|come up with|put together|sketch|develop|build|name (?:\d+|a few|some|"
+    r"three|five|ten))\b",
     "zh": r"(写|编写|创作|生成|撰写|起草|设计|解释|描述|说明|介绍|总结|概括|翻译|改写|扩写|缩写|润色|列出|列举|"
-          r"推荐|建议|制定|规划|安排|计算|求|解答|比较|分析|提取|抽取|找出|整理|拟|起名|起.个名|教我|为什么|如何|"
-          r"怎样|怎么|讲一讲|谈谈)",
+    r"推荐|建议|制定|规划|安排|计算|求|解答|比较|分析|提取|抽取|找出|整理|拟|起名|起.个名|教我|为什么|如何|"
+    r"怎样|怎么|讲一讲|谈谈)",
 }
-_COMPILED = {lang: [(name, re.compile(pattern, re.I | re.M)) for name, pattern in cues]
-             for lang, cues in CLASSIFICATION_CUES.items()}
+_COMPILED = {
+    lang: [(name, re.compile(pattern, re.I | re.M)) for name, pattern in cues]
+    for lang, cues in CLASSIFICATION_CUES.items()
+}
 _OPEN = {lang: re.compile(pattern, re.I) for lang, pattern in OPEN_TASK_CUES.items()}
 
 
@@ -114,8 +127,15 @@ def cue_vote(instruction: str, lang: str | None = None) -> tuple[bool | None, st
     lang = lang or detect_lang(instruction)
     text = instruction.strip()
     # The earliest classification cue (on a tie, the one listed first).
-    first_clf = min(((match.start(), name) for name, pattern in _COMPILED.get(lang, _COMPILED["en"])
-                     if (match := pattern.search(text))), key=lambda found: found[0], default=None)
+    first_clf = min(
+        (
+            (match.start(), name)
+            for name, pattern in _COMPILED.get(lang, _COMPILED["en"])
+            if (match := pattern.search(text))
+        ),
+        key=lambda found: found[0],
+        default=None,
+    )
     match = _OPEN.get(lang, _OPEN["en"]).search(text)
     first_open = (match.start(), match.group(1).lower()) if match else None
     if first_clf and (first_open is None or first_clf[0] <= first_open[0]):
@@ -126,10 +146,15 @@ def cue_vote(instruction: str, lang: str | None = None) -> tuple[bool | None, st
 
 
 _LABEL_LIST = {
-    "en": re.compile(rf"(?:[:：]|\bas|\binto|\bfrom|\bis it|\bbe|\bbetween|\beither|\banswer(?: with)?)\s+"
-                     rf"({_OPTION}(?:,\s*{_OPTION})*,?\s+or\s+{_OPTION})[.?]?\s*$", re.I),
-    "zh": re.compile(r"(?:[:：]|(?<!是)是(?!否)|为|从|回答)\s*([^：:，,。？?]{1,12}(?:(?:、|或者?|还是)[^：:，,。？?]{1,12})+)"
-                     r"[。？?]?\s*$"),
+    "en": re.compile(
+        rf"(?:[:：]|\bas|\binto|\bfrom|\bis it|\bbe|\bbetween|\beither|\banswer(?: with)?)\s+"
+        rf"({_OPTION}(?:,\s*{_OPTION})*,?\s+or\s+{_OPTION})[.?]?\s*$",
+        re.I,
+    ),
+    "zh": re.compile(
+        r"(?:[:：]|(?<!是)是(?!否)|为|从|回答)\s*([^：:，,。？?]{1,12}(?:(?:、|或者?|还是)[^：:，,。？?]{1,12})+)"
+        r"[。？?]?\s*$"
+    ),
 }
 
 
@@ -232,16 +257,23 @@ class NeighbourIndex:
                 order = [j for j in np.argsort(-row) if self.texts[lang][j] != texts[i].strip()][: self.k]
                 weights = np.clip(row[order], 1e-6, None)
                 labels = self.labels[lang][order]
-                out[i] = {"score": round(float(weights[labels].sum() / weights.sum()), 4),
-                          "neighbours": [[self.texts[lang][j], bool(self.labels[lang][j]), round(float(row[j]), 4)]
-                                         for j in order]}
+                out[i] = {
+                    "score": round(float(weights[labels].sum() / weights.sum()), 4),
+                    "neighbours": [
+                        [self.texts[lang][j], bool(self.labels[lang][j]), round(float(row[j]), 4)] for j in order
+                    ],
+                }
         return out
 
 
 def labelled_tasks(paths: Iterable[str | Path]) -> list[tuple[str, bool]]:
     """``(instruction, is_classification)`` of every seed task in ``paths`` that carries the label."""
-    return [(t["instruction"], t["is_classification"]) for path in paths for t in read_seed_tasks(path)
-            if isinstance(t.get("is_classification"), bool)]
+    return [
+        (t["instruction"], t["is_classification"])
+        for path in paths
+        for t in read_seed_tasks(path)
+        if isinstance(t.get("is_classification"), bool)
+    ]
 
 
 # ---------------------------------------------------------------------------------------------- decision
@@ -260,8 +292,9 @@ def combine(cue: bool | None, neighbour: float | None, model: bool | None) -> bo
     if cue is not None:
         score += CUE_WEIGHT if cue else -CUE_WEIGHT
     if neighbour is not None:
-        centred = (neighbour - NEIGHBOUR_CENTRE) / (1 - NEIGHBOUR_CENTRE if neighbour >= NEIGHBOUR_CENTRE
-                                                    else NEIGHBOUR_CENTRE)
+        centred = (neighbour - NEIGHBOUR_CENTRE) / (
+            1 - NEIGHBOUR_CENTRE if neighbour >= NEIGHBOUR_CENTRE else NEIGHBOUR_CENTRE
+        )
         score += NEIGHBOUR_WEIGHT * centred
     if model is not None:
         score += MODEL_WEIGHT if model else -MODEL_WEIGHT
@@ -280,22 +313,34 @@ class Decision:
     model: bool | None = None
 
     def evidence(self, top: int = 3) -> dict[str, Any]:
-        return {"cue": {"vote": self.cue, "match": self.cue_match},
-                "neighbour": {"vote": None if self.neighbour is None else self.neighbour >= NEIGHBOUR_CENTRE,
-                              "score": self.neighbour, "nearest": self.neighbours[:top]},
-                "model": {"vote": self.model}}
+        return {
+            "cue": {"vote": self.cue, "match": self.cue_match},
+            "neighbour": {
+                "vote": None if self.neighbour is None else self.neighbour >= NEIGHBOUR_CENTRE,
+                "score": self.neighbour,
+                "nearest": self.neighbours[:top],
+            },
+            "model": {"vote": self.model},
+        }
 
 
-def decide(texts: Sequence[str], index: NeighbourIndex | None, model_votes: Sequence[bool | None] | None = None,
-           lang: str | None = None) -> list[Decision]:
+def decide(
+    texts: Sequence[str],
+    index: NeighbourIndex | None,
+    model_votes: Sequence[bool | None] | None = None,
+    lang: str | None = None,
+) -> list[Decision]:
     """Decisions for ``texts``; ``model_votes`` (parsed Yes/No answers, None = no answer) are optional."""
     model_votes = list(model_votes) if model_votes is not None else [None] * len(texts)
-    votes = index.votes(texts) if index is not None and len(index) else [{"score": None, "neighbours": []}] * len(texts)
+    votes = (
+        index.votes(texts) if index is not None and len(index) else [{"score": None, "neighbours": []}] * len(texts)
+    )
     decisions = []
     for text, vote, model in zip(texts, votes, model_votes):
         cue, match = cue_vote(text, lang)
-        decisions.append(Decision(combine(cue, vote["score"], model), cue, match, vote["score"], vote["neighbours"],
-                                  model))
+        decisions.append(
+            Decision(combine(cue, vote["score"], model), cue, match, vote["score"], vote["neighbours"], model)
+        )
     return decisions
 
 
@@ -310,11 +355,15 @@ def agreement(labels: Sequence[bool], predicted: Sequence[bool | None]) -> dict[
     fp = sum(1 for y, p in pairs if not y and p is True)
     fn = sum(1 for y, p in pairs if y and p is not True)
     agree = sum(1 for y, p in pairs if p is not None and y == p)
-    return {"evaluated": len(pairs), "agree": agree, "accuracy": round(agree / len(pairs), 4) if pairs else None,
-            "precision": round(tp / (tp + fp), 4) if tp + fp else None,
-            "recall": round(tp / (tp + fn), 4) if tp + fn else None,
-            "unanswered": sum(1 for _, p in pairs if p is None),
-            "confusion": {f"label={y}/predicted={p}": n for (y, p), n in sorted(Counter(pairs).items(), key=str)}}
+    return {
+        "evaluated": len(pairs),
+        "agree": agree,
+        "accuracy": round(agree / len(pairs), 4) if pairs else None,
+        "precision": round(tp / (tp + fp), 4) if tp + fp else None,
+        "recall": round(tp / (tp + fn), 4) if tp + fn else None,
+        "unanswered": sum(1 for _, p in pairs if p is None),
+        "confusion": {f"label={y}/predicted={p}": n for (y, p), n in sorted(Counter(pairs).items(), key=str)},
+    }
 
 
 # ---------------------------------------------------------------------------------------------- the command
@@ -324,13 +373,13 @@ def agreement(labels: Sequence[bool], predicted: Sequence[bool | None]) -> dict[
 class ClassifyConfig:
     """``datagen classify``: decide ``is_classification`` for every record of a file."""
 
-    inputs: Path                                  # records in any supported format
-    out: Path                                     # output JSONL
+    inputs: Path  # records in any supported format
+    out: Path  # output JSONL
     neighbours: tuple[Path, ...] = DEFAULT_NEIGHBOURS  # labelled seed-format files: the kNN vote's neighbours
-    k: int = 7                                    # neighbours per vote
-    model_vote: bool = True                       # ask the LLM too (the Self-Instruct few-shot prompt)
-    style: str = "completion"                     # completion | chat, as in Self-Instruct
-    llm: Any = None                               # LLMConfig, when model_vote
+    k: int = 7  # neighbours per vote
+    model_vote: bool = True  # ask the LLM too (the Self-Instruct few-shot prompt)
+    style: str = "completion"  # completion | chat, as in Self-Instruct
+    llm: Any = None  # LLMConfig, when model_vote
 
     def __post_init__(self) -> None:
         if self.k < 1:
@@ -339,8 +388,9 @@ class ClassifyConfig:
             raise ConfigError(f"classify.style must be completion or chat, got {self.style!r}")
 
 
-async def ask_model(llm: Any, texts: Sequence[str], style: str, lang: str | None = None,
-                    params: Any = None) -> list[bool | None]:
+async def ask_model(
+    llm: Any, texts: Sequence[str], style: str, lang: str | None = None, params: Any = None
+) -> list[bool | None]:
     """The model's Yes/No per text (None where it failed or answered neither), asked concurrently."""
     from datagen.errors import CircuitOpen, LLMError
     from datagen.generate.parsing import parse_yes_no
@@ -395,14 +445,24 @@ async def classify_file(cfg: ClassifyConfig) -> dict[str, Any]:
             meta["classify"]["label"] = example.is_classification
         out.append(dataclasses.replace(example, is_classification=decision.is_classification, meta=meta))
     write_jsonl(cfg.out, out)
-    labelled = [(e.is_classification, d.is_classification) for e, d in zip(examples, decisions)
-                if e.is_classification is not None]
-    stats = {"stage": STAGE, "records": len(out),
-             "classification": sum(d.is_classification for d in decisions),
-             "agreement": agreement(*zip(*labelled)) if labelled else None,
-             "model_agreement": agreement([y for y, _ in labelled],
-                                          [m for e, m in zip(examples, models) if e.is_classification is not None])
-             if labelled and cfg.model_vote else None,
-             "neighbours": len(index), "llm": ledger, "seconds": round(time.monotonic() - started, 3)}
+    labelled = [
+        (e.is_classification, d.is_classification)
+        for e, d in zip(examples, decisions)
+        if e.is_classification is not None
+    ]
+    stats = {
+        "stage": STAGE,
+        "records": len(out),
+        "classification": sum(d.is_classification for d in decisions),
+        "agreement": agreement(*zip(*labelled)) if labelled else None,
+        "model_agreement": agreement(
+            [y for y, _ in labelled], [m for e, m in zip(examples, models) if e.is_classification is not None]
+        )
+        if labelled and cfg.model_vote
+        else None,
+        "neighbours": len(index),
+        "llm": ledger,
+        "seconds": round(time.monotonic() - started, 3),
+    }
     write_json(Path(f"{cfg.out}.stats.json"), stats)
     return stats

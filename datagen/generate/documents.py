@@ -67,7 +67,7 @@ class Document:
     doc_id: str
     text: str
     path: Path
-    encoding: str = "utf-8"    # the encoding the bytes were decoded with
+    encoding: str = "utf-8"  # the encoding the bytes were decoded with
 
 
 @dataclass(frozen=True)
@@ -83,14 +83,14 @@ class Chunk:
     """A piece of a document: ``text == document.text[start:end]``; ``hash`` identifies the content."""
 
     doc_id: str
-    index: int                 # position among the document's chunks
-    start: int                 # character span [start, end) into the document's text
+    index: int  # position among the document's chunks
+    start: int  # character span [start, end) into the document's text
     end: int
-    byte_start: int            # the same span in the text's UTF-8 bytes
+    byte_start: int  # the same span in the text's UTF-8 bytes
     byte_end: int
     text: str
     tokens: int
-    hash: str                  # sha256 of the chunk text (first 16 hex digits)
+    hash: str  # sha256 of the chunk text (first 16 hex digits)
 
     @property
     def key(self) -> str:
@@ -114,8 +114,11 @@ def find_files(spec: str | Path) -> tuple[Path, list[Path]]:
     spec_str = str(spec)
     path = Path(spec_str).expanduser()
     if path.is_dir():
-        files = [p for p in path.rglob("*")
-                 if not p.is_dir() and not any(part.startswith(".") for part in p.relative_to(path).parts)]
+        files = [
+            p
+            for p in path.rglob("*")
+            if not p.is_dir() and not any(part.startswith(".") for part in p.relative_to(path).parts)
+        ]
         return path, sorted(files)
     if path.exists() or path.is_symlink():
         return path.parent, [path]
@@ -226,9 +229,39 @@ def _html_text(markup: str) -> str:
     soup = BeautifulSoup(markup, "html.parser")
     for tag in soup(["script", "style", "noscript", "template", "head", "svg", "iframe", "object", "form", "button"]):
         tag.decompose()
-    blocks = ("p", "div", "section", "article", "main", "header", "footer", "aside", "nav", "blockquote", "pre",
-              "h1", "h2", "h3", "h4", "h5", "h6", "li", "dt", "dd", "tr", "table", "ul", "ol", "dl", "figure",
-              "figcaption", "caption", "address", "hr", "br")
+    blocks = (
+        "p",
+        "div",
+        "section",
+        "article",
+        "main",
+        "header",
+        "footer",
+        "aside",
+        "nav",
+        "blockquote",
+        "pre",
+        "h1",
+        "h2",
+        "h3",
+        "h4",
+        "h5",
+        "h6",
+        "li",
+        "dt",
+        "dd",
+        "tr",
+        "table",
+        "ul",
+        "ol",
+        "dl",
+        "figure",
+        "figcaption",
+        "caption",
+        "address",
+        "hr",
+        "br",
+    )
     for tag in soup.find_all(blocks):
         prefix = "- " if tag.name == "li" else ""
         tag.insert_before("\n\n" + prefix)
@@ -255,8 +288,11 @@ def _table_text(text: str, delimiter: str) -> str:
     colon, sep, stop = ("：", "；", "。") if zh else (": ", "; ", ".")
     sentences = []
     for row in rows[1:]:
-        cells = [f"{header[i] if i < len(header) else f'column {i + 1}'}{colon}{v.strip()}"
-                 for i, v in enumerate(row) if v.strip()]
+        cells = [
+            f"{header[i] if i < len(header) else f'column {i + 1}'}{colon}{v.strip()}"
+            for i, v in enumerate(row)
+            if v.strip()
+        ]
         sentence = sep.join(cells)
         sentences.append(sentence if sentence.endswith((".", "!", "?", "。", "！", "？")) else sentence + stop)
     return "\n".join(sentences)
@@ -337,7 +373,7 @@ _LOADERS: dict[str, Callable[[str], str]] = {
 #: A run of non-space, non-CJK characters counts one token per this many characters. Unbounded, a 10 MB line
 #: without a space would be one token, and the chunk holding it one 10 MB prompt.
 MAX_TOKEN_CHARS = 32
-_WORD, _SPACE, _CJK = 0, 1, 2     # what a character is to the tokenizer
+_WORD, _SPACE, _CJK = 0, 1, 2  # what a character is to the tokenizer
 # Where a new unit may start, by strength: 0 after a clause, 1 after a sentence, 2 after a line break, 3 after
 # a blank line, as (strength, the marks that open it, what follows a mark).
 _BOUNDARIES = (
@@ -351,7 +387,8 @@ _BOUNDARIES = (
 # A pattern per mark: one that opens on a literal lets the regex engine jump from one occurrence to the next,
 # where opening on a character class makes it test every character (20× slower on a 50 MB document).
 _BOUNDARY_PATTERNS: tuple[tuple[int, re.Pattern[str]], ...] = tuple(
-    (level, re.compile(re.escape(mark) + then)) for level, marks, then in _BOUNDARIES for mark in marks)
+    (level, re.compile(re.escape(mark) + then)) for level, marks, then in _BOUNDARIES for mark in marks
+)
 # A markdown heading from its first "#", and in group 1 the line break after it.
 # Written "##{0,5}", not "#{1,6}": opening on a literal lets the engine jump from one "#" to the next.
 _HEADING = re.compile(r"##{0,5}[^\S\n][^\n]*(?=(\n\s*))")
@@ -370,11 +407,11 @@ def token_starts(text: str) -> array[int]:
     kinds = _char_kinds(text)
     words = np.zeros(len(kinds) + 2, np.int8)
     words[1:-1] = kinds == _WORD
-    edges = np.diff(words)                    # 1 where a run of word characters starts, -1 just after it
+    edges = np.diff(words)  # 1 where a run of word characters starts, -1 just after it
     firsts = np.flatnonzero(edges == 1)
     lengths = np.flatnonzero(edges == -1) - firsts
     starts = np.concatenate([firsts, np.flatnonzero(kinds == _CJK), _split_points(firsts, lengths)])
-    starts.sort(kind="stable")                # three sorted runs: timsort merges them in linear time
+    starts.sort(kind="stable")  # three sorted runs: timsort merges them in linear time
     return array("q", starts.astype(np.int64, copy=False).tobytes())
 
 
@@ -384,7 +421,7 @@ def _split_points(firsts: np.ndarray, lengths: np.ndarray) -> np.ndarray:
 
     extra = (lengths - 1) // MAX_TOKEN_CHARS  # tokens after the first, per run
     firsts, extra = firsts[extra > 0], extra[extra > 0]
-    nth = np.arange(extra.sum()) - np.repeat(np.cumsum(extra) - extra, extra) + 1   # 1, 2, … within a run
+    nth = np.arange(extra.sum()) - np.repeat(np.cumsum(extra) - extra, extra) + 1  # 1, 2, … within a run
     return np.repeat(firsts, extra) + nth * MAX_TOKEN_CHARS
 
 
@@ -441,7 +478,7 @@ def _strongest_boundaries(text: str) -> tuple[np.ndarray, np.ndarray]:
     found = [np.fromiter(map(re.Match.end, pattern.finditer(text)), np.int64) for _, pattern in _BOUNDARY_PATTERNS]
     positions = np.concatenate(found)
     levels = np.repeat([level for level, _ in _BOUNDARY_PATTERNS], [len(ends) for ends in found])
-    order = np.lexsort((-levels, positions))    # by position, the strongest first
+    order = np.lexsort((-levels, positions))  # by position, the strongest first
     positions, strongest = np.unique(positions[order], return_index=True)
     levels = levels[order][strongest]
     # A chunk that ends right after a markdown heading would orphan it from its section.
@@ -474,7 +511,7 @@ def _chunk(text: str, size: int, overlap: int) -> list[tuple[int, int, int]]:
     if not starts:
         return [(0, len(text), 0)] if text else []
     cuts, levels = _boundaries(text, starts)
-    spans: list[tuple[int, int]] = []         # in token indices: [first, end)
+    spans: list[tuple[int, int]] = []  # in token indices: [first, end)
     first = 0
     while len(starts) - first > size:
         end = _best_cut(cuts, levels, first, size)
@@ -492,7 +529,7 @@ def _chunk(text: str, size: int, overlap: int) -> list[tuple[int, int, int]]:
 def _best_cut(cuts: list[int], levels: list[int], first: int, size: int) -> int:
     """The token a chunk starting at token ``first`` ends before: the strongest boundary within ``size`` tokens
     that keeps at least half of them, the latest of equal strength; a shorter chunk only when none does."""
-    limit = first + size                      # the chunk must end at or before the (size+1)-th token
+    limit = first + size  # the chunk must end at or before the (size+1)-th token
     lo, hi = bisect.bisect_right(cuts, first), bisect.bisect_right(cuts, limit)
     candidates = list(zip(cuts[lo:hi], levels[lo:hi]))
     min_end = first + max(1, size // 2)
@@ -501,21 +538,21 @@ def _best_cut(cuts: list[int], levels: list[int], first: int, size: int) -> int:
         good = [cut for cut, strength in candidates if strength >= level and cut >= floor]
         if good:
             return good[-1]
-    return limit                              # a run longer than `size` with no boundary: cut between tokens
+    return limit  # a run longer than `size` with no boundary: cut between tokens
 
 
 def _next_begin(cuts: list[int], levels: list[int], first: int, end: int, overlap: int) -> int:
     """The token the chunk after ``[first, end)`` starts at: a boundary inside its last ``overlap`` tokens."""
-    window = max(first + 1, end - overlap)    # the earliest start that keeps the overlap ≤ `overlap` tokens
+    window = max(first + 1, end - overlap)  # the earliest start that keeps the overlap ≤ `overlap` tokens
     if window >= end:
         return end
     lo, hi = bisect.bisect_left(cuts, window), bisect.bisect_left(cuts, end)
     sentences = [cut for cut, strength in zip(cuts[lo:hi], levels[lo:hi]) if strength >= 1]
     if sentences and (end - sentences[0]) * 2 >= overlap:
-        return sentences[0]                   # a sentence start sharing at least half the overlap
+        return sentences[0]  # a sentence start sharing at least half the overlap
     if lo < hi:
-        return cuts[lo]                       # a clause start
-    return window                             # neither: overlap exactly, between tokens
+        return cuts[lo]  # a clause start
+    return window  # neither: overlap exactly, between tokens
 
 
 def chunk_document(document: Document, size: int = 200, overlap: int = 40) -> list[Chunk]:
@@ -527,9 +564,19 @@ def chunk_document(document: Document, size: int = 200, overlap: int = 40) -> li
     for index, ((start, end, tokens), byte_start) in enumerate(zip(spans, byte_starts)):
         piece = text[start:end]
         encoded = piece.encode("utf-8")
-        chunks.append(Chunk(doc_id=document.doc_id, index=index, start=start, end=end, byte_start=byte_start,
-                            byte_end=byte_start + len(encoded), text=piece, tokens=tokens,
-                            hash=hashlib.sha256(encoded).hexdigest()[:16]))
+        chunks.append(
+            Chunk(
+                doc_id=document.doc_id,
+                index=index,
+                start=start,
+                end=end,
+                byte_start=byte_start,
+                byte_end=byte_start + len(encoded),
+                text=piece,
+                tokens=tokens,
+                hash=hashlib.sha256(encoded).hexdigest()[:16],
+            )
+        )
     return chunks
 
 

@@ -59,10 +59,24 @@ _RDF = ("nt", "turtle", "rdfxml", "jsonld")
 DANGLING = ("drop", "add", "error")
 ANY_LANG = "*"
 
-_EXTENSIONS = {".tsv": "tsv", ".tab": "tsv", ".csv": "csv", ".txt": "table", ".jsonl": "jsonl",
-               ".ndjson": "jsonl", ".graphml": "graphml", ".xml": "graphml", ".gml": "gml", ".json": "json",
-               ".nt": "nt", ".ttl": "turtle", ".turtle": "turtle", ".rdf": "rdfxml", ".owl": "rdfxml",
-               ".jsonld": "jsonld"}
+_EXTENSIONS = {
+    ".tsv": "tsv",
+    ".tab": "tsv",
+    ".csv": "csv",
+    ".txt": "table",
+    ".jsonl": "jsonl",
+    ".ndjson": "jsonl",
+    ".graphml": "graphml",
+    ".xml": "graphml",
+    ".gml": "gml",
+    ".json": "json",
+    ".nt": "nt",
+    ".ttl": "turtle",
+    ".turtle": "turtle",
+    ".rdf": "rdfxml",
+    ".owl": "rdfxml",
+    ".jsonld": "jsonld",
+}
 # Column names a header row may use, per field.
 _HEADER_NAMES = {
     "head": {"head", "subject", "h", "s", "source", "from", "head_id", "subject_id"},
@@ -105,8 +119,11 @@ def entity_label(G: nx.MultiDiGraph, entity: str, lang: str) -> str:
 def relation_label(G: nx.MultiDiGraph, relation: str, lang: str) -> str:
     """The display label of a relation id in ``lang`` (``has_symptom`` → ``has symptom`` when unlabelled)."""
     labels = G.graph.get("labels", {})
-    return (labels.get(lang, {}).get(relation) or labels.get(ANY_LANG, {}).get(relation)
-            or normalise_label(relation, relation=True))
+    return (
+        labels.get(lang, {}).get(relation)
+        or labels.get(ANY_LANG, {}).get(relation)
+        or normalise_label(relation, relation=True)
+    )
 
 
 def all_labels(G: nx.MultiDiGraph, node: str, relation: bool = False) -> set[str]:
@@ -179,12 +196,20 @@ class _Builder:
         literals = sum(1 for _, d in G.nodes(data=True) if d.get("literal"))
         relations = {r for _, _, r in G.edges(keys=True)}
         out: dict[str, Any] = {
-            "path": str(self.path), "format": fmt, "triples": G.number_of_edges(),
-            "entities": G.number_of_nodes() - literals, "literals": literals, "relations": len(relations),
-            "facts_read": self.counts["facts_read"], "attribute_facts": self.counts["attribute_facts"],
-            "self_loops_dropped": self.counts["self_loops_dropped"], "self_loops_kept": self.counts["self_loops_kept"],
-            "duplicates_merged": self.counts["duplicates_merged"], "duplicate_nodes": self.counts["duplicate_nodes"],
-            "dangling_refs": self.counts["dangling_refs"], "dangling_policy": self.dangling,
+            "path": str(self.path),
+            "format": fmt,
+            "triples": G.number_of_edges(),
+            "entities": G.number_of_nodes() - literals,
+            "literals": literals,
+            "relations": len(relations),
+            "facts_read": self.counts["facts_read"],
+            "attribute_facts": self.counts["attribute_facts"],
+            "self_loops_dropped": self.counts["self_loops_dropped"],
+            "self_loops_kept": self.counts["self_loops_kept"],
+            "duplicates_merged": self.counts["duplicates_merged"],
+            "duplicate_nodes": self.counts["duplicate_nodes"],
+            "dangling_refs": self.counts["dangling_refs"],
+            "dangling_policy": self.dangling,
             "attributes_skipped": self.counts["attributes_skipped"],
             "bad_rows_skipped": self.counts["bad_rows_skipped"],
         }
@@ -202,8 +227,12 @@ def _text_value(value: Any) -> str | None:
     return None
 
 
-def _add_declared(b: _Builder, nodes: list[tuple[str, dict[str, Any], str]],
-                  edges: list[tuple[str, str, dict[str, Any], str]], edge_key: str = "key") -> None:
+def _add_declared(
+    b: _Builder,
+    nodes: list[tuple[str, dict[str, Any], str]],
+    edges: list[tuple[str, str, dict[str, Any], str]],
+    edge_key: str = "key",
+) -> None:
     """Shared by GraphML, GML and node-link: declared nodes (labels, attribute facts), then edges."""
     declared: dict[str, tuple[dict[str, Any], str]] = {}
     for node, attrs, where in nodes:
@@ -216,15 +245,20 @@ def _add_declared(b: _Builder, nodes: list[tuple[str, dict[str, Any], str]],
     for source, target, attrs, where in edges:
         relation = _relation_of(attrs, edge_key)
         if relation is None:
-            b.bad_row(where, f"edge {source!r} -> {target!r} has no relation; give it one of the attributes "
-                             f"{', '.join(_RELATION_ATTRS)}")
+            b.bad_row(
+                where,
+                f"edge {source!r} -> {target!r} has no relation; give it one of the attributes "
+                f"{', '.join(_RELATION_ATTRS)}",
+            )
             continue
         missing = [n for n in (source, target) if n not in declared]
         if missing:
             b.counts["dangling_refs"] += 1
             if b.dangling == "error":
-                raise RecordError(f"{where}: edge {source!r} -> {target!r} refers to undeclared node "
-                                  f"{missing[0]!r}; declare it, or pass --dangling drop/add")
+                raise RecordError(
+                    f"{where}: edge {source!r} -> {target!r} refers to undeclared node "
+                    f"{missing[0]!r}; declare it, or pass --dangling drop/add"
+                )
             if b.dangling == "drop":
                 continue
         b.add_fact(source, relation, target)
@@ -304,8 +338,9 @@ def _header(cells: list[str], where: str) -> dict[str, int] | None:
     if len(found) < 2:
         return None
     if len(found) < 3:
-        raise RecordError(f"{where}: header {cells} does not name all of head, relation and tail "
-                          "(or subject, predicate, object)")
+        raise RecordError(
+            f"{where}: header {cells} does not name all of head, relation and tail (or subject, predicate, object)"
+        )
     return found
 
 
@@ -315,8 +350,13 @@ def _add_row(b: _Builder, where: str, fields: dict[str, Any]) -> None:
         value = fields.get(name)
         text = None if value is None else _text_value(value)
         if not text:
-            problem = (f"missing {name}" if value is None else
-                       f"{name} must be a string or number" if text is None else f"empty {name}")
+            problem = (
+                f"missing {name}"
+                if value is None
+                else f"{name} must be a string or number"
+                if text is None
+                else f"empty {name}"
+            )
             b.bad_row(where, problem)
             return
         clean[name] = text
@@ -343,7 +383,7 @@ def _read_graphml(b: _Builder, path: Path) -> None:
     keys: dict[str, dict[str, Any]] = {}
     nodes: list[tuple[str, dict[str, Any], str]] = []
     edges: list[tuple[str, str, dict[str, Any], str]] = []
-    stack: list[dict[str, Any]] = []   # open <node>/<edge>/<key> elements
+    stack: list[dict[str, Any]] = []  # open <node>/<edge>/<key> elements
     text: list[str] | None = None
     data_key: str | None = None
     parser = xml.parsers.expat.ParserCreate()
@@ -387,16 +427,19 @@ def _read_graphml(b: _Builder, path: Path) -> None:
         with path.open("rb") as handle:
             parser.ParseFile(handle)
     except xml.parsers.expat.ExpatError as exc:
-        raise RecordError(f"{path}:{exc.lineno}: invalid GraphML (XML error: "
-                          f"{xml.parsers.expat.ErrorString(exc.code)})") from None
+        raise RecordError(
+            f"{path}:{exc.lineno}: invalid GraphML (XML error: {xml.parsers.expat.ErrorString(exc.code)})"
+        ) from None
     _add_declared(b, nodes, edges, edge_key="id")
 
 
-def _graphml_item(b: _Builder, item: dict[str, Any], keys: dict[str, dict[str, Any]],
-                  nodes: list, edges: list) -> None:
+def _graphml_item(
+    b: _Builder, item: dict[str, Any], keys: dict[str, dict[str, Any]], nodes: list, edges: list
+) -> None:
     kind, attrs, where = item["kind"], item["attrs"], item["where"]
-    values: dict[str, Any] = {k["name"]: k["default"] for k in keys.values()
-                              if k["for"] in (kind, "all") and k["default"] not in (None, "")}
+    values: dict[str, Any] = {
+        k["name"]: k["default"] for k in keys.values() if k["for"] in (kind, "all") and k["default"] not in (None, "")
+    }
     for kid, value in item["data"].items():
         values[keys[kid]["name"] if kid in keys else kid] = value
     if kind == "node":
@@ -415,9 +458,11 @@ def _graphml_item(b: _Builder, item: dict[str, Any], keys: dict[str, dict[str, A
     edges.append((source, target, values, where))
 
 
-_GML_TOKEN = re.compile(r'(?P<space>\s+)|(?P<comment>#[^\n]*)|(?P<key>[A-Za-z_][A-Za-z0-9_]*)'
-                        r'|(?P<number>[+-]?(?:\d+\.?\d*|\.\d+)(?:[eE][+-]?\d+)?)|(?P<string>"[^"]*")'
-                        r'|(?P<open>\[)|(?P<close>\])')
+_GML_TOKEN = re.compile(
+    r"(?P<space>\s+)|(?P<comment>#[^\n]*)|(?P<key>[A-Za-z_][A-Za-z0-9_]*)"
+    r'|(?P<number>[+-]?(?:\d+\.?\d*|\.\d+)(?:[eE][+-]?\d+)?)|(?P<string>"[^"]*")'
+    r"|(?P<open>\[)|(?P<close>\])"
+)
 
 
 def _parse_gml(path: Path, source: str) -> list[tuple[str, Any, int]]:
@@ -428,7 +473,7 @@ def _parse_gml(path: Path, source: str) -> list[tuple[str, Any, int]]:
     while position < len(source):
         match = _GML_TOKEN.match(source, position)
         if match is None:
-            raise RecordError(f"{path}:{line}: invalid GML near {source[position:position + 20]!r}")
+            raise RecordError(f"{path}:{line}: invalid GML near {source[position : position + 20]!r}")
         kind, token = match.lastgroup, match.group()
         token_line = line
         line += token.count("\n")
@@ -473,14 +518,16 @@ def _read_gml(b: _Builder, path: Path) -> None:
         if key in ("node", "edge") and isinstance(value, list):
             attrs: dict[str, Any] = {}
             for k, v, _ in value:
-                if k in attrs:   # a repeated key becomes a list, i.e. several facts
+                if k in attrs:  # a repeated key becomes a list, i.e. several facts
                     attrs[k] = attrs[k] + [v] if isinstance(attrs[k], list) else [attrs[k], v]
                 else:
                     attrs[k] = v
             (raw_nodes if key == "node" else raw_edges).append((attrs, f"{path}:{line}"))
     # networkx's convention: nodes are known by their labels when every node has a distinct one.
     labels = [a.get("label") for a, _ in raw_nodes]
-    by_label = all(isinstance(x, (str, int)) and str(x).strip() for x in labels) and len(set(map(str, labels))) == len(labels)
+    by_label = all(isinstance(x, (str, int)) and str(x).strip() for x in labels) and len(set(map(str, labels))) == len(
+        labels
+    )
     nodes, names = [], {}
     for attrs, where in raw_nodes:
         if "id" not in attrs or isinstance(attrs["id"], list):
@@ -508,7 +555,11 @@ def _read_node_link(b: _Builder, path: Path) -> None:
     except json.JSONDecodeError as exc:
         raise RecordError(f"{path}:{exc.lineno}: invalid JSON: {exc.msg} at column {exc.colno}") from None
     links_key = "links" if isinstance(data, dict) and "links" in data else "edges"
-    if not isinstance(data, dict) or not isinstance(data.get("nodes"), list) or not isinstance(data.get(links_key), list):
+    if (
+        not isinstance(data, dict)
+        or not isinstance(data.get("nodes"), list)
+        or not isinstance(data.get(links_key), list)
+    ):
         raise RecordError(f"{path}: expected node-link JSON: an object with 'nodes' and 'links' (or 'edges') lists")
     nodes, edges = [], []
     for i, obj in enumerate(data["nodes"]):
@@ -575,8 +626,15 @@ _READERS = {"jsonl": _read_jsonl, "graphml": _read_graphml, "gml": _read_gml, "n
 # ---------------------------------------------------------------------------------------------- public
 
 
-def load_graph(path: str | Path, labels: str | Path | None = None, *, fmt: str | None = None,
-               skip_bad_rows: bool = False, keep_self_loops: bool = False, dangling: str = "drop") -> nx.MultiDiGraph:
+def load_graph(
+    path: str | Path,
+    labels: str | Path | None = None,
+    *,
+    fmt: str | None = None,
+    skip_bad_rows: bool = False,
+    keep_self_loops: bool = False,
+    dangling: str = "drop",
+) -> nx.MultiDiGraph:
     """Read a knowledge graph file (and optionally a labels file) into a ``MultiDiGraph``; see the module doc."""
     path = Path(path)
     if not path.is_file():
@@ -606,7 +664,9 @@ def read_labels(b: _Builder, path: Path) -> dict[str, Any]:
     """Add display labels from ``id<TAB>label`` rows (or a header ``id label_en label_zh``); returns counts."""
     if not path.is_file():
         raise RecordError(f"{path}: no such labels file")
-    suffix_lang = next((part.lower() for part in path.name.split(".")[1:-1] if re.fullmatch(r"[A-Za-z]{2}", part)), None)
+    suffix_lang = next(
+        (part.lower() for part in path.name.split(".")[1:-1] if re.fullmatch(r"[A-Za-z]{2}", part)), None
+    )
     delimiter = "," if path.suffix.lower() == ".csv" else "\t"
     known = set(b.G.nodes) | {r for _, _, r in b.G.edges(keys=True)}
     loaded, unused = 0, 0
@@ -620,8 +680,11 @@ def read_labels(b: _Builder, path: Path) -> dict[str, Any]:
                     continue
                 langs = [suffix_lang or ANY_LANG]
             if len(cells) != len(langs) + 1:
-                b.bad_row(where, f"expected {len(langs) + 1} columns (id, {', '.join(f'label {x}' for x in langs)}), "
-                                 f"got {len(cells)}")
+                b.bad_row(
+                    where,
+                    f"expected {len(langs) + 1} columns (id, {', '.join(f'label {x}' for x in langs)}), "
+                    f"got {len(cells)}",
+                )
                 continue
             node = _clean(cells[0])
             if not node:

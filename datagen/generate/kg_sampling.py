@@ -44,7 +44,7 @@ import networkx as nx
 PATTERNS = ("neighbourhood", "fact", "path", "comparison")
 Triple = tuple[str, str, str]
 
-_CANDIDATES = 64      # a pick among more candidates than this looks at a seeded random subset of this size
+_CANDIDATES = 64  # a pick among more candidates than this looks at a seeded random subset of this size
 _DUPLICATE_STREAK = 50  # this many repeats in a row means a pattern has nothing new left
 
 
@@ -71,8 +71,12 @@ class Sample:
     def topic(self) -> tuple[str, ...]:
         """What the question is about: the centre, the head, a path's two ends, the two compared entities."""
         s = self.slots
-        keys = {"neighbourhood": ("entity",), "fact": ("head",), "path": ("head", "tail"),
-                "comparison": ("first", "second")}.get(self.pattern, ())
+        keys = {
+            "neighbourhood": ("entity",),
+            "fact": ("head",),
+            "path": ("head", "tail"),
+            "comparison": ("first", "second"),
+        }.get(self.pattern, ())
         if keys and all(k in s for k in keys):
             return tuple(s[k] for k in keys)
         return tuple(dict.fromkeys(h for h, _, _ in self.triples))
@@ -154,7 +158,7 @@ class KGSampler:
         self.max_facts = max_facts
         self.entity_uses: Counter[str] = Counter()
         self.relation_uses: Counter[str] = Counter()
-        self.pair_uses: Counter[tuple[str, str]] = Counter()   # samples that used facts of (head, relation)
+        self.pair_uses: Counter[tuple[str, str]] = Counter()  # samples that used facts of (head, relation)
         self.triple_uses: Counter[Triple] = Counter()
         self.anchor_uses: Counter[tuple[str, str]] = Counter()  # (pattern, entity) a sample was centred on
         self._heaps: dict[Any, _LeastUsed] = {}
@@ -177,15 +181,20 @@ class KGSampler:
     def _relation_priority(self, relation: str) -> float:
         return self.relation_uses[relation] / self.index.size[relation]
 
-    def _heap(self, name: Any, items: Callable[[], Iterable[Hashable]], priority: Callable[[Any], float]) -> _LeastUsed:
+    def _heap(
+        self, name: Any, items: Callable[[], Iterable[Hashable]], priority: Callable[[Any], float]
+    ) -> _LeastUsed:
         if name not in self._heaps:
             self._heaps[name] = _LeastUsed(items(), priority, self.rng)
         return self._heaps[name]
 
     def _least_used(self, candidates: Sequence[str], exclude: set[str] = frozenset()) -> str | None:
         """The least-used entity among ``candidates`` (a seeded random subset of them when there are many)."""
-        pool = ([c for c in self.rng.sample(candidates, _CANDIDATES) if c not in exclude]
-                if len(candidates) > _CANDIDATES * 4 else [])
+        pool = (
+            [c for c in self.rng.sample(candidates, _CANDIDATES) if c not in exclude]
+            if len(candidates) > _CANDIDATES * 4
+            else []
+        )
         if not pool:
             pool = [c for c in candidates if c not in exclude]
         if not pool:
@@ -200,15 +209,24 @@ class KGSampler:
     def neighbourhood(self) -> Sample | None:
         """All outgoing facts of the least-used entity with two or more (capped at ``max_facts``)."""
         index = self.index
-        heap = self._heap("neighbourhood", lambda: [e for e in index.entities if self.G.out_degree(e) >= 2],
-                          self._anchor_priority("neighbourhood"))
+        heap = self._heap(
+            "neighbourhood",
+            lambda: [e for e in index.entities if self.G.out_degree(e) >= 2],
+            self._anchor_priority("neighbourhood"),
+        )
         entity = heap.peek()
         if entity is None:
             return None
         groups = index.out_groups(entity)
         # Relations with a fact no sample has used yet (to an entity none has used, best) first.
-        order = sorted(groups, key=lambda r: (min((self.triple_uses[(entity, r, t)], self.entity_uses[t])
-                                                  for t in groups[r]), self.relation_uses[r], r))
+        order = sorted(
+            groups,
+            key=lambda r: (
+                min((self.triple_uses[(entity, r, t)], self.entity_uses[t]) for t in groups[r]),
+                self.relation_uses[r],
+                r,
+            ),
+        )
         kept: dict[str, list[str]] = {}
         budget = self.max_facts
         for relation in order:
@@ -217,10 +235,18 @@ class KGSampler:
             kept[relation] = groups[relation][:budget]
             budget -= len(kept[relation])
         triples = tuple((entity, r, t) for r in sorted(kept) for t in kept[r])
-        return Sample("neighbourhood", triples, tuple(t for _, _, t in triples),
-                      {"entity": entity, "complete": len(triples) == sum(map(len, groups.values())),
-                       "groups": [{"relation": r, "tails": kept[r], "complete": len(kept[r]) == len(groups[r])}
-                                  for r in sorted(kept)]})
+        return Sample(
+            "neighbourhood",
+            triples,
+            tuple(t for _, _, t in triples),
+            {
+                "entity": entity,
+                "complete": len(triples) == sum(map(len, groups.values())),
+                "groups": [
+                    {"relation": r, "tails": kept[r], "complete": len(kept[r]) == len(groups[r])} for r in sorted(kept)
+                ],
+            },
+        )
 
     def fact(self) -> Sample | None:
         """A (head, relation) and all its tails: the relation with the smallest share used, its least-used head."""
@@ -231,14 +257,19 @@ class KGSampler:
         head = self._heap(("heads", relation), lambda: index.heads[relation], self._head_priority(relation)).peek()
         tails = index.tails[(head, relation)]
         shown = tails[: self.max_facts]
-        return Sample("fact", tuple((head, relation, t) for t in shown), tuple(shown),
-                      {"head": head, "relation": relation, "tails": shown, "complete": len(shown) == len(tails)})
+        return Sample(
+            "fact",
+            tuple((head, relation, t) for t in shown),
+            tuple(shown),
+            {"head": head, "relation": relation, "tails": shown, "complete": len(shown) == len(tails)},
+        )
 
     def path(self) -> Sample | None:
         """A 2-hop chain a -r1-> b -r2-> c, distinct a, b, c, through the least-used middle entity b."""
         G, index = self.G, self.index
-        heap = self._heap("path", lambda: [e for e in index.entities if _has_path_through(G, e)],
-                          self._anchor_priority("path"))
+        heap = self._heap(
+            "path", lambda: [e for e in index.entities if _has_path_through(G, e)], self._anchor_priority("path")
+        )
         while len(heap):
             middle = heap.peek()
             preds = [a for a in G.pred[middle] if a != middle]
@@ -252,16 +283,29 @@ class KGSampler:
             r1 = self._least_used_relation(G.succ[head][middle])
             r2 = self._least_used_relation(G.succ[middle][tail])
             single1, single2 = index.tails[(head, r1)] == [middle], index.tails[(middle, r2)] == [tail]
-            return Sample("path", ((head, r1, middle), (middle, r2, tail)), (tail,),
-                          {"head": head, "relation1": r1, "middle": middle, "relation2": r2, "tail": tail,
-                           "single1": single1, "single2": single2, "composable": single1 and single2})
+            return Sample(
+                "path",
+                ((head, r1, middle), (middle, r2, tail)),
+                (tail,),
+                {
+                    "head": head,
+                    "relation1": r1,
+                    "middle": middle,
+                    "relation2": r2,
+                    "tail": tail,
+                    "single1": single1,
+                    "single2": single2,
+                    "composable": single1 and single2,
+                },
+            )
         return None
 
     def comparison(self) -> Sample | None:
         """Two entities with the same relation and their tails for it, least-used relation and entities first."""
         index = self.index
-        heap = self._heap("comparison", lambda: [r for r in index.heads if len(index.heads[r]) >= 2],
-                          self._relation_priority)
+        heap = self._heap(
+            "comparison", lambda: [r for r in index.heads if len(index.heads[r]) >= 2], self._relation_priority
+        )
         relation = heap.peek()
         if relation is None:
             return None
@@ -272,10 +316,20 @@ class KGSampler:
         first_tails = sorted(all_first, key=lambda t: (t not in all_second, t))[: self.max_facts]
         second_tails = sorted(all_second, key=lambda t: (t not in all_first, t))[: self.max_facts]
         triples = tuple((first, relation, t) for t in first_tails) + tuple((second, relation, t) for t in second_tails)
-        return Sample("comparison", triples, tuple(dict.fromkeys(first_tails + second_tails)),
-                      {"relation": relation, "first": first, "second": second, "first_tails": first_tails,
-                       "second_tails": second_tails, "first_complete": len(first_tails) == len(all_first),
-                       "second_complete": len(second_tails) == len(all_second)})
+        return Sample(
+            "comparison",
+            triples,
+            tuple(dict.fromkeys(first_tails + second_tails)),
+            {
+                "relation": relation,
+                "first": first,
+                "second": second,
+                "first_tails": first_tails,
+                "second_tails": second_tails,
+                "first_complete": len(first_tails) == len(all_first),
+                "second_complete": len(second_tails) == len(all_second),
+            },
+        )
 
     # ------------------------------------------------------------------------------------------ driving
 
@@ -330,13 +384,17 @@ class KGSampler:
 
     def coverage(self) -> dict[str, Any]:
         """Share of the graph's entities (literal values excluded), relations and triples the samples touched."""
+
         def share(touched: int, total: int) -> dict[str, Any]:
             return {"touched": touched, "total": total, "share": round(touched / total, 4) if total else 0.0}
 
-        return {"entities": share(len(self._touched_entities), len(self.index.entities)),
-                "relations": share(len(self._touched_relations), len(self.index.heads)),
-                "triples": share(len(self._touched_triples), self.G.number_of_edges()),
-                "by_pattern": dict(self.by_pattern), "exhausted": self.exhausted}
+        return {
+            "entities": share(len(self._touched_entities), len(self.index.entities)),
+            "relations": share(len(self._touched_relations), len(self.index.heads)),
+            "triples": share(len(self._touched_triples), self.G.number_of_edges()),
+            "by_pattern": dict(self.by_pattern),
+            "exhausted": self.exhausted,
+        }
 
 
 def _has_path_through(G: nx.MultiDiGraph, middle: str) -> bool:

@@ -63,8 +63,11 @@ FOLLOWUP_KINDS = ("clarify", "deeper", "constraint", "format")
 MIN_USER_TURNS = 2
 
 # A line that starts another speaker's part, or a chat-template token: the text plays both roles.
-_ROLE_LABEL = re.compile(r"(?:^|\n)\s*(?:\*\*)?(?:user|assistant|human|ai|system|用户|助手|系统)(?:\*\*)?\s*[:：]"
-                         r"|<\|im_(?:start|end)\|>|<\|endoftext\|>|\[/?INST\]", re.IGNORECASE)
+_ROLE_LABEL = re.compile(
+    r"(?:^|\n)\s*(?:\*\*)?(?:user|assistant|human|ai|system|用户|助手|系统)(?:\*\*)?\s*[:：]"
+    r"|<\|im_(?:start|end)\|>|<\|endoftext\|>|\[/?INST\]",
+    re.IGNORECASE,
+)
 _LEADING_LABEL = re.compile(r"^\s*(?:\*\*)?(?:user|human|用户)(?:\*\*)?\s*[:：]\s*", re.IGNORECASE)
 
 
@@ -72,47 +75,61 @@ _LEADING_LABEL = re.compile(r"^\s*(?:\*\*)?(?:user|human|用户)(?:\*\*)?\s*[:�
 class MultiTurnConfig:
     """Every knob of the method; structural defaults follow the single-turn Self-Instruct path."""
 
-    seeds: Path                                   # seed conversations: JSONL of OpenAI ``messages`` or sharegpt
-    out: Path                                     # output folder: records.jsonl, rejects.jsonl, stats.json, .state/
-    num_conversations: int = 50                   # conversations to keep (each with ≥ 2 user turns)
-    lang: str = "en"                              # en | zh: prompts, filters and tokenization
-    style: str = "completion"                     # completion (/v1/completions; best for small models) | chat
-    min_turns: int = 2                            # user turns per conversation: drawn from [min_turns, max_turns]
+    seeds: Path  # seed conversations: JSONL of OpenAI ``messages`` or sharegpt
+    out: Path  # output folder: records.jsonl, rejects.jsonl, stats.json, .state/
+    num_conversations: int = 50  # conversations to keep (each with ≥ 2 user turns)
+    lang: str = "en"  # en | zh: prompts, filters and tokenization
+    style: str = "completion"  # completion (/v1/completions; best for small models) | chat
+    min_turns: int = 2  # user turns per conversation: drawn from [min_turns, max_turns]
     max_turns: int = 3
-    batch_size: int = 5                           # opener requests in flight per bootstrap round
-    num_prompt_instructions: int = 8              # in-context first turns per opener request
-    num_machine_in_prompt: int = 2                # of which machine-generated, once there are any
-    rouge_threshold: float = 0.7                  # reject an opener with ROUGE-L F ≥ this against the pool
-    repeat_threshold: float = 0.7                 # a turn fails at ROUGE-L F ≥ this against an earlier one of its role
-    min_context_overlap: int = 1                  # content words a follow-up must share with the turns before it
+    batch_size: int = 5  # opener requests in flight per bootstrap round
+    num_prompt_instructions: int = 8  # in-context first turns per opener request
+    num_machine_in_prompt: int = 2  # of which machine-generated, once there are any
+    rouge_threshold: float = 0.7  # reject an opener with ROUGE-L F ≥ this against the pool
+    repeat_threshold: float = 0.7  # a turn fails at ROUGE-L F ≥ this against an earlier one of its role
+    min_context_overlap: int = 1  # content words a follow-up must share with the turns before it
     followup_kinds: tuple[str, ...] = FOLLOWUP_KINDS  # kinds drawn from, one per later user turn
-    context_chars: int = 300                      # answers shown to the simulated user are cut to this many chars
-    system: str | None = None                     # assistant system message; None → multiturn_system.j2, "" → none
-    max_rounds: int | None = None                 # opener rounds before giving up; None = 4× the minimum + 10
-    seed: int = 0                                 # RNG seed: in-context sampling, turn counts, follow-up kinds
+    context_chars: int = 300  # answers shown to the simulated user are cut to this many chars
+    system: str | None = None  # assistant system message; None → multiturn_system.j2, "" → none
+    max_rounds: int | None = None  # opener rounds before giving up; None = 4× the minimum + 10
+    seed: int = 0  # RNG seed: in-context sampling, turn counts, follow-up kinds
     # Openers: without a presence penalty SmolLM2-135M wrote one item seven times down the list (2 of 2 probes);
     # with 1.0, seven different ones. Items 9–15 at most, as in the single-turn path.
-    opener_sampling: SamplingParams = SamplingParams(temperature=0.7, top_p=0.9, max_tokens=160, presence_penalty=1.0,
-                                                     stop=("\n\n", "\n16", "16.", "16 ."))
+    opener_sampling: SamplingParams = SamplingParams(
+        temperature=0.7, top_p=0.9, max_tokens=160, presence_penalty=1.0, stop=("\n\n", "\n16", "16.", "16 .")
+    )
     # Answers: short (the system message asks for ≤ 4 sentences), so few are cut off at max_tokens.
     answer_sampling: SamplingParams = SamplingParams(temperature=0.7, top_p=0.9, max_tokens=150, presence_penalty=0.6)
     # Follow-ups: one line; the stops end the turn where a model starts writing the next speaker's part.
-    followup_sampling: SamplingParams = SamplingParams(temperature=0.7, top_p=0.9, max_tokens=60, presence_penalty=0.6,
-                                                       stop=("\n", "User:", "Assistant:", "用户：", "助手："))
+    followup_sampling: SamplingParams = SamplingParams(
+        temperature=0.7,
+        top_p=0.9,
+        max_tokens=60,
+        presence_penalty=0.6,
+        stop=("\n", "User:", "Assistant:", "用户：", "助手："),
+    )
     llm: LLMConfig = field(default_factory=LLMConfig)
 
     def __post_init__(self) -> None:
         object.__setattr__(self, "seeds", Path(self.seeds))
         object.__setattr__(self, "out", Path(self.out))
         object.__setattr__(self, "followup_kinds", tuple(self.followup_kinds))  # a YAML list is fine too
-        check_config(self, "multiturn", ("num_conversations", "min_context_overlap", "context_chars"),
-                     ("repeat_threshold",))
-        check_fields(self, "multiturn.", [
-            ("min_turns", self.min_turns >= MIN_USER_TURNS, f"≥ {MIN_USER_TURNS} (a multi-turn conversation)"),
-            ("max_turns", self.max_turns >= self.min_turns, f"≥ min_turns ({self.min_turns})"),
-            ("followup_kinds", self.followup_kinds and not set(self.followup_kinds) - set(FOLLOWUP_KINDS),
-             f"a non-empty subset of {list(FOLLOWUP_KINDS)}"),
-        ])
+        check_config(
+            self, "multiturn", ("num_conversations", "min_context_overlap", "context_chars"), ("repeat_threshold",)
+        )
+        check_fields(
+            self,
+            "multiturn.",
+            [
+                ("min_turns", self.min_turns >= MIN_USER_TURNS, f"≥ {MIN_USER_TURNS} (a multi-turn conversation)"),
+                ("max_turns", self.max_turns >= self.min_turns, f"≥ min_turns ({self.min_turns})"),
+                (
+                    "followup_kinds",
+                    self.followup_kinds and not set(self.followup_kinds) - set(FOLLOWUP_KINDS),
+                    f"a non-empty subset of {list(FOLLOWUP_KINDS)}",
+                ),
+            ],
+        )
 
     @property
     def rounds_limit(self) -> int:
@@ -186,8 +203,11 @@ def _shorten(text: str, limit: int) -> str:
 
 def build_followup_prompt(messages: list[dict[str, str]], kind: str, cfg: MultiTurnConfig) -> str:
     """The prompt that has the LLM play the user: the conversation so far and the follow-up ``kind`` wanted."""
-    turns = [{"role": m["role"], "content": _shorten(m["content"], cfg.context_chars)}
-             for m in messages if m["role"] != "system"]
+    turns = [
+        {"role": m["role"], "content": _shorten(m["content"], cfg.context_chars)}
+        for m in messages
+        if m["role"] != "system"
+    ]
     return render(f"{cfg.lang}/multiturn_followup", turns=turns, kind=kind, chat=cfg.style == "chat")
 
 
@@ -210,7 +230,9 @@ def plan_conversation(cfg: MultiTurnConfig, index: int, opener: str) -> tuple[in
 _REFERENCES_EN = re.compile(
     r"^\W*(?:and|so)\b|\b(?:it|its|it's|that|this|these|those|them|they|one|ones|same|such|there|what if|"
     r"what about|how about|instead|again|another|else|also|too|then|now|still|more|but|actually|yes|nice|good|"
-    r"great|thanks|ok|okay|oops)\b", re.IGNORECASE)
+    r"great|thanks|ok|okay|oops)\b",
+    re.IGNORECASE,
+)
 _REFERENCES_ZH = re.compile(r"[它这那还再也呢更]|刚才|上面|前面|如果|但是|可是|不过|好的|谢谢")
 
 
@@ -249,8 +271,9 @@ def _common_checks(text: str, finish_reason: str, role: str, users: list[str], l
     return None
 
 
-def check_answer(text: str, finish_reason: str, messages: list[dict[str, str]], lang: str,
-                 repeat_threshold: float = 0.7) -> tuple[str, Any] | None:
+def check_answer(
+    text: str, finish_reason: str, messages: list[dict[str, str]], lang: str, repeat_threshold: float = 0.7
+) -> tuple[str, Any] | None:
     """The first rule an assistant turn breaks, as ``(reason, detail)``, or None when it passes.
 
     Reasons: ``empty_answer``, ``role_break`` (it writes a ``User:`` line or a chat-template token: the model
@@ -280,9 +303,15 @@ def check_answer(text: str, finish_reason: str, messages: list[dict[str, str]], 
     return None
 
 
-def check_followup(text: str, finish_reason: str, messages: list[dict[str, str]], lang: str,
-                   repeat_threshold: float = 0.7, min_context_overlap: int = 1,
-                   prompt: str = "") -> tuple[str, Any] | None:
+def check_followup(
+    text: str,
+    finish_reason: str,
+    messages: list[dict[str, str]],
+    lang: str,
+    repeat_threshold: float = 0.7,
+    min_context_overlap: int = 1,
+    prompt: str = "",
+) -> tuple[str, Any] | None:
     """The first rule a simulated user turn breaks, as ``(reason, detail)``, or None when it passes.
 
     Reasons: ``empty_followup``, ``role_break`` (it writes the assistant's part too, or speaks as an AI),
@@ -336,13 +365,23 @@ class _Run(Bootstrap):
     """State of one run: the opener pool (step 1 is the shared bootstrap), the conversations, the client."""
 
     def __init__(self, cfg: MultiTurnConfig, llm: LLMClient, seeds: list[dict[str, Any]]):
-        super().__init__(cfg, llm, seeds, stage=STAGE, step="opener", prompt=lambda o: build_opener_prompt(o, cfg),
-                         digest=lambda p: request_hash(*as_request(cfg.style, p)), sampling=cfg.opener_sampling,
-                         failure_lang=cfg.lang)
+        super().__init__(
+            cfg,
+            llm,
+            seeds,
+            stage=STAGE,
+            step="opener",
+            prompt=lambda o: build_opener_prompt(o, cfg),
+            digest=lambda p: request_hash(*as_request(cfg.style, p)),
+            sampling=cfg.opener_sampling,
+            failure_lang=cfg.lang,
+        )
         self.results: dict[int, dict[str, Any]] = {}
         self.system = cfg.system_message
-        self.refs = {"openers": template_ref(prompt_template(cfg, "multiturn_openers")),
-                     "followup": template_ref(f"{cfg.lang}/multiturn_followup")}
+        self.refs = {
+            "openers": template_ref(prompt_template(cfg, "multiturn_openers")),
+            "followup": template_ref(f"{cfg.lang}/multiturn_followup"),
+        }
 
     # -------------------------------------------------------------------------------------- step 2: dialogue
 
@@ -360,17 +399,22 @@ class _Run(Bootstrap):
                 self.results[opener["index"]] = result
                 bar.update()
 
-    async def _turn(self, log: Step, key: str, kind: str, payload: Any, params: SamplingParams,
-                    sample_index: int) -> dict[str, Any]:
+    async def _turn(
+        self, log: Step, key: str, kind: str, payload: Any, params: SamplingParams, sample_index: int
+    ) -> dict[str, Any]:
         """One LLM answer: replayed from the log, or asked for and logged at once (a failure too: it ends the turn)."""
-        return await log.answer_one(key, lambda: ask(self.llm, kind, payload, params, sample_index),
-                                    digest=request_hash(kind, payload), failed_as="error")
+        return await log.answer_one(
+            key,
+            lambda: ask(self.llm, kind, payload, params, sample_index),
+            digest=request_hash(kind, payload),
+            failed_as="error",
+        )
 
     async def _converse(self, opener: dict[str, Any], log: Step) -> dict[str, Any]:
         """Play one conversation to its planned length or its first failed turn."""
         cfg, index = self.cfg, opener["index"]
         planned, kinds = plan_conversation(cfg, index, opener["instruction"])
-        messages = ([{"role": "system", "content": self.system}] if self.system else [])
+        messages = [{"role": "system", "content": self.system}] if self.system else []
         messages.append({"role": "user", "content": opener["instruction"]})
         usage: Counter = Counter()
         models: list[str] = []
@@ -379,34 +423,69 @@ class _Run(Bootstrap):
         for turn in range(planned):
             if turn > 0:
                 prompt = build_followup_prompt(messages, kinds[turn - 1], cfg)
-                row = await self._turn(log, turn_key(index, turn, "user"), *as_request(cfg.style, prompt),
-                                       cfg.followup_sampling, index)
+                row = await self._turn(
+                    log, turn_key(index, turn, "user"), *as_request(cfg.style, prompt), cfg.followup_sampling, index
+                )
                 text = "" if "error" in row else clean_followup(row["text"])
-                broken = (f"llm_{row['error']}", row["detail"]) if "error" in row else check_followup(
-                    text, row["finish_reason"], messages, cfg.lang, cfg.repeat_threshold, cfg.min_context_overlap,
-                    prompt)
+                broken = (
+                    (f"llm_{row['error']}", row["detail"])
+                    if "error" in row
+                    else check_followup(
+                        text,
+                        row["finish_reason"],
+                        messages,
+                        cfg.lang,
+                        cfg.repeat_threshold,
+                        cfg.min_context_overlap,
+                        prompt,
+                    )
+                )
                 if broken:
-                    failure = {"turn": turn, "role": "user", "reason": broken[0], "detail": broken[1], "text": text,
-                               "kind": kinds[turn - 1], "context": list(messages)}
+                    failure = {
+                        "turn": turn,
+                        "role": "user",
+                        "reason": broken[0],
+                        "detail": broken[1],
+                        "text": text,
+                        "kind": kinds[turn - 1],
+                        "context": list(messages),
+                    }
                     break
                 usage.update(row["usage"])
                 messages.append({"role": "user", "content": text})
-            row = await self._turn(log, turn_key(index, turn, "assistant"), "chat", list(messages),
-                                   cfg.answer_sampling, index)
+            row = await self._turn(
+                log, turn_key(index, turn, "assistant"), "chat", list(messages), cfg.answer_sampling, index
+            )
             text = "" if "error" in row else row["text"].strip()
-            broken = (f"llm_{row['error']}", row["detail"]) if "error" in row else check_answer(
-                text, row["finish_reason"], messages, cfg.lang, cfg.repeat_threshold)
+            broken = (
+                (f"llm_{row['error']}", row["detail"])
+                if "error" in row
+                else check_answer(text, row["finish_reason"], messages, cfg.lang, cfg.repeat_threshold)
+            )
             if broken:
-                failure = {"turn": turn, "role": "assistant", "reason": broken[0], "detail": broken[1], "text": text,
-                           "context": list(messages)}
+                failure = {
+                    "turn": turn,
+                    "role": "assistant",
+                    "reason": broken[0],
+                    "detail": broken[1],
+                    "text": text,
+                    "context": list(messages),
+                }
                 messages.pop()  # cut back to the last good assistant turn
                 break
             usage.update(row["usage"])
             models.append(row["model"])
             finish_reasons.append(row["finish_reason"])
             messages.append({"role": "assistant", "content": text})
-        return {"messages": messages, "planned": planned, "kinds": kinds, "failure": failure, "usage": dict(usage),
-                "model": models[0] if models else None, "finish_reasons": finish_reasons}
+        return {
+            "messages": messages,
+            "planned": planned,
+            "kinds": kinds,
+            "failure": failure,
+            "usage": dict(usage),
+            "model": models[0] if models else None,
+            "finish_reasons": finish_reasons,
+        }
 
 
 async def generate(cfg: MultiTurnConfig) -> dict[str, Any]:
@@ -429,20 +508,37 @@ async def generate(cfg: MultiTurnConfig) -> dict[str, Any]:
 
     records, turn_rejects = _assemble(cfg, run)
     rejects = run.rejects + turn_rejects
-    write_jsonl(cfg.out / "openers.jsonl", [
-        {"instruction": m["instruction"], "round": m["round"], "most_similar_instructions": dict(m["similar"]),
-         "source": m["source"]} for m in run.machine])
-    stats = {"stage": STAGE, "lang": cfg.lang, "style": cfg.style, "seeds": len(seeds), "rounds": run.rounds,
-             "openers": len(run.machine), "conversations": len(records),
-             "target_reached": len(records) >= cfg.num_conversations,
-             "turns": _distribution(r.meta["turns"] for r in records),
-             "planned_turns": _distribution(r["planned"] for r in run.results.values()),
-             "followup_kinds": dict(Counter(k for r in records for k in r.meta["followups"])),
-             "cut_back": sum(1 for r in records if r.meta.get("cut")),
-             "opener_rejects": count_reasons(run.rejects),
-             "turn_failures": dict(Counter(r["failure"]["reason"] for r in run.results.values() if r["failure"])),
-             "conversation_rejects": count_reasons(r for r in turn_rejects if r.reject.get("step") == "conversation"),
-             "llm": ledger, "seconds": round(time.monotonic() - started, 3)}
+    write_jsonl(
+        cfg.out / "openers.jsonl",
+        [
+            {
+                "instruction": m["instruction"],
+                "round": m["round"],
+                "most_similar_instructions": dict(m["similar"]),
+                "source": m["source"],
+            }
+            for m in run.machine
+        ],
+    )
+    stats = {
+        "stage": STAGE,
+        "lang": cfg.lang,
+        "style": cfg.style,
+        "seeds": len(seeds),
+        "rounds": run.rounds,
+        "openers": len(run.machine),
+        "conversations": len(records),
+        "target_reached": len(records) >= cfg.num_conversations,
+        "turns": _distribution(r.meta["turns"] for r in records),
+        "planned_turns": _distribution(r["planned"] for r in run.results.values()),
+        "followup_kinds": dict(Counter(k for r in records for k in r.meta["followups"])),
+        "cut_back": sum(1 for r in records if r.meta.get("cut")),
+        "opener_rejects": count_reasons(run.rejects),
+        "turn_failures": dict(Counter(r["failure"]["reason"] for r in run.results.values() if r["failure"])),
+        "conversation_rejects": count_reasons(r for r in turn_rejects if r.reject.get("step") == "conversation"),
+        "llm": ledger,
+        "seconds": round(time.monotonic() - started, 3),
+    }
     return write_outputs(cfg.out, records, rejects, stats)
 
 
@@ -473,10 +569,18 @@ def _assemble(cfg: MultiTurnConfig, run: _Run) -> tuple[list[Example], list[Exam
         result = run.results[opener["index"]]
         messages, failure = result["messages"], result["failure"]
         turns = _user_turns(messages)
-        meta = {"method": STAGE, "turns": turns, "model": result["model"], "prompt": run.refs,
-                "source": opener["source"], "round": opener["round"], "similar": opener["similar"],
-                "followups": result["kinds"][: max(0, turns - 1)], "planned_turns": result["planned"],
-                "usage": result["usage"]}
+        meta = {
+            "method": STAGE,
+            "turns": turns,
+            "model": result["model"],
+            "prompt": run.refs,
+            "source": opener["source"],
+            "round": opener["round"],
+            "similar": opener["similar"],
+            "followups": result["kinds"][: max(0, turns - 1)],
+            "planned_turns": result["planned"],
+            "usage": result["usage"],
+        }
         if result["finish_reasons"]:  # of the last assistant turn (the filter's truncation rule reads it)
             meta["finish_reason"], meta["finish_reasons"] = result["finish_reasons"][-1], result["finish_reasons"]
         first_answer = next((m["content"] for m in messages if m["role"] == "assistant"), "")
@@ -491,22 +595,65 @@ def _assemble(cfg: MultiTurnConfig, run: _Run) -> tuple[list[Example], list[Exam
                 detail.update(failure["detail"])
             elif failure["detail"] is not None:
                 detail["match"] = failure["detail"]
-            rejects.append(make_reject(Example(instruction=opener["instruction"], output=first_answer,
-                                               messages=failed, lang=cfg.lang, meta=dict(meta)),
-                                       STAGE, failure["reason"], detail, step="turn" if keep else "conversation"))
+            rejects.append(
+                make_reject(
+                    Example(
+                        instruction=opener["instruction"],
+                        output=first_answer,
+                        messages=failed,
+                        lang=cfg.lang,
+                        meta=dict(meta),
+                    ),
+                    STAGE,
+                    failure["reason"],
+                    detail,
+                    step="turn" if keep else "conversation",
+                )
+            )
             meta["cut"] = failure["reason"]
         if not keep:
             if not failure:  # cannot happen with min_turns ≥ 2; kept as a guard for the alternation invariant
-                rejects.append(make_reject(Example(instruction=opener["instruction"], output=first_answer,
-                                                   messages=messages, lang=cfg.lang, meta=meta),
-                                           STAGE, "role_alternation", role_alternation_error(messages),
-                                           step="conversation"))
+                rejects.append(
+                    make_reject(
+                        Example(
+                            instruction=opener["instruction"],
+                            output=first_answer,
+                            messages=messages,
+                            lang=cfg.lang,
+                            meta=meta,
+                        ),
+                        STAGE,
+                        "role_alternation",
+                        role_alternation_error(messages),
+                        step="conversation",
+                    )
+                )
             continue
         if len(records) >= cfg.num_conversations:
-            rejects.append(make_reject(Example(instruction=opener["instruction"], output=first_answer,
-                                               messages=messages, lang=cfg.lang, meta=meta),
-                                       STAGE, "over_target", None, step="conversation"))
+            rejects.append(
+                make_reject(
+                    Example(
+                        instruction=opener["instruction"],
+                        output=first_answer,
+                        messages=messages,
+                        lang=cfg.lang,
+                        meta=meta,
+                    ),
+                    STAGE,
+                    "over_target",
+                    None,
+                    step="conversation",
+                )
+            )
             continue
-        records.append(Example(instruction=opener["instruction"], input="", output=first_answer, messages=messages,
-                               lang=cfg.lang, meta=meta))
+        records.append(
+            Example(
+                instruction=opener["instruction"],
+                input="",
+                output=first_answer,
+                messages=messages,
+                lang=cfg.lang,
+                meta=meta,
+            )
+        )
     return records, rejects

@@ -23,7 +23,9 @@ _NUMBERED = re.compile(
 )
 _BULLET = re.compile(r"^\s*[-*•]\s+")
 # Lines of chatter that end a list: sign-offs, not items.
-_SIGN_OFF = re.compile(r"^\s*(?:i hope|hope (?:this|these)|let me know|feel free|these tasks|希望|如果你需要|以上)", re.I)
+_SIGN_OFF = re.compile(
+    r"^\s*(?:i hope|hope (?:this|these)|let me know|feel free|these tasks|希望|如果你需要|以上)", re.I
+)
 
 
 def _clean(item: str) -> str:
@@ -45,7 +47,7 @@ def parse_numbered_list(text: str, continuation: bool = False) -> list[str]:
             break
         match = _NUMBERED.match(line)
         if match:
-            items.append([line[match.end():]])
+            items.append([line[match.end() :]])
         elif items:
             if line.strip():
                 items[-1].append(line)
@@ -84,25 +86,37 @@ def split_labelled(text: str, labels: dict[str, str]) -> list[tuple[str, str]]:
     names = sorted(labels, key=len, reverse=True)
     # No \s* after ^ (with re.M it rescans a run of blank lines from each line start in it) and no two stars
     # that can trade characters (\s*\d*\s*): both are quadratic, and 20,000 newlines took 25 s to parse.
-    pattern = re.compile(r"^[ \t]*(?:\*\*)?(" + "|".join(re.escape(n) for n in names) +
-                         r")(?:\*\*)?[ \t]*(?:\d+[ \t]*)?[:：](?:\*\*)?[ \t]*", re.I | re.M)
+    pattern = re.compile(
+        r"^[ \t]*(?:\*\*)?("
+        + "|".join(re.escape(n) for n in names)
+        + r")(?:\*\*)?[ \t]*(?:\d+[ \t]*)?[:：](?:\*\*)?[ \t]*",
+        re.I | re.M,
+    )
     pairs: list[tuple[str, str]] = []
     matches = list(pattern.finditer(text))
     for i, match in enumerate(matches):
         end = matches[i + 1].start() if i + 1 < len(matches) else len(text)
         field = labels[next(n for n in names if n.lower() == match.group(1).lower())]
-        pairs.append((field, text[match.end():end].strip()))
+        pairs.append((field, text[match.end() : end].strip()))
     return pairs
 
 
 _INSTANCE_LABELS = {
     "en": {"input": "input", "output": "output", "class label": "label", "label": "label"},
-    "zh": {"输入": "input", "输出": "output", "类别标签": "label", "类别": "label", "标签": "label",
-           "input": "input", "output": "output"},
+    "zh": {
+        "输入": "input",
+        "输出": "output",
+        "类别标签": "label",
+        "类别": "label",
+        "标签": "label",
+        "input": "input",
+        "output": "output",
+    },
 }
 _NO_INPUT = re.compile(r"^\s*(?:<\s*no\s*input\s*>|<\s*无\s*>|none|n/?a|无)\s*\.?\s*$", re.I)
-_EXAMPLE_HEAD = re.compile(r"^[ \t]*(?:\*\*)?(?:example|示例|例子)[ \t]*\d+[ \t]*(?:[:：][ \t]*)?(?:\*\*[ \t]*)?$",
-                           re.I | re.M)
+_EXAMPLE_HEAD = re.compile(
+    r"^[ \t]*(?:\*\*)?(?:example|示例|例子)[ \t]*\d+[ \t]*(?:[:：][ \t]*)?(?:\*\*[ \t]*)?$", re.I | re.M
+)
 
 
 def _input_value(text: str) -> str:

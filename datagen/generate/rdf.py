@@ -74,8 +74,10 @@ def check_jsonld_context(data: Any, path: Path) -> None:
     if isinstance(data, dict):
         for key, value in data.items():
             if key == "@context" and _remote(value):
-                raise RecordError(f"{path}: JSON-LD @context {json.dumps(value)[:120]} is remote; datagen never "
-                                  "fetches from the network at run time: put the context inline")
+                raise RecordError(
+                    f"{path}: JSON-LD @context {json.dumps(value)[:120]} is remote; datagen never "
+                    "fetches from the network at run time: put the context inline"
+                )
             check_jsonld_context(value, path)
     elif isinstance(data, list):
         for item in data:

@@ -29,11 +29,11 @@ STAGE = "respond"
 
 @dataclass(frozen=True)
 class RespondConfig:
-    inputs: Path                              # records in any supported format
-    out: Path                                 # output folder
+    inputs: Path  # records in any supported format
+    out: Path  # output folder
     llm: LLMConfig = field(default_factory=LLMConfig)
     sampling: SamplingParams = field(default_factory=SamplingParams)
-    system: str | None = None                 # system message prepended to every conversation
+    system: str | None = None  # system message prepended to every conversation
 
 
 def build_messages(example: Example, system: str | None) -> list[dict[str, str]]:
@@ -46,13 +46,23 @@ def build_messages(example: Example, system: str | None) -> list[dict[str, str]]
 
 def _answered(example: Example, messages: list[dict[str, str]], completion: Completion) -> Example:
     """The record with its answer: appended to its ``messages`` if it has them, else as its ``output``."""
-    meta = {**example.meta, "model": completion.model, "usage": completion.usage,
-            "source": example.meta.get("source", example.id), "finish_reason": completion.finish_reason}
+    meta = {
+        **example.meta,
+        "model": completion.model,
+        "usage": completion.usage,
+        "source": example.meta.get("source", example.id),
+        "finish_reason": completion.finish_reason,
+    }
     text = completion.text
-    return Example(instruction=example.instruction, input=example.input,
-                   output=(example.output or text) if example.messages else text,
-                   messages=[*messages, {"role": "assistant", "content": text}] if example.messages else None,
-                   lang=example.lang, meta=meta, is_classification=example.is_classification)
+    return Example(
+        instruction=example.instruction,
+        input=example.input,
+        output=(example.output or text) if example.messages else text,
+        messages=[*messages, {"role": "assistant", "content": text}] if example.messages else None,
+        lang=example.lang,
+        meta=meta,
+        is_classification=example.is_classification,
+    )
 
 
 async def respond(cfg: RespondConfig) -> dict[str, Any]:
@@ -65,18 +75,29 @@ async def respond(cfg: RespondConfig) -> dict[str, Any]:
 
     with Step(cfg.out, "responses") as log:
         async with LLMClient(cfg.llm) as llm:
+
             async def answer(item: tuple[str, Example]):
                 messages = build_messages(item[1], cfg.system)
                 return messages, await llm.chat(messages, cfg.sampling)
 
-            resumed = await log.answer(keyed, key=lambda item: item[0], ask=answer,
-                                       row=lambda item, result: _record_row(*item, result),
-                                       limit=cfg.llm.gather_limit, desc="respond")
+            resumed = await log.answer(
+                keyed,
+                key=lambda item: item[0],
+                ask=answer,
+                row=lambda item, result: _record_row(*item, result),
+                limit=cfg.llm.gather_limit,
+                desc="respond",
+            )
             ledger = llm.ledger.as_dict()
 
     kept, rejects = log.split_records(key for key, _ in keyed)
-    stats = {"stage": STAGE, "inputs": len(examples), "resumed_from": resumed, "llm": ledger,
-             "seconds": round(time.monotonic() - started, 3)}
+    stats = {
+        "stage": STAGE,
+        "inputs": len(examples),
+        "resumed_from": resumed,
+        "llm": ledger,
+        "seconds": round(time.monotonic() - started, 3),
+    }
     return write_outputs(cfg.out, kept, rejects, stats, kept_name="responses.jsonl")
 
 

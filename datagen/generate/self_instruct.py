@@ -53,34 +53,38 @@ from datagen.text import normalize_text
 
 STAGE = "self-instruct"
 
+
 @dataclass(frozen=True)
 class SelfInstructConfig:
     """Every knob of the method, defaulted to the paper's values (Wang et al. 2022, §2 and App. A)."""
 
-    seeds: Path                                   # self-instruct seed format JSONL
-    out: Path                                     # output folder
-    num_instructions: int = 100                   # machine instructions to produce
-    lang: str = "en"                              # en | zh: prompts, filters and tokenization
-    style: str = "completion"                     # completion (numbered list continued, /v1/completions) | chat
-    batch_size: int = 5                           # bootstrap requests in flight per round
-    num_prompt_instructions: int = 8              # in-context tasks per request
-    num_machine_in_prompt: int = 2                # of which machine-generated, once there are any
-    rouge_threshold: float = 0.7                  # reject a candidate with ROUGE-L F ≥ this against the pool
-    max_instances: int = 5                        # instances kept per task
-    max_rounds: int | None = None                 # bootstrap rounds before giving up; None = 4× the minimum
-    classifier_eval_seeds: int = 40               # seeds classified to measure the classifier's agreement
-    classify_k: int = 7                           # neighbours in the classification decision's kNN vote
+    seeds: Path  # self-instruct seed format JSONL
+    out: Path  # output folder
+    num_instructions: int = 100  # machine instructions to produce
+    lang: str = "en"  # en | zh: prompts, filters and tokenization
+    style: str = "completion"  # completion (numbered list continued, /v1/completions) | chat
+    batch_size: int = 5  # bootstrap requests in flight per round
+    num_prompt_instructions: int = 8  # in-context tasks per request
+    num_machine_in_prompt: int = 2  # of which machine-generated, once there are any
+    rouge_threshold: float = 0.7  # reject a candidate with ROUGE-L F ≥ this against the pool
+    max_instances: int = 5  # instances kept per task
+    max_rounds: int | None = None  # bootstrap rounds before giving up; None = 4× the minimum
+    classifier_eval_seeds: int = 40  # seeds classified to measure the classifier's agreement
+    classify_k: int = 7  # neighbours in the classification decision's kNN vote
     # Labelled seed files the kNN vote compares with; None = the shipped en + zh seeds plus ``seeds``.
     classify_neighbours: tuple[Path, ...] | None = None
-    seed: int = 0                                 # RNG seed for in-context sampling
+    seed: int = 0  # RNG seed for in-context sampling
     # The paper's bootstrap call: temperature 0.7, top_p 0.5, presence_penalty 2 (without it small models
     # repeat one item down the list), stop at a blank line or item 16. 256 tokens hold the 7 items it asks for.
-    generate_sampling: SamplingParams = SamplingParams(temperature=0.7, top_p=0.5, max_tokens=256, presence_penalty=2.0,
-                                                       stop=("\n\n", "\n16", "16.", "16 ."))
-    classify_sampling: SamplingParams = SamplingParams(temperature=0.0, top_p=1.0, max_tokens=3,
-                                                       stop=("\n", "Task", "任务"))
-    instance_sampling: SamplingParams = SamplingParams(temperature=0.0, top_p=1.0, max_tokens=350,
-                                                       stop=("Example 6", "Task:", "任务：", "示例 6"))
+    generate_sampling: SamplingParams = SamplingParams(
+        temperature=0.7, top_p=0.5, max_tokens=256, presence_penalty=2.0, stop=("\n\n", "\n16", "16.", "16 .")
+    )
+    classify_sampling: SamplingParams = SamplingParams(
+        temperature=0.0, top_p=1.0, max_tokens=3, stop=("\n", "Task", "任务")
+    )
+    instance_sampling: SamplingParams = SamplingParams(
+        temperature=0.0, top_p=1.0, max_tokens=350, stop=("Example 6", "Task:", "任务：", "示例 6")
+    )
     llm: LLMConfig = field(default_factory=LLMConfig)
 
     def __post_init__(self) -> None:
@@ -105,8 +109,11 @@ def in_context_outputs(prompt: str) -> list[str]:
     >>> in_context_outputs("Task: t\nClass label: Support\nInput: x\nExample 1\nOutput: 42\nTask: new")
     ['Support', '42']
     """
-    return [m.strip() for m in re.findall(r"^(?:Class label|Output|类别标签|输出)[:：][ \t]*(.+)$", prompt, re.M)
-            if m.strip()]
+    return [
+        m.strip()
+        for m in re.findall(r"^(?:Class label|Output|类别标签|输出)[:：][ \t]*(.+)$", prompt, re.M)
+        if m.strip()
+    ]
 
 
 def _copied(output: str, in_context: list[str], task_text: str) -> bool:
@@ -115,8 +122,13 @@ def _copied(output: str, in_context: list[str], task_text: str) -> bool:
     return bool(norm) and any(norm == normalize_text(o) for o in in_context) and norm not in normalize_text(task_text)
 
 
-def filter_instances(pairs: list[tuple[str, str]], truncated: bool, max_instances: int,
-                     in_context: list[str] | None = None, task: str = "") -> tuple[list[tuple[str, str]], list[tuple[tuple[str, str], str]], bool]:
+def filter_instances(
+    pairs: list[tuple[str, str]],
+    truncated: bool,
+    max_instances: int,
+    in_context: list[str] | None = None,
+    task: str = "",
+) -> tuple[list[tuple[str, str]], list[tuple[tuple[str, str], str]], bool]:
     """Apply the instance filters; returns ``(kept, [(pair, reason)], conflicting)``.
 
     ``conflicting`` is True when one input got different outputs: the task itself is unreliable, so the
@@ -164,15 +176,28 @@ class _Run(Bootstrap):
     """State of one run: the pool, the client, the rejects. Methods are the paper's steps."""
 
     def __init__(self, cfg: SelfInstructConfig, llm: LLMClient, seeds: list[dict]):
-        super().__init__(cfg, llm, seeds, stage=STAGE, step="bootstrap", digest=_key, sampling=cfg.generate_sampling,
-                         prompt=lambda tasks: build_bootstrap_prompt(tasks, cfg), failure_lang=None)
+        super().__init__(
+            cfg,
+            llm,
+            seeds,
+            stage=STAGE,
+            step="bootstrap",
+            digest=_key,
+            sampling=cfg.generate_sampling,
+            prompt=lambda tasks: build_bootstrap_prompt(tasks, cfg),
+            failure_lang=None,
+        )
 
     async def answer_all(self, log: Step, jobs: list[tuple[str, str, SamplingParams]], desc: str) -> None:
         """Ask every ``(key, prompt, params)`` job not yet in ``log``, appending answers as they arrive."""
-        await log.answer(jobs, key=lambda job: job[0],
-                         ask=lambda job: ask(self.llm, *as_request(self.cfg.style, job[1]), job[2]),
-                         row=lambda job, result: answer_row(job[0], result, "error", prompt=_key(job[1])),
-                         limit=self.cfg.llm.gather_limit, desc=desc)
+        await log.answer(
+            jobs,
+            key=lambda job: job[0],
+            ask=lambda job: ask(self.llm, *as_request(self.cfg.style, job[1]), job[2]),
+            row=lambda job, result: answer_row(job[0], result, "error", prompt=_key(job[1])),
+            limit=self.cfg.llm.gather_limit,
+            desc=desc,
+        )
         self.failed |= any(not log.lasts(log.done[job[0]]) for job in jobs)
 
 
@@ -222,43 +247,88 @@ async def generate(cfg: SelfInstructConfig) -> dict[str, Any]:
                 await run.grow(boot_log, goal, "self-instruct: bootstrap")
                 # Step 2: classify new tasks (and, to measure agreement, a sample of labelled seeds).
                 to_classify = [m["instruction"] for m in run.machine] + [t["instruction"] for t in eval_seeds]
-                await run.answer_all(clf_log, [(_key("clf", t), classify_prompt(t, cfg.lang), cfg.classify_sampling)
-                                               for t in dict.fromkeys(to_classify)], "self-instruct: classify")
+                await run.answer_all(
+                    clf_log,
+                    [
+                        (_key("clf", t), classify_prompt(t, cfg.lang), cfg.classify_sampling)
+                        for t in dict.fromkeys(to_classify)
+                    ],
+                    "self-instruct: classify",
+                )
                 model_votes = {t: _decision(clf_log.done[_key("clf", t)]) for t in to_classify}
-                decisions.update(_decide(cfg, seeds, [t for t in dict.fromkeys(to_classify) if t not in decisions],
-                                         model_votes, index_holder))
+                decisions.update(
+                    _decide(
+                        cfg,
+                        seeds,
+                        [t for t in dict.fromkeys(to_classify) if t not in decisions],
+                        model_votes,
+                        index_holder,
+                    )
+                )
                 for task in run.machine:
                     decision = decisions[task["instruction"]]
                     task["is_classification"] = decision.is_classification
                     task["classify"] = decision.evidence()
                 # Step 3: instances, output-first for classification tasks, input-first for the rest.
-                await run.answer_all(inst_log, [(_instance_key(m), instance_prompt(m["instruction"], m["is_classification"],
-                                                                                   cfg.lang), cfg.instance_sampling)
-                                                for m in run.machine], "self-instruct: instances")
+                await run.answer_all(
+                    inst_log,
+                    [
+                        (
+                            _instance_key(m),
+                            instance_prompt(m["instruction"], m["is_classification"], cfg.lang),
+                            cfg.instance_sampling,
+                        )
+                        for m in run.machine
+                    ],
+                    "self-instruct: instances",
+                )
                 valid = sum(1 for m in run.machine if _instances(cfg, m, inst_log.done[_instance_key(m)])[0])
                 # No top-up for a shortfall of failed requests: a resumed run asks them again instead.
-                if valid >= cfg.num_instructions or run.rounds >= cfg.rounds_limit or len(run.machine) < goal \
-                        or run.failed:
+                if (
+                    valid >= cfg.num_instructions
+                    or run.rounds >= cfg.rounds_limit
+                    or len(run.machine) < goal
+                    or run.failed
+                ):
                     break
                 goal = len(run.machine) + cfg.num_instructions - valid
         ledger = llm.ledger.as_dict()
 
     records, tasks_out = _assemble(cfg, run, inst_log)
-    write_jsonl(out / "machine_instructions.jsonl", [
-        {"instruction": m["instruction"], "round": m["round"], "most_similar_instructions": dict(m["similar"]),
-         "avg_similarity_score": round(sum(s for _, s in m["similar"]) / max(1, len(m["similar"])), 4),
-         "source": m["source"]} for m in run.machine])
-    write_jsonl(out / "is_clf.jsonl", [{"instruction": m["instruction"], "is_classification": m["is_classification"]}
-                                       for m in run.machine])
+    write_jsonl(
+        out / "machine_instructions.jsonl",
+        [
+            {
+                "instruction": m["instruction"],
+                "round": m["round"],
+                "most_similar_instructions": dict(m["similar"]),
+                "avg_similarity_score": round(sum(s for _, s in m["similar"]) / max(1, len(m["similar"])), 4),
+                "source": m["source"],
+            }
+            for m in run.machine
+        ],
+    )
+    write_jsonl(
+        out / "is_clf.jsonl",
+        [{"instruction": m["instruction"], "is_classification": m["is_classification"]} for m in run.machine],
+    )
     write_jsonl(out / "instances.jsonl", tasks_out)
-    stats = {"stage": STAGE, "lang": cfg.lang, "style": cfg.style, "seeds": len(seeds), "rounds": run.rounds,
-             "machine_instructions": len(run.machine), "tasks_with_instances": len(tasks_out),
-             "target_reached": len(tasks_out) >= cfg.num_instructions,
-             "routes": dict(Counter(t["is_classification"] and "output_first" or "input_first" for t in tasks_out)),
-             "classifier_agreement": _agreement(eval_seeds, {t: d.is_classification for t, d in decisions.items()}),
-             "model_agreement": _agreement(eval_seeds, {t: d.model for t, d in decisions.items()}),
-             "instruction_rejects": count_reasons(r for r in run.rejects if r.reject.get("step") == "bootstrap"),
-             "llm": ledger, "seconds": round(time.monotonic() - started, 3)}
+    stats = {
+        "stage": STAGE,
+        "lang": cfg.lang,
+        "style": cfg.style,
+        "seeds": len(seeds),
+        "rounds": run.rounds,
+        "machine_instructions": len(run.machine),
+        "tasks_with_instances": len(tasks_out),
+        "target_reached": len(tasks_out) >= cfg.num_instructions,
+        "routes": dict(Counter(t["is_classification"] and "output_first" or "input_first" for t in tasks_out)),
+        "classifier_agreement": _agreement(eval_seeds, {t: d.is_classification for t, d in decisions.items()}),
+        "model_agreement": _agreement(eval_seeds, {t: d.model for t, d in decisions.items()}),
+        "instruction_rejects": count_reasons(r for r in run.rejects if r.reject.get("step") == "bootstrap"),
+        "llm": ledger,
+        "seconds": round(time.monotonic() - started, 3),
+    }
     return write_outputs(out, records, run.rejects, stats)
 
 
@@ -276,8 +346,13 @@ def _instances(cfg: SelfInstructConfig, task: dict[str, Any], row: dict[str, Any
         return [], [], False
     parse = parse_instances_output_first if task["is_classification"] else parse_instances_input_first
     text = (label_prefill(task["instruction"], cfg.lang) if task["is_classification"] else "") + row["text"]
-    kept, dropped, conflicting = filter_instances(parse(text, cfg.lang), row["finish_reason"] == "length",
-                                                  cfg.max_instances, _in_context(cfg, task), task["instruction"])
+    kept, dropped, conflicting = filter_instances(
+        parse(text, cfg.lang),
+        row["finish_reason"] == "length",
+        cfg.max_instances,
+        _in_context(cfg, task),
+        task["instruction"],
+    )
     return ([] if conflicting else kept), dropped, conflicting
 
 
@@ -285,8 +360,13 @@ def _decision(row: dict[str, Any]) -> bool | None:
     return None if "error" in row else parse_yes_no(row["text"])
 
 
-def _decide(cfg: SelfInstructConfig, seeds: list[dict], texts: list[str], model_votes: dict[str, bool | None],
-            index_holder: list[classify.NeighbourIndex]) -> dict[str, classify.Decision]:
+def _decide(
+    cfg: SelfInstructConfig,
+    seeds: list[dict],
+    texts: list[str],
+    model_votes: dict[str, bool | None],
+    index_holder: list[classify.NeighbourIndex],
+) -> dict[str, classify.Decision]:
     """The classification decision for ``texts`` (the neighbour index is built on first use).
 
     A seed is never its own neighbour (``NeighbourIndex`` skips equal texts), so the agreement measured on
@@ -296,8 +376,9 @@ def _decide(cfg: SelfInstructConfig, seeds: list[dict], texts: list[str], model_
         return {}
     if not index_holder:
         paths = cfg.classify_neighbours if cfg.classify_neighbours is not None else classify.DEFAULT_NEIGHBOURS
-        labelled = classify.labelled_tasks(paths) + [(t["instruction"], t["is_classification"]) for t in seeds
-                                                     if isinstance(t.get("is_classification"), bool)]
+        labelled = classify.labelled_tasks(paths) + [
+            (t["instruction"], t["is_classification"]) for t in seeds if isinstance(t.get("is_classification"), bool)
+        ]
         index_holder.append(classify.NeighbourIndex(labelled, k=cfg.classify_k))
     found = classify.decide(texts, index_holder[0], [model_votes.get(t) for t in texts], cfg.lang)
     return dict(zip(texts, found))
@@ -307,8 +388,9 @@ def _agreement(eval_seeds: list[dict], decisions: dict[str, bool | None]) -> dic
     """How often a decision agrees with the seeds' own ``is_classification`` labels (``rate`` = accuracy)."""
     if not eval_seeds:
         return None
-    found = classify.agreement([bool(t["is_classification"]) for t in eval_seeds],
-                               [decisions.get(t["instruction"]) for t in eval_seeds])
+    found = classify.agreement(
+        [bool(t["is_classification"]) for t in eval_seeds], [decisions.get(t["instruction"]) for t in eval_seeds]
+    )
     return {**found, "rate": found["accuracy"], "unparsed": found["unanswered"]}
 
 
@@ -320,13 +402,28 @@ def _assemble(cfg: SelfInstructConfig, run: _Run, inst_log: Step) -> tuple[list[
     for index, task in enumerate(run.machine):
         instruction, is_clf = task["instruction"], task["is_classification"]
         row = inst_log.done[_instance_key(task)]
-        meta = {"method": STAGE, "round": task["round"], "model": task["model"], "prompt": prompt,
-                "source": task["source"], "similar": task["similar"], "usage": task["usage"],
-                "route": "output_first" if is_clf else "input_first", "classify": task["classify"],
-                "in_context": _in_context(cfg, task)}
+        meta = {
+            "method": STAGE,
+            "round": task["round"],
+            "model": task["model"],
+            "prompt": prompt,
+            "source": task["source"],
+            "similar": task["similar"],
+            "usage": task["usage"],
+            "route": "output_first" if is_clf else "input_first",
+            "classify": task["classify"],
+            "in_context": _in_context(cfg, task),
+        }
         if "error" in row:
-            run.rejects.append(make_reject(Example(instruction=instruction, output="", meta=meta), STAGE,
-                                           f"llm_{row['error']}", row["detail"], step="instances"))
+            run.rejects.append(
+                make_reject(
+                    Example(instruction=instruction, output="", meta=meta),
+                    STAGE,
+                    f"llm_{row['error']}",
+                    row["detail"],
+                    step="instances",
+                )
+            )
             continue
         # Of the instance kept: when the reply hit max_tokens its last instance is dropped as truncated,
         # and every kept one ended before the cut. The reply's own reason stays in response_finish_reason.
@@ -334,15 +431,38 @@ def _assemble(cfg: SelfInstructConfig, run: _Run, inst_log: Step) -> tuple[list[
         meta["response_finish_reason"] = row["finish_reason"]
         kept, dropped, conflicting = _instances(cfg, task, row)
         for (inp, out), reason in dropped:
-            run.rejects.append(make_reject(Example(instruction=instruction, input=inp, output=out, meta=meta),
-                                           STAGE, reason, None, step="instances"))
+            run.rejects.append(
+                make_reject(
+                    Example(instruction=instruction, input=inp, output=out, meta=meta),
+                    STAGE,
+                    reason,
+                    None,
+                    step="instances",
+                )
+            )
         if not kept or len(tasks_out) >= cfg.num_instructions:
             reason = "conflicting_outputs" if conflicting else "no_valid_instances" if not kept else "over_target"
-            run.rejects.append(make_reject(Example(instruction=instruction, output="", meta=meta), STAGE, reason,
-                                           {"raw": row["text"][:500]}, step="task"))
+            run.rejects.append(
+                make_reject(
+                    Example(instruction=instruction, output="", meta=meta),
+                    STAGE,
+                    reason,
+                    {"raw": row["text"][:500]},
+                    step="task",
+                )
+            )
             continue
-        tasks_out.append({"id": f"machine_task_{index}", "name": f"machine_task_{index}", "instruction": instruction,
-                          "instances": [{"input": i, "output": o} for i, o in kept], "is_classification": is_clf})
-        records += [Example(instruction=instruction, input=i, output=o, is_classification=is_clf, lang=cfg.lang,
-                            meta=meta) for i, o in kept]
+        tasks_out.append(
+            {
+                "id": f"machine_task_{index}",
+                "name": f"machine_task_{index}",
+                "instruction": instruction,
+                "instances": [{"input": i, "output": o} for i, o in kept],
+                "is_classification": is_clf,
+            }
+        )
+        records += [
+            Example(instruction=instruction, input=i, output=o, is_classification=is_clf, lang=cfg.lang, meta=meta)
+            for i, o in kept
+        ]
     return records, tasks_out

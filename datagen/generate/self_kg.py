@@ -55,7 +55,7 @@ MODES = ("template", "llm")
 #: Sampling for llm mode when no flag says otherwise: one short question and answer, little randomness.
 DEFAULT_SAMPLING = SamplingParams(temperature=0.3, max_tokens=160)
 
-_UNIT = re.compile(rf"[{CJK}]|[^\W_{CJK}]+")        # a matching unit: one CJK character, or a word
+_UNIT = re.compile(rf"[{CJK}]|[^\W_{CJK}]+")  # a matching unit: one CJK character, or a word
 _CLAUSE_PATTERN = r"(?<!\d)[.](?!\d)|[;!?。；！？\n]"
 _CLAUSE = re.compile(_CLAUSE_PATTERN)
 
@@ -64,18 +64,18 @@ _CLAUSE = re.compile(_CLAUSE_PATTERN)
 class SelfKGConfig:
     """Self-KG settings; defaults work on a laptop. ``llm``/``sampling`` are used in llm mode only."""
 
-    graph: Path                                    # triples (.tsv/.csv/.jsonl) or a graph (.graphml/.gml/.json node-link)
-    out: Path                                      # output folder: records.jsonl, rejects.jsonl, stats.json
-    num: int = 100                                 # samples to draw; fewer when the graph has no new ones left
-    mode: str = "template"                         # "template" (no LLM) or "llm"
-    labels: Path | None = None                     # display labels: id<TAB>label rows, or a header id/label_en/label_zh
-    lang: str = "en"                               # language of the questions and answers: en | zh
-    seed: int = 0                                  # sampling seed; also picks the phrasing in template mode
-    patterns: tuple[str, ...] = PATTERNS           # sample patterns, mixed in turn
-    max_facts: int = 8                             # at most this many facts per sample
-    skip_bad_rows: bool = False                    # skip and count bad input rows instead of stopping at the first
-    keep_self_loops: bool = False                  # keep head == tail facts (dropped and counted by default)
-    dangling: str = "drop"                         # edges to undeclared nodes: drop | add | error
+    graph: Path  # triples (.tsv/.csv/.jsonl) or a graph (.graphml/.gml/.json node-link)
+    out: Path  # output folder: records.jsonl, rejects.jsonl, stats.json
+    num: int = 100  # samples to draw; fewer when the graph has no new ones left
+    mode: str = "template"  # "template" (no LLM) or "llm"
+    labels: Path | None = None  # display labels: id<TAB>label rows, or a header id/label_en/label_zh
+    lang: str = "en"  # language of the questions and answers: en | zh
+    seed: int = 0  # sampling seed; also picks the phrasing in template mode
+    patterns: tuple[str, ...] = PATTERNS  # sample patterns, mixed in turn
+    max_facts: int = 8  # at most this many facts per sample
+    skip_bad_rows: bool = False  # skip and count bad input rows instead of stopping at the first
+    keep_self_loops: bool = False  # keep head == tail facts (dropped and counted by default)
+    dangling: str = "drop"  # edges to undeclared nodes: drop | add | error
     llm: LLMConfig = field(default_factory=LLMConfig)
     sampling: SamplingParams = DEFAULT_SAMPLING
 
@@ -86,15 +86,22 @@ class SelfKGConfig:
             object.__setattr__(self, "labels", Path(self.labels))
         if isinstance(self.patterns, str):
             object.__setattr__(self, "patterns", tuple(p.strip() for p in self.patterns.split(",") if p.strip()))
-        check_fields(self, "self_kg.", [
-            ("num", isinstance(self.num, int) and self.num >= 1, "an integer ≥ 1"),
-            ("mode", self.mode in MODES, f"one of {', '.join(MODES)}"),
-            ("lang", self.lang in LANGS, f"one of {', '.join(LANGS)}"),
-            ("patterns", self.patterns and not set(self.patterns) - set(PATTERNS),
-             f"a non-empty subset of {', '.join(PATTERNS)}"),
-            ("max_facts", isinstance(self.max_facts, int) and self.max_facts >= 1, "an integer ≥ 1"),
-            ("dangling", self.dangling in DANGLING, f"one of {', '.join(DANGLING)}"),
-        ])
+        check_fields(
+            self,
+            "self_kg.",
+            [
+                ("num", isinstance(self.num, int) and self.num >= 1, "an integer ≥ 1"),
+                ("mode", self.mode in MODES, f"one of {', '.join(MODES)}"),
+                ("lang", self.lang in LANGS, f"one of {', '.join(LANGS)}"),
+                (
+                    "patterns",
+                    self.patterns and not set(self.patterns) - set(PATTERNS),
+                    f"a non-empty subset of {', '.join(PATTERNS)}",
+                ),
+                ("max_facts", isinstance(self.max_facts, int) and self.max_facts >= 1, "an integer ≥ 1"),
+                ("dangling", self.dangling in DANGLING, f"one of {', '.join(DANGLING)}"),
+            ],
+        )
         if not self.graph.is_file():
             raise ConfigError(f"self_kg.graph: no such file {self.graph}")
         if self.labels is not None and not self.labels.is_file():
@@ -102,10 +109,16 @@ class SelfKGConfig:
 
     def public_dict(self) -> dict[str, Any]:
         """The resolved config for stats and manifests (no secrets live here)."""
-        out = {name: getattr(self, name) for name in ("num", "mode", "lang", "seed", "max_facts", "skip_bad_rows",
-                                                      "keep_self_loops", "dangling")}
-        out.update(graph=str(self.graph), out=str(self.out), labels=str(self.labels) if self.labels else None,
-                   patterns=list(self.patterns))
+        out = {
+            name: getattr(self, name)
+            for name in ("num", "mode", "lang", "seed", "max_facts", "skip_bad_rows", "keep_self_loops", "dangling")
+        }
+        out.update(
+            graph=str(self.graph),
+            out=str(self.out),
+            labels=str(self.labels) if self.labels else None,
+            patterns=list(self.patterns),
+        )
         if self.mode == "llm":
             out.update(llm=self.llm.public_dict(), sampling=self.sampling.to_request())
         return out
@@ -123,22 +136,45 @@ def template_context(sample: Sample, G: nx.MultiDiGraph, lang: str) -> dict[str,
     E, R = _labeller(G, lang)
     s = sample.slots
     if sample.pattern == "fact":
-        return {"head": E(s["head"]), "relation": R(s["relation"]), "tails": [E(t) for t in s["tails"]],
-                "complete": s["complete"]}
+        return {
+            "head": E(s["head"]),
+            "relation": R(s["relation"]),
+            "tails": [E(t) for t in s["tails"]],
+            "complete": s["complete"],
+        }
     if sample.pattern == "neighbourhood":
-        return {"entity": E(s["entity"]), "complete": s["complete"],
-                "groups": [{"relation": R(g["relation"]), "tails": [E(t) for t in g["tails"]],
-                            "complete": g["complete"]} for g in s["groups"]]}
+        return {
+            "entity": E(s["entity"]),
+            "complete": s["complete"],
+            "groups": [
+                {"relation": R(g["relation"]), "tails": [E(t) for t in g["tails"]], "complete": g["complete"]}
+                for g in s["groups"]
+            ],
+        }
     if sample.pattern == "path":
-        return {"head": E(s["head"]), "relation1": R(s["relation1"]), "middle": E(s["middle"]),
-                "relation2": R(s["relation2"]), "tail": E(s["tail"]), "single1": s["single1"],
-                "single2": s["single2"], "composable": s["composable"]}
+        return {
+            "head": E(s["head"]),
+            "relation1": R(s["relation1"]),
+            "middle": E(s["middle"]),
+            "relation2": R(s["relation2"]),
+            "tail": E(s["tail"]),
+            "single1": s["single1"],
+            "single2": s["single2"],
+            "composable": s["composable"],
+        }
     first, second = s["first_tails"], s["second_tails"]
-    return {"relation": R(s["relation"]), "first": E(s["first"]), "second": E(s["second"]),
-            "first_tails": [E(t) for t in first], "second_tails": [E(t) for t in second],
-            "first_complete": s["first_complete"], "second_complete": s["second_complete"],
-            "shared": [E(t) for t in first if t in second], "only_first": [E(t) for t in first if t not in second],
-            "only_second": [E(t) for t in second if t not in first]}
+    return {
+        "relation": R(s["relation"]),
+        "first": E(s["first"]),
+        "second": E(s["second"]),
+        "first_tails": [E(t) for t in first],
+        "second_tails": [E(t) for t in second],
+        "first_complete": s["first_complete"],
+        "second_complete": s["second_complete"],
+        "shared": [E(t) for t in first if t in second],
+        "only_first": [E(t) for t in first if t not in second],
+        "only_second": [E(t) for t in second if t not in first],
+    }
 
 
 def _source(sample: Sample, G: nx.MultiDiGraph, cfg: SelfKGConfig) -> dict[str, Any]:
@@ -176,14 +212,19 @@ def verbalise_template(sample: Sample, G: nx.MultiDiGraph, lang: str, seed: int)
     return question, answer, variant
 
 
-def _from_templates(cfg: SelfKGConfig, G: nx.MultiDiGraph, samples: list[Sample],
-                    grounding: Grounding) -> tuple[list[Example], list[Example]]:
+def _from_templates(
+    cfg: SelfKGConfig, G: nx.MultiDiGraph, samples: list[Sample], grounding: Grounding
+) -> tuple[list[Example], list[Example]]:
     ref = template_ref(f"{cfg.lang}/self_kg_templates")
     kept, rejects = [], []
     for sample in samples:
         question, answer, variant = verbalise_template(sample, G, cfg.lang, cfg.seed)
-        meta = {"method": "self-kg", "pattern": sample.pattern, "source": _source(sample, G, cfg),
-                "template": {**ref, "variant": variant}}
+        meta = {
+            "method": "self-kg",
+            "pattern": sample.pattern,
+            "source": _source(sample, G, cfg),
+            "template": {**ref, "variant": variant},
+        }
         record = Example(instruction=question, output=answer, lang=cfg.lang, meta=meta)
         problem = grounding.check(question, answer, sample)
         if problem:
@@ -206,8 +247,13 @@ def build_messages(sample: Sample, G: nx.MultiDiGraph, lang: str) -> list[dict[s
     E, R = _labeller(G, lang)
     facts = [[E(h), R(r), E(t)] for h, r, t in sample.triples]
     topic = sample.topic[:1] if sample.pattern == "path" else sample.topic  # a path question starts at its head
-    text = render(f"{lang}/self_kg_verbalise", pattern=sample.pattern, facts=facts, topic=[E(e) for e in topic],
-                  answers=[E(a) for a in sample.answers])
+    text = render(
+        f"{lang}/self_kg_verbalise",
+        pattern=sample.pattern,
+        facts=facts,
+        topic=[E(e) for e in topic],
+        answers=[E(a) for a in sample.answers],
+    )
     parts = re.split(r"^### (system|user|assistant)[ \t]*\n", text, flags=re.M)
     if len(parts) == 1:
         return [{"role": "user", "content": text.strip()}]
@@ -216,8 +262,11 @@ def build_messages(sample: Sample, G: nx.MultiDiGraph, lang: str) -> list[dict[s
 
 _NAMES_Q = r"question|q|instruction|问题|问"
 _NAMES_A = r"answer|a|response|答案|回答|答"
-_LABEL = re.compile(rf"^[ \t>*#_\-]*(?:\d+[.)][ \t]*)?(?:\*\*|__)?(?P<name>{_NAMES_Q}|{_NAMES_A})(?:[ \t]*\d+)?"
-                    rf"(?:\*\*|__)?[ \t]*[:：](?:\*\*|__)?[ \t]*", re.I | re.M)
+_LABEL = re.compile(
+    rf"^[ \t>*#_\-]*(?:\d+[.)][ \t]*)?(?:\*\*|__)?(?P<name>{_NAMES_Q}|{_NAMES_A})(?:[ \t]*\d+)?"
+    rf"(?:\*\*|__)?[ \t]*[:：](?:\*\*|__)?[ \t]*",
+    re.I | re.M,
+)
 _FACTS_LINE = re.compile(r"^[ \t]*(?:example facts|facts|示例事实|事实)[ \t]*[:：]", re.I | re.M)
 
 
@@ -237,11 +286,11 @@ def parse_qa(text: str) -> tuple[str, str, bool] | None:
     if a is None:
         return None
     after = next((m for m in labels if m.start() > a.start()), None)
-    question = text[q.end():a.start()] if q is not None else text[:a.start()]
-    answer = text[a.end():after.start() if after is not None else len(text)]
+    question = text[q.end() : a.start()] if q is not None else text[: a.start()]
+    answer = text[a.end() : after.start() if after is not None else len(text)]
     cut = _FACTS_LINE.search(answer)
     if cut:
-        answer, after = answer[:cut.start()], after or cut
+        answer, after = answer[: cut.start()], after or cut
     question, answer = _tidy(question), _tidy(answer)
     if not question or not answer:
         return None
@@ -290,34 +339,53 @@ def _tidy(text: str) -> str:
     return text
 
 
-async def _from_llm(cfg: SelfKGConfig, G: nx.MultiDiGraph, samples: list[Sample],
-                    grounding: Grounding) -> tuple[list[Example], list[Example], dict[str, Any]]:
+async def _from_llm(
+    cfg: SelfKGConfig, G: nx.MultiDiGraph, samples: list[Sample], grounding: Grounding
+) -> tuple[list[Example], list[Example], dict[str, Any]]:
     prompt = template_ref(f"{cfg.lang}/self_kg_verbalise")
     keyed = [(f"{i}:{s.key}", s) for i, s in enumerate(samples)]
     with Step(cfg.out, "verbalise") as log:
         async with LLMClient(cfg.llm) as llm:
-            resumed = await log.answer(keyed, key=lambda item: item[0],
-                                       ask=lambda item: llm.chat(build_messages(item[1], G, cfg.lang), cfg.sampling),
-                                       row=lambda item, result: _record_row(*item, result, G, cfg, grounding, prompt),
-                                       limit=cfg.llm.gather_limit, desc="self-kg")
+            resumed = await log.answer(
+                keyed,
+                key=lambda item: item[0],
+                ask=lambda item: llm.chat(build_messages(item[1], G, cfg.lang), cfg.sampling),
+                row=lambda item, result: _record_row(*item, result, G, cfg, grounding, prompt),
+                limit=cfg.llm.gather_limit,
+                desc="self-kg",
+            )
             ledger = llm.ledger.as_dict()
     kept, rejects = log.split_records(key for key, _ in keyed)
     return kept, rejects, {"llm": ledger, "resumed_from": resumed}
 
 
-def _record_row(key: str, sample: Sample, result: Completion | LLMError, G: nx.MultiDiGraph, cfg: SelfKGConfig,
-                grounding: Grounding, prompt: dict[str, str]) -> dict[str, Any]:
+def _record_row(
+    key: str,
+    sample: Sample,
+    result: Completion | LLMError,
+    G: nx.MultiDiGraph,
+    cfg: SelfKGConfig,
+    grounding: Grounding,
+    prompt: dict[str, str],
+) -> dict[str, Any]:
     """The state row for one finished request: the record, plus a reject when it failed a check."""
-    meta: dict[str, Any] = {"method": "self-kg", "pattern": sample.pattern, "source": _source(sample, G, cfg),
-                            "prompt": prompt}
+    meta: dict[str, Any] = {
+        "method": "self-kg",
+        "pattern": sample.pattern,
+        "source": _source(sample, G, cfg),
+        "prompt": prompt,
+    }
     if isinstance(result, LLMError):
         return failed_row(key, Example(instruction="", output="", lang=cfg.lang, meta=meta), STAGE, result)
     meta.update(model=result.model, usage=result.usage)
     parsed = parse_qa(result.text)
     if parsed is None:
         record = Example(instruction="", output=result.text, lang=cfg.lang, meta=meta)
-        return {"key": key, "record": record.to_dict(),
-                "reject": {"stage": STAGE, "reason": "unparseable", "detail": result.text[:500]}}
+        return {
+            "key": key,
+            "record": record.to_dict(),
+            "reject": {"stage": STAGE, "reason": "unparseable", "detail": result.text[:500]},
+        }
     question, answer, complete = parsed
     # Of the answer kept: a complete question/answer pair ended before the cut even when the reply ran on.
     meta["finish_reason"] = "stop" if result.truncated and complete else result.finish_reason
@@ -326,9 +394,11 @@ def _record_row(key: str, sample: Sample, result: Completion | LLMError, G: nx.M
     if result.truncated and not complete:
         row["reject"] = truncated_reject(STAGE, result)
         return row
-    problem = (_echoes_question(question, answer)
-               or copied_from_prompt(question, answer, build_messages(sample, G, cfg.lang))
-               or grounding.check(question, answer, sample))
+    problem = (
+        _echoes_question(question, answer)
+        or copied_from_prompt(question, answer, build_messages(sample, G, cfg.lang))
+        or grounding.check(question, answer, sample)
+    )
     if problem:
         row["reject"] = {"stage": STAGE, "reason": problem[0], "detail": problem[1]}
     return row
@@ -337,8 +407,11 @@ def _record_row(key: str, sample: Sample, result: Completion | LLMError, G: nx.M
 # ---------------------------------------------------------------------------------------------- grounding
 
 _META_REFERENCE = {
-    "en": re.compile(r"\b(?:the|these|those|given|provided|above|listed)\s+(?:facts?|triples?)\b"
-                     r"|\bknowledge\s+graph\b|\btriples?\b", re.I),
+    "en": re.compile(
+        r"\b(?:the|these|those|given|provided|above|listed)\s+(?:facts?|triples?)\b"
+        r"|\bknowledge\s+graph\b|\btriples?\b",
+        re.I,
+    ),
     "zh": re.compile(r"(?:根据|以上|上述|给定的?|所给的?|这些)(?:事实|三元组)|知识图谱|三元组"),
 }
 _MAX_NAME_UNITS = 16
@@ -413,7 +486,7 @@ class Grounding:
         found, i = [], 0
         while i < len(units):
             for n in range(min(longest, len(units) - i), 0, -1):
-                key = units[i:i + n]
+                key = units[i : i + n]
                 hit = local.get(key)
                 if hit is None and key in self.names:
                     hit = _Mention(" ".join(key), self.names[key])
@@ -448,8 +521,11 @@ class Grounding:
                     continue  # the clause may be about another relation of the same head
                 wrong = (named & self.index.range_of(relation)) - {head, tail}
                 if wrong:
-                    return "contradicts_fact", {"fact": [head, relation, tail], "stated": sorted(wrong),
-                                                "clause": clause.strip()}
+                    return "contradicts_fact", {
+                        "fact": [head, relation, tail],
+                        "stated": sorted(wrong),
+                        "clause": clause.strip(),
+                    }
         outside: dict[str, list[str]] = {}
         for text in (question, answer):
             for m in self.mentions(text, local):
@@ -477,29 +553,47 @@ def _coverage_of(records: list[Example], index: FactIndex) -> dict[str, float]:
         for head, relation, tail in record.meta["source"]["triples"]:
             entities.update(e for e in (head, tail) if e not in index.literal)
             relations.add(relation)
-    return {"entities": round(len(entities) / len(index.entities), 4) if index.entities else 0.0,
-            "relations": round(len(relations) / len(index.heads), 4) if index.heads else 0.0}
+    return {
+        "entities": round(len(entities) / len(index.entities), 4) if index.entities else 0.0,
+        "relations": round(len(relations) / len(index.heads), 4) if index.heads else 0.0,
+    }
 
 
 async def generate(cfg: SelfKGConfig) -> dict[str, Any]:
     """Sample the graph, write question/answer records; returns the stats also written to ``OUT/stats.json``."""
     started = time.monotonic()
-    G = load_graph(cfg.graph, cfg.labels, skip_bad_rows=cfg.skip_bad_rows, keep_self_loops=cfg.keep_self_loops,
-                   dangling=cfg.dangling)   # validates the whole input before anything is written
+    G = load_graph(
+        cfg.graph,
+        cfg.labels,
+        skip_bad_rows=cfg.skip_bad_rows,
+        keep_self_loops=cfg.keep_self_loops,
+        dangling=cfg.dangling,
+    )  # validates the whole input before anything is written
     index = FactIndex(G)
     sampler = KGSampler(G, seed=cfg.seed, max_facts=cfg.max_facts, index=index)
     samples = sampler.sample(cfg.num, cfg.patterns)
     if not samples:
-        raise ConfigError(f"self_kg.patterns: the graph {cfg.graph} has nothing to sample for "
-                          f"{', '.join(cfg.patterns)}; try more patterns")
+        raise ConfigError(
+            f"self_kg.patterns: the graph {cfg.graph} has nothing to sample for "
+            f"{', '.join(cfg.patterns)}; try more patterns"
+        )
     grounding = Grounding(G, index)
     extra: dict[str, Any] = {}
     if cfg.mode == "template":
         kept, rejects = _from_templates(cfg, G, samples, grounding)
     else:
         kept, rejects, extra = await _from_llm(cfg, G, samples, grounding)
-    stats = {"stage": STAGE, "mode": cfg.mode, "lang": cfg.lang, "requested": cfg.num, "sampled": len(samples),
-             "graph": G.graph["stats"], "coverage": sampler.coverage(), "kept_coverage": _coverage_of(kept, index),
-             **extra, "config": cfg.public_dict(), "seconds": round(time.monotonic() - started, 3)}
+    stats = {
+        "stage": STAGE,
+        "mode": cfg.mode,
+        "lang": cfg.lang,
+        "requested": cfg.num,
+        "sampled": len(samples),
+        "graph": G.graph["stats"],
+        "coverage": sampler.coverage(),
+        "kept_coverage": _coverage_of(kept, index),
+        **extra,
+        "config": cfg.public_dict(),
+        "seconds": round(time.monotonic() - started, 3),
+    }
     return write_outputs(cfg.out, kept, rejects, stats)
-

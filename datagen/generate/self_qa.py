@@ -54,36 +54,49 @@ ANSWER_TEMPLATE = "{lang}/self_qa_answer"
 class SelfQAConfig:
     """Everything ``datagen self-qa`` needs; defaults suit the embedded model on a laptop."""
 
-    docs: str | Path                          # a folder (walked recursively), a file, or a glob
-    out: Path                                 # output folder: records.jsonl, rejects.jsonl, stats.json, .state/
+    docs: str | Path  # a folder (walked recursively), a file, or a glob
+    out: Path  # output folder: records.jsonl, rejects.jsonl, stats.json, .state/
     llm: LLMConfig = field(default_factory=LLMConfig)
     sampling: SamplingParams = field(default_factory=lambda: SamplingParams(max_tokens=256))  # for answers
-    questions_per_chunk: int = 3              # N questions asked for, and at most N kept, per chunk
-    chunk_tokens: int = 200                   # chunk size in tokens (words; a CJK character is one token)
-    chunk_overlap: int = 40                   # tokens consecutive chunks may share
-    lang: str = "auto"                        # auto (per chunk, by script) | en | zh: prompt language
-    max_chunks: int | None = None             # use at most this many chunks, taken round-robin over documents
-    min_support: float = 0.5                  # drop answers with a smaller share of content words in the chunk
-    min_question_support: float = 0.2         # drop questions with a smaller share of content words in the chunk
-    text_field: str = "text"                  # the string field holding the text in .jsonl documents
-    questions_max_tokens: int | None = None   # budget of the question call; None → 40 per question + 32
+    questions_per_chunk: int = 3  # N questions asked for, and at most N kept, per chunk
+    chunk_tokens: int = 200  # chunk size in tokens (words; a CJK character is one token)
+    chunk_overlap: int = 40  # tokens consecutive chunks may share
+    lang: str = "auto"  # auto (per chunk, by script) | en | zh: prompt language
+    max_chunks: int | None = None  # use at most this many chunks, taken round-robin over documents
+    min_support: float = 0.5  # drop answers with a smaller share of content words in the chunk
+    min_question_support: float = 0.2  # drop questions with a smaller share of content words in the chunk
+    text_field: str = "text"  # the string field holding the text in .jsonl documents
+    questions_max_tokens: int | None = None  # budget of the question call; None → 40 per question + 32
 
     def __post_init__(self) -> None:
         if not str(self.docs).strip():
             raise ConfigError("self_qa.docs must name a folder, file or glob")
         object.__setattr__(self, "out", Path(self.out))
-        check_fields(self, "self_qa.", [
-            ("questions_per_chunk", 1 <= self.questions_per_chunk <= 20, "in [1, 20]"),
-            ("chunk_tokens", self.chunk_tokens >= 16, "≥ 16"),
-            ("chunk_overlap", 0 <= self.chunk_overlap < self.chunk_tokens,
-             f"in [0, chunk_tokens={self.chunk_tokens})"),
-            ("lang", self.lang in ("auto", *LANGS), f"one of auto, {', '.join(LANGS)}"),
-            ("max_chunks", self.max_chunks is None or self.max_chunks >= 1, "≥ 1 or unset"),
-            *((name, 0 <= getattr(self, name) <= 1, "in [0, 1]") for name in ("min_support", "min_question_support")),
-            ("text_field", bool(self.text_field), "non-empty"),
-            ("questions_max_tokens", self.questions_max_tokens is None or self.questions_max_tokens >= 8,
-             "≥ 8 or unset"),
-        ])
+        check_fields(
+            self,
+            "self_qa.",
+            [
+                ("questions_per_chunk", 1 <= self.questions_per_chunk <= 20, "in [1, 20]"),
+                ("chunk_tokens", self.chunk_tokens >= 16, "≥ 16"),
+                (
+                    "chunk_overlap",
+                    0 <= self.chunk_overlap < self.chunk_tokens,
+                    f"in [0, chunk_tokens={self.chunk_tokens})",
+                ),
+                ("lang", self.lang in ("auto", *LANGS), f"one of auto, {', '.join(LANGS)}"),
+                ("max_chunks", self.max_chunks is None or self.max_chunks >= 1, "≥ 1 or unset"),
+                *(
+                    (name, 0 <= getattr(self, name) <= 1, "in [0, 1]")
+                    for name in ("min_support", "min_question_support")
+                ),
+                ("text_field", bool(self.text_field), "non-empty"),
+                (
+                    "questions_max_tokens",
+                    self.questions_max_tokens is None or self.questions_max_tokens >= 8,
+                    "≥ 8 or unset",
+                ),
+            ],
+        )
 
     @property
     def question_sampling(self) -> SamplingParams:
@@ -92,10 +105,27 @@ class SelfQAConfig:
 
     def public_dict(self) -> dict[str, Any]:
         """The resolved config for ``stats.json`` (nothing secret: keys live in the environment)."""
-        out = {k: getattr(self, k) for k in ("questions_per_chunk", "chunk_tokens", "chunk_overlap", "lang",
-                                             "max_chunks", "min_support", "min_question_support", "text_field")}
-        return {"docs": str(self.docs), "out": str(self.out), **out, "llm": self.llm.public_dict(),
-                "sampling": self.sampling.to_request(), "question_sampling": self.question_sampling.to_request()}
+        out = {
+            k: getattr(self, k)
+            for k in (
+                "questions_per_chunk",
+                "chunk_tokens",
+                "chunk_overlap",
+                "lang",
+                "max_chunks",
+                "min_support",
+                "min_question_support",
+                "text_field",
+            )
+        }
+        return {
+            "docs": str(self.docs),
+            "out": str(self.out),
+            **out,
+            "llm": self.llm.public_dict(),
+            "sampling": self.sampling.to_request(),
+            "question_sampling": self.question_sampling.to_request(),
+        }
 
 
 # ------------------------------------------------------------------------------------------ text rules
@@ -129,18 +159,25 @@ _UNANSWERABLE_ZH = re.compile(
     r"|不得而知|无从(?:得知|判断)|信息不足"
 )
 _SPECIAL_TOKENS = re.compile(r"<\|[a-z_]+\|>|</?s>|\[/?INST\]")
-_LIST_ITEM = re.compile(r"^\s*(?:\(?\d{1,2}[.)、．:：]|[-*•·]|[（(][一二三四五六七八九十\d]+[)）]|[一二三四五六七八九十]+、)\s*(.+)$")
+_LIST_ITEM = re.compile(
+    r"^\s*(?:\(?\d{1,2}[.)、．:：]|[-*•·]|[（(][一二三四五六七八九十\d]+[)）]|[一二三四五六七八九十]+、)\s*(.+)$"
+)
 _LABEL = re.compile(r"^\s*(?:\*\*)?(?:Q(?:uestion)?\s*\d*|问题\s*\d*|问)\s*[:：.]\s*(?:\*\*)?\s*", re.IGNORECASE)
 _ANSWER_LINE = re.compile(r"^\s*(?:\*\*)?(?:A(?:nswer)?|答案?|回答)\s*\d*\s*[:：]", re.IGNORECASE)
-_ANSWER_LABEL = re.compile(r"^\s*(?:\*\*)?(?:Example\s+)?(?:Answer|A|答案|回答|答|示例回答)\s*[:：]\s*(?:\*\*)?\s*",
-                           re.IGNORECASE)
+_ANSWER_LABEL = re.compile(
+    r"^\s*(?:\*\*)?(?:Example\s+)?(?:Answer|A|答案|回答|答|示例回答)\s*[:：]\s*(?:\*\*)?\s*", re.IGNORECASE
+)
 
 _ANSWER_PREAMBLE = re.compile(
     r"^(?:(?:the|my|here is the|here's the) )?answer to (?:the|this|your) question(?: (?:about|of|on) [^:\n]{0,150}?)?"
-    r"(?: is)?\s*:\s*|^(?:the )?answer is\s*:\s*", re.IGNORECASE)
+    r"(?: is)?\s*:\s*|^(?:the )?answer is\s*:\s*",
+    re.IGNORECASE,
+)
 _QUESTION_START = re.compile(
     r"^(?:explain|describe|list|name|compare|summari[sz]e|give|discuss|identify|define|tell|state|outline|"
-    r"请|简述|说明|描述|列举|比较|解释|介绍|概括)", re.IGNORECASE)
+    r"请|简述|说明|描述|列举|比较|解释|介绍|概括)",
+    re.IGNORECASE,
+)
 _FACT = re.compile(r"(?<![A-Za-z0-9.,])\d+(?:[,.]\d+)*(?![A-Za-z0-9])|\b[A-Z][a-z]+(?:[A-Z][a-z]+)*\b")
 
 
@@ -172,7 +209,7 @@ def unsupported_facts(answer: str, chunk: str) -> list[str]:
     for match in _FACT.finditer(answer):
         word = match.group(0)
         before = answer[: match.start()].rstrip()
-        if not word[0].isdigit() and (not before or before[-1] in ".!?:;\"“(\n*-#"):
+        if not word[0].isdigit() and (not before or before[-1] in '.!?:;"“(\n*-#'):
             continue  # a capital at a sentence start says nothing
         tokens = content_words(word, keep_stop=True)
         if tokens and not all(t in vocabulary for t in tokens) and word not in missing:
@@ -302,7 +339,7 @@ def select_chunks(docs: list[Document], cfg: SelfQAConfig) -> tuple[list[Chunk],
     if cfg.max_chunks is None:
         return [c for chunks in per_doc for c in chunks], counts
     # Round-robin: every document's first chunk, then every document's second, ... up to max_chunks.
-    chosen = set(sorted((c.index, d) for d, chunks in enumerate(per_doc) for c in chunks)[:cfg.max_chunks])
+    chosen = set(sorted((c.index, d) for d, chunks in enumerate(per_doc) for c in chunks)[: cfg.max_chunks])
     return [c for d, chunks in enumerate(per_doc) for c in chunks if (c.index, d) in chosen], counts
 
 
@@ -335,16 +372,26 @@ async def generate(cfg: SelfQAConfig) -> dict[str, Any]:
     with Step(cfg.out, "questions") as qlog, Step(cfg.out, "answers") as alog:
         async with LLMClient(cfg.llm) as llm:
             resumed_questions = await qlog.answer(
-                chunks, key=lambda c: qkeys[c.key],
+                chunks,
+                key=lambda c: qkeys[c.key],
                 ask=lambda c: llm.chat(build_question_messages(c, langs[c.key], cfg.questions_per_chunk), q_params),
                 row=lambda c, result: answer_row(qkeys[c.key], result, doc_id=c.doc_id),
-                limit=cfg.llm.gather_limit, desc="self-qa questions")
-            jobs = [job for c in chunks
-                    for job in _jobs(c, langs[c.key], qlog.done.get(qkeys[c.key]), cfg, refs[langs[c.key]])[0]]
+                limit=cfg.llm.gather_limit,
+                desc="self-qa questions",
+            )
+            jobs = [
+                job
+                for c in chunks
+                for job in _jobs(c, langs[c.key], qlog.done.get(qkeys[c.key]), cfg, refs[langs[c.key]])[0]
+            ]
             resumed_answers = await alog.answer(
-                jobs, key=lambda j: j.key, row=lambda j, result: answer_row(j.key, result),
+                jobs,
+                key=lambda j: j.key,
+                row=lambda j, result: answer_row(j.key, result),
                 ask=lambda j: llm.chat(build_answer_messages(j.chunk, j.lang, j.question), a_params),
-                limit=cfg.llm.gather_limit, desc="self-qa answers")
+                limit=cfg.llm.gather_limit,
+                desc="self-qa answers",
+            )
             ledger = llm.ledger.as_dict()
 
         questions = {c.key: qlog.done.get(qkeys[c.key]) for c in chunks}
@@ -366,12 +413,15 @@ async def generate(cfg: SelfQAConfig) -> dict[str, Any]:
 
 
 def _template_refs(lang: str) -> dict[str, dict[str, str]]:
-    return {"questions": template_ref(QUESTIONS_TEMPLATE.format(lang=lang)),
-            "answer": template_ref(ANSWER_TEMPLATE.format(lang=lang))}
+    return {
+        "questions": template_ref(QUESTIONS_TEMPLATE.format(lang=lang)),
+        "answer": template_ref(ANSWER_TEMPLATE.format(lang=lang)),
+    }
 
 
-def _jobs(chunk: Chunk, lang: str, row: dict[str, Any] | None, cfg: SelfQAConfig,
-          refs: dict[str, dict[str, str]]) -> tuple[list[_Job], list[tuple[str, str, Any]]]:
+def _jobs(
+    chunk: Chunk, lang: str, row: dict[str, Any] | None, cfg: SelfQAConfig, refs: dict[str, dict[str, str]]
+) -> tuple[list[_Job], list[tuple[str, str, Any]]]:
     """The questions of one chunk to answer, and the dropped ones as ``(question, reason, detail)``.
 
     A pure function of the logged question answer, so a resumed run derives exactly the same jobs.
@@ -404,16 +454,31 @@ def _cut_off(question: str, text: str) -> bool:
     return not question.endswith(("?", "？")) and _norm(question) in _norm(last_line)
 
 
-def _assemble(docs: list[Document], chunks: list[Chunk], langs: dict[str, str], refs: dict[str, dict[str, Any]],
-              chunk_counts: dict[str, int], questions: dict[str, dict[str, Any] | None],
-              answers: dict[str, dict[str, Any]],
-              cfg: SelfQAConfig) -> tuple[list[Example], list[Example], dict[str, dict[str, Any]]]:
+def _assemble(
+    docs: list[Document],
+    chunks: list[Chunk],
+    langs: dict[str, str],
+    refs: dict[str, dict[str, Any]],
+    chunk_counts: dict[str, int],
+    questions: dict[str, dict[str, Any] | None],
+    answers: dict[str, dict[str, Any]],
+    cfg: SelfQAConfig,
+) -> tuple[list[Example], list[Example], dict[str, dict[str, Any]]]:
     """Kept records and rejects in document, chunk and question order, and per-document counts."""
     kept: list[Example] = []
     rejects: list[Example] = []
     per_doc: dict[str, dict[str, Any]] = {
-        d.doc_id: {"chunks": chunk_counts[d.doc_id], "chunks_used": 0, "questions": 0, "kept": 0, "rejected": 0,
-                   "rejects_by_reason": Counter(), "injection_lines": []} for d in docs}
+        d.doc_id: {
+            "chunks": chunk_counts[d.doc_id],
+            "chunks_used": 0,
+            "questions": 0,
+            "kept": 0,
+            "rejected": 0,
+            "rejects_by_reason": Counter(),
+            "injection_lines": [],
+        }
+        for d in docs
+    }
 
     for chunk in chunks:
         lang, row = langs[chunk.key], questions.get(chunk.key)
@@ -421,16 +486,30 @@ def _assemble(docs: list[Document], chunks: list[Chunk], langs: dict[str, str], 
         counts["chunks_used"] += 1
         flags = injection_lines(chunk.text)
         counts["injection_lines"].extend(line for line in flags if line not in counts["injection_lines"])
-        meta = {"method": STAGE, "model": (row or {}).get("model"), "prompt": refs[lang]["answer"],
-                "question_prompt": refs[lang]["questions"],
-                "source": {"doc_id": chunk.doc_id, "span": [chunk.start, chunk.end],
-                           "byte_span": [chunk.byte_start, chunk.byte_end], "chunk_hash": chunk.hash}}
+        meta = {
+            "method": STAGE,
+            "model": (row or {}).get("model"),
+            "prompt": refs[lang]["answer"],
+            "question_prompt": refs[lang]["questions"],
+            "source": {
+                "doc_id": chunk.doc_id,
+                "span": [chunk.start, chunk.end],
+                "byte_span": [chunk.byte_start, chunk.byte_end],
+                "chunk_hash": chunk.hash,
+            },
+        }
         if flags:
             meta["flags"] = ["prompt_injection"]
 
         def reject(question: str, output: str, reason: str, detail: Any, extra: dict | None = None) -> None:
-            rejects.append(make_reject(Example(instruction=question, output=output, lang=lang,
-                                               meta={**meta, **(extra or {})}), STAGE, reason, detail))
+            rejects.append(
+                make_reject(
+                    Example(instruction=question, output=output, lang=lang, meta={**meta, **(extra or {})}),
+                    STAGE,
+                    reason,
+                    detail,
+                )
+            )
             counts["rejected"] += 1
             counts["rejects_by_reason"][reason] += 1
 
@@ -450,8 +529,11 @@ def _assemble(docs: list[Document], chunks: list[Chunk], langs: dict[str, str], 
             if arow is None or arow.get("llm_failed"):
                 reject(job.question, "", (arow or {}).get("reason", "not_asked"), (arow or {}).get("detail"))
                 continue
-            extra = {"model": arow["model"], "usage": {**arow["usage"], "questions": question_usage},
-                     "finish_reason": arow["finish_reason"]}
+            extra = {
+                "model": arow["model"],
+                "usage": {**arow["usage"], "questions": question_usage},
+                "finish_reason": arow["finish_reason"],
+            }
             if arow["finish_reason"] == "length":
                 reject(job.question, arow["text"], "truncated", "finish_reason=length", extra)
                 continue

@@ -78,8 +78,12 @@ class BatchFailed(LLMError):
 
 def request_line(key: str, kind: str, model: str, payload: Any, request: dict[str, Any]) -> dict[str, Any]:
     """One line of a batch input file: the body online mode would POST, under its cache key."""
-    return {"custom_id": key, "method": "POST", "url": "/v1" + PATHS[kind],
-            "body": request_body(kind, model, payload, request)}
+    return {
+        "custom_id": key,
+        "method": "POST",
+        "url": "/v1" + PATHS[kind],
+        "body": request_body(kind, model, payload, request),
+    }
 
 
 def split_lines(lines: Iterable[bytes], max_requests: int, max_bytes: int) -> list[bytes]:
@@ -121,8 +125,11 @@ def read_results(data: bytes) -> tuple[dict[str, bytes], dict[str, str]]:
             message = error.get("message") if isinstance(error, dict) else str(error)
             failures[key] = message or f"status {status}"
         else:
-            answers[key] = json.dumps(body).encode() if not isinstance(body, (str, bytes)) else (
-                body.encode() if isinstance(body, str) else body)
+            answers[key] = (
+                json.dumps(body).encode()
+                if not isinstance(body, (str, bytes))
+                else (body.encode() if isinstance(body, str) else body)
+            )
     return answers, failures
 
 
@@ -153,8 +160,11 @@ class BatchJournal:
 
     def open_jobs(self, endpoint: str, keys: set[str]) -> list[dict[str, Any]]:
         """Jobs on ``endpoint`` not yet imported that were submitted for any of ``keys``."""
-        return [job for job in self.jobs.values()
-                if job.get("endpoint") == endpoint and not job.get("imported") and keys.intersection(job["keys"])]
+        return [
+            job
+            for job in self.jobs.values()
+            if job.get("endpoint") == endpoint and not job.get("imported") and keys.intersection(job["keys"])
+        ]
 
 
 def endpoint_id(base_url: str) -> str:
@@ -170,8 +180,9 @@ class BatchApi:
 
     def __init__(self, base_url: str, api_key: str | None, timeout: float):
         self.base_url = base_url
-        self._client = openai.AsyncOpenAI(base_url=base_url, api_key=api_key or "no-key-needed", max_retries=2,
-                                          timeout=timeout)
+        self._client = openai.AsyncOpenAI(
+            base_url=base_url, api_key=api_key or "no-key-needed", max_retries=2, timeout=timeout
+        )
 
     async def supported(self) -> bool:
         """Whether the endpoint serves ``/batches`` (asked with a one-item listing, which uploads nothing)."""
@@ -190,8 +201,9 @@ class BatchApi:
     async def submit(self, data: bytes, endpoint: str, window: str) -> dict[str, Any]:
         """Upload one input file and create its job; the job as a dict."""
         uploaded = await _call(self._client.files.create(file=("batch.jsonl", data), purpose="batch"))
-        job = await _call(self._client.batches.create(input_file_id=uploaded.id, endpoint=endpoint,
-                                                      completion_window=window))
+        job = await _call(
+            self._client.batches.create(input_file_id=uploaded.id, endpoint=endpoint, completion_window=window)
+        )
         return job.model_dump()
 
     async def retrieve(self, batch_id: str) -> dict[str, Any]:
@@ -216,8 +228,9 @@ def _translate(exc: BaseException) -> LLMError:
     status = getattr(exc, "status_code", None)
     if status is not None and 400 <= status < 500 and status not in (408, 409, 429):
         return LLMRequestError(f"batch API: {type(exc).__name__} (status {status})", status=status)
-    return LLMBadResponse(f"batch API: {type(exc).__name__}" + (f" (status {status})" if status else ""),
-                          status=status)
+    return LLMBadResponse(
+        f"batch API: {type(exc).__name__}" + (f" (status {status})" if status else ""), status=status
+    )
 
 
 # ---------------------------------------------------------------------------------------------- gathering
@@ -233,20 +246,32 @@ class _Ask:
     future: asyncio.Future = field(repr=False)
 
     def line(self) -> bytes:
-        return json.dumps(request_line(self.key, self.kind, self.model, self.payload, self.request),
-                          ensure_ascii=False, separators=(",", ":")).encode("utf-8")
+        return json.dumps(
+            request_line(self.key, self.kind, self.model, self.payload, self.request),
+            ensure_ascii=False,
+            separators=(",", ":"),
+        ).encode("utf-8")
 
 
 class BatchGatherer:
     """Holds the cache misses of one step and answers them through batch jobs (or a batch file)."""
 
-    def __init__(self, cfg: LLMConfig, api: BatchApi | None, cache: ResponseCache, ledger: UsageLedger,
-                 parse: Callable[[str, str, bytes], Completion], charge: Callable[..., None],
-                 check_budget: Callable[[float], None], estimate: Callable[..., float], quiet: float = 0.3):
+    def __init__(
+        self,
+        cfg: LLMConfig,
+        api: BatchApi | None,
+        cache: ResponseCache,
+        ledger: UsageLedger,
+        parse: Callable[[str, str, bytes], Completion],
+        charge: Callable[..., None],
+        check_budget: Callable[[float], None],
+        estimate: Callable[..., float],
+        quiet: float = 0.3,
+    ):
         self.cfg = cfg
-        self.charge = charge              # adds an answer's price to the ledger
+        self.charge = charge  # adds an answer's price to the ledger
         self.check_budget = check_budget  # raises CostLimitReached before a job would cross max_cost
-        self.estimate = estimate          # the most one request can cost
+        self.estimate = estimate  # the most one request can cost
         self.api = api
         self.cache = cache
         self.ledger = ledger
@@ -308,7 +333,8 @@ class BatchGatherer:
         raise BatchWaiting(
             f"wrote {len(lines)} pending request(s) to {path} (OpenAI batch format). Run them, e.g. "
             f"`vllm run-batch -i {path} -o results.jsonl --model MODEL`, then `datagen batch import results.jsonl` "
-            "and run the same command again with --resume")
+            "and run the same command again with --resume"
+        )
 
     # ------------------------------------------------------------------------------------------ Batch API
 
@@ -338,8 +364,11 @@ class BatchGatherer:
                     reason = failures.get(key, "not answered")
                     self.ledger.batch_failed += 1
                     if not ask.future.done():
-                        ask.future.set_exception(BatchFailed(
-                            f"batch job left the request unanswered after {attempts[key]} submission(s): {reason}"))
+                        ask.future.set_exception(
+                            BatchFailed(
+                                f"batch job left the request unanswered after {attempts[key]} submission(s): {reason}"
+                            )
+                        )
                         ask.future.exception()
             if todo:
                 log.info("batch: resubmitting %d request(s) that were not answered", len(todo))
@@ -355,15 +384,22 @@ class BatchGatherer:
             start = 0
             for part in parts:
                 count = part.count(b"\n")
-                members = group[start:start + count]
+                members = group[start : start + count]
                 start += count
                 estimate = sum(self.estimate(a.model, a.payload, a.request, batch=True) for a in members)
                 self.check_budget(self._committed + estimate)
                 self._committed += estimate
                 job = await self.api.submit(part, "/v1" + PATHS[kind], self.cfg.completion_window)
-                self.journal.record({"id": job["id"], "input_file_id": job.get("input_file_id"), "endpoint": where,
-                                     "keys": [ask.key for ask in members], "submitted_at": time.time(),
-                                     "imported": False})
+                self.journal.record(
+                    {
+                        "id": job["id"],
+                        "input_file_id": job.get("input_file_id"),
+                        "endpoint": where,
+                        "keys": [ask.key for ask in members],
+                        "submitted_at": time.time(),
+                        "imported": False,
+                    }
+                )
                 self.ledger.batches.append(job["id"])
                 self.ledger.batch_requests += count
                 ids.append(job["id"])
@@ -397,8 +433,12 @@ class BatchGatherer:
                     if job.get("status") in FINAL:
                         waiting.discard(batch_id)
                         failures.update(await self._import(job, todo))
-                bar.set_postfix(completed=done_count, failed=failed_count,
-                                waited=f"{time.monotonic() - started:.0f}s", refresh=False)
+                bar.set_postfix(
+                    completed=done_count,
+                    failed=failed_count,
+                    waited=f"{time.monotonic() - started:.0f}s",
+                    refresh=False,
+                )
                 bar.n = min(total, done_count + failed_count)
                 bar.refresh()
                 if waiting:
@@ -430,7 +470,9 @@ class BatchGatherer:
                 ask.future.set_result(completion)
         for key in record["keys"]:
             if key in todo and key not in failures:
-                failures[key] = f"job {job['status']}" + ("" if job["status"] == "completed" else " before answering it")
+                failures[key] = f"job {job['status']}" + (
+                    "" if job["status"] == "completed" else " before answering it"
+                )
         if job["status"] == "failed" and job.get("errors"):
             log.warning("batch: job %s failed: %s", job["id"], json.dumps(job["errors"])[:300])
         self.journal.record({**record, "status": job["status"], "imported": True})
@@ -455,8 +497,9 @@ def import_results(path: Path, cache: ResponseCache, parse: Callable[[str, str, 
     return {"imported": stored, "failed": len(failures), "malformed": len(malformed)}
 
 
-def _parse_answers(answers: dict[str, bytes], parse: Callable[[str, str, bytes], Completion],
-                   asks: dict[str, _Ask]) -> tuple[list[tuple[str, Completion]], dict[str, str]]:
+def _parse_answers(
+    answers: dict[str, bytes], parse: Callable[[str, str, bytes], Completion], asks: dict[str, _Ask]
+) -> tuple[list[tuple[str, Completion]], dict[str, str]]:
     """The answers that parse, as ``(key, completion)``, and why each other one did not, by key. An answer to
     a request in ``asks`` is parsed as that request's kind and model, any other as the kind its body shows."""
     parsed: list[tuple[str, Completion]] = []

@@ -40,7 +40,9 @@ def cache_key(kind: str, model: str, payload: Any, params: dict[str, Any], sampl
     """Hash of (kind, model, messages-or-prompt, sampling params, sample index); stable across runs."""
     blob = json.dumps(
         {"kind": kind, "model": model, "payload": payload, "params": params, "sample": sample_index},
-        ensure_ascii=False, sort_keys=True, separators=(",", ":"),
+        ensure_ascii=False,
+        sort_keys=True,
+        separators=(",", ":"),
     )
     return hashlib.sha256(blob.encode("utf-8")).hexdigest()
 
@@ -91,8 +93,9 @@ class ResponseCache:
         except sqlite3.Error as exc:
             raise cache_error(self.path, exc, doing) from None
 
-    def _queue(self, key: str, model: str, response: dict[str, Any],
-               loop: asyncio.AbstractEventLoop | None = None) -> Any:
+    def _queue(
+        self, key: str, model: str, response: dict[str, Any], loop: asyncio.AbstractEventLoop | None = None
+    ) -> Any:
         """Hand one answer to the writer; the future its commit settles (an asyncio one of ``loop`` if given)."""
         done = loop.create_future() if loop is not None else concurrent.futures.Future()
         self._writer.submit((key, model, json.dumps(response, ensure_ascii=False), time.time()), (loop, done))
@@ -145,16 +148,20 @@ def cache_error(path: Path, exc: BaseException, doing: str) -> CacheError:
     lowered = text.lower()
     if any(word in lowered for word in ("not a database", "malformed", "corrupt", "file is encrypted")):
         what = "is corrupt or not a datagen answer cache"
-    elif any(word in lowered for word in ("readonly", "read-only", "unable to open", "permission", "disk i/o", "full")):
+    elif any(
+        word in lowered for word in ("readonly", "read-only", "unable to open", "permission", "disk i/o", "full")
+    ):
         what = "cannot be opened for writing (read-only, full, or on a broken disk?)"
     elif "locked" in lowered or "busy" in lowered:
         what = "stayed locked by another process for over a minute"
     else:
         what = "failed"
-    return CacheError(f"{path}: the LLM answer cache {what}: {type(exc).__name__}: {text} (while {doing}). "
-                      f"To go on: run without the cache (--no-cache, or endpoint.cache: false in a run config), "
-                      f"or move the file aside (mv '{path}' '{path}.broken') so a new one is started; "
-                      "datagen has not changed or deleted it, so the answers it holds are still there")
+    return CacheError(
+        f"{path}: the LLM answer cache {what}: {type(exc).__name__}: {text} (while {doing}). "
+        f"To go on: run without the cache (--no-cache, or endpoint.cache: false in a run config), "
+        f"or move the file aside (mv '{path}' '{path}.broken') so a new one is started; "
+        "datagen has not changed or deleted it, so the answers it holds are still there"
+    )
 
 
 def _probe(conn: sqlite3.Connection) -> None:
@@ -220,7 +227,8 @@ class _Writer:
             try:
                 self._conn.executemany(
                     "INSERT OR REPLACE INTO completions (key, model, response, created_at) VALUES (?, ?, ?, ?)",
-                    [row for row, _ in batch])
+                    [row for row, _ in batch],
+                )
                 self._conn.execute("COMMIT")
             except BaseException:
                 self._conn.execute("ROLLBACK")

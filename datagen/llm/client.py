@@ -60,20 +60,24 @@ _SURROGATE = re.compile("[\ud800-\udfff]")
 
 def resolve_base_urls(cfg: LLMConfig) -> tuple[str, ...]:
     if "embedded" in cfg.base_urls:
-        raise ConfigError("base URL 'embedded' is started by the command that uses it "
-                          "(datagen.llm.endpoint.endpoint); the client needs a real URL")
+        raise ConfigError(
+            "base URL 'embedded' is started by the command that uses it "
+            "(datagen.llm.endpoint.endpoint); the client needs a real URL"
+        )
     if cfg.base_urls:
         return cfg.base_urls
     for name in BASE_URL_ENV:
         if os.environ.get(name):
             return tuple(u.strip() for u in os.environ[name].split(",") if u.strip())
-    raise ConfigError("no LLM endpoint: pass --base-url URL, set DATAGEN_BASE_URL or OPENAI_BASE_URL, "
-                      "or run `datagen serve` and point --base-url at it")
+    raise ConfigError(
+        "no LLM endpoint: pass --base-url URL, set DATAGEN_BASE_URL or OPENAI_BASE_URL, "
+        "or run `datagen serve` and point --base-url at it"
+    )
 
 
 def backoff_delay(attempt: int, base: float, cap: float, rng: random.Random) -> float:
     """Full-jitter exponential backoff (AWS architecture blog): uniform(0, min(cap, base·2^attempt))."""
-    return rng.uniform(0.0, min(cap, base * (2 ** attempt)))
+    return rng.uniform(0.0, min(cap, base * (2**attempt)))
 
 
 class LLMClient:
@@ -85,15 +89,21 @@ class LLMClient:
         # File mode needs no endpoint: the requests go to a file another engine runs.
         self.base_urls = () if cfg.batch == "file" and not cfg.base_urls else resolve_base_urls(cfg)
         self._api_key = resolve_api_key()
-        if self._api_key is None and any(urlparse(u).hostname not in _LOCAL_HOSTS and urlparse(u).password is None
-                                         for u in self.base_urls):  # user:key@ in the URL is a credential too
+        if self._api_key is None and any(
+            urlparse(u).hostname not in _LOCAL_HOSTS and urlparse(u).password is None for u in self.base_urls
+        ):  # user:key@ in the URL is a credential too
             raise ConfigError("no API key for a remote endpoint: set DATAGEN_API_KEY or OPENAI_API_KEY")
         self._transport: SdkTransport | ProcessTransport = (
-            ProcessTransport(self.base_urls, cfg.timeout, cfg.processes) if cfg.processes > 1
-            else SdkTransport(self.base_urls, self._api_key, cfg.timeout))
+            ProcessTransport(self.base_urls, cfg.timeout, cfg.processes)
+            if cfg.processes > 1
+            else SdkTransport(self.base_urls, self._api_key, cfg.timeout)
+        )
         # /models is asked once, from this process.
-        self._lister = (self._transport if isinstance(self._transport, SdkTransport)
-                        else SdkTransport(self.base_urls[:1], self._api_key, cfg.timeout))
+        self._lister = (
+            self._transport
+            if isinstance(self._transport, SdkTransport)
+            else SdkTransport(self.base_urls[:1], self._api_key, cfg.timeout)
+        )
         self._in_flight = [0] * len(self.base_urls)
         self._next = 0
         self._semaphore = asyncio.Semaphore(cfg.concurrency)
@@ -105,8 +115,11 @@ class LLMClient:
         self._model_lock = asyncio.Lock()
         self._rng = rng or random.Random()
         self._owns_cache = cache is None and cfg.cache
-        self.cache = cache if cache is not None else (
-            ResponseCache(cfg.cache_path or datagen_home() / "llm_cache.sqlite") if cfg.cache else None)
+        self.cache = (
+            cache
+            if cache is not None
+            else (ResponseCache(cfg.cache_path or datagen_home() / "llm_cache.sqlite") if cfg.cache else None)
+        )
         self.ledger = UsageLedger()
         self._gatherer: BatchGatherer | None = None
         self._batch_api: BatchApi | None = None
@@ -130,17 +143,26 @@ class LLMClient:
             if not await self._batch_api.supported():
                 where = redact_url(self.base_urls[0])
                 if self.cfg.batch == "on":
-                    raise ConfigError(f"{where} has no /batches endpoint, so batch mode cannot run there: use "
-                                      "--batch auto to fall back to online requests, or --batch file to write a "
-                                      "request file for another engine")
+                    raise ConfigError(
+                        f"{where} has no /batches endpoint, so batch mode cannot run there: use "
+                        "--batch auto to fall back to online requests, or --batch file to write a "
+                        "request file for another engine"
+                    )
                 log.warning("%s has no /batches endpoint: sending requests online (--batch auto)", where)
                 await self._batch_api.aclose()
                 self._batch_api = None
                 return
         assert self.cache is not None  # check_batch_config
-        self._gatherer = BatchGatherer(self.cfg, self._batch_api, self.cache, self.ledger, self._parse_raw,
-                                       charge=self._charge, check_budget=self._check_budget,
-                                       estimate=self.request_cost)
+        self._gatherer = BatchGatherer(
+            self.cfg,
+            self._batch_api,
+            self.cache,
+            self.ledger,
+            self._parse_raw,
+            charge=self._charge,
+            check_budget=self._check_budget,
+            estimate=self.request_cost,
+        )
 
     async def __aexit__(self, *exc: object) -> None:
         await self.aclose()
@@ -158,12 +180,15 @@ class LLMClient:
 
     # ------------------------------------------------------------------------------------------ public
 
-    async def chat(self, messages: list[dict[str, str]], params: SamplingParams = SamplingParams(),
-                   sample_index: int = 0) -> Completion:
+    async def chat(
+        self, messages: list[dict[str, str]], params: SamplingParams = SamplingParams(), sample_index: int = 0
+    ) -> Completion:
         """One chat completion (``/v1/chat/completions``); the k-th sample of a request is ``sample_index=k``."""
         return await self._cached_request("chat", messages, params, sample_index)
 
-    async def complete(self, prompt: str, params: SamplingParams = SamplingParams(), sample_index: int = 0) -> Completion:
+    async def complete(
+        self, prompt: str, params: SamplingParams = SamplingParams(), sample_index: int = 0
+    ) -> Completion:
         """One text completion (``/v1/completions``): the model continues ``prompt`` as-is."""
         return await self._cached_request("completion", prompt, params, sample_index)
 
@@ -194,15 +219,20 @@ class LLMClient:
             raise CostLimitReached(
                 f"stopped before spending more than max_cost {self.cfg.max_cost:g} USD: {spent:.4f} USD spent or "
                 f"committed, and the next request(s) may cost up to {amount:.4f} USD. Every answer received is "
-                "cached: run the same command with a higher --max-cost to go on from here")
+                "cached: run the same command with a higher --max-cost to go on from here"
+            )
 
     def _charge(self, completion: Completion, batch: bool = False) -> None:
         """Add one answer's tokens at the model's price to the ledger's spending."""
         price = price_of(self.cfg.prices, completion.model) or price_of(self.cfg.prices, self._model or "")
         if price is None:
             return
-        spent = cost(price, completion.prompt_tokens, completion.completion_tokens,
-                     discount=self.cfg.batch_discount if batch else 0.0)
+        spent = cost(
+            price,
+            completion.prompt_tokens,
+            completion.completion_tokens,
+            discount=self.cfg.batch_discount if batch else 0.0,
+        )
         self.ledger.cost_usd = round((self.ledger.cost_usd or 0.0) + spent, 10)
         if batch:
             self.ledger.batch_cost_usd = round((self.ledger.batch_cost_usd or 0.0) + spent, 10)
@@ -283,8 +313,13 @@ class LLMClient:
             delay = backoff_delay(attempts - 1, self.cfg.backoff_base, self.cfg.backoff_max, self._rng)
             if retry_after is not None:
                 delay = min(retry_after, self.cfg.retry_after_max) + self._rng.uniform(0, 0.1 * self.cfg.backoff_base)
-            log.info("retrying after %s (attempt %d/%d, waiting %.2f s)", error.reason, attempts,
-                     self.cfg.max_retries + 1, delay)
+            log.info(
+                "retrying after %s (attempt %d/%d, waiting %.2f s)",
+                error.reason,
+                attempts,
+                self.cfg.max_retries + 1,
+                delay,
+            )
             await asyncio.sleep(delay)
 
     async def _pace(self, payload: Any, request: dict[str, Any]) -> None:
@@ -322,9 +357,16 @@ class LLMClient:
         except (ValueError, KeyError, IndexError, TypeError, AttributeError, RecursionError) as exc:
             head = body[:200]
             snippet = (head.decode("utf-8", "replace") if isinstance(head, bytes) else head).replace("\n", " ")
-            raise Retryable(LLMBadResponse(self._redact(f"malformed completion ({type(exc).__name__}: {exc}): {snippet!r}"))) from None
-        return Completion(text=text, finish_reason=finish_reason, model=answered_model,
-                          prompt_tokens=prompt_tokens, completion_tokens=completion_tokens)
+            raise Retryable(
+                LLMBadResponse(self._redact(f"malformed completion ({type(exc).__name__}: {exc}): {snippet!r}"))
+            ) from None
+        return Completion(
+            text=text,
+            finish_reason=finish_reason,
+            model=answered_model,
+            prompt_tokens=prompt_tokens,
+            completion_tokens=completion_tokens,
+        )
 
     def _parse_raw(self, kind: str, model: str, body: bytes) -> Completion:
         """``_parse`` for answers that come from a batch file: a malformed one raises its ``LLMBadResponse``."""
@@ -344,14 +386,20 @@ class LLMClient:
         if completion.truncated:
             self.ledger.truncated += 1
         if log.isEnabledFor(logging.DEBUG):  # `completion.usage` builds a dict: skip it when nobody listens
-            log.debug("completion: finish_reason=%s usage=%s attempts=%d", completion.finish_reason,
-                      completion.usage, completion.attempts)
+            log.debug(
+                "completion: finish_reason=%s usage=%s attempts=%d",
+                completion.finish_reason,
+                completion.usage,
+                completion.attempts,
+            )
 
     def _fail(self, error: LLMError) -> None:
         self.ledger.failed += 1
-        self.ledger.failures.append({"reason": error.reason, "message": str(error), "attempts": error.attempts,
-                                     "status": error.status})
+        self.ledger.failures.append(
+            {"reason": error.reason, "message": str(error), "attempts": error.attempts, "status": error.status}
+        )
         log.warning("request failed for good after %s attempt(s): %s", error.attempts, error)
+
 
 def _usage(usage: Any) -> tuple[int, int]:
     """(prompt, completion) tokens from an answer's ``usage`` block; absent is zero, anything but a mapping of
@@ -365,8 +413,12 @@ def _usage(usage: Any) -> tuple[int, int]:
         value = usage.get(name)
         if value is None:
             value = 0
-        if isinstance(value, bool) or not isinstance(value, (int, float)) or value < 0 or (
-                isinstance(value, float) and not value.is_integer()):
+        if (
+            isinstance(value, bool)
+            or not isinstance(value, (int, float))
+            or value < 0
+            or (isinstance(value, float) and not value.is_integer())
+        ):
             raise ValueError(f"usage.{name} must be a whole number ≥ 0, got {value!r:.40}")
         counts.append(int(value))
     return counts[0], counts[1]
@@ -376,7 +428,9 @@ T = TypeVar("T")
 R = TypeVar("R")
 
 
-async def map_bounded(fn: Callable[[T], Awaitable[R]], items: Iterable[T], limit: int) -> AsyncIterator[tuple[T, R | BaseException]]:
+async def map_bounded(
+    fn: Callable[[T], Awaitable[R]], items: Iterable[T], limit: int
+) -> AsyncIterator[tuple[T, R | BaseException]]:
     """Run ``fn`` over ``items`` with at most ``limit`` in flight; yield ``(item, result)`` as each finishes.
 
     Tasks are created lazily (a million items never become a million tasks), and an exception is yielded

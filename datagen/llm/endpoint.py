@@ -30,5 +30,9 @@ def endpoint(cfg: LLMConfig, max_batch_size: int = 16) -> Iterator[LLMConfig]:
         urls = tuple(url if u == EMBEDDED else u for u in cfg.base_urls)
         # A CPU model answers a full batch in minutes, and a request that times out is still computed by
         # the server: so wait long, and send no more at once than one batch holds.
-        yield dataclasses.replace(cfg, base_urls=urls, timeout=max(cfg.timeout, EMBEDDED_TIMEOUT),
-                                  concurrency=min(cfg.concurrency, max_batch_size))
+        yield dataclasses.replace(
+            cfg,
+            base_urls=urls,
+            timeout=max(cfg.timeout, EMBEDDED_TIMEOUT),
+            concurrency=min(cfg.concurrency, max_batch_size),
+        )

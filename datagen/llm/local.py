@@ -64,9 +64,7 @@ def resolve_model_dir(model: str | Path | None) -> Path:
         return _converted(path)
     if path.is_dir() and (path / "config.json").is_file():
         return path
-    raise ConfigError(
-        f"model {str(model)!r} is neither 'embedded', a .gguf file, nor a folder with config.json"
-    )
+    raise ConfigError(f"model {str(model)!r} is neither 'embedded', a .gguf file, nor a folder with config.json")
 
 
 def _converted(gguf: Path) -> Path:
@@ -150,20 +148,27 @@ class DecodingParams:
     def __post_init__(self) -> None:
         if isinstance(self.stop, str):
             object.__setattr__(self, "stop", (self.stop,))
-        check_fields(self, "", [
-            ("n", 1 <= self.n <= 64, "an integer in [1, 64]"),
-            ("temperature", 0 <= self.temperature <= 2, "in [0, 2]"),
-            ("top_p", 0 < self.top_p <= 1, "in (0, 1]"),
-            ("max_tokens", self.max_tokens >= 1, "at least 1"),
-            ("stop", all(isinstance(s, str) and s for s in self.stop), "non-empty strings"),
-            ("presence_penalty", -2 <= self.presence_penalty <= 2, "in [-2, 2]"),
-            ("frequency_penalty", -2 <= self.frequency_penalty <= 2, "in [-2, 2]"),
-            ("top_k", isinstance(self.top_k, int) and self.top_k >= 0, "an integer >= 0"),
-            ("min_p", 0 <= self.min_p <= 1, "in [0, 1]"),
-            ("repetition_penalty", 0 < self.repetition_penalty <= 10, "in (0, 10]"),
-            ("logit_bias", all(isinstance(t, int) and t >= 0 and -100 <= b <= 100 for t, b in self.logit_bias),
-             "token ids mapped to biases in [-100, 100]"),
-        ])
+        check_fields(
+            self,
+            "",
+            [
+                ("n", 1 <= self.n <= 64, "an integer in [1, 64]"),
+                ("temperature", 0 <= self.temperature <= 2, "in [0, 2]"),
+                ("top_p", 0 < self.top_p <= 1, "in (0, 1]"),
+                ("max_tokens", self.max_tokens >= 1, "at least 1"),
+                ("stop", all(isinstance(s, str) and s for s in self.stop), "non-empty strings"),
+                ("presence_penalty", -2 <= self.presence_penalty <= 2, "in [-2, 2]"),
+                ("frequency_penalty", -2 <= self.frequency_penalty <= 2, "in [-2, 2]"),
+                ("top_k", isinstance(self.top_k, int) and self.top_k >= 0, "an integer >= 0"),
+                ("min_p", 0 <= self.min_p <= 1, "in [0, 1]"),
+                ("repetition_penalty", 0 < self.repetition_penalty <= 10, "in (0, 10]"),
+                (
+                    "logit_bias",
+                    all(isinstance(t, int) and t >= 0 and -100 <= b <= 100 for t, b in self.logit_bias),
+                    "token ids mapped to biases in [-100, 100]",
+                ),
+            ],
+        )
 
 
 @dataclass(frozen=True)
@@ -298,8 +303,12 @@ class LocalBackend:
         for i, (req, _) in enumerate(rows):  # left padding: every prompt ends at column `width`
             ids[i, width - len(req.prompt_ids) :] = torch.tensor(req.prompt_ids)
             mask[i, width - len(req.prompt_ids) :] = 1
-        sampler = _RowSampler([req.params for req, _ in rows], [choice for _, choice in rows],
-                              [self._constraint(req.params) for req, _ in rows], [req.prompt_ids for req, _ in rows])
+        sampler = _RowSampler(
+            [req.params for req, _ in rows],
+            [choice for _, choice in rows],
+            [self._constraint(req.params) for req, _ in rows],
+            [req.prompt_ids for req, _ in rows],
+        )
         stopper = _RowStopper(self, [req for req, _ in rows], [choice for _, choice in rows], width)
         config = GenerationConfig(
             max_new_tokens=max(req.params.max_tokens for req, _ in rows),
@@ -387,8 +396,13 @@ def _enforcer_tokenizer_data(tokenizer: Any, eos_ids: list[int]) -> Any:
             continue
         after_zero = tokenizer.decode([zero, token])[1:]
         regular.append((token, after_zero, len(after_zero) > len(tokenizer.decode([token]))))
-    return TokenEnforcerTokenizerData(regular, lambda ids: tokenizer.decode(ids).rstrip("\ufffd"),
-                                      eos_ids if len(eos_ids) > 1 else eos_ids[0], False, len(tokenizer))
+    return TokenEnforcerTokenizerData(
+        regular,
+        lambda ids: tokenizer.decode(ids).rstrip("\ufffd"),
+        eos_ids if len(eos_ids) > 1 else eos_ids[0],
+        False,
+        len(tokenizer),
+    )
 
 
 class _RowSampler:
@@ -399,8 +413,13 @@ class _RowSampler:
     presence/frequency penalties, the response_format constraint, then temperature, top_k, min_p and top_p.
     """
 
-    def __init__(self, params: list[DecodingParams], choice_index: list[int], constraints: list[Any],
-                 prompts: list[tuple[int, ...]]):
+    def __init__(
+        self,
+        params: list[DecodingParams],
+        choice_index: list[int],
+        constraints: list[Any],
+        prompts: list[tuple[int, ...]],
+    ):
         import torch
 
         self.params = params
@@ -420,7 +439,7 @@ class _RowSampler:
         scores = scores.float()
         if self.prompt_length is None:  # first step: everything so far is (left-padded) prompt
             self.prompt_length = input_ids.shape[1]
-        generated = input_ids[:, self.prompt_length:]
+        generated = input_ids[:, self.prompt_length :]
         vocab = scores.shape[-1]
         chosen = torch.empty(len(self.params), dtype=torch.long)
         for i, p in enumerate(self.params):

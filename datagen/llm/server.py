@@ -88,22 +88,38 @@ class ServeConfig:
             raise ConfigError(f"serve.adapter: {self.adapter} is not a folder with adapter_config.json")
         object.__setattr__(self, "allowed_hosts", tuple(h.lower().strip("[]") for h in self.allowed_hosts))
         integer = lambda name, lo, hi: isinstance(getattr(self, name), int) and lo <= getattr(self, name) <= hi
-        check_fields(self, "serve.", [
-            ("host", bool(self.host), "non-empty"),
-            ("port", integer("port", 0, 65535), "an integer in [0, 65535]"),
-            ("api_key", self.api_key is None or bool(self.api_key.strip()),
-             "non-empty (leave it unset to serve without a key)"),
-            ("served_model_name", self.served_model_name is None or re.fullmatch(r"\S+", self.served_model_name),
-             "non-empty without spaces"),
-            ("max_batch_size", integer("max_batch_size", 1, 256), "an integer in [1, 256]"),
-            ("max_request_bytes", integer("max_request_bytes", 1024, float("inf")), "an integer >= 1024"),
-            ("max_choices", integer("max_choices", 1, 4096), "an integer in [1, 4096]"),
-            ("client_timeout", isinstance(self.client_timeout, (int, float)) and 0 < self.client_timeout <= 3600,
-             "seconds in (0, 3600]"),
-            ("allowed_hosts", all(h and re.fullmatch(r"[\w.:*-]+", h) for h in self.allowed_hosts),
-             "host names (or *)"),
-            ("device", _DEVICE.fullmatch(self.device), "auto, cpu, mps, cuda or cuda:N"),
-        ])
+        check_fields(
+            self,
+            "serve.",
+            [
+                ("host", bool(self.host), "non-empty"),
+                ("port", integer("port", 0, 65535), "an integer in [0, 65535]"),
+                (
+                    "api_key",
+                    self.api_key is None or bool(self.api_key.strip()),
+                    "non-empty (leave it unset to serve without a key)",
+                ),
+                (
+                    "served_model_name",
+                    self.served_model_name is None or re.fullmatch(r"\S+", self.served_model_name),
+                    "non-empty without spaces",
+                ),
+                ("max_batch_size", integer("max_batch_size", 1, 256), "an integer in [1, 256]"),
+                ("max_request_bytes", integer("max_request_bytes", 1024, float("inf")), "an integer >= 1024"),
+                ("max_choices", integer("max_choices", 1, 4096), "an integer in [1, 4096]"),
+                (
+                    "client_timeout",
+                    isinstance(self.client_timeout, (int, float)) and 0 < self.client_timeout <= 3600,
+                    "seconds in (0, 3600]",
+                ),
+                (
+                    "allowed_hosts",
+                    all(h and re.fullmatch(r"[\w.:*-]+", h) for h in self.allowed_hosts),
+                    "host names (or *)",
+                ),
+                ("device", _DEVICE.fullmatch(self.device), "auto, cpu, mps, cuda or cuda:N"),
+            ],
+        )
 
     @functools.cached_property
     def model_id(self) -> str:
@@ -228,8 +244,14 @@ class _Engine:
             return
         self.on_ready()
 
-    async def submit(self, kind: str, prompt: Any, params: DecodingParams, cancel: threading.Event | None = None,
-                     on_token: Callable[[int, str], None] | None = None) -> list[Choice]:
+    async def submit(
+        self,
+        kind: str,
+        prompt: Any,
+        params: DecodingParams,
+        cancel: threading.Event | None = None,
+        on_token: Callable[[int, str], None] | None = None,
+    ) -> list[Choice]:
         """Queue one request and wait for its ``n`` choices; setting ``cancel`` stops its generation."""
         assert self._queue is not None
         future: asyncio.Future[list[Choice]] = asyncio.get_running_loop().create_future()
@@ -353,10 +375,12 @@ def create_app(cfg: ServeConfig, loader: Callable[[], LocalBackend] | None = Non
         finally:
             await engine.stop()
 
-    def api(handler: Callable[[Request], Awaitable[dict[str, Any] | JSONResponse]],
-            model: bool = True) -> Callable[[Request], Awaitable[JSONResponse]]:
+    def api(
+        handler: Callable[[Request], Awaitable[dict[str, Any] | JSONResponse]], model: bool = True
+    ) -> Callable[[Request], Awaitable[JSONResponse]]:
         """``handler`` behind the Host check and, for a route that uses the model, the key and the loaded model
         (``/health`` answers without the key, and while the model loads)."""
+
         async def endpoint(request: Request) -> JSONResponse:
             try:
                 _check_host(request, cfg)
@@ -400,8 +424,10 @@ def create_app(cfg: ServeConfig, loader: Callable[[], LocalBackend] | None = Non
 
     async def models(request: Request) -> dict[str, Any]:
         now = int(time.time())  # the chat model first: clients without --model take the first listed
-        data = [{"id": name, "object": "model", "created": now, "owned_by": "datagen"}
-                for name in (cfg.model_id, EMBEDDING_MODEL_ID)]
+        data = [
+            {"id": name, "object": "model", "created": now, "owned_by": "datagen"}
+            for name in (cfg.model_id, EMBEDDING_MODEL_ID)
+        ]
         return {"object": "list", "data": data}
 
     async def embeddings(request: Request) -> dict[str, Any]:
@@ -409,8 +435,11 @@ def create_app(cfg: ServeConfig, loader: Callable[[], LocalBackend] | None = Non
         texts = body.get("input")
         texts = [texts] if isinstance(texts, str) else texts
         if not isinstance(texts, list) or not texts or not all(isinstance(t, str) for t in texts):
-            raise _ApiError(400, "input must be a string or a non-empty list of strings (token arrays are not "
-                                 "supported)", param="input")
+            raise _ApiError(
+                400,
+                "input must be a string or a non-empty list of strings (token arrays are not supported)",
+                param="input",
+            )
         _check_choices(len(texts), max(cfg.max_choices, 256))
         fmt = body.get("encoding_format") or "float"
         if fmt not in ("float", "base64"):
@@ -422,8 +451,9 @@ def create_app(cfg: ServeConfig, loader: Callable[[], LocalBackend] | None = Non
         size = (getattr(model, "get_embedding_dimension", None) or model.get_sentence_embedding_dimension)()
         if dimensions is not None and dimensions != size:
             raise _ApiError(400, f"dimensions must be {size} for {EMBEDDING_MODEL_ID}", param="dimensions")
-        vectors = await engine._thread.run(lambda: model.encode(texts, normalize_embeddings=True,
-                                                                convert_to_numpy=True, show_progress_bar=False))
+        vectors = await engine._thread.run(
+            lambda: model.encode(texts, normalize_embeddings=True, convert_to_numpy=True, show_progress_bar=False)
+        )
         tokens = sum(len(ids) for ids in model.tokenizer(texts)["input_ids"])
         data = []
         for index, vector in enumerate(vectors):
@@ -434,12 +464,20 @@ def create_app(cfg: ServeConfig, loader: Callable[[], LocalBackend] | None = Non
             else:
                 value = [float(x) for x in vector]
             data.append({"object": "embedding", "index": index, "embedding": value})
-        return {"object": "list", "data": data, "model": EMBEDDING_MODEL_ID,
-                "usage": {"prompt_tokens": tokens, "total_tokens": tokens}}
+        return {
+            "object": "list",
+            "data": data,
+            "model": EMBEDDING_MODEL_ID,
+            "usage": {"prompt_tokens": tokens, "total_tokens": tokens},
+        }
 
     async def health(request: Request) -> JSONResponse:
-        stats = {"model": cfg.model_id, "pid": os.getpid(), "batch_sizes": dict(engine.batch_sizes),
-                 "cancelled_rows": engine.cancelled_rows}
+        stats = {
+            "model": cfg.model_id,
+            "pid": os.getpid(),
+            "batch_sizes": dict(engine.batch_sizes),
+            "cancelled_rows": engine.cancelled_rows,
+        }
         if engine.load_error is not None:
             error = f"{type(engine.load_error).__name__}: {engine.load_error}"
             return JSONResponse({"status": "error", "error": error, **stats}, status_code=500)
@@ -510,21 +548,33 @@ def _check_host(request: Request, cfg: ServeConfig) -> None:
     allowed = _LOOPBACK_NAMES | set(cfg.allowed_hosts)
     host = _hostname(request.headers.get("host", ""))
     if host not in allowed and not host.startswith("127."):
-        raise _ApiError(403, f"Host {host!r} is not allowed without an API key: use 127.0.0.1/localhost, set "
-                             "DATAGEN_SERVE_API_KEY, or pass --allow-host NAME", "host_not_allowed")
+        raise _ApiError(
+            403,
+            f"Host {host!r} is not allowed without an API key: use 127.0.0.1/localhost, set "
+            "DATAGEN_SERVE_API_KEY, or pass --allow-host NAME",
+            "host_not_allowed",
+        )
     origin = request.headers.get("origin")
     if origin is not None:
         name = _hostname(origin)  # "null" (an opaque origin, e.g. a sandboxed page) stays "null"
         if name not in allowed and not name.startswith("127."):
-            raise _ApiError(403, f"Origin {origin!r} is not allowed without an API key (a web page may not drive "
-                                 "this server); set DATAGEN_SERVE_API_KEY or pass --allow-host NAME",
-                            "origin_not_allowed")
+            raise _ApiError(
+                403,
+                f"Origin {origin!r} is not allowed without an API key (a web page may not drive "
+                "this server); set DATAGEN_SERVE_API_KEY or pass --allow-host NAME",
+                "origin_not_allowed",
+            )
 
 
 def _check_choices(count: int, limit: int) -> None:
     if count > limit:
-        raise _ApiError(400, f"n x prompts asks for {count} completions; this server allows at most {limit} per "
-                             "request (--max-choices)", "too_many_choices", "n")
+        raise _ApiError(
+            400,
+            f"n x prompts asks for {count} completions; this server allows at most {limit} per "
+            "request (--max-choices)",
+            "too_many_choices",
+            "n",
+        )
 
 
 async def _read_json(request: Request, limit: int, model_id: str, timeout: float = 30.0) -> dict[str, Any]:
@@ -554,11 +604,21 @@ async def _read_json(request: Request, limit: int, model_id: str, timeout: float
     if not isinstance(model, str):
         raise _ApiError(400, "model is required and must be a string", param="model")
     if model != model_id:
-        raise _ApiError(404, f"The model `{model}` does not exist; this server serves `{model_id}`.", "model_not_found", "model")
+        raise _ApiError(
+            404, f"The model `{model}` does not exist; this server serves `{model_id}`.", "model_not_found", "model"
+        )
     for name, value in data.items():  # an ignored parameter would silently change what the client gets
-        if name not in _SUPPORTED and value not in (None, False, [], {}, "", 0) and not (name == "best_of" and value == 1):
-            raise _ApiError(400, f"{name} is not supported by this server (supported: {', '.join(sorted(_SUPPORTED))})",
-                            "unsupported_parameter", name)
+        if (
+            name not in _SUPPORTED
+            and value not in (None, False, [], {}, "", 0)
+            and not (name == "best_of" and value == 1)
+        ):
+            raise _ApiError(
+                400,
+                f"{name} is not supported by this server (supported: {', '.join(sorted(_SUPPORTED))})",
+                "unsupported_parameter",
+                name,
+            )
     if not isinstance(data.get("stream", False), (bool, type(None))):
         raise _ApiError(400, "stream must be true or false", param="stream")
     return data
@@ -566,12 +626,35 @@ async def _read_json(request: Request, limit: int, model_id: str, timeout: float
 
 #: Request fields the server honours. Others are refused (400 naming them) unless unset, false or empty;
 #: ``user`` and ``store``/``metadata`` only label a request and change no answer.
-_SUPPORTED = frozenset({
-    "model", "messages", "prompt", "n", "temperature", "top_p", "top_k", "min_p", "max_tokens",
-    "max_completion_tokens", "stop", "seed", "presence_penalty", "frequency_penalty", "repetition_penalty",
-    "logit_bias", "response_format", "stream", "stream_options", "user", "store", "metadata",
-    "input", "encoding_format", "dimensions",  # /v1/embeddings
-})
+_SUPPORTED = frozenset(
+    {
+        "model",
+        "messages",
+        "prompt",
+        "n",
+        "temperature",
+        "top_p",
+        "top_k",
+        "min_p",
+        "max_tokens",
+        "max_completion_tokens",
+        "stop",
+        "seed",
+        "presence_penalty",
+        "frequency_penalty",
+        "repetition_penalty",
+        "logit_bias",
+        "response_format",
+        "stream",
+        "stream_options",
+        "user",
+        "store",
+        "metadata",
+        "input",
+        "encoding_format",
+        "dimensions",  # /v1/embeddings
+    }
+)
 
 
 def _messages(value: Any) -> list[dict[str, str]]:
@@ -585,7 +668,9 @@ def _messages(value: Any) -> list[dict[str, str]]:
             raise _ApiError(400, f"messages[{k}].role must be system, developer, user or assistant", param="messages")
         content = message.get("content")
         if isinstance(content, list):  # content parts: only text is supported
-            if not all(isinstance(p, dict) and p.get("type") == "text" and isinstance(p.get("text"), str) for p in content):
+            if not all(
+                isinstance(p, dict) and p.get("type") == "text" and isinstance(p.get("text"), str) for p in content
+            ):
                 raise _ApiError(400, f"messages[{k}].content: only text parts are supported", param="messages")
             content = "".join(p["text"] for p in content)
         if not isinstance(content, str):
@@ -614,9 +699,13 @@ def _sampling(body: dict[str, Any], default_max_tokens: int) -> DecodingParams:
     if max_tokens is None:
         max_tokens = get("max_tokens", (int,), default_max_tokens)
     bias = body.get("logit_bias") or {}
-    if not isinstance(bias, dict) or not all(isinstance(k, str) and k.strip().isdigit() and isinstance(v, (int, float))
-                                             and not isinstance(v, bool) for k, v in bias.items()):
-        raise _ApiError(400, "logit_bias must map token ids (as strings) to numbers in [-100, 100]", param="logit_bias")
+    if not isinstance(bias, dict) or not all(
+        isinstance(k, str) and k.strip().isdigit() and isinstance(v, (int, float)) and not isinstance(v, bool)
+        for k, v in bias.items()
+    ):
+        raise _ApiError(
+            400, "logit_bias must map token ids (as strings) to numbers in [-100, 100]", param="logit_bias"
+        )
     options = body.get("stream_options")
     if options is not None and (not isinstance(options, dict) or set(options) - {"include_usage"}):
         raise _ApiError(400, "stream_options supports only include_usage", param="stream_options")
@@ -651,14 +740,16 @@ def _response_format(value: Any) -> str | None:
         spec = value.get("json_schema")
         schema = spec.get("schema") if isinstance(spec, dict) else None
         if not isinstance(schema, dict):
-            raise _ApiError(400, "response_format.json_schema.schema must be a JSON schema object",
-                            param="response_format")
+            raise _ApiError(
+                400, "response_format.json_schema.schema must be a JSON schema object", param="response_format"
+            )
         return json.dumps(schema, sort_keys=True)
     raise _ApiError(400, "response_format.type must be text, json_object or json_schema", param="response_format")
 
 
-async def _submit_all(engine: _Engine, request: Request, kind: str, prompts: list[Any],
-                      params: DecodingParams) -> list[list[Choice]]:
+async def _submit_all(
+    engine: _Engine, request: Request, kind: str, prompts: list[Any], params: DecodingParams
+) -> list[list[Choice]]:
     """Generate every prompt of one request, stopping their generation if the client disconnects first."""
     cancel = threading.Event()
     work = asyncio.ensure_future(asyncio.gather(*(engine.submit(kind, p, params, cancel) for p in prompts)))
@@ -683,8 +774,15 @@ async def _submit_all(engine: _Engine, request: Request, kind: str, prompts: lis
             work.cancel()
 
 
-def _stream(engine: _Engine, request: Request, model_id: str, kind: str, prompts: list[Any], params: DecodingParams,
-            options: dict[str, Any] | None) -> Any:
+def _stream(
+    engine: _Engine,
+    request: Request,
+    model_id: str,
+    kind: str,
+    prompts: list[Any],
+    params: DecodingParams,
+    options: dict[str, Any] | None,
+) -> Any:
     """Server-sent events as OpenAI streams them: ``data: {chunk}`` per text delta, a final chunk per choice with
     its finish_reason, an optional usage chunk (``stream_options.include_usage``), then ``data: [DONE]``.
 
@@ -707,7 +805,9 @@ def _stream(engine: _Engine, request: Request, model_id: str, kind: str, prompts
 
     def event(index: int, text: str | None = None, finish: str | None = None, role: bool = False) -> str:
         if chat:
-            delta: dict[str, Any] = {"role": "assistant", "content": ""} if role else {} if text is None else {"content": text}
+            delta: dict[str, Any] = (
+                {"role": "assistant", "content": ""} if role else {} if text is None else {"content": text}
+            )
             choice: dict[str, Any] = {"index": index, "delta": delta, "logprobs": None, "finish_reason": finish}
         else:
             choice = {"index": index, "text": text or "", "logprobs": None, "finish_reason": finish}
@@ -718,8 +818,11 @@ def _stream(engine: _Engine, request: Request, model_id: str, kind: str, prompts
         return f"data: {json.dumps(body, ensure_ascii=False)}\n\n"
 
     async def body() -> Any:
-        work = asyncio.ensure_future(asyncio.gather(
-            *(engine.submit(kind, prompt, params, cancel, on_token_for(p)) for p, prompt in enumerate(prompts))))
+        work = asyncio.ensure_future(
+            asyncio.gather(
+                *(engine.submit(kind, prompt, params, cancel, on_token_for(p)) for p, prompt in enumerate(prompts))
+            )
+        )
         # uvicorn drops writes to a closed connection silently: without this watcher an abandoned stream would
         # generate to its last token.
         gone = asyncio.ensure_future(_disconnected(request))
@@ -741,7 +844,7 @@ def _stream(engine: _Engine, request: Request, model_id: str, kind: str, prompts
                 safe = safe[: len(safe) - hold] if hold else safe
                 done = sent.get(index, "")
                 if len(safe) > len(done) and safe.startswith(done):
-                    yield event(index, safe[len(done):])
+                    yield event(index, safe[len(done) :])
                     sent[index] = safe
             try:
                 results = work.result()
@@ -755,7 +858,7 @@ def _stream(engine: _Engine, request: Request, model_id: str, kind: str, prompts
                 for j, choice in enumerate(choices):
                     index = p * params.n + j
                     done = sent.get(index, "")
-                    rest = choice.text[len(done):] if choice.text.startswith(done) else ""
+                    rest = choice.text[len(done) :] if choice.text.startswith(done) else ""
                     if rest:
                         yield event(index, rest)
                     yield event(index, finish=choice.finish_reason)
@@ -802,8 +905,11 @@ def _response(model_id: str, choices: list[Choice], prompt_tokens: int, chat: bo
 
 def _usage(prompt_tokens: int, choices: list[Choice]) -> dict[str, int]:
     completion = sum(c.completion_tokens for c in choices)
-    return {"prompt_tokens": prompt_tokens, "completion_tokens": completion,
-            "total_tokens": prompt_tokens + completion}
+    return {
+        "prompt_tokens": prompt_tokens,
+        "completion_tokens": completion,
+        "total_tokens": prompt_tokens + completion,
+    }
 
 
 # -------------------------------------------------------------------------------------------- running
@@ -969,7 +1075,9 @@ def serve_in_thread(
     if crashed:
         raise LLMServerError(f"the server thread crashed: {crashed[0]!r}") from crashed[0]
     if engine.errors:
-        raise LLMServerError(f"the server failed {len(engine.errors)} time(s): {engine.errors[0]!r}") from engine.errors[0]
+        raise LLMServerError(
+            f"the server failed {len(engine.errors)} time(s): {engine.errors[0]!r}"
+        ) from engine.errors[0]
 
 
 def wait_healthy(url: str, timeout: float = 60, alive: Callable[[], bool] = lambda: True) -> None:
@@ -986,7 +1094,9 @@ def wait_healthy(url: str, timeout: float = 60, alive: Callable[[], bool] = lamb
                 if response.status_code == 200:
                     return
                 if response.status_code == 500:
-                    raise LLMServerError(f"the server at {url} failed to load its model: {response.json().get('error')}")
+                    raise LLMServerError(
+                        f"the server at {url} failed to load its model: {response.json().get('error')}"
+                    )
                 last = f"HTTP {response.status_code}"
             except httpx.TransportError as exc:
                 last = f"{type(exc).__name__}: {exc}"
@@ -1034,8 +1144,11 @@ def start_server_process(cfg: ServeConfig, timeout: float = 300) -> Iterator[str
 def _serve_args(cfg: ServeConfig) -> list[str]:
     args = ["--host", cfg.host, "--port", str(cfg.port), "--max-batch-size", str(cfg.max_batch_size)]
     args += ["--max-request-bytes", str(cfg.max_request_bytes), "--device", cfg.device]
-    for flag, value in (("--model", cfg.model), ("--adapter", cfg.adapter), ("--served-model-name",
-                                                                             cfg.served_model_name)):
+    for flag, value in (
+        ("--model", cfg.model),
+        ("--adapter", cfg.adapter),
+        ("--served-model-name", cfg.served_model_name),
+    ):
         if value is not None:
             args += [flag, str(value)]
     args += ["--max-choices", str(cfg.max_choices), "--client-timeout", str(cfg.client_timeout)]

@@ -111,8 +111,10 @@ def split_credentials(url: str, api_key: str | None) -> tuple[str, dict[str, str
     if parts.username is None and parts.password is None:
         return url, None
     if api_key:
-        raise ConfigError(f"{redact_text(url)}: credentials in the base URL and an API key in the environment "
-                          "(DATAGEN_API_KEY/OPENAI_API_KEY): keep one of them")
+        raise ConfigError(
+            f"{redact_text(url)}: credentials in the base URL and an API key in the environment "
+            "(DATAGEN_API_KEY/OPENAI_API_KEY): keep one of them"
+        )
     host = parts.netloc.rsplit("@", 1)[1]
     user = urllib.parse.unquote(parts.username or "")
     password = urllib.parse.unquote(parts.password or "")
@@ -126,9 +128,17 @@ class SdkTransport:
     def __init__(self, base_urls: tuple[str, ...], api_key: str | None, timeout: float):
         self.timeout = timeout
         self._api_key = api_key
-        self._clients = [openai.AsyncOpenAI(base_url=clean, api_key=api_key or "no-key-needed", max_retries=0,
-                                            timeout=timeout, http_client=_http_client(timeout), default_headers=auth)
-                         for clean, auth in (split_credentials(url, api_key) for url in base_urls)]
+        self._clients = [
+            openai.AsyncOpenAI(
+                base_url=clean,
+                api_key=api_key or "no-key-needed",
+                max_retries=0,
+                timeout=timeout,
+                http_client=_http_client(timeout),
+                default_headers=auth,
+            )
+            for clean, auth in (split_credentials(url, api_key) for url in base_urls)
+        ]
 
     async def post(self, index: int, path: str, body: dict[str, Any]) -> bytes:
         """POST ``body`` to base URL ``index`` + ``path``; the raw answer body, or ``Retryable``/``LLMError``.
@@ -190,8 +200,10 @@ class SdkTransport:
             if status >= 500 or status in (408, 409):
                 return LLMServerError(message, status=status)
             if status in (401, 403):
-                return LLMRequestError(self._redact(f"HTTP {status}: authentication failed; check DATAGEN_API_KEY "
-                                                    "or OPENAI_API_KEY"), status=status)
+                return LLMRequestError(
+                    self._redact(f"HTTP {status}: authentication failed; check DATAGEN_API_KEY or OPENAI_API_KEY"),
+                    status=status,
+                )
             return LLMRequestError(message, status=status)
         return LLMError(self._redact(str(exc)))
 
@@ -202,8 +214,13 @@ def _is_disconnect(exc: BaseException) -> bool:
     seen = exc.__cause__ or exc.__context__
     while seen is not None:
         name = type(seen).__name__
-        if not isinstance(seen, TimeoutError) and "Timeout" not in name and (
-                isinstance(seen, (ConnectionError, OSError)) or name.endswith(("DisconnectedError", "ConnectionError"))):
+        if (
+            not isinstance(seen, TimeoutError)
+            and "Timeout" not in name
+            and (
+                isinstance(seen, (ConnectionError, OSError)) or name.endswith(("DisconnectedError", "ConnectionError"))
+            )
+        ):
             return True
         seen = seen.__cause__ or seen.__context__
     return False
@@ -270,16 +287,22 @@ class ProcessTransport:
     async def _start(self) -> _Sender:
         """One sender process, once it has said it is ready (imports done, clients built: ~1 s)."""
         process = await asyncio.create_subprocess_exec(
-            sys.executable, "-m", "datagen.llm.transport", "-",  # the URLs (which may hold user:key@) go by env,
-            stdin=asyncio.subprocess.PIPE, stdout=asyncio.subprocess.PIPE,  # not argv, which `ps` shows anyone
-            env={**os.environ, _ARGS_ENV: repr((self.base_urls, self.timeout))})
+            sys.executable,
+            "-m",
+            "datagen.llm.transport",
+            "-",  # the URLs (which may hold user:key@) go by env,
+            stdin=asyncio.subprocess.PIPE,
+            stdout=asyncio.subprocess.PIPE,  # not argv, which `ps` shows anyone
+            env={**os.environ, _ARGS_ENV: repr((self.base_urls, self.timeout))},
+        )
         try:
             await _read_frame(process.stdout)
         except (asyncio.IncompleteReadError, ConnectionError):
             _close_stdin(process)
             await process.wait()
-            raise LLMConnectionError(f"a sender process failed to start (exit code {process.returncode}); "
-                                     "its error is on stderr above") from None
+            raise LLMConnectionError(
+                f"a sender process failed to start (exit code {process.returncode}); its error is on stderr above"
+            ) from None
         sender = _Sender(process)
         sender.reader = asyncio.ensure_future(self._read_answers(sender))
         return sender
@@ -301,8 +324,13 @@ class ProcessTransport:
             code = sender.process.returncode
             for future in sender.pending.values():
                 if not future.done():
-                    future.set_exception(Retryable(LLMConnectionError(
-                        f"sender process {sender.process.pid} exited (code {code}) before answering")))
+                    future.set_exception(
+                        Retryable(
+                            LLMConnectionError(
+                                f"sender process {sender.process.pid} exited (code {code}) before answering"
+                            )
+                        )
+                    )
             sender.pending.clear()
 
     async def aclose(self) -> None:

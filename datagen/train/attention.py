@@ -62,8 +62,9 @@ def segment_sdpa_forward(
 
     length = query.shape[2]
     if key.shape[2] != length or (attention_mask is not None and attention_mask.ndim == 4):
-        return sdpa_attention_forward(module, query, key, value, attention_mask, dropout=dropout, scaling=scaling,
-                                      **kwargs)
+        return sdpa_attention_forward(
+            module, query, key, value, attention_mask, dropout=dropout, scaling=scaling, **kwargs
+        )
     if key.shape[1] != query.shape[1]:  # grouped-query attention: one K/V head serves several query heads
         repeats = query.shape[1] // key.shape[1]
         key = key.repeat_interleave(repeats, dim=1)
@@ -74,9 +75,17 @@ def segment_sdpa_forward(
         bounds = segment_bounds(position_ids.expand(query.shape[0], -1))
     rows = []
     for r, row_bounds in enumerate(bounds):
-        pieces = [torch.nn.functional.scaled_dot_product_attention(
-            query[r:r + 1, :, start:end], key[r:r + 1, :, start:end], value[r:r + 1, :, start:end],
-            dropout_p=dropout, is_causal=True, scale=scaling) for start, end in row_bounds]
+        pieces = [
+            torch.nn.functional.scaled_dot_product_attention(
+                query[r : r + 1, :, start:end],
+                key[r : r + 1, :, start:end],
+                value[r : r + 1, :, start:end],
+                dropout_p=dropout,
+                is_causal=True,
+                scale=scaling,
+            )
+            for start, end in row_bounds
+        ]
         rows.append(pieces[0] if len(pieces) == 1 else torch.cat(pieces, dim=2))
     out = rows[0] if len(rows) == 1 else torch.cat(rows, dim=0)
     return out.transpose(1, 2).contiguous(), None

@@ -34,13 +34,17 @@ class TrainConfig:
 
     # -- model
     base: str = "embedded"  # "embedded" (SmolLM2-135M-Instruct), a .gguf file, or an HF model folder
-    base_model_id: str | None = None  # the hub id written into adapter_config.json; None: derived (export.base_model_id)
+    base_model_id: str | None = (
+        None  # the hub id written into adapter_config.json; None: derived (export.base_model_id)
+    )
     dtype: str = "auto"  # weights/compute dtype: auto = bfloat16 on a CUDA GPU that supports it, else float32
 
     # -- data
     max_seq_len: int = 1024  # tokens per row; longer conversations are cut, rows left with nothing to train dropped
     assistant_turns: str = "all"  # "all": train every assistant turn; "last": only the final reply
-    chat_template: str | None = None  # None: the tokenizer's own; else a named template (see data.TEMPLATES) or Jinja text
+    chat_template: str | None = (
+        None  # None: the tokenizer's own; else a named template (see data.TEMPLATES) or Jinja text
+    )
     fallback_template: str = "chatml"  # named template used when the tokenizer has none and chat_template is None
     packing: bool = False  # best-fit-decreasing packing of rows into max_seq_len, position_ids restarting per sample
     eval_fraction: float = 0.1  # share of records held out (seeded) for eval loss; 0 disables evaluation
@@ -94,14 +98,20 @@ class TrainConfig:
             ("dtype", self.dtype in DTYPES, f"one of {', '.join(DTYPES)}"),
             ("max_seq_len", self.max_seq_len >= 16, "an integer >= 16"),
             ("assistant_turns", self.assistant_turns in ASSISTANT_TURNS, f"one of {', '.join(ASSISTANT_TURNS)}"),
-            ("chat_template", self.chat_template is None or bool(self.chat_template.strip()),
-             "a template name, Jinja text, or null"),
+            (
+                "chat_template",
+                self.chat_template is None or bool(self.chat_template.strip()),
+                "a template name, Jinja text, or null",
+            ),
             ("eval_fraction", 0 <= self.eval_fraction < 1, "in [0, 1)"),
             ("lora_r", self.lora_r >= 1, "an integer >= 1"),
             ("lora_alpha", self.lora_alpha >= 1, "an integer >= 1"),
             ("lora_dropout", 0 <= self.lora_dropout < 1, "in [0, 1)"),
-            ("target_modules", bool(self.target_modules) and all(self.target_modules),
-             "'all-linear' or a non-empty list of module names"),
+            (
+                "target_modules",
+                bool(self.target_modules) and all(self.target_modules),
+                "'all-linear' or a non-empty list of module names",
+            ),
             ("bnb_4bit_quant_type", self.bnb_4bit_quant_type in ("nf4", "fp4"), "nf4 or fp4"),
             ("bnb_4bit_compute_dtype", self.bnb_4bit_compute_dtype in DTYPES, f"one of {', '.join(DTYPES)}"),
             ("learning_rate", 0 < self.learning_rate < 1, "in (0, 1)"),

@@ -96,13 +96,17 @@ def resolve_chat_template(tokenizer: Any, chat_template: str | None, fallback: s
     if chat_template is None and getattr(tokenizer, "chat_template", None):
         text, name = tokenizer.chat_template, "tokenizer"
     else:
-        key, choice = ("chat_template", chat_template) if chat_template is not None else ("fallback_template", fallback)
+        key, choice = (
+            ("chat_template", chat_template) if chat_template is not None else ("fallback_template", fallback)
+        )
         if choice in TEMPLATES:
             text, name = TEMPLATES[choice], choice
         elif "{%" in choice or "{{" in choice:
             text, name = choice, "custom"
         else:
-            raise ConfigError(f"train.{key} must be one of {', '.join(TEMPLATES)} or Jinja template text, got {choice!r}")
+            raise ConfigError(
+                f"train.{key} must be one of {', '.join(TEMPLATES)} or Jinja template text, got {choice!r}"
+            )
     end = _END_OF_TURN.get(name) or tokenizer.eos_token
     end_id = tokenizer.convert_tokens_to_ids(end) if end else None
     if end_id is not None and end_id == tokenizer.unk_token_id:
@@ -141,7 +145,9 @@ def tokenize_conversation(
     input_ids = render_ids(tokenizer, messages, template, False)
     labels = [IGNORE_INDEX] * len(input_ids)
     first_user = next((i for i, m in enumerate(messages) if m["role"] == "user"), len(messages))
-    turns = [i for i, m in enumerate(messages) if m["role"] == "assistant" and i > first_user]  # a reply needs a prompt
+    turns = [
+        i for i, m in enumerate(messages) if m["role"] == "assistant" and i > first_user
+    ]  # a reply needs a prompt
     if assistant_turns == "last":
         turns = turns[-1:]
     mismatches = 0
@@ -206,8 +212,12 @@ def build_rows(
 AUDIT_CONVERSATIONS = 8
 
 
-def audit_template(tokenizer: Any, conversations: Sequence[Sequence[dict[str, str]]], template: ChatTemplate,
-                   n: int = AUDIT_CONVERSATIONS) -> dict[str, Any]:
+def audit_template(
+    tokenizer: Any,
+    conversations: Sequence[Sequence[dict[str, str]]],
+    template: ChatTemplate,
+    n: int = AUDIT_CONVERSATIONS,
+) -> dict[str, Any]:
     """Check on the first ``n`` conversations that the trained tokens are the assistant replies, before training.
 
     Every reply (after the first user turn) must decode from inside its trained span; a template that puts
@@ -220,9 +230,14 @@ def audit_template(tokenizer: Any, conversations: Sequence[Sequence[dict[str, st
 
     log = logging.getLogger("datagen.train")
     markers = bool(re.search(r"{%-?\s*generation\s*-?%}", template.text))
-    report: dict[str, Any] = {"template": template.name, "generation_markers": markers,
-                              "method": "generation markers" if markers else "turn-by-turn rendering",
-                              "conversations": 0, "replies": 0, "marker_only_tokens": None}
+    report: dict[str, Any] = {
+        "template": template.name,
+        "generation_markers": markers,
+        "method": "generation markers" if markers else "turn-by-turn rendering",
+        "conversations": 0,
+        "replies": 0,
+        "marker_only_tokens": None,
+    }
     missing_total = 0
     for index, messages in enumerate(conversations[:n]):
         try:
@@ -242,11 +257,17 @@ def audit_template(tokenizer: Any, conversations: Sequence[Sequence[dict[str, st
                 raise TemplateError(
                     f"chat template audit: conversation {index + 1}'s reply {message['content'][:60]!r} is not inside "
                     f"the tokens the {template.name} template's turn-by-turn rendering marks for training; set "
-                    "train.chat_template (e.g. chatml) to a template that renders each turn as a prefix of the next")
+                    "train.chat_template (e.g. chatml) to a template that renders each turn as a prefix of the next"
+                )
         if markers:
             try:
-                rendered = tokenizer.apply_chat_template(list(messages), chat_template=template.text, tokenize=True,
-                                                         return_dict=True, return_assistant_tokens_mask=True)
+                rendered = tokenizer.apply_chat_template(
+                    list(messages),
+                    chat_template=template.text,
+                    tokenize=True,
+                    return_dict=True,
+                    return_assistant_tokens_mask=True,
+                )
             except Exception as exc:  # noqa: BLE001 - a template the tokenizer cannot mask with: keep ours
                 log.info("chat template audit: the tokenizer could not build the generation mask (%s)", exc)
                 continue
@@ -255,13 +276,20 @@ def audit_template(tokenizer: Any, conversations: Sequence[Sequence[dict[str, st
     if markers:
         report["marker_only_tokens"] = missing_total
         if missing_total > report["replies"]:  # one token per reply: the end-of-turn text after our stop token
-            log.warning("chat template audit: the template's {%% generation %%} markers cover %d tokens the labels "
-                        "do not train (in %d conversations); the labels follow turn-by-turn rendering",
-                        missing_total, report["conversations"])
+            log.warning(
+                "chat template audit: the template's {%% generation %%} markers cover %d tokens the labels "
+                "do not train (in %d conversations); the labels follow turn-by-turn rendering",
+                missing_total,
+                report["conversations"],
+            )
     else:
-        log.info("chat template %s has no {%% generation %%} markers: reply spans come from rendering turn by turn "
-                 "(checked on %d conversations, %d replies)", template.name, report["conversations"],
-                 report["replies"])
+        log.info(
+            "chat template %s has no {%% generation %%} markers: reply spans come from rendering turn by turn "
+            "(checked on %d conversations, %d replies)",
+            template.name,
+            report["conversations"],
+            report["replies"],
+        )
     return report
 
 
@@ -297,12 +325,23 @@ def cached_rows(
     from datagen.train import distributed
 
     digest = hashlib.sha256()
-    for part in (tokenizer_fingerprint(tokenizer), template.text, str(template.end_of_turn_id), str(cfg.max_seq_len),
-                 cfg.assistant_turns, "rows-v1"):
+    for part in (
+        tokenizer_fingerprint(tokenizer),
+        template.text,
+        str(template.end_of_turn_id),
+        str(cfg.max_seq_len),
+        cfg.assistant_turns,
+        "rows-v1",
+    ):
         digest.update(part.encode())
         digest.update(b"\0")
-    digest.update(json.dumps([list(map(list, (m.items() for m in c))) for s in conversation_sets for c in s]
-                             + [len(s) for s in conversation_sets], ensure_ascii=False).encode())
+    digest.update(
+        json.dumps(
+            [list(map(list, (m.items() for m in c))) for s in conversation_sets for c in s]
+            + [len(s) for s in conversation_sets],
+            ensure_ascii=False,
+        ).encode()
+    )
     path = Path(folder) / f"rows-{digest.hexdigest()[:24]}.json"
 
     def build() -> list[tuple[list[dict[str, list[int]]], DataStats]]:
@@ -363,11 +402,14 @@ def pack_rows(rows: Sequence[dict[str, list[int]]], max_seq_len: int) -> list[di
         bins[b].append(i)
         if room - size > 0:
             bisect.insort(free, (room - size, b))
-    return [{
-        "input_ids": [t for i in members for t in rows[i]["input_ids"]],
-        "labels": [t for i in members for t in rows[i]["labels"]],
-        "position_ids": [p for i in members for p in range(len(rows[i]["input_ids"]))],
-    } for members in bins]
+    return [
+        {
+            "input_ids": [t for i in members for t in rows[i]["input_ids"]],
+            "labels": [t for i in members for t in rows[i]["labels"]],
+            "position_ids": [p for i in members for p in range(len(rows[i]["input_ids"]))],
+        }
+        for members in bins
+    ]
 
 
 @dataclass
@@ -406,11 +448,13 @@ class Collator:
         import torch
 
         if self.padding_free and len(features) > 1:
-            features = [{
-                "input_ids": [t for f in features for t in f["input_ids"]],
-                "labels": [t for f in features for t in f["labels"]],
-                "position_ids": [p for f in features for p in f.get("position_ids") or range(len(f["input_ids"]))],
-            }]
+            features = [
+                {
+                    "input_ids": [t for f in features for t in f["input_ids"]],
+                    "labels": [t for f in features for t in f["labels"]],
+                    "position_ids": [p for f in features for p in f.get("position_ids") or range(len(f["input_ids"]))],
+                }
+            ]
         packed = "position_ids" in features[0]
         width = max(len(f["input_ids"]) for f in features)
         if self.pad_to_multiple_of:

@@ -81,27 +81,43 @@ def evaluate(data: str | Path, out: str | Path, cfg: EvalConfig) -> dict[str, An
     base = cfg.base or trained.get("base") or "embedded"
     model_dir = resolve_model_dir(base)
 
-    report: dict[str, Any] = {"data": str(data), "samples": len(examples), "base": base,
-                              "adapter": str(cfg.adapter) if cfg.adapter else None}
+    report: dict[str, Any] = {
+        "data": str(data),
+        "samples": len(examples),
+        "base": base,
+        "adapter": str(cfg.adapter) if cfg.adapter else None,
+    }
     answers: dict[str, list[str]] = {}
     for name, adapter in [("base", None), ("tuned", cfg.adapter)][: 2 if cfg.adapter else 1]:
         backend = LocalBackend(model_dir, adapter, max_batch_size=cfg.batch_size)
         # Both models render with the template the adapter was trained with.
-        template = resolve_chat_template(backend.tokenizer, trained.get("chat_template"),
-                                         trained.get("fallback_template", "chatml"))
+        template = resolve_chat_template(
+            backend.tokenizer, trained.get("chat_template"), trained.get("fallback_template", "chatml")
+        )
         backend.tokenizer.chat_template = template.text
         params = DecodingParams(temperature=0, max_tokens=cfg.max_new_tokens)
         answers[name] = [choices[0].text for choices in backend.chat([(p, params) for p in prompts])]
         loss, tokens = reference_loss(backend.model, backend.tokenizer, conversations, template, cfg)
-        report[name] = {**mean_rouge(answers[name], references), "loss": loss,
-                        "perplexity": math.exp(loss) if loss is not None else None, "reference_tokens": tokens}
+        report[name] = {
+            **mean_rouge(answers[name], references),
+            "loss": loss,
+            "perplexity": math.exp(loss) if loss is not None else None,
+            "reference_tokens": tokens,
+        }
         del backend
         gc.collect()
     if cfg.adapter:
         report["improvement"] = _improvement(report["base"], report["tuned"])
 
-    rows = [{"id": example.id, "prompt": prompts[i], "reference": references[i],
-             **{name: answers[name][i] for name in answers}} for i, example in enumerate(examples)]
+    rows = [
+        {
+            "id": example.id,
+            "prompt": prompts[i],
+            "reference": references[i],
+            **{name: answers[name][i] for name in answers},
+        }
+        for i, example in enumerate(examples)
+    ]
     if not is_main_process():  # launched on several processes, each scored the same records: one writes
         return report
     out.mkdir(parents=True, exist_ok=True)
@@ -111,8 +127,9 @@ def evaluate(data: str | Path, out: str | Path, cfg: EvalConfig) -> dict[str, An
     return report
 
 
-def reference_loss(model: Any, tokenizer: Any, conversations: list[list[dict[str, str]]], template: Any,
-                   cfg: EvalConfig) -> tuple[float | None, int]:
+def reference_loss(
+    model: Any, tokenizer: Any, conversations: list[list[dict[str, str]]], template: Any, cfg: EvalConfig
+) -> tuple[float | None, int]:
     """(mean NLL per reference token, reference tokens): the last reply of each conversation, labelled as in training."""
     import torch
 
@@ -126,7 +143,9 @@ def reference_loss(model: Any, tokenizer: Any, conversations: list[list[dict[str
             labels = batch.pop("labels")
             logits = model(**batch, use_cache=False).logits[:, :-1].float()
             targets = labels[:, 1:]
-            nll = torch.nn.functional.cross_entropy(logits.transpose(1, 2), targets, ignore_index=-100, reduction="sum")
+            nll = torch.nn.functional.cross_entropy(
+                logits.transpose(1, 2), targets, ignore_index=-100, reduction="sum"
+            )
             total += float(nll)
             count += int((targets != -100).sum())
     return (total / count if count else None), count
@@ -173,7 +192,11 @@ def _improvement(base: dict[str, Any], tuned: dict[str, Any]) -> dict[str, float
             return None
         return (after - before) / before if higher_is_better else (before - after) / before
 
-    out = {f"{t}_{k}": rel(base[t][k], tuned[t][k], True) for t in ROUGE_TYPES for k in ("precision", "recall", "fmeasure")}
+    out = {
+        f"{t}_{k}": rel(base[t][k], tuned[t][k], True)
+        for t in ROUGE_TYPES
+        for k in ("precision", "recall", "fmeasure")
+    }
     return out | {k: rel(base[k], tuned[k], False) for k in ("loss", "perplexity")}
 
 
@@ -190,13 +213,19 @@ def _markdown(rows: list[dict[str, Any]], report: dict[str, Any]) -> str:
         s = report[name]
         loss = f"{s['loss']:.4f}" if s["loss"] is not None else "-"
         ppl = f"{s['perplexity']:.2f}" if s["perplexity"] is not None else "-"
-        lines.append(f"| {name} | {s['rouge1']['fmeasure']:.4f} | {s['rouge2']['fmeasure']:.4f} | "
-                     f"{s['rougeL']['fmeasure']:.4f} | {loss} | {ppl} |")
+        lines.append(
+            f"| {name} | {s['rouge1']['fmeasure']:.4f} | {s['rouge2']['fmeasure']:.4f} | "
+            f"{s['rougeL']['fmeasure']:.4f} | {loss} | {ppl} |"
+        )
     lines.append("")
     for i, row in enumerate(rows, 1):
         prompt = row["prompt"][-1]["content"] if row["prompt"] else ""
         lines += [f"## {i}. `{row['id']}`", "", f"**Prompt:** {_cell(prompt)}", ""]
         columns = [*models, "reference"]
-        lines += ["| " + " | ".join(columns) + " |", "|" + "---|" * len(columns),
-                  "| " + " | ".join(_cell(row[c]) for c in columns) + " |", ""]
+        lines += [
+            "| " + " | ".join(columns) + " |",
+            "|" + "---|" * len(columns),
+            "| " + " | ".join(_cell(row[c]) for c in columns) + " |",
+            "",
+        ]
     return "\n".join(lines) + "\n"

@@ -53,8 +53,12 @@ def base_model_id(cfg: Any, model_dir: Path) -> str:
     if re.fullmatch(r"[\w.-]+/[\w.-]+", named or "") and not Path(named).exists():
         return named
     name = Path(str(cfg.base)).name.removesuffix(".gguf")
-    log.warning("no hub id known for the base %s: the adapter names it %r; set train.base_model_id=ORG/NAME so "
-                "others can load the adapter", cfg.base, name)
+    log.warning(
+        "no hub id known for the base %s: the adapter names it %r; set train.base_model_id=ORG/NAME so "
+        "others can load the adapter",
+        cfg.base,
+        name,
+    )
     return name
 
 
@@ -69,10 +73,26 @@ def write_model_card(adapter_dir: Path, cfg: Any, summary: dict[str, Any]) -> No
         return f"{value:.4f}" if isinstance(value, float) else ("-" if value is None else str(value))
 
     settings = cfg.to_dict()
-    keys = ("lora_r", "lora_alpha", "lora_dropout", "target_modules", "use_rslora", "use_dora", "load_in_4bit",
-            "learning_rate", "lr_scheduler_type", "warmup_ratio", "num_train_epochs", "max_steps",
-            "per_device_train_batch_size", "gradient_accumulation_steps", "max_seq_len", "packing",
-            "assistant_turns", "seed")
+    keys = (
+        "lora_r",
+        "lora_alpha",
+        "lora_dropout",
+        "target_modules",
+        "use_rslora",
+        "use_dora",
+        "load_in_4bit",
+        "learning_rate",
+        "lr_scheduler_type",
+        "warmup_ratio",
+        "num_train_epochs",
+        "max_steps",
+        "per_device_train_batch_size",
+        "gradient_accumulation_steps",
+        "max_seq_len",
+        "packing",
+        "assistant_turns",
+        "seed",
+    )
     stats = summary.get("data_stats", {})
     lines = [
         "---",
@@ -87,9 +107,11 @@ def write_model_card(adapter_dir: Path, cfg: Any, summary: dict[str, Any]) -> No
         "",
         f"# LoRA adapter for {base_id}",
         "",
-        (f"Trained by `datagen train` on {summary.get('train_records')} records "
-         f"({summary.get('train_rows')} rows, {stats.get('trained_tokens')} trained tokens; data sha256 "
-         f"`{summary.get('data_sha256', '')[:16]}`), {summary.get('eval_records')} more held out for evaluation."),
+        (
+            f"Trained by `datagen train` on {summary.get('train_records')} records "
+            f"({summary.get('train_rows')} rows, {stats.get('trained_tokens')} trained tokens; data sha256 "
+            f"`{summary.get('data_sha256', '')[:16]}`), {summary.get('eval_records')} more held out for evaluation."
+        ),
         "",
         "```python",
         "from peft import AutoPeftModelForCausalLM",
@@ -109,20 +131,29 @@ def write_model_card(adapter_dir: Path, cfg: Any, summary: dict[str, Any]) -> No
         "## Training",
         "",
         f"- base: `{base_id}` (trained from `{cfg.base}`)",
-        (f"- chat template: {summary.get('chat_template')}; optimizer steps: {fmt(summary.get('global_step'))}; "
-         f"processes: {summary.get('world_size', 1)}; global batch: {summary.get('global_batch_size')} rows"),
+        (
+            f"- chat template: {summary.get('chat_template')}; optimizer steps: {fmt(summary.get('global_step'))}; "
+            f"processes: {summary.get('world_size', 1)}; global batch: {summary.get('global_batch_size')} rows"
+        ),
         f"- final training loss: {fmt(summary.get('train_loss'))}",
         "",
         "| setting | value |",
         "|---|---|",
         *[f"| {k} | {settings[k]} |" for k in keys if k in settings],
         "",
-        ("`train_config.json` holds every setting (it is a valid `datagen train --config`), `train_summary.json`"
-         " the counts, speed and versions."),
+        (
+            "`train_config.json` holds every setting (it is a valid `datagen train --config`), `train_summary.json`"
+            " the counts, speed and versions."
+        ),
     ]
     if str(cfg.base) == "embedded":
-        lines += ["", ("The embedded base is the Q4_1 GGUF of this model, dequantised: the hub weights give "
-                       "slightly different outputs under this adapter.")]
+        lines += [
+            "",
+            (
+                "The embedded base is the Q4_1 GGUF of this model, dequantised: the hub weights give "
+                "slightly different outputs under this adapter."
+            ),
+        ]
     write_atomic(adapter_dir / "README.md", "\n".join(lines) + "\n")
 
 
@@ -153,4 +184,3 @@ def portable_config(model_dir: Path) -> None:
         if tok.get("extra_special_tokens") == []:  # 4.x expects a mapping here; an empty list means none
             del tok["extra_special_tokens"]
         write_json(tokenizer_path, tok)
-

@@ -31,8 +31,20 @@ def torchrun_command(data: str | Path, out: Path, config: Path, nproc: int, debu
     >>> torchrun_command("d.jsonl", Path("o"), Path("o/c.json"), 2)[1:8]
     ['-m', 'torch.distributed.run', '--standalone', '--nproc_per_node', '2', '-m', 'datagen.train']
     """
-    return [sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node", str(nproc),
-            "-m", "datagen.train", str(data), str(out), str(config), str(debug_labels)]
+    return [
+        sys.executable,
+        "-m",
+        "torch.distributed.run",
+        "--standalone",
+        "--nproc_per_node",
+        str(nproc),
+        "-m",
+        "datagen.train",
+        str(data),
+        str(out),
+        str(config),
+        str(debug_labels),
+    ]
 
 
 def launch(data: str | Path, out: str | Path, cfg: TrainConfig, debug_labels: int = 0) -> dict[str, Any]:
@@ -53,6 +65,7 @@ def launch(data: str | Path, out: str | Path, cfg: TrainConfig, debug_labels: in
     finally:
         config.unlink(missing_ok=True)
     if code != 0:
-        raise DatagenError(f"training on {cfg.nproc} processes failed (torchrun exit code {code}); "
-                           "its ranks' errors are above")
+        raise DatagenError(
+            f"training on {cfg.nproc} processes failed (torchrun exit code {code}); its ranks' errors are above"
+        )
     return json.loads((out / "train_summary.json").read_text(encoding="utf-8"))

@@ -46,7 +46,9 @@ def merge(adapter: str | Path, out: str | Path, base: str | None = None, dtype: 
     model = AutoModelForCausalLM.from_pretrained(model_dir, dtype=torch_dtype(dtype))
     merged = PeftModel.from_pretrained(model, adapter).merge_and_unload()
     has_tokenizer = (adapter / "tokenizer_config.json").is_file()
-    tokenizer = AutoTokenizer.from_pretrained(adapter if has_tokenizer else model_dir)  # the adapter's keeps its template
+    tokenizer = AutoTokenizer.from_pretrained(
+        adapter if has_tokenizer else model_dir
+    )  # the adapter's keeps its template
 
     with atomic_dir(out) as staging:
         merged.save_pretrained(staging, safe_serialization=True)

@@ -56,8 +56,17 @@ from datagen.train.export import base_model_id, write_model_card
 log = logging.getLogger("datagen.train")
 
 #: Keys that may change between a killed run and its resumption without making it another run.
-_RESUMABLE_CHANGES = {"resume_from_checkpoint", "report_to", "logging_steps", "eval_steps", "save_steps",
-                      "save_total_limit", "max_steps", "num_train_epochs", "base_model_id"}
+_RESUMABLE_CHANGES = {
+    "resume_from_checkpoint",
+    "report_to",
+    "logging_steps",
+    "eval_steps",
+    "save_steps",
+    "save_total_limit",
+    "max_steps",
+    "num_train_epochs",
+    "base_model_id",
+}
 
 
 def train(
@@ -82,8 +91,10 @@ def train(
     started = time.time()
     cuda = torch.cuda.is_available()
     if cfg.load_in_4bit and distributed.world_size() > 1 and not cuda:
-        raise ConfigError("train.load_in_4bit on several processes needs CUDA (one GPU per process); "
-                          "on CPU train QLoRA on one process")
+        raise ConfigError(
+            "train.load_in_4bit on several processes needs CUDA (one GPU per process); "
+            "on CPU train QLoRA on one process"
+        )
     distributed.init(cpu=not cuda)
     main = distributed.is_main_process()
     if not main:
@@ -105,19 +116,31 @@ def train(
     train_messages = [e.conversation() for e in train_examples]
     audit = audit_template(tokenizer, train_messages, template) if main else None
     (rows, stats), (eval_rows, eval_stats) = cached_rows(
-        out / ".tokenized", tokenizer, template, cfg,
-        [train_messages, [e.conversation() for e in eval_examples]], write=main)
+        out / ".tokenized",
+        tokenizer,
+        template,
+        cfg,
+        [train_messages, [e.conversation() for e in eval_examples]],
+        write=main,
+    )
     if main:
         for row in rows[:debug_labels]:
             echo(show_labels(tokenizer, row, color=sys.stdout.isatty() if color is None else color))
     if stats.all_masked or stats.template_mismatch:
-        log.warning("dropped %d of %d training conversations: %d with nothing left to train after truncation to "
-                    "%d tokens, %d the template renders differently turn by turn",
-                    stats.all_masked + stats.template_mismatch, stats.conversations, stats.all_masked,
-                    cfg.max_seq_len, stats.template_mismatch)
+        log.warning(
+            "dropped %d of %d training conversations: %d with nothing left to train after truncation to "
+            "%d tokens, %d the template renders differently turn by turn",
+            stats.all_masked + stats.template_mismatch,
+            stats.conversations,
+            stats.all_masked,
+            cfg.max_seq_len,
+            stats.template_mismatch,
+        )
     if not rows:
-        raise ConfigError(f"{data}: no training rows left (all {stats.conversations} conversations dropped; "
-                          f"raise max_seq_len above {cfg.max_seq_len}?)")
+        raise ConfigError(
+            f"{data}: no training rows left (all {stats.conversations} conversations dropped; "
+            f"raise max_seq_len above {cfg.max_seq_len}?)"
+        )
     train_rows = pack_rows(rows, cfg.max_seq_len) if cfg.packing else rows
     eval_rows_fed = pack_rows(eval_rows, cfg.max_seq_len) if cfg.packing and eval_rows else eval_rows
 
@@ -138,7 +161,8 @@ def train(
         "eval_data_stats": eval_stats.to_dict(),
         "train_rows": len(train_rows),
         "world_size": distributed.world_size(),
-        "global_batch_size": cfg.per_device_train_batch_size * cfg.gradient_accumulation_steps
+        "global_batch_size": cfg.per_device_train_batch_size
+        * cfg.gradient_accumulation_steps
         * distributed.world_size(),
     }
     if main:
@@ -151,8 +175,11 @@ def train(
     # 4-bit weights count as their logical size, as peft reports it.
     trainable, total = map(int, model.get_nb_trainable_parameters())
     log.info("trainable parameters: %s of %s (%.2f%%)", f"{trainable:,}", f"{total:,}", 100 * trainable / total)
-    collator = Collator(pad_id=tokenizer.pad_token_id, trained_logits_only=_keeps_logits_by_mask(model),
-                        padding_free=_segment_attention(model))
+    collator = Collator(
+        pad_id=tokenizer.pad_token_id,
+        trained_logits_only=_keeps_logits_by_mask(model),
+        padding_free=_segment_attention(model),
+    )
     trainer = _make_trainer(model, tokenizer, collator, train_rows, eval_rows_fed, out / "checkpoints", cfg, cuda)
 
     before = trainer.evaluate() if eval_rows_fed else {}
@@ -162,30 +189,33 @@ def train(
     after = trainer.evaluate() if eval_rows_fed else {}
     runtime = result.metrics.get("train_runtime", 0.0)
 
-    summary.update({
-        "status": "done",
-        "trainable_params": trainable,
-        "total_params": total,
-        "trainable_percent": round(100 * trainable / total, 4),
-        "global_step": trainer.state.global_step,
-        "resumed_from": checkpoint,
-        "train_loss": result.training_loss,
-        "eval_loss_before": before.get("eval_loss"),
-        "eval_loss_after": after.get("eval_loss"),
-        "eval_perplexity_before": before.get("eval_perplexity"),
-        "eval_perplexity_after": after.get("eval_perplexity"),
-        "eval_tokens": after.get("eval_tokens"),
-        "train_runtime_s": round(runtime, 3),
-        "steps_per_second": result.metrics.get("train_steps_per_second"),
-        "tokens_per_second": round(train_tokens / runtime, 1) if runtime else None,
-        "peak_rss_mb": round(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024, 1),
-        "peak_gpu_mb": round(torch.cuda.max_memory_allocated() / 2**20, 1) if cuda else None,  # this rank's
-        "wall_s": round(time.time() - started, 1),
-        "versions": _versions(),
-        "adapter": str(out / "adapter"),
-    })
-    curve = _loss_curve(trainer.state.log_history, summary["eval_loss_before"], summary["eval_loss_after"],
-                        trainer.state.global_step)
+    summary.update(
+        {
+            "status": "done",
+            "trainable_params": trainable,
+            "total_params": total,
+            "trainable_percent": round(100 * trainable / total, 4),
+            "global_step": trainer.state.global_step,
+            "resumed_from": checkpoint,
+            "train_loss": result.training_loss,
+            "eval_loss_before": before.get("eval_loss"),
+            "eval_loss_after": after.get("eval_loss"),
+            "eval_perplexity_before": before.get("eval_perplexity"),
+            "eval_perplexity_after": after.get("eval_perplexity"),
+            "eval_tokens": after.get("eval_tokens"),
+            "train_runtime_s": round(runtime, 3),
+            "steps_per_second": result.metrics.get("train_steps_per_second"),
+            "tokens_per_second": round(train_tokens / runtime, 1) if runtime else None,
+            "peak_rss_mb": round(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024, 1),
+            "peak_gpu_mb": round(torch.cuda.max_memory_allocated() / 2**20, 1) if cuda else None,  # this rank's
+            "wall_s": round(time.time() - started, 1),
+            "versions": _versions(),
+            "adapter": str(out / "adapter"),
+        }
+    )
+    curve = _loss_curve(
+        trainer.state.log_history, summary["eval_loss_before"], summary["eval_loss_after"], trainer.state.global_step
+    )
     if main:
         write_json(out / "loss_curve.json", curve)
         _plot_loss_curve(curve, out / "loss_curve.png")
@@ -250,8 +280,9 @@ def _attend_per_sample(model: Any) -> None:
     try:
         model.set_attn_implementation(attention.register())
     except (ValueError, ImportError, AttributeError) as error:
-        log.info("training keeps %s attention and padded batches (packed rows: a block-diagonal mask): %s",
-                 current, error)
+        log.info(
+            "training keeps %s attention and padded batches (packed rows: a block-diagonal mask): %s", current, error
+        )
 
 
 def _segment_attention(model: Any) -> bool:
@@ -280,8 +311,11 @@ def _keeps_logits_by_mask(model: Any) -> bool:
     model.eval()  # no dropout: the probe must not draw from the RNG that seeds training
     try:
         with torch.no_grad():
-            logits = model(input_ids=torch.zeros(1, 2, dtype=torch.long, device=device), use_cache=False,
-                           logits_to_keep=torch.tensor([[True, False]], device=device)).logits
+            logits = model(
+                input_ids=torch.zeros(1, 2, dtype=torch.long, device=device),
+                use_cache=False,
+                logits_to_keep=torch.tensor([[True, False]], device=device),
+            ).logits
         return tuple(logits.shape[:-1]) == (1,)
     except Exception:  # noqa: BLE001 - any failure means "not supported": train with full logits
         return False
@@ -347,28 +381,46 @@ def to_training_args(cfg: TrainConfig, output_dir: Path, has_eval: bool, cuda: b
 AUTO_EVAL_RATIO = 0.1
 
 
-def _make_trainer(model: Any, tokenizer: Any, collator: Collator, train_rows: list, eval_rows: list,
-                  checkpoints: Path, cfg: TrainConfig, cuda: bool) -> Any:
+def _make_trainer(
+    model: Any,
+    tokenizer: Any,
+    collator: Collator,
+    train_rows: list,
+    eval_rows: list,
+    checkpoints: Path,
+    cfg: TrainConfig,
+    cuda: bool,
+) -> Any:
     """A ``Trainer`` whose evaluation is ``token_weighted_eval``: the same loss at any world size or eval batch size."""
     from transformers import Trainer
 
     class _Trainer(Trainer):
-        def evaluate(self, eval_dataset: Any = None, ignore_keys: Any = None,
-                     metric_key_prefix: str = "eval") -> dict[str, float]:
-            nll, tokens = token_weighted_eval(self, eval_rows, dataclasses.replace(collator, tokens_seen=0),
-                                              self.args.per_device_eval_batch_size)
+        def evaluate(
+            self, eval_dataset: Any = None, ignore_keys: Any = None, metric_key_prefix: str = "eval"
+        ) -> dict[str, float]:
+            nll, tokens = token_weighted_eval(
+                self, eval_rows, dataclasses.replace(collator, tokens_seen=0), self.args.per_device_eval_batch_size
+            )
             loss = nll / tokens if tokens else float("nan")
-            metrics = {f"{metric_key_prefix}_loss": loss,
-                       f"{metric_key_prefix}_perplexity": math.exp(min(loss, 700.0)) if tokens else float("nan"),
-                       f"{metric_key_prefix}_tokens": int(tokens)}
+            metrics = {
+                f"{metric_key_prefix}_loss": loss,
+                f"{metric_key_prefix}_perplexity": math.exp(min(loss, 700.0)) if tokens else float("nan"),
+                f"{metric_key_prefix}_tokens": int(tokens),
+            }
             self.log(metrics)
             self.control = self.callback_handler.on_evaluate(self.args, self.state, self.control, metrics)
             return metrics
 
     args = to_training_args(cfg, checkpoints, bool(eval_rows), cuda)
-    return _Trainer(model=model, args=args, data_collator=collator, train_dataset=train_rows,
-                    eval_dataset=eval_rows or None, processing_class=tokenizer,
-                    compute_loss_func=trained_token_loss if collator.trained_logits_only else None)
+    return _Trainer(
+        model=model,
+        args=args,
+        data_collator=collator,
+        train_dataset=train_rows,
+        eval_dataset=eval_rows or None,
+        processing_class=tokenizer,
+        compute_loss_func=trained_token_loss if collator.trained_logits_only else None,
+    )
 
 
 def token_weighted_eval(trainer: Any, rows: list, collator: Collator, batch_size: int) -> tuple[float, int]:
@@ -450,8 +502,9 @@ def _resume_point(out: Path, cfg: TrainConfig, data_sha: str, remove: bool = Tru
     if isinstance(choice, str) and choice != "auto":
         problem = _checkpoint_problem(Path(choice))
         if problem:
-            raise ConfigError(f"train.resume_from_checkpoint: {choice} is not a complete Trainer checkpoint "
-                              f"({problem})")
+            raise ConfigError(
+                f"train.resume_from_checkpoint: {choice} is not a complete Trainer checkpoint ({problem})"
+            )
         return choice
     latest = _last_complete_checkpoint(checkpoints, remove_incomplete=remove)
     if choice is True and latest is None:
@@ -470,8 +523,14 @@ def _resume_point(out: Path, cfg: TrainConfig, data_sha: str, remove: bool = Tru
 
 
 #: What ``Trainer._load_from_checkpoint`` accepts as model weights (LoRA adapter or full model, maybe sharded).
-_WEIGHTS = ("adapter_model.safetensors", "adapter_model.bin", "model.safetensors", "model.safetensors.index.json",
-            "pytorch_model.bin", "pytorch_model.bin.index.json")
+_WEIGHTS = (
+    "adapter_model.safetensors",
+    "adapter_model.bin",
+    "model.safetensors",
+    "model.safetensors.index.json",
+    "pytorch_model.bin",
+    "pytorch_model.bin.index.json",
+)
 
 
 def _checkpoint_problem(folder: Path) -> str | None:
@@ -493,12 +552,19 @@ def _checkpoint_problem(folder: Path) -> str | None:
     if not isinstance(state, dict) or not isinstance(state.get("global_step"), int):
         return "trainer_state.json has no global_step"
     subfolders = [p.name for p in folder.iterdir() if p.is_dir()]
-    if not (any((folder / name).is_file() and (folder / name).stat().st_size for name in _WEIGHTS)
-            or any("pytorch_model_fsdp" in name or (folder / name / "adapter_model.safetensors").is_file()
-                   for name in subfolders)):
+    if not (
+        any((folder / name).is_file() and (folder / name).stat().st_size for name in _WEIGHTS)
+        or any(
+            "pytorch_model_fsdp" in name or (folder / name / "adapter_model.safetensors").is_file()
+            for name in subfolders
+        )
+    ):
         return "no model or adapter weights"
-    if not ((folder / "optimizer.pt").is_file() or (folder / "optimizer.bin").is_file()
-            or any("optimizer" in name or name.startswith("global_step") for name in subfolders)):
+    if not (
+        (folder / "optimizer.pt").is_file()
+        or (folder / "optimizer.bin").is_file()
+        or any("optimizer" in name or name.startswith("global_step") for name in subfolders)
+    ):
         return "no optimizer state"
     return None
 
@@ -512,15 +578,23 @@ def _last_complete_checkpoint(checkpoints: Path, *, remove_incomplete: bool = Fa
     """
     if not checkpoints.is_dir():
         return None
-    numbered = sorted(((int(m.group(1)), p) for p in checkpoints.iterdir()
-                       if (m := re.fullmatch(r"checkpoint-(\d+)", p.name)) and p.is_dir()), reverse=True)
+    numbered = sorted(
+        (
+            (int(m.group(1)), p)
+            for p in checkpoints.iterdir()
+            if (m := re.fullmatch(r"checkpoint-(\d+)", p.name)) and p.is_dir()
+        ),
+        reverse=True,
+    )
     latest = None
     for _, folder in numbered:
         problem = _checkpoint_problem(folder)
         if problem is None:
             latest = latest or str(folder)
         elif remove_incomplete:
-            log.warning("removing the incomplete checkpoint %s (%s): a run was killed while saving it", folder, problem)
+            log.warning(
+                "removing the incomplete checkpoint %s (%s): a run was killed while saving it", folder, problem
+            )
             shutil.rmtree(folder, ignore_errors=True)  # every rank may try under torchrun
     return latest
 
@@ -539,8 +613,9 @@ def _run_differences(out: Path, cfg: TrainConfig, data_sha: str) -> list[str]:
     return changed
 
 
-def _save_adapter(trainer: Any, tokenizer: Any, target: Path, cfg: TrainConfig, summary: dict[str, Any],
-                  main: bool) -> None:
+def _save_adapter(
+    trainer: Any, tokenizer: Any, target: Path, cfg: TrainConfig, summary: dict[str, Any], main: bool
+) -> None:
     """Adapter, tokenizer, config and model card into ``target``, which a kill never leaves half-written.
 
     Every rank calls ``Trainer.save_model`` (FSDP and ZeRO-3 gather the sharded weights there); rank 0 alone
@@ -552,7 +627,9 @@ def _save_adapter(trainer: Any, tokenizer: Any, target: Path, cfg: TrainConfig, 
     distributed.barrier()
     trainer.save_model(str(staging))
     if main:
-        (staging / "training_args.bin").unlink(missing_ok=True)  # a pickle of TrainingArguments: train_config.json says it
+        (staging / "training_args.bin").unlink(
+            missing_ok=True
+        )  # a pickle of TrainingArguments: train_config.json says it
         tokenizer.save_pretrained(staging)
         write_json(staging / "train_config.json", cfg.to_dict())
         write_json(staging / "train_summary.json", summary)
@@ -564,9 +641,14 @@ def _save_adapter(trainer: Any, tokenizer: Any, target: Path, cfg: TrainConfig, 
 # ------------------------------------------------------------------------------------ reporting
 
 
-def _loss_curve(history: list[dict[str, Any]], before: float | None, after: float | None, last_step: int) -> dict[str, Any]:
-    train = [{"step": h["step"], "loss": h["loss"], "learning_rate": h.get("learning_rate"), "epoch": h.get("epoch")}
-             for h in history if "loss" in h]
+def _loss_curve(
+    history: list[dict[str, Any]], before: float | None, after: float | None, last_step: int
+) -> dict[str, Any]:
+    train = [
+        {"step": h["step"], "loss": h["loss"], "learning_rate": h.get("learning_rate"), "epoch": h.get("epoch")}
+        for h in history
+        if "loss" in h
+    ]
     # The final evaluate() lands in the history too: at a step where training evaluated already, keep one point.
     by_step = {h["step"]: {"step": h["step"], "eval_loss": h["eval_loss"]} for h in history if "eval_loss" in h}
     evals = list(by_step.values())

@@ -59,7 +59,9 @@ def test_the_common_shingle_cut_is_a_count_not_a_share_of_n():
 
 def test_integer_shingles_are_the_string_shingles():
     """`_codes` gives one code per `_grams` string: the texts holding each code are those holding a string."""
-    texts = [tokenize(t) for t in synthetic(500, seed=3) + ["大", "大海", "a", "写一首诗 about the sea", "", "海 海 海"]]
+    texts = [
+        tokenize(t) for t in synthetic(500, seed=3) + ["大", "大海", "a", "写一首诗 about the sea", "", "海 海 海"]
+    ]
     codes, owner = minhash._codes(Tokens.of(texts))
     holders: dict[object, set[int]] = {}
     for code, k in zip(codes.tolist(), owner.tolist()):
@@ -85,8 +87,9 @@ def test_candidate_pairs_grow_linearly_and_keep_the_exact_kept_set():
         sketch = minhash.Sketch(tokens)
         pairs = sketch.pairs()
         keys, members, _ = sketch.tiers[0]
-        counts.append(len(np.unique(np.concatenate(minhash._bucket_pairs(keys, np.flatnonzero(members), len(texts),
-                                                                         None)))))
+        counts.append(
+            len(np.unique(np.concatenate(minhash._bucket_pairs(keys, np.flatnonzero(members), len(texts), None))))
+        )
         assert len(pairs) <= counts[-1] + len(texts)
         kept_l, _ = greedy_dedup_among(tokens, 0.7, pairs, exhaustive=sketch.few)
         kept_e, _ = greedy_dedup(texts, 0.7)

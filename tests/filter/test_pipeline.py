@@ -52,8 +52,9 @@ def run_filtered(tmp_path: Path, records: list, **overrides) -> tuple[list[Examp
     return curated, rejects, stats
 
 
-def ex(instruction: str, output: str = "A complete and helpful answer to the request.", input: str = "",
-       **meta) -> Example:
+def ex(
+    instruction: str, output: str = "A complete and helpful answer to the request.", input: str = "", **meta
+) -> Example:
     return Example(instruction=instruction, input=input, output=output, meta=meta)
 
 
@@ -70,9 +71,18 @@ def test_exact_dedup_folds_case_whitespace_punctuation_and_width(tmp_path):
         ex("explain   how vaccines train the immune system"),
         ex("Explain how vaccines train the immune system!!"),
         ex("Ｅｘｐｌａｉｎ ｈｏｗ ｖａｃｃｉｎｅｓ ｔｒａｉｎ ｔｈｅ ｉｍｍｕｎｅ ｓｙｓｔｅｍ．"),
-        ex("解释疫苗如何训练免疫系统。", "疫苗让免疫系统提前认识病原体，产生记忆细胞，之后真正感染时能更快地清除病原体。"),
-        ex("解释疫苗如何训练免疫系统", "疫苗让免疫系统提前认识病原体，产生记忆细胞，之后真正感染时能更快地清除病原体。"),
-        ex("解释疫苗如何训练免疫系统？", "疫苗让免疫系统提前认识病原体，产生记忆细胞，之后真正感染时能更快地清除病原体。"),
+        ex(
+            "解释疫苗如何训练免疫系统。",
+            "疫苗让免疫系统提前认识病原体，产生记忆细胞，之后真正感染时能更快地清除病原体。",
+        ),
+        ex(
+            "解释疫苗如何训练免疫系统",
+            "疫苗让免疫系统提前认识病原体，产生记忆细胞，之后真正感染时能更快地清除病原体。",
+        ),
+        ex(
+            "解释疫苗如何训练免疫系统？",
+            "疫苗让免疫系统提前认识病原体，产生记忆细胞，之后真正感染时能更快地清除病原体。",
+        ),
         ex("Explain how vaccines train the immune system.", input="For a ten-year-old."),  # another prompt
     ]
     curated, rejects, stats = run_filtered(tmp_path, records, heuristics=False, rouge_dedup=False, **NO_EMBED)
@@ -85,27 +95,37 @@ def test_exact_dedup_folds_case_whitespace_punctuation_and_width(tmp_path):
 
 @pytest.mark.parametrize("keep, winner", [("first", 0), ("longest_output", 1), ("heuristic_score", 2)])
 def test_keep_policy_picks_the_survivor_of_a_duplicate_group(tmp_path, keep, winner):
-    long_repetitive = ("Water is good. " * 30).strip()          # longest, but heavily repeated
-    rich = ("Drink water with every meal, keep a bottle on your desk, and eat fruit such as melon and "
-            "oranges, which are mostly water. Thirst is a late signal, so sip regularly through the day, "
-            "more in hot weather or when you exercise.")
-    records = [ex("How can I drink more water each day?", "Drink more."),
-               ex("How can I drink more water each day?", long_repetitive),
-               ex("how can I drink more water each day", rich)]
-    curated, rejects, _ = run_filtered(tmp_path, records, keep=keep, skip_rules=("repetition", "short_open_answer"),
-                                       **NO_EMBED)
+    long_repetitive = ("Water is good. " * 30).strip()  # longest, but heavily repeated
+    rich = (
+        "Drink water with every meal, keep a bottle on your desk, and eat fruit such as melon and "
+        "oranges, which are mostly water. Thirst is a late signal, so sip regularly through the day, "
+        "more in hot weather or when you exercise."
+    )
+    records = [
+        ex("How can I drink more water each day?", "Drink more."),
+        ex("How can I drink more water each day?", long_repetitive),
+        ex("how can I drink more water each day", rich),
+    ]
+    curated, rejects, _ = run_filtered(
+        tmp_path, records, keep=keep, skip_rules=("repetition", "short_open_answer"), **NO_EMBED
+    )
     assert [e.id for e in curated] == [records[winner].id]
     assert {r.reject["duplicate_of"] for r in rejects} == {records[winner].id}
     assert all(r.reject["stage"] == "exact_dedup" for r in rejects)
 
 
 def test_keep_policy_applies_to_rouge_groups_too(tmp_path):
-    records = [ex("Write a short poem about the sea.", "Waves."),
-               ex("Write a short poem about the blue sea.",
-                  "The sea rolls in with silver light,\nit hums to sand and stone all night,\n"
-                  "and every tide that leaves the shore\ncomes back to sing the song once more.")]
-    curated, rejects, _ = run_filtered(tmp_path, records, keep="longest_output", skip_rules=("short_open_answer",),
-                                       **NO_EMBED)
+    records = [
+        ex("Write a short poem about the sea.", "Waves."),
+        ex(
+            "Write a short poem about the blue sea.",
+            "The sea rolls in with silver light,\nit hums to sand and stone all night,\n"
+            "and every tide that leaves the shore\ncomes back to sing the song once more.",
+        ),
+    ]
+    curated, rejects, _ = run_filtered(
+        tmp_path, records, keep="longest_output", skip_rules=("short_open_answer",), **NO_EMBED
+    )
     assert [e.id for e in curated] == [records[1].id]
     assert rejects[0].reject["reason"] == "rouge_near_duplicate" and rejects[0].reject["duplicate_of"] == records[1].id
 
@@ -123,7 +143,7 @@ def zh_seed_instructions() -> list[str]:
 def test_rouge_stage_drops_english_and_chinese_near_duplicates(tmp_path):
     records = [
         ex("Give three tips for staying healthy."),
-        ex("Give 3 tips for staying healthy and fit."),                 # ROUGE-L 0.714 vs the first
+        ex("Give 3 tips for staying healthy and fit."),  # ROUGE-L 0.714 vs the first
         ex("Write a short poem about the sea."),
         ex("写一首关于大海的诗。", "蔚蓝的大海轻轻摇晃，浪花把月光揉成碎银。"),
         ex("写一首关于大海的短诗。", "海风吹过礁石，潮水一遍遍吟唱古老的歌。"),  # rouge 0.95 vs the one before
@@ -131,8 +151,10 @@ def test_rouge_stage_drops_english_and_chinese_near_duplicates(tmp_path):
     ]
     curated, rejects, stats = run_filtered(tmp_path, records, **NO_EMBED)
     assert [e.id for e in curated] == [records[i].id for i in (0, 2, 3, 5)]
-    assert [(r.id, r.reject["duplicate_of"]) for r in rejects] == [(records[1].id, records[0].id),
-                                                                   (records[4].id, records[3].id)]
+    assert [(r.id, r.reject["duplicate_of"]) for r in rejects] == [
+        (records[1].id, records[0].id),
+        (records[4].id, records[3].id),
+    ]
     assert all(r.reject["stage"] == "rouge_dedup" and r.reject["score"] >= 0.7 for r in rejects)
     assert rejects[1].reject["score"] == pytest.approx(0.9474, abs=1e-4)
     assert stats["stages"]["rouge_dedup"]["rejected"] == 2
@@ -149,11 +171,13 @@ def test_rouge_stage_keeps_distinct_chinese_instructions(tmp_path):
 def test_instances_of_one_task_stay_together(tmp_path):
     """Self-Instruct writes one record per instance: same instruction, different inputs. They are one unit."""
     task = "Classify the sentiment of the review as positive or negative."
-    records = [ex(task, "Positive", input="I loved every minute of it."),
-               ex(task, "Negative", input="The plot made no sense."),
-               ex(task, "Negative", input="Terrible acting and a boring story."),
-               ex("Classify the sentiment of this review as positive or negative!", "Positive", input="Great fun."),
-               ex("Name the capital of Italy.", "Rome.")]
+    records = [
+        ex(task, "Positive", input="I loved every minute of it."),
+        ex(task, "Negative", input="The plot made no sense."),
+        ex(task, "Negative", input="Terrible acting and a boring story."),
+        ex("Classify the sentiment of this review as positive or negative!", "Positive", input="Great fun."),
+        ex("Name the capital of Italy.", "Rome."),
+    ]
     curated, rejects, stats = run_filtered(tmp_path, records, **NO_EMBED)
     assert [e.id for e in curated] == [records[i].id for i in (0, 1, 2, 4)]
     assert rejects[0].id == records[3].id and rejects[0].reject["duplicate_of"] == records[0].id
@@ -165,12 +189,17 @@ def test_messages_records_dedup_on_opening_turn_plus_conversation(tmp_path):
         roles = ["user", "assistant"] * len(turns)
         return {"messages": [{"role": r, "content": c} for r, c in zip(roles, turns)]}
 
-    base = ("How do I make my sourdough starter more active?",
-            "Feed it twice a day with equal weights of flour and water, and keep it somewhere warm.",
-            "How warm is warm?", "Around 24 to 27 degrees Celsius is ideal for most starters.")
-    records = [chat(*base),
-               chat(*base[:3], "Around 24 to 27 degrees Celsius is ideal for nearly all starters."),
-               chat(base[0], "Use whole rye flour for a few feedings; its wild yeasts wake a sluggish starter.")]
+    base = (
+        "How do I make my sourdough starter more active?",
+        "Feed it twice a day with equal weights of flour and water, and keep it somewhere warm.",
+        "How warm is warm?",
+        "Around 24 to 27 degrees Celsius is ideal for most starters.",
+    )
+    records = [
+        chat(*base),
+        chat(*base[:3], "Around 24 to 27 degrees Celsius is ideal for nearly all starters."),
+        chat(base[0], "Use whole rye flour for a few feedings; its wild yeasts wake a sluggish starter."),
+    ]
     curated, rejects, _ = run_filtered(tmp_path, records, **NO_EMBED)
     assert len(curated) == 2 and len(rejects) == 1
     assert rejects[0].reject["reason"] == "rouge_near_duplicate"
@@ -183,10 +212,12 @@ def test_messages_records_dedup_on_opening_turn_plus_conversation(tmp_path):
 
 
 def test_stage_order_stats_and_scores(tmp_path):
-    records = [ex("Name a prime number.", "As an AI language model, I think 7 is prime."),
-               ex("Give three tips for staying healthy.", "Eat vegetables, sleep eight hours, and walk daily."),
-               ex("give three tips for staying healthy", "Sleep."),
-               ex("Give 3 tips for staying healthy and fit.", "Walk, sleep, eat well.")]
+    records = [
+        ex("Name a prime number.", "As an AI language model, I think 7 is prime."),
+        ex("Give three tips for staying healthy.", "Eat vegetables, sleep eight hours, and walk daily."),
+        ex("give three tips for staying healthy", "Sleep."),
+        ex("Give 3 tips for staying healthy and fit.", "Walk, sleep, eat well."),
+    ]
     curated, rejects, stats = run_filtered(tmp_path, records, skip_rules=("short_open_answer",), **NO_EMBED)
     assert [r.reject["stage"] for r in rejects] == ["heuristics", "exact_dedup", "rouge_dedup"]
     assert list(stats["stages"]) == ["heuristics", "exact_dedup", "rouge_dedup", "embed_dedup", "judge"]
@@ -201,8 +232,9 @@ def test_stage_order_stats_and_scores(tmp_path):
 
 def test_all_stages_off_keeps_everything_and_empty_input_is_fine(tmp_path):
     records = [ex("Hi"), ex("Hi")]
-    curated, rejects, _ = run_filtered(tmp_path, records, heuristics=False, exact_dedup=False, rouge_dedup=False,
-                                       **NO_EMBED)
+    curated, rejects, _ = run_filtered(
+        tmp_path, records, heuristics=False, exact_dedup=False, rouge_dedup=False, **NO_EMBED
+    )
     assert len(curated) == 2 and rejects == []
     curated, rejects, stats = run_filtered(tmp_path, [], **NO_EMBED)
     assert curated == rejects == [] and stats["records_in"] == 0
@@ -239,11 +271,17 @@ def test_config_validation_names_the_key():
 
 def test_yaml_config_precedence_and_unknown_keys(tmp_path):
     path = tmp_path / "filter.yaml"
-    path.write_text("filter:\n  rouge_threshold: 0.8\n  keep: longest_output\n  skip_rules: [refusal]\n"
-                    "  output_length: [2, 100]\n  llm:\n    concurrency: 3\n")
+    path.write_text(
+        "filter:\n  rouge_threshold: 0.8\n  keep: longest_output\n  skip_rules: [refusal]\n"
+        "  output_length: [2, 100]\n  llm:\n    concurrency: 3\n"
+    )
     cfg = load_config(path, rouge_threshold=0.75, no_cache=True)
-    assert (cfg.rouge_threshold, cfg.keep, cfg.skip_rules, cfg.output_length) == (0.75, "longest_output",
-                                                                                  ("refusal",), (2, 100))
+    assert (cfg.rouge_threshold, cfg.keep, cfg.skip_rules, cfg.output_length) == (
+        0.75,
+        "longest_output",
+        ("refusal",),
+        (2, 100),
+    )
     assert cfg.llm.concurrency == 3 and cfg.llm.cache is False
     assert load_config(None).rouge_threshold == 0.7
     path.write_text("rouge_treshold: 0.8\n")
@@ -292,12 +330,14 @@ def _judge_cfg(fault_server, **more):
 
 def test_llm_judge_scores_drops_and_records(fault_server, tmp_path):
     fault_server.responder = _scripted_judge
-    records = [ex("Describe the water cycle. [s5]", "Water evaporates, condenses into clouds and falls as rain."),
-               ex("Describe the nitrogen cycle. [s1]", "Nitrogen is a gas that plants do not need at all."),
-               ex("Describe the carbon cycle. [s3]", "Carbon moves between air, living things, oceans and rocks."),
-               ex("描述一下水循环的过程。[s4]", "水蒸发成水汽，遇冷凝结成云，再以雨雪的形式落回地面。"),
-               ex("简要说明岩石是如何形成的。[s2]", "岩石永远不会发生任何变化，一直保持原样。"),
-               ex("Describe the rock cycle. [sx]", "Rocks melt, cool, erode and are pressed into new rocks.")]
+    records = [
+        ex("Describe the water cycle. [s5]", "Water evaporates, condenses into clouds and falls as rain."),
+        ex("Describe the nitrogen cycle. [s1]", "Nitrogen is a gas that plants do not need at all."),
+        ex("Describe the carbon cycle. [s3]", "Carbon moves between air, living things, oceans and rocks."),
+        ex("描述一下水循环的过程。[s4]", "水蒸发成水汽，遇冷凝结成云，再以雨雪的形式落回地面。"),
+        ex("简要说明岩石是如何形成的。[s2]", "岩石永远不会发生任何变化，一直保持原样。"),
+        ex("Describe the rock cycle. [sx]", "Rocks melt, cool, erode and are pressed into new rocks."),
+    ]
     curated, rejects, stats = run_filtered(tmp_path, records, **_judge_cfg(fault_server))
     kept = by_instruction(curated)
     assert set(kept) == {records[i].instruction for i in (0, 2, 3)}
@@ -305,8 +345,11 @@ def test_llm_judge_scores_drops_and_records(fault_server, tmp_path):
     assert kept[records[0].instruction].meta["filter"]["judge"]["model"] == MODEL_ID
     assert "rubric" in kept[records[0].instruction].meta["filter"]["judge"]["rationale"]
     reasons = {r.instruction: (r.reject["reason"], r.meta["filter"]["judge"]["score"]) for r in rejects}
-    assert reasons == {records[1].instruction: ("low_judge_score", 1), records[4].instruction: ("low_judge_score", 2),
-                       records[5].instruction: ("judge_unparseable", None)}
+    assert reasons == {
+        records[1].instruction: ("low_judge_score", 1),
+        records[4].instruction: ("low_judge_score", 2),
+        records[5].instruction: ("judge_unparseable", None),
+    }
     assert next(r for r in rejects if r.id == records[5].id).reject["detail"] == "I like it a lot."
     # each record was judged with the rubric of its language
     prompts = [e["body"]["messages"][0]["content"] for e in fault_server.log]
@@ -326,15 +369,19 @@ def test_llm_judge_threshold_and_failed_requests(fault_server, tmp_path):
     from datagen.filter.judge import judge_messages
 
     fault_server.responder = _scripted_judge
-    records = [ex("Describe the water cycle. [s5]", "Water evaporates, condenses into clouds and falls as rain."),
-               ex("Describe the carbon cycle. [s3]", "Carbon moves between air, living things, oceans and rocks."),
-               ex("Explain how animals use oxygen. [s5]", "Their cells burn sugar with oxygen to release energy.")]
+    records = [
+        ex("Describe the water cycle. [s5]", "Water evaporates, condenses into clouds and falls as rain."),
+        ex("Describe the carbon cycle. [s3]", "Carbon moves between air, living things, oceans and rocks."),
+        ex("Explain how animals use oxygen. [s5]", "Their cells burn sugar with oxygen to release energy."),
+    ]
     # the third record's request fails on every attempt (1 retry allowed)
     fault_server.plan.script = {judge_messages(records[2])[0]["content"]: ["500"] * 5}
     curated, rejects, stats = run_filtered(tmp_path, records, **_judge_cfg(fault_server, judge_min_score=4))
     assert [e.id for e in curated] == [records[0].id]
-    assert {r.id: r.reject["reason"] for r in rejects} == {records[1].id: "low_judge_score",
-                                                           records[2].id: "judge_error"}
+    assert {r.id: r.reject["reason"] for r in rejects} == {
+        records[1].id: "low_judge_score",
+        records[2].id: "judge_error",
+    }
     assert "server_error" in next(r for r in rejects if r.id == records[2].id).reject["detail"]
     assert stats["stages"]["judge"]["llm"]["failed"] == 1
 
@@ -356,10 +403,24 @@ def invoke(*args):
 
 def test_cli_filters_and_writes_all_outputs(tmp_path):
     a, b = tmp_path / "a.jsonl", tmp_path / "b.jsonl"
-    write_jsonl(a, [ex("Give three tips for staying healthy.", "Eat vegetables, sleep well and walk every day."),
-                    ex("Name a prime number.", "I'm sorry, but I cannot answer that.")])
-    b.write_text(json.dumps({"conversations": [{"from": "human", "value": "Give three tips for staying healthy!"},
-                                               {"from": "gpt", "value": "Sleep, eat well, exercise."}]}) + "\n")
+    write_jsonl(
+        a,
+        [
+            ex("Give three tips for staying healthy.", "Eat vegetables, sleep well and walk every day."),
+            ex("Name a prime number.", "I'm sorry, but I cannot answer that."),
+        ],
+    )
+    b.write_text(
+        json.dumps(
+            {
+                "conversations": [
+                    {"from": "human", "value": "Give three tips for staying healthy!"},
+                    {"from": "gpt", "value": "Sleep, eat well, exercise."},
+                ]
+            }
+        )
+        + "\n"
+    )
     out = tmp_path / "out"
     result = invoke("filter", a, b, "--out", out, "--no-embed-dedup")
     assert result.exit_code == 0, result.output
@@ -372,13 +433,23 @@ def test_cli_filters_and_writes_all_outputs(tmp_path):
 def test_cli_flags_override_the_config_file(tmp_path):
     records = [ex("Give three tips for staying healthy."), ex("Give 3 tips for staying healthy and fit.")]
     write_jsonl(tmp_path / "in.jsonl", records)
-    (tmp_path / "filter.yaml").write_text(f"out: {tmp_path / 'from-yaml'}\nrouge_threshold: 0.95\nembed_dedup: false\n")
+    (tmp_path / "filter.yaml").write_text(
+        f"out: {tmp_path / 'from-yaml'}\nrouge_threshold: 0.95\nembed_dedup: false\n"
+    )
     result = invoke("filter", tmp_path / "in.jsonl", "--config", tmp_path / "filter.yaml")
     assert result.exit_code == 0, result.output
     curated, _ = assert_invariant([tmp_path / "in.jsonl"], tmp_path / "from-yaml")
     assert len(curated) == 2  # ROUGE-L 0.714 < 0.95 from the YAML
-    result = invoke("filter", tmp_path / "in.jsonl", "--config", tmp_path / "filter.yaml", "--rouge-threshold",
-                    "0.7", "--out", tmp_path / "from-flag")
+    result = invoke(
+        "filter",
+        tmp_path / "in.jsonl",
+        "--config",
+        tmp_path / "filter.yaml",
+        "--rouge-threshold",
+        "0.7",
+        "--out",
+        tmp_path / "from-flag",
+    )
     assert result.exit_code == 0, result.output
     curated, rejects = assert_invariant([tmp_path / "in.jsonl"], tmp_path / "from-flag")
     assert len(curated) == 1 and rejects[0].reject["reason"] == "rouge_near_duplicate"
@@ -386,10 +457,16 @@ def test_cli_flags_override_the_config_file(tmp_path):
     assert stats["config"]["rouge_threshold"] == 0.7 and stats["config"]["embed_dedup"] is False
 
 
-@pytest.mark.parametrize("content, expected", [
-    ('{"instruction": "ok", "output": "fine"}\n{"instruction": "no output"}\n', "in.jsonl:2: missing required field 'output'"),
-    ('{"instruction": "ok", "output": "fine"}\nnot json\n', "in.jsonl:2: invalid JSON"),
-])
+@pytest.mark.parametrize(
+    "content, expected",
+    [
+        (
+            '{"instruction": "ok", "output": "fine"}\n{"instruction": "no output"}\n',
+            "in.jsonl:2: missing required field 'output'",
+        ),
+        ('{"instruction": "ok", "output": "fine"}\nnot json\n', "in.jsonl:2: invalid JSON"),
+    ],
+)
 def test_cli_bad_input_exits_2_with_file_and_line_and_writes_nothing(tmp_path, content, expected):
     (tmp_path / "in.jsonl").write_text(content)
     result = invoke("filter", tmp_path / "in.jsonl", "--out", tmp_path / "out", "--no-embed-dedup")
@@ -414,14 +491,30 @@ def test_cli_usage_and_config_errors_exit_2(tmp_path):
 
 def test_cli_judge_uses_the_llm_options(fault_server, tmp_path):
     fault_server.responder = _scripted_judge
-    records = [ex("Describe the water cycle. [s4]", "Water evaporates, condenses into clouds and falls as rain."),
-               ex("Describe the carbon cycle. [s2]", "Carbon moves between air, living things, oceans and rocks.")]
+    records = [
+        ex("Describe the water cycle. [s4]", "Water evaporates, condenses into clouds and falls as rain."),
+        ex("Describe the carbon cycle. [s2]", "Carbon moves between air, living things, oceans and rocks."),
+    ]
     write_jsonl(tmp_path / "in.jsonl", records)
     no_endpoint = invoke("filter", tmp_path / "in.jsonl", "--out", tmp_path / "out", "--judge", "--no-embed-dedup")
     assert no_endpoint.exit_code == 2 and "no LLM endpoint" in no_endpoint.output
     assert not (tmp_path / "out").exists()
-    result = invoke("filter", tmp_path / "in.jsonl", "--out", tmp_path / "out", "--no-embed-dedup", "--judge",
-                    "--judge-min-score", "3", "--base-url", fault_server.url, "--model", MODEL_ID, "--concurrency", "2")
+    result = invoke(
+        "filter",
+        tmp_path / "in.jsonl",
+        "--out",
+        tmp_path / "out",
+        "--no-embed-dedup",
+        "--judge",
+        "--judge-min-score",
+        "3",
+        "--base-url",
+        fault_server.url,
+        "--model",
+        MODEL_ID,
+        "--concurrency",
+        "2",
+    )
     assert result.exit_code == 0, result.output
     curated, rejects = assert_invariant([tmp_path / "in.jsonl"], tmp_path / "out")
     assert [e.meta["filter"]["judge"]["score"] for e in curated] == [4]
@@ -437,12 +530,20 @@ def test_cli_help_shows_a_runnable_example():
 
 def test_cli_default_run_includes_embedding_dedup(tmp_path):
     """The default pipeline, model included: an English paraphrase goes, distinct Chinese stays."""
-    records = [ex("List five countries in Europe.", "France, Spain, Italy, Germany and Poland."),
-               ex("Name five European countries.", "Portugal, Austria, Greece, Sweden and Norway."),
-               ex("根据下面的经历，写一条简短活泼的朋友圈文案。", "周末去爬山，红叶正好，心情也跟着明亮起来了！",
-                  input="周末和爸妈一起去爬香山。"),
-               ex("为下面这段文字拟三个合适的标题。", "1. 阳台上的菜园\n2. 城市里的小农夫\n3. 种菜成了新爱好",
-                  input="越来越多的年轻人开始在阳台上种菜。")]
+    records = [
+        ex("List five countries in Europe.", "France, Spain, Italy, Germany and Poland."),
+        ex("Name five European countries.", "Portugal, Austria, Greece, Sweden and Norway."),
+        ex(
+            "根据下面的经历，写一条简短活泼的朋友圈文案。",
+            "周末去爬山，红叶正好，心情也跟着明亮起来了！",
+            input="周末和爸妈一起去爬香山。",
+        ),
+        ex(
+            "为下面这段文字拟三个合适的标题。",
+            "1. 阳台上的菜园\n2. 城市里的小农夫\n3. 种菜成了新爱好",
+            input="越来越多的年轻人开始在阳台上种菜。",
+        ),
+    ]
     write_jsonl(tmp_path / "in.jsonl", records)
     result = invoke("filter", tmp_path / "in.jsonl", "--out", tmp_path / "out")
     assert result.exit_code == 0, result.output

@@ -24,8 +24,10 @@ from datagen.records import read_examples
 
 FIXTURE = Path(__file__).resolve().parent / "fixtures" / "ray_engine_dups.jsonl"
 
-needs_ray = pytest.mark.skipif(importlib.util.find_spec("ray") is None,
-                               reason="Ray is not installed: pip install 'datagen[ray]' (the [ray] extra)")
+needs_ray = pytest.mark.skipif(
+    importlib.util.find_spec("ray") is None,
+    reason="Ray is not installed: pip install 'datagen[ray]' (the [ray] extra)",
+)
 
 
 @pytest.fixture(scope="module")
@@ -48,8 +50,16 @@ def filtered(out: Path, **overrides) -> tuple[list[str], dict[str, tuple], dict]
     """Run the filter on the fixture; the kept ids (in order), each reject's outcome by id, and the stats."""
     stats = asyncio.run(run_filter(FilterConfig(inputs=(FIXTURE,), out=out, **overrides)))
     kept = [e.id for e in read_examples(out / "curated.jsonl")]
-    rejects = {e.id: (e.reject["stage"], e.reject["reason"], e.reject.get("duplicate_of"), e.reject.get("score"),
-                      e.reject["detail"]) for e in read_examples(out / "rejects.jsonl")}
+    rejects = {
+        e.id: (
+            e.reject["stage"],
+            e.reject["reason"],
+            e.reject.get("duplicate_of"),
+            e.reject.get("score"),
+            e.reject["detail"],
+        )
+        for e in read_examples(out / "rejects.jsonl")
+    }
     return kept, rejects, stats
 
 
@@ -64,10 +74,20 @@ def test_ray_engine_keeps_what_the_local_engine_keeps(tmp_path, local_ray):
     # The fixture plants what it says, so the comparison covers every dedup stage in both languages.
     reasons = {rid: (stage, dup) for rid, (stage, _, dup, _, _) in local_rejects.items()}
     assert reasons == {
-        "en-02": ("exact_dedup", "en-01"), "en-18": ("exact_dedup", "en-01"), "zh-02": ("exact_dedup", "zh-01"), "zh-09": ("exact_dedup", "zh-08"),
-        "en-03": ("rouge_dedup", "en-01"), "en-06": ("rouge_dedup", "en-05"), "en-11": ("rouge_dedup", "en-10"),
-        "en-14": ("rouge_dedup", "en-12"), "zh-03": ("rouge_dedup", "zh-01"), "zh-06": ("rouge_dedup", "zh-05"),
-        "en-04": ("embed_dedup", "en-01"), "en-09": ("embed_dedup", "en-08"), "en-17": ("heuristics", None)}
+        "en-02": ("exact_dedup", "en-01"),
+        "en-18": ("exact_dedup", "en-01"),
+        "zh-02": ("exact_dedup", "zh-01"),
+        "zh-09": ("exact_dedup", "zh-08"),
+        "en-03": ("rouge_dedup", "en-01"),
+        "en-06": ("rouge_dedup", "en-05"),
+        "en-11": ("rouge_dedup", "en-10"),
+        "en-14": ("rouge_dedup", "en-12"),
+        "zh-03": ("rouge_dedup", "zh-01"),
+        "zh-06": ("rouge_dedup", "zh-05"),
+        "en-04": ("embed_dedup", "en-01"),
+        "en-09": ("embed_dedup", "en-08"),
+        "en-17": ("heuristics", None),
+    }
     assert {"en-07", "zh-04", "en-12", "en-13"} <= set(ray_kept)  # chain ends stay; a task's instances stay together
     assert stats["stages"]["rouge_dedup"]["engine"] == "ray" and stats["stages"]["rouge_dedup"]["method"] == "exact"
     assert stats["stages"]["rouge_dedup"]["largest_component"] == 3  # a chain is one component

@@ -45,10 +45,18 @@ def test_greedy_grouping_is_the_default_and_does_not_chain():
 
 def test_every_embedding_reject_is_at_or_above_the_threshold_to_a_kept_record(tmp_path):
     """With the bundled MiniLM: each embedding reject names a curated record and a cosine >= the threshold."""
-    base = ["List five countries in Europe.", "Name five European countries.", "Give me five nations of Europe.",
-            "Explain how photosynthesis works.", "Describe the process of photosynthesis.",
-            "Write a haiku about autumn leaves.", "Compose a short haiku on falling autumn leaves.",
-            "What is the capital of France?", "Which city is the capital of France?", "Sort these numbers: 3, 1, 2."]
+    base = [
+        "List five countries in Europe.",
+        "Name five European countries.",
+        "Give me five nations of Europe.",
+        "Explain how photosynthesis works.",
+        "Describe the process of photosynthesis.",
+        "Write a haiku about autumn leaves.",
+        "Compose a short haiku on falling autumn leaves.",
+        "What is the capital of France?",
+        "Which city is the capital of France?",
+        "Sort these numbers: 3, 1, 2.",
+    ]
     records = [ex(t, f"A complete and helpful answer number {k}.") for k, t in enumerate(base)]
     curated, rejects, stats = run_filtered(tmp_path, records, rouge_dedup=False, embed_threshold=0.8)
     kept_ids = {e.id for e in curated}
@@ -98,10 +106,16 @@ def synthetic(n: int, seed: int = 0) -> list[str]:
         if texts and rng.random() < 0.33:
             lang, tokens = rng.choice(texts)
             tokens = list(tokens)
-            tokens[rng.randrange(len(tokens))] = rng.choices(en if lang == "en" else zh, w_en if lang == "en" else w_zh)[0]
+            tokens[rng.randrange(len(tokens))] = rng.choices(
+                en if lang == "en" else zh, w_en if lang == "en" else w_zh
+            )[0]
         else:
             lang = "zh" if rng.random() < 0.3 else "en"
-            tokens = rng.choices(en, w_en, k=rng.randint(6, 16)) if lang == "en" else rng.choices(zh, w_zh, k=rng.randint(8, 20))
+            tokens = (
+                rng.choices(en, w_en, k=rng.randint(6, 16))
+                if lang == "en"
+                else rng.choices(zh, w_zh, k=rng.randint(8, 20))
+            )
             texts.append((lang, tokens))
         out.append("".join(tokens) + "。" if lang == "zh" else " ".join(tokens).capitalize() + ".")
     return out
@@ -133,7 +147,18 @@ def test_lsh_candidates_find_the_exact_pairs_on_english_and_chinese():
 
 def test_chinese_shingles_are_character_bigrams():
     assert sorted(minhash._grams(tokenize("写一首诗 about the sea"))) == [
-        "about", "about the", "sea", "the", "the sea", "一首", "一首诗", "写一", "写一首", "诗 about", "首诗"]
+        "about",
+        "about the",
+        "sea",
+        "the",
+        "the sea",
+        "一首",
+        "一首诗",
+        "写一",
+        "写一首",
+        "诗 about",
+        "首诗",
+    ]
     a, b = "写一首关于大海和月亮的现代诗歌", "写一首关于大海和月光的现代诗歌"
     assert rouge_l(a, b) >= 0.7
     sketch = minhash.Sketch([tokenize(a), tokenize(b), tokenize("解释光合作用的基本原理和过程")], max_df=1.0)
@@ -150,8 +175,9 @@ def test_pipeline_lsh_path_keeps_the_same_set_as_the_exact_path(tmp_path):
     assert stats_l["stages"]["rouge_dedup"]["method"] == "lsh"
     assert stats_e["stages"]["rouge_dedup"]["rejected"] > 50
     assert [e.id for e in curated_l] == [e.id for e in curated_e]
-    assert [(r.id, r.reject.get("duplicate_of"), r.reject.get("score")) for r in rejects_l] == \
-        [(r.id, r.reject.get("duplicate_of"), r.reject.get("score")) for r in rejects_e]
+    assert [(r.id, r.reject.get("duplicate_of"), r.reject.get("score")) for r in rejects_l] == [
+        (r.id, r.reject.get("duplicate_of"), r.reject.get("score")) for r in rejects_e
+    ]
 
 
 def test_rouge_method_is_validated():
@@ -164,8 +190,10 @@ def test_rouge_method_is_validated():
 # ---------------------------------------------------------------------------------------------- decontamination
 
 
-EN_LEAK = ("Solve this: a train leaves the station at nine in the morning travelling at sixty miles per hour "
-           "toward a big city.")
+EN_LEAK = (
+    "Solve this: a train leaves the station at nine in the morning travelling at sixty miles per hour "
+    "toward a big city."
+)
 EN_NEAR = "A bus leaves the station at nine in the morning travelling at sixty miles each hour."  # 12 shared words
 ZH_LEAK = "窗户上为什么会结冰？答：在寒冷的冬天早晨，窗户玻璃的内侧常常会结出一层冰花。"
 ZH_NEAR = "请解释为什么在寒冷的冬天早晨窗上会有水珠。"  # 12 shared characters
@@ -173,11 +201,13 @@ ZH_NEAR = "请解释为什么在寒冷的冬天早晨窗上会有水珠。"  # 1
 
 def test_decontamination_drops_planted_leaks_and_keeps_near_misses(tmp_path):
     """A 13-word (en) or 13-character (zh) span shared with a benchmark item is a leak; 12 is not."""
-    records = [ex(EN_LEAK, "It arrives around noon."),
-               ex("请回答下面这道题。", output="一道题：下列哪一项最能说明为什么在寒冷的冬天早晨，窗户会起雾。"),
-               ex(EN_NEAR, "About three hours later."),
-               ex(ZH_NEAR, output="因为室内温暖潮湿的空气碰到冰冷的玻璃，水汽就凝结成了水珠。"),
-               ex("Explain why kettles whistle.", "Steam escapes through a narrow spout and the air vibrates.")]
+    records = [
+        ex(EN_LEAK, "It arrives around noon."),
+        ex("请回答下面这道题。", output="一道题：下列哪一项最能说明为什么在寒冷的冬天早晨，窗户会起雾。"),
+        ex(EN_NEAR, "About three hours later."),
+        ex(ZH_NEAR, output="因为室内温暖潮湿的空气碰到冰冷的玻璃，水汽就凝结成了水珠。"),
+        ex("Explain why kettles whistle.", "Steam escapes through a narrow spout and the air vibrates."),
+    ]
     bench = [FIXTURES / "bench_like_en.jsonl", FIXTURES / "bench_like_zh.jsonl"]
     curated, rejects, stats = run_filtered(tmp_path, records, **NO_EMBED, decontaminate=bench)
     assert {r.instruction for r in rejects} == {EN_LEAK, "请回答下面这道题。"}
@@ -197,11 +227,17 @@ def test_decontamination_ngram_is_configurable_from_yaml(tmp_path):
     config.write_text(f"filter:\n  decontaminate: [{FIXTURES / 'bench_like_en.jsonl'}]\n  decontaminate_ngram: 8\n")
     cfg = load_config(config)
     assert cfg.decontaminate_ngram == 8 and cfg.decontaminate == (FIXTURES / "bench_like_en.jsonl",)
-    _, rejects, _ = run_filtered(tmp_path, [ex(EN_NEAR, "About three hours later.")], **NO_EMBED,
-                                 decontaminate=cfg.decontaminate, decontaminate_ngram=8)
+    _, rejects, _ = run_filtered(
+        tmp_path,
+        [ex(EN_NEAR, "About three hours later.")],
+        **NO_EMBED,
+        decontaminate=cfg.decontaminate,
+        decontaminate_ngram=8,
+    )
     assert [r.reject["benchmark_item"] for r in rejects] == ["en-001"]  # 12 shared words >= 8
-    _, rejects, _ = run_filtered(tmp_path, [ex(EN_NEAR, "About three hours later.")], **NO_EMBED,
-                                 decontaminate=cfg.decontaminate)
+    _, rejects, _ = run_filtered(
+        tmp_path, [ex(EN_NEAR, "About three hours later.")], **NO_EMBED, decontaminate=cfg.decontaminate
+    )
     assert rejects == []  # 12 < 13
 
 
@@ -216,22 +252,30 @@ def test_short_benchmark_items_are_not_checked():
 
 def test_against_drops_only_what_is_in_the_old_set(tmp_path):
     old = tmp_path / "old.jsonl"
-    write_jsonl(old, [ex("Give three tips for staying healthy.", "Eat well."), ex("Name the largest ocean.", "Pacific.")])
-    new = [ex("give three tips for staying healthy", "Sleep more and walk daily."),   # same prompt
-           ex("Name the largest ocean on Earth.", "The Pacific Ocean."),               # ROUGE-L near copy
-           ex("Describe how a rainbow forms.", "Sunlight is refracted in raindrops.")]  # new
+    write_jsonl(
+        old, [ex("Give three tips for staying healthy.", "Eat well."), ex("Name the largest ocean.", "Pacific.")]
+    )
+    new = [
+        ex("give three tips for staying healthy", "Sleep more and walk daily."),  # same prompt
+        ex("Name the largest ocean on Earth.", "The Pacific Ocean."),  # ROUGE-L near copy
+        ex("Describe how a rainbow forms.", "Sunlight is refracted in raindrops."),
+    ]  # new
     curated, rejects, stats = run_filtered(tmp_path, new, **NO_EMBED, against=(old,))
     assert [e.instruction for e in curated] == ["Describe how a rainbow forms."]
     old_ids = [json.loads(line)["id"] for line in old.read_text().splitlines()]
-    assert [(r.reject["stage"], r.reject["duplicate_of"]) for r in rejects] == [("against", old_ids[0]),
-                                                                               ("against", old_ids[1])]
+    assert [(r.reject["stage"], r.reject["duplicate_of"]) for r in rejects] == [
+        ("against", old_ids[0]),
+        ("against", old_ids[1]),
+    ]
     assert stats["stages"]["against"]["earlier_records"] == 2 and stats["records_in"] == 3
 
 
 def test_cli_against_option(tmp_path):
     old, new, out = tmp_path / "old.jsonl", tmp_path / "new.jsonl", tmp_path / "out"
     write_jsonl(old, [ex("Name the largest ocean.", "Pacific.")])
-    rainbow = ex("Describe how a rainbow forms.", "Sunlight bends and reflects inside raindrops and splits into colours.")
+    rainbow = ex(
+        "Describe how a rainbow forms.", "Sunlight bends and reflects inside raindrops and splits into colours."
+    )
     write_jsonl(new, [ex("Name the largest ocean on Earth.", "Pacific."), rainbow])
     result = invoke("filter", new, "--out", out, "--no-embed-dedup", "--against", old)
     assert result.exit_code == 0, result.output

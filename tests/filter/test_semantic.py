@@ -105,20 +105,41 @@ def test_greedy_grouping_does_not_chain():
 PARAPHRASES = [  # each group is one task said several ways (cosine >= 0.9 under all-MiniLM-L6-v2)
     ["Give three tips for staying healthy.", "What are three tips to stay healthy?"],
     ["List five countries in Europe.", "Name five European countries."],
-    ["Write a haiku about autumn leaves.", "Compose a haiku about autumn leaves.",
-     "Write a haiku about the autumn leaves."],
+    [
+        "Write a haiku about autumn leaves.",
+        "Compose a haiku about autumn leaves.",
+        "Write a haiku about the autumn leaves.",
+    ],
     ["What is the capital of France?", "Which city is the capital of France?"],
     ["Translate the sentence into French.", "Translate this sentence to French."],
     ["Explain how a rainbow forms.", "Describe how rainbows are formed."],
 ]
 #: Close in topic or wording but different tasks: must never be merged.
-HARD_NEGATIVES = ["Write a haiku about winter snow.", "What is the capital of Spain?", "List five countries in Asia.",
-                  "Explain how a volcano erupts.", "Translate the sentence into German.",
-                  "Give three reasons to learn a second language."]
+HARD_NEGATIVES = [
+    "Write a haiku about winter snow.",
+    "What is the capital of Spain?",
+    "List five countries in Asia.",
+    "Explain how a volcano erupts.",
+    "Translate the sentence into German.",
+    "Give three reasons to learn a second language.",
+]
 #: Distinct Chinese tasks beyond the seed file, several on shared topics.
-ZH_DISTINCT = ["写一首关于春天的诗。", "写一首关于大海的诗。", "解释光合作用的过程。", "计算两个数的和。", "列出三种常见的水果。",
-               "给出健康饮食的建议。", "总结这篇文章的主要内容。", "介绍一下中国的首都。", "如何学习编程？", "描述你最喜欢的季节。",
-               "把这句话翻译成英文。", "解释什么是通货膨胀。", "推荐三本适合中学生的书。", "比较猫和狗作为宠物的优缺点。"]
+ZH_DISTINCT = [
+    "写一首关于春天的诗。",
+    "写一首关于大海的诗。",
+    "解释光合作用的过程。",
+    "计算两个数的和。",
+    "列出三种常见的水果。",
+    "给出健康饮食的建议。",
+    "总结这篇文章的主要内容。",
+    "介绍一下中国的首都。",
+    "如何学习编程？",
+    "描述你最喜欢的季节。",
+    "把这句话翻译成英文。",
+    "解释什么是通货膨胀。",
+    "推荐三本适合中学生的书。",
+    "比较猫和狗作为宠物的优缺点。",
+]
 
 
 def test_bundled_model_loads_offline_and_normalises():
@@ -144,8 +165,9 @@ def test_planted_paraphrases_keep_one_per_group_and_distinct_tasks_stay():
 def test_distinct_chinese_instructions_are_not_merged_at_the_default_settings():
     texts = seed_instructions("seed_tasks.zh.jsonl") + ZH_DISTINCT
     cfg = FilterConfig()
-    result = embed_dedup(texts, priority=list(range(len(texts))), threshold=cfg.embed_threshold,
-                         max_unknown=cfg.embed_max_unknown)
+    result = embed_dedup(
+        texts, priority=list(range(len(texts))), threshold=cfg.embed_threshold, max_unknown=cfg.embed_max_unknown
+    )
     check_partition(len(texts), result.kept, result.dropped)
     assert result.dropped == [] and result.stats["unreadable"] == len(texts)
 
@@ -166,13 +188,20 @@ def test_why_unreadable_texts_are_not_compared():
 
 
 def test_embedding_stage_in_the_pipeline_with_keep_policies(tmp_path):
-    records = [Example(instruction="Give three tips for staying healthy.", output="Sleep, eat well, move."),
-               Example(instruction="What are three tips to stay healthy?",
-                       output="Sleep seven to nine hours, eat plenty of vegetables, and walk for half an hour a day."),
-               Example(instruction="写一首关于大海的诗。", output="蔚蓝的大海轻轻摇晃，浪花把月光揉成碎银。"),
-               Example(instruction="解释什么是通货膨胀。", output="通货膨胀是指物价总体水平持续上涨、货币购买力下降的现象。")]
-    for keep, winner, grouping in (("first", 0, "connected"), ("longest_output", 1, "greedy"),
-                                   ("heuristic_score", 1, "connected")):
+    records = [
+        Example(instruction="Give three tips for staying healthy.", output="Sleep, eat well, move."),
+        Example(
+            instruction="What are three tips to stay healthy?",
+            output="Sleep seven to nine hours, eat plenty of vegetables, and walk for half an hour a day.",
+        ),
+        Example(instruction="写一首关于大海的诗。", output="蔚蓝的大海轻轻摇晃，浪花把月光揉成碎银。"),
+        Example(instruction="解释什么是通货膨胀。", output="通货膨胀是指物价总体水平持续上涨、货币购买力下降的现象。"),
+    ]
+    for keep, winner, grouping in (
+        ("first", 0, "connected"),
+        ("longest_output", 1, "greedy"),
+        ("heuristic_score", 1, "connected"),
+    ):
         curated, rejects, stats = run_filtered(tmp_path, records, keep=keep, embed_grouping=grouping)
         assert [e.id for e in curated] == [records[i].id for i in sorted({winner, 2, 3})]
         assert len(rejects) == 1 and rejects[0].reject["stage"] == "embed_dedup"
@@ -182,8 +211,10 @@ def test_embedding_stage_in_the_pipeline_with_keep_policies(tmp_path):
 
 
 def test_a_configured_model_path_is_used_and_a_bad_one_is_a_config_error(tmp_path):
-    records = [Example(instruction="List five countries in Europe.", output="France, Spain, Italy, Austria, Malta."),
-               Example(instruction="Name five European countries.", output="Norway, Greece, Ireland, Poland, Czechia.")]
+    records = [
+        Example(instruction="List five countries in Europe.", output="France, Spain, Italy, Austria, Malta."),
+        Example(instruction="Name five European countries.", output="Norway, Greece, Ireland, Poland, Czechia."),
+    ]
     curated, rejects, stats = run_filtered(tmp_path, records, embed_model=str(default_model_path()))
     assert len(curated) == 1 and len(rejects) == 1
     assert stats["stages"]["embed_dedup"]["model"] == str(default_model_path())

@@ -21,8 +21,13 @@ from tests.filter.test_pipeline import assert_invariant
 def test_peak_memory_is_far_below_the_text_filtered(tmp_path):
     rng = random.Random(3)
     words = [f"word{k}" for k in range(500)]
-    records = [Example(instruction=" ".join(rng.sample(words, 8)).capitalize() + ".",
-                       output=" ".join(rng.choices(words, k=2800)) + ".") for k in range(1500)]
+    records = [
+        Example(
+            instruction=" ".join(rng.sample(words, 8)).capitalize() + ".",
+            output=" ".join(rng.choices(words, k=2800)) + ".",
+        )
+        for k in range(1500)
+    ]
     records += [Example(instruction=r.instruction.upper(), output=r.output[:5000] + ".") for r in records[:100]]
     path, out = tmp_path / "in.jsonl", tmp_path / "out"
     write_jsonl(path, records)
@@ -44,8 +49,10 @@ def test_peak_memory_is_far_below_the_text_filtered(tmp_path):
 
 def test_a_stop_while_writing_leaves_the_old_outputs_whole_and_no_marker(tmp_path, monkeypatch):
     path, out = tmp_path / "in.jsonl", tmp_path / "out"
-    write_jsonl(path, [Example(instruction=f"Name {k} rivers of the northern valley.", output=f"River {k}.")
-                       for k in range(50)] * 2)
+    write_jsonl(
+        path,
+        [Example(instruction=f"Name {k} rivers of the northern valley.", output=f"River {k}.") for k in range(50)] * 2,
+    )
     cfg = FilterConfig(inputs=(path,), out=out, embed_dedup=False, rouge_dedup=False)
     asyncio.run(run_filter(cfg))
     before = {name: (out / name).read_bytes() for name in ("curated.jsonl", "rejects.jsonl")}
@@ -69,17 +76,31 @@ def test_heuristics_in_worker_processes_write_the_same_bytes(tmp_path):
     records = []
     for k in range(3000):
         answer = " ".join(rng.choices(words, k=rng.randint(6, 30))) + "."
-        records.append(Example(instruction=" ".join(rng.sample(words, 7)).capitalize() + "?",
-                               output=[answer, "", "As an AI language model, I cannot answer that.",
-                                       answer + " " + answer][k % 4 if k % 7 == 0 else 0]))
+        records.append(
+            Example(
+                instruction=" ".join(rng.sample(words, 7)).capitalize() + "?",
+                output=[answer, "", "As an AI language model, I cannot answer that.", answer + " " + answer][
+                    k % 4 if k % 7 == 0 else 0
+                ],
+            )
+        )
     path = tmp_path / "in.jsonl"
     write_jsonl(path, records)
     runs = {}
     for workers in (1, 2):
         out = tmp_path / f"out{workers}"
-        runs[workers] = asyncio.run(run_filter(FilterConfig(
-            inputs=(path,), out=out, embed_dedup=False, rouge_dedup=False, heuristics_workers=workers,
-            heuristics_parallel_above=0)))
+        runs[workers] = asyncio.run(
+            run_filter(
+                FilterConfig(
+                    inputs=(path,),
+                    out=out,
+                    embed_dedup=False,
+                    rouge_dedup=False,
+                    heuristics_workers=workers,
+                    heuristics_parallel_above=0,
+                )
+            )
+        )
         assert_invariant([path], out, runs[workers])
     assert runs[1]["stages"]["heuristics"]["reasons"] == runs[2]["stages"]["heuristics"]["reasons"]
     assert runs[2]["stages"]["heuristics"]["rejected"] >= 3000 // 7 // 2  # the empty and refusing answers go

@@ -22,7 +22,8 @@ def test_self_qa_submits_one_job_per_step_and_writes_what_online_mode_writes(fau
     prompts = [json.loads(line)["body"]["messages"][-1]["content"] for line in lines]
     assert all("new questions" in p or "个新问题" in p for p in prompts)  # the first job is the question step
     for name in ("records.jsonl", "rejects.jsonl"):
-        assert (fix_doc_ids(read_examples(tmp_path / "batch" / name))
-                == fix_doc_ids(read_examples(tmp_path / "online" / name)))
+        assert fix_doc_ids(read_examples(tmp_path / "batch" / name)) == fix_doc_ids(
+            read_examples(tmp_path / "online" / name)
+        )
     stats = json.loads((tmp_path / "batch" / "stats.json").read_text())
     assert stats["llm"]["batch_succeeded"] == sum(j["request_counts"]["completed"] for j in jobs)

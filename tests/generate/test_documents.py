@@ -42,8 +42,10 @@ def test_text_and_markdown_are_loaded_as_they_are_with_relative_ids(tmp_path):
 
     docs, skipped = load_documents(tmp_path)
     assert skipped == []
-    assert {d.doc_id: d.text for d in docs} == {"a.txt": "Line one.\nLine two.\n",
-                                                "sub/deeper/b.md": "# Title\n\nSome *markdown* text.\n"}
+    assert {d.doc_id: d.text for d in docs} == {
+        "a.txt": "Line one.\nLine two.\n",
+        "sub/deeper/b.md": "# Title\n\nSome *markdown* text.\n",
+    }
     assert load_one(tmp_path / "a.txt").doc_id == "a.txt"  # a single file: its own name
 
 
@@ -53,7 +55,8 @@ def test_html_keeps_visible_text_only_one_paragraph_per_block(tmp_path):
         "<body><h1>Bicycles</h1><p>The <b>draisine</b> came   first.</p>"
         "<ul><li>wood</li><li>iron</li></ul><noscript>enable js</noscript>"
         "<table><tr><td>1817</td><td>Drais</td></tr></table><script>alert(1)</script></body></html>",
-        encoding="utf-8")
+        encoding="utf-8",
+    )
     text = load_one(tmp_path / "page.html").text
     assert text == "Bicycles\n\nThe draisine came first.\n\n- wood\n\n- iron\n\n1817 Drais"
     for hidden in ("secret", "color", "alert", "enable js"):
@@ -62,12 +65,16 @@ def test_html_keeps_visible_text_only_one_paragraph_per_block(tmp_path):
 
 def test_jsonl_has_one_document_per_line_from_a_configurable_field(tmp_path):
     path = tmp_path / "notes.jsonl"
-    path.write_text('{"text": "First note.", "body": "B1"}\n\n{"text": "Second note."}\n'
-                    '{"title": "no text"}\nnot json\n', encoding="utf-8")
+    path.write_text(
+        '{"text": "First note.", "body": "B1"}\n\n{"text": "Second note."}\n{"title": "no text"}\nnot json\n',
+        encoding="utf-8",
+    )
     docs, skipped = load_documents(path)
     assert [(d.doc_id, d.text) for d in docs] == [("notes.jsonl:1", "First note."), ("notes.jsonl:3", "Second note.")]
     assert [(s.doc_id, s.reason.split(":")[0]) for s in skipped] == [
-        ("notes.jsonl:4", "no non-empty string field 'text'"), ("notes.jsonl:5", "invalid JSON")]
+        ("notes.jsonl:4", "no non-empty string field 'text'"),
+        ("notes.jsonl:5", "invalid JSON"),
+    ]
 
     docs, skipped = load_documents(path, text_field="body")
     assert [(d.doc_id, d.text) for d in docs] == [("notes.jsonl:1", "B1")]
@@ -139,23 +146,31 @@ def test_docx_paragraphs_and_tables_are_read_and_a_broken_docx_is_skipped(tmp_pa
     (tmp_path / "broken.docx").write_bytes(b"PK\x03\x04 not really a zip")
     docs, skipped = load_documents(tmp_path)
     assert [(d.doc_id, d.text) for d in docs] == [
-        ("ok.docx", "Volcanoes\n\nVolcanoes erupt molten rock.\n\n火山喷发熔岩。\n\nname | height\n\nEtna | 3,357 m")]
+        ("ok.docx", "Volcanoes\n\nVolcanoes erupt molten rock.\n\n火山喷发熔岩。\n\nname | height\n\nEtna | 3,357 m")
+    ]
     assert [s.doc_id for s in skipped] == ["broken.docx"] and skipped[0].reason.startswith("unreadable .docx")
 
 
-LATIN1 = ("Le café de la gare sert une crème brûlée délicieuse. Les élèves préfèrent la tarte aux pommes, "
-          "mais le garçon commande toujours un thé très sucré à côté de la fenêtre.\n")
-CHINESE = ("垃圾分类是指按照一定的规定或标准将垃圾分类储存、投放和搬运，从而转变成公共资源的一系列活动。"
-           "分类的目的是提高垃圾的资源价值和经济价值，力争物尽其用。")
+LATIN1 = (
+    "Le café de la gare sert une crème brûlée délicieuse. Les élèves préfèrent la tarte aux pommes, "
+    "mais le garçon commande toujours un thé très sucré à côté de la fenêtre.\n"
+)
+CHINESE = (
+    "垃圾分类是指按照一定的规定或标准将垃圾分类储存、投放和搬运，从而转变成公共资源的一系列活动。"
+    "分类的目的是提高垃圾的资源价值和经济价值，力争物尽其用。"
+)
 
 
-@pytest.mark.parametrize("encoding, text", [
-    ("latin-1", LATIN1),
-    ("gbk", CHINESE),
-    ("gb18030", CHINESE * 2),
-    ("utf-16", LATIN1),          # with its BOM
-    ("utf-8-sig", CHINESE),      # BOM stripped
-])
+@pytest.mark.parametrize(
+    "encoding, text",
+    [
+        ("latin-1", LATIN1),
+        ("gbk", CHINESE),
+        ("gb18030", CHINESE * 2),
+        ("utf-16", LATIN1),  # with its BOM
+        ("utf-8-sig", CHINESE),  # BOM stripped
+    ],
+)
 def test_non_utf8_text_is_decoded_by_detection(tmp_path, encoding, text):
     (tmp_path / "doc.txt").write_bytes(text.encode(encoding))
     doc = load_one(tmp_path / "doc.txt")
@@ -231,13 +246,13 @@ def assert_chunk_invariants(text: str, chunks, size: int, overlap: int) -> None:
     assert chunks[0].start == 0 and chunks[-1].end == len(text)
     encoded = text.encode("utf-8")
     for chunk in chunks:
-        assert chunk.text == text[chunk.start:chunk.end]
+        assert chunk.text == text[chunk.start : chunk.end]
         # The byte span decodes strictly to the chunk: no boundary falls inside a multi-byte character.
-        assert encoded[chunk.byte_start:chunk.byte_end].decode("utf-8") == chunk.text
+        assert encoded[chunk.byte_start : chunk.byte_end].decode("utf-8") == chunk.text
         assert 1 <= chunk.tokens == count_tokens(chunk.text) <= size
     for before, after in zip(chunks, chunks[1:]):
         assert before.start < after.start <= before.end  # no gap, always progress
-        assert count_tokens(text[after.start:before.end]) <= overlap
+        assert count_tokens(text[after.start : before.end]) <= overlap
 
 
 @pytest.mark.parametrize("size, overlap", [(50, 10), (120, 30), (200, 40), (64, 0), (30, 29)])
@@ -246,7 +261,7 @@ def test_chunks_cover_the_document_with_the_configured_overlap(size, overlap):
     chunks = chunk_document(doc, size=size, overlap=overlap)
     assert len(chunks) > 2
     assert_chunk_invariants(LONG_EN, chunks, size, overlap)
-    shared = [count_tokens(LONG_EN[b.start:a.end]) for a, b in zip(chunks, chunks[1:])]
+    shared = [count_tokens(LONG_EN[b.start : a.end]) for a, b in zip(chunks, chunks[1:])]
     if overlap == 0:
         assert all(b.start == a.end for a, b in zip(chunks, chunks[1:]))
     elif overlap <= size // 4:  # the overlap is real: at least half the configured tokens, at most all of them
@@ -258,8 +273,7 @@ def test_chunks_cover_the_document_with_the_configured_overlap(size, overlap):
 
 
 def test_chunks_end_at_paragraph_then_sentence_boundaries():
-    paragraphs = [" ".join(f"Para{p} word{w}." if w % 6 == 5 else f"para{p}w{w}" for w in range(30))
-                  for p in range(6)]
+    paragraphs = [" ".join(f"Para{p} word{w}." if w % 6 == 5 else f"para{p}w{w}" for w in range(30)) for p in range(6)]
     text = "\n\n".join(paragraphs)
     spans = chunk_spans(text, size=70, overlap=0)
     # 35 tokens per paragraph: exactly two fit in 70, so every cut lands on a paragraph break.
@@ -285,13 +299,14 @@ def test_a_run_without_any_boundary_is_cut_between_tokens():
 
 
 def test_leading_space_is_never_a_chunk_of_its_own():
-    text = "\n\n" + " ".join(f"w{i}" for i in range(250))   # the only boundary is before the first word
+    text = "\n\n" + " ".join(f"w{i}" for i in range(250))  # the only boundary is before the first word
     spans = chunk_spans(text, size=100, overlap=20)
     assert spans[0] == (0, text.index("w100")) and all(count_tokens(text[s:e]) for s, e in spans)
 
 
 CHINESE_DOC = "\n\n".join(
-    "".join(f"第{p}段的第{s}句话讲的是垃圾分类和资源回收的知识。" for s in range(1 + p % 4)) for p in range(30))
+    "".join(f"第{p}段的第{s}句话讲的是垃圾分类和资源回收的知识。" for s in range(1 + p % 4)) for p in range(30)
+)
 
 
 def test_cjk_text_counts_characters_and_cuts_after_chinese_sentence_marks():
@@ -302,7 +317,7 @@ def test_cjk_text_counts_characters_and_cuts_after_chinese_sentence_marks():
     chunks = chunk_document(doc, size=80, overlap=20)
     assert_chunk_invariants(CHINESE_DOC, chunks, 80, 20)
     assert all(c.text.rstrip().endswith("。") for c in chunks)
-    assert all(c.text[0] == "第" for c in chunks)           # every chunk starts on a sentence
+    assert all(c.text[0] == "第" for c in chunks)  # every chunk starts on a sentence
     assert all(c.byte_end - c.byte_start > c.end - c.start for c in chunks)  # multi-byte text
 
 
@@ -394,7 +409,7 @@ def test_the_seed_documents_chunk_cleanly_when_present():
     for doc in docs:
         chunks = chunk_document(doc, size=200, overlap=40)
         assert_chunk_invariants(doc.text, chunks, 200, 40)
-        assert not re.search(r"\S", doc.text[chunks[-1].end:])
+        assert not re.search(r"\S", doc.text[chunks[-1].end :])
 
 
 def test_module_lists_the_loaders_it_supports():

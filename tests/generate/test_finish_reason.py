@@ -24,8 +24,9 @@ def test_self_instruct_records_the_kept_instance_finish_reason(fault_server, tmp
     def respond(kind, body):
         answer = base(kind, body)
         if "Come up with examples" in body.get("prompt", ""):
-            return answer + "\nExample 3\nInput: cut", "length"   # the reply ran out; its last instance is dropped
+            return answer + "\nExample 3\nInput: cut", "length"  # the reply ran out; its last instance is dropped
         return answer
+
     fault_server.responder = respond
     asyncio.run(self_instruct.generate(si_config(tmp_path, fault_server.url, num_instructions=4, batch_size=2)))
     records = read_examples(tmp_path / "out" / "records.jsonl")
@@ -61,9 +62,10 @@ def test_self_kg_llm_mode_records_the_answer_finish_reason(kg, tmp_path, fault_s
     def respond(kind, body):
         calls["n"] += 1
         text = faithful(kind, body)
-        if calls["n"] % 3 == 0:   # ran on past a complete answer: the kept answer itself was not cut
+        if calls["n"] % 3 == 0:  # ran on past a complete answer: the kept answer itself was not cut
             return text + "\nQuestion: And", "length"
         return text
+
     fault_server.responder = respond
     asyncio.run(self_kg.generate(llm_cfg(kg, tmp_path / "out", fault_server.url, num=9)))
     kept = read_examples(tmp_path / "out" / "records.jsonl")
@@ -72,8 +74,16 @@ def test_self_kg_llm_mode_records_the_answer_finish_reason(kg, tmp_path, fault_s
 
 def test_respond_records_the_finish_reason(fault_server, tmp_path):
     write_jsonl(tmp_path / "in.jsonl", [Example(instruction=f"Question number {i}?", output="") for i in range(3)])
-    result = invoke("respond", "--in", tmp_path / "in.jsonl", "--out", tmp_path / "out", "--base-url",
-                    fault_server.url, *RESPOND_ARGS)
+    result = invoke(
+        "respond",
+        "--in",
+        tmp_path / "in.jsonl",
+        "--out",
+        tmp_path / "out",
+        "--base-url",
+        fault_server.url,
+        *RESPOND_ARGS,
+    )
     assert result.exit_code == 0, result.output
     kept = read_examples(tmp_path / "out" / "responses.jsonl")
     assert len(kept) == 3 and all(r.meta["finish_reason"] == "stop" for r in kept)

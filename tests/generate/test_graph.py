@@ -23,13 +23,16 @@ def write(path, text):
 
 
 def test_tsv_with_header_merges_duplicates_and_drops_self_loops(tmp_path):
-    path = write(tmp_path / "kg.tsv", "head\trelation\ttail\n"
-                                      "# a comment line\n"
-                                      "rose\tplant_family\trosaceae\n"
-                                      "\n"
-                                      "rose\tplant_family\trosaceae\n"      # duplicate
-                                      "rose\tflower_color\tred\n"
-                                      "rose\trelated_to\trose\n")           # self-loop
+    path = write(
+        tmp_path / "kg.tsv",
+        "head\trelation\ttail\n"
+        "# a comment line\n"
+        "rose\tplant_family\trosaceae\n"
+        "\n"
+        "rose\tplant_family\trosaceae\n"  # duplicate
+        "rose\tflower_color\tred\n"
+        "rose\trelated_to\trose\n",
+    )  # self-loop
     G = load_graph(path)
     assert triples(G) == [("rose", "flower_color", "red"), ("rose", "plant_family", "rosaceae")]
     stats = G.graph["stats"]
@@ -43,26 +46,38 @@ def test_tsv_with_header_merges_duplicates_and_drops_self_loops(tmp_path):
 def test_headerless_tsv_csv_with_reordered_header_and_sniffed_txt(tmp_path):
     plain = load_graph(write(tmp_path / "a.tsv", "rose\tplant_family\trosaceae\ntulip\tplant_family\tliliaceae\n"))
     assert triples(plain) == [("rose", "plant_family", "rosaceae"), ("tulip", "plant_family", "liliaceae")]
-    csv = load_graph(write(tmp_path / "b.csv", 'object,subject,predicate\nrosaceae,rose,plant_family\n'
-                                               '"Rosales, order",rosaceae,order\n'))
+    csv = load_graph(
+        write(
+            tmp_path / "b.csv",
+            'object,subject,predicate\nrosaceae,rose,plant_family\n"Rosales, order",rosaceae,order\n',
+        )
+    )
     assert triples(csv) == [("rosaceae", "order", "Rosales, order"), ("rose", "plant_family", "rosaceae")]
     txt = load_graph(write(tmp_path / "c.txt", "rose\tplant_family\trosaceae\n"))
     assert triples(txt) == [("rose", "plant_family", "rosaceae")] and txt.graph["stats"]["format"] == "tsv"
 
 
 def test_jsonl_accepts_head_relation_tail_and_subject_predicate_object(tmp_path):
-    path = write(tmp_path / "kg.jsonl", json.dumps({"head": "rose", "relation": "plant_family", "tail": "rosaceae"}) + "\n"
-                 + json.dumps({"subject": "rose", "predicate": "petals", "object": 5, "confidence": 0.9}) + "\n")
+    path = write(
+        tmp_path / "kg.jsonl",
+        json.dumps({"head": "rose", "relation": "plant_family", "tail": "rosaceae"})
+        + "\n"
+        + json.dumps({"subject": "rose", "predicate": "petals", "object": 5, "confidence": 0.9})
+        + "\n",
+    )
     G = load_graph(path)
     assert triples(G) == [("rose", "petals", "5"), ("rose", "plant_family", "rosaceae")]
     assert G.graph["stats"]["format"] == "jsonl"
 
 
-@pytest.mark.parametrize("content, line, message", [
-    ("rose\tplant_family\trosaceae\nrose\tflower_color\n", 2, "expected 3 columns (head, relation, tail), got 2"),
-    ("head\trelation\ttail\nrose\tplant_family\trosaceae\n\nrose\t\tred\n", 4, "empty relation"),
-    ("rose\tplant_family\trosaceae\ta\tb\n", 1, "expected 3 columns"),
-])
+@pytest.mark.parametrize(
+    "content, line, message",
+    [
+        ("rose\tplant_family\trosaceae\nrose\tflower_color\n", 2, "expected 3 columns (head, relation, tail), got 2"),
+        ("head\trelation\ttail\nrose\tplant_family\trosaceae\n\nrose\t\tred\n", 4, "empty relation"),
+        ("rose\tplant_family\trosaceae\ta\tb\n", 1, "expected 3 columns"),
+    ],
+)
 def test_bad_tsv_rows_name_file_and_line(tmp_path, content, line, message):
     path = write(tmp_path / "kg.tsv", content)
     with pytest.raises(RecordError, match="skip-bad-rows") as caught:
@@ -71,11 +86,14 @@ def test_bad_tsv_rows_name_file_and_line(tmp_path, content, line, message):
 
 
 def test_bad_jsonl_rows_name_file_and_line_and_skipping_counts_them(tmp_path):
-    path = write(tmp_path / "kg.jsonl", '{"head": "rose", "relation": "plant_family", "tail": "rosaceae"}\n'
-                                        '{"head": "tulip", "relation": "plant_family"}\n'
-                                        '[1, 2, 3]\n'
-                                        '{"head": "tulip", "relation": "flower_color", "tail": " "}\n'
-                                        '{"head": "tulip", "relation": "plant_family", "tail": "liliaceae"}\n')
+    path = write(
+        tmp_path / "kg.jsonl",
+        '{"head": "rose", "relation": "plant_family", "tail": "rosaceae"}\n'
+        '{"head": "tulip", "relation": "plant_family"}\n'
+        "[1, 2, 3]\n"
+        '{"head": "tulip", "relation": "flower_color", "tail": " "}\n'
+        '{"head": "tulip", "relation": "plant_family", "tail": "liliaceae"}\n',
+    )
     with pytest.raises(RecordError, match=rf"^{path}:2: missing tail"):
         load_graph(path)
     G = load_graph(path, skip_bad_rows=True)
@@ -90,8 +108,9 @@ def test_cli_bad_row_exits_2_with_file_line_and_writes_nothing(tmp_path):
     result = CliRunner().invoke(cli, ["self-kg", "--graph", str(path), "--num", "3", "--out", str(tmp_path / "out")])
     assert result.exit_code == 2 and f"{path}:2: expected 3 columns" in result.output
     assert not (tmp_path / "out").exists()
-    skipped = CliRunner().invoke(cli, ["self-kg", "--graph", str(path), "--num", "3", "--out", str(tmp_path / "out"),
-                                       "--skip-bad-rows"])
+    skipped = CliRunner().invoke(
+        cli, ["self-kg", "--graph", str(path), "--num", "3", "--out", str(tmp_path / "out"), "--skip-bad-rows"]
+    )
     assert skipped.exit_code == 0, skipped.output
     assert json.loads((tmp_path / "out" / "stats.json").read_text())["graph"]["bad_rows_skipped"] == 1
 
@@ -108,8 +127,11 @@ def _nx_graph():
 
 
 def _check_nx_graph(G, fmt):
-    assert triples(G) == [("rose", "common_pest", "aphid"), ("rose", "kind", "shrub"),
-                          ("rose", "plant_family", "rosaceae")]
+    assert triples(G) == [
+        ("rose", "common_pest", "aphid"),
+        ("rose", "kind", "shrub"),
+        ("rose", "plant_family", "rosaceae"),
+    ]
     assert G.nodes["shrub"]["literal"] is True and not G.nodes["rosaceae"].get("literal")
     stats = G.graph["stats"]
     assert (stats["format"], stats["attribute_facts"], stats["duplicates_merged"], stats["literals"]) == (fmt, 1, 1, 1)
@@ -128,11 +150,14 @@ def test_graphml_written_by_networkx(tmp_path):
 def test_gml_written_by_networkx_uses_labels_as_ids(tmp_path):
     G = _nx_graph()
     G.nodes["rose"].pop("native_to")
-    G.nodes["rose"].pop("label")   # in GML the label *is* the node name
+    G.nodes["rose"].pop("label")  # in GML the label *is* the node name
     nx.write_gml(G, tmp_path / "kg.gml")
     loaded = load_graph(tmp_path / "kg.gml")
-    assert triples(loaded) == [("rose", "common_pest", "aphid"), ("rose", "kind", "shrub"),
-                               ("rose", "plant_family", "rosaceae")]
+    assert triples(loaded) == [
+        ("rose", "common_pest", "aphid"),
+        ("rose", "kind", "shrub"),
+        ("rose", "plant_family", "rosaceae"),
+    ]
     assert loaded.graph["stats"]["format"] == "gml" and loaded.graph["stats"]["duplicates_merged"] == 1
 
 
@@ -181,11 +206,17 @@ def test_graphml_edge_without_relation_and_broken_xml_name_the_line(tmp_path):
 
 
 def test_node_link_and_gml_dangling_references_are_counted(tmp_path):
-    data = {"directed": True, "multigraph": True, "graph": {},
-            "nodes": [{"id": "rose"}, {"id": "rosaceae"}],
-            "links": [{"source": "rose", "target": "rosaceae", "relation": "plant_family"},
-                      {"source": "rose", "target": "missing", "relation": "common_pest"},
-                      {"source": "rose", "target": "rosaceae"}]}
+    data = {
+        "directed": True,
+        "multigraph": True,
+        "graph": {},
+        "nodes": [{"id": "rose"}, {"id": "rosaceae"}],
+        "links": [
+            {"source": "rose", "target": "rosaceae", "relation": "plant_family"},
+            {"source": "rose", "target": "missing", "relation": "common_pest"},
+            {"source": "rose", "target": "rosaceae"},
+        ],
+    }
     path = write(tmp_path / "kg.json", json.dumps(data))
     with pytest.raises(RecordError, match=rf"^{path}: links\[2\]: edge 'rose' -> 'rosaceae' has no relation"):
         load_graph(path)
@@ -193,9 +224,12 @@ def test_node_link_and_gml_dangling_references_are_counted(tmp_path):
     assert triples(G) == [("rose", "plant_family", "rosaceae")]
     assert (G.graph["stats"]["dangling_refs"], G.graph["stats"]["bad_rows_skipped"]) == (1, 1)
 
-    gml = write(tmp_path / "kg.gml", 'graph [\n  directed 1\n  node [ id 0 label "rose" ]\n  node [ id 1 label "rosaceae" ]\n'
-                                     '  edge [ source 0 target 1 relation "plant_family" ]\n'
-                                     '  edge [ source 0 target 7 relation "common_pest" ]\n]\n')
+    gml = write(
+        tmp_path / "kg.gml",
+        'graph [\n  directed 1\n  node [ id 0 label "rose" ]\n  node [ id 1 label "rosaceae" ]\n'
+        '  edge [ source 0 target 1 relation "plant_family" ]\n'
+        '  edge [ source 0 target 7 relation "common_pest" ]\n]\n',
+    )
     G = load_graph(gml)
     assert triples(G) == [("rose", "plant_family", "rosaceae")] and G.graph["stats"]["dangling_refs"] == 1
     with pytest.raises(RecordError, match=rf"^{gml}:6: edge 'rose' -> '7' refers to undeclared node"):
@@ -213,8 +247,12 @@ def test_labels_files_and_display_normalisation(tmp_path):
     assert entity_label(G, "rose", "en") == "rose"  # a Chinese label never leaks into English text
     assert entity_label(G, "disease_or_syndrome", "en") == "disease or syndrome"
     assert relation_label(G, "hasSymptom", "zh") == "has symptom"
-    assert G.graph["stats"]["labels"] == {"path": str(tmp_path / "labels.zh.tsv"), "languages": ["zh"], "loaded": 2,
-                                          "unused": 1}
+    assert G.graph["stats"]["labels"] == {
+        "path": str(tmp_path / "labels.zh.tsv"),
+        "languages": ["zh"],
+        "loaded": 2,
+        "unused": 1,
+    }
     assert triples(G)[0] == ("rose", "hasSymptom", "black_spot")  # ids stay intact
     assert all_labels(G, "rose") == {"rose", "玫瑰"}
 

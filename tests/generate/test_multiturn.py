@@ -48,13 +48,32 @@ SEEDS_EN = "seeds/seed_dialogues.jsonl"
 SEEDS_ZH = "seeds/seed_dialogues.zh.jsonl"
 
 VERBS = ["fix", "plan", "explain", "improve", "choose", "clean", "organise", "compare", "learn", "repair"]
-NOUNS = ["garden", "bicycle", "budget", "kitchen", "resume", "aquarium", "spreadsheet", "guitar", "balcony", "laptop",
-         "recipe", "marathon", "sourdough", "terrarium", "podcast", "compost", "sweater", "telescope", "violin", "tent"]
+NOUNS = [
+    "garden",
+    "bicycle",
+    "budget",
+    "kitchen",
+    "resume",
+    "aquarium",
+    "spreadsheet",
+    "guitar",
+    "balcony",
+    "laptop",
+    "recipe",
+    "marathon",
+    "sourdough",
+    "terrarium",
+    "podcast",
+    "compost",
+    "sweater",
+    "telescope",
+    "violin",
+    "tent",
+]
 VOCAB_ZH = list("山水风云雨雪花草树木鸟鱼虫石金银铜铁春夏秋冬东西南北天地日月星辰江河湖海")
 FOLLOWUP_HEAD = ("In each conversation the user reads", "在每段对话里")
 CHAT_HEAD = ("Here is a conversation", "下面是一段")
-OPENER_HEAD = ("Come up with a series of questions", "请想出一系列用户", "You are asked to come up with",
-               "请设计")
+OPENER_HEAD = ("Come up with a series of questions", "请想出一系列用户", "You are asked to come up with", "请设计")
 
 
 def fake_opener(digest: bytes, i: int, lang: str) -> str:
@@ -68,20 +87,28 @@ def fake_opener(digest: bytes, i: int, lang: str) -> str:
 def transcript_users(prompt: str) -> list[str]:
     """User turns of the conversation in a follow-up prompt (the block after the worked example)."""
     block = prompt.rstrip().rsplit("\n\n", 1)[-1] if "\n\n" in prompt else prompt
-    return [re.sub(r"^(User: |用户：)", "", line) for line in block.splitlines()[:-1]
-            if line.startswith(("User: ", "用户："))]
+    return [
+        re.sub(r"^(User: |用户：)", "", line)
+        for line in block.splitlines()[:-1]
+        if line.startswith(("User: ", "用户："))
+    ]
 
 
 def scripted_answer(user: str, turn: int, lang: str) -> str:
     """The scripted assistant's answer to ``user`` at ``turn``: about its words, worded differently per turn."""
     if lang == "zh":
         topic = re.sub(r"[^\u4e00-\u9fff]", "", user)[:6]
-        return [f"关于{topic}，先从小处做起，每天记录一次。", f"{topic}的关键是拆成几个小目标，每周检查进度。",
-                f"如果时间紧，就只做{topic}里最重要的部分，其余的以后再说。"][turn]
+        return [
+            f"关于{topic}，先从小处做起，每天记录一次。",
+            f"{topic}的关键是拆成几个小目标，每周检查进度。",
+            f"如果时间紧，就只做{topic}里最重要的部分，其余的以后再说。",
+        ][turn]
     words = [w for w in re.findall(r"[a-z]+", user.lower()) if len(w) > 4] or ["things"]
-    return [f"For {words[-1]}, start small and keep notes on the {words[0]} every evening.",
-            f"The {words[-1]} part matters most: check it twice a week and adjust slowly if results lag.",
-            f"With so little time, focus on the {words[-1]} alone and skip everything optional."][turn]
+    return [
+        f"For {words[-1]}, start small and keep notes on the {words[0]} every evening.",
+        f"The {words[-1]} part matters most: check it twice a week and adjust slowly if results lag.",
+        f"With so little time, focus on the {words[-1]} alone and skip everything optional.",
+    ][turn]
 
 
 def scripted(lang: str = "en", fail: dict | None = None):
@@ -119,13 +146,18 @@ def scripted(lang: str = "en", fail: dict | None = None):
         if turn == 1:
             return f" Could you say more about the {words[0]} part?"
         return f" What if I only have {turn * 10} minutes a day for the {words[-1]}, does that change things?"
+
     return respond
 
 
 def config(tmp_path, url, **overrides):
-    settings = dict(seeds=SEEDS_EN, out=tmp_path / "out", num_conversations=6, batch_size=2,
-                    llm=LLMConfig(base_urls=(url,), model=MODEL_ID, cache_path=tmp_path / "cache.sqlite",
-                                  backoff_base=0.01))
+    settings = dict(
+        seeds=SEEDS_EN,
+        out=tmp_path / "out",
+        num_conversations=6,
+        batch_size=2,
+        llm=LLMConfig(base_urls=(url,), model=MODEL_ID, cache_path=tmp_path / "cache.sqlite", backoff_base=0.01),
+    )
     settings.update(overrides)
     return MultiTurnConfig(**settings)
 
@@ -153,17 +185,24 @@ def test_end_to_end_records_alternate_and_carry_the_first_exchange(fault_server,
         assert_alternates(record.messages)
         users = [m["content"] for m in record.messages if m["role"] == "user"]
         answers = [m["content"] for m in record.messages if m["role"] == "assistant"]
-        assert record.messages[0] == {"role": "system", "content": "You are a helpful assistant. Answer briefly, "
-                                                                   "in at most four sentences."}
+        assert record.messages[0] == {
+            "role": "system",
+            "content": "You are a helpful assistant. Answer briefly, in at most four sentences.",
+        }
         assert record.instruction == users[0] and record.output == answers[0] and record.input == ""
         assert record.meta["method"] == "self-instruct-multiturn" and record.lang == "en"
         assert record.meta["turns"] == len(users) == record.meta["planned_turns"] and 2 <= len(users) <= 3
         assert len(record.meta["followups"]) == len(users) - 1 and set(record.meta["followups"]) <= set(FOLLOWUP_KINDS)
-        assert record.meta["model"] == MODEL_ID and record.meta["prompt"]["followup"]["name"] == "en/multiturn_followup"
+        assert (
+            record.meta["model"] == MODEL_ID and record.meta["prompt"]["followup"]["name"] == "en/multiturn_followup"
+        )
         assert record.meta["source"]["seeds"] and set(record.meta["source"]["machine"]) <= openers
         assert users[0] not in seeds_first and "cut" not in record.meta
-    assert stats["turns"] == {str(n): sum(r.meta["turns"] == n for r in records) for n in (2, 3)
-                              if any(r.meta["turns"] == n for r in records)}
+    assert stats["turns"] == {
+        str(n): sum(r.meta["turns"] == n for r in records)
+        for n in (2, 3)
+        if any(r.meta["turns"] == n for r in records)
+    }
     assert sum(stats["turns"].values()) == 6 and stats["llm"]["succeeded"] == len(fault_server.log)
     # the records read back as conversations in the formats module too
     assert [e.messages for e in read_any(tmp_path / "out" / "records.jsonl")] == [r.messages for r in records]
@@ -186,8 +225,12 @@ def test_followup_prompts_name_one_kind_and_hold_the_whole_conversation(fault_se
     asyncio.run(generate(config(tmp_path, fault_server.url, min_turns=3, max_turns=3)))
     prompts = [e["body"]["prompt"] for e in fault_server.log if e["body"].get("prompt", "").startswith(FOLLOWUP_HEAD)]
     assert len(prompts) == 12  # 6 conversations × 2 follow-ups
-    goals = {"clarify": "asks what something", "deeper": "asks for more detail", "constraint": "adds a new condition",
-             "format": "asks for the last answer"}
+    goals = {
+        "clarify": "asks what something",
+        "deeper": "asks for more detail",
+        "constraint": "adds a new condition",
+        "format": "asks for the last answer",
+    }
     for prompt in prompts:
         assert sum(goal in prompt for goal in goals.values()) == 1
         assert prompt.endswith("\nUser:") and len(transcript_users(prompt)) in (1, 2)
@@ -235,12 +278,16 @@ CASES = [
 ]
 
 
-@pytest.mark.parametrize("role,turn,reply,reason,kept", CASES,
-                         ids=[f"{c[3]}-{c[0]}{c[1]}" for c in CASES])
+@pytest.mark.parametrize("role,turn,reply,reason,kept", CASES, ids=[f"{c[3]}-{c[0]}{c[1]}" for c in CASES])
 def test_each_turn_filter_cuts_back_or_rejects(fault_server, tmp_path, role, turn, reply, reason, kept):
     fault_server.responder = scripted(fail={(role, turn): reply})
-    stats = asyncio.run(generate(config(tmp_path, fault_server.url, num_conversations=3, batch_size=1, max_rounds=1,
-                                        min_turns=3, max_turns=3)))
+    stats = asyncio.run(
+        generate(
+            config(
+                tmp_path, fault_server.url, num_conversations=3, batch_size=1, max_rounds=1, min_turns=3, max_turns=3
+            )
+        )
+    )
     out = tmp_path / "out"
     records = read_examples(out / "records.jsonl")
     turn_rejects = [r for r in read_examples(out / "rejects.jsonl") if r.reject["step"] in ("turn", "conversation")]
@@ -264,10 +311,12 @@ def test_each_turn_filter_cuts_back_or_rejects(fault_server, tmp_path, role, tur
 
 def test_failed_conversations_are_topped_up_with_new_openers(fault_server, tmp_path):
     """Half the conversations fail at their second answer; the run bootstraps more until 4 are kept."""
+
     def refuse_some(users):
         if int(hashlib.sha256(users[0].encode()).hexdigest(), 16) % 2:
             return "I'm sorry, but I can't help with that."
         return f"Keep the {users[-1].split()[-1].strip('?')} simple and review it weekly."
+
     fault_server.responder = scripted(fail={("assistant", 1): refuse_some})
     stats = asyncio.run(generate(config(tmp_path, fault_server.url, num_conversations=4, batch_size=1)))
     records = read_examples(tmp_path / "out" / "records.jsonl")
@@ -309,8 +358,10 @@ def test_seed_followups_pass_the_context_and_repeat_filters():
 
 
 def test_check_functions_name_their_reasons():
-    convo = [{"role": "user", "content": "How should I water a pothos plant?"},
-             {"role": "assistant", "content": "Water the pothos when the top soil feels dry."}]
+    convo = [
+        {"role": "user", "content": "How should I water a pothos plant?"},
+        {"role": "assistant", "content": "Water the pothos when the top soil feels dry."},
+    ]
     assert check_followup("What is the tallest mountain in Peru?", "stop", convo, "en")[0] == "ignores_context"
     assert check_followup("How often should I check the soil?", "stop", convo, "en") is None
     assert check_followup("Can you put it in a table?", "stop", convo, "en") is None  # "it" points back
@@ -327,8 +378,11 @@ def test_check_functions_name_their_reasons():
 
 def test_build_followup_prompt_shortens_answers_and_keeps_roles():
     cfg = MultiTurnConfig(seeds="s", out="o", context_chars=60)
-    messages = [{"role": "system", "content": "Be brief."}, {"role": "user", "content": "Why is\nthe sky blue?"},
-                {"role": "assistant", "content": "Because of Rayleigh scattering. " * 10}]
+    messages = [
+        {"role": "system", "content": "Be brief."},
+        {"role": "user", "content": "Why is\nthe sky blue?"},
+        {"role": "assistant", "content": "Because of Rayleigh scattering. " * 10},
+    ]
     prompt = build_followup_prompt(messages, "format", cfg)
     assert "Be brief." not in prompt and "User: Why is the sky blue?\nAssistant: Because of" in prompt
     assert prompt.endswith("…\nUser:") and "asks for the last answer in a different form" in prompt
@@ -359,11 +413,30 @@ def test_killed_run_resumes_to_the_uninterrupted_result_without_asking_twice(fau
     """SIGKILL the CLI mid-conversation; the re-run ends with the uninterrupted result and re-asks no logged turn."""
     fault_server.responder = scripted()
     fault_server.plan.latency = 0.05
-    args = ["--seeds", SEEDS_EN, "--num-conversations", "8", "--batch-size", "2", "--max-turns", "3",
-            "--base-url", fault_server.url, "--model", MODEL_ID, "--concurrency", "2"]
+    args = [
+        "--seeds",
+        SEEDS_EN,
+        "--num-conversations",
+        "8",
+        "--batch-size",
+        "2",
+        "--max-turns",
+        "3",
+        "--base-url",
+        fault_server.url,
+        "--model",
+        MODEL_ID,
+        "--concurrency",
+        "2",
+    ]
     env_a = {**os.environ, "DATAGEN_HOME": str(tmp_path / "home-a")}
-    reference = subprocess.run([sys.executable, "-m", "datagen", "self-instruct-multiturn", *args,
-                                "--out", str(tmp_path / "a")], env=env_a, capture_output=True, text=True, timeout=300)
+    reference = subprocess.run(
+        [sys.executable, "-m", "datagen", "self-instruct-multiturn", *args, "--out", str(tmp_path / "a")],
+        env=env_a,
+        capture_output=True,
+        text=True,
+        timeout=300,
+    )
     assert reference.returncode == 0, reference.stderr
     assert "wrote 8 conversations" in reference.stdout
 
@@ -377,16 +450,23 @@ def test_killed_run_resumes_to_the_uninterrupted_result_without_asking_twice(fau
     proc.send_signal(signal.SIGKILL)
     proc.wait()
     assert not (tmp_path / "b" / "records.jsonl").exists()
-    logged = {json.loads(line)["prompt"] for name in ("turns", "openers")
-              for line in (tmp_path / "b" / ".state" / f"{name}.jsonl").read_text().splitlines() if line.strip()}
+    logged = {
+        json.loads(line)["prompt"]
+        for name in ("turns", "openers")
+        for line in (tmp_path / "b" / ".state" / f"{name}.jsonl").read_text().splitlines()
+        if line.strip()
+    }
     assert len(logged) >= 6
     before = len(fault_server.log)
     resumed = subprocess.run(cmd, env=env_b, capture_output=True, text=True, timeout=300)
     assert resumed.returncode == 0, resumed.stderr
     for name in ("records.jsonl", "rejects.jsonl"):
         assert (tmp_path / "b" / name).read_bytes() == (tmp_path / "a" / name).read_bytes()
-    asked_again = [e for e in fault_server.log[before:]
-                   if request_hash(e["kind"], e["body"]["messages" if e["kind"] == "chat" else "prompt"]) in logged]
+    asked_again = [
+        e
+        for e in fault_server.log[before:]
+        if request_hash(e["kind"], e["body"]["messages" if e["kind"] == "chat" else "prompt"]) in logged
+    ]
     assert asked_again == []
     assert 0 < len(fault_server.log) - before < before
 
@@ -429,13 +509,19 @@ def test_opener_filters_reject_near_duplicates_and_blacklisted_first_turns(fault
     def respond(kind, body):
         if body.get("prompt", "").startswith(OPENER_HEAD) and not first["done"]:
             first["done"] = True
-            return (f" {near}\n10. Draw a diagram of my kitchen for me, please.\n"
-                    "11. How do I plan a tent trip with my guitar?")
+            return (
+                f" {near}\n10. Draw a diagram of my kitchen for me, please.\n"
+                "11. How do I plan a tent trip with my guitar?"
+            )
         return base(kind, body)
+
     fault_server.responder = respond
     asyncio.run(generate(config(tmp_path, fault_server.url, num_conversations=2, batch_size=1)))
-    rejects = {r.instruction: r.reject for r in read_examples(tmp_path / "out" / "rejects.jsonl")
-               if r.reject["step"] == "opener"}
+    rejects = {
+        r.instruction: r.reject
+        for r in read_examples(tmp_path / "out" / "rejects.jsonl")
+        if r.reject["step"] == "opener"
+    }
     assert rejects[near]["reason"] == "near_duplicate" and rejects[near]["detail"]["similar"] == seed
     assert rejects["Draw a diagram of my kitchen for me, please."]["reason"] == "blacklisted_keyword"
     records = read_examples(tmp_path / "out" / "records.jsonl")
@@ -445,10 +531,21 @@ def test_opener_filters_reject_near_duplicates_and_blacklisted_first_turns(fault
 # ------------------------------------------------------------------------------------------ config and CLI
 
 
-@pytest.mark.parametrize("field,value", [("lang", "fr"), ("style", "poem"), ("num_conversations", 0),
-                                         ("min_turns", 1), ("max_turns", 1), ("rouge_threshold", 1.5),
-                                         ("repeat_threshold", 0), ("followup_kinds", ("rant",)),
-                                         ("num_machine_in_prompt", 9), ("max_rounds", 0)])
+@pytest.mark.parametrize(
+    "field,value",
+    [
+        ("lang", "fr"),
+        ("style", "poem"),
+        ("num_conversations", 0),
+        ("min_turns", 1),
+        ("max_turns", 1),
+        ("rouge_threshold", 1.5),
+        ("repeat_threshold", 0),
+        ("followup_kinds", ("rant",)),
+        ("num_machine_in_prompt", 9),
+        ("max_rounds", 0),
+    ],
+)
 def test_config_errors_name_the_key(field, value):
     with pytest.raises(ConfigError, match=f"multiturn.{field}"):
         MultiTurnConfig(seeds="s", out="o", **{field: value})
@@ -457,12 +554,30 @@ def test_config_errors_name_the_key(field, value):
 def test_cli_rejects_seed_dialogues_whose_roles_do_not_alternate(tmp_path):
     bad = tmp_path / "seeds.jsonl"
     good = {"messages": [{"role": "user", "content": "Hi?"}, {"role": "assistant", "content": "Hello."}]}
-    broken = {"messages": [{"role": "user", "content": "Hi?"}, {"role": "user", "content": "Anyone?"},
-                           {"role": "assistant", "content": "Hello."}]}
+    broken = {
+        "messages": [
+            {"role": "user", "content": "Hi?"},
+            {"role": "user", "content": "Anyone?"},
+            {"role": "assistant", "content": "Hello."},
+        ]
+    }
     bad.write_text(json.dumps(good) + "\n" + json.dumps(broken) + "\n")
-    result = CliRunner().invoke(cli, ["self-instruct-multiturn", "--seeds", str(bad), "--out", str(tmp_path / "o"),
-                                      "--num-conversations", "2", "--base-url", "http://127.0.0.1:9/v1",
-                                      "--model", "m"])
+    result = CliRunner().invoke(
+        cli,
+        [
+            "self-instruct-multiturn",
+            "--seeds",
+            str(bad),
+            "--out",
+            str(tmp_path / "o"),
+            "--num-conversations",
+            "2",
+            "--base-url",
+            "http://127.0.0.1:9/v1",
+            "--model",
+            "m",
+        ],
+    )
     assert result.exit_code == 2 and f"{bad}:2:" in result.output and "alternate" in result.output
     assert not (tmp_path / "o").exists()
 
@@ -482,12 +597,19 @@ def test_seed_files_read_as_alternating_conversations():
 def test_real_model_grows_english_conversations(embedded_server_url, tmp_path):
     """SmolLM2-135M over HTTP: a small run yields multi-turn conversations that pass every filter."""
     cfg = MultiTurnConfig(
-        seeds=SEEDS_EN, out=tmp_path / "out", num_conversations=3, batch_size=2, min_turns=2, max_turns=2,
-        max_rounds=2, seed=0,
+        seeds=SEEDS_EN,
+        out=tmp_path / "out",
+        num_conversations=3,
+        batch_size=2,
+        min_turns=2,
+        max_turns=2,
+        max_rounds=2,
+        seed=0,
         opener_sampling=dataclasses.replace(MultiTurnConfig.opener_sampling, seed=0),
         answer_sampling=dataclasses.replace(MultiTurnConfig.answer_sampling, seed=0),
         followup_sampling=dataclasses.replace(MultiTurnConfig.followup_sampling, seed=0),
-        llm=LLMConfig(base_urls=(embedded_server_url,), timeout=900, concurrency=8, cache_path=tmp_path / "c.sqlite"))
+        llm=LLMConfig(base_urls=(embedded_server_url,), timeout=900, concurrency=8, cache_path=tmp_path / "c.sqlite"),
+    )
     stats = asyncio.run(generate(cfg))
     records = read_examples(tmp_path / "out" / "records.jsonl")
     assert records, stats

@@ -21,8 +21,10 @@ RDF_TYPE = "http://www.w3.org/1999/02/22-rdf-syntax-ns#type"
 
 def facts(G) -> set[tuple[str, str, str]]:
     """Triples with blank nodes renamed: each syntax names them its own way."""
+
     def name(node):
         return "_:b" if node.startswith("_:") else node
+
     return {(name(h), r, name(t)) for h, t, r in G.edges(keys=True)}
 
 
@@ -32,7 +34,7 @@ def test_every_syntax_gives_the_same_triples_labels_and_attributes(name):
     assert facts(G) == facts(load_graph(FIXTURES / "plants.ttl"))
     assert (EX + "Rosa_canina", EX + "belongsToFamily", EX + "Rosaceae") in facts(G)
     assert (EX + "Rosa_canina", RDF_TYPE, EX + "Shrub") in facts(G)
-    assert (EX + "Rosa_canina", EX + "height", "1-5 m") in facts(G)           # literal-valued: an attribute fact
+    assert (EX + "Rosa_canina", EX + "height", "1-5 m") in facts(G)  # literal-valued: an attribute fact
     assert (EX + "Rosa_canina", EX + "bloomMonth", "6") in facts(G)
     assert G.nodes["1-5 m"].get("literal") is True
     stats = G.graph["stats"]
@@ -41,7 +43,7 @@ def test_every_syntax_gives_the_same_triples_labels_and_attributes(name):
     assert entity_label(G, EX + "Rosa_canina", "en") == "Dog rose"
     assert entity_label(G, EX + "Rosa_canina", "zh") == "犬蔷薇"
     assert relation_label(G, EX + "belongsToFamily", "zh") == "属于科"
-    assert relation_label(G, EX + "bloomMonth", "en") == "bloom month"        # unlabelled: from the IRI
+    assert relation_label(G, EX + "bloomMonth", "en") == "bloom month"  # unlabelled: from the IRI
     assert all(label != "églantier" for table in G.graph["labels"].values() for label in table.values())
 
 
@@ -74,14 +76,30 @@ def test_a_remote_jsonld_context_is_refused_not_fetched(tmp_path):
     with pytest.raises(RecordError, match="remote; datagen never fetches"):
         load_graph(path)
     inline = tmp_path / "inline.jsonld"
-    inline.write_text(json.dumps({"@context": {"ex": EX, "partOf": {"@id": "ex:partOf", "@type": "@id"}},
-                                  "@id": "ex:a", "partOf": "ex:b"}))
+    inline.write_text(
+        json.dumps(
+            {"@context": {"ex": EX, "partOf": {"@id": "ex:partOf", "@type": "@id"}}, "@id": "ex:a", "partOf": "ex:b"}
+        )
+    )
     assert facts(load_graph(inline)) == {(EX + "a", EX + "partOf", EX + "b")}
 
 
 def test_self_kg_on_turtle_writes_chinese_labels_and_keeps_iris_in_provenance(tmp_path):
-    result = CliRunner().invoke(cli, ["self-kg", "--graph", str(FIXTURES / "plants.ttl"), "--lang", "zh", "--num", "6",
-                                      "--out", str(tmp_path / "kg")], catch_exceptions=False)
+    result = CliRunner().invoke(
+        cli,
+        [
+            "self-kg",
+            "--graph",
+            str(FIXTURES / "plants.ttl"),
+            "--lang",
+            "zh",
+            "--num",
+            "6",
+            "--out",
+            str(tmp_path / "kg"),
+        ],
+        catch_exceptions=False,
+    )
     assert result.exit_code == 0, result.output
     records = read_examples(tmp_path / "kg" / "records.jsonl")
     assert records

@@ -154,7 +154,7 @@ def test_every_pattern_covers_the_small_graph_and_is_deterministic(kg):
     G = load_graph(kg[0])
     sampler = KGSampler(G, seed=0)
     samples = sampler.sample(200)
-    assert len({s.key for s in samples}) == len(samples) < 200   # it ran out of new material and stopped
+    assert len({s.key for s in samples}) == len(samples) < 200  # it ran out of new material and stopped
     coverage = sampler.coverage()
     assert coverage["entities"] == {"touched": 13, "total": 13, "share": 1.0}
     assert coverage["relations"]["share"] == 1.0 and coverage["triples"]["share"] == 1.0
@@ -183,7 +183,7 @@ def test_least_used_entities_first_gives_full_entity_coverage_quickly(tmp_path):
     (tmp_path / "kg.tsv").write_text("".join(rows))
     sampler = KGSampler(load_graph(tmp_path / "kg.tsv"), seed=0)
     sampler.sample(40, ["neighbourhood"])
-    assert sampler.coverage()["entities"]["share"] == 1.0   # 40 neighbourhoods, 40 different centres
+    assert sampler.coverage()["entities"]["share"] == 1.0  # 40 neighbourhoods, 40 different centres
 
 
 # ---------------------------------------------------------------------------------------------- template mode
@@ -203,7 +203,7 @@ def test_template_mode_records_are_supported_by_their_triples(kg, tmp_path, lang
     if lang == "zh":
         assert all(re.search(r"[\u4e00-\u9fff]", r.instruction) for r in records)
     assert {r.meta["pattern"] for r in records} == {"neighbourhood", "fact", "path", "comparison"}
-    assert len({r.meta["template"]["variant"] for r in records}) > 1   # several phrasings in use
+    assert len({r.meta["template"]["variant"] for r in records}) > 1  # several phrasings in use
     written = json.loads((out / "stats.json").read_text())
     assert written["coverage"]["entities"]["share"] == 1.0 and written["graph"]["triples"] == 13
     # deterministic: a second run writes the same bytes
@@ -214,8 +214,12 @@ def test_template_mode_records_are_supported_by_their_triples(kg, tmp_path, lang
 
 def test_template_phrasings_state_the_facts(kg):
     G = load_graph(kg[0], labels=kg[1])
-    sample = Sample("fact", (("rose", "flower_color", "pink"), ("rose", "flower_color", "red")), ("pink", "red"),
-                    {"head": "rose", "relation": "flower_color", "tails": ["pink", "red"], "complete": True})
+    sample = Sample(
+        "fact",
+        (("rose", "flower_color", "pink"), ("rose", "flower_color", "red")),
+        ("pink", "red"),
+        {"head": "rose", "relation": "flower_color", "tails": ["pink", "red"], "complete": True},
+    )
     en = template_phrasings(sample, G, "en")
     assert ("What does the flower color of rose include?", "The flower color of rose includes pink and red.") in en
     assert len(en) >= 3 and all("pink" in a and "red" in a for _, a in en)
@@ -224,8 +228,24 @@ def test_template_phrasings_state_the_facts(kg):
 
 
 def test_cli_template_mode(kg, tmp_path):
-    result = CliRunner().invoke(cli, ["self-kg", "--graph", str(kg[0]), "--num", "8", "--out", str(tmp_path / "o"),
-                                      "--labels", str(kg[1]), "--lang", "zh", "--seed", "4"])
+    result = CliRunner().invoke(
+        cli,
+        [
+            "self-kg",
+            "--graph",
+            str(kg[0]),
+            "--num",
+            "8",
+            "--out",
+            str(tmp_path / "o"),
+            "--labels",
+            str(kg[1]),
+            "--lang",
+            "zh",
+            "--seed",
+            "4",
+        ],
+    )
     assert result.exit_code == 0, result.output
     assert result.output.startswith(f"wrote 8 records to {tmp_path / 'o' / 'records.jsonl'}, 0 rejected; covered ")
     assert json.loads((tmp_path / "o" / "stats.json").read_text())["config"]["seed"] == 4
@@ -252,21 +272,30 @@ def grounding(kg):
     return G, Grounding(G, FactIndex(G))
 
 
-ROSE_FAMILY = Sample("fact", (("rose", "plant_family", "rosaceae"),), ("rosaceae",),
-                     {"head": "rose", "relation": "plant_family", "tails": ["rosaceae"], "complete": True})
+ROSE_FAMILY = Sample(
+    "fact",
+    (("rose", "plant_family", "rosaceae"),),
+    ("rosaceae",),
+    {"head": "rose", "relation": "plant_family", "tails": ["rosaceae"], "complete": True},
+)
 
 
 def test_grounding_keeps_a_faithful_answer(grounding):
     _, check = grounding
-    assert check.check("Which plant family does rose belong to?", "Roses belong to the Rosaceae family.",
-                       ROSE_FAMILY) is None
+    assert (
+        check.check("Which plant family does rose belong to?", "Roses belong to the Rosaceae family.", ROSE_FAMILY)
+        is None
+    )
     assert check.check("玫瑰属于哪个科？", "玫瑰属于蔷薇科。", ROSE_FAMILY) is None
 
 
 def test_grounding_rejects_an_invented_entity(grounding):
     _, check = grounding
-    reason, detail = check.check("Which plant family does rose belong to?",
-                                 "Rose belongs to rosaceae, and it is often attacked by aphids.", ROSE_FAMILY)
+    reason, detail = check.check(
+        "Which plant family does rose belong to?",
+        "Rose belongs to rosaceae, and it is often attacked by aphids.",
+        ROSE_FAMILY,
+    )
     assert reason == "invented_entity" and detail == {"mentions": {"aphid": ["aphid"]}}
     reason, detail = check.check("What is the family of rose, unlike tulip?", "Rosaceae.", ROSE_FAMILY)
     assert reason == "invented_entity" and "tulip" in detail["mentions"]
@@ -274,29 +303,48 @@ def test_grounding_rejects_an_invented_entity(grounding):
 
 def test_grounding_rejects_a_contradiction_of_a_single_valued_fact(grounding):
     _, check = grounding
-    reason, detail = check.check("Which plant family does rose belong to?", "The plant family of rose is liliaceae.",
-                                 ROSE_FAMILY)
+    reason, detail = check.check(
+        "Which plant family does rose belong to?", "The plant family of rose is liliaceae.", ROSE_FAMILY
+    )
     assert reason == "contradicts_fact"
     assert detail["fact"] == ["rose", "plant_family", "rosaceae"] and detail["stated"] == ["liliaceae"]
     # within the sample: a comparison that swaps the two families
-    swap = Sample("comparison", (("apple", "plant_family", "rosaceae"), ("tulip", "plant_family", "liliaceae")),
-                  ("rosaceae", "liliaceae"), {})
-    reason, detail = check.check("Compare the plant family of apple and tulip.",
-                                 "The plant family of apple is liliaceae. Tulip is in rosaceae.", swap)
+    swap = Sample(
+        "comparison",
+        (("apple", "plant_family", "rosaceae"), ("tulip", "plant_family", "liliaceae")),
+        ("rosaceae", "liliaceae"),
+        {},
+    )
+    reason, detail = check.check(
+        "Compare the plant family of apple and tulip.",
+        "The plant family of apple is liliaceae. Tulip is in rosaceae.",
+        swap,
+    )
     assert reason == "contradicts_fact" and detail["fact"] == ["apple", "plant_family", "rosaceae"]
-    assert check.check("Compare the plant family of apple and tulip.",
-                       "The plant family of apple is rosaceae, while tulip's plant family is liliaceae.",
-                       swap) is None
+    assert (
+        check.check(
+            "Compare the plant family of apple and tulip.",
+            "The plant family of apple is rosaceae, while tulip's plant family is liliaceae.",
+            swap,
+        )
+        is None
+    )
 
 
 def test_grounding_rejects_answers_missing_every_expected_tail_or_pointing_at_the_facts(grounding):
     _, check = grounding
-    assert check.check("Which plant family is the largest?", "The largest is rosaceae.",
-                       ROSE_FAMILY) == ("off_topic", {"topic": ["rose"]})
-    assert check.check("What is the plant family of rose?", "Rose is a lovely flower.",
-                       ROSE_FAMILY) == ("omits_answer", {"expected": ["rosaceae"]})
-    assert check.check("What is the plant family of rose?", "According to the facts, rosaceae.",
-                       ROSE_FAMILY)[0] == "refers_to_facts"
+    assert check.check("Which plant family is the largest?", "The largest is rosaceae.", ROSE_FAMILY) == (
+        "off_topic",
+        {"topic": ["rose"]},
+    )
+    assert check.check("What is the plant family of rose?", "Rose is a lovely flower.", ROSE_FAMILY) == (
+        "omits_answer",
+        {"expected": ["rosaceae"]},
+    )
+    assert (
+        check.check("What is the plant family of rose?", "According to the facts, rosaceae.", ROSE_FAMILY)[0]
+        == "refers_to_facts"
+    )
     assert check.check("玫瑰属于哪个科？", "根据知识图谱，玫瑰属于蔷薇科。", ROSE_FAMILY)[0] == "refers_to_facts"
 
 
@@ -304,20 +352,25 @@ def test_grounding_matches_the_longest_name(tmp_path):
     (tmp_path / "kg.tsv").write_text("damask_rose\tplant_family\trosaceae\nrose\tflower_color\tred\n")
     G = load_graph(tmp_path / "kg.tsv")
     sample = Sample("fact", (("damask_rose", "plant_family", "rosaceae"),), ("rosaceae",), {})
-    assert Grounding(G, FactIndex(G)).check("What family is damask rose in?", "Damask roses are in rosaceae.",
-                                            sample) is None
+    assert (
+        Grounding(G, FactIndex(G)).check("What family is damask rose in?", "Damask roses are in rosaceae.", sample)
+        is None
+    )
 
 
-@pytest.mark.parametrize("text, expected", [
-    ("Question: What is X?\nAnswer: Y.", ("What is X?", "Y.", False)),
-    ("**Question:** What is X?\n**Answer:** Y is\nthe answer.", ("What is X?", "Y is\nthe answer.", False)),
-    ("Sure! Here you go.\nQ: What is X?\nA: Y.\nQ: Another?\nA: Z.", ("What is X?", "Y.", True)),
-    ("问题：X是什么？\n答案：Y。", ("X是什么？", "Y。", False)),
-    ("What is X?\nAnswer: Y.", ("What is X?", "Y.", False)),
-    ("Question: What is X?\nAnswer: Y.\n\nFacts:\n- a | b | c", ("What is X?", "Y.", True)),
-    ("Question: What is X?", None),
-    ("Answer:", None),
-])
+@pytest.mark.parametrize(
+    "text, expected",
+    [
+        ("Question: What is X?\nAnswer: Y.", ("What is X?", "Y.", False)),
+        ("**Question:** What is X?\n**Answer:** Y is\nthe answer.", ("What is X?", "Y is\nthe answer.", False)),
+        ("Sure! Here you go.\nQ: What is X?\nA: Y.\nQ: Another?\nA: Z.", ("What is X?", "Y.", True)),
+        ("问题：X是什么？\n答案：Y。", ("X是什么？", "Y。", False)),
+        ("What is X?\nAnswer: Y.", ("What is X?", "Y.", False)),
+        ("Question: What is X?\nAnswer: Y.\n\nFacts:\n- a | b | c", ("What is X?", "Y.", True)),
+        ("Question: What is X?", None),
+        ("Answer:", None),
+    ],
+)
 def test_parse_qa_is_tolerant(text, expected):
     assert parse_qa(text) == expected
 
@@ -325,16 +378,21 @@ def test_parse_qa_is_tolerant(text, expected):
 def test_build_messages_and_echo_detection(kg):
     G = load_graph(kg[0], labels=kg[1])
     messages = build_messages(ROSE_FAMILY, G, "en")
-    assert [m["role"] for m in messages] == ["system", "user", "assistant", "user"]   # worked example as turns
-    assert messages[-1]["content"] == "Facts:\n- rose | plant family | rosaceae\nAsk about rose. The answer names: rosaceae."
+    assert [m["role"] for m in messages] == ["system", "user", "assistant", "user"]  # worked example as turns
+    assert (
+        messages[-1]["content"]
+        == "Facts:\n- rose | plant family | rosaceae\nAsk about rose. The answer names: rosaceae."
+    )
     zh = build_messages(ROSE_FAMILY, G, "zh")
     assert zh[-1]["content"] == "事实：\n- 玫瑰 | 所属科 | 蔷薇科\n请围绕玫瑰提问。答案应提到：蔷薇科。"
     example_answer = [line for m in messages for line in m["content"].splitlines() if line.startswith("Answer:")][-1]
-    assert copied_from_prompt("What is it?", example_answer[len("Answer:"):], messages)[0] == "copied_prompt"
+    assert copied_from_prompt("What is it?", example_answer[len("Answer:") :], messages)[0] == "copied_prompt"
     assert copied_from_prompt("What is it?", "rose | plant family | rosaceae", messages)[0] == "copied_prompt"
     assert copied_from_prompt("What is rose's family?", "Rose is in rosaceae.", messages) is None
-    assert copied_from_prompt("What is rose's family?", "Rosaceae. The answer names: rosaceae.",
-                              messages) == ("copied_prompt", {"field": "output", "phrase": "the answer name"})
+    assert copied_from_prompt("What is rose's family?", "Rosaceae. The answer names: rosaceae.", messages) == (
+        "copied_prompt",
+        {"field": "output", "phrase": "the answer name"},
+    )
     assert copied_from_prompt("玫瑰属于哪个科？", "蔷薇科。请围绕玫瑰提问。", zh)[0] == "copied_prompt"
 
 
@@ -345,24 +403,34 @@ def facts_of(body):
     """The facts a verbalise request asks about: the ``- h | r | t`` lines after the last facts header."""
     text = [m["content"] for m in body["messages"] if m["role"] == "user"][-1]
     block = re.split(r"^(?:Facts|事实)[:：]\s*$", text, flags=re.M)[-1]
-    return [tuple(part.strip() for part in line[2:].split("|")) for line in block.splitlines() if line.startswith("- ")]
+    return [
+        tuple(part.strip() for part in line[2:].split("|")) for line in block.splitlines() if line.startswith("- ")
+    ]
 
 
 def faithful(kind, body):
     facts = facts_of(body)
-    return f"Question: What do you know about {facts[0][0]}?\nAnswer: " + " ".join(f"{h} {r} {t}." for h, r, t in facts)
+    return f"Question: What do you know about {facts[0][0]}?\nAnswer: " + " ".join(
+        f"{h} {r} {t}." for h, r, t in facts
+    )
 
 
 def llm_cfg(kg, out, url, **kwargs):
-    return SelfKGConfig(graph=kg[0], labels=kg[1], out=out, mode="llm",
-                        llm=LLMConfig(base_urls=(url,), model=MODEL_ID, max_retries=1, backoff_base=0.01), **kwargs)
+    return SelfKGConfig(
+        graph=kg[0],
+        labels=kg[1],
+        out=out,
+        mode="llm",
+        llm=LLMConfig(base_urls=(url,), model=MODEL_ID, max_retries=1, backoff_base=0.01),
+        **kwargs,
+    )
 
 
 def test_llm_mode_end_to_end(kg, tmp_path, fault_server):
     def responder(kind, body):
         facts = facts_of(body)
         if facts[0][0] == "tulip":
-            return "I am not sure."                                           # unparseable
+            return "I am not sure."  # unparseable
         if facts[0][0] == "aphid":
             return "Question: What treats aphid?\nAnswer: What treats aphid?"  # echoes the question
         if facts[0][0] == "apple" and len(facts) == 1:
@@ -413,9 +481,28 @@ def test_killed_llm_run_resumes_with_the_same_result_and_no_repeated_calls(kg, t
     n = 30
     home = tmp_path / "home"
     env = {**os.environ, "DATAGEN_HOME": str(home)}
-    cmd = [sys.executable, "-m", "datagen", "self-kg", "--graph", str(kg[0]), "--num", str(n), "--mode", "llm",
-           "--labels", str(kg[1]), "--out", str(tmp_path / "out"), "--base-url", fault_server.url, "--model", MODEL_ID,
-           "--concurrency", "2"]
+    cmd = [
+        sys.executable,
+        "-m",
+        "datagen",
+        "self-kg",
+        "--graph",
+        str(kg[0]),
+        "--num",
+        str(n),
+        "--mode",
+        "llm",
+        "--labels",
+        str(kg[1]),
+        "--out",
+        str(tmp_path / "out"),
+        "--base-url",
+        fault_server.url,
+        "--model",
+        MODEL_ID,
+        "--concurrency",
+        "2",
+    ]
     state = tmp_path / "out" / ".state" / "verbalise.jsonl"
     proc = subprocess.Popen(cmd, env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE)
     deadline = time.monotonic() + 60
@@ -440,7 +527,7 @@ def test_killed_llm_run_resumes_with_the_same_result_and_no_repeated_calls(kg, t
     assert not set(asked_after) & cached and len(asked_after) == len(messages) - len(cached)
     sampled = len(messages)
 
-    reference = run(llm_cfg(kg, tmp_path / "ref", fault_server.url, num=n))   # uninterrupted, no shared cache
+    reference = run(llm_cfg(kg, tmp_path / "ref", fault_server.url, num=n))  # uninterrupted, no shared cache
     assert reference["kept"] == sampled
     assert (tmp_path / "out" / "records.jsonl").read_bytes() == (tmp_path / "ref" / "records.jsonl").read_bytes()
 
@@ -451,8 +538,9 @@ def test_killed_llm_run_resumes_with_the_same_result_and_no_repeated_calls(kg, t
 @pytest.mark.skipif(not (SEEDS / "plants.tsv").exists(), reason="seeds/kg/plants.tsv not written yet")
 @pytest.mark.parametrize("lang", ["en", "zh"])
 def test_seed_graph_template_mode(tmp_path, lang):
-    stats = run(SelfKGConfig(graph=SEEDS / "plants.tsv", labels=SEEDS / "labels.zh.tsv", out=tmp_path, num=120,
-                             lang=lang))
+    stats = run(
+        SelfKGConfig(graph=SEEDS / "plants.tsv", labels=SEEDS / "labels.zh.tsv", out=tmp_path, num=120, lang=lang)
+    )
     G = load_graph(SEEDS / "plants.tsv", labels=SEEDS / "labels.zh.tsv")
     records = read_examples(tmp_path / "records.jsonl")
     assert stats["kept"] == len(records) == 120 and stats["rejected"] == 0
@@ -468,9 +556,15 @@ def test_llm_mode_with_the_embedded_model(embedded_server_url, tmp_path):
     """Real SmolLM2-135M: whatever it keeps must be grounded; the yield is recorded in stats.json."""
     from tests.plugins.models import EMBEDDED_MODEL
 
-    cfg = SelfKGConfig(graph=SEEDS / "plants.tsv", out=tmp_path, num=16, mode="llm", seed=0,
-                       llm=LLMConfig(base_urls=(embedded_server_url,), model=EMBEDDED_MODEL, timeout=300),
-                       sampling=SamplingParams(temperature=0.3, max_tokens=160, seed=0))
+    cfg = SelfKGConfig(
+        graph=SEEDS / "plants.tsv",
+        out=tmp_path,
+        num=16,
+        mode="llm",
+        seed=0,
+        llm=LLMConfig(base_urls=(embedded_server_url,), model=EMBEDDED_MODEL, timeout=300),
+        sampling=SamplingParams(temperature=0.3, max_tokens=160, seed=0),
+    )
     stats = run(cfg)
     G = load_graph(SEEDS / "plants.tsv")
     kept = read_examples(tmp_path / "records.jsonl")

@@ -18,8 +18,15 @@ PARAMS = SamplingParams(max_tokens=16, temperature=0.0)
 
 
 def config(fault_server, tmp_path, **overrides) -> LLMConfig:
-    values = {"base_urls": (fault_server.url,), "model": MODEL_ID, "batch": "on", "poll_interval": 0.05,
-              "cache_path": tmp_path / "cache.sqlite", "max_retries": 2, **overrides}
+    values = {
+        "base_urls": (fault_server.url,),
+        "model": MODEL_ID,
+        "batch": "on",
+        "poll_interval": 0.05,
+        "cache_path": tmp_path / "cache.sqlite",
+        "max_retries": 2,
+        **overrides,
+    }
     return LLMConfig(**values)
 
 
@@ -27,6 +34,7 @@ async def ask_all(cfg: LLMConfig, texts: list[str]) -> tuple[dict[str, str], LLM
     """Every text as a chat request through a batch-mode client, gathered the way stages gather them."""
     answers: dict[str, str] = {}
     async with LLMClient(cfg) as llm:
+
         async def one(text):
             return await llm.chat([{"role": "user", "content": text}], PARAMS)
 
@@ -147,9 +155,11 @@ def test_polling_survives_server_errors(fault_server, tmp_path):
 
 
 def test_read_results_splits_answers_from_failures():
-    data = (b'{"custom_id": "a", "response": {"status_code": 200, "body": {"choices": []}}}\n'
-            b'{"custom_id": "b", "response": {"status_code": 500, "body": null}, "error": null}\n'
-            b'{"custom_id": "c", "response": null, "error": {"message": "boom"}}\nnot json\n')
+    data = (
+        b'{"custom_id": "a", "response": {"status_code": 200, "body": {"choices": []}}}\n'
+        b'{"custom_id": "b", "response": {"status_code": 500, "body": null}, "error": null}\n'
+        b'{"custom_id": "c", "response": null, "error": {"message": "boom"}}\nnot json\n'
+    )
     answers, failures = read_results(data)
     assert list(answers) == ["a"] and failures == {"b": "status 500", "c": "boom"}
 
@@ -162,8 +172,20 @@ def invoke(*args):
 
 
 def respond(fault_server, tmp_path, out, *extra):
-    return invoke("respond", "--in", tmp_path / "in.jsonl", "--out", tmp_path / out, "--base-url", fault_server.url,
-                  "--model", MODEL_ID, "--cache-path", tmp_path / f"{out}.sqlite", *extra)
+    return invoke(
+        "respond",
+        "--in",
+        tmp_path / "in.jsonl",
+        "--out",
+        tmp_path / out,
+        "--base-url",
+        fault_server.url,
+        "--model",
+        MODEL_ID,
+        "--cache-path",
+        tmp_path / f"{out}.sqlite",
+        *extra,
+    )
 
 
 def test_respond_batch_writes_what_online_mode_writes(fault_server, tmp_path):
@@ -174,8 +196,9 @@ def test_respond_batch_writes_what_online_mode_writes(fault_server, tmp_path):
     batch = respond(fault_server, tmp_path, "batch", "--batch")
     assert batch.exit_code == 0, batch.output
     assert not fault_server.log and fault_server.batches.creates == 1
-    assert ([e.to_dict() for e in read_examples(tmp_path / "batch" / "responses.jsonl")]
-            == [e.to_dict() for e in read_examples(tmp_path / "online" / "responses.jsonl")])
+    assert [e.to_dict() for e in read_examples(tmp_path / "batch" / "responses.jsonl")] == [
+        e.to_dict() for e in read_examples(tmp_path / "online" / "responses.jsonl")
+    ]
     stats = json.loads((tmp_path / "batch" / "stats.json").read_text())
     assert stats["llm"]["batch_succeeded"] == 8 and stats["llm"]["batches"] == ["batch-1"]
 
@@ -203,10 +226,20 @@ def test_file_mode_export_import_resume_round_trip(fault_server, tmp_path):
     # run the file the way vllm run-batch would, writing OpenAI-format result lines
     results = tmp_path / "results.jsonl"
     lines = [json.loads(raw) for raw in requests.read_text().splitlines()]
-    results.write_text("".join(json.dumps({"id": f"r{i}", "custom_id": line["custom_id"], "error": None,
-                                           "response": {"status_code": 200,
-                                                        "body": completion_body(fault_server, "chat", line["body"])}})
-                               + "\n" for i, line in enumerate(lines)))
+    results.write_text(
+        "".join(
+            json.dumps(
+                {
+                    "id": f"r{i}",
+                    "custom_id": line["custom_id"],
+                    "error": None,
+                    "response": {"status_code": 200, "body": completion_body(fault_server, "chat", line["body"])},
+                }
+            )
+            + "\n"
+            for i, line in enumerate(lines)
+        )
+    )
     imported = invoke("batch", "import", results, "--cache-path", tmp_path / "out.sqlite")
     assert imported.exit_code == 0 and "imported 5 answer(s)" in imported.output
 
@@ -261,13 +294,16 @@ def test_max_cost_without_prices_is_a_config_error(fault_server, tmp_path):
 def test_a_run_config_turns_batch_mode_and_prices_on(tmp_path):
     from datagen.run import load_plan
 
-    (tmp_path / "seeds.jsonl").write_text('{"id": "s1", "name": "s1", "instruction": "Name a prime.", '
-                                          '"instances": [{"input": "", "output": "7"}], "is_classification": false}\n')
+    (tmp_path / "seeds.jsonl").write_text(
+        '{"id": "s1", "name": "s1", "instruction": "Name a prime.", '
+        '"instances": [{"input": "", "output": "7"}], "is_classification": false}\n'
+    )
     (tmp_path / "run.yaml").write_text(
         f"name: b\nout_dir: {tmp_path}\n"
         "endpoint: {base_url: 'http://127.0.0.1:9/v1', batch: true, completion_window: 24h, poll_interval: 5}\n"
         "prices: {gpt-x: {input: 0.15, output: 0.6}}\n"
-        f"self_instruct: {{seeds: {tmp_path / 'seeds.jsonl'}, num_instructions: 2}}\n")
+        f"self_instruct: {{seeds: {tmp_path / 'seeds.jsonl'}, num_instructions: 2}}\n"
+    )
     plan = load_plan(tmp_path / "run.yaml")
     llm = plan.stages[0][1].llm
     assert (llm.batch, llm.poll_interval, llm.gather_limit) == ("on", 5.0, 50_000)

@@ -45,6 +45,7 @@ def test_aput_from_many_tasks_is_group_committed_and_durable(tmp_path):
     def counting():
         commits.append(1)
         original()
+
     cache._writer._commit_queued = counting  # the thread looks the method up on each round
 
     async def go():
@@ -52,7 +53,9 @@ def test_aput_from_many_tasks_is_group_committed_and_durable(tmp_path):
             await asyncio.sleep(0)
             await cache.aput(f"k{i}", "m", {**ANSWER, "text": str(i)})
             return rows_on_disk(tmp_path / "c.sqlite") >= 1  # durable by the time aput returns
+
         return await asyncio.gather(*(one(i) for i in range(300)))
+
     assert all(asyncio.run(go()))
     assert rows_on_disk(tmp_path / "c.sqlite") == 300 and cache.get("k299")["text"] == "299"
     assert len(commits) < 300  # batched, not one commit per row
@@ -68,6 +71,7 @@ def test_a_cancelled_aput_still_commits(tmp_path):
         task.cancel()
         await asyncio.gather(task, return_exceptions=True)
         await cache.aput("k2", "m", ANSWER)  # committed after (or with) the cancelled one
+
     asyncio.run(go())
     assert cache.keys() == {"k", "k2"}
     cache.close()
@@ -75,9 +79,11 @@ def test_a_cancelled_aput_still_commits(tmp_path):
 
 def test_interpreter_exit_with_an_unclosed_cache_does_not_hang(tmp_path):
     path = tmp_path / "c.sqlite"
-    script = ("import asyncio\nfrom datagen.llm.cache import ResponseCache\n"
-              f"c = ResponseCache({str(path)!r})\n"
-              "asyncio.run(c.aput('a', 'm', {'text': 'x'}))\n"
-              "c.put('b', 'm', {'text': 'y'})\n")  # no close(): the exit hook stops the writer
+    script = (
+        "import asyncio\nfrom datagen.llm.cache import ResponseCache\n"
+        f"c = ResponseCache({str(path)!r})\n"
+        "asyncio.run(c.aput('a', 'm', {'text': 'x'}))\n"
+        "c.put('b', 'm', {'text': 'y'})\n"
+    )  # no close(): the exit hook stops the writer
     subprocess.run([sys.executable, "-c", script], check=True, timeout=60, cwd=Path(__file__).resolve().parents[2])
     assert rows_on_disk(path) == 2

@@ -45,12 +45,17 @@ def test_chat_and_completion_roundtrip_with_usage(fault_server, tmp_path, proces
             chat = await llm.chat(user("Name a prime."), SamplingParams(max_tokens=8))
             text = await llm.complete("1. apples\n2.", SamplingParams(max_tokens=8))
             return chat, text, llm.ledger
+
     chat, text, ledger = run(go())
     assert chat.text.endswith("to: Name a prime.") and chat.finish_reason == "stop" and not chat.truncated
     assert chat.model == MODEL_ID  # discovered through /v1/models
     assert text.text.endswith("to: 1. apples\n2.")
     assert chat.completion_tokens > 0 and chat.prompt_tokens > 0
-    assert ledger.succeeded == 2 and ledger.requests == 2 and ledger.prompt_tokens == chat.prompt_tokens + text.prompt_tokens
+    assert (
+        ledger.succeeded == 2
+        and ledger.requests == 2
+        and ledger.prompt_tokens == chat.prompt_tokens + text.prompt_tokens
+    )
     body = fault_server.log[0]["body"]
     assert body["max_tokens"] == 8 and body["model"] == MODEL_ID and body["messages"] == user("Name a prime.")
 
@@ -62,6 +67,7 @@ def test_cache_replays_without_calling_and_separates_samples(fault_server, tmp_p
             again = await llm.chat(user("cache me"))
             other_sample = await llm.chat(user("cache me"), sample_index=1)
             return first, again, other_sample, llm.ledger
+
     first, again, other, ledger = run(go())
     assert again.cached and not first.cached and again.text == first.text
     assert not other.cached
@@ -71,6 +77,7 @@ def test_cache_replays_without_calling_and_separates_samples(fault_server, tmp_p
     async def later_run():  # a new process with the same cache file pays nothing
         async with make_client(fault_server.url, tmp_path) as llm:
             return await llm.chat(user("cache me")), llm.ledger
+
     replay, ledger2 = run(later_run())
     assert replay.cached and ledger2.requests == 0 and fault_server.requests_for("cache me") == 2
 
@@ -80,6 +87,7 @@ def test_seed_is_offset_by_sample_index(fault_server, tmp_path):
         async with make_client(fault_server.url, tmp_path) as llm:
             for k in range(3):
                 await llm.chat(user("seeded"), SamplingParams(seed=100), sample_index=k)
+
     run(go())
     assert [e["body"]["seed"] for e in fault_server.log] == [100, 101, 102]
 
@@ -91,6 +99,7 @@ def test_every_retryable_fault_is_retried_until_success(fault_server, tmp_path, 
     async def go():
         async with make_client(fault_server.url, tmp_path, processes=processes, max_retries=10) as llm:
             return await llm.chat(user("flaky")), llm.ledger
+
     answer, ledger = run(go())
     assert answer.attempts == len(steps) and answer.text.endswith("to: flaky")
     assert fault_server.requests_for("flaky") == len(steps)
@@ -107,6 +116,7 @@ def test_retry_after_is_honoured(fault_server, tmp_path, processes):
             start = time.monotonic()
             await llm.chat(user("slow down"))
             return time.monotonic() - start
+
     elapsed = run(go())
     times = [e["time"] for e in fault_server.log]
     assert times[1] - times[0] >= 0.95, "second attempt came before Retry-After elapsed"
@@ -120,6 +130,7 @@ def test_stall_past_timeout_is_a_retried_timeout(fault_server, tmp_path, process
     async def go():
         async with make_client(fault_server.url, tmp_path, processes=processes, timeout=0.5) as llm:
             return await llm.chat(user("stall")), llm.ledger
+
     answer, ledger = run(go())
     assert answer.attempts == 2 and ledger.errors == {"timeout": 1}
 
@@ -132,9 +143,12 @@ def test_permanent_failure_is_reported_with_reason_after_bounded_retries(fault_s
             with pytest.raises(LLMServerError) as info:
                 await llm.chat(user("doomed"))
             return info.value, llm.ledger
+
     error, ledger = run(go())
     assert error.attempts == 3 and fault_server.requests_for("doomed") == 3
-    assert ledger.failed == 1 and ledger.failures[0]["reason"] == "server_error" and ledger.failures[0]["attempts"] == 3
+    assert (
+        ledger.failed == 1 and ledger.failures[0]["reason"] == "server_error" and ledger.failures[0]["attempts"] == 3
+    )
 
 
 def test_client_errors_are_not_retried(fault_server, tmp_path, processes):
@@ -143,6 +157,7 @@ def test_client_errors_are_not_retried(fault_server, tmp_path, processes):
             with pytest.raises(LLMRequestError) as info:
                 await llm.chat(user("wrong model"))
             return info.value
+
     error = run(go())
     assert error.status == 404 and error.attempts == 1 and "not found" in str(error)
     assert fault_server.requests_for("wrong model") == 1
@@ -154,6 +169,7 @@ def test_truncated_answer_is_marked(fault_server, tmp_path):
     async def go():
         async with make_client(fault_server.url, tmp_path) as llm:
             return await llm.chat(user("long")), llm.ledger
+
     answer, ledger = run(go())
     assert answer.truncated and answer.finish_reason == "length" and ledger.truncated == 1
 
@@ -167,12 +183,15 @@ def test_thirty_percent_faults_lose_and_duplicate_nothing(fault_server, tmp_path
     prompts = [f"question {i}" for i in range(200)]
 
     async def go():
-        async with make_client(fault_server.url, tmp_path, processes=processes, timeout=0.5, max_retries=4, concurrency=16) as llm:
+        async with make_client(
+            fault_server.url, tmp_path, processes=processes, timeout=0.5, max_retries=4, concurrency=16
+        ) as llm:
             results = {}
             async for prompt, result in map_bounded(lambda p: llm.chat(user(p)), prompts, limit=32):
                 assert prompt not in results
                 results[prompt] = result
             return results, llm.ledger
+
     results, ledger = run(go())
     assert sorted(results) == sorted(prompts)
     answers = {p: r for p, r in results.items() if not isinstance(r, Exception)}
@@ -192,6 +211,7 @@ def test_identical_concurrent_requests_are_sent_once(fault_server, tmp_path):
     async def go():
         async with make_client(fault_server.url, tmp_path) as llm:
             return await asyncio.gather(*[llm.chat(user("same")) for _ in range(5)])
+
     answers = run(go())
     assert len({a.text for a in answers}) == 1 and fault_server.requests_for("same") == 1
 
@@ -202,6 +222,7 @@ def test_concurrency_is_bounded(fault_server, tmp_path):
     async def go():
         async with make_client(fault_server.url, tmp_path, concurrency=4) as llm:
             await asyncio.gather(*[llm.chat(user(f"c{i}")) for i in range(12)])
+
     start = time.monotonic()
     run(go())
     elapsed = time.monotonic() - start
@@ -215,6 +236,7 @@ def test_requests_per_minute_are_paced(fault_server, tmp_path):
     async def go():
         async with make_client(fault_server.url, tmp_path, rpm=600) as llm:  # 10 per second
             await asyncio.gather(*[llm.chat(user(f"r{i}")) for i in range(25)])
+
     run(go())
     times = sorted(e["time"] for e in fault_server.log)
     assert times[-1] - times[0] >= 1.3  # 10 at once, then 15 more at 10/s
@@ -224,6 +246,7 @@ def test_tokens_per_minute_are_paced(fault_server, tmp_path):
     async def go():
         async with make_client(fault_server.url, tmp_path, tpm=6000) as llm:  # 100 tokens per second
             await asyncio.gather(*[llm.chat(user(f"t{i}"), SamplingParams(max_tokens=90)) for i in range(4)])
+
     run(go())
     times = sorted(e["time"] for e in fault_server.log)
     assert times[-1] - times[0] >= 2.5  # each request costs ~95 tokens of a 100/s budget
@@ -242,6 +265,7 @@ def test_circuit_breaker_stops_a_run_against_a_dead_endpoint(fault_server, tmp_p
             with pytest.raises(CircuitOpen):  # later requests fail fast, without a call
                 await llm.chat(user("also down"))
             return elapsed, sent
+
     elapsed, sent = run(go())
     assert elapsed < 3 and fault_server.requests_for("also down") == 0 and sent > 1
 
@@ -251,6 +275,7 @@ def test_load_balances_and_survives_a_dead_endpoint(fault_server, second_fault_s
         llm = LLMClient(LLMConfig(base_urls=urls, model=MODEL_ID, cache=False, **FAST), rng=random.Random(0))
         async with llm:
             return await asyncio.gather(*[llm.chat(user(f"lb{i}")) for i in range(20)])
+
     run(go((fault_server.url, second_fault_server.url)))
     assert len(fault_server.log) >= 5 and len(second_fault_server.log) >= 5
     dead = "http://127.0.0.1:9/v1"  # discard port: connection refused
@@ -270,6 +295,7 @@ def test_api_key_is_sent_but_never_leaks(fault_server, tmp_path, processes, monk
             with pytest.raises(LLMServerError) as info:
                 await llm.chat(user("k2"))
             return str(info.value), llm.ledger
+
     message, ledger = run(go())
     assert fault_server.log[0]["auth"] == f"Bearer {PLANTED_API_KEY}"
     assert PLANTED_API_KEY not in message
@@ -287,6 +313,7 @@ def test_wrong_key_is_a_clear_non_retried_error(fault_server, tmp_path, processe
             with pytest.raises(LLMRequestError, match="DATAGEN_API_KEY") as info:
                 await llm.chat(user("auth"))
             return info.value
+
     assert run(go()).attempts == 1
 
 
@@ -306,11 +333,13 @@ def test_base_url_from_environment(fault_server, tmp_path, monkeypatch):
     async def go():
         async with LLMClient(LLMConfig(cache_path=tmp_path / "c.sqlite")) as llm:
             return await llm.chat(user("env"))
+
     assert run(go()).text.endswith("to: env")
 
 
-@pytest.mark.parametrize("field,value", [("concurrency", 0), ("timeout", 0), ("max_retries", -1), ("rpm", 0),
-                                         ("base_urls", ("ftp://x",))])
+@pytest.mark.parametrize(
+    "field,value", [("concurrency", 0), ("timeout", 0), ("max_retries", -1), ("rpm", 0), ("base_urls", ("ftp://x",))]
+)
 def test_config_validation_names_the_key(field, value):
     with pytest.raises(ConfigError, match=f"llm.{field.rstrip('s') if field == 'base_urls' else field}"):
         LLMConfig(**{field: value})
@@ -340,6 +369,7 @@ def test_map_bounded_yields_failures_as_data_and_limits_concurrency():
 
     async def go():
         return [pair async for pair in map_bounded(work, range(40), limit=3)]
+
     pairs = run(go())
     assert peak == 3 and len(pairs) == 40
     assert sum(isinstance(r, LLMTimeout) for _, r in pairs) == 8

@@ -181,10 +181,12 @@ def test_mixed_parameters_share_a_batch_without_interfering(tiny_backend):
 
 def test_presence_and_frequency_penalties_discourage_repeats(tiny_backend):
     """OpenAI semantics over the completion only: with presence 2 a greedy tiny model stops looping."""
+
     def tokens(**penalty):
         prepared = tiny_backend.prepare_text("1. apple\n2.", DecodingParams(max_tokens=24, temperature=0, **penalty))
         [[choice]] = tiny_backend.generate([prepared])
         return tiny_backend.tokenizer(choice.text, add_special_tokens=False)["input_ids"]
+
     plain, penalised = tokens(), tokens(presence_penalty=2.0)
     assert len(set(plain)) < len(plain)  # a random tiny model repeats itself greedily
     assert len(set(penalised)) > len(set(plain))

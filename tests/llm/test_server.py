@@ -92,7 +92,9 @@ def test_completions_default_to_16_tokens_like_openai(client):
 
 def test_temperature_zero_is_deterministic(client):
     texts = {
-        client.chat.completions.create(model=TINY_MODEL, messages=CHAT, max_tokens=10, temperature=0).choices[0].message.content
+        client.chat.completions.create(model=TINY_MODEL, messages=CHAT, max_tokens=10, temperature=0)
+        .choices[0]
+        .message.content
         for _ in range(2)
     }
     assert len(texts) == 1
@@ -100,7 +102,9 @@ def test_temperature_zero_is_deterministic(client):
 
 def test_same_seed_same_text(client):
     def sample(seed: int) -> list[str]:
-        reply = client.chat.completions.create(model=TINY_MODEL, messages=CHAT, n=2, max_tokens=8, temperature=1.0, seed=seed)
+        reply = client.chat.completions.create(
+            model=TINY_MODEL, messages=CHAT, n=2, max_tokens=8, temperature=1.0, seed=seed
+        )
         return [c.message.content for c in reply.choices]
 
     first = sample(123)
@@ -112,7 +116,9 @@ def test_same_seed_same_text(client):
 def test_stop_cuts_the_text(client):
     full = client.completions.create(model=TINY_MODEL, prompt="Hello", max_tokens=20, temperature=0).choices[0].text
     stop = full[len(full) // 2 : len(full) // 2 + 3]
-    reply = client.completions.create(model=TINY_MODEL, prompt="Hello", max_tokens=20, temperature=0, stop=[stop, "qqzz"])
+    reply = client.completions.create(
+        model=TINY_MODEL, prompt="Hello", max_tokens=20, temperature=0, stop=[stop, "qqzz"]
+    )
     assert reply.choices[0].text == full[: full.find(stop)]
     assert reply.choices[0].finish_reason == "stop"
 
@@ -131,7 +137,10 @@ def test_concurrent_requests_are_batched(tiny_server_url):
             return await asyncio.gather(
                 *(
                     aclient.chat.completions.create(
-                        model=TINY_MODEL, messages=[{"role": "user", "content": f"Item {i}"}], max_tokens=32, temperature=0
+                        model=TINY_MODEL,
+                        messages=[{"role": "user", "content": f"Item {i}"}],
+                        max_tokens=32,
+                        temperature=0,
                     )
                     for i in range(8)
                 )
@@ -169,7 +178,9 @@ def test_unknown_route_is_404_in_openai_shape(http):
 
 def test_malformed_json_is_400(http):
     truncated = b'{"model": "tiny-llama", "messages": ['
-    error = _error(http.post("/v1/chat/completions", content=truncated, headers={"content-type": "application/json"}), 400)
+    error = _error(
+        http.post("/v1/chat/completions", content=truncated, headers={"content-type": "application/json"}), 400
+    )
     assert error["code"] == "invalid_json"
     _error(http.post("/v1/chat/completions", content=b"\xff\xfe", headers={"content-type": "application/json"}), 400)
     _error(http.post("/v1/chat/completions", json=[1, 2]), 400)
@@ -327,22 +338,31 @@ def test_adapter_is_served_with_the_chat_template_it_was_trained_with(tiny_model
     data = tmp_path / "data.jsonl"
     rows = [{"instruction": f"Name colour {i}.", "input": "", "output": f"Colour {i}."} for i in range(4)]
     data.write_text("".join(json.dumps(row) + "\n" for row in rows))
-    cfg = TrainConfig(base=str(tiny_model_dir), chat_template="alpaca", max_steps=1, per_device_train_batch_size=2,
-                      eval_fraction=0.0, max_seq_len=64)
+    cfg = TrainConfig(
+        base=str(tiny_model_dir),
+        chat_template="alpaca",
+        max_steps=1,
+        per_device_train_batch_size=2,
+        eval_fraction=0.0,
+        max_seq_len=64,
+    )
     train(data, tmp_path / "sft", cfg, echo=lambda *_: None)
     adapter = tmp_path / "sft" / "adapter"
 
     tokenizer = AutoTokenizer.from_pretrained(tiny_model_dir)
     assert tokenizer.chat_template != TEMPLATES["alpaca"]  # the base model's is ChatML
-    alpaca = tokenizer.apply_chat_template(CHAT, chat_template=TEMPLATES["alpaca"], tokenize=False,
-                                           add_generation_prompt=True)
+    alpaca = tokenizer.apply_chat_template(
+        CHAT, chat_template=TEMPLATES["alpaca"], tokenize=False, add_generation_prompt=True
+    )
     assert alpaca.startswith("### Instruction:\nSay something.")
     alpaca_tokens = len(tokenizer(alpaca, add_special_tokens=False)["input_ids"])
     assert alpaca_tokens != _chat_prompt_tokens(tiny_model_dir, CHAT)
 
     backend = LocalBackend(tiny_model_dir, adapter)
     assert backend.tokenizer.chat_template == TEMPLATES["alpaca"]
-    with serve_in_thread(ServeConfig(model=str(tiny_model_dir), adapter=adapter, port=0, served_model_name="t")) as url:
+    with serve_in_thread(
+        ServeConfig(model=str(tiny_model_dir), adapter=adapter, port=0, served_model_name="t")
+    ) as url:
         client = openai.OpenAI(base_url=url, api_key="unused", max_retries=0)
         reply = client.chat.completions.create(model="t", messages=CHAT, max_tokens=2, temperature=0)
     assert reply.usage.prompt_tokens == alpaca_tokens
@@ -425,7 +445,10 @@ def test_start_server_process_reports_the_childs_error(tmp_path):
 def test_embedded_model_chats_sensibly(embedded_server_url):
     client = openai.OpenAI(base_url=embedded_server_url, api_key="unused", max_retries=0)
     reply = client.chat.completions.create(
-        model=EMBEDDED_MODEL, messages=[{"role": "user", "content": "What is the capital of France?"}], temperature=0, max_tokens=30
+        model=EMBEDDED_MODEL,
+        messages=[{"role": "user", "content": "What is the capital of France?"}],
+        temperature=0,
+        max_tokens=30,
     )
     assert "Paris" in reply.choices[0].message.content
     assert reply.choices[0].finish_reason == "stop"
@@ -434,7 +457,9 @@ def test_embedded_model_chats_sensibly(embedded_server_url):
 @pytest.mark.slow
 def test_embedded_model_continues_a_numbered_list(embedded_server_url):
     client = openai.OpenAI(base_url=embedded_server_url, api_key="unused", max_retries=0)
-    reply = client.completions.create(model=EMBEDDED_MODEL, prompt="Fruits:\n1. apple\n2. banana\n3.", temperature=0, max_tokens=16)
+    reply = client.completions.create(
+        model=EMBEDDED_MODEL, prompt="Fruits:\n1. apple\n2. banana\n3.", temperature=0, max_tokens=16
+    )
     text = reply.choices[0].text
     assert text.split("\n")[0].strip()  # item 3 got a name
     assert "\n4." in text  # and the list went on
@@ -508,8 +533,17 @@ def test_the_child_server_gets_every_field_of_its_config():
     from datagen import cli
     from datagen.llm.server import _serve_args
 
-    cfg = ServeConfig(host="0.0.0.0", port=0, served_model_name="m1", max_batch_size=4, max_request_bytes=2048,
-                      device="cpu", max_choices=8, client_timeout=5.0, allowed_hosts=("example.org",))
+    cfg = ServeConfig(
+        host="0.0.0.0",
+        port=0,
+        served_model_name="m1",
+        max_batch_size=4,
+        max_request_bytes=2048,
+        device="cpu",
+        max_choices=8,
+        client_timeout=5.0,
+        allowed_hosts=("example.org",),
+    )
     with cli.serve_cmd.make_context("serve", _serve_args(cfg)) as ctx:
         given = dict(ctx.params)
         hosts, _ = given.pop("allow_hosts"), given.pop("url_file")

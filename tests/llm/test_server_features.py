@@ -50,14 +50,17 @@ def test_streaming_completions_with_n_and_prompts(client):
 def test_sampling_parameters_are_honoured(client):
     """top_k=1 and min_p=1 sample greedily even at temperature 1.5; repetition_penalty changes the greedy text."""
     greedy = client.chat.completions.create(model=TINY_MODEL, messages=CHAT, max_tokens=12, temperature=0)
-    top1 = client.chat.completions.create(model=TINY_MODEL, messages=CHAT, max_tokens=12, temperature=1.5, seed=3,
-                                          extra_body={"top_k": 1})
-    minp = client.chat.completions.create(model=TINY_MODEL, messages=CHAT, max_tokens=12, temperature=1.5, seed=4,
-                                          extra_body={"min_p": 1.0})
+    top1 = client.chat.completions.create(
+        model=TINY_MODEL, messages=CHAT, max_tokens=12, temperature=1.5, seed=3, extra_body={"top_k": 1}
+    )
+    minp = client.chat.completions.create(
+        model=TINY_MODEL, messages=CHAT, max_tokens=12, temperature=1.5, seed=4, extra_body={"min_p": 1.0}
+    )
     assert top1.choices[0].message.content == greedy.choices[0].message.content
     assert minp.choices[0].message.content == greedy.choices[0].message.content
-    penalised = client.chat.completions.create(model=TINY_MODEL, messages=CHAT, max_tokens=24, temperature=0,
-                                               extra_body={"repetition_penalty": 5.0})
+    penalised = client.chat.completions.create(
+        model=TINY_MODEL, messages=CHAT, max_tokens=24, temperature=0, extra_body={"repetition_penalty": 5.0}
+    )
     assert penalised.choices[0].message.content != greedy.choices[0].message.content
 
 
@@ -66,25 +69,33 @@ def test_logit_bias_forces_the_token(client, tiny_model_dir):
 
     tokenizer = AutoTokenizer.from_pretrained(tiny_model_dir)
     token = tokenizer.encode(" banana", add_special_tokens=False)[0]
-    reply = client.completions.create(model=TINY_MODEL, prompt="x", max_tokens=3, temperature=0,
-                                      logit_bias={str(token): 100})
+    reply = client.completions.create(
+        model=TINY_MODEL, prompt="x", max_tokens=3, temperature=0, logit_bias={str(token): 100}
+    )
     assert reply.choices[0].text == tokenizer.decode([token] * 3)
 
 
-@pytest.mark.parametrize("body, param", [
-    ({"logprobs": True}, "logprobs"),
-    ({"tools": [{"type": "function", "function": {"name": "f"}}]}, "tools"),
-    ({"guided_regex": "a+"}, "guided_regex"),
-    ({"top_k": -1}, "top_k"),
-    ({"min_p": 2}, "min_p"),
-    ({"repetition_penalty": 0}, "repetition_penalty"),
-    ({"logit_bias": {"abc": 1}}, "logit_bias"),
-    ({"logit_bias": {"5": 500}}, "logit_bias"),
-    ({"response_format": {"type": "xml"}}, "response_format"),
-])
+@pytest.mark.parametrize(
+    "body, param",
+    [
+        ({"logprobs": True}, "logprobs"),
+        ({"tools": [{"type": "function", "function": {"name": "f"}}]}, "tools"),
+        ({"guided_regex": "a+"}, "guided_regex"),
+        ({"top_k": -1}, "top_k"),
+        ({"min_p": 2}, "min_p"),
+        ({"repetition_penalty": 0}, "repetition_penalty"),
+        ({"logit_bias": {"abc": 1}}, "logit_bias"),
+        ({"logit_bias": {"5": 500}}, "logit_bias"),
+        ({"response_format": {"type": "xml"}}, "response_format"),
+    ],
+)
 def test_unsupported_or_bad_parameters_are_400_naming_them(tiny_server_url, body, param):
-    reply = httpx.post(tiny_server_url + "/chat/completions", trust_env=False, timeout=30,
-                       json={"model": TINY_MODEL, "messages": CHAT, "max_tokens": 2, **body})
+    reply = httpx.post(
+        tiny_server_url + "/chat/completions",
+        trust_env=False,
+        timeout=30,
+        json={"model": TINY_MODEL, "messages": CHAT, "max_tokens": 2, **body},
+    )
     assert reply.status_code == 400, reply.text
     assert reply.json()["error"]["param"] == param
 
@@ -104,8 +115,9 @@ SCHEMA = {
 def test_json_schema_always_returns_valid_json_for_the_schema(client):
     """Constrained decoding: a random model's every sample parses and validates against the schema."""
     fmt = {"type": "json_schema", "json_schema": {"name": "fruit", "schema": SCHEMA}}
-    reply = client.chat.completions.create(model=TINY_MODEL, messages=CHAT, max_tokens=80, temperature=1.0,
-                                           seed=7, n=6, response_format=fmt)
+    reply = client.chat.completions.create(
+        model=TINY_MODEL, messages=CHAT, max_tokens=80, temperature=1.0, seed=7, n=6, response_format=fmt
+    )
     for choice in reply.choices:
         assert choice.finish_reason == "stop", choice.message.content
         value = json.loads(choice.message.content)
@@ -115,8 +127,9 @@ def test_json_schema_always_returns_valid_json_for_the_schema(client):
 
 
 def test_json_object_returns_a_json_object(client):
-    reply = client.chat.completions.create(model=TINY_MODEL, messages=CHAT, max_tokens=200, temperature=0,
-                                           response_format={"type": "json_object"})
+    reply = client.chat.completions.create(
+        model=TINY_MODEL, messages=CHAT, max_tokens=200, temperature=0, response_format={"type": "json_object"}
+    )
     content = reply.choices[0].message.content
     if reply.choices[0].finish_reason == "stop":
         assert isinstance(json.loads(content), dict)
@@ -141,7 +154,11 @@ def test_embeddings_for_the_shipped_encoder(client):
         client.embeddings.create(model="all-minilm-l6-v2", input="x", dimensions=12)
     with pytest.raises(openai.NotFoundError):
         client.embeddings.create(model=TINY_MODEL, input="x")
-    b64 = httpx.post(str(client.base_url) + "embeddings", trust_env=False, timeout=60,
-                     json={"model": "all-minilm-l6-v2", "input": "a red apple", "encoding_format": "base64"}).json()
+    b64 = httpx.post(
+        str(client.base_url) + "embeddings",
+        trust_env=False,
+        timeout=60,
+        json={"model": "all-minilm-l6-v2", "input": "a red apple", "encoding_format": "base64"},
+    ).json()
     decoded = np.frombuffer(base64.b64decode(b64["data"][0]["embedding"]), dtype="<f4")
     assert np.allclose(decoded, vectors[0], atol=1e-5)

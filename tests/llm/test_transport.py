@@ -50,6 +50,7 @@ def test_a_killed_sender_is_replaced_and_its_requests_retried(fault_server, tmp_
             answers = await asyncio.wait_for(asking, timeout=30)
             senders = [s.process.pid for s in transport._senders if s.alive]
             return answers, llm.ledger, victim.process.pid, senders, transport._senders
+
     answers, ledger, victim_pid, live, senders = asyncio.run(go())
     assert [a.text.endswith(f"to: k{i}") for i, a in enumerate(answers)] == [True] * 8
     assert ledger.failed == 0 and ledger.errors.get("connection", 0) >= 1 and ledger.succeeded == 8
@@ -66,10 +67,12 @@ def test_senders_get_the_key_from_the_environment_not_their_command_line(fault_s
             answer = await llm.chat(user("keyed"))
             cmdlines = [Path(f"/proc/{s.process.pid}/cmdline").read_bytes() for s in llm._transport._senders]
             return answer, cmdlines
+
     answer, cmdlines = asyncio.run(go())
     assert answer.text.endswith("to: keyed") and fault_server.log[-1]["auth"] == f"Bearer {PLANTED_API_KEY}"
-    assert len(cmdlines) == 2 and all(b"datagen.llm.transport" in c and PLANTED_API_KEY.encode() not in c
-                                      for c in cmdlines)
+    assert len(cmdlines) == 2 and all(
+        b"datagen.llm.transport" in c and PLANTED_API_KEY.encode() not in c for c in cmdlines
+    )
 
 
 def test_a_sender_that_cannot_start_is_a_clear_error(fault_server, tmp_path, monkeypatch):
@@ -84,6 +87,7 @@ def test_a_sender_that_cannot_start_is_a_clear_error(fault_server, tmp_path, mon
     async def go():
         async with client(fault_server.url, tmp_path):
             pass
+
     with pytest.raises(LLMConnectionError, match="failed to start"):
         asyncio.run(go())
     assert fault_server.log == []

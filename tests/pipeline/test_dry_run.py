@@ -16,7 +16,8 @@ def write_config(tmp_path, url: str) -> None:
         f"endpoint: {{base_url: '{url}', model: {MODEL_ID}}}\n"
         f"prices: {{{MODEL_ID}: {{input: 1.0, output: 2.0}}}}\n"
         "self_qa: {docs: seeds/docs, max_chunks: 3, questions_per_chunk: 2}\n"
-        "self_kg: {graph: seeds/kg/plants.tsv, num: 5, mode: llm}\n")
+        "self_kg: {graph: seeds/kg/plants.tsv, num: 5, mode: llm}\n"
+    )
 
 
 def test_dry_run_prints_ceilings_and_sends_and_writes_nothing(fault_server, tmp_path):

@@ -23,18 +23,30 @@ pytestmark = [pytest.mark.slow, pytest.mark.timeout(1800)]
 
 REPO = Path(__file__).resolve().parents[2]
 SMALL = (
-    "self_instruct.num_instructions=3", "self_instruct.batch_size=4", "self_instruct.classifier_eval_seeds=2",
-    "self_qa.max_chunks=4", "self_kg.num=8",
-    "train.max_steps=3", "train.per_device_train_batch_size=2", "train.max_seq_len=128",
-    "eval.max_samples=2", "eval.max_new_tokens=16",
+    "self_instruct.num_instructions=3",
+    "self_instruct.batch_size=4",
+    "self_instruct.classifier_eval_seeds=2",
+    "self_qa.max_chunks=4",
+    "self_kg.num=8",
+    "train.max_steps=3",
+    "train.per_device_train_batch_size=2",
+    "train.max_seq_len=128",
+    "eval.max_samples=2",
+    "eval.max_new_tokens=16",
 )
 
 
 def datagen_run(tmp_path: Path, *extra: str) -> subprocess.CompletedProcess[str]:
     overrides = (f"out_dir={tmp_path / 'outputs'}", f"endpoint.cache_path={tmp_path / 'llm-cache.sqlite'}", *SMALL)
     env = {**os.environ, "HF_HUB_OFFLINE": "1"}
-    return subprocess.run([sys.executable, "-m", "datagen", "run", "configs/seeds-to-sft.yaml", *extra, *overrides],
-                          cwd=REPO, env=env, capture_output=True, text=True, timeout=1500)
+    return subprocess.run(
+        [sys.executable, "-m", "datagen", "run", "configs/seeds-to-sft.yaml", *extra, *overrides],
+        cwd=REPO,
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=1500,
+    )
 
 
 def methods(path: Path) -> Counter[str]:
@@ -50,8 +62,9 @@ def test_seeds_to_sft_config_runs_end_to_end_and_resumes_with_zero_calls(tmp_pat
     assert list(manifest["stages"]) == ["self_instruct", "self_qa", "self_kg", "filter", "train", "eval"]
 
     # Every generator produced records, and the filter accounted for each one: kept or rejected with a reason.
-    generated = sum((methods(run_dir / stage / "records.jsonl") for stage in ("self_instruct", "self_qa", "self_kg")),
-                    Counter())
+    generated = sum(
+        (methods(run_dir / stage / "records.jsonl") for stage in ("self_instruct", "self_qa", "self_kg")), Counter()
+    )
     assert {"self-instruct", "self-qa", "self-kg"} <= set(generated), generated
     curated, rejects = methods(run_dir / "filter" / "curated.jsonl"), methods(run_dir / "filter" / "rejects.jsonl")
     assert curated + rejects == generated and sum(curated.values()) > 0

@@ -19,10 +19,17 @@ from tests.plugins.faults import MODEL_ID
 
 
 def write_config(tmp_path, url, **sections):
-    config = {"name": "t", "out_dir": str(tmp_path / "outputs"),
-              "endpoint": {"base_url": url, "model": MODEL_ID, "cache_path": str(tmp_path / "cache.sqlite")},
-              "self_instruct": {"seeds": "seeds/seed_tasks.jsonl", "num_instructions": 6, "batch_size": 2,
-                                "classifier_eval_seeds": 4}}
+    config = {
+        "name": "t",
+        "out_dir": str(tmp_path / "outputs"),
+        "endpoint": {"base_url": url, "model": MODEL_ID, "cache_path": str(tmp_path / "cache.sqlite")},
+        "self_instruct": {
+            "seeds": "seeds/seed_tasks.jsonl",
+            "num_instructions": 6,
+            "batch_size": 2,
+            "classifier_eval_seeds": 4,
+        },
+    }
     config.update(sections)
     path = tmp_path / "run.yaml"
     path.write_text(yaml.safe_dump(config))
@@ -67,7 +74,10 @@ def test_changed_config_reruns_only_that_stage(fault_server, tmp_path):
     more = invoke("run", config, "--resume", "self_instruct.num_instructions=8")
     assert more.exit_code == 0 and "1 stage(s) ran" in more.output
     manifest = json.loads((tmp_path / "outputs" / "t" / "manifest.json").read_text())
-    assert json.loads((tmp_path / "outputs" / "t" / "self_instruct" / "stats.json").read_text())["machine_instructions"] == 8
+    assert (
+        json.loads((tmp_path / "outputs" / "t" / "self_instruct" / "stats.json").read_text())["machine_instructions"]
+        == 8
+    )
     assert manifest["overrides"] == ["self_instruct.num_instructions=8"]
 
 
@@ -79,22 +89,35 @@ def test_existing_run_needs_resume(fault_server, tmp_path):
     assert again.exit_code == 2 and "--resume" in again.output
 
 
-@pytest.mark.parametrize("mutate,fragment", [
-    (lambda c: c.update(self_instrct={}), "unknown key 'self_instrct' (did you mean 'self_instruct'?)"),
-    (lambda c: c["self_instruct"].update(num_instruction=3), "unknown key 'num_instruction' (did you mean 'num_instructions'?)"),
-    (lambda c: c["self_instruct"].update(num_instructions="many"), "self_instruct.num_instructions: expected an integer"),
-    (lambda c: c["self_instruct"].update(num_instructions=-3), "must be ≥ 1"),
-    (lambda c: c["self_instruct"].update(lang="fr"), "lang must be one of"),
-    (lambda c: c["endpoint"].update(concurrency=0), "llm.concurrency must be ≥ 1"),
-    (lambda c: c["endpoint"].update(timeout="soon"), "endpoint.timeout: expected a number"),
-    (lambda c: c["endpoint"].update(processes=0), "llm.processes must be ≥ 1"),
-    (lambda c: c["endpoint"].update(processes="four"), "endpoint.processes: expected an integer"),
-    (lambda c: c.update(name="bad name!"), "name must be letters"),
-    (lambda c: c.pop("self_instruct"), "no stage is configured"),
-])
+@pytest.mark.parametrize(
+    "mutate,fragment",
+    [
+        (lambda c: c.update(self_instrct={}), "unknown key 'self_instrct' (did you mean 'self_instruct'?)"),
+        (
+            lambda c: c["self_instruct"].update(num_instruction=3),
+            "unknown key 'num_instruction' (did you mean 'num_instructions'?)",
+        ),
+        (
+            lambda c: c["self_instruct"].update(num_instructions="many"),
+            "self_instruct.num_instructions: expected an integer",
+        ),
+        (lambda c: c["self_instruct"].update(num_instructions=-3), "must be ≥ 1"),
+        (lambda c: c["self_instruct"].update(lang="fr"), "lang must be one of"),
+        (lambda c: c["endpoint"].update(concurrency=0), "llm.concurrency must be ≥ 1"),
+        (lambda c: c["endpoint"].update(timeout="soon"), "endpoint.timeout: expected a number"),
+        (lambda c: c["endpoint"].update(processes=0), "llm.processes must be ≥ 1"),
+        (lambda c: c["endpoint"].update(processes="four"), "endpoint.processes: expected an integer"),
+        (lambda c: c.update(name="bad name!"), "name must be letters"),
+        (lambda c: c.pop("self_instruct"), "no stage is configured"),
+    ],
+)
 def test_config_errors_name_the_key_and_exit_2(tmp_path, mutate, fragment):
-    config = {"name": "t", "out_dir": str(tmp_path / "o"), "endpoint": {"base_url": "http://127.0.0.1:9/v1"},
-              "self_instruct": {"seeds": "seeds/seed_tasks.jsonl"}}
+    config = {
+        "name": "t",
+        "out_dir": str(tmp_path / "o"),
+        "endpoint": {"base_url": "http://127.0.0.1:9/v1"},
+        "self_instruct": {"seeds": "seeds/seed_tasks.jsonl"},
+    }
     mutate(config)
     path = tmp_path / "c.yaml"
     path.write_text(yaml.safe_dump(config, allow_unicode=True))
@@ -123,6 +146,7 @@ def test_report_is_self_contained_and_escapes_generated_text(fault_server, tmp_p
         if "Come up with examples" in prompt:
             return "Input: <noinput>\nOutput: <script>alert('x')</script> {{ 7*7 }}"
         return base(kind, body)
+
     fault_server.responder = respond
     config = write_config(tmp_path, fault_server.url)
     assert invoke("run", config).exit_code == 0
@@ -130,13 +154,15 @@ def test_report_is_self_contained_and_escapes_generated_text(fault_server, tmp_p
     assert "<script>alert" not in html and "&lt;script&gt;alert" in html and "{{ 7*7 }}" in html
     assert "http://" not in html.replace(fault_server.url, "") and "https://" not in html  # nothing fetched
     images = re.findall(r'<img alt="([^"]+)" src="data:image/png;base64,([A-Za-z0-9+/=]+)"', html)
-    assert {"records kept per stage", "length distributions", "root verbs and objects", "similarity to pool"} <= \
-        {alt for alt, _ in images}
+    assert {"records kept per stage", "length distributions", "root verbs and objects", "similarity to pool"} <= {
+        alt for alt, _ in images
+    }
     assert all(base64.b64decode(data)[:8] == b"\x89PNG\r\n\x1a\n" for _, data in images)
 
 
 def test_verb_object_extraction():
     from datagen.report import verb_object
+
     assert verb_object("Write a short poem about the sea.") == ("write", "poem")
     assert verb_object("Please classify the following review.") == ("classify", "review")
     assert verb_object("把下面这句话翻译成英文。") == ("翻译", "话")
@@ -149,31 +175,47 @@ def test_report_renders_in_headless_chromium(fault_server, tmp_path):
     config = write_config(tmp_path, fault_server.url)
     assert invoke("run", config).exit_code == 0
     report = tmp_path / "outputs" / "t" / "report.html"
-    flags = ["--headless", "--no-sandbox", "--disable-gpu", "--disable-quic", "--no-first-run",
-             "--disable-background-networking", "--disable-component-update", "--disable-sync",
-             f"--user-data-dir={tmp_path / 'profile'}", "--window-size=1280,3000"]
+    flags = [
+        "--headless",
+        "--no-sandbox",
+        "--disable-gpu",
+        "--disable-quic",
+        "--no-first-run",
+        "--disable-background-networking",
+        "--disable-component-update",
+        "--disable-sync",
+        f"--user-data-dir={tmp_path / 'profile'}",
+        "--window-size=1280,3000",
+    ]
     shot = tmp_path / "shot.png"
-    done = subprocess.run(["chromium", *flags, f"--screenshot={shot}", report.as_uri()], capture_output=True,
-                          text=True, timeout=120)
+    done = subprocess.run(
+        ["chromium", *flags, f"--screenshot={shot}", report.as_uri()], capture_output=True, text=True, timeout=120
+    )
     assert done.returncode == 0 and shot.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n" and shot.stat().st_size > 50_000
-    dom = subprocess.run(["chromium", *flags, "--dump-dom", report.as_uri()], capture_output=True, text=True, timeout=120)
+    dom = subprocess.run(
+        ["chromium", *flags, "--dump-dom", report.as_uri()], capture_output=True, text=True, timeout=120
+    )
     assert dom.returncode == 0 and dom.stdout.count('src="data:image/png;base64,') >= 4
     assert "Uncaught" not in dom.stderr
     for panel in ("rejected-examples", "kept-examples", "classifier", "verbs", "side-by-side"):  # the curation panels
         assert f'<section id="{panel}">' in dom.stdout, panel
     assert "classifier_agreement.rate" in dom.stdout and 'alt="root verbs and objects"' in dom.stdout
-    assert dom.stdout.count('class="sample"') == min(3, json.loads((report.parent / "manifest.json").read_text())
-                                                     ["stages"]["self_instruct"]["kept"])
+    assert dom.stdout.count('class="sample"') == min(
+        3, json.loads((report.parent / "manifest.json").read_text())["stages"]["self_instruct"]["kept"]
+    )
 
 
 def test_multiturn_stage_feeds_the_filter_with_conversations(fault_server, tmp_path):
     from tests.generate.test_multiturn import scripted as scripted_dialogues
 
     fault_server.responder = scripted_dialogues()
-    config = write_config(tmp_path, fault_server.url, self_instruct=None,
-                          self_instruct_multiturn={"seeds": "seeds/seed_dialogues.jsonl", "num_conversations": 4,
-                                                   "batch_size": 2},
-                          filter={})
+    config = write_config(
+        tmp_path,
+        fault_server.url,
+        self_instruct=None,
+        self_instruct_multiturn={"seeds": "seeds/seed_dialogues.jsonl", "num_conversations": 4, "batch_size": 2},
+        filter={},
+    )
     result = invoke("run", config)
     assert result.exit_code == 0, result.output
     run_dir = tmp_path / "outputs" / "t"

@@ -28,12 +28,12 @@ if TYPE_CHECKING:
 
 @dataclass
 class BatchPlan:
-    supported: bool = True                  # False: every batch route answers 404 (an endpoint without batches)
-    validating_polls: int = 0               # polls that still see "validating" (slow validation)
-    running_polls: int = 1                  # polls that see "in_progress" before the job is final
-    fail_rate: float = 0.0                  # share of lines that fail on their first submission (error file)
-    expire_share: float | None = None       # the first job ends "expired" after answering this share of its lines
-    fail_validation: bool = False           # the first job ends "failed" with no output
+    supported: bool = True  # False: every batch route answers 404 (an endpoint without batches)
+    validating_polls: int = 0  # polls that still see "validating" (slow validation)
+    running_polls: int = 1  # polls that see "in_progress" before the job is final
+    fail_rate: float = 0.0  # share of lines that fail on their first submission (error file)
+    expire_share: float | None = None  # the first job ends "expired" after answering this share of its lines
+    fail_validation: bool = False  # the first job ends "failed" with no output
     poll_faults: list[int] = field(default_factory=list)  # statuses answered to the next polls (e.g. [503, 503])
 
 
@@ -48,7 +48,7 @@ class BatchState:
     downloads: int = 0
     cancels: int = 0
     lines_answered: int = 0
-    line_attempts: dict[str, int] = field(default_factory=dict)   # custom_id → submissions seen
+    line_attempts: dict[str, int] = field(default_factory=dict)  # custom_id → submissions seen
     usage: dict[str, int] = field(default_factory=lambda: {"prompt_tokens": 0, "completion_tokens": 0})
     _ids: Any = field(default_factory=itertools.count)
 
@@ -67,7 +67,7 @@ def handle_batch_route(handler: _Handler, method: str) -> None:
     with handler.server.lock:
         if not state.plan.supported:
             return handler._error(404, f"no route {path}")
-        parts = path.split("/")[2:]   # ["files", id, "content"] or ["batches", id, ...]
+        parts = path.split("/")[2:]  # ["files", id, "content"] or ["batches", id, ...]
         if method == "POST" and parts == ["files"]:
             return handler._json(200, _upload(state, handler.headers.get("Content-Type", ""), body))
         if method == "GET" and len(parts) == 3 and parts[0] == "files" and parts[2] == "content":
@@ -111,18 +111,36 @@ def _upload(state: BatchState, content_type: str, body: bytes) -> dict[str, Any]
     state.uploads += 1
     file_id = state.new_id("file")
     state.files[file_id] = data
-    return {"id": file_id, "object": "file", "bytes": len(data), "created_at": int(time.time()),
-            "filename": "batch.jsonl", "purpose": "batch", "status": "processed"}
+    return {
+        "id": file_id,
+        "object": "file",
+        "bytes": len(data),
+        "created_at": int(time.time()),
+        "filename": "batch.jsonl",
+        "purpose": "batch",
+        "status": "processed",
+    }
 
 
 def _create(state: BatchState, request: dict[str, Any]) -> dict[str, Any]:
     state.creates += 1
     lines = [json.loads(raw) for raw in state.files[request["input_file_id"]].splitlines() if raw.strip()]
-    job = {"id": state.new_id("batch"), "object": "batch", "endpoint": request["endpoint"], "errors": None,
-           "input_file_id": request["input_file_id"], "completion_window": request["completion_window"],
-           "status": "validating", "output_file_id": None, "error_file_id": None, "created_at": int(time.time()),
-           "request_counts": {"total": len(lines), "completed": 0, "failed": 0}, "_lines": lines, "_polls": 0,
-           "_first": not state.jobs}
+    job = {
+        "id": state.new_id("batch"),
+        "object": "batch",
+        "endpoint": request["endpoint"],
+        "errors": None,
+        "input_file_id": request["input_file_id"],
+        "completion_window": request["completion_window"],
+        "status": "validating",
+        "output_file_id": None,
+        "error_file_id": None,
+        "created_at": int(time.time()),
+        "request_counts": {"total": len(lines), "completed": 0, "failed": 0},
+        "_lines": lines,
+        "_polls": 0,
+        "_first": not state.jobs,
+    }
     state.jobs[job["id"]] = job
     return _public(job)
 
@@ -160,16 +178,28 @@ def _finish(server: Any, state: BatchState, job: dict[str, Any], status: str, sh
         state.line_attempts[key] = attempt + 1
         draw = hashlib.sha256(f"{key}|{attempt}".encode()).digest()
         if attempt == 0 and struct.unpack(">Q", draw[:8])[0] / 2**64 < state.plan.fail_rate:
-            errors.append({"id": f"req-{key[:8]}", "custom_id": key, "response": None,
-                           "error": {"code": "server_error", "message": "injected line failure"}})
+            errors.append(
+                {
+                    "id": f"req-{key[:8]}",
+                    "custom_id": key,
+                    "response": None,
+                    "error": {"code": "server_error", "message": "injected line failure"},
+                }
+            )
             continue
         kind = "chat" if line["url"].endswith("/chat/completions") else "completion"
         body = completion_body(server, kind, line["body"])
         state.lines_answered += 1
         for name in ("prompt_tokens", "completion_tokens"):
             state.usage[name] += body["usage"][name]
-        out.append({"id": f"req-{key[:8]}", "custom_id": key, "error": None,
-                    "response": {"status_code": 200, "request_id": f"r-{key[:8]}", "body": body}})
+        out.append(
+            {
+                "id": f"req-{key[:8]}",
+                "custom_id": key,
+                "error": None,
+                "response": {"status_code": 200, "request_id": f"r-{key[:8]}", "body": body},
+            }
+        )
     job["status"] = status
     job["request_counts"] = {"total": len(lines), "completed": len(out), "failed": len(errors)}
     if out:

@@ -48,16 +48,16 @@ MODEL_ID = "fault-model"
 class FaultPlan:
     """What the server does. Tests mutate it; ``FaultServer.reset()`` restores the defaults."""
 
-    rate: float = 0.0                          # chance that an attempt gets a fault from ``kinds``
+    rate: float = 0.0  # chance that an attempt gets a fault from ``kinds``
     kinds: tuple[str, ...] = ALL_FAULTS
     seed: int = 0
     script: dict[str, list[str]] = field(default_factory=dict)  # request text → outcomes per attempt ("ok" = answer)
-    down: bool = False                         # every request gets a 503
-    latency: float = 0.0                       # seconds added to every answer
-    retry_after: str = "1"                     # Retry-After header value for "429"
+    down: bool = False  # every request gets a 503
+    latency: float = 0.0  # seconds added to every answer
+    retry_after: str = "1"  # Retry-After header value for "429"
     stall_seconds: float = 3.0
     slow_seconds: float = 0.2
-    require_key: str | None = None             # answer 401 unless "Authorization: Bearer <key>"
+    require_key: str | None = None  # answer 401 unless "Authorization: Bearer <key>"
 
 
 def request_text(kind: str, body: dict[str, Any]) -> str:
@@ -191,13 +191,29 @@ class _Handler(BaseHTTPRequestHandler):
         text = request_text(kind, body)
         if body.get("model") != MODEL_ID:
             with self.server.lock:
-                self.server.log.append({"text": text, "kind": kind, "outcome": "unknown_model", "time": time.time(),
-                                        "body": body, "auth": self.headers.get("Authorization")})
+                self.server.log.append(
+                    {
+                        "text": text,
+                        "kind": kind,
+                        "outcome": "unknown_model",
+                        "time": time.time(),
+                        "body": body,
+                        "auth": self.headers.get("Authorization"),
+                    }
+                )
             return self._error(404, f"model {body.get('model')!r} not found")
         outcome = self.server.decide(text)
         with self.server.lock:
-            self.server.log.append({"text": text, "kind": kind, "outcome": outcome, "time": time.time(),
-                                    "body": body, "auth": self.headers.get("Authorization")})
+            self.server.log.append(
+                {
+                    "text": text,
+                    "kind": kind,
+                    "outcome": outcome,
+                    "time": time.time(),
+                    "body": body,
+                    "auth": self.headers.get("Authorization"),
+                }
+            )
         if plan.latency:
             time.sleep(plan.latency)
         if outcome == "429":
@@ -241,8 +257,14 @@ def completion_body(server: FaultServer, kind: str, body: dict[str, Any], outcom
         choice = {"index": 0, "message": {"role": "assistant", "content": text}, "finish_reason": finish_reason}
     else:
         choice = {"index": 0, "text": text, "finish_reason": finish_reason, "logprobs": None}
-    return {"id": "cmpl-test", "object": "chat.completion" if kind == "chat" else "text_completion",
-            "created": int(time.time()), "model": MODEL_ID, "choices": [choice], "usage": usage}
+    return {
+        "id": "cmpl-test",
+        "object": "chat.completion" if kind == "chat" else "text_completion",
+        "created": int(time.time()),
+        "model": MODEL_ID,
+        "choices": [choice],
+        "usage": usage,
+    }
 
 
 @contextlib.contextmanager

@@ -52,7 +52,8 @@ def qa_answer(kind: str, body: dict[str, Any]) -> str | None:
     sentences = _sentences(chunk) or [chunk.strip()]
     if "new questions" in prompt:
         return "Here you go:\n" + "\n".join(
-            f"{i}. What is true of {' '.join(s.split()[:5]).rstrip('.,;:')}?" for i, s in enumerate(sentences[:4], 1))
+            f"{i}. What is true of {' '.join(s.split()[:5]).rstrip('.,;:')}?" for i, s in enumerate(sentences[:4], 1)
+        )
     if "个新问题" in prompt:
         return "\n".join(f"{i}. {s[:10]}是什么？" for i, s in enumerate(sentences[:4], 1))
     question = _QUESTION.search(prompt)
@@ -77,8 +78,15 @@ def responder():
 
 def write_config(path: Path, out_dir: Path, url: str, cache: Path, name: str = "r", **sections: Any) -> Path:
     """A `datagen run` config against ``url``; ``sections`` are added as they are (None drops one)."""
-    endpoint = {"base_url": url, "model": MODEL_ID, "cache_path": str(cache), "backoff_base": 0.01,
-                "backoff_max": 0.05, "retry_after_max": 0.05, "timeout": 1.0}
+    endpoint = {
+        "base_url": url,
+        "model": MODEL_ID,
+        "cache_path": str(cache),
+        "backoff_base": 0.01,
+        "backoff_max": 0.05,
+        "retry_after_max": 0.05,
+        "timeout": 1.0,
+    }
     config: dict[str, Any] = {"name": name, "out_dir": str(out_dir), "endpoint": endpoint}
     for key, value in sections.items():
         if isinstance(value, dict) and isinstance(config.get(key), dict):
@@ -94,14 +102,27 @@ def datagen_cmd(*args: Any) -> list[str]:
 
 
 def subprocess_env(home: Path, **extra: str) -> dict[str, str]:
-    env = {k: v for k, v in os.environ.items() if not k.startswith("OPENAI_") and k not in
-           ("DATAGEN_API_KEY", "DATAGEN_BASE_URL", "DATAGEN_DEBUG")}
-    env.update(DATAGEN_HOME=str(home), HF_HUB_OFFLINE="1", TRANSFORMERS_OFFLINE="1", TOKENIZERS_PARALLELISM="false",
-               NO_PROXY="127.0.0.1,localhost", no_proxy="127.0.0.1,localhost", PYTHONUNBUFFERED="1", **extra)
+    env = {
+        k: v
+        for k, v in os.environ.items()
+        if not k.startswith("OPENAI_") and k not in ("DATAGEN_API_KEY", "DATAGEN_BASE_URL", "DATAGEN_DEBUG")
+    }
+    env.update(
+        DATAGEN_HOME=str(home),
+        HF_HUB_OFFLINE="1",
+        TRANSFORMERS_OFFLINE="1",
+        TOKENIZERS_PARALLELISM="false",
+        NO_PROXY="127.0.0.1,localhost",
+        no_proxy="127.0.0.1,localhost",
+        PYTHONUNBUFFERED="1",
+        **extra,
+    )
     return env
 
 
-def run_datagen(*args: Any, env: dict[str, str], timeout: float = 120, cwd: Path = REPO) -> subprocess.CompletedProcess:
+def run_datagen(
+    *args: Any, env: dict[str, str], timeout: float = 120, cwd: Path = REPO
+) -> subprocess.CompletedProcess:
     return subprocess.run(datagen_cmd(*args), env=env, cwd=cwd, capture_output=True, text=True, timeout=timeout)
 
 
@@ -119,4 +140,3 @@ def assert_no_torn_jsonl(root: Path) -> int:
                     raise AssertionError(f"{path}:{number}: not JSON ({exc}): {raw[:120]!r}") from None
                 lines += 1
     return lines
-

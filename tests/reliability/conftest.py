@@ -38,17 +38,19 @@ def pytest_runtest_makereport(item: pytest.Item, call: pytest.CallInfo):
         status = "xpassed" if report.passed else "xfailed"
     else:
         status = report.outcome
-    _results.append({
-        "nodeid": report.nodeid,
-        "module": item.path.stem,
-        "test": getattr(item, "originalname", item.name),
-        "case": item.callspec.id if hasattr(item, "callspec") else None,
-        "summary": _summary(item),
-        "outcome": status,
-        "xfail_reason": getattr(report, "wasxfail", None) or None,
-        "seconds": round(report.duration, 3),
-        "properties": {k: v for k, v in item.user_properties},
-    })
+    _results.append(
+        {
+            "nodeid": report.nodeid,
+            "module": item.path.stem,
+            "test": getattr(item, "originalname", item.name),
+            "case": item.callspec.id if hasattr(item, "callspec") else None,
+            "summary": _summary(item),
+            "outcome": status,
+            "xfail_reason": getattr(report, "wasxfail", None) or None,
+            "seconds": round(report.duration, 3),
+            "properties": {k: v for k, v in item.user_properties},
+        }
+    )
 
 
 def pytest_sessionfinish(session: pytest.Session) -> None:
@@ -56,5 +58,12 @@ def pytest_sessionfinish(session: pytest.Session) -> None:
     if not target or not _results:
         return
     Path(target).parent.mkdir(parents=True, exist_ok=True)
-    Path(target).write_text(json.dumps({"finished": time.strftime("%Y-%m-%d %H:%M:%S"), "results": _results},
-                                       ensure_ascii=False, indent=1, default=str), encoding="utf-8")
+    Path(target).write_text(
+        json.dumps(
+            {"finished": time.strftime("%Y-%m-%d %H:%M:%S"), "results": _results},
+            ensure_ascii=False,
+            indent=1,
+            default=str,
+        ),
+        encoding="utf-8",
+    )

@@ -39,9 +39,15 @@ GROUPS = {  # bad-input case id prefix → what the group covers
     "docs": "Documents (`self-qa --docs`)",
     "graph": "Graphs (`self-kg --graph`)",
     "config": "Run configs (`datagen run CONFIG`) and overrides",
-    "flag": "LLM flags", "filter": "`filter` inputs and flags", "train": "`train` inputs and overrides",
-    "convert": "`convert`", "inspect": "`inspect`", "export": "`export`", "serve": "`serve` flags",
-    "50MB": "Huge documents", "10MB": "Huge documents",
+    "flag": "LLM flags",
+    "filter": "`filter` inputs and flags",
+    "train": "`train` inputs and overrides",
+    "convert": "`convert`",
+    "inspect": "`inspect`",
+    "export": "`export`",
+    "serve": "`serve` flags",
+    "50MB": "Huge documents",
+    "10MB": "Huge documents",
 }
 
 INTRO = """# Reliability and security
@@ -108,9 +114,14 @@ def render(data: dict) -> str:
         rows[key].append(result)
     order.sort(key=lambda k: list(AREAS).index(k[0]) if k[0] in AREAS else len(AREAS))
 
-    lines = [INTRO.format(finished=data.get("finished", "?"), total=len(results),
-                          seconds=sum(r["seconds"] for r in results),
-                          counts=", ".join(f"{n} {k}" for k, n in sorted(counts.items())))]
+    lines = [
+        INTRO.format(
+            finished=data.get("finished", "?"),
+            total=len(results),
+            seconds=sum(r["seconds"] for r in results),
+            counts=", ".join(f"{n} {k}" for k, n in sorted(counts.items())),
+        )
+    ]
     lines.append("| Area | What was tried | Cases | Tried | Held | Observed |")
     lines.append("|---|---|---:|---:|---|---|")
     known: list[tuple[str, str]] = []
@@ -129,8 +140,10 @@ def render(data: dict) -> str:
         failing = [r["case"] or r["test"] for r in group if r["outcome"] in ("failed", "error")]
         if failing:
             details = (details + "; " if details else "") + "failing: " + ", ".join(failing)
-        lines.append(f"| {AREAS.get(module, module)} | {_cell(summary)} | {len(group)} | {tried} | {_held(outcomes)} "
-                     f"| {_cell(details)} |")
+        lines.append(
+            f"| {AREAS.get(module, module)} | {_cell(summary)} | {len(group)} | {tried} | {_held(outcomes)} "
+            f"| {_cell(details)} |"
+        )
         for result in group:
             if result["outcome"] in ("xfailed", "xpassed") and result["xfail_reason"]:
                 label = f"{test}[{result['case']}]" if result["case"] else test

@@ -43,8 +43,14 @@ from tests.reliability._support import (
 )
 
 STAGES = ("self_instruct", "self_kg", "filter", "train")
-COMPARED = ("self_instruct/records.jsonl", "self_instruct/rejects.jsonl", "self_kg/records.jsonl",
-            "self_kg/rejects.jsonl", "filter/curated.jsonl", "filter/rejects.jsonl")
+COMPARED = (
+    "self_instruct/records.jsonl",
+    "self_instruct/rejects.jsonl",
+    "self_kg/records.jsonl",
+    "self_kg/rejects.jsonl",
+    "filter/curated.jsonl",
+    "filter/rejects.jsonl",
+)
 MAX_STEPS = 4
 
 
@@ -136,8 +142,14 @@ class Process:
         flag.unlink(missing_ok=True)
         self.flag = flag
         env = {**env, "PAUSE_AT": str(pause_file), "PAUSED_FLAG": str(flag)}
-        self.proc = subprocess.Popen([sys.executable, "-c", _CHILD, *map(str, args)], env=env, cwd=cwd,
-                                     stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, start_new_session=True)
+        self.proc = subprocess.Popen(
+            [sys.executable, "-c", _CHILD, *map(str, args)],
+            env=env,
+            cwd=cwd,
+            stdout=subprocess.DEVNULL,
+            stderr=subprocess.PIPE,
+            start_new_session=True,
+        )
         self.lines: list[str] = []
         self.t0 = time.monotonic()
         self.reader = threading.Thread(target=self._read, daemon=True)
@@ -173,8 +185,13 @@ def _state_lines(path: Path) -> int:
 
 def _checkpoints(run_dir: Path) -> list[int]:
     folder = run_dir / "train" / "checkpoints"
-    return sorted(int(m.group(1)) for p in folder.glob("checkpoint-*") if (m := re.fullmatch(r"checkpoint-(\d+)", p.name))) \
-        if folder.is_dir() else []
+    return (
+        sorted(
+            int(m.group(1)) for p in folder.glob("checkpoint-*") if (m := re.fullmatch(r"checkpoint-(\d+)", p.name))
+        )
+        if folder.is_dir()
+        else []
+    )
 
 
 def kill_points(rng: random.Random) -> list[Point]:
@@ -187,12 +204,18 @@ def kill_points(rng: random.Random) -> list[Point]:
         Point("filter", "filter", pause_at="filter: running"),
         Point("filter", "filter", pause_at="filter: running"),
         Point("train: loading", "train", pause_at="train: running"),
-        Point("train: steps/checkpoints", "train",
-              trigger=lambda d, p, s: p.started("train") and max(_checkpoints(d), default=0) > s["ckpt"],
-              delay=rng.uniform(0, 0.15)),
-        Point("train: after the last step", "train",
-              trigger=lambda d, p, s: (d / "train" / "adapter").exists() or (d / "train" / ".done.json").exists(),
-              delay=rng.uniform(0, 0.3)),
+        Point(
+            "train: steps/checkpoints",
+            "train",
+            trigger=lambda d, p, s: p.started("train") and max(_checkpoints(d), default=0) > s["ckpt"],
+            delay=rng.uniform(0, 0.15),
+        ),
+        Point(
+            "train: after the last step",
+            "train",
+            trigger=lambda d, p, s: (d / "train" / "adapter").exists() or (d / "train" / ".done.json").exists(),
+            delay=rng.uniform(0, 0.3),
+        ),
         Point("manifest/report", "report", pause_at=r"train: done.*"),  # train's summary line, or "skipped"
     ]
 
@@ -227,7 +250,7 @@ def _void(point: Point, proc: Process) -> bool:
     """The point can no longer be reached in this process: its stage was skipped or a later one started."""
     if point.stage == "report":
         return False
-    later = STAGES[STAGES.index(point.stage) + 1:]
+    later = STAGES[STAGES.index(point.stage) + 1 :]
     return proc.skipped(point.stage) or any(proc.started(s) for s in later)
 
 
@@ -240,8 +263,11 @@ def _phase(run_dir: Path) -> str:
 
 def _incomplete_checkpoints(run_dir: Path) -> list[Path]:
     """Checkpoint folders a kill interrupted: Trainer writes trainer_state.json last."""
-    return [folder for folder in (run_dir / "train" / "checkpoints").glob("checkpoint-*")
-            if not (folder / "trainer_state.json").is_file()]
+    return [
+        folder
+        for folder in (run_dir / "train" / "checkpoints").glob("checkpoint-*")
+        if not (folder / "trainer_state.json").is_file()
+    ]
 
 
 def _check_after_kill(run_dir: Path) -> int:
@@ -261,8 +287,9 @@ def _check_after_kill(run_dir: Path) -> int:
     return torn
 
 
-def test_sigkill_at_random_points_then_resume_gives_the_uninterrupted_result(fault_server, tiny_model_dir, tmp_path,
-                                                                            record_property):
+def test_sigkill_at_random_points_then_resume_gives_the_uninterrupted_result(
+    fault_server, tiny_model_dir, tmp_path, record_property
+):
     """SIGKILL `datagen run` (self-instruct + self-kg template + filter + train on the tiny model) at 12 points
     (10 of them frozen in place first, so they land under any load) and resume each time: every resumed run's
     outputs equal an uninterrupted run's, no .jsonl line is ever torn in a final file, the adapter exists."""
@@ -274,12 +301,20 @@ def test_sigkill_at_random_points_then_resume_gives_the_uninterrupted_result(fau
         self_kg={"graph": KG, "num": 24, "mode": "template"},
         filter={"embed_dedup": False},
     )
-    train = {"base": str(tiny_model_dir), "max_steps": MAX_STEPS, "save_steps": 1, "per_device_train_batch_size": 2,
-             "max_seq_len": 64, "eval_fraction": 0.0, "logging_steps": 1}
+    train = {
+        "base": str(tiny_model_dir),
+        "max_steps": MAX_STEPS,
+        "save_steps": 1,
+        "per_device_train_batch_size": 2,
+        "max_seq_len": 64,
+        "eval_fraction": 0.0,
+        "logging_steps": 1,
+    }
 
     # The uninterrupted run, in-process. Training is left out: the compared outputs do not depend on it.
-    reference = write_config(tmp_path / "ref.yaml", tmp_path / "ref", fault_server.url, tmp_path / "ref.sqlite",
-                             **sections)
+    reference = write_config(
+        tmp_path / "ref.yaml", tmp_path / "ref", fault_server.url, tmp_path / "ref.sqlite", **sections
+    )
     done = CliRunner().invoke(cli, ["run", str(reference)])
     assert done.exit_code == 0, done.output
     expected = {name: (tmp_path / "ref" / "r" / name).read_bytes() for name in COMPARED}
@@ -287,8 +322,9 @@ def test_sigkill_at_random_points_then_resume_gives_the_uninterrupted_result(fau
     total_requests, counted_from = gate.count, gate.count  # what one whole run sends (its own cache is empty)
     assert total_requests >= 10
 
-    config = write_config(tmp_path / "run.yaml", tmp_path / "out", fault_server.url, tmp_path / "cache.sqlite",
-                          train=train, **sections)
+    config = write_config(
+        tmp_path / "run.yaml", tmp_path / "out", fault_server.url, tmp_path / "cache.sqlite", train=train, **sections
+    )
     run_dir = tmp_path / "out" / "r"
     # One thread per BLAS pool: with 2 busy cores, torch's default 2 threads make each step ~7x slower.
     env = subprocess_env(tmp_path / "home", OMP_NUM_THREADS="1", MKL_NUM_THREADS="1")
@@ -347,8 +383,15 @@ def test_sigkill_at_random_points_then_resume_gives_the_uninterrupted_result(fau
         if proc is not None and proc.proc.poll() is None:  # a failed assertion must not leave a child behind
             proc.kill()
 
-    print("kills:", kills, "missed:", missed, "broken checkpoints:", broken_checkpoints,
-          f"{time.monotonic() - started:.0f} s")
+    print(
+        "kills:",
+        kills,
+        "missed:",
+        missed,
+        "broken checkpoints:",
+        broken_checkpoints,
+        f"{time.monotonic() - started:.0f} s",
+    )
     assert len(kills) >= 10, (kills, missed)
     frozen = [name for name, phase in kills if not name.startswith("train: ") or name == "train: loading"]
     assert len(frozen) == 10, (kills, missed)  # every frozen point was reached, whatever the load
@@ -365,11 +408,14 @@ def test_sigkill_at_random_points_then_resume_gives_the_uninterrupted_result(fau
     lines = assert_no_torn_jsonl(run_dir)
     by_phase = {p: sum(1 for _, q in kills if q == p) for p in (*STAGES, "report")}
     record_property("tried", len(kills))
-    record_property("detail", f"{len(kills)} kills ({', '.join(f'{p} {n}' for p, n in by_phase.items() if n)}), "
-                              f"{len(missed)} points passed before they fired; {torn_tails} torn state-log tails "
-                              f"repaired; {broken_checkpoints} kill(s) left an incomplete checkpoint "
-                              f"(skipped on resume); curated compared after {compared_after} resumed runs; {lines} lines "
-                              f"parsed at the end; {time.monotonic() - started:.0f} s")
+    record_property(
+        "detail",
+        f"{len(kills)} kills ({', '.join(f'{p} {n}' for p, n in by_phase.items() if n)}), "
+        f"{len(missed)} points passed before they fired; {torn_tails} torn state-log tails "
+        f"repaired; {broken_checkpoints} kill(s) left an incomplete checkpoint "
+        f"(skipped on resume); curated compared after {compared_after} resumed runs; {lines} lines "
+        f"parsed at the end; {time.monotonic() - started:.0f} s",
+    )
 
 
 def test_resume_after_a_kill_during_a_checkpoint_save(tiny_model_dir, tmp_path, monkeypatch, record_property):
@@ -381,10 +427,18 @@ def test_resume_after_a_kill_during_a_checkpoint_save(tiny_model_dir, tmp_path, 
 
     monkeypatch.setenv("OMP_NUM_THREADS", "1")
     data = tmp_path / "data.jsonl"
-    write_jsonl(data, [Example(instruction=f"Name fact number {i} about rivers.", output=f"Rivers carry water {i}.")
-                       for i in range(12)])
-    cfg = load_train_config(None, ["max_steps=2", "save_steps=1", "per_device_train_batch_size=2", "max_seq_len=48",
-                                   "eval_fraction=0"], {"base": str(tiny_model_dir)})
+    write_jsonl(
+        data,
+        [
+            Example(instruction=f"Name fact number {i} about rivers.", output=f"Rivers carry water {i}.")
+            for i in range(12)
+        ],
+    )
+    cfg = load_train_config(
+        None,
+        ["max_steps=2", "save_steps=1", "per_device_train_batch_size=2", "max_seq_len=48", "eval_fraction=0"],
+        {"base": str(tiny_model_dir)},
+    )
     out = tmp_path / "sft"
     train(data, out, cfg, echo=lambda *_: None)
     # What SIGKILL left behind: the newest checkpoint without its trainer state, and no adapter yet.

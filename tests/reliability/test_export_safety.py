@@ -22,8 +22,11 @@ RECORDS = [Example(instruction="Name a colour.", output="Blue."), Example(instru
 
 def _tree(path: Path) -> dict[str, str]:
     """Every file under ``path`` with its content hash: what must be unchanged after a refused export."""
-    return {str(p.relative_to(path)): hashlib.sha256(p.read_bytes()).hexdigest()
-            for p in sorted(path.rglob("*")) if p.is_file()}
+    return {
+        str(p.relative_to(path)): hashlib.sha256(p.read_bytes()).hexdigest()
+        for p in sorted(path.rglob("*"))
+        if p.is_file()
+    }
 
 
 def _run_folder(tmp: Path) -> Path:
@@ -69,8 +72,12 @@ def test_overwrite_never_replaces_the_input_or_a_run(tmp_path, command):
     user.mkdir()
     (user / "thesis.tex").write_text("years of work")
     before = _tree(tmp_path)
-    for dest, says in [(run, "holds the input"), (run / "filter", "holds the input"), (tmp_path, "holds the input"),
-                       (user, "not a dataset folder")]:
+    for dest, says in [
+        (run, "holds the input"),
+        (run / "filter", "holds the input"),
+        (tmp_path, "holds the input"),
+        (user, "not a dataset folder"),
+    ]:
         result = _invoke(command, source, dest, "--to", "hf", "--overwrite")
         assert result.exit_code == 2, (dest, result.output)
         assert says in result.output, result.output

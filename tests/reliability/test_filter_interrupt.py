@@ -29,14 +29,20 @@ FINAL = ("curated.jsonl", "rejects.jsonl", "filter_stats.json")
 
 
 def _records(n: int) -> list[Example]:
-    return [Example(instruction=t, output=f"A complete and helpful answer, number {k}.")
-            for k, t in enumerate(synthetic(n, seed=5))]
+    return [
+        Example(instruction=t, output=f"A complete and helpful answer, number {k}.")
+        for k, t in enumerate(synthetic(n, seed=5))
+    ]
 
 
 def _flags(stage: str) -> list[str]:
     """Every stage but ``stage`` off, so the signal lands in it."""
-    others = {"heuristics": "--no-heuristics", "exact_dedup": "--no-exact-dedup", "rouge_dedup": "--no-rouge-dedup",
-              "embed_dedup": "--no-embed-dedup"}
+    others = {
+        "heuristics": "--no-heuristics",
+        "exact_dedup": "--no-exact-dedup",
+        "rouge_dedup": "--no-rouge-dedup",
+        "embed_dedup": "--no-embed-dedup",
+    }
     return [flag for name, flag in others.items() if name != stage]
 
 
@@ -69,8 +75,9 @@ def test_one_sigint_stops_the_stage_with_130_and_no_output(tmp_path, stage, n, s
     config.write_text(json.dumps(settings))
     args = ["filter", path, "--out", out, "--config", config, *_flags(stage)]
     env = subprocess_env(tmp_path / "home")
-    proc = subprocess.Popen(datagen_cmd(*args), env=env, cwd=REPO, stderr=subprocess.PIPE, stdout=subprocess.PIPE,
-                            text=True)
+    proc = subprocess.Popen(
+        datagen_cmd(*args), env=env, cwd=REPO, stderr=subprocess.PIPE, stdout=subprocess.PIPE, text=True
+    )
     lines: list[str] = []
     started = threading.Event()
 
@@ -105,8 +112,12 @@ def test_one_sigint_stops_the_stage_with_130_and_no_output(tmp_path, stage, n, s
     rerun = subprocess.run(datagen_cmd(*args), env=env, cwd=REPO, capture_output=True, text=True, timeout=600)
     assert rerun.returncode == 0, rerun.stderr
     assert "gemm_4bit_forward" not in rerun.stderr + log  # bitsandbytes' offline notice is library noise (issue 24)
-    given = {"heuristics": stage == "heuristics", "exact_dedup": False, "rouge_dedup": stage == "rouge_dedup",
-             "embed_dedup": stage == "embed_dedup"}
+    given = {
+        "heuristics": stage == "heuristics",
+        "exact_dedup": False,
+        "rouge_dedup": stage == "rouge_dedup",
+        "embed_dedup": stage == "embed_dedup",
+    }
     reference = tmp_path / "reference"
     asyncio.run(run_filter(load_config(config, inputs=[path], out=reference, **given)))
     assert (out / "curated.jsonl").read_bytes() == (reference / "curated.jsonl").read_bytes()

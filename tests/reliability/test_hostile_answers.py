@@ -30,8 +30,16 @@ from tests.reliability._support import SEEDS, responder
 
 
 def _client(url: str, tmp: Path, **overrides) -> LLMClient:
-    return LLMClient(LLMConfig(base_urls=(url,), model=MODEL_ID, cache_path=tmp / "cache.sqlite", backoff_base=0.01,
-                               backoff_max=0.02, **overrides))
+    return LLMClient(
+        LLMConfig(
+            base_urls=(url,),
+            model=MODEL_ID,
+            cache_path=tmp / "cache.sqlite",
+            backoff_base=0.01,
+            backoff_max=0.02,
+            **overrides,
+        )
+    )
 
 
 def test_lone_surrogate_and_malformed_usage_are_retried_bad_answers(fault_server, tmp_path, record_property):
@@ -39,8 +47,11 @@ def test_lone_surrogate_and_malformed_usage_are_retried_bad_answers(fault_server
     two `bad_response` retries, the good answer returned and cached. A request that always gets a surrogate:
     LLMBadResponse naming the surrogate after the retry budget (a reason, not a UnicodeEncodeError), counted in
     the ledger, and nothing unstorable in the cache."""
-    fault_server.plan.script = {"flaky": ["surrogate", "bad_usage", "ok"], "hostile": ["surrogate"] * 10,
-                                "usage": ["bad_usage"] * 10}
+    fault_server.plan.script = {
+        "flaky": ["surrogate", "bad_usage", "ok"],
+        "hostile": ["surrogate"] * 10,
+        "usage": ["bad_usage"] * 10,
+    }
 
     async def go():
         async with _client(fault_server.url, tmp_path, max_retries=3) as llm:
@@ -60,8 +71,10 @@ def test_lone_surrogate_and_malformed_usage_are_retried_bad_answers(fault_server
     assert all(f.attempts == 4 for f in failures)
     assert ledger.errors["bad_response"] == 2 + 4 + 4 and ledger.failed == 2 and ledger.succeeded == 1, ledger
     assert cached == 1
-    record_property("tried", fault_server.requests_for("flaky") + fault_server.requests_for("hostile")
-                    + fault_server.requests_for("usage"))
+    record_property(
+        "tried",
+        fault_server.requests_for("flaky") + fault_server.requests_for("hostile") + fault_server.requests_for("usage"),
+    )
     record_property("detail", f"errors {dict(ledger.errors)}; failed {ledger.failed}; {failures[0]}"[:200])
 
 
@@ -72,10 +85,19 @@ def test_run_against_an_endpoint_sending_hostile_answers_finishes(fault_server, 
     fault_server.responder = responder()
     fault_server.plan.rate = 0.3
     fault_server.plan.kinds = HOSTILE_ANSWERS
-    config = {"name": "r", "out_dir": str(tmp_path / "out"),
-              "endpoint": {"base_url": fault_server.url, "model": MODEL_ID, "cache_path": str(tmp_path / "c.sqlite"),
-                           "backoff_base": 0.01, "backoff_max": 0.02, "max_retries": 8},
-              "self_instruct": {"seeds": SEEDS, "num_instructions": 4, "batch_size": 2, "classifier_eval_seeds": 2}}
+    config = {
+        "name": "r",
+        "out_dir": str(tmp_path / "out"),
+        "endpoint": {
+            "base_url": fault_server.url,
+            "model": MODEL_ID,
+            "cache_path": str(tmp_path / "c.sqlite"),
+            "backoff_base": 0.01,
+            "backoff_max": 0.02,
+            "max_retries": 8,
+        },
+        "self_instruct": {"seeds": SEEDS, "num_instructions": 4, "batch_size": 2, "classifier_eval_seeds": 2},
+    }
     (tmp_path / "run.yaml").write_text(yaml.safe_dump(config))
     result = CliRunner().invoke(cli, ["run", str(tmp_path / "run.yaml")])
     assert result.exit_code == 0, result.output + repr(result.exception)
@@ -87,21 +109,36 @@ def test_run_against_an_endpoint_sending_hostile_answers_finishes(fault_server, 
     outcomes = [e["outcome"] for e in fault_server.log]
     assert {"surrogate", "bad_usage"} <= set(outcomes), outcomes
     record_property("tried", len(outcomes))
-    record_property("detail", f"{outcomes.count('surrogate')} surrogate + {outcomes.count('bad_usage')} bad-usage "
-                              f"answers of {len(outcomes)}; {llm['retries']} retries, exit 0")
+    record_property(
+        "detail",
+        f"{outcomes.count('surrogate')} surrogate + {outcomes.count('bad_usage')} bad-usage "
+        f"answers of {len(outcomes)}; {llm['retries']} retries, exit 0",
+    )
 
 
 def _make_cache(path: Path) -> None:
     cache = ResponseCache(path)
-    cache.put("k1", MODEL_ID, {"text": "kept answer", "finish_reason": "stop", "model": MODEL_ID,
-                               "prompt_tokens": 1, "completion_tokens": 2})
+    cache.put(
+        "k1",
+        MODEL_ID,
+        {
+            "text": "kept answer",
+            "finish_reason": "stop",
+            "model": MODEL_ID,
+            "prompt_tokens": 1,
+            "completion_tokens": 2,
+        },
+    )
     cache.close()
 
 
 @contextlib.contextmanager
 def _immutable(path: Path):
     """Make ``path`` unwritable even for root (the suite runs as root, which ignores permission bits)."""
-    if shutil.which("chattr") is None or subprocess.run(["chattr", "+i", str(path)], capture_output=True, check=False).returncode:
+    if (
+        shutil.which("chattr") is None
+        or subprocess.run(["chattr", "+i", str(path)], capture_output=True, check=False).returncode
+    ):
         pytest.skip("chattr +i is not available here: cannot make a file read-only for root")
     try:
         yield
@@ -124,8 +161,19 @@ def test_corrupt_or_read_only_cache_names_the_file_and_the_way_on(damage, fault_
         cache.write_bytes(cache.read_bytes()[: cache.stat().st_size // 2])
     before = cache.read_bytes()
     (tmp_path / "p.jsonl").write_text('{"instruction": "Name a prime.", "output": ""}\n')
-    args = ["respond", "--in", str(tmp_path / "p.jsonl"), "--out", str(tmp_path / "out"), "--base-url",
-            fault_server.url, "--model", MODEL_ID, "--cache-path", str(cache)]
+    args = [
+        "respond",
+        "--in",
+        str(tmp_path / "p.jsonl"),
+        "--out",
+        str(tmp_path / "out"),
+        "--base-url",
+        fault_server.url,
+        "--model",
+        MODEL_ID,
+        "--cache-path",
+        str(cache),
+    ]
     with _immutable(cache) if damage == "read-only" else contextlib.nullcontext():
         result = CliRunner().invoke(cli, args)
     output = result.output

@@ -21,18 +21,27 @@ from datagen.cli import cli
 from tests.plugins.faults import MODEL_ID
 from tests.reliability._support import REPO, SEEDS, responder
 
-GOOD_DOC = ("Volcanoes form where magma rises through the crust. Lava that cools quickly becomes basalt rock.\n\n"
-            "Crater Lake in Oregon fills a caldera that formed when Mount Mazama collapsed.\n")
+GOOD_DOC = (
+    "Volcanoes form where magma rises through the crust. Lava that cools quickly becomes basalt rock.\n\n"
+    "Crater Lake in Oregon fills a caldera that formed when Mount Mazama collapsed.\n"
+)
 
 
 def _config(tmp: Path, url: str, text: str | None = None, **sections) -> Path:
     """A run config with ``sections`` (or the raw ``text``), writing under ``tmp/out``."""
     path = tmp / "run.yaml"
     if text is None:
-        data = {"name": "r", "out_dir": str(tmp / "out"),
-                "endpoint": {"base_url": url, "model": MODEL_ID, "cache_path": str(tmp / "cache.sqlite"),
-                             "max_retries": 0},
-                **sections}
+        data = {
+            "name": "r",
+            "out_dir": str(tmp / "out"),
+            "endpoint": {
+                "base_url": url,
+                "model": MODEL_ID,
+                "cache_path": str(tmp / "cache.sqlite"),
+                "max_retries": 0,
+            },
+            **sections,
+        }
         text = yaml.safe_dump(data, allow_unicode=True)
     path.write_text(text, encoding="utf-8")
     return path
@@ -50,8 +59,9 @@ def _refused(result, output: str, fragments: tuple[str, ...], tmp: Path, fault_s
     assert isinstance(result.exception, SystemExit), repr(result.exception)
     for fragment in fragments:
         assert fragment in output, f"{fragment!r} not in: {output}"
-    assert not (tmp / "out").exists() or not any(p.is_file() for p in (tmp / "out").rglob("*")), \
-        sorted(map(str, (tmp / "out").rglob("*")))
+    assert not (tmp / "out").exists() or not any(p.is_file() for p in (tmp / "out").rglob("*")), sorted(
+        map(str, (tmp / "out").rglob("*"))
+    )
     assert fault_server.log == [], "a refused input reached the endpoint"
 
 
@@ -61,17 +71,32 @@ SI = {"seeds": SEEDS, "num_instructions": 2, "batch_size": 1, "classifier_eval_s
 
 NON_FINITE = {
     # id: (config sections or raw YAML, overrides, fragments the message must hold)
-    "config-temperature-nan": ({"self_instruct": {**SI, "generate_sampling": {"temperature": float("nan")}}}, (),
-                               ("self_instruct.generate_sampling.temperature", "finite")),
+    "config-temperature-nan": (
+        {"self_instruct": {**SI, "generate_sampling": {"temperature": float("nan")}}},
+        (),
+        ("self_instruct.generate_sampling.temperature", "finite"),
+    ),
     "config-rpm-inf": ({"self_instruct": SI, "endpoint": "<url-inf>"}, (), ("endpoint.rpm", "finite")),
-    "config-rouge-threshold-inf": ({"self_instruct": {**SI, "rouge_threshold": float("inf")}}, (),
-                                   ("rouge_threshold", "finite")),
-    "override-min-support-nan": ({"self_qa": {"docs": str(REPO / "seeds" / "docs")}}, ("self_qa.min_support=.nan",),
-                                 ("self_qa.min_support", "finite")),
-    "override-learning-rate-inf": ({"self_instruct": SI, "train": {"base": "embedded"}}, ("train.learning_rate=.inf",),
-                                   ("train.learning_rate", "finite")),
-    "override-in-free-form-section-nan": ({"self_instruct": SI}, ("self_instruct.generate_sampling.top_p=-.inf",),
-                                          ("top_p", "finite")),
+    "config-rouge-threshold-inf": (
+        {"self_instruct": {**SI, "rouge_threshold": float("inf")}},
+        (),
+        ("rouge_threshold", "finite"),
+    ),
+    "override-min-support-nan": (
+        {"self_qa": {"docs": str(REPO / "seeds" / "docs")}},
+        ("self_qa.min_support=.nan",),
+        ("self_qa.min_support", "finite"),
+    ),
+    "override-learning-rate-inf": (
+        {"self_instruct": SI, "train": {"base": "embedded"}},
+        ("train.learning_rate=.inf",),
+        ("train.learning_rate", "finite"),
+    ),
+    "override-in-free-form-section-nan": (
+        {"self_instruct": SI},
+        ("self_instruct.generate_sampling.top_p=-.inf",),
+        ("top_p", "finite"),
+    ),
 }
 
 
@@ -99,14 +124,34 @@ def test_inf_and_nan_in_a_run_config_are_refused_up_front(case, tmp_path, fault_
     record_property("detail", output.strip().splitlines()[-1].replace(f"{tmp_path}/", "")[:160])
 
 
-@pytest.mark.parametrize("flag,value", [("--temperature", "nan"), ("--temperature", "inf"), ("--top-p", "nan"),
-                                        ("--timeout", "inf"), ("--rpm", "nan"), ("--circuit-breaker", "inf")])
+@pytest.mark.parametrize(
+    "flag,value",
+    [
+        ("--temperature", "nan"),
+        ("--temperature", "inf"),
+        ("--top-p", "nan"),
+        ("--timeout", "inf"),
+        ("--rpm", "nan"),
+        ("--circuit-breaker", "inf"),
+    ],
+)
 def test_inf_and_nan_flags_are_usage_errors(flag, value, tmp_path, fault_server):
     """#6: `--temperature nan`, `--top-p nan`, `--timeout inf`, `--rpm nan`, `--circuit-breaker inf`: exit 2 naming
     the flag (nan passed click's range checks: every comparison with nan is false)."""
     (tmp_path / "p.jsonl").write_text('{"instruction": "Name a prime.", "output": ""}\n')
-    result, output = _invoke("respond", "--in", tmp_path / "p.jsonl", "--out", tmp_path / "out",
-                             "--base-url", fault_server.url, "--model", MODEL_ID, flag, value)
+    result, output = _invoke(
+        "respond",
+        "--in",
+        tmp_path / "p.jsonl",
+        "--out",
+        tmp_path / "out",
+        "--base-url",
+        fault_server.url,
+        "--model",
+        MODEL_ID,
+        flag,
+        value,
+    )
     _refused(result, output, (flag, "finite"), tmp_path, fault_server)
 
 
@@ -114,22 +159,39 @@ def test_inf_and_nan_flags_are_usage_errors(flag, value, tmp_path, fault_server)
 
 SHAPES = {
     # id: (raw YAML with {url} and {out}, fragments)
-    "endpoint-a-number": ("name: r\nout_dir: {out}\nendpoint: 5\nself_instruct: {{seeds: " + SEEDS + "}}\n",
-                          ("endpoint", "mapping", "5")),
-    "endpoint-a-list": ("name: r\nout_dir: {out}\nendpoint: [{url}]\nself_instruct: {{seeds: " + SEEDS + "}}\n",
-                        ("endpoint", "mapping")),
-    "sampling-a-list": ("name: r\nout_dir: {out}\nendpoint: {{base_url: {url}}}\nself_instruct: {{seeds: " + SEEDS
-                        + ", generate_sampling: [1, 2]}}\n", ("generate_sampling", "mapping")),
-    "out-dir-a-list": ("name: r\nout_dir: [a, b]\nendpoint: {{base_url: {url}}}\nself_instruct: {{seeds: " + SEEDS
-                       + "}}\n", ("out_dir",)),
+    "endpoint-a-number": (
+        "name: r\nout_dir: {out}\nendpoint: 5\nself_instruct: {{seeds: " + SEEDS + "}}\n",
+        ("endpoint", "mapping", "5"),
+    ),
+    "endpoint-a-list": (
+        "name: r\nout_dir: {out}\nendpoint: [{url}]\nself_instruct: {{seeds: " + SEEDS + "}}\n",
+        ("endpoint", "mapping"),
+    ),
+    "sampling-a-list": (
+        "name: r\nout_dir: {out}\nendpoint: {{base_url: {url}}}\nself_instruct: {{seeds: "
+        + SEEDS
+        + ", generate_sampling: [1, 2]}}\n",
+        ("generate_sampling", "mapping"),
+    ),
+    "out-dir-a-list": (
+        "name: r\nout_dir: [a, b]\nendpoint: {{base_url: {url}}}\nself_instruct: {{seeds: " + SEEDS + "}}\n",
+        ("out_dir",),
+    ),
     "config-a-list": ("- name: r\n- out_dir: {out}\n", ("mapping", "list")),
-    "a-date-where-text-belongs": ("name: r\nout_dir: {out}\nendpoint: {{base_url: {url}, model: 2024-01-01}}\n"
-                                  "self_instruct: {{seeds: " + SEEDS + "}}\n", ("endpoint", "model")),
-    "duplicate-yaml-key": ("name: r\nout_dir: {out}\nendpoint: {{base_url: {url}}}\nself_instruct:\n"
-                           "  seeds: " + SEEDS + "\n  num_instructions: 3\n  num_instructions: 300\n",
-                           ("run.yaml:7", "duplicate key 'num_instructions'", "line 6")),
-    "duplicate-top-level-key-json": ('{{"name": "r", "out_dir": "{out}", "name": "s", "endpoint": {{"base_url": "{url}"}}}}',
-                                     ("run.yaml:1", "duplicate key 'name'")),
+    "a-date-where-text-belongs": (
+        "name: r\nout_dir: {out}\nendpoint: {{base_url: {url}, model: 2024-01-01}}\n"
+        "self_instruct: {{seeds: " + SEEDS + "}}\n",
+        ("endpoint", "model"),
+    ),
+    "duplicate-yaml-key": (
+        "name: r\nout_dir: {out}\nendpoint: {{base_url: {url}}}\nself_instruct:\n"
+        "  seeds: " + SEEDS + "\n  num_instructions: 3\n  num_instructions: 300\n",
+        ("run.yaml:7", "duplicate key 'num_instructions'", "line 6"),
+    ),
+    "duplicate-top-level-key-json": (
+        '{{"name": "r", "out_dir": "{out}", "name": "s", "endpoint": {{"base_url": "{url}"}}}}',
+        ("run.yaml:1", "duplicate key 'name'"),
+    ),
 }
 
 
@@ -200,11 +262,23 @@ def test_json_record_nested_1000_deep_is_a_record_error(tmp_path, fault_server):
     deeply", not a RecursionError."""
     source = tmp_path / "deep.jsonl"
     ok = json.dumps({"instruction": "Add 2 and 3.", "output": "5"})
-    source.write_text(ok + "\n" + '{"instruction": "a", "output": "b", "meta": {"x": ' + "[" * 1000 + "]" * 1000
-                      + "}}\n" + '{"instruction": "a", "output": "b", "meta": ' + "[" * 100_000 + "]" * 100_000 + "}\n")
+    source.write_text(
+        ok
+        + "\n"
+        + '{"instruction": "a", "output": "b", "meta": {"x": '
+        + "[" * 1000
+        + "]" * 1000
+        + "}}\n"
+        + '{"instruction": "a", "output": "b", "meta": '
+        + "[" * 100_000
+        + "]" * 100_000
+        + "}\n"
+    )
     result, output = _invoke("convert", source, tmp_path / "out" / "x.jsonl", "--to", "alpaca")
     _refused(result, output, ("deep.jsonl:2", "nested too deeply"), tmp_path, fault_server)
-    source.write_text(ok + "\n" + '{"instruction": "a", "output": "b", "meta": ' + "[" * 100_000 + "]" * 100_000 + "}\n")
+    source.write_text(
+        ok + "\n" + '{"instruction": "a", "output": "b", "meta": ' + "[" * 100_000 + "]" * 100_000 + "}\n"
+    )
     result, output = _invoke("convert", source, tmp_path / "out" / "x.jsonl", "--to", "alpaca")
     _refused(result, output, ("deep.jsonl:2", "nested too deeply"), tmp_path, fault_server)
 
@@ -216,8 +290,10 @@ def test_lone_surrogates_in_records_are_replaced_with_a_warning(tmp_path, fault_
     """#9: Records holding lone surrogates (`"\\ud800"` escapes, valid JSON that no UTF-8 file can hold): converted
     with U+FFFD in their place and a warning naming `file:line`, exit 0 (it was exit 1 on the write)."""
     source = tmp_path / "s.jsonl"
-    source.write_text('{"instruction": "Add 2 and 3.", "output": "5"}\n'
-                      '{"instruction": "Say \\ud800 hi", "output": "ok \\udfff", "meta": {"k\\ud800": 1}}\n')
+    source.write_text(
+        '{"instruction": "Add 2 and 3.", "output": "5"}\n'
+        '{"instruction": "Say \\ud800 hi", "output": "ok \\udfff", "meta": {"k\\ud800": 1}}\n'
+    )
     out = tmp_path / "out" / "x.jsonl"
     result, output = _invoke("convert", source, out, "--to", "datagen")
     assert result.exit_code == 0, output
@@ -236,12 +312,28 @@ def test_docs_with_non_utf8_file_names_run_with_a_warning(tmp_path, fault_server
     (docs / "good.md").write_text(GOOD_DOC, encoding="utf-8")
     with open(os.path.join(os.fsencode(docs), b"caf\xe9.md"), "wb") as handle:
         handle.write(GOOD_DOC.replace("Volcanoes", "Glaciers").encode())
-    (docs / "lines.jsonl").write_text('{"text": "Basalt rock \\ud800 forms when lava cools quickly near the surface '
-                                      'of the crust."}\n', encoding="utf-8")
+    (docs / "lines.jsonl").write_text(
+        '{"text": "Basalt rock \\ud800 forms when lava cools quickly near the surface of the crust."}\n',
+        encoding="utf-8",
+    )
     fault_server.responder = responder()
-    result, output = _invoke("self-qa", "--docs", docs, "--out", tmp_path / "out", "--base-url", fault_server.url,
-                             "--model", MODEL_ID, "--max-retries", "0", "--questions-per-chunk", "1",
-                             "--cache-path", tmp_path / "cache.sqlite")
+    result, output = _invoke(
+        "self-qa",
+        "--docs",
+        docs,
+        "--out",
+        tmp_path / "out",
+        "--base-url",
+        fault_server.url,
+        "--model",
+        MODEL_ID,
+        "--max-retries",
+        "0",
+        "--questions-per-chunk",
+        "1",
+        "--cache-path",
+        tmp_path / "cache.sqlite",
+    )
     assert result.exit_code == 0, output + repr(result.exception)
     records = (tmp_path / "out" / "records.jsonl").read_text(encoding="utf-8")
     rejects = (tmp_path / "out" / "rejects.jsonl").read_text(encoding="utf-8")

@@ -25,8 +25,14 @@ print("loaded", flush=True)
 
 def test_the_optional_kernel_notice_is_dropped_and_other_warnings_are_not(tmp_path):
     """Loading the encoder as a library prints no gemm_4bit_forward notice; other bitsandbytes warnings show."""
-    done = subprocess.run([sys.executable, "-c", _SCRIPT], capture_output=True, text=True, timeout=300, cwd=REPO,
-                          env=subprocess_env(tmp_path / "home"))
+    done = subprocess.run(
+        [sys.executable, "-c", _SCRIPT],
+        capture_output=True,
+        text=True,
+        timeout=300,
+        cwd=REPO,
+        env=subprocess_env(tmp_path / "home"),
+    )
     assert done.returncode == 0 and "loaded" in done.stdout, done.stderr
     assert "gemm_4bit_forward" not in done.stderr and "Skipping publisher trust check" not in done.stderr, done.stderr
     assert "a real bitsandbytes problem" in done.stderr

@@ -29,16 +29,48 @@ from datagen.errors import RecordError, UserError
 from datagen.formats import read_seed_tasks
 from datagen.run import TOP_KEYS, load_plan
 
-PROPERTY = settings(max_examples=120, deadline=None, derandomize=True, database=None,
-                    suppress_health_check=[HealthCheck.too_slow, HealthCheck.data_too_large])
+PROPERTY = settings(
+    max_examples=120,
+    deadline=None,
+    derandomize=True,
+    database=None,
+    suppress_health_check=[HealthCheck.too_slow, HealthCheck.data_too_large],
+)
 
-SCALARS = (st.none() | st.booleans() | st.integers(-10**20, 10**20) | st.floats() | st.text(max_size=20)
-           | st.sampled_from(["", "\ud800", "embedded", "http://u:p@127.0.0.1:1/v1", "2024-01-01", ".nan", "~"]))
-RECORD_KEYS = ["id", "instruction", "input", "output", "messages", "conversations", "instances", "meta", "role",
-               "content", "from", "value", "is_classification", "lang", "reject", "name"]
-JSON_VALUES = st.recursive(SCALARS, lambda kids: st.lists(kids, max_size=4)
-                           | st.dictionaries(st.sampled_from(RECORD_KEYS) | st.text(max_size=8), kids, max_size=5),
-                           max_leaves=15)
+SCALARS = (
+    st.none()
+    | st.booleans()
+    | st.integers(-(10**20), 10**20)
+    | st.floats()
+    | st.text(max_size=20)
+    | st.sampled_from(["", "\ud800", "embedded", "http://u:p@127.0.0.1:1/v1", "2024-01-01", ".nan", "~"])
+)
+RECORD_KEYS = [
+    "id",
+    "instruction",
+    "input",
+    "output",
+    "messages",
+    "conversations",
+    "instances",
+    "meta",
+    "role",
+    "content",
+    "from",
+    "value",
+    "is_classification",
+    "lang",
+    "reject",
+    "name",
+]
+JSON_VALUES = st.recursive(
+    SCALARS,
+    lambda kids: (
+        st.lists(kids, max_size=4)
+        | st.dictionaries(st.sampled_from(RECORD_KEYS) | st.text(max_size=8), kids, max_size=5)
+    ),
+    max_leaves=15,
+)
 
 
 def _json_line(value) -> str:
@@ -48,9 +80,9 @@ def _json_line(value) -> str:
 LINE = st.one_of(
     JSON_VALUES.map(_json_line),
     st.text(max_size=60),
-    st.just('{"instruction": "a", "output": "b", "output": "c"}'),                 # a duplicate key
+    st.just('{"instruction": "a", "output": "b", "output": "c"}'),  # a duplicate key
     st.integers(1, 3000).map(lambda n: '{"instruction": "a", "output": "b", "meta": ' + "[" * n + "]" * n + "}"),
-    st.just('{"instruction": "caf\\ud800", "output": "b"}'),                        # a lone surrogate
+    st.just('{"instruction": "caf\\ud800", "output": "b"}'),  # a lone surrogate
     st.just(""),
 )
 RECORD_FILES = st.one_of(
@@ -59,29 +91,60 @@ RECORD_FILES = st.one_of(
     st.lists(JSON_VALUES, max_size=4).map(lambda rows: json.dumps(rows, indent=2).encode()),  # an array, not JSONL
 )
 
-SECTION_KEYS = ["seeds", "docs", "graph", "num_instructions", "batch_size", "generate_sampling", "temperature",
-                "top_p", "max_tokens", "enabled", "base", "learning_rate", "judge", "inputs", "base_url", "base_urls",
-                "model", "rpm", "timeout", "cache", "min_support", "lang", "mode", "max_chunks"]
-CONFIG_VALUES = st.recursive(SCALARS, lambda kids: st.lists(kids, max_size=3)
-                             | st.dictionaries(st.sampled_from(SECTION_KEYS) | st.text(max_size=6), kids, max_size=4),
-                             max_leaves=12)
+SECTION_KEYS = [
+    "seeds",
+    "docs",
+    "graph",
+    "num_instructions",
+    "batch_size",
+    "generate_sampling",
+    "temperature",
+    "top_p",
+    "max_tokens",
+    "enabled",
+    "base",
+    "learning_rate",
+    "judge",
+    "inputs",
+    "base_url",
+    "base_urls",
+    "model",
+    "rpm",
+    "timeout",
+    "cache",
+    "min_support",
+    "lang",
+    "mode",
+    "max_chunks",
+]
+CONFIG_VALUES = st.recursive(
+    SCALARS,
+    lambda kids: (
+        st.lists(kids, max_size=3)
+        | st.dictionaries(st.sampled_from(SECTION_KEYS) | st.text(max_size=6), kids, max_size=4)
+    ),
+    max_leaves=12,
+)
 CONFIGS = st.one_of(
-    st.dictionaries(st.sampled_from([*TOP_KEYS, "bogus"]), CONFIG_VALUES, max_size=5)
-    .map(lambda d: yaml.safe_dump(d, allow_unicode=False)),
+    st.dictionaries(st.sampled_from([*TOP_KEYS, "bogus"]), CONFIG_VALUES, max_size=5).map(
+        lambda d: yaml.safe_dump(d, allow_unicode=False)
+    ),
     CONFIG_VALUES.map(lambda v: yaml.safe_dump(v, allow_unicode=False)),
     st.text(max_size=200),
-    st.sampled_from([
-        "a: &a [1, 2]\nb: [*a, *a]\nself_instruct: *a\n",
-        "x: &x {k: 1}\ny: &y [*x, *x, *x]\nz: [*y, *y, *y]\nendpoint: *x\n",
-        "loop: &l [*l]\n",
-        "base: &b {seeds: s.jsonl}\nself_instruct:\n  <<: *b\n  seeds: t.jsonl\n",
-        "name: r\nname: s\n",
-        "endpoint: !!binary aGVsbG8=\n",
-        "endpoint: !!set {a, b}\n",
-        "out_dir: 2024-01-01\nself_instruct: {seeds: x}\n",
-        "[" * 500 + "]" * 500,
-        "self_instruct: {generate_sampling: {temperature: .inf}}\n",
-    ]),
+    st.sampled_from(
+        [
+            "a: &a [1, 2]\nb: [*a, *a]\nself_instruct: *a\n",
+            "x: &x {k: 1}\ny: &y [*x, *x, *x]\nz: [*y, *y, *y]\nendpoint: *x\n",
+            "loop: &l [*l]\n",
+            "base: &b {seeds: s.jsonl}\nself_instruct:\n  <<: *b\n  seeds: t.jsonl\n",
+            "name: r\nname: s\n",
+            "endpoint: !!binary aGVsbG8=\n",
+            "endpoint: !!set {a, b}\n",
+            "out_dir: 2024-01-01\nself_instruct: {seeds: x}\n",
+            "[" * 500 + "]" * 500,
+            "self_instruct: {generate_sampling: {temperature: .inf}}\n",
+        ]
+    ),
 )
 
 

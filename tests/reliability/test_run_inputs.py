@@ -28,10 +28,12 @@ NEW_DOC = "Glaciers carve U-shaped valleys as they slowly move downhill under th
 
 
 def _config(tmp: Path, url: str, docs: str, out_dir: Path) -> Path:
-    config = {"name": "r", "out_dir": str(out_dir),
-              "endpoint": {"base_url": url, "model": MODEL_ID, "cache_path": str(tmp / "cache.sqlite"),
-                           "max_retries": 0},
-              "self_qa": {"docs": docs, "questions_per_chunk": 1}}
+    config = {
+        "name": "r",
+        "out_dir": str(out_dir),
+        "endpoint": {"base_url": url, "model": MODEL_ID, "cache_path": str(tmp / "cache.sqlite"), "max_retries": 0},
+        "self_qa": {"docs": docs, "questions_per_chunk": 1},
+    }
     path = tmp / "run.yaml"
     path.write_text(yaml.safe_dump(config), encoding="utf-8")
     return path

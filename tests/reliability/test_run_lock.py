@@ -35,10 +35,12 @@ _HOLDER = textwrap.dedent("""
 
 
 def _config(tmp: Path, url: str) -> Path:
-    config = {"name": "r", "out_dir": str(tmp / "out"),
-              "endpoint": {"base_url": url, "model": MODEL_ID, "cache_path": str(tmp / "cache.sqlite"),
-                           "max_retries": 0},
-              "self_instruct": {"seeds": SEEDS, "num_instructions": 2, "batch_size": 1, "classifier_eval_seeds": 1}}
+    config = {
+        "name": "r",
+        "out_dir": str(tmp / "out"),
+        "endpoint": {"base_url": url, "model": MODEL_ID, "cache_path": str(tmp / "cache.sqlite"), "max_retries": 0},
+        "self_instruct": {"seeds": SEEDS, "num_instructions": 2, "batch_size": 1, "classifier_eval_seeds": 1},
+    }
     path = tmp / "run.yaml"
     path.write_text(yaml.safe_dump(config), encoding="utf-8")
     return path
@@ -86,8 +88,9 @@ def test_stale_lock_file_from_a_dead_process_is_reclaimed(tmp_path, fault_server
     run_dir.parent.mkdir(parents=True)
     dead = subprocess.Popen([sys.executable, "-c", "pass"])
     dead.wait()
-    lock_path(run_dir).write_text(json.dumps({"pid": dead.pid, "host": socket.gethostname(),
-                                              "started": time.strftime("%Y-%m-%dT%H:%M:%S%z")}))
+    lock_path(run_dir).write_text(
+        json.dumps({"pid": dead.pid, "host": socket.gethostname(), "started": time.strftime("%Y-%m-%dT%H:%M:%S%z")})
+    )
     result = CliRunner().invoke(cli, ["run", str(config), "--resume"])
     assert result.exit_code == 0, result.output
     assert f"reclaimed a stale lock left by pid {dead.pid}" in result.output, result.output

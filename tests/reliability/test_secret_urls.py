@@ -56,11 +56,15 @@ def test_url_credentials_never_written_or_logged(scenario, fault_server, tmp_pat
     else:
         url = f"http://alice:{USER_SECRET}@127.0.0.1:{_closed_port()}/v1?api_key={QUERY_SECRET}&x=1"
         endpoint, code = {"max_retries": 0, "circuit_breaker": 0.2}, None
-    config = write_config(tmp_path / "c.yaml", tmp_path / "out", url, tmp_path / "home" / "cache.sqlite",
-                          endpoint=endpoint,
-                          self_instruct={"seeds": SEEDS, "num_instructions": 2, "batch_size": 1,
-                                         "classifier_eval_seeds": 1},
-                          self_qa={"docs": str(REPO / "seeds" / "docs"), "max_chunks": 1, "questions_per_chunk": 1})
+    config = write_config(
+        tmp_path / "c.yaml",
+        tmp_path / "out",
+        url,
+        tmp_path / "home" / "cache.sqlite",
+        endpoint=endpoint,
+        self_instruct={"seeds": SEEDS, "num_instructions": 2, "batch_size": 1, "classifier_eval_seeds": 1},
+        self_qa={"docs": str(REPO / "seeds" / "docs"), "max_chunks": 1, "questions_per_chunk": 1},
+    )
     env = subprocess_env(tmp_path / "home")
     result = run_datagen("-v", "run", config, env=env, timeout=120, cwd=tmp_path)
     if code is not None:
@@ -73,11 +77,14 @@ def test_url_credentials_never_written_or_logged(scenario, fault_server, tmp_pat
         assert "request failed for good" in result.stderr, result.stderr[-3000:]
     leaks = _leaks(tmp_path / "out", result.stdout, result.stderr) + _leaks(tmp_path / "home")
     assert not leaks, f"URL credentials leaked into: {leaks}"
-    manifest = (tmp_path / "out" / "r" / "manifest.json")
+    manifest = tmp_path / "out" / "r" / "manifest.json"
     if manifest.exists():
         assert "http://***@127.0.0.1" in manifest.read_text(), manifest.read_text()[:2000]
-    record_property("detail", f"exit {result.returncode}; searched {sum(1 for p in tmp_path.rglob('*') if p.is_file())}"
-                              " files and both output streams: no secret")
+    record_property(
+        "detail",
+        f"exit {result.returncode}; searched {sum(1 for p in tmp_path.rglob('*') if p.is_file())}"
+        " files and both output streams: no secret",
+    )
 
 
 def test_redaction_helper_covers_config_errors_and_stats(record_property):

@@ -55,8 +55,11 @@ def _files_with_key(root):
 SCENARIOS = {
     # name: (plan settings, endpoint settings, expected exit code)
     "auth-failure": ({"require_key": "sk-the-right-one"}, {}, 0),
-    "server-errors-and-malformed": ({"rate": 0.5, "kinds": ("500", "502", "503", "429", "malformed",
-                                                            "empty_choices")}, {"max_retries": 1}, 0),
+    "server-errors-and-malformed": (
+        {"rate": 0.5, "kinds": ("500", "502", "503", "429", "malformed", "empty_choices")},
+        {"max_retries": 1},
+        0,
+    ),
     "circuit-open": ({"down": True}, {"circuit_breaker": 0.3, "max_retries": 50}, 1),
 }
 
@@ -70,26 +73,33 @@ def test_planted_key_never_leaks_on_failure_paths(scenario, echo_server, tmp_pat
     echo_server.responder = responder()
     for name, value in plan.items():
         setattr(echo_server.plan, name, value)
-    config = write_config(tmp_path / "c.yaml", tmp_path / "out", echo_server.url, tmp_path / "home" / "cache.sqlite",
-                          endpoint=endpoint,
-                          self_instruct={"seeds": SEEDS, "num_instructions": 3, "batch_size": 2,
-                                         "classifier_eval_seeds": 2},
-                          self_qa={"docs": str(REPO / "seeds" / "docs"), "max_chunks": 2, "questions_per_chunk": 1})
+    config = write_config(
+        tmp_path / "c.yaml",
+        tmp_path / "out",
+        echo_server.url,
+        tmp_path / "home" / "cache.sqlite",
+        endpoint=endpoint,
+        self_instruct={"seeds": SEEDS, "num_instructions": 3, "batch_size": 2, "classifier_eval_seeds": 2},
+        self_qa={"docs": str(REPO / "seeds" / "docs"), "max_chunks": 2, "questions_per_chunk": 1},
+    )
     env = subprocess_env(tmp_path / "home", DATAGEN_API_KEY=PLANTED_API_KEY, OPENAI_LOG="debug")
     result = run_datagen("-v", "run", config, env=env, timeout=120, cwd=tmp_path)
     assert result.returncode == code, result.stderr[-3000:]
     seen = echo_server.auth_seen
     assert seen and all(auth == f"Bearer {PLANTED_API_KEY}" for auth in seen)  # the key was really sent
     assert PLANTED_API_KEY not in result.stdout and PLANTED_API_KEY not in result.stderr
-    assert "DEBUG" in result.stderr                                # the debug logs were really on
+    assert "DEBUG" in result.stderr  # the debug logs were really on
     assert not _files_with_key(tmp_path), _files_with_key(tmp_path)
     if scenario == "circuit-open":
         assert "re-run with --resume" in result.stderr
     else:
         assert (tmp_path / "out" / "r" / "report.html").is_file()
     record_property("tried", len(seen))
-    record_property("detail", f"{len(seen)} requests carried the key; exit {result.returncode}; "
-                              f"searched stdout, stderr and {sum(1 for p in tmp_path.rglob('*') if p.is_file())} files")
+    record_property(
+        "detail",
+        f"{len(seen)} requests carried the key; exit {result.returncode}; "
+        f"searched stdout, stderr and {sum(1 for p in tmp_path.rglob('*') if p.is_file())} files",
+    )
 
 
 @pytest.mark.parametrize("kind", ["401", "500", "malformed"])

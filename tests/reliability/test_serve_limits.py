@@ -24,8 +24,14 @@ TIMEOUT = 1.0
 
 @pytest.fixture(scope="module")
 def server(tiny_model_dir):
-    cfg = ServeConfig(model=str(tiny_model_dir), port=0, served_model_name=TINY_MODEL, max_choices=8,
-                      client_timeout=TIMEOUT, max_batch_size=4)
+    cfg = ServeConfig(
+        model=str(tiny_model_dir),
+        port=0,
+        served_model_name=TINY_MODEL,
+        max_choices=8,
+        client_timeout=TIMEOUT,
+        max_batch_size=4,
+    )
     with serve_in_thread(cfg) as url:
         yield url
 
@@ -46,8 +52,11 @@ def test_n_times_prompts_is_bounded(server, record_property):
     assert reply.status_code == 400 and reply.json()["error"]["param"] == "n"
     assert "at most 8" in reply.json()["error"]["message"]
     assert time.monotonic() - started < 2
-    chat = _post(server, "/chat/completions", {"model": TINY_MODEL, "n": 9, "max_tokens": 2,
-                                               "messages": [{"role": "user", "content": "hi"}]})
+    chat = _post(
+        server,
+        "/chat/completions",
+        {"model": TINY_MODEL, "n": 9, "max_tokens": 2, "messages": [{"role": "user", "content": "hi"}]},
+    )
     assert chat.status_code == 400 and chat.json()["error"]["param"] == "n"
     ok = _post(server, "/completions", {"model": TINY_MODEL, "prompt": ["a", "b"], "n": 4, "max_tokens": 2})
     assert ok.status_code == 200 and len(ok.json()["choices"]) == 8
@@ -58,11 +67,14 @@ def test_a_disconnected_client_stops_its_generation(server):
     """A client that hangs up mid-generation: its rows stop (counted in /health) and the server serves on."""
     health = server.removesuffix("/v1") + "/health"
     before = httpx.get(health, trust_env=False).json()["cancelled_rows"]
-    body = json.dumps({"model": TINY_MODEL, "prompt": "Once upon a time", "max_tokens": 2000, "n": 2,
-                       "temperature": 1.0, "seed": 1}).encode()
+    body = json.dumps(
+        {"model": TINY_MODEL, "prompt": "Once upon a time", "max_tokens": 2000, "n": 2, "temperature": 1.0, "seed": 1}
+    ).encode()
     with socket.create_connection(_addr(server)) as sock:
-        sock.sendall(b"POST /v1/completions HTTP/1.1\r\nHost: 127.0.0.1\r\nContent-Type: application/json\r\n"
-                     b"Content-Length: " + str(len(body)).encode() + b"\r\n\r\n" + body)
+        sock.sendall(
+            b"POST /v1/completions HTTP/1.1\r\nHost: 127.0.0.1\r\nContent-Type: application/json\r\n"
+            b"Content-Length: " + str(len(body)).encode() + b"\r\n\r\n" + body
+        )
         time.sleep(0.5)
     deadline = time.monotonic() + 30
     while httpx.get(health, trust_env=False).json()["cancelled_rows"] < before + 2:
@@ -101,31 +113,40 @@ def test_slow_headers_are_cut_off(server):
 def test_slow_body_is_408(server):
     """Headers promise 100 bytes, 10 arrive: 408 after the client timeout, not a connection held forever."""
     with socket.create_connection(_addr(server), timeout=10) as sock:
-        sock.sendall(b"POST /v1/chat/completions HTTP/1.1\r\nHost: 127.0.0.1\r\nContent-Type: application/json\r\n"
-                     b"Content-Length: 100\r\n\r\n{\"model\":")
+        sock.sendall(
+            b"POST /v1/chat/completions HTTP/1.1\r\nHost: 127.0.0.1\r\nContent-Type: application/json\r\n"
+            b'Content-Length: 100\r\n\r\n{"model":'
+        )
         started = time.monotonic()
         head = sock.recv(4096).decode("latin-1")
     assert head.split(" ", 2)[1] == "408"
     assert TIMEOUT - 0.2 < time.monotonic() - started < TIMEOUT + 3
 
 
-@pytest.mark.parametrize("headers, status", [
-    ({"Host": "evil.example"}, 403),
-    ({"Host": "evil.example:8000"}, 403),
-    ({"Origin": "http://evil.example"}, 403),
-    ({"Origin": "null"}, 403),
-    ({"Host": "localhost:1234"}, 200),
-    ({"Host": "[::1]:1234", "Origin": "http://localhost:3000"}, 200),
-    ({"Host": "127.0.0.1"}, 200),
-])
+@pytest.mark.parametrize(
+    "headers, status",
+    [
+        ({"Host": "evil.example"}, 403),
+        ({"Host": "evil.example:8000"}, 403),
+        ({"Origin": "http://evil.example"}, 403),
+        ({"Origin": "null"}, 403),
+        ({"Host": "localhost:1234"}, 200),
+        ({"Host": "[::1]:1234", "Origin": "http://localhost:3000"}, 200),
+        ({"Host": "127.0.0.1"}, 200),
+    ],
+)
 def test_without_a_key_only_loopback_hosts_and_origins(server, headers, status):
     """DNS rebinding and CSRF: a foreign Host or Origin gets 403 on every route; loopback names are served."""
     for path in ("/models", "/chat/completions"):
         if path == "/models":
             reply = httpx.get(server + path, headers=headers, trust_env=False)
         else:
-            reply = _post(server, path, {"model": TINY_MODEL, "max_tokens": 1,
-                                         "messages": [{"role": "user", "content": "hi"}]}, headers)
+            reply = _post(
+                server,
+                path,
+                {"model": TINY_MODEL, "max_tokens": 1, "messages": [{"role": "user", "content": "hi"}]},
+                headers,
+            )
         assert reply.status_code == status, (path, reply.text)
         if status == 403:
             assert "not allowed" in reply.json()["error"]["message"]
@@ -146,8 +167,10 @@ def test_allow_host_and_api_key_open_other_names(tiny_model_dir):
 def _raw_post(path: str, body: dict) -> tuple[bytes, bytes]:
     """A request split in two: all but its last byte (send now), and the last byte (send to start it)."""
     data = json.dumps(body).encode()
-    head = (f"POST {path} HTTP/1.1\r\nHost: 127.0.0.1\r\nContent-Type: application/json\r\n"
-            f"Content-Length: {len(data)}\r\nConnection: close\r\n\r\n").encode()
+    head = (
+        f"POST {path} HTTP/1.1\r\nHost: 127.0.0.1\r\nContent-Type: application/json\r\n"
+        f"Content-Length: {len(data)}\r\nConnection: close\r\n\r\n"
+    ).encode()
     return head + data[:-1], data[-1:]
 
 
@@ -171,8 +194,14 @@ def test_a_stream_abandoned_mid_way_stops_its_generation(server, record_property
     """
     health = server.removesuffix("/v1") + "/health"
     before = httpx.get(health, trust_env=False).json()["cancelled_rows"]
-    body = {"model": TINY_MODEL, "messages": [{"role": "user", "content": "Go on."}], "max_tokens": 1900,
-            "temperature": 1.0, "seed": 2, "stream": True}
+    body = {
+        "model": TINY_MODEL,
+        "messages": [{"role": "user", "content": "Go on."}],
+        "max_tokens": 1900,
+        "temperature": 1.0,
+        "seed": 2,
+        "stream": True,
+    }
     started = time.monotonic()
     with socket.create_connection(_addr(server), timeout=30) as sock:
         sock.sendall(b"".join(_raw_post("/v1/chat/completions", body)))
@@ -189,8 +218,15 @@ def test_a_stream_abandoned_while_queued_is_dropped(server):
     health = server.removesuffix("/v1") + "/health"
     before = httpx.get(health, trust_env=False).json()
     busy = {"model": TINY_MODEL, "prompt": "x", "max_tokens": 1500, "temperature": 0}  # holds the model thread
-    stream = {"model": TINY_MODEL, "messages": [{"role": "user", "content": "Go on."}], "max_tokens": 50, "n": 3,
-              "temperature": 1.0, "seed": 3, "stream": True}
+    stream = {
+        "model": TINY_MODEL,
+        "messages": [{"role": "user", "content": "Go on."}],
+        "max_tokens": 50,
+        "n": 3,
+        "temperature": 1.0,
+        "seed": 3,
+        "stream": True,
+    }
     with socket.create_connection(_addr(server), timeout=60) as first:
         first.sendall(b"".join(_raw_post("/v1/completions", busy)))
         deadline = time.monotonic() + 30
@@ -221,12 +257,20 @@ def test_an_abandoned_stream_does_not_hurt_its_batch_mate(server, record_propert
     request still gets every token it asked for."""
     health = server.removesuffix("/v1") + "/health"
     mate = {"model": TINY_MODEL, "prompt": "Once upon a time", "max_tokens": 400, "temperature": 0}
-    stream = {"model": TINY_MODEL, "messages": [{"role": "user", "content": "Go on."}], "max_tokens": 1900,
-              "temperature": 1.0, "seed": 4, "stream": True}
+    stream = {
+        "model": TINY_MODEL,
+        "messages": [{"role": "user", "content": "Go on."}],
+        "max_tokens": 1900,
+        "temperature": 1.0,
+        "seed": 4,
+        "stream": True,
+    }
     for attempt in range(1, 4):  # the two must land in one batch (the worker waits 20 ms for company)
         before = httpx.get(health, trust_env=False).json()
-        with socket.create_connection(_addr(server), timeout=60) as other, \
-                socket.create_connection(_addr(server), timeout=30) as sock:
+        with (
+            socket.create_connection(_addr(server), timeout=60) as other,
+            socket.create_connection(_addr(server), timeout=30) as sock,
+        ):
             mate_head, mate_last = _raw_post("/v1/completions", mate)
             stream_head, stream_last = _raw_post("/v1/chat/completions", stream)
             other.sendall(mate_head)

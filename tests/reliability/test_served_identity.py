@@ -24,8 +24,10 @@ def _adapter(base: Path, out: Path, seed: int) -> Path:
     from transformers import AutoModelForCausalLM
 
     torch.manual_seed(seed)
-    model = get_peft_model(AutoModelForCausalLM.from_pretrained(base),
-                           LoraConfig(r=4, target_modules=["q_proj", "v_proj"], init_lora_weights=False))
+    model = get_peft_model(
+        AutoModelForCausalLM.from_pretrained(base),
+        LoraConfig(r=4, target_modules=["q_proj", "v_proj"], init_lora_weights=False),
+    )
     model.save_pretrained(out)
     return out
 
@@ -36,8 +38,9 @@ def adapters(tiny_model_dir: Path, tmp_path_factory: pytest.TempPathFactory) -> 
     return _adapter(tiny_model_dir, root / "a", 1), _adapter(tiny_model_dir, root / "b", 2)
 
 
-def test_served_id_changes_with_the_weights_and_so_does_the_cache_key(tiny_model_dir, adapters, tmp_path,
-                                                                       record_property):
+def test_served_id_changes_with_the_weights_and_so_does_the_cache_key(
+    tiny_model_dir, adapters, tmp_path, record_property
+):
     """Base, adapter A, adapter B and A retrained in place get four ids (and cache keys); a copy keeps its id."""
     a, b = adapters
     base_id = ServeConfig(model=str(tiny_model_dir)).model_id
@@ -76,8 +79,9 @@ def test_the_server_reports_and_requires_the_tuned_id(tiny_model_dir, adapters):
     with serve_in_thread(cfg) as url:
         client = openai.OpenAI(base_url=url, api_key="unused", max_retries=0)
         assert client.models.list().data[0].id == cfg.model_id
-        reply = client.chat.completions.create(model=cfg.model_id, messages=[{"role": "user", "content": "Hi"}],
-                                               max_tokens=2, temperature=0)
+        reply = client.chat.completions.create(
+            model=cfg.model_id, messages=[{"role": "user", "content": "Hi"}], max_tokens=2, temperature=0
+        )
         assert reply.model == cfg.model_id
         with pytest.raises(openai.NotFoundError, match="does not exist"):
             client.chat.completions.create(model=base_id, messages=[{"role": "user", "content": "Hi"}], max_tokens=2)

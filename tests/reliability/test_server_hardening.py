@@ -24,8 +24,13 @@ LIMIT = 4096
 
 @pytest.fixture(scope="module")
 def keyed_server(tiny_model_dir):
-    cfg = ServeConfig(model=str(tiny_model_dir), port=0, served_model_name=TINY_MODEL, api_key=PLANTED_API_KEY,
-                      max_request_bytes=LIMIT)
+    cfg = ServeConfig(
+        model=str(tiny_model_dir),
+        port=0,
+        served_model_name=TINY_MODEL,
+        api_key=PLANTED_API_KEY,
+        max_request_bytes=LIMIT,
+    )
     with serve_in_thread(cfg) as url:
         yield url
 
@@ -55,8 +60,10 @@ def test_cli_defaults_bind_loopback_and_take_the_key_from_the_environment(monkey
 
 
 @pytest.mark.parametrize("route", ["/v1/chat/completions", "/v1/completions", "/v1/models"])
-@pytest.mark.parametrize("authorization", [None, "Bearer", "Bearer wrong-key", f"Basic {PLANTED_API_KEY}",
-                                           f"Bearer {PLANTED_API_KEY}x", PLANTED_API_KEY])
+@pytest.mark.parametrize(
+    "authorization",
+    [None, "Bearer", "Bearer wrong-key", f"Basic {PLANTED_API_KEY}", f"Bearer {PLANTED_API_KEY}x", PLANTED_API_KEY],
+)
 def test_every_route_needs_the_key(keyed_server, route, authorization):
     """Every /v1 route answers 401 to a missing, empty, wrong, non-Bearer or extended key."""
     headers = {"authorization": authorization} if authorization else {}
@@ -71,17 +78,22 @@ def test_every_route_needs_the_key(keyed_server, route, authorization):
 def test_auth_is_checked_before_the_body_is_read(keyed_server):
     """A request without the key that declares a 10 GB body gets 401 at once: nothing is read first."""
     path = urlsplit(keyed_server).path + "/chat/completions"
-    status, seconds = _raw(keyed_server, f"POST {path} HTTP/1.1\r\nHost: x\r\nContent-Type: application/json\r\n"
-                                         f"Content-Length: 10000000000\r\n\r\n{{".encode())
+    status, seconds = _raw(
+        keyed_server,
+        f"POST {path} HTTP/1.1\r\nHost: x\r\nContent-Type: application/json\r\n"
+        f"Content-Length: 10000000000\r\n\r\n{{".encode(),
+    )
     assert status == 401 and seconds < 5
 
 
 def test_a_lying_content_length_is_refused_without_waiting_for_the_body(keyed_server):
     """With the key, a declared 10 GB body (and 1 byte sent) gets 413 at once instead of a hung connection."""
     path = urlsplit(keyed_server).path + "/completions"
-    status, seconds = _raw(keyed_server, f"POST {path} HTTP/1.1\r\nHost: x\r\nAuthorization: Bearer {PLANTED_API_KEY}"
-                                         f"\r\nContent-Type: application/json\r\nContent-Length: 10000000000\r\n\r\n{{"
-                                         .encode())
+    status, seconds = _raw(
+        keyed_server,
+        f"POST {path} HTTP/1.1\r\nHost: x\r\nAuthorization: Bearer {PLANTED_API_KEY}"
+        f"\r\nContent-Type: application/json\r\nContent-Length: 10000000000\r\n\r\n{{".encode(),
+    )
     assert status == 413 and seconds < 5
 
 
@@ -94,6 +106,7 @@ def test_the_server_keeps_serving_after_a_burst_of_rejected_requests(keyed_serve
         for i in range(20):
             assert client.post(base + "/v1/completions", json=big, headers=good).status_code == 413
             assert client.post(base + "/v1/completions", json=big).status_code == 401
-        answer = client.post(base + "/v1/completions", json={"model": TINY_MODEL, "prompt": "Hi", "max_tokens": 2},
-                             headers=good)
+        answer = client.post(
+            base + "/v1/completions", json={"model": TINY_MODEL, "prompt": "Hi", "max_tokens": 2}, headers=good
+        )
     assert answer.status_code == 200 and answer.json()["usage"]["completion_tokens"] == 2

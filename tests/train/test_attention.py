@@ -39,11 +39,14 @@ def test_segment_bounds_start_wherever_positions_restart_or_jump():
     assert segment_bounds(torch.tensor([[5, 6, 7, 0, 1]])) == [[(0, 3), (3, 5)]]  # a row may start mid-sample
 
 
-@pytest.mark.parametrize("position_ids", [
-    [[0, 1, 2, 3, 0, 1, 2, 0, 1, 2, 3, 4]],                                  # one padding-free row, 3 samples
-    [[0, 1, 2, 3, 4, 0, 1, 2, 0, 1, 2, 3], [0, 1, 0, 1, 2, 3, 4, 5, 6, 7, 8, 9]],  # two packed rows
-    [[0, 1, 2, 3, 4, 5, 6, 7, 8, 9, 10, 11]],                                 # a single sample
-])
+@pytest.mark.parametrize(
+    "position_ids",
+    [
+        [[0, 1, 2, 3, 0, 1, 2, 0, 1, 2, 3, 4]],  # one padding-free row, 3 samples
+        [[0, 1, 2, 3, 4, 0, 1, 2, 0, 1, 2, 3], [0, 1, 0, 1, 2, 3, 4, 5, 6, 7, 8, 9]],  # two packed rows
+        [[0, 1, 2, 3, 4, 5, 6, 7, 8, 9, 10, 11]],  # a single sample
+    ],
+)
 def test_outputs_and_gradients_equal_sdpa_with_the_block_diagonal_mask(position_ids):
     position_ids = torch.tensor(position_ids)
     batch, length = position_ids.shape
@@ -54,8 +57,9 @@ def test_outputs_and_gradients_equal_sdpa_with_the_block_diagonal_mask(position_
     grads_ours = torch.autograd.grad((ours * torch.linspace(-1, 1, ours.numel()).view_as(ours)).sum(), (q, k, v))
     q2, k2, v2 = _qkv(batch, length)
     theirs = _reference(q2, k2, v2, _block_causal_mask(position_ids), scaling)
-    grads_theirs = torch.autograd.grad((theirs * torch.linspace(-1, 1, theirs.numel()).view_as(theirs)).sum(),
-                                       (q2, k2, v2))
+    grads_theirs = torch.autograd.grad(
+        (theirs * torch.linspace(-1, 1, theirs.numel()).view_as(theirs)).sum(), (q2, k2, v2)
+    )
     torch.testing.assert_close(ours, theirs, atol=1e-5, rtol=1e-5)
     for mine, reference in zip(grads_ours, grads_theirs):
         torch.testing.assert_close(mine, reference, atol=1e-5, rtol=1e-5)
@@ -92,8 +96,18 @@ def test_a_kv_cache_or_a_4d_mask_falls_back_to_transformers_sdpa():
     theirs, _ = sdpa_attention_forward(module, q, k, v, None)
     torch.testing.assert_close(ours, theirs)
     q, k, v = (t.detach() for t in _qkv(1, 4))
-    mask = torch.tensor([[[[True, False, False, False], [True, True, False, False],
-                           [False, False, True, False], [False, False, True, True]]]])
+    mask = torch.tensor(
+        [
+            [
+                [
+                    [True, False, False, False],
+                    [True, True, False, False],
+                    [False, False, True, False],
+                    [False, False, True, True],
+                ]
+            ]
+        ]
+    )
     ours, _ = segment_sdpa_forward(module, q, k, v, mask)
     torch.testing.assert_close(ours, _reference(q, k, v, mask, None), atol=1e-6, rtol=1e-6)
 
@@ -111,7 +125,9 @@ def test_a_registered_model_gives_the_same_per_token_loss_as_the_dense_mask(tiny
         model.set_attn_implementation(register())
         assert model.config._attn_implementation == SEGMENT_ATTENTION
         ours = model(input_ids=input_ids, position_ids=position_ids, use_cache=False).logits
-        separate = torch.cat([model(input_ids=input_ids[:, s:e], use_cache=False).logits
-                              for s, e in ((0, 12), (12, 19), (19, 30))], dim=1)
+        separate = torch.cat(
+            [model(input_ids=input_ids[:, s:e], use_cache=False).logits for s, e in ((0, 12), (12, 19), (19, 30))],
+            dim=1,
+        )
     torch.testing.assert_close(ours, dense, atol=1e-4, rtol=1e-4)
     torch.testing.assert_close(ours, separate, atol=1e-4, rtol=1e-4)

@@ -67,8 +67,9 @@ def write_lines(path: Path, rows: list[dict]) -> Path:
 
 
 def test_alpaca_record_trains_only_the_reply_and_its_end_of_turn(tmp_path, tokenizer, template):
-    path = write_lines(tmp_path / "a.jsonl", [{"instruction": "Translate to French.", "input": "Good morning",
-                                                "output": "Bonjour"}])
+    path = write_lines(
+        tmp_path / "a.jsonl", [{"instruction": "Translate to French.", "input": "Good morning", "output": "Bonjour"}]
+    )
     rows, stats = build_rows(tokenizer, [e.conversation() for e in read_any(path)], template, max_seq_len=256)
     [row] = rows
     assert trained_spans(tokenizer, row) == ["Bonjour<|im_end|>"]
@@ -84,7 +85,10 @@ def test_multi_turn_trains_every_assistant_turn(tokenizer, template):
     row = {"input_ids": input_ids, "labels": labels}
     assert trained_spans(tokenizer, row) == ["Four.<|im_end|>", "Twelve.<|im_end|>"]
     assert mismatches == 0
-    assert input_ids == tokenizer(tokenizer.apply_chat_template(CHAT, tokenize=False), add_special_tokens=False)["input_ids"]
+    assert (
+        input_ids
+        == tokenizer(tokenizer.apply_chat_template(CHAT, tokenize=False), add_special_tokens=False)["input_ids"]
+    )
 
 
 def test_last_only_option_trains_the_final_reply(tokenizer, template):
@@ -99,8 +103,10 @@ def test_an_opening_assistant_turn_without_a_prompt_is_not_trained(tokenizer, te
 
 
 def test_sharegpt_and_messages_give_the_same_rows(tmp_path, tokenizer, template):
-    sharegpt = [{"from": {"system": "system", "user": "human", "assistant": "gpt"}[m["role"]], "value": m["content"]}
-                for m in CHAT]
+    sharegpt = [
+        {"from": {"system": "system", "user": "human", "assistant": "gpt"}[m["role"]], "value": m["content"]}
+        for m in CHAT
+    ]
     a = write_lines(tmp_path / "s.jsonl", [{"conversations": sharegpt}])
     b = write_lines(tmp_path / "m.jsonl", [{"messages": CHAT}])
     rows_a, _ = build_rows(tokenizer, [e.conversation() for e in read_any(a)], template, 256)
@@ -131,9 +137,11 @@ def test_reply_merging_with_the_prompt_moves_the_boundary_back(tokenizer, templa
 
 def test_template_that_rewrites_earlier_turns_drops_the_conversation(tokenizer):
     # Like reasoning templates that strip earlier assistant turns: turn-by-turn labels would be wrong.
-    text = ("{% for m in messages %}{% if m['role'] == 'assistant' and not loop.last %}<|im_start|>assistant\n…<|im_end|>\n"
-            "{% else %}<|im_start|>{{ m['role'] }}\n{{ m['content'] }}<|im_end|>\n{% endif %}{% endfor %}"
-            "{% if add_generation_prompt %}<|im_start|>assistant\n{% endif %}")
+    text = (
+        "{% for m in messages %}{% if m['role'] == 'assistant' and not loop.last %}<|im_start|>assistant\n…<|im_end|>\n"
+        "{% else %}<|im_start|>{{ m['role'] }}\n{{ m['content'] }}<|im_end|>\n{% endif %}{% endfor %}"
+        "{% if add_generation_prompt %}<|im_start|>assistant\n{% endif %}"
+    )
     template = resolve_chat_template(tokenizer, text)
     assert template.name == "custom"
     rows, stats = build_rows(tokenizer, [CHAT, CHAT[:3]], template, 256)
@@ -148,7 +156,10 @@ def test_named_template_when_the_tokenizer_has_none(tokenizer):
     template = resolve_chat_template(bare, None, "chatml")
     assert template.name == "chatml" and template.end_of_turn_id == tokenizer.convert_tokens_to_ids("<|im_end|>")
     input_ids, labels, _ = tokenize_conversation(bare, CHAT[1:3], template)
-    assert tokenizer.decode(input_ids) == "<|im_start|>user\nWhat is 2+2?<|im_end|>\n<|im_start|>assistant\nFour.<|im_end|>\n"
+    assert (
+        tokenizer.decode(input_ids)
+        == "<|im_start|>user\nWhat is 2+2?<|im_end|>\n<|im_start|>assistant\nFour.<|im_end|>\n"
+    )
     alpaca = resolve_chat_template(bare, None, "alpaca")
     input_ids, labels, _ = tokenize_conversation(bare, CHAT, alpaca)
     assert trained_spans(bare, {"input_ids": input_ids, "labels": labels}) == ["Four.<|im_end|>", "Twelve.<|im_end|>"]
@@ -163,7 +174,9 @@ def test_debug_view_highlights_the_trained_span(tokenizer, template):
     plain = show_labels(tokenizer, {"input_ids": input_ids, "labels": labels}, color=False)
     assert "[[Four.<|im_end|>]]↵" in plain and "[[Twelve.<|im_end|>]]↵" in plain
     assert plain.count("[[") == 2
-    assert plain.startswith(f"── {len(input_ids)} tokens, {sum(label != IGNORE_INDEX for label in labels)} trained ──\n")
+    assert plain.startswith(
+        f"── {len(input_ids)} tokens, {sum(label != IGNORE_INDEX for label in labels)} trained ──\n"
+    )
     colored = show_labels(tokenizer, {"input_ids": input_ids, "labels": labels}, color=True)
     assert "\x1b[1;32mFour.<|im_end|>\x1b[0m" in colored
 
@@ -172,8 +185,10 @@ def test_debug_view_highlights_the_trained_span(tokenizer, template):
 
 
 def _rows(lengths: list[int]) -> list[dict[str, list[int]]]:
-    return [{"input_ids": [100 * i + k for k in range(n)], "labels": [IGNORE_INDEX] + [100 * i + k for k in range(1, n)]}
-            for i, n in enumerate(lengths)]
+    return [
+        {"input_ids": [100 * i + k for k in range(n)], "labels": [IGNORE_INDEX] + [100 * i + k for k in range(1, n)]}
+        for i, n in enumerate(lengths)
+    ]
 
 
 def test_best_fit_decreasing_packs_every_sample_once_within_capacity():
@@ -227,8 +242,13 @@ def test_packed_and_unpacked_give_the_same_per_token_loss(tiny_model_dir, tokeni
     import torch
     from transformers import AutoModelForCausalLM
 
-    conversations = [[{"role": "user", "content": f"Question {i}: " + "word " * (3 * i)},
-                      {"role": "assistant", "content": f"Answer {i}: " + "yes " * (2 * i)}] for i in range(8)]
+    conversations = [
+        [
+            {"role": "user", "content": f"Question {i}: " + "word " * (3 * i)},
+            {"role": "assistant", "content": f"Answer {i}: " + "yes " * (2 * i)},
+        ]
+        for i in range(8)
+    ]
     rows, _ = build_rows(tokenizer, conversations, template, 256)
     packed = pack_rows(rows, 256)
     assert len(packed) < len(rows) and any(p["position_ids"].count(0) > 1 for p in packed)
@@ -256,8 +276,9 @@ def test_a_kv_cache_would_break_packing_isolation(tiny_model_dir, tokenizer, tem
     import torch
     from transformers import AutoModelForCausalLM
 
-    conversations = [[{"role": "user", "content": f"Q{i} " * 5}, {"role": "assistant", "content": f"A{i} " * 5}]
-                     for i in range(2)]
+    conversations = [
+        [{"role": "user", "content": f"Q{i} " * 5}, {"role": "assistant", "content": f"A{i} " * 5}] for i in range(2)
+    ]
     rows, _ = build_rows(tokenizer, conversations, template, 256)
     batch = Collator(tokenizer.pad_token_id)(pack_rows(rows, 256))
     model = AutoModelForCausalLM.from_pretrained(tiny_model_dir).eval()
@@ -283,7 +304,10 @@ def test_split_is_seeded_disjoint_and_keeps_file_order():
 
 
 def test_data_hash_depends_on_content_not_file_format(tmp_path):
-    rows = [{"instruction": "Add.", "input": "2 3", "output": "5"}, {"instruction": "Name a colour.", "output": "Red."}]
+    rows = [
+        {"instruction": "Add.", "input": "2 3", "output": "5"},
+        {"instruction": "Name a colour.", "output": "Red."},
+    ]
     alpaca = read_any(write_lines(tmp_path / "a.jsonl", rows))
     pretty = tmp_path / "b.jsonl"
     pretty.write_text("\n".join(json.dumps(r, indent=None, separators=(" ,", " : ")) for r in rows) + "\n\n")

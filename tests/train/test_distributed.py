@@ -22,8 +22,24 @@ from tests.train.test_sft import tiny_config, write_toy
 
 ROOT = Path(__file__).resolve().parents[2]
 #: 16 records: 12 train rows (3 optimizer steps per epoch at a global batch of 4), 4 held out.
-COLOURS = ["red", "green", "blue", "white", "black", "pink", "grey", "gold", "teal", "navy", "plum", "rose",
-           "sand", "lime", "ruby", "jade"]
+COLOURS = [
+    "red",
+    "green",
+    "blue",
+    "white",
+    "black",
+    "pink",
+    "grey",
+    "gold",
+    "teal",
+    "navy",
+    "plum",
+    "rose",
+    "sand",
+    "lime",
+    "ruby",
+    "jade",
+]
 PAIRS = [(f"Name colour number {i}.", f"Colour {i} is {c}.") for i, c in enumerate(COLOURS)]
 
 
@@ -50,8 +66,11 @@ def one_process(tiny_model_dir, tmp_path_factory):
     """The reference: one process, batches of 4 rows; (data file, summary, out folder)."""
     folder = tmp_path_factory.mktemp("one")
     data = write_toy(folder / "toy.jsonl", PAIRS)
-    summary = sft.train(data, folder / "one", tiny_config(tiny_model_dir, per_device_train_batch_size=4,
-                                                          per_device_eval_batch_size=3, **COMMON))
+    summary = sft.train(
+        data,
+        folder / "one",
+        tiny_config(tiny_model_dir, per_device_train_batch_size=4, per_device_eval_batch_size=3, **COMMON),
+    )
     return data, summary, folder / "one"
 
 
@@ -67,14 +86,33 @@ def test_two_gloo_processes_give_the_one_process_numbers_and_one_set_of_files(on
     data, one, one_dir = one_process
     config = two_process_config(tiny_model_dir, tmp_path / "two.json", nproc=2)  # launched as a user would
     env = {**os.environ, "PYTHONPATH": str(ROOT), "OMP_NUM_THREADS": "1"}
-    done = subprocess.run([sys.executable, "-m", "datagen", "train", "--data", str(data), "--out", str(tmp_path / "two"),
-                           "--config", str(config)], env=env, capture_output=True, text=True, timeout=300, check=False)
+    done = subprocess.run(
+        [
+            sys.executable,
+            "-m",
+            "datagen",
+            "train",
+            "--data",
+            str(data),
+            "--out",
+            str(tmp_path / "two"),
+            "--config",
+            str(config),
+        ],
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=300,
+        check=False,
+    )
     assert done.returncode == 0, done.stderr[-3000:]
     two = json.loads((tmp_path / "two" / "train_summary.json").read_text())
 
     assert done.stdout.count("trained 4 steps") == 1  # the summary line once, not once per rank
     assert files(tmp_path / "two") == files(one_dir)
-    assert two["world_size"] == 2 and one["world_size"] == 1 and two["global_batch_size"] == one["global_batch_size"] == 4
+    assert (
+        two["world_size"] == 2 and one["world_size"] == 1 and two["global_batch_size"] == one["global_batch_size"] == 4
+    )
     assert abs(two["eval_loss_before"] - one["eval_loss_before"]) < 1e-5
     assert abs(two["eval_loss_after"] - one["eval_loss_after"]) < 1e-5
     assert abs(two["eval_perplexity_after"] - one["eval_perplexity_after"]) / one["eval_perplexity_after"] < 1e-5
@@ -84,9 +122,11 @@ def test_two_gloo_processes_give_the_one_process_numbers_and_one_set_of_files(on
     # the logged training loss is the global token-weighted mean, so it matches step by step
     assert [round(p["loss"], 5) for p in curves[0]["train"]] == [round(p["loss"], 5) for p in curves[1]["train"]]
     assert [e["step"] for e in curves[1]["eval"]] == [0, 2, 4]
-    print(f"eval loss 1 vs 2 processes: {one['eval_loss_before']:.7f}/{two['eval_loss_before']:.7f} before, "
-          f"{one['eval_loss_after']:.7f}/{two['eval_loss_after']:.7f} after; adapter max |diff| "
-          f"{max_diff(adapter_weights(one_dir), adapter_weights(tmp_path / 'two')):.2e}")
+    print(
+        f"eval loss 1 vs 2 processes: {one['eval_loss_before']:.7f}/{two['eval_loss_before']:.7f} before, "
+        f"{one['eval_loss_after']:.7f}/{two['eval_loss_after']:.7f} after; adapter max |diff| "
+        f"{max_diff(adapter_weights(one_dir), adapter_weights(tmp_path / 'two')):.2e}"
+    )
 
 
 @pytest.mark.slow  # as above
@@ -96,10 +136,31 @@ def test_accelerate_launch_with_the_shipped_ddp_config_gives_the_same_numbers(on
     data, one, one_dir = one_process
     config = two_process_config(tiny_model_dir, tmp_path / "two.json")
     env = {**os.environ, "PYTHONPATH": str(ROOT), "OMP_NUM_THREADS": "1"}
-    done = subprocess.run([sys.executable, "-m", "accelerate.commands.launch", "--config_file",
-                           str(ROOT / "configs" / "accelerate" / "ddp.yaml"), "--num_processes", "2", "-m", "datagen",
-                           "train", "--data", str(data), "--out", str(tmp_path / "acc"), "--config", str(config)],
-                          env=env, capture_output=True, text=True, timeout=300, check=False)
+    done = subprocess.run(
+        [
+            sys.executable,
+            "-m",
+            "accelerate.commands.launch",
+            "--config_file",
+            str(ROOT / "configs" / "accelerate" / "ddp.yaml"),
+            "--num_processes",
+            "2",
+            "-m",
+            "datagen",
+            "train",
+            "--data",
+            str(data),
+            "--out",
+            str(tmp_path / "acc"),
+            "--config",
+            str(config),
+        ],
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=300,
+        check=False,
+    )
     assert done.returncode == 0, done.stderr[-3000:]
     two = json.loads((tmp_path / "acc" / "train_summary.json").read_text())
     assert done.stdout.count("trained 4 steps") == 1 and two["world_size"] == 2
@@ -133,25 +194,43 @@ def first_step_gradients(monkeypatch, *args) -> dict:
 def test_gradient_accumulation_equals_a_larger_batch(tiny_model_dir, tmp_path, monkeypatch):
     data = write_toy(tmp_path / "toy.jsonl", PAIRS)
     # 4 rows of different lengths: a per-batch mean over micro-batches would weight their tokens unequally.
-    big, g_big = first_step_gradients(monkeypatch, data, tmp_path / "big", tiny_config(
-        tiny_model_dir, max_steps=2, per_device_train_batch_size=4, eval_steps=0))
-    acc, g_acc = first_step_gradients(monkeypatch, data, tmp_path / "acc", tiny_config(
-        tiny_model_dir, max_steps=2, eval_steps=0, per_device_train_batch_size=1, gradient_accumulation_steps=4))
+    big, g_big = first_step_gradients(
+        monkeypatch,
+        data,
+        tmp_path / "big",
+        tiny_config(tiny_model_dir, max_steps=2, per_device_train_batch_size=4, eval_steps=0),
+    )
+    acc, g_acc = first_step_gradients(
+        monkeypatch,
+        data,
+        tmp_path / "acc",
+        tiny_config(
+            tiny_model_dir, max_steps=2, eval_steps=0, per_device_train_batch_size=1, gradient_accumulation_steps=4
+        ),
+    )
     assert g_big.keys() == g_acc.keys() and g_big
-    worst = max(float((g_big[n] - g_acc[n]).norm() / max(float(g_big[n].norm()), 1e-12)) for n in g_big
-                if float(g_big[n].norm()) > 0)
+    worst = max(
+        float((g_big[n] - g_acc[n]).norm() / max(float(g_big[n].norm()), 1e-12))
+        for n in g_big
+        if float(g_big[n].norm()) > 0
+    )
     assert worst < 1e-4  # relative, per tensor
     assert abs(big["train_loss"] - acc["train_loss"]) < 1e-4  # the logged loss is token-weighted too
-    print(f"gradient accumulation 1x4 vs 4x1: worst relative gradient difference {worst:.2e}, "
-          f"train loss {big['train_loss']:.6f} vs {acc['train_loss']:.6f}")
+    print(
+        f"gradient accumulation 1x4 vs 4x1: worst relative gradient difference {worst:.2e}, "
+        f"train loss {big['train_loss']:.6f} vs {acc['train_loss']:.6f}"
+    )
 
 
 def test_eval_loss_does_not_depend_on_the_eval_batch_size(tiny_model_dir, tmp_path):
     data = write_toy(tmp_path / "toy.jsonl", PAIRS)
     losses = []
     for size in (1, 3, 8):
-        s = sft.train(data, tmp_path / f"e{size}", tiny_config(tiny_model_dir, max_steps=1, eval_steps=0,
-                                                               eval_fraction=0.4, per_device_eval_batch_size=size))
+        s = sft.train(
+            data,
+            tmp_path / f"e{size}",
+            tiny_config(tiny_model_dir, max_steps=1, eval_steps=0, eval_fraction=0.4, per_device_eval_batch_size=size),
+        )
         losses.append((s["eval_loss_before"], s["eval_loss_after"], s["eval_tokens"]))
     for before, after, tokens in losses[1:]:
         assert abs(before - losses[0][0]) < 1e-5 and abs(after - losses[0][1]) < 1e-5 and tokens == losses[0][2]
@@ -195,7 +274,8 @@ def test_audit_compares_the_mask_with_generation_markers(tokenizer):
         "{{ '<|im_start|>' + message['role'] + '\n' + message['content'] + '<|im_end|>' + '\n' }}",
         "{% if message['role'] == 'assistant' %}{{ '<|im_start|>assistant\n' }}{% generation %}"
         "{{ message['content'] + '<|im_end|>' }}{% endgeneration %}{{ '\n' }}"
-        "{% else %}{{ '<|im_start|>' + message['role'] + '\n' + message['content'] + '<|im_end|>' + '\n' }}{% endif %}")
+        "{% else %}{{ '<|im_start|>' + message['role'] + '\n' + message['content'] + '<|im_end|>' + '\n' }}{% endif %}",
+    )
     report = audit_template(tokenizer, CONVERSATIONS, resolve_chat_template(tokenizer, marked))
     assert report["generation_markers"] is True and report["marker_only_tokens"] == 0
 
@@ -246,6 +326,12 @@ def test_gpu_check_script_exits_cleanly_without_cuda():
 
     if torch.cuda.is_available():
         pytest.skip("a GPU is here: run scripts/gpu_check.sh itself")
-    done = subprocess.run(["bash", str(ROOT / "scripts" / "gpu_check.sh")], capture_output=True, text=True,
-                          timeout=120, env={**os.environ, "PYTHON": sys.executable, "PYTHONPATH": str(ROOT)}, check=False)
+    done = subprocess.run(
+        ["bash", str(ROOT / "scripts" / "gpu_check.sh")],
+        capture_output=True,
+        text=True,
+        timeout=120,
+        env={**os.environ, "PYTHON": sys.executable, "PYTHONPATH": str(ROOT)},
+        check=False,
+    )
     assert done.returncode == 0 and "no CUDA device" in done.stdout

@@ -37,7 +37,10 @@ def test_eval_scores_the_tuned_model_closer_to_the_references(memorised, tmp_pat
     base, tuned = report["base"], report["tuned"]
     assert report["samples"] == 6 and report["base"] and report["adapter"] == str(adapter)
     assert base["rougeL"]["fmeasure"] < 0.1 < 0.4 < tuned["rougeL"]["fmeasure"]
-    assert tuned["rouge1"]["recall"] > base["rouge1"]["recall"] and tuned["rouge2"]["fmeasure"] > base["rouge2"]["fmeasure"]
+    assert (
+        tuned["rouge1"]["recall"] > base["rouge1"]["recall"]
+        and tuned["rouge2"]["fmeasure"] > base["rouge2"]["fmeasure"]
+    )
     assert tuned["loss"] < base["loss"] and tuned["perplexity"] < base["perplexity"]
     assert base["reference_tokens"] == tuned["reference_tokens"] > 6  # the reply and <|im_end|>, per sample
     assert report["improvement"]["loss"] == pytest.approx((base["loss"] - tuned["loss"]) / base["loss"])
@@ -54,8 +57,22 @@ def test_eval_scores_the_tuned_model_closer_to_the_references(memorised, tmp_pat
 
 def test_eval_cli_scores_the_base_alone(tiny_model_dir, memorised, tmp_path):
     _, data = memorised
-    result = CliRunner().invoke(cli, ["eval", "--base", str(tiny_model_dir), "--data", str(data), "--max-samples", "2",
-                                      "--max-new-tokens", "4", "--out", str(tmp_path / "e")])
+    result = CliRunner().invoke(
+        cli,
+        [
+            "eval",
+            "--base",
+            str(tiny_model_dir),
+            "--data",
+            str(data),
+            "--max-samples",
+            "2",
+            "--max-new-tokens",
+            "4",
+            "--out",
+            str(tmp_path / "e"),
+        ],
+    )
     assert result.exit_code == 0, result.output
     assert "scored 2 samples: base ROUGE-L F" in result.output
     report = json.loads((tmp_path / "e" / "eval.json").read_text())
@@ -74,8 +91,9 @@ def test_rouge_counts_chinese_characters_as_tokens():
     mixed = rouge_scores("用 Python 写代码", "用Python写程序")
     assert mixed["rouge1"]["fmeasure"] == pytest.approx(0.6) and mixed["rougeL"]["fmeasure"] == pytest.approx(0.6)
     assert mixed["rouge2"] == {"precision": 0.5, "recall": 0.5, "fmeasure": 0.5}
-    assert rouge_scores("猫坐在垫子上", "") == {t: {"precision": 0.0, "recall": 0.0, "fmeasure": 0.0}
-                                                for t in ("rouge1", "rouge2", "rougeL")}
+    assert rouge_scores("猫坐在垫子上", "") == {
+        t: {"precision": 0.0, "recall": 0.0, "fmeasure": 0.0} for t in ("rouge1", "rouge2", "rougeL")
+    }
     mean = mean_rouge(["猫在垫子上睡觉", "狗"], ["猫坐在垫子上", "猫"])
     assert mean["rougeL"]["recall"] == pytest.approx((5 / 6 + 0) / 2)
 
@@ -114,8 +132,9 @@ def test_merged_model_gives_the_adapter_models_logits(tiny_model_dir, memorised,
     assert "quantization_config" not in json.loads((merged_dir / "config.json").read_text())
 
     tokenizer = AutoTokenizer.from_pretrained(merged_dir)
-    batch = tokenizer(["Question number 3: what colour is the sky?", "Something else entirely"], return_tensors="pt",
-                      padding=True)
+    batch = tokenizer(
+        ["Question number 3: what colour is the sky?", "Something else entirely"], return_tensors="pt", padding=True
+    )
     merged = AutoModelForCausalLM.from_pretrained(merged_dir).eval()
     base = AutoModelForCausalLM.from_pretrained(tiny_model_dir).eval()
     with torch.no_grad():
@@ -161,7 +180,9 @@ def test_serve_answers_with_the_trained_adapter(tiny_model_dir, memorised):
     [[untuned]] = LocalBackend(tiny_model_dir).chat([(messages, params)])
     assert tuned.text != untuned.text and "sky" in tuned.text
 
-    with serve_in_thread(ServeConfig(model=str(tiny_model_dir), adapter=adapter, port=0, served_model_name="tuned")) as url:
+    with serve_in_thread(
+        ServeConfig(model=str(tiny_model_dir), adapter=adapter, port=0, served_model_name="tuned")
+    ) as url:
         client = openai.OpenAI(base_url=url, api_key="unused", max_retries=0)
         reply = client.chat.completions.create(model="tuned", messages=messages, max_tokens=8, temperature=0)
     assert reply.choices[0].message.content == tuned.text

@@ -24,8 +24,9 @@ TINY_ID = "datagen-tests/tiny-llama"
 @pytest.fixture(scope="module")
 def run(tiny_model_dir, tmp_path_factory):
     out = tmp_path_factory.mktemp("export")
-    summary = sft.train(write_toy(out / "toy.jsonl"), out / "run",
-                        tiny_config(tiny_model_dir, max_steps=4, base_model_id=TINY_ID))
+    summary = sft.train(
+        write_toy(out / "toy.jsonl"), out / "run", tiny_config(tiny_model_dir, max_steps=4, base_model_id=TINY_ID)
+    )
     return summary, out / "run"
 
 
@@ -89,8 +90,15 @@ def test_adapter_loads_from_a_copy_elsewhere_given_only_the_base_id(run, tiny_mo
     )
     env = {k: v for k, v in os.environ.items() if k not in ("HF_HOME", "HF_HUB_CACHE")}
     env.update(HF_HUB_CACHE=str(cache), HF_HUB_OFFLINE="1", TRANSFORMERS_OFFLINE="1", PYTHONPATH=str(ROOT))
-    done = subprocess.run([sys.executable, "-c", script, str(copy), str(tiny_model_dir)], env=env,
-                          capture_output=True, text=True, timeout=180, cwd=tmp_path, check=False)
+    done = subprocess.run(
+        [sys.executable, "-c", script, str(copy), str(tiny_model_dir)],
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=180,
+        cwd=tmp_path,
+        check=False,
+    )
     assert done.returncode == 0, done.stderr[-2000:]
     assert float(done.stdout.strip().splitlines()[-1]) < 1e-6
 
@@ -127,8 +135,10 @@ def test_merged_config_carries_the_keys_transformers_4_reads(merged):
     assert modes == {0o044}
 
 
-@pytest.mark.skipif(not os.environ.get("DATAGEN_TRANSFORMERS4_PYTHON"),
-                    reason="set DATAGEN_TRANSFORMERS4_PYTHON to a python with transformers 4.x (docs/TRAINING.md)")
+@pytest.mark.skipif(
+    not os.environ.get("DATAGEN_TRANSFORMERS4_PYTHON"),
+    reason="set DATAGEN_TRANSFORMERS4_PYTHON to a python with transformers 4.x (docs/TRAINING.md)",
+)
 def test_merged_model_gives_the_same_logits_in_transformers_4(merged):
     script = (
         "import json, sys, torch, transformers\n"
@@ -143,8 +153,14 @@ def test_merged_model_gives_the_same_logits_in_transformers_4(merged):
     )
     outputs = []
     for python in (os.environ["DATAGEN_TRANSFORMERS4_PYTHON"], sys.executable):
-        done = subprocess.run([python, "-c", script, str(merged)], capture_output=True, text=True, timeout=180,
-                              env={**os.environ, "PYTHONPATH": ""}, check=False)
+        done = subprocess.run(
+            [python, "-c", script, str(merged)],
+            capture_output=True,
+            text=True,
+            timeout=180,
+            env={**os.environ, "PYTHONPATH": ""},
+            check=False,
+        )
         assert done.returncode == 0, done.stderr[-2000:]
         outputs.append(json.loads(done.stdout.strip().splitlines()[-1]))
     (v4, theta4, ids4, logits4), (v5, theta5, ids5, logits5) = outputs

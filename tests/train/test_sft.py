@@ -18,8 +18,10 @@ from datagen.train.config import TrainConfig, load_train_config, to_bnb_config, 
 from datagen.train.data import Collator, records_sha256, split_records
 
 #: Short, fixed replies: enough for the tiny random model to move its loss in a few steps.
-TOY = [(f"Name colour number {i}.", f"Colour {i} is {c}.")
-       for i, c in enumerate(["red", "green", "blue", "white", "black", "pink", "grey", "gold"])]
+TOY = [
+    (f"Name colour number {i}.", f"Colour {i} is {c}.")
+    for i, c in enumerate(["red", "green", "blue", "white", "black", "pink", "grey", "gold"])
+]
 
 
 def write_toy(path: Path, pairs=TOY) -> Path:
@@ -29,8 +31,17 @@ def write_toy(path: Path, pairs=TOY) -> Path:
 
 def tiny_config(tiny_model_dir: Path, **overrides) -> TrainConfig:
     """Settings that make the tiny model move quickly; tests override what they check."""
-    settings = dict(base=str(tiny_model_dir), max_steps=8, per_device_train_batch_size=4, learning_rate=1e-2,
-                    lora_dropout=0.0, warmup_ratio=0.0, eval_fraction=0.25, save_steps=1000, max_seq_len=128)
+    settings = dict(
+        base=str(tiny_model_dir),
+        max_steps=8,
+        per_device_train_batch_size=4,
+        learning_rate=1e-2,
+        lora_dropout=0.0,
+        warmup_ratio=0.0,
+        eval_fraction=0.25,
+        save_steps=1000,
+        max_seq_len=128,
+    )
     settings.update(overrides)
     return TrainConfig(**settings)
 
@@ -91,24 +102,34 @@ def test_unknown_yaml_key_is_an_error_naming_it(tmp_path):
         load_train_config(None, ["packing"])
 
 
-@pytest.mark.parametrize("override, message", [
-    ("lora_r=0", "train.lora_r must be an integer >= 1, got 0"),
-    ("lora_r=2.5", "train.lora_r: expected an integer, got 2.5"),
-    ("packing=maybe", "train.packing: expected true or false"),
-    ("learning_rate=fast", "train.learning_rate: expected a number"),
-    ("eval_fraction=1", r"train.eval_fraction must be in \[0, 1\)"),
-    ("assistant_turns=first", "train.assistant_turns must be one of all, last"),
-    ("report_to=mlflow", "train.report_to must be one of none, tensorboard, wandb"),
-    ("target_modules=[]", "train.target_modules must be 'all-linear' or a non-empty list"),
-])
+@pytest.mark.parametrize(
+    "override, message",
+    [
+        ("lora_r=0", "train.lora_r must be an integer >= 1, got 0"),
+        ("lora_r=2.5", "train.lora_r: expected an integer, got 2.5"),
+        ("packing=maybe", "train.packing: expected true or false"),
+        ("learning_rate=fast", "train.learning_rate: expected a number"),
+        ("eval_fraction=1", r"train.eval_fraction must be in \[0, 1\)"),
+        ("assistant_turns=first", "train.assistant_turns must be one of all, last"),
+        ("report_to=mlflow", "train.report_to must be one of none, tensorboard, wandb"),
+        ("target_modules=[]", "train.target_modules must be 'all-linear' or a non-empty list"),
+    ],
+)
 def test_bad_values_name_the_key(override, message):
     with pytest.raises(ConfigError, match=message):
         load_train_config(None, [override])
 
 
 def test_lora_and_bnb_configs_come_from_one_function_each():
-    cfg = TrainConfig(lora_r=4, lora_alpha=8, lora_dropout=0.1, target_modules=("q_proj",), use_rslora=True,
-                      use_dora=True, load_in_4bit=True)
+    cfg = TrainConfig(
+        lora_r=4,
+        lora_alpha=8,
+        lora_dropout=0.1,
+        target_modules=("q_proj",),
+        use_rslora=True,
+        use_dora=True,
+        load_in_4bit=True,
+    )
     lora = to_lora_config(cfg)
     assert (lora.r, lora.lora_alpha, lora.lora_dropout, lora.use_rslora, lora.use_dora) == (4, 8, 0.1, True, True)
     assert set(lora.target_modules) == {"q_proj"} and lora.task_type == "CAUSAL_LM"
@@ -201,7 +222,9 @@ def test_a_crash_while_saving_leaves_the_previous_adapter_whole(tmp_path, tiny_m
 
     monkeypatch.setattr(type(AutoTokenizer.from_pretrained(tiny_model_dir)), "save_pretrained", killed)
     with pytest.raises(KeyboardInterrupt):
-        sft.train(data, out, tiny_config(tiny_model_dir, max_steps=2, resume_from_checkpoint=False, learning_rate=0.05))
+        sft.train(
+            data, out, tiny_config(tiny_model_dir, max_steps=2, resume_from_checkpoint=False, learning_rate=0.05)
+        )
     assert {p.name: p.read_bytes() for p in (out / "adapter").iterdir()} == before
     assert not list(out.glob(".adapter*"))
     assert json.loads((out / "train_summary.json").read_text())["status"] == "running"  # not marked complete
@@ -254,19 +277,23 @@ def test_resume_picks_the_newest_complete_checkpoint_and_removes_torn_ones(tmp_p
     _fake_checkpoint(checkpoints / "checkpoint-2", *full)
     good = _fake_checkpoint(checkpoints / "checkpoint-9", *full)  # 9 < 10 < 12 by number, not by name
     torn = [
-        _fake_checkpoint(checkpoints / "checkpoint-10", *full[:-1], state=None),       # killed before the state
-        _fake_checkpoint(checkpoints / "checkpoint-11", *full, state='{"global_st'),   # killed inside the state
+        _fake_checkpoint(checkpoints / "checkpoint-10", *full[:-1], state=None),  # killed before the state
+        _fake_checkpoint(checkpoints / "checkpoint-11", *full, state='{"global_st'),  # killed inside the state
         _fake_checkpoint(checkpoints / "checkpoint-12", "adapter_config.json", "optimizer.pt"),  # no weights
-        _fake_checkpoint(checkpoints / "checkpoint-13", "adapter_model.safetensors"),             # no optimizer
-        _fake_checkpoint(checkpoints / "checkpoint-14"),                                          # empty
+        _fake_checkpoint(checkpoints / "checkpoint-13", "adapter_model.safetensors"),  # no optimizer
+        _fake_checkpoint(checkpoints / "checkpoint-14"),  # empty
     ]
     (checkpoints / "checkpoint-14" / "adapter_model.safetensors").write_bytes(b"")  # a zero-byte file is no weights
     (checkpoints / "checkpoint-14" / "optimizer.pt").write_bytes(b"x")
     (checkpoints / "runs").mkdir()  # not a checkpoint: left alone
     problems = {p.name: sft._checkpoint_problem(p) for p in torn}
-    assert problems == {"checkpoint-10": "no trainer_state.json", "checkpoint-11": "trainer_state.json is torn",
-                        "checkpoint-12": "no model or adapter weights", "checkpoint-13": "no optimizer state",
-                        "checkpoint-14": "no model or adapter weights"}
+    assert problems == {
+        "checkpoint-10": "no trainer_state.json",
+        "checkpoint-11": "trainer_state.json is torn",
+        "checkpoint-12": "no model or adapter weights",
+        "checkpoint-13": "no optimizer state",
+        "checkpoint-14": "no model or adapter weights",
+    }
     assert sft._checkpoint_problem(good) is None
     assert sft._last_complete_checkpoint(checkpoints) == str(good)
     assert all(p.exists() for p in torn)  # looking does not delete
@@ -308,9 +335,19 @@ def test_qlora_nf4_trains_on_cpu(tmp_path, tiny_model_dir, monkeypatch):
 def test_packing_dora_rslora_checkpointing_accumulation_and_warmup_together(tmp_path, tiny_model_dir, monkeypatch):
     data = write_toy(tmp_path / "toy.jsonl")
     captured = Captured(monkeypatch)
-    cfg = tiny_config(tiny_model_dir, packing=True, use_dora=True, use_rslora=True, gradient_checkpointing=True,
-                      max_steps=4, warmup_ratio=0.5, per_device_train_batch_size=1, gradient_accumulation_steps=2,
-                      max_seq_len=256, assistant_turns="last")
+    cfg = tiny_config(
+        tiny_model_dir,
+        packing=True,
+        use_dora=True,
+        use_rslora=True,
+        gradient_checkpointing=True,
+        max_steps=4,
+        warmup_ratio=0.5,
+        per_device_train_batch_size=1,
+        gradient_accumulation_steps=2,
+        max_seq_len=256,
+        assistant_turns="last",
+    )
     summary = sft.train(data, tmp_path / "p", cfg)
     assert summary["train_rows"] < summary["data_stats"]["rows"] == 6  # rows were packed together
     assert captured.model.base_model.model.is_activation_checkpointing
@@ -322,10 +359,20 @@ def test_packing_dora_rslora_checkpointing_accumulation_and_warmup_together(tmp_
 
 
 @pytest.mark.parametrize("packing", [False, True])
-def test_lm_head_on_trained_positions_only_gives_the_full_logits_losses(tmp_path, tiny_model_dir, monkeypatch, packing):
+def test_lm_head_on_trained_positions_only_gives_the_full_logits_losses(
+    tmp_path, tiny_model_dir, monkeypatch, packing
+):
     data = write_toy(tmp_path / "toy.jsonl")
-    cfg = tiny_config(tiny_model_dir, max_steps=4, packing=packing, per_device_train_batch_size=2,
-                      gradient_accumulation_steps=2, max_seq_len=96, eval_steps=2, logging_steps=1)
+    cfg = tiny_config(
+        tiny_model_dir,
+        max_steps=4,
+        packing=packing,
+        per_device_train_batch_size=2,
+        gradient_accumulation_steps=2,
+        max_seq_len=96,
+        eval_steps=2,
+        logging_steps=1,
+    )
     probe = sft._keeps_logits_by_mask
     seen = []
     monkeypatch.setattr(sft, "_keeps_logits_by_mask", lambda model: seen.append(probe(model)) or seen[-1])
@@ -335,26 +382,40 @@ def test_lm_head_on_trained_positions_only_gives_the_full_logits_losses(tmp_path
     assert seen == [True]  # the tiny Llama takes a boolean logits_to_keep
     curves = [json.loads((tmp_path / name / "loss_curve.json").read_text()) for name in ("kept", "full")]
     assert [p["loss"] for p in curves[0]["train"]] == pytest.approx([p["loss"] for p in curves[1]["train"]], abs=1e-5)
-    assert [p["eval_loss"] for p in curves[0]["eval"]] == pytest.approx([p["eval_loss"] for p in curves[1]["eval"]],
-                                                                        abs=1e-5)
+    assert [p["eval_loss"] for p in curves[0]["eval"]] == pytest.approx(
+        [p["eval_loss"] for p in curves[1]["eval"]], abs=1e-5
+    )
     assert len(curves[0]["train"]) == 4 and len(curves[0]["eval"]) == 3  # before, at step 2, at step 4
     assert kept["tokens_per_second"] > 0 and kept["train_loss"] == pytest.approx(full["train_loss"], abs=1e-5)
 
 
 @pytest.mark.parametrize("packing", [True, False])
 def test_training_attends_per_sample_on_padding_free_rows_with_the_padded_batches_losses(
-        tmp_path, tiny_model_dir, monkeypatch, packing):
+    tmp_path, tiny_model_dir, monkeypatch, packing
+):
     """Training switches to per-sample attention and one flat row per batch; every loss stays the same."""
     from datagen.train.attention import SEGMENT_ATTENTION
 
-    pairs = [(question, answer.replace(" is ", " is a very " * (i % 4) + " ")) for i, (question, answer) in enumerate(TOY)]
+    pairs = [
+        (question, answer.replace(" is ", " is a very " * (i % 4) + " ")) for i, (question, answer) in enumerate(TOY)
+    ]
     data = write_toy(tmp_path / "toy.jsonl", pairs)  # replies of different lengths: packed rows differ in length
-    cfg = tiny_config(tiny_model_dir, max_steps=4, packing=packing, per_device_train_batch_size=2, max_seq_len=100,
-                      eval_steps=2, logging_steps=1)
+    cfg = tiny_config(
+        tiny_model_dir,
+        max_steps=4,
+        packing=packing,
+        per_device_train_batch_size=2,
+        max_seq_len=100,
+        eval_steps=2,
+        logging_steps=1,
+    )
     captured, widths = Captured(monkeypatch), []
     collate = sft.Collator.__call__
-    monkeypatch.setattr(sft.Collator, "__call__",
-                        lambda self, rows: widths.append(collate(self, rows)["input_ids"].shape) or collate(self, rows))
+    monkeypatch.setattr(
+        sft.Collator,
+        "__call__",
+        lambda self, rows: widths.append(collate(self, rows)["input_ids"].shape) or collate(self, rows),
+    )
     segment = sft.train(data, tmp_path / "segment", cfg)
     assert captured.model.get_base_model().config._attn_implementation == SEGMENT_ATTENTION
     assert widths and all(rows == 1 for rows, _ in widths)  # each batch of 2 rows became one flat row
@@ -366,8 +427,9 @@ def test_training_attends_per_sample_on_padding_free_rows_with_the_padded_batche
     assert any(rows == 2 for rows, _ in widths)
     curves = [json.loads((tmp_path / name / "loss_curve.json").read_text()) for name in ("segment", "dense")]
     assert [p["loss"] for p in curves[0]["train"]] == pytest.approx([p["loss"] for p in curves[1]["train"]], abs=1e-5)
-    assert [p["eval_loss"] for p in curves[0]["eval"]] == pytest.approx([p["eval_loss"] for p in curves[1]["eval"]],
-                                                                        abs=1e-5)
+    assert [p["eval_loss"] for p in curves[0]["eval"]] == pytest.approx(
+        [p["eval_loss"] for p in curves[1]["eval"]], abs=1e-5
+    )
     assert len(curves[0]["train"]) == 4 and segment["train_rows"] == dense["train_rows"]
     assert (segment["train_rows"] < segment["train_records"]) == packing
     assert sum(w for _, w in segment_widths) < sum(rows * w for rows, w in widths)  # no padding computed
@@ -375,8 +437,10 @@ def test_training_attends_per_sample_on_padding_free_rows_with_the_padded_batche
 
 
 def test_collator_lays_a_batch_of_packed_rows_end_to_end_when_padding_free():
-    rows = [{"input_ids": [5, 6, 7], "labels": [-100, 6, 7], "position_ids": [0, 1, 2]},
-            {"input_ids": [8, 9], "labels": [-100, 9], "position_ids": [0, 1]}]
+    rows = [
+        {"input_ids": [5, 6, 7], "labels": [-100, 6, 7], "position_ids": [0, 1, 2]},
+        {"input_ids": [8, 9], "labels": [-100, 9], "position_ids": [0, 1]},
+    ]
     flat = Collator(pad_id=0, padding_free=True, trained_logits_only=True)(rows)
     assert flat["input_ids"].tolist() == [[5, 6, 7, 8, 9]] and flat["position_ids"].tolist() == [[0, 1, 2, 0, 1]]
     assert flat["labels"].tolist() == [[-100, 6, 7, -100, 9]] and "attention_mask" not in flat
@@ -390,18 +454,32 @@ def test_collator_lays_a_batch_of_packed_rows_end_to_end_when_padding_free():
 
 
 def test_collator_marks_the_positions_whose_next_token_is_trained():
-    batch = Collator(pad_id=0, trained_logits_only=True)([{"input_ids": [5, 6, 7], "labels": [-100, 6, 7]},
-                                                          {"input_ids": [8, 9], "labels": [-100, 9]}])
+    batch = Collator(pad_id=0, trained_logits_only=True)(
+        [{"input_ids": [5, 6, 7], "labels": [-100, 6, 7]}, {"input_ids": [8, 9], "labels": [-100, 9]}]
+    )
     assert batch["logits_to_keep"].tolist() == [[True, True, False], [True, False, False]]
     assert "logits_to_keep" not in Collator(pad_id=0)([{"input_ids": [5], "labels": [5]}])
 
 
 def test_cli_trains_and_shows_labels(tmp_path, tiny_model_dir):
     data = write_toy(tmp_path / "toy.jsonl")
-    result = CliRunner().invoke(cli, [
-        "train", "--data", str(data), "--base", str(tiny_model_dir), "--out", str(tmp_path / "o"),
-        "--debug-labels", "1", "max_steps=2", "per_device_train_batch_size=2", "eval_fraction=0",
-    ])
+    result = CliRunner().invoke(
+        cli,
+        [
+            "train",
+            "--data",
+            str(data),
+            "--base",
+            str(tiny_model_dir),
+            "--out",
+            str(tmp_path / "o"),
+            "--debug-labels",
+            "1",
+            "max_steps=2",
+            "per_device_train_batch_size=2",
+            "eval_fraction=0",
+        ],
+    )
     assert result.exit_code == 0, result.output
     assert "[[Colour 0 is red.<|im_end|>]]↵" in result.output
     assert "trained 2 steps on 8 rows (0 dropped), 34,816 trainable parameters; adapter in" in result.output
