@@ -16,7 +16,7 @@ export HF_HUB_OFFLINE := 1
 export TRANSFORMERS_OFFLINE := 1
 export TOKENIZERS_PARALLELISM := false
 
-.PHONY: setup test test-fast lint reliability seeds-to-sft bench clean help
+.PHONY: setup test test-fast lint format reliability seeds-to-sft bench clean help
 
 help:
 	@sed -n 's/^#   //p' Makefile
@@ -39,9 +39,15 @@ test: setup
 	@$(PY) -m pytest -q; status=$$?; \
 	if [ $$status -eq 5 ]; then echo "make test: pytest collected no tests" >&2; fi; exit $$status
 
-#   make lint           install, then ruff over the code (the rules in pyproject.toml)
+#   make lint           install, then ruff over the code (the rules in pyproject.toml) and `ruff format --check`
+#   make format         install, then reformat the code and fix what ruff can
 lint: setup
 	$(VENV)/bin/ruff check datagen tests bench scripts
+	$(VENV)/bin/ruff format --check datagen tests bench scripts
+
+format: setup
+	$(VENV)/bin/ruff format datagen tests bench scripts
+	$(VENV)/bin/ruff check --fix datagen tests bench scripts
 
 test-fast: setup
 	$(PY) -m pytest -q -m "not slow"
