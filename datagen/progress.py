@@ -42,8 +42,9 @@ def stage_line(name: str, entry: dict[str, Any], folder: str | Path, stats: dict
     'self_qa: done in 0.4 s: 0 records in, 0 kept, 0 rejected; wrote out/self_qa'
     >>> stage_line("filter", {"kept": 61, "rejected": 9, "seconds": 7.0,
     ...            "llm": {"requests": 3, "cached": 1, "prompt_tokens": 1200, "completion_tokens": 40}},
-    ...            "out/filter", {"records_in": 70, "llm": {"cost_usd": 0.0021}})
-    'filter: done in 7.0 s: 70 records in, 61 kept, 9 rejected; 3 LLM calls (1 cached), 1,200 + 40 tokens, $0.0021; wrote out/filter'
+    ...            "out/filter", {"records_in": 70, "llm": {"cost_usd": 0.0021}})  # doctest: +NORMALIZE_WHITESPACE
+    'filter: done in 7.0 s: 70 records in, 61 kept, 9 rejected; 3 LLM calls (1 cached), 1,200 + 40 tokens, $0.0021;
+    wrote out/filter'
     """
     stats = stats or {}
     kept, rejected = entry.get("kept"), entry.get("rejected")

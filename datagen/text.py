@@ -676,8 +676,8 @@ def starts_with_punctuation(text: str, allow_openers: bool = True) -> bool:
 
 #: Where an imperative may start: the text's start or a clause break, then an optional polite lead.
 _LEAD = (
-    r"(?:^|[.!?;:\n,(]\s*)(?:[-*•]\s*|\d+[.)]\s*)?(?:(?:please|kindly|now|then|and|also|first|next|finally|can you|could you|"
-    r"would you|will you|i want you to|i need you to|i'd like you to|help me|let's)\s*,?\s+)*"
+    r"(?:^|[.!?;:\n,(]\s*)(?:[-*•]\s*|\d+[.)]\s*)?(?:(?:please|kindly|now|then|and|also|first|next|finally|"
+    r"can you|could you|would you|will you|i want you to|i need you to|i'd like you to|help me|let's)\s*,?\s+)*"
 )
 _MEDIA = (
     r"(?:image|picture|photo|photograph|drawing|sketch|illustration|diagram|flowchart|flow chart|chart|"
@@ -736,7 +736,8 @@ MEDIA_TASK_PATTERNS: dict[str, tuple[tuple[str, re.Pattern[str]], ...]] = {
                 "perceive",
                 (
                     r"\b(?:look at|see|view|watch|listen to|hear|describe|analy[sz]e|summari[sz]e|caption|"
-                    r"transcribe|identify|examine|interpret|explain|read|based on|using|according to|refer to|from|in|on)\s+"
+                    r"transcribe|identify|examine|interpret|explain|read|based on|using|according to|refer to|"
+                    r"from|in|on)\s+"
                     r"(?:the|this|that|these|those|my|our|your)\s+(?:(?:following|attached|above|below|provided|given|"
                     r"uploaded|shared|enclosed|linked|accompanying|included|posted|embedded)\s+)?"
                     + _MEDIA
@@ -759,7 +760,8 @@ MEDIA_TASK_PATTERNS: dict[str, tuple[tuple[str, re.Pattern[str]], ...]] = {
                 "this media",
                 (
                     r"\b(?:this|these|that)\s+(?:image|picture|photo|photograph|screenshot|diagram|flowchart|"
-                    r"flow chart|figure|video|clip|audio|recording|chart|illustration|infographic|drawing|painting)s?\b"
+                    r"flow chart|figure|video|clip|audio|recording|chart|illustration|infographic|drawing|"
+                    r"painting)s?\b"
                     r"(?!\s+(?:of|about|type|types|format|formats|genre|style|tool|software|editor|game|script)\b)"
                 ),
             ),

@@ -40,7 +40,10 @@ def test_unknown_command_and_bad_flag_exit_2():
 
 
 def test_help_is_fast_and_imports_no_torch():
-    code = "import sys, datagen.cli; datagen.cli.cli.main(['--help'], standalone_mode=False); print('torch' in sys.modules)"
+    code = (
+        "import sys, datagen.cli; datagen.cli.cli.main(['--help'], standalone_mode=False); "
+        "print('torch' in sys.modules)"
+    )
     result = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=60)
     assert result.returncode == 0 and result.stdout.strip().endswith("False")
 

@@ -89,7 +89,8 @@ _FAMILIES = (
     ),
     (
         r"^(?:yes|no|true|false|correct|incorrect|right|wrong|是|否|对|错|正确|错误|不是|不对|有|没有|会|不会|能|不能)$",
-        r"\?|？|\b(?:true or false|yes or no|whether|is it|are they|does it|do they)\b|是否|吗|判断|对不对|是不是|有没有|会不会|能不能",
+        r"\?|？|\b(?:true or false|yes or no|whether|is it|are they|does it|do they)\b|"
+        r"是否|吗|判断|对不对|是不是|有没有|会不会|能不能",
     ),
     (
         r"^(?:(?:not )?promotion|spam|not spam|ham|advert\w*|广告|非广告|垃圾邮件|正常邮件)$",
@@ -112,7 +113,8 @@ _OPEN_EN = re.compile(
     r"examples|reasons|ideas|suggestions|steps|instructions|an overview|a summary|a description|an explanation|"
     r"an example|a list|recommendations)|suggest (?:some|a few|several|ways|\d+|three|five)|"
     r"(?:give|provide|offer|share|make|prepare|draw up|put together|come up with|suggest|recommend)(?: me| us)?"
-    r"(?= (?:\S+ ){0,3}?(?:post|dialogue|quiz|faq|press release|tweet|plan|guide|overview|description|explanation|summary|list|story|essay|poem|letter|email|report|outline|"
+    r"(?= (?:\S+ ){0,3}?(?:post|dialogue|quiz|faq|press release|tweet|plan|guide|overview|description|explanation|"
+    r"summary|list|story|essay|poem|letter|email|report|outline|"
     r"biography|profile|review|analysis|argument|comparison|itinerary|recipe|tutorial|introduction|speech|article|"
     r"paragraph|advice|tips|examples|reasons|ideas|suggestions|steps|instructions|recommendations|strategy|"
     r"proposal|schedule|routine|program|checklist|agenda|pitch|toast|eulogy|lesson)s?\b)|"

@@ -318,9 +318,10 @@ def truncation(answer: str, last: bool, finish_reason: str | None) -> str | None
     First ``finish_reason == "length"`` (the generator hit max_tokens; only the last answer of a record has
     one), then text signals: an open code fence, a last line ending on ",", ":", "(", "、" or "，", on a
     word no sentence ends on ("... and the", "...因为阳光在"), or a long prose line that holds a sentence break
-    but stops without closing punctuation ("... the first person to win Nobel Prizes in two different"). It knows code, lists and letters: a trailing ";"
-    on a code line ("return x;"), a list whose items all end in ";" and a sign-off ("Best,", "Kind regards,",
-    "此致") are finished answers. Must not fire on: "Thanks for your help.\n\nBest,".
+    but stops without closing punctuation ("... the first person to win Nobel Prizes in two different"). It
+    knows code, lists and letters: a trailing ";" on a code line ("return x;"), a list whose items all end in
+    ";" and a sign-off ("Best,", "Kind regards,", "此致") are finished answers.
+    Must not fire on: "Thanks for your help.\n\nBest,".
     """
     if last and finish_reason == "length":
         return "finish_reason=length"

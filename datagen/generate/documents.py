@@ -8,9 +8,9 @@
 Loaders: ``.txt``/``.md``/``.rst`` (the text as it is), ``.html`` (visible text only: scripts, styles and
 other non-content elements are dropped), ``.jsonl`` (one document per line, from a configurable string
 field), ``.csv``/``.tsv`` (one sentence per row: ``name: apple; price: 3.``), ``.pdf`` (pypdf) and ``.docx``
-(python-docx: paragraphs, then each table row as ``cell | cell``). Bytes that are not UTF-8 are decoded with the encoding charset-normalizer detects.
-A file that is empty, binary, undecodable, unreadable or of an unknown type is skipped and reported with
-its reason; it never stops the run. A path that does not exist is a ConfigError.
+(python-docx: paragraphs, then each table row as ``cell | cell``). Bytes that are not UTF-8 are decoded with the
+encoding charset-normalizer detects. A file that is empty, binary, undecodable, unreadable or of an unknown type
+is skipped and reported with its reason; it never stops the run. A path that does not exist is a ConfigError.
 
 A document's ``text`` is what the loader produced (decoded, newlines normalized to ``\\n``); chunk spans
 index into it: ``[start, end)`` in characters, ``[byte_start, byte_end)`` in its UTF-8 encoding.

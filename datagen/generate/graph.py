@@ -141,7 +141,8 @@ def _clean(text: str) -> str:
 
 @contextlib.contextmanager
 def _utf8(path: Path, hint: str = "") -> Iterator[None]:
-    """Reading ``path`` inside the block: bytes that are not UTF-8 are a RecordError naming it (``hint``: what to do)."""
+    """Reading ``path`` inside the block: bytes that are not UTF-8 are a RecordError naming it
+    (``hint``: what to do)."""
     try:
         yield
     except UnicodeDecodeError as exc:

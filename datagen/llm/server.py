@@ -849,10 +849,12 @@ def _stream(
             try:
                 results = work.result()
             except _ApiError as exc:
-                yield f"data: {json.dumps({'error': {'message': exc.message, 'type': 'invalid_request_error', 'param': exc.param, 'code': exc.code}})}\n\n"
+                error = {"message": exc.message, "type": "invalid_request_error", "param": exc.param, "code": exc.code}
+                yield f"data: {json.dumps({'error': error})}\n\n"
                 return
             except Exception as exc:  # recorded in engine.errors by the worker
-                yield f"data: {json.dumps({'error': {'message': f'{type(exc).__name__}: {exc}', 'type': 'server_error'}})}\n\n"
+                error = {"message": f"{type(exc).__name__}: {exc}", "type": "server_error"}
+                yield f"data: {json.dumps({'error': error})}\n\n"
                 return
             for p, choices in enumerate(results):
                 for j, choice in enumerate(choices):

@@ -92,7 +92,8 @@ class ChatTemplate:
 
 
 def resolve_chat_template(tokenizer: Any, chat_template: str | None, fallback: str = "chatml") -> ChatTemplate:
-    """The template to render with: ``chat_template`` (a name or Jinja text), else the tokenizer's, else ``fallback``."""
+    """The template to render with: ``chat_template`` (a name or Jinja text), else the tokenizer's,
+    else ``fallback``."""
     if chat_template is None and getattr(tokenizer, "chat_template", None):
         text, name = tokenizer.chat_template, "tokenizer"
     else:
@@ -117,7 +118,8 @@ def resolve_chat_template(tokenizer: Any, chat_template: str | None, fallback: s
 def render_ids(
     tokenizer: Any, messages: Sequence[dict[str, str]], template: ChatTemplate, generation_prompt: bool
 ) -> list[int]:
-    """Token ids of ``messages`` rendered by ``template`` (special tokens come from the template, never added twice)."""
+    """Token ids of ``messages`` rendered by ``template``
+    (special tokens come from the template, never added twice)."""
     try:
         text = tokenizer.apply_chat_template(
             list(messages), chat_template=template.text, tokenize=False, add_generation_prompt=generation_prompt
@@ -182,7 +184,8 @@ def build_rows(
     max_seq_len: int,
     assistant_turns: str = "all",
 ) -> tuple[list[dict[str, list[int]]], DataStats]:
-    """Tokenize and label every conversation, cut to ``max_seq_len``; rows with nothing to train are dropped and counted."""
+    """Tokenize and label every conversation, cut to ``max_seq_len``;
+    rows with nothing to train are dropped and counted."""
     stats = DataStats(conversations=len(conversations))
     rows = []
     for messages in conversations:
@@ -294,7 +297,8 @@ def audit_template(
 
 
 def tokenizer_fingerprint(tokenizer: Any) -> str:
-    """sha256 of what decides the tokens: the fast tokenizer's full JSON (vocab, merges, normaliser), special tokens."""
+    """sha256 of what decides the tokens: the fast tokenizer's full JSON (vocab, merges, normaliser),
+    special tokens."""
     digest = hashlib.sha256()
     backend = getattr(tokenizer, "backend_tokenizer", None)
     if backend is not None:
@@ -498,7 +502,8 @@ def split_records(examples: Sequence[Example], eval_fraction: float, seed: int) 
 
 
 def records_sha256(examples: Sequence[Example]) -> str:
-    """sha256 of the records as canonical JSON lines, in order: the same data gives the same hash in any file format."""
+    """sha256 of the records as canonical JSON lines, in order:
+    the same data gives the same hash in any file format."""
     digest = hashlib.sha256()
     for example in examples:
         digest.update(json.dumps(example.to_dict(), ensure_ascii=False, sort_keys=True).encode())

@@ -130,7 +130,8 @@ def evaluate(data: str | Path, out: str | Path, cfg: EvalConfig) -> dict[str, An
 def reference_loss(
     model: Any, tokenizer: Any, conversations: list[list[dict[str, str]]], template: Any, cfg: EvalConfig
 ) -> tuple[float | None, int]:
-    """(mean NLL per reference token, reference tokens): the last reply of each conversation, labelled as in training."""
+    """(mean NLL per reference token, reference tokens): the last reply of each conversation,
+    labelled as in training."""
     import torch
 
     rows, _ = build_rows(tokenizer, conversations, template, cfg.max_seq_len, assistant_turns="last")

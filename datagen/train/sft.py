@@ -78,7 +78,8 @@ def train(
     echo: Callable[[str], Any] = print,
     color: bool | None = None,
 ) -> dict[str, Any]:
-    """Fine-tune ``cfg.base`` with a LoRA adapter on the records in ``data``; returns ``train_summary.json``'s content."""
+    """Fine-tune ``cfg.base`` with a LoRA adapter on the records in ``data``;
+    returns ``train_summary.json``'s content."""
     import torch
 
     from datagen.llm.local import resolve_model_dir
@@ -391,7 +392,8 @@ def _make_trainer(
     cfg: TrainConfig,
     cuda: bool,
 ) -> Any:
-    """A ``Trainer`` whose evaluation is ``token_weighted_eval``: the same loss at any world size or eval batch size."""
+    """A ``Trainer`` whose evaluation is ``token_weighted_eval``:
+    the same loss at any world size or eval batch size."""
     from transformers import Trainer
 
     class _Trainer(Trainer):

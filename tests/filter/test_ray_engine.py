@@ -1,11 +1,11 @@
 """``filter.engine: ray`` keeps what ``engine: local`` keeps, against a local Ray instance the tests start.
 
 The fixture (``fixtures/ray_engine_dups.jsonl``) plants, in English and Chinese: exact duplicates (case, width
-and punctuation folded; one group of three), ROUGE-L near-duplicates, embedding paraphrases (MiniLM cosine 0.91-0.95), one
-Self-Instruct task with two instances (one unit) and a near-copy of it, a record the heuristics drop, and two
-greedy chains (en-05 ~ en-06 ~ en-07, zh-01 ~ zh-03 ~ zh-04, first and last below 0.7): the last of each chain
-stays, because it only pairs with a dropped record. A connected-components shortcut would drop it; the
-engine's greedy pass inside each component must not.
+and punctuation folded; one group of three), ROUGE-L near-duplicates, embedding paraphrases (MiniLM cosine
+0.91-0.95), one Self-Instruct task with two instances (one unit) and a near-copy of it, a record the heuristics
+drop, and two greedy chains (en-05 ~ en-06 ~ en-07, zh-01 ~ zh-03 ~ zh-04, first and last below 0.7): the last
+of each chain stays, because it only pairs with a dropped record. A connected-components shortcut would drop it;
+the engine's greedy pass inside each component must not.
 
 Marked ``ray``: skipped where the [ray] extra is not installed (``pip install 'datagen[ray]'``).
 """

@@ -115,7 +115,8 @@ logging.getLogger("bitsandbytes.backends.cpu.ops").warning(
     "Failed to load CPU gemm_4bit_forward from kernels-community: no kernels. Please make sure you already "
     "`pip install kernels` and the kernels >= 0.11.1")
 logging.getLogger("transformers.generation.utils").warning("Setting `pad_token_id` to `eos_token_id`")
-warnings.warn_explicit("`resume_download` is deprecated", FutureWarning, "lib.py", 1, module="huggingface_hub.file_download")
+warnings.warn_explicit(
+    "`resume_download` is deprecated", FutureWarning, "lib.py", 1, module="huggingface_hub.file_download")
 logging.getLogger("datagen.filter").warning("OUR WARNING: 3 records had no output")
 warnings.warn_explicit("OUR FUTURE WARNING", FutureWarning, "datagen/x.py", 1, module="datagen.x")
 from huggingface_hub.utils import are_progress_bars_disabled  # transformers' "Loading weights" bar follows it

@@ -173,9 +173,10 @@ def _no_crash(result) -> None:
 @PROPERTY
 @given(data=RECORD_FILES)
 def test_record_readers_exit_0_or_2_and_write_nothing_on_2(data):
-    """Issue 18 property: random bytes, JSON lines of every shape (duplicate keys, NaN, 1–3,000 levels of nesting, lone surrogates),
-    pretty-printed arrays: `datagen convert` exits 0 or 2 with a message, never a traceback, and writes no output
-    on exit 2; `read_seed_tasks` raises nothing but RecordError (120 examples)."""
+    """Issue 18 property: random bytes, JSON lines of every shape (duplicate keys, NaN, 1–3,000 levels of
+    nesting, lone surrogates), pretty-printed arrays: `datagen convert` exits 0 or 2 with a message, never a
+    traceback, and writes no output on exit 2; `read_seed_tasks` raises nothing but RecordError (120
+    examples)."""
     runner = CliRunner()
     with _empty_folder():
         Path("in.jsonl").write_bytes(data)
@@ -194,10 +195,10 @@ def test_record_readers_exit_0_or_2_and_write_nothing_on_2(data):
 @PROPERTY
 @given(text=CONFIGS)
 def test_config_loader_exit_0_or_2_and_write_nothing_on_2(text):
-    """Issue 18 property: run configs from the real keys with values of every shape (lists for mappings, numbers for text, inf/nan,
-    dates, binary, sets), duplicate keys, aliases, alias loops, 500-deep nesting, random text: `load_plan` accepts
-    or raises a UserError; when it refuses, `datagen run` exits 2 with a message and leaves the folder as it
-    found it (120 examples)."""
+    """Issue 18 property: run configs from the real keys with values of every shape (lists for mappings, numbers
+    for text, inf/nan, dates, binary, sets), duplicate keys, aliases, alias loops, 500-deep nesting, random text:
+    `load_plan` accepts or raises a UserError; when it refuses, `datagen run` exits 2 with a message and leaves the
+    folder as it found it (120 examples)."""
     runner = CliRunner()
     with _empty_folder():
         Path("c.yaml").write_text(text, encoding="utf-8", errors="surrogatepass")

@@ -45,10 +45,11 @@ def _leaks(root, *texts: str) -> list[str]:
 
 @pytest.mark.parametrize("scenario", ["working-endpoint", "endpoint-down"])
 def test_url_credentials_never_written_or_logged(scenario, fault_server, tmp_path, record_property):
-    """#12: `datagen -v run` (Self-Instruct + Self-QA) with `base_url: http://alice:<secret>@127.0.0.1:PORT/v1`, against
-    a working endpoint (the credentials still reach it, as HTTP Basic auth) and against a closed port with a
-    `?api_key=<secret>` query too (every request fails): the secrets appear in no output stream, run file, manifest, stats, report
-    or cache; the redacted form `http://***@127.0.0.1` is what the manifest shows."""
+    """#12: `datagen -v run` (Self-Instruct + Self-QA) with `base_url: http://alice:<secret>@127.0.0.1:PORT/v1`,
+    against a working endpoint (the credentials still reach it, as HTTP Basic auth) and against a closed port
+    with a `?api_key=<secret>` query too (every request fails): the secrets appear in no output stream, run
+    file, manifest, stats, report or cache; the redacted form `http://***@127.0.0.1` is what the manifest
+    shows."""
     fault_server.responder = responder()
     if scenario == "working-endpoint":
         url = fault_server.url.replace("http://", f"http://alice:{USER_SECRET}@")

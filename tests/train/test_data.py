@@ -138,7 +138,8 @@ def test_reply_merging_with_the_prompt_moves_the_boundary_back(tokenizer, templa
 def test_template_that_rewrites_earlier_turns_drops_the_conversation(tokenizer):
     # Like reasoning templates that strip earlier assistant turns: turn-by-turn labels would be wrong.
     text = (
-        "{% for m in messages %}{% if m['role'] == 'assistant' and not loop.last %}<|im_start|>assistant\n…<|im_end|>\n"
+        "{% for m in messages %}{% if m['role'] == 'assistant' and not loop.last %}"
+        "<|im_start|>assistant\n…<|im_end|>\n"
         "{% else %}<|im_start|>{{ m['role'] }}\n{{ m['content'] }}<|im_end|>\n{% endif %}{% endfor %}"
         "{% if add_generation_prompt %}<|im_start|>assistant\n{% endif %}"
     )

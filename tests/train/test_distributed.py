@@ -1,4 +1,5 @@
-"""Training past one process: the same numbers at any world size, batch split or eval batch size; one set of outputs."""
+"""Training past one process: the same numbers at any world size, batch split or eval batch size; one set of
+outputs."""
 
 from __future__ import annotations
 
@@ -274,7 +275,8 @@ def test_audit_compares_the_mask_with_generation_markers(tokenizer):
         "{{ '<|im_start|>' + message['role'] + '\n' + message['content'] + '<|im_end|>' + '\n' }}",
         "{% if message['role'] == 'assistant' %}{{ '<|im_start|>assistant\n' }}{% generation %}"
         "{{ message['content'] + '<|im_end|>' }}{% endgeneration %}{{ '\n' }}"
-        "{% else %}{{ '<|im_start|>' + message['role'] + '\n' + message['content'] + '<|im_end|>' + '\n' }}{% endif %}",
+        "{% else %}{{ '<|im_start|>' + message['role'] + '\n' + message['content'] + '<|im_end|>' + '\n' }}"
+        "{% endif %}",
     )
     report = audit_template(tokenizer, CONVERSATIONS, resolve_chat_template(tokenizer, marked))
     assert report["generation_markers"] is True and report["marker_only_tokens"] == 0

@@ -1,4 +1,5 @@
-"""Models out: the adapter names a portable base id and carries a model card; merged folders load in transformers 4 and 5."""
+"""Models out: the adapter names a portable base id and carries a model card; merged folders load in
+transformers 4 and 5."""
 
 from __future__ import annotations
 
