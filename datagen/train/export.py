@@ -67,6 +67,8 @@ def write_model_card(adapter_dir: Path, cfg: Any, summary: dict[str, Any]) -> No
     base_id = summary.get("base_model_id") or base_model_id(cfg, Path(summary.get("base_model_dir", ".")))
     adapter_config = json.loads((adapter_dir / "adapter_config.json").read_text(encoding="utf-8"))
     adapter_config["base_model_name_or_path"] = base_id  # the id others know, not this machine's folder
+    if isinstance(adapter_config.get("target_modules"), list):  # peft writes a set in hash order: differs per run
+        adapter_config["target_modules"] = sorted(adapter_config["target_modules"])
     write_json(adapter_dir / "adapter_config.json", adapter_config)
 
     def fmt(value: Any) -> str:
