@@ -33,6 +33,7 @@ a unit unless it scores ``>= rouge_threshold`` against one kept before it.
 from __future__ import annotations
 
 import dataclasses
+import functools
 import hashlib
 import logging
 import multiprocessing
@@ -370,8 +371,7 @@ def _relevance(run: _Run, items: list[relevance.Item], totals: dict[str, Any]) -
     )
 
 
-def _exact_dedup(run: _Run) -> None:
-    started = time.perf_counter()
+def _exact_dedup(run: _Run) -> dict[str, Any]:
     groups: dict[str, list[int]] = defaultdict(list)
     if run.cfg.engine == "ray":
         from datagen.filter import ray_engine
@@ -392,7 +392,7 @@ def _exact_dedup(run: _Run) -> None:
                 duplicate_of=run.ids[keep],
                 score=1.0,
             )
-    run.stage("exact_dedup", time.perf_counter() - started)
+    return {}
 
 
 def _drop_units(
@@ -403,22 +403,17 @@ def _drop_units(
     for unit, dup_unit, score in dropped:
         first = units[dup_unit][0]
         facts, kept, short = run.facts.get(first), run.ids[first], _shorten(run.sims[first])
+        score = round(float(score), 4)
         for i in units[unit]:
             mine = run.facts.get(i)
             if facts is not None and mine is not None and mine != facts:
                 continue
             run.drop(
-                i,
-                stage,
-                reason,
-                f"{detail} (score {round(float(score), 4)}): kept {kept} {short!r}",
-                duplicate_of=kept,
-                score=round(float(score), 4),
+                i, stage, reason, f"{detail} (score {score}): kept {kept} {short!r}", duplicate_of=kept, score=score
             )
 
 
-def _rouge_dedup(run: _Run) -> None:
-    started = time.perf_counter()
+def _rouge_dedup(run: _Run) -> dict[str, Any]:
     units = run.units()
     texts = [run.sims[unit[0]] for unit in units]
     cfg = run.cfg
@@ -460,11 +455,11 @@ def _rouge_dedup(run: _Run) -> None:
         dropped,
         f"ROUGE-L F >= {run.cfg.rouge_threshold} against a kept record",
     )
-    run.stage("rouge_dedup", time.perf_counter() - started, units=len(units), method=method, **extra)
+    return {"units": len(units), "method": method, **extra}
 
 
-def _embed_dedup(run: _Run) -> None:
-    cfg, started = run.cfg, time.perf_counter()
+def _embed_dedup(run: _Run) -> dict[str, Any]:
+    cfg = run.cfg
     units = run.units()
     texts = [run.sims[unit[0]] for unit in units]
     engine: dict[str, Any] = {}
@@ -496,7 +491,7 @@ def _embed_dedup(run: _Run) -> None:
         if cfg.embed_grouping == "connected"
         else f"cosine >= {cfg.embed_threshold} against a kept record",
     )
-    run.stage("embed_dedup", time.perf_counter() - started, **result.stats)
+    return result.stats
 
 
 def _read_against(paths: tuple[Path, ...]) -> against_mod.OldSet:
@@ -505,8 +500,7 @@ def _read_against(paths: tuple[Path, ...]) -> against_mod.OldSet:
     return against_mod.OldSet(texts, ids, digests)
 
 
-def _against(run: _Run, old: against_mod.OldSet) -> None:
-    started = time.perf_counter()
+def _against(run: _Run, old: against_mod.OldSet) -> dict[str, Any]:
     for i in run.alive:
         hit = old.match(run.sims[i], run.digests[i], run.cfg.rouge_threshold)
         if hit is not None:
@@ -517,7 +511,7 @@ def _against(run: _Run, old: against_mod.OldSet) -> None:
                 else f"ROUGE-L F >= {run.cfg.rouge_threshold} against an earlier record"
             )
             run.drop(i, against_mod.STAGE, against_mod.REASON, detail, duplicate_of=old_id, score=round(score, 4))
-    run.stage(against_mod.STAGE, time.perf_counter() - started, earlier_records=len(old))
+    return {"earlier_records": len(old)}
 
 
 async def _judge(run: _Run) -> None:
@@ -591,10 +585,6 @@ def _preflight(cfg: FilterConfig) -> None:
             get_template(f"{lang}/{judge.TEMPLATE}")
 
 
-def _started(name: str, run: _Run) -> None:
-    log.info("filter %s: started on %d records", name, len(run.alive))
-
-
 async def run_filter(cfg: FilterConfig) -> dict[str, Any]:
     """Run the enabled stages over every input record; write the outputs; return the stats.
 
@@ -613,18 +603,17 @@ async def run_filter(cfg: FilterConfig) -> dict[str, Any]:
         _scan(run, bench_index)  # RecordError (path:line) before anything is written
         old = _read_against(cfg.against) if cfg.against else None
         make_dirs(cfg.out)  # an unusable --out fails now, not after the work (and judge calls) are done
-        if cfg.exact_dedup:
-            _started("exact_dedup", run)
-            _exact_dedup(run)
-        if old is not None:
-            _started(against_mod.STAGE, run)
-            _against(run, old)
-        if cfg.rouge_dedup:
-            _started("rouge_dedup", run)
-            _rouge_dedup(run)
-        if cfg.embed_dedup:
-            _started("embed_dedup", run)
-            _embed_dedup(run)
+        for name, on, stage in (
+            ("exact_dedup", cfg.exact_dedup, _exact_dedup),
+            (against_mod.STAGE, old is not None, functools.partial(_against, old=old)),
+            ("rouge_dedup", cfg.rouge_dedup, _rouge_dedup),
+            ("embed_dedup", cfg.embed_dedup, _embed_dedup),
+        ):
+            if on:  # each stage returns its own figures for the stats
+                log.info("filter %s: started on %d records", name, len(run.alive))
+                started = time.perf_counter()
+                figures = stage(run)
+                run.stage(name, time.perf_counter() - started, **figures)
     if cfg.judge and run.alive:
         await _judge(run)
 
