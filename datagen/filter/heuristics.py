@@ -58,7 +58,6 @@ from datagen.text import (
     count_units,
     detect_lang,
     find_blacklisted,
-    find_media_task,
     find_personal_experience,
     find_phrase,
     injection_line,
@@ -629,10 +628,9 @@ def _instruction_flags(example: Example, cfg: FilterConfig) -> dict[str, Any]:
         # ``input``: only the lower bound applies to it.
         if length and not (example.messages and length[0] == "too_long"):
             flags[f"instruction_{length[0]}"] = length[1]
-        if cfg.blacklist is None:
-            word = find_media_task(instruction)  # in context: "draw a picture of", never "draw a conclusion"
-        else:
-            word = find_blacklisted(instruction, "en", cfg.blacklist)  # the user's own bare words
+        # No list: the request read in context ("draw a picture of", never "draw a conclusion"); a list: the
+        # user's own bare words.
+        word = find_blacklisted(instruction, "en", cfg.blacklist)
         if word:
             flags["blacklisted_keyword"] = word
         asked = find_personal_experience(instruction)

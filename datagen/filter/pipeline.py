@@ -51,7 +51,7 @@ from datagen.checkpoint import make_reject
 from datagen.errors import ConfigError, RecordError
 from datagen.filter import against as against_mod
 from datagen.filter import decontaminate as decontaminate_mod
-from datagen.filter import heuristics, judge, minhash, relevance, semantic
+from datagen.filter import heuristics, judge, minhash, ray_engine, relevance, semantic
 from datagen.filter.config import STAGES, FilterConfig, load_config  # noqa: F401 - load_config: its old home
 from datagen.formats import iter_any, render_user_turn
 from datagen.interrupt import interruptible
@@ -374,8 +374,6 @@ def _relevance(run: _Run, items: list[relevance.Item], totals: dict[str, Any]) -
 def _exact_dedup(run: _Run) -> dict[str, Any]:
     groups: dict[str, list[int]] = defaultdict(list)
     if run.cfg.engine == "ray":
-        from datagen.filter import ray_engine
-
         found = ray_engine.exact_groups([run.digests[i] for i in run.alive], run.cfg.ray_address)
         groups.update((str(k), [run.alive[x] for x in members]) for k, members in enumerate(found))
     else:
@@ -422,8 +420,6 @@ def _rouge_dedup(run: _Run) -> dict[str, Any]:
         method = "lsh" if len(units) > cfg.rouge_lsh_above else "exact"
     extra: dict[str, Any] = {}
     if cfg.engine == "ray":
-        from datagen.filter import ray_engine
-
         dropped, extra = ray_engine.rouge_dedup(
             texts,
             cfg.rouge_threshold,
@@ -462,11 +458,7 @@ def _embed_dedup(run: _Run) -> dict[str, Any]:
     cfg = run.cfg
     units = run.units()
     texts = [run.sims[unit[0]] for unit in units]
-    engine: dict[str, Any] = {}
-    if cfg.engine == "ray":
-        from datagen.filter import ray_engine
-
-        engine = {"address": cfg.ray_address}
+    engine = {"address": cfg.ray_address} if cfg.engine == "ray" else {}
     result = (ray_engine.embed_dedup if engine else semantic.embed_dedup)(
         texts,
         priority=list(range(len(units))),
@@ -573,8 +565,6 @@ def _preflight(cfg: FilterConfig) -> None:
     if cfg.embed_dedup and cfg.embed_model is None:
         semantic.default_model_path()
     if cfg.engine == "ray":
-        from datagen.filter import ray_engine
-
         ray_engine.require()
     if cfg.judge:
         from datagen.llm.client import resolve_base_urls
