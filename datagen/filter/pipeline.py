@@ -191,13 +191,15 @@ class _Run:
         log.info("filter %s: kept %d of %d", name, len(survivors), len(self.alive))
         self.alive = survivors
 
-    def units(self) -> list[list[int]]:
-        """Alive records grouped by their normalised similarity text, each unit best-first, units best-first."""
+    def units(self) -> tuple[list[list[int]], list[str]]:
+        """Alive records grouped by their normalised similarity text, each unit best-first, units best-first;
+        and the text each unit is compared on (its best record's)."""
         groups: dict[str, list[int]] = defaultdict(list)
         for i in self.alive:
             groups[normalize_text(self.sims[i])].append(i)
         units = [sorted(members, key=self.priority) for members in groups.values()]
-        return sorted(units, key=lambda unit: self.priority(unit[0]))
+        units.sort(key=lambda unit: self.priority(unit[0]))
+        return units, [self.sims[unit[0]] for unit in units]
 
 
 #: Records whose answers the ``unrelated_answer`` rule checks in one batch (the encoder's input).
@@ -412,8 +414,7 @@ def _drop_units(
 
 
 def _rouge_dedup(run: _Run) -> dict[str, Any]:
-    units = run.units()
-    texts = [run.sims[unit[0]] for unit in units]
+    units, texts = run.units()
     cfg = run.cfg
     method = cfg.rouge_method
     if method == "auto":
@@ -456,8 +457,7 @@ def _rouge_dedup(run: _Run) -> dict[str, Any]:
 
 def _embed_dedup(run: _Run) -> dict[str, Any]:
     cfg = run.cfg
-    units = run.units()
-    texts = [run.sims[unit[0]] for unit in units]
+    units, texts = run.units()
     engine = {"address": cfg.ray_address} if cfg.engine == "ray" else {}
     result = (ray_engine.embed_dedup if engine else semantic.embed_dedup)(
         texts,
