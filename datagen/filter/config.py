@@ -123,19 +123,17 @@ class FilterConfig:
     ray_address: str | None = None  # ray://head:10001 or auto; None = the open session or a local Ray
 
     def __post_init__(self) -> None:
-        inputs = (self.inputs,) if isinstance(self.inputs, (str, Path)) else self.inputs
-        if not isinstance(inputs, (list, tuple)) or not all(isinstance(p, (str, Path)) for p in inputs):
-            raise ConfigError(f"filter.inputs must be a list of paths, got {self.inputs!r}")
-        object.__setattr__(self, "inputs", tuple(Path(p) for p in inputs))
+        object.__setattr__(self, "inputs", _paths("inputs", self.inputs))
         if self.out is not None:
             if not isinstance(self.out, (str, Path)):
                 raise ConfigError(f"filter.out must be a folder path, got {self.out!r}")
             object.__setattr__(self, "out", Path(self.out))
-        for name in (*STAGES,):
+        for name in STAGES:
             if not isinstance(getattr(self, name), bool):
                 raise ConfigError(f"filter.{name} must be true or false, got {getattr(self, name)!r}")
-        if self.keep not in KEEP_POLICIES:
-            raise ConfigError(f"filter.keep must be one of {list(KEEP_POLICIES)}, got {self.keep!r}")
+        for name, choices in _CHOICES.items():
+            if getattr(self, name) not in choices:
+                raise ConfigError(f"filter.{name} must be one of {list(choices)}, got {getattr(self, name)!r}")
         object.__setattr__(self, "skip_rules", _strings("skip_rules", self.skip_rules))
         unknown = sorted(set(self.skip_rules) - set(RULES))
         if unknown:
@@ -144,50 +142,18 @@ class FilterConfig:
             object.__setattr__(self, "blacklist", _strings("blacklist", self.blacklist))
         for name in ("instruction_length", "instruction_length_zh", "output_length", "output_length_zh"):
             object.__setattr__(self, name, _bounds(name, getattr(self, name)))
-        _number("repetition_ngram", self.repetition_ngram, 1, 20, integer=True)
-        _number("repetition_max", self.repetition_max, 0, 1)
-        _number("language_min_units", self.language_min_units, 0, 10_000, integer=True)
-        _number("rouge_threshold", self.rouge_threshold, 0, 1, lo_open=True)
-        _number("embed_threshold", self.embed_threshold, 0, 1, lo_open=True)
-        _number("embed_max_unknown", self.embed_max_unknown, 0, 1)
-        if self.embed_grouping not in semantic.GROUPINGS:
-            raise ConfigError(
-                f"filter.embed_grouping must be one of {list(semantic.GROUPINGS)}, got {self.embed_grouping!r}"
-            )
-        _number("embed_batch_size", self.embed_batch_size, 1, 1 << 16, integer=True)
-        _number("embed_ivf_above", self.embed_ivf_above, 1, 1 << 40, integer=True)
-        _number("embed_nprobe", self.embed_nprobe, 1, 1 << 20, integer=True)
-        _number("judge_min_score", self.judge_min_score, 1, 5, integer=True)
-        _number("judge_max_tokens", self.judge_max_tokens, 1, 1 << 20, integer=True)
+        for name, (lo, hi, integer, lo_open) in _RANGES.items():
+            _number(name, getattr(self, name), lo, hi, integer=integer, lo_open=lo_open)
         for name in ("embed_model", "embed_device"):
             value = getattr(self, name)
             if value is not None and (not isinstance(value, str) or not value):
                 raise ConfigError(f"filter.{name} must be a non-empty string or unset, got {value!r}")
         if not isinstance(self.llm, LLMConfig):
             raise ConfigError(f"filter.llm must be a mapping of LLM settings, got {self.llm!r}")
-        _number("embed_min_recall", self.embed_min_recall, 0, 1)
-        if self.rouge_method not in ROUGE_METHODS:
-            raise ConfigError(f"filter.rouge_method must be one of {list(ROUGE_METHODS)}, got {self.rouge_method!r}")
-        _number("rouge_lsh_above", self.rouge_lsh_above, 0, 1 << 40, integer=True)
-        _number("rouge_lsh_threshold", self.rouge_lsh_threshold, 0, 1, lo_open=True)
-        _number("rouge_lsh_num_perm", self.rouge_lsh_num_perm, 8, 4096, integer=True)
-        _number("rouge_lsh_max_df", self.rouge_lsh_max_df, 0, 1, lo_open=True)
-        _number("rouge_lsh_max_count", self.rouge_lsh_max_count, 1, 1 << 40, integer=True)
-        _number("decontaminate_ngram", self.decontaminate_ngram, 1, 1000, integer=True)
-        _number("heuristics_workers", self.heuristics_workers, 0, 1024, integer=True)
-        _number("heuristics_parallel_above", self.heuristics_parallel_above, 0, 1 << 40, integer=True)
         for name in ("decontaminate", "against"):
-            value = getattr(self, name)
-            value = (value,) if isinstance(value, (str, Path)) else value
-            if not isinstance(value, (list, tuple)) or not all(isinstance(p, (str, Path)) for p in value):
-                raise ConfigError(f"filter.{name} must be a list of paths, got {getattr(self, name)!r}")
-            object.__setattr__(self, name, tuple(Path(p) for p in value))
+            object.__setattr__(self, name, _paths(name, getattr(self, name)))
         if self.relevance is not None and not isinstance(self.relevance, bool):
             raise ConfigError(f"filter.relevance must be true, false or unset, got {self.relevance!r}")
-        _number("relevance_min_cosine", self.relevance_min_cosine, -1, 1)
-        _number("relevance_min_chars_zh", self.relevance_min_chars_zh, 1, 1 << 20, integer=True)
-        if self.engine not in ENGINES:
-            raise ConfigError(f"filter.engine must be one of {list(ENGINES)}, got {self.engine!r}")
         if self.ray_address is not None and (not isinstance(self.ray_address, str) or not self.ray_address):
             raise ConfigError(
                 f"filter.ray_address must be a Ray address (ray://head:10001) or unset, got {self.ray_address!r}"
@@ -197,6 +163,48 @@ class FilterConfig:
         """The resolved config for ``filter_stats.json`` (no secrets live in it)."""
         out = to_plain({f.name: getattr(self, f.name) for f in dataclasses.fields(self) if f.name != "llm"})
         return {**out, "llm": self.llm.public_dict() if self.judge else None}
+
+
+#: Settings with a fixed set of values.
+_CHOICES = {
+    "keep": KEEP_POLICIES,
+    "embed_grouping": semantic.GROUPINGS,
+    "rouge_method": ROUGE_METHODS,
+    "engine": ENGINES,
+}
+
+#: Numeric settings: name -> (lowest, highest, integers only, lowest excluded).
+_RANGES = {
+    "repetition_ngram": (1, 20, True, False),
+    "repetition_max": (0, 1, False, False),
+    "language_min_units": (0, 10_000, True, False),
+    "rouge_threshold": (0, 1, False, True),
+    "embed_threshold": (0, 1, False, True),
+    "embed_max_unknown": (0, 1, False, False),
+    "embed_batch_size": (1, 1 << 16, True, False),
+    "embed_ivf_above": (1, 1 << 40, True, False),
+    "embed_nprobe": (1, 1 << 20, True, False),
+    "judge_min_score": (1, 5, True, False),
+    "judge_max_tokens": (1, 1 << 20, True, False),
+    "embed_min_recall": (0, 1, False, False),
+    "rouge_lsh_above": (0, 1 << 40, True, False),
+    "rouge_lsh_threshold": (0, 1, False, True),
+    "rouge_lsh_num_perm": (8, 4096, True, False),
+    "rouge_lsh_max_df": (0, 1, False, True),
+    "rouge_lsh_max_count": (1, 1 << 40, True, False),
+    "decontaminate_ngram": (1, 1000, True, False),
+    "heuristics_workers": (0, 1024, True, False),
+    "heuristics_parallel_above": (0, 1 << 40, True, False),
+    "relevance_min_cosine": (-1, 1, False, False),
+    "relevance_min_chars_zh": (1, 1 << 20, True, False),
+}
+
+
+def _paths(name: str, value: Any) -> tuple[Path, ...]:
+    paths = (value,) if isinstance(value, (str, Path)) else value
+    if not isinstance(paths, (list, tuple)) or not all(isinstance(p, (str, Path)) for p in paths):
+        raise ConfigError(f"filter.{name} must be a list of paths, got {value!r}")
+    return tuple(Path(p) for p in paths)
 
 
 def _strings(name: str, value: Any) -> tuple[str, ...]:

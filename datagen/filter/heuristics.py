@@ -58,7 +58,6 @@ from datagen.text import (
     count_units,
     detect_lang,
     find_blacklisted,
-    find_media_task,
     find_personal_experience,
     find_phrase,
     injection_line,
@@ -447,10 +446,6 @@ def prompt_texts(example: Example) -> list[str]:
     return [example.instruction, example.input]
 
 
-def _length(text: str, bounds: tuple[int, int], bounds_zh: tuple[int, int]) -> tuple[str, str] | None:
-    return _length_check(*units(text), bounds, bounds_zh)
-
-
 def _length_check(n: int, lang: str, bounds: tuple[int, int], bounds_zh: tuple[int, int]) -> tuple[str, str] | None:
     lo, hi = bounds_zh if lang == "zh" else bounds
     unit = "characters" if lang == "zh" else "words"
@@ -481,38 +476,25 @@ def _answer_flags(turn: Turn, cfg: FilterConfig, finish_reason: str | None) -> t
     line = injection_line(answer)
     if line and not INJECTION_TOPIC.search(task.text):
         flags["prompt_injection"] = f"answer: {line[:100]}"
-    same = output_equals_input(turn)
-    if same:
-        flags["output_equals_input"] = same
-    for rule, check in (
-        ("echo", echo),
-        ("label_copy", label_copy),
-        ("short_open_answer", short_open_answer),
-        ("announces_only", announces_only),
-        ("wrong_answer_type", wrong_answer_type),
-        ("placeholder", placeholder),
+    for rule, found in (  # what each rule found in the answer; None where it passes
+        ("output_equals_input", output_equals_input(turn)),
+        ("echo", echo(answer, task)),
+        ("label_copy", label_copy(answer, task)),
+        ("short_open_answer", short_open_answer(answer, task)),
+        ("announces_only", announces_only(answer, task)),
+        ("wrong_answer_type", wrong_answer_type(answer, task)),
+        ("placeholder", placeholder(answer, task)),
+        ("ai_identity", find_phrase(answer, AI_IDENTITY)),
+        ("refusal", find_phrase(answer, REFUSALS, window=REFUSAL_WINDOW)),
+        ("truncated", truncation(answer, turn.last, finish_reason)),
+        ("unbalanced", unbalanced(answer, code=bool(CODE_TASK.search(task.text)))),
+        ("language_mismatch", language_mismatch(turn, cfg.language_min_units)),
     ):
-        found = check(answer, task)
         if found:
             flags[rule] = found
-    phrase = find_phrase(answer, AI_IDENTITY)
-    if phrase:
-        flags["ai_identity"] = phrase
-    phrase = find_phrase(answer, REFUSALS, window=REFUSAL_WINDOW)
-    if phrase:
-        flags["refusal"] = phrase
-    cut = truncation(answer, turn.last, finish_reason)
-    if cut:
-        flags["truncated"] = cut
-    open_ = unbalanced(answer, code=bool(CODE_TASK.search(task.text)))
-    if open_:
-        flags["unbalanced"] = open_
     ratio = repeated_ngram_ratio(answer, cfg.repetition_ngram)
     if ratio is not None and ratio > cfg.repetition_max:
         flags["repetition"] = f"{ratio:.2f} of {cfg.repetition_ngram}-grams repeat (max {cfg.repetition_max})"
-    mismatch = language_mismatch(turn, cfg.language_min_units)
-    if mismatch:
-        flags["language_mismatch"] = mismatch
     return flags, _score(n, lang, ratio, cfg)
 
 
@@ -641,15 +623,14 @@ def _instruction_flags(example: Example, cfg: FilterConfig) -> dict[str, Any]:
     if not instruction.strip():
         flags["instruction_empty"] = None
     else:
-        length = _length(instruction, cfg.instruction_length, cfg.instruction_length_zh)
+        length = _length_check(*units(instruction), cfg.instruction_length, cfg.instruction_length_zh)
         # A conversation's opening turn often carries pasted material, which a single-turn record keeps in
         # ``input``: only the lower bound applies to it.
         if length and not (example.messages and length[0] == "too_long"):
             flags[f"instruction_{length[0]}"] = length[1]
-        if cfg.blacklist is None:
-            word = find_media_task(instruction)  # in context: "draw a picture of", never "draw a conclusion"
-        else:
-            word = find_blacklisted(instruction, "en", cfg.blacklist)  # the user's own bare words
+        # No list: the request read in context ("draw a picture of", never "draw a conclusion"); a list: the
+        # user's own bare words.
+        word = find_blacklisted(instruction, "en", cfg.blacklist)
         if word:
             flags["blacklisted_keyword"] = word
         asked = find_personal_experience(instruction)

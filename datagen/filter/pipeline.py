@@ -33,6 +33,7 @@ a unit unless it scores ``>= rouge_threshold`` against one kept before it.
 from __future__ import annotations
 
 import dataclasses
+import functools
 import hashlib
 import logging
 import multiprocessing
@@ -50,7 +51,7 @@ from datagen.checkpoint import make_reject
 from datagen.errors import ConfigError, RecordError
 from datagen.filter import against as against_mod
 from datagen.filter import decontaminate as decontaminate_mod
-from datagen.filter import heuristics, judge, minhash, relevance, semantic
+from datagen.filter import heuristics, judge, minhash, ray_engine, relevance, semantic
 from datagen.filter.config import STAGES, FilterConfig, load_config  # noqa: F401 - load_config: its old home
 from datagen.formats import iter_any, render_user_turn
 from datagen.interrupt import interruptible
@@ -190,13 +191,15 @@ class _Run:
         log.info("filter %s: kept %d of %d", name, len(survivors), len(self.alive))
         self.alive = survivors
 
-    def units(self) -> list[list[int]]:
-        """Alive records grouped by their normalised similarity text, each unit best-first, units best-first."""
+    def units(self) -> tuple[list[list[int]], list[str]]:
+        """Alive records grouped by their normalised similarity text, each unit best-first, units best-first;
+        and the text each unit is compared on (its best record's)."""
         groups: dict[str, list[int]] = defaultdict(list)
         for i in self.alive:
             groups[normalize_text(self.sims[i])].append(i)
         units = [sorted(members, key=self.priority) for members in groups.values()]
-        return sorted(units, key=lambda unit: self.priority(unit[0]))
+        units.sort(key=lambda unit: self.priority(unit[0]))
+        return units, [self.sims[unit[0]] for unit in units]
 
 
 #: Records whose answers the ``unrelated_answer`` rule checks in one batch (the encoder's input).
@@ -370,12 +373,9 @@ def _relevance(run: _Run, items: list[relevance.Item], totals: dict[str, Any]) -
     )
 
 
-def _exact_dedup(run: _Run) -> None:
-    started = time.perf_counter()
+def _exact_dedup(run: _Run) -> dict[str, Any]:
     groups: dict[str, list[int]] = defaultdict(list)
     if run.cfg.engine == "ray":
-        from datagen.filter import ray_engine
-
         found = ray_engine.exact_groups([run.digests[i] for i in run.alive], run.cfg.ray_address)
         groups.update((str(k), [run.alive[x] for x in members]) for k, members in enumerate(found))
     else:
@@ -392,7 +392,7 @@ def _exact_dedup(run: _Run) -> None:
                 duplicate_of=run.ids[keep],
                 score=1.0,
             )
-    run.stage("exact_dedup", time.perf_counter() - started)
+    return {}
 
 
 def _drop_units(
@@ -403,32 +403,24 @@ def _drop_units(
     for unit, dup_unit, score in dropped:
         first = units[dup_unit][0]
         facts, kept, short = run.facts.get(first), run.ids[first], _shorten(run.sims[first])
+        score = round(float(score), 4)
         for i in units[unit]:
             mine = run.facts.get(i)
             if facts is not None and mine is not None and mine != facts:
                 continue
             run.drop(
-                i,
-                stage,
-                reason,
-                f"{detail} (score {round(float(score), 4)}): kept {kept} {short!r}",
-                duplicate_of=kept,
-                score=round(float(score), 4),
+                i, stage, reason, f"{detail} (score {score}): kept {kept} {short!r}", duplicate_of=kept, score=score
             )
 
 
-def _rouge_dedup(run: _Run) -> None:
-    started = time.perf_counter()
-    units = run.units()
-    texts = [run.sims[unit[0]] for unit in units]
+def _rouge_dedup(run: _Run) -> dict[str, Any]:
+    units, texts = run.units()
     cfg = run.cfg
     method = cfg.rouge_method
     if method == "auto":
         method = "lsh" if len(units) > cfg.rouge_lsh_above else "exact"
     extra: dict[str, Any] = {}
     if cfg.engine == "ray":
-        from datagen.filter import ray_engine
-
         dropped, extra = ray_engine.rouge_dedup(
             texts,
             cfg.rouge_threshold,
@@ -460,18 +452,13 @@ def _rouge_dedup(run: _Run) -> None:
         dropped,
         f"ROUGE-L F >= {run.cfg.rouge_threshold} against a kept record",
     )
-    run.stage("rouge_dedup", time.perf_counter() - started, units=len(units), method=method, **extra)
+    return {"units": len(units), "method": method, **extra}
 
 
-def _embed_dedup(run: _Run) -> None:
-    cfg, started = run.cfg, time.perf_counter()
-    units = run.units()
-    texts = [run.sims[unit[0]] for unit in units]
-    engine: dict[str, Any] = {}
-    if cfg.engine == "ray":
-        from datagen.filter import ray_engine
-
-        engine = {"address": cfg.ray_address}
+def _embed_dedup(run: _Run) -> dict[str, Any]:
+    cfg = run.cfg
+    units, texts = run.units()
+    engine = {"address": cfg.ray_address} if cfg.engine == "ray" else {}
     result = (ray_engine.embed_dedup if engine else semantic.embed_dedup)(
         texts,
         priority=list(range(len(units))),
@@ -496,7 +483,7 @@ def _embed_dedup(run: _Run) -> None:
         if cfg.embed_grouping == "connected"
         else f"cosine >= {cfg.embed_threshold} against a kept record",
     )
-    run.stage("embed_dedup", time.perf_counter() - started, **result.stats)
+    return result.stats
 
 
 def _read_against(paths: tuple[Path, ...]) -> against_mod.OldSet:
@@ -505,8 +492,7 @@ def _read_against(paths: tuple[Path, ...]) -> against_mod.OldSet:
     return against_mod.OldSet(texts, ids, digests)
 
 
-def _against(run: _Run, old: against_mod.OldSet) -> None:
-    started = time.perf_counter()
+def _against(run: _Run, old: against_mod.OldSet) -> dict[str, Any]:
     for i in run.alive:
         hit = old.match(run.sims[i], run.digests[i], run.cfg.rouge_threshold)
         if hit is not None:
@@ -517,7 +503,7 @@ def _against(run: _Run, old: against_mod.OldSet) -> None:
                 else f"ROUGE-L F >= {run.cfg.rouge_threshold} against an earlier record"
             )
             run.drop(i, against_mod.STAGE, against_mod.REASON, detail, duplicate_of=old_id, score=round(score, 4))
-    run.stage(against_mod.STAGE, time.perf_counter() - started, earlier_records=len(old))
+    return {"earlier_records": len(old)}
 
 
 async def _judge(run: _Run) -> None:
@@ -579,8 +565,6 @@ def _preflight(cfg: FilterConfig) -> None:
     if cfg.embed_dedup and cfg.embed_model is None:
         semantic.default_model_path()
     if cfg.engine == "ray":
-        from datagen.filter import ray_engine
-
         ray_engine.require()
     if cfg.judge:
         from datagen.llm.client import resolve_base_urls
@@ -589,10 +573,6 @@ def _preflight(cfg: FilterConfig) -> None:
         resolve_base_urls(cfg.llm)
         for lang in ("en", "zh"):
             get_template(f"{lang}/{judge.TEMPLATE}")
-
-
-def _started(name: str, run: _Run) -> None:
-    log.info("filter %s: started on %d records", name, len(run.alive))
 
 
 async def run_filter(cfg: FilterConfig) -> dict[str, Any]:
@@ -613,18 +593,17 @@ async def run_filter(cfg: FilterConfig) -> dict[str, Any]:
         _scan(run, bench_index)  # RecordError (path:line) before anything is written
         old = _read_against(cfg.against) if cfg.against else None
         make_dirs(cfg.out)  # an unusable --out fails now, not after the work (and judge calls) are done
-        if cfg.exact_dedup:
-            _started("exact_dedup", run)
-            _exact_dedup(run)
-        if old is not None:
-            _started(against_mod.STAGE, run)
-            _against(run, old)
-        if cfg.rouge_dedup:
-            _started("rouge_dedup", run)
-            _rouge_dedup(run)
-        if cfg.embed_dedup:
-            _started("embed_dedup", run)
-            _embed_dedup(run)
+        for name, on, stage in (
+            ("exact_dedup", cfg.exact_dedup, _exact_dedup),
+            (against_mod.STAGE, old is not None, functools.partial(_against, old=old)),
+            ("rouge_dedup", cfg.rouge_dedup, _rouge_dedup),
+            ("embed_dedup", cfg.embed_dedup, _embed_dedup),
+        ):
+            if on:  # each stage returns its own figures for the stats
+                log.info("filter %s: started on %d records", name, len(run.alive))
+                started = time.perf_counter()
+                figures = stage(run)
+                run.stage(name, time.perf_counter() - started, **figures)
     if cfg.judge and run.alive:
         await _judge(run)
 

@@ -32,13 +32,12 @@ from __future__ import annotations
 import importlib.util
 import logging
 import time
-from collections import Counter
 from collections.abc import Sequence
 from typing import Any
 
 import numpy as np
 
-from datagen.embed import DEFAULT_MODEL, encode, load_encoder
+from datagen.embed import encode, load_encoder
 from datagen.errors import ConfigError
 from datagen.filter import minhash, semantic
 from datagen.rouge import RougePool, Tokens, greedy_dedup_among, rouge_l, tokenize
@@ -419,37 +418,18 @@ def embed_dedup(
         np.stack(rows["vector"][order]) if len(readable) else np.zeros((0, 1)), dtype=np.float32
     )
     timings["encode_s"] = time.perf_counter() - started
-    started = time.perf_counter()
-    info: dict[str, Any] = {}
-    i, j, s = semantic.similar_pairs(
-        vectors, threshold, ivf_above=ivf_above, nprobe=nprobe, min_recall=min_recall, info=info
+    result = semantic.group_vectors(
+        vectors,
+        readable,
+        n,
+        priority,
+        threshold=threshold,
+        grouping=grouping,
+        ivf_above=ivf_above,
+        nprobe=nprobe,
+        min_recall=min_recall,
+        model=model,
+        timings=timings,
     )
-    timings["search_s"] = time.perf_counter() - started
-    started = time.perf_counter()
-    ranks = [priority[k] for k in readable]
-    if grouping == "greedy":
-        _, dropped_r = semantic.keep_greedy(len(readable), i, j, s, ranks)
-        pair_score = {(int(x), int(y)): float(c) for x, y, c in zip(i, j, s)}
-        score = [pair_score[(min(x, k), max(x, k))] for x, k in dropped_r]
-    else:
-        _, dropped_r = semantic.keep_one_per_group(len(readable), i, j, ranks)
-        score = [float(vectors[x] @ vectors[k]) for x, k in dropped_r]
-    dropped = [(int(readable[x]), int(readable[k]), round(c, 4)) for (x, k), c in zip(dropped_r, score)]
-    gone = {x for x, _, _ in dropped}
-    sizes = Counter(k for _, k, _ in dropped)
-    timings["group_s"] = time.perf_counter() - started
-    stats = {
-        "engine": "ray",
-        "actors": size,
-        "gpus_per_actor": 1 if gpus else 0,
-        "model": model or DEFAULT_MODEL,
-        "grouping": grouping,
-        "texts": n,
-        "unreadable": n - len(readable),
-        "pairs": int(len(i)),
-        "groups": len(sizes),
-        "largest_group": max(sizes.values(), default=0) + (1 if sizes else 0),
-        **info,
-        **{k: round(v, 4) for k, v in timings.items()},
-    }
-    return semantic.EmbedResult(kept=[x for x in range(n) if x not in gone], dropped=dropped, stats=stats)
+    result.stats = {"engine": "ray", "actors": size, "gpus_per_actor": 1 if gpus else 0, **result.stats}
+    return result

@@ -302,6 +302,47 @@ def embed_dedup(
     started = time.perf_counter()
     vectors = encode([texts[k] for k in readable], model, device, batch_size)
     timings["encode_s"] = time.perf_counter() - started
+    result = group_vectors(
+        vectors,
+        readable,
+        n,
+        priority,
+        threshold=threshold,
+        grouping=grouping,
+        ivf_above=ivf_above,
+        nprobe=nprobe,
+        min_recall=min_recall,
+        model=model,
+        timings=timings,
+    )
+    log.info(
+        "embedding dedup: %d texts (%d unreadable by the model, kept as they are), %d pairs >= %g, %d dropped",
+        n,
+        n - len(readable),
+        result.stats["pairs"],
+        threshold,
+        len(result.dropped),
+    )
+    return result
+
+
+def group_vectors(
+    vectors: np.ndarray,
+    readable: np.ndarray,
+    n: int,
+    priority: Sequence[Any],
+    *,
+    threshold: float,
+    grouping: str,
+    ivf_above: int,
+    nprobe: int,
+    min_recall: float,
+    model: str | None,
+    timings: dict[str, float],
+) -> EmbedResult:
+    """``embed_dedup`` after encoding, shared with the Ray engine: the pair search over the ``vectors`` of the
+    ``readable`` texts (their indices among the ``n`` texts), the keep rule, and the stats; ``timings`` holds
+    the seconds spent before, by name."""
     started = time.perf_counter()
     info: dict[str, Any] = {}
     i, j, s = similar_pairs(vectors, threshold, ivf_above=ivf_above, nprobe=nprobe, min_recall=min_recall, info=info)
@@ -309,9 +350,9 @@ def embed_dedup(
     started = time.perf_counter()
     ranks = [priority[k] for k in readable]
     if grouping == "greedy":
-        kept_r, dropped_r = keep_greedy(len(readable), i, j, s, ranks)
+        _, dropped_r = keep_greedy(len(readable), i, j, s, ranks)
     else:
-        kept_r, dropped_r = keep_one_per_group(len(readable), i, j, ranks)
+        _, dropped_r = keep_one_per_group(len(readable), i, j, ranks)
     pair_score = {(int(a), int(b)): float(c) for a, b, c in zip(i, j, s)} if grouping == "greedy" else {}
 
     def score(x: int, k: int) -> float:  # greedy: the searched pair's own cosine, >= threshold by construction
@@ -320,7 +361,6 @@ def embed_dedup(
 
     dropped = [(int(readable[x]), int(readable[k]), score(x, k)) for x, k in dropped_r]
     gone = {x for x, _, _ in dropped}
-    kept = [x for x in range(n) if x not in gone]
     sizes = Counter(k for _, k, _ in dropped)
     timings["group_s"] = time.perf_counter() - started
     stats = {
@@ -334,12 +374,4 @@ def embed_dedup(
         **info,
         **{k: round(v, 4) for k, v in timings.items()},
     }
-    log.info(
-        "embedding dedup: %d texts (%d unreadable by the model, kept as they are), %d pairs >= %g, %d dropped",
-        n,
-        n - len(readable),
-        len(i),
-        threshold,
-        len(dropped),
-    )
-    return EmbedResult(kept=kept, dropped=dropped, stats=stats)
+    return EmbedResult(kept=[x for x in range(n) if x not in gone], dropped=dropped, stats=stats)
