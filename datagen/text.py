@@ -13,9 +13,9 @@ which language a text is in instead.
     (4, 5)
     >>> normalize_text("Ｈｅｌｌｏ，  World!")          # NFKC folds full-width forms, then case and punctuation
     'hello world'
-    >>> find_blacklisted("Draw a picture of a cat.", "en"), find_blacklisted("画一张公司的流程图", "zh")
+    >>> find_blacklisted("Draw a picture of a cat."), find_blacklisted("画一张公司的流程图")
     ('Draw', '画一')
-    >>> find_blacklisted("Summarise the plot of the novel.", "en"), find_blacklisted("Sky blue", "en", ["sky"])
+    >>> find_blacklisted("Summarise the plot of the novel."), find_blacklisted("Sky blue", ["sky"])
     (None, 'sky')
     >>> find_phrase("As an AI language model, I cannot do that.", AI_IDENTITY)
     'as an ai language model'
@@ -620,7 +620,7 @@ def _normalized(phrases: tuple[str, ...]) -> tuple[tuple[str, str], ...]:
     return tuple((phrase, normalize_phrase(phrase)) for phrase in phrases)
 
 
-def find_blacklisted(text: str, lang: str, words: Iterable[str] | None = None) -> str | None:
+def find_blacklisted(text: str, words: Iterable[str] | None = None) -> str | None:
     """What in ``text`` asks for a task a text-only model cannot do, or None.
 
     ``words=None`` (the default) reads the request in context, in both languages (``find_media_task``);

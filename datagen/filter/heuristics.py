@@ -630,7 +630,7 @@ def _instruction_flags(example: Example, cfg: FilterConfig) -> dict[str, Any]:
             flags[f"instruction_{length[0]}"] = length[1]
         # No list: the request read in context ("draw a picture of", never "draw a conclusion"); a list: the
         # user's own bare words.
-        word = find_blacklisted(instruction, "en", cfg.blacklist)
+        word = find_blacklisted(instruction, cfg.blacklist)
         if word:
             flags["blacklisted_keyword"] = word
         asked = find_personal_experience(instruction)

@@ -89,7 +89,7 @@ def check_instruction(text: str, lang: str) -> tuple[str, Any] | None:
         return "too_short", units
     if units > hi:
         return "too_long", units
-    word = find_blacklisted(text, lang)
+    word = find_blacklisted(text)
     if word:
         return "blacklisted_keyword", word
     if starts_with_punctuation(text, allow_openers=False):  # the paper's rule: no exception for quotes
