@@ -209,12 +209,11 @@ def one_size(
         run.stages["heuristics"] = {"rejected": 0}
     tmp.cleanup()
     with _Clock(row, "exact_dedup"):
-        _exact_dedup(run)
+        run.stage("exact_dedup", 0.0, **_exact_dedup(run))  # the stage returns its figures; stage() closes it
     row["heuristic_rejects"] = run.stages["heuristics"]["rejected"]
 
     with _Clock(row, "units"):
-        units = run.units()
-        texts = [run.sims[u[0]] for u in units]
+        units, texts = run.units()
     row["units"] = len(units)
     with _Clock(row, "rouge_tokenize"):
         tokens = Tokens.of(texts)
