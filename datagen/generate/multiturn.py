@@ -32,6 +32,7 @@ the LLM cache. So a killed run, re-run, ends with exactly the result of an unint
 
 from __future__ import annotations
 
+import functools
 import hashlib
 import json
 import math
@@ -584,6 +585,10 @@ def _assemble(cfg: MultiTurnConfig, run: _Run) -> tuple[list[Example], list[Exam
         if result["finish_reasons"]:  # of the last assistant turn (the filter's truncation rule reads it)
             meta["finish_reason"], meta["finish_reasons"] = result["finish_reasons"][-1], result["finish_reasons"]
         first_answer = next((m["content"] for m in messages if m["role"] == "assistant"), "")
+        # Every record and reject of this conversation: its opener and first answer, with the given turns and meta.
+        conversation = functools.partial(
+            Example, instruction=opener["instruction"], output=first_answer, lang=cfg.lang
+        )
         keep = turns >= MIN_USER_TURNS and role_alternation_error(messages) is None
         if failure:
             # The failed turn itself, so a reader sees what was cut and why.
@@ -597,13 +602,7 @@ def _assemble(cfg: MultiTurnConfig, run: _Run) -> tuple[list[Example], list[Exam
                 detail["match"] = failure["detail"]
             rejects.append(
                 make_reject(
-                    Example(
-                        instruction=opener["instruction"],
-                        output=first_answer,
-                        messages=failed,
-                        lang=cfg.lang,
-                        meta=dict(meta),
-                    ),
+                    conversation(messages=failed, meta=dict(meta)),
                     STAGE,
                     failure["reason"],
                     detail,
@@ -615,13 +614,7 @@ def _assemble(cfg: MultiTurnConfig, run: _Run) -> tuple[list[Example], list[Exam
             if not failure:  # cannot happen with min_turns ≥ 2; kept as a guard for the alternation invariant
                 rejects.append(
                     make_reject(
-                        Example(
-                            instruction=opener["instruction"],
-                            output=first_answer,
-                            messages=messages,
-                            lang=cfg.lang,
-                            meta=meta,
-                        ),
+                        conversation(messages=messages, meta=meta),
                         STAGE,
                         "role_alternation",
                         role_alternation_error(messages),
@@ -632,13 +625,7 @@ def _assemble(cfg: MultiTurnConfig, run: _Run) -> tuple[list[Example], list[Exam
         if len(records) >= cfg.num_conversations:
             rejects.append(
                 make_reject(
-                    Example(
-                        instruction=opener["instruction"],
-                        output=first_answer,
-                        messages=messages,
-                        lang=cfg.lang,
-                        meta=meta,
-                    ),
+                    conversation(messages=messages, meta=meta),
                     STAGE,
                     "over_target",
                     None,
@@ -646,14 +633,5 @@ def _assemble(cfg: MultiTurnConfig, run: _Run) -> tuple[list[Example], list[Exam
                 )
             )
             continue
-        records.append(
-            Example(
-                instruction=opener["instruction"],
-                input="",
-                output=first_answer,
-                messages=messages,
-                lang=cfg.lang,
-                meta=meta,
-            )
-        )
+        records.append(conversation(messages=messages, meta=meta))
     return records, rejects
